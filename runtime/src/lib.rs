@@ -1,0 +1,4 @@
+//! `tinyrt`: a from-scratch GGUF inference runtime for small language models.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub use tinyrt_kernels as kernels;

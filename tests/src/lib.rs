@@ -1,0 +1,1 @@
+//! Integration tests of tinyrt live in `tests/`; this crate only hosts them.
