@@ -51,7 +51,12 @@ pub struct TypeInfo {
 }
 
 const fn ti(name: &'static str, id: u32, block_size: usize, type_size: usize) -> TypeInfo {
-    TypeInfo { name, id, block_size, type_size }
+    TypeInfo {
+        name,
+        id,
+        block_size,
+        type_size,
+    }
 }
 
 impl GgmlType {
