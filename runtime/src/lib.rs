@@ -2,3 +2,5 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub use tinyrt_kernels as kernels;
+
+pub mod gguf;

@@ -1,0 +1,63 @@
+//! The bytes behind a `GgufFile`: a read-only memory map, or an owned aligned buffer.
+
+use std::fs::File;
+use std::path::Path;
+
+use memmap2::Mmap;
+
+use super::GgufError;
+
+pub(crate) enum Storage {
+    Mapped(Mmap),
+    /// `u128` words so that the bytes start 16-byte aligned (`Vec<u8>` promises only 1),
+    /// which lets callers view f32/f16 tensor data in place; `len` is the byte length.
+    Owned {
+        words: Vec<u128>,
+        len: usize,
+    },
+    Empty,
+}
+
+impl Storage {
+    pub(crate) fn map(path: &Path) -> Result<Storage, GgufError> {
+        let io = |source| GgufError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(GgufError::NotAFile {
+                path: path.to_owned(),
+            });
+        }
+        if meta.len() == 0 {
+            // mmap(2) rejects zero-length maps; the parser reports the truncation.
+            return Ok(Storage::Empty);
+        }
+        // SAFETY: the map is read-only and lives as long as the `GgufFile` that owns it. The
+        // one thing Rust cannot rule out is another process truncating or rewriting the file
+        // while it is mapped (this is the documented contract of every mmap-based GGUF loader:
+        // model files are not modified while in use).
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        Ok(Storage::Mapped(map))
+    }
+
+    pub(crate) fn owned(bytes: &[u8]) -> Storage {
+        let mut words = vec![0u128; bytes.len().div_ceil(16)];
+        let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+        dst[..bytes.len()].copy_from_slice(bytes);
+        Storage::Owned {
+            words,
+            len: bytes.len(),
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Mapped(m) => m,
+            Storage::Owned { words, len } => &bytemuck::cast_slice(words)[..*len],
+            Storage::Empty => &[],
+        }
+    }
+}
