@@ -4,6 +4,13 @@
 
 use std::sync::OnceLock;
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+pub mod ops;
+pub mod scalar;
+
 /// An instruction-set level with its own kernel implementations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Isa {

@@ -1,0 +1,662 @@
+//! Transformer ops on the CPU: norms, RoPE, softmax, activations, element-wise arithmetic,
+//! f16 row conversion and causal GQA attention over a KV cache.
+//!
+//! # Dispatch
+//! Every function takes the [`Isa`] first (usually `Isa::default_for_process()`, chosen once by
+//! the caller) and runs that ISA's implementation from `cpu/{scalar,avx2,avx512}/ops.rs`. An ISA
+//! this CPU lacks is never executed: it is clamped to [`Isa::detect`], so every call is sound.
+//!
+//! # Shapes
+//! Shapes are the caller's contract (they come from checked model hyperparameters, not from a
+//! user): a mismatch is a bug and panics with a message. Values from a file that a constructor
+//! checks (RoPE settings) give an [`OpsError`].
+//!
+//! # Numerics
+//! The ops follow ggml's CPU backend (llama.cpp build 11434), which made the goldens; see the
+//! scalar reference `cpu/scalar/ops.rs` for each op's exact recipe. SIMD paths differ from the
+//! scalar reference only by rounding (a polynomial exp, f32 lanes instead of an f64 sum).
+
+use std::ops::Range;
+
+use thiserror::Error;
+
+use crate::cpu::scalar::ops as scalar;
+use crate::cpu::Isa;
+
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::{avx2::ops as avx2, avx512::ops as avx512};
+
+/// Invalid settings for an op (from a model file).
+#[derive(Debug, Error, PartialEq)]
+pub enum OpsError {
+    #[error("rope: rotary dimension count {0} must be even and non-zero")]
+    RopeDims(usize),
+    #[error("rope: {got} frequency factors given, {need} needed (n_rot / 2)")]
+    RopeFreqFactors { got: usize, need: usize },
+    #[error("rope: invalid {name} = {value}")]
+    RopeParam { name: &'static str, value: f32 },
+}
+
+/// The ISA that actually runs: `isa` when this CPU has it, else the best it has.
+#[inline]
+fn effective(isa: Isa) -> Isa {
+    if isa == Isa::Scalar || isa.is_supported() {
+        isa
+    } else {
+        Isa::detect()
+    }
+}
+
+/// Runs `$scalar`, `$avx2` or `$avx512` for the effective ISA. The SIMD arms are `unsafe`
+/// target-feature functions; `effective` has checked that the CPU supports them.
+macro_rules! dispatch {
+    ($isa:expr, $name:ident ( $($arg:expr),* )) => {{
+        match effective($isa) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `effective` returns Avx512 only when `Isa::Avx512.is_supported()`.
+            Isa::Avx512 => unsafe { avx512::$name($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `effective` returns Avx2 only when `Isa::Avx2.is_supported()`.
+            Isa::Avx2 => unsafe { avx2::$name($($arg),*) },
+            _ => scalar::$name($($arg),*),
+        }
+    }};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Norms
+
+/// RMSNorm of each row of `x` (rows of `weight.len()` values), times `weight`, into `out`.
+/// ggml: `ggml_mul(ggml_rms_norm(x, eps), weight)`.
+pub fn rms_norm(isa: Isa, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    check_rows("rms_norm", x.len(), weight.len());
+    assert_eq!(x.len(), out.len(), "rms_norm: out length");
+    dispatch!(isa, rms_norm(x, weight, eps, out))
+}
+
+/// [`rms_norm`] in place.
+pub fn rms_norm_inplace(isa: Isa, x: &mut [f32], weight: &[f32], eps: f32) {
+    check_rows("rms_norm", x.len(), weight.len());
+    // The kernels read a row completely before writing it, so a copy of one row is not needed;
+    // but `&x` and `&mut x` cannot alias in Rust, so go row by row through a small buffer.
+    let mut tmp = vec![0.0f32; weight.len()];
+    for row in x.chunks_exact_mut(weight.len()) {
+        tmp.copy_from_slice(row);
+        dispatch!(isa, rms_norm(&tmp, weight, eps, row));
+    }
+}
+
+/// LayerNorm of each row of `x` (rows of `weight.len()` values): subtract the mean, divide by
+/// sqrt(variance + eps), times `weight`, plus `bias` when given (phi2, stablelm).
+/// ggml: `ggml_add(ggml_mul(ggml_norm(x, eps), weight), bias)`.
+pub fn layer_norm(
+    isa: Isa,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    eps: f32,
+    out: &mut [f32],
+) {
+    check_rows("layer_norm", x.len(), weight.len());
+    assert_eq!(x.len(), out.len(), "layer_norm: out length");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), weight.len(), "layer_norm: bias length");
+    }
+    dispatch!(isa, layer_norm(x, weight, bias, eps, out))
+}
+
+fn check_rows(op: &str, len: usize, row: usize) {
+    assert!(
+        row > 0 && len % row == 0,
+        "{op}: length {len} is not a multiple of the row length {row}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// RoPE
+
+/// Which pairs of a head RoPE rotates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeMode {
+    /// GGUF llama convention (`LLAMA_ROPE_TYPE_NORM`): adjacent pairs `(x[2i], x[2i+1])`.
+    Normal,
+    /// GPT-NeoX convention (phi2, gemma, qwen, stablelm): `(x[i], x[i + n_rot/2])`.
+    Neox,
+}
+
+/// RoPE settings, mirroring the arguments of ggml's `ggml_rope_ext`.
+///
+/// Angle of pair `i` (0 ≤ i < n_rot/2) at position `p`, as ggml computes it:
+/// `theta = freq_scale * p * freq_base^(-2i/n_rot) / freq_factors[i]` (the power is built by
+/// repeated multiplication in f32, like ggml), then `cos(theta) * attn_factor`,
+/// `sin(theta) * attn_factor`. With `ext_factor != 0` the YaRN ramp between interpolated and
+/// extrapolated angles and YaRN's magnitude scaling are applied exactly as in ggml's `rope_yarn`.
+#[derive(Clone, Debug)]
+pub struct RopeCfg<'a> {
+    pub mode: RopeMode,
+    /// Rotated dimensions per head (`rope.dimension_count`); the rest of the head is untouched.
+    pub n_rot: usize,
+    pub freq_base: f32,
+    /// 1 / (linear scaling factor).
+    pub freq_scale: f32,
+    /// Llama-3 `rope_freqs.weight`: theta of pair `i` is divided by `freq_factors[i]`.
+    pub freq_factors: Option<&'a [f32]>,
+    /// YaRN extrapolation mix; 0 disables YaRN (the default and all current fixtures).
+    pub ext_factor: f32,
+    /// Multiplies cos and sin (YaRN attention factor); 1 by default.
+    pub attn_factor: f32,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+    /// Training context for YaRN's correction dims; unused when `ext_factor == 0`.
+    pub n_ctx_orig: usize,
+}
+
+impl RopeCfg<'static> {
+    /// Plain RoPE: no scaling, no frequency factors, no YaRN (llama.cpp's defaults).
+    pub fn new(mode: RopeMode, n_rot: usize, freq_base: f32) -> Self {
+        RopeCfg {
+            mode,
+            n_rot,
+            freq_base,
+            freq_scale: 1.0,
+            freq_factors: None,
+            ext_factor: 0.0,
+            attn_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            n_ctx_orig: 0,
+        }
+    }
+}
+
+/// Precomputed cos/sin of every position `0..max_pos` for one [`RopeCfg`]. Build it once per
+/// model (per distinct RoPE setting, e.g. Gemma-3's local and global layers).
+#[derive(Clone, Debug)]
+pub struct RopeCache {
+    mode: RopeMode,
+    n_rot: usize,
+    max_pos: usize,
+    /// `max_pos` rows of `n_rot` values. Normal: `[cos0, sin0, cos1, sin1, ...]` (ggml's own
+    /// layout, lined up with the pairs it rotates); Neox: `[cos0..cos_{h-1}, sin0..sin_{h-1}]`.
+    table: Vec<f32>,
+}
+
+impl RopeCache {
+    pub fn new(cfg: &RopeCfg, max_pos: usize) -> Result<Self, OpsError> {
+        let n_rot = cfg.n_rot;
+        if n_rot == 0 || n_rot % 2 != 0 {
+            return Err(OpsError::RopeDims(n_rot));
+        }
+        let half = n_rot / 2;
+        if let Some(ff) = cfg.freq_factors {
+            if ff.len() < half {
+                return Err(OpsError::RopeFreqFactors {
+                    got: ff.len(),
+                    need: half,
+                });
+            }
+        }
+        for (name, value) in [("freq_base", cfg.freq_base), ("freq_scale", cfg.freq_scale)] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(OpsError::RopeParam { name, value });
+            }
+        }
+        for (name, value) in [
+            ("ext_factor", cfg.ext_factor),
+            ("attn_factor", cfg.attn_factor),
+            ("beta_fast", cfg.beta_fast),
+            ("beta_slow", cfg.beta_slow),
+        ] {
+            if !value.is_finite() {
+                return Err(OpsError::RopeParam { name, value });
+            }
+        }
+        // ggml `ggml_compute_forward_rope_flt` + `ggml_rope_cache_init` + `rope_yarn`.
+        let theta_scale = cfg.freq_base.powf(-2.0 / n_rot as f32);
+        let corr_dims = yarn_corr_dims(
+            n_rot,
+            cfg.n_ctx_orig,
+            cfg.freq_base,
+            cfg.beta_fast,
+            cfg.beta_slow,
+        );
+        let mut table = vec![0.0f32; max_pos * n_rot];
+        for (pos, row) in table.chunks_exact_mut(n_rot).enumerate() {
+            let mut theta = pos as i32 as f32;
+            for i in 0..half {
+                let ff = cfg.freq_factors.map_or(1.0, |f| f[i]);
+                let (c, s) = rope_yarn(
+                    theta / ff,
+                    cfg.freq_scale,
+                    corr_dims,
+                    2 * i,
+                    cfg.ext_factor,
+                    cfg.attn_factor,
+                );
+                match cfg.mode {
+                    RopeMode::Normal => {
+                        row[2 * i] = c;
+                        row[2 * i + 1] = s;
+                    }
+                    RopeMode::Neox => {
+                        row[i] = c;
+                        row[half + i] = s;
+                    }
+                }
+                theta *= theta_scale;
+            }
+        }
+        Ok(RopeCache {
+            mode: cfg.mode,
+            n_rot,
+            max_pos,
+            table,
+        })
+    }
+
+    pub fn mode(&self) -> RopeMode {
+        self.mode
+    }
+
+    pub fn n_rot(&self) -> usize {
+        self.n_rot
+    }
+
+    /// Positions `0..max_pos()` are in the table.
+    pub fn max_pos(&self) -> usize {
+        self.max_pos
+    }
+
+    /// The `n_rot` table values of one position (layout in the field's comment).
+    #[inline]
+    pub fn row(&self, pos: usize) -> &[f32] {
+        &self.table[pos * self.n_rot..(pos + 1) * self.n_rot]
+    }
+}
+
+/// ggml `ggml_rope_yarn_corr_dims`.
+fn yarn_corr_dims(
+    n_dims: usize,
+    n_ctx_orig: usize,
+    freq_base: f32,
+    beta_fast: f32,
+    beta_slow: f32,
+) -> [f32; 2] {
+    let corr_dim = |n_rot: f32| -> f32 {
+        n_dims as f32 * (n_ctx_orig as f32 / (n_rot * 2.0 * std::f32::consts::PI)).ln()
+            / (2.0 * freq_base.ln())
+    };
+    let start = corr_dim(beta_fast).floor();
+    let end = corr_dim(beta_slow).ceil();
+    [start.max(0.0), end.min(n_dims as f32 - 1.0)]
+}
+
+/// ggml `rope_yarn`: (cos, sin) of one pair.
+fn rope_yarn(
+    theta_extrap: f32,
+    freq_scale: f32,
+    corr_dims: [f32; 2],
+    i0: usize,
+    ext_factor: f32,
+    attn_factor: f32,
+) -> (f32, f32) {
+    let theta_interp = freq_scale * theta_extrap;
+    let mut theta = theta_interp;
+    let mut mscale = attn_factor;
+    if ext_factor != 0.0 {
+        let y = ((i0 / 2) as f32 - corr_dims[0]) / (corr_dims[1] - corr_dims[0]).max(0.001);
+        let ramp = 1.0 - y.clamp(0.0, 1.0);
+        let ramp_mix = ramp * ext_factor;
+        theta = theta_interp * (1.0 - ramp_mix) + theta_extrap * ramp_mix;
+        mscale *= 1.0 + 0.1 * (1.0 / freq_scale).ln();
+    }
+    (theta.cos() * mscale, theta.sin() * mscale)
+}
+
+/// Rotates the first `cache.n_rot()` dimensions of every head of `x`
+/// (`n_tokens × n_heads × head_dim`, token `t` at position `positions[t]`), in place.
+///
+/// # Panics
+/// On a shape mismatch, `n_rot > head_dim`, or a position `>= cache.max_pos()`.
+pub fn rope(
+    isa: Isa,
+    x: &mut [f32],
+    n_heads: usize,
+    head_dim: usize,
+    positions: &[usize],
+    cache: &RopeCache,
+) {
+    assert_eq!(
+        x.len(),
+        positions.len() * n_heads * head_dim,
+        "rope: x must hold positions.len() × n_heads × head_dim values"
+    );
+    assert!(
+        cache.n_rot() <= head_dim,
+        "rope: n_rot {} > head_dim {head_dim}",
+        cache.n_rot()
+    );
+    if let Some(&p) = positions.iter().find(|&&p| p >= cache.max_pos()) {
+        panic!("rope: position {p} beyond the cache ({})", cache.max_pos());
+    }
+    dispatch!(isa, rope(x, n_heads, head_dim, positions, cache))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Softmax, activations, element-wise
+
+/// Softmax of `x` in place, max-subtracted. An empty slice is left alone.
+pub fn softmax_inplace(isa: Isa, x: &mut [f32]) {
+    if x.is_empty() {
+        return;
+    }
+    dispatch!(isa, softmax_inplace(x))
+}
+
+/// `x / (1 + exp(-x))` in place.
+pub fn silu_inplace(isa: Isa, x: &mut [f32]) {
+    dispatch!(isa, silu_inplace(x))
+}
+
+/// GELU, tanh approximation, as ggml's CPU backend computes it for f32 (input and result
+/// rounded to f16 through its lookup table; see `scalar::gelu_tanh_ggml`).
+pub fn gelu_tanh_inplace(isa: Isa, x: &mut [f32]) {
+    dispatch!(isa, gelu_tanh_inplace(x))
+}
+
+/// GELU with erf (`0.5 x (1 + erf(x / sqrt 2))`), in place.
+pub fn gelu_erf_inplace(isa: Isa, x: &mut [f32]) {
+    dispatch!(isa, gelu_erf_inplace(x))
+}
+
+/// `out = silu(gate) * up`.
+pub fn swiglu(isa: Isa, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    assert!(
+        gate.len() == up.len() && up.len() == out.len(),
+        "swiglu: lengths"
+    );
+    dispatch!(isa, swiglu(gate, up, out))
+}
+
+/// `out = gelu_tanh(gate) * up` (ggml `geglu`, same f16 table semantics as [`gelu_tanh_inplace`]).
+pub fn geglu_tanh(isa: Isa, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    assert!(
+        gate.len() == up.len() && up.len() == out.len(),
+        "geglu_tanh: lengths"
+    );
+    dispatch!(isa, geglu_tanh(gate, up, out))
+}
+
+/// `x += y`.
+pub fn add_inplace(isa: Isa, x: &mut [f32], y: &[f32]) {
+    assert_eq!(x.len(), y.len(), "add_inplace: lengths");
+    dispatch!(isa, add_inplace(x, y))
+}
+
+/// `x *= y` element-wise.
+pub fn mul_inplace(isa: Isa, x: &mut [f32], y: &[f32]) {
+    assert_eq!(x.len(), y.len(), "mul_inplace: lengths");
+    dispatch!(isa, mul_inplace(x, y))
+}
+
+/// `x *= s`.
+pub fn scale_inplace(isa: Isa, x: &mut [f32], s: f32) {
+    dispatch!(isa, scale_inplace(x, s))
+}
+
+/// f32 → f16 bits, round to nearest even (F16C's rounding), e.g. to store K/V rows.
+pub fn f32_to_f16_row(isa: Isa, src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len(), "f32_to_f16_row: lengths");
+    dispatch!(isa, f32_to_f16_row(src, dst))
+}
+
+/// f16 bits → f32 (exact).
+pub fn f16_to_f32_row(isa: Isa, src: &[u16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "f16_to_f32_row: lengths");
+    dispatch!(isa, f16_to_f32_row(src, dst))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention
+
+/// The elements of one K or V cache: f32 values or f16 bits (llama.cpp's default cache type).
+#[derive(Clone, Copy, Debug)]
+pub enum KvData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u16]),
+}
+
+impl KvData<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            KvData::F32(d) => d.len(),
+            KvData::F16(d) => d.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One layer's KV cache. Layout of both K and V: `[position][kv_head][head_dim]`, contiguous
+/// (one position is a row of `n_kv_heads * head_dim` values, exactly what the K/V projection
+/// of one token produces). The slices may be longer than the positions in use.
+#[derive(Clone, Copy, Debug)]
+pub struct KvView<'a> {
+    pub k: KvData<'a>,
+    pub v: KvData<'a>,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl KvView<'_> {
+    /// Positions the cache slices can hold.
+    pub fn capacity(&self) -> usize {
+        let row = self.n_kv_heads * self.head_dim;
+        self.k.len().min(self.v.len()).checked_div(row).unwrap_or(0)
+    }
+}
+
+/// Settings of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnParams {
+    /// Query heads; a multiple of the cache's `n_kv_heads` (GQA: `n_heads / n_kv_heads` query
+    /// heads share one K/V head, query head `h` reads kv head `h / (n_heads / n_kv_heads)`).
+    pub n_heads: usize,
+    /// Multiplies Q·K (usually `1 / sqrt(head_dim)`).
+    pub scale: f32,
+    /// Sliding window (llama.cpp `LLAMA_SWA_TYPE_STANDARD`, Gemma-3 local layers): the query at
+    /// position `p` attends keys at positions `p' ` with `p - p' < window`, i.e. `(p - window, p]`.
+    pub window: Option<usize>,
+}
+
+/// The work of one (query token, GQA group) pair, handed to the per-ISA kernels.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnJob<'a> {
+    pub kv: &'a KvView<'a>,
+    pub kv_head: usize,
+    pub head_dim: usize,
+    /// Keys `key_lo..key_hi` (cache positions) are attended.
+    pub key_lo: usize,
+    pub key_hi: usize,
+    pub scale: f32,
+    /// ggml's per-key ("vec") path instead of its tiled path; see [`attention`].
+    pub ggml_vec_path: bool,
+}
+
+/// Query tokens from which ggml's CPU flash attention switches to its tiled path
+/// (`GGML_FA_TILE_Q` in `ggml-cpu/common.h`).
+pub const GGML_FA_TILE_Q: usize = 64;
+
+/// Causal multi-head attention of `n_tokens` new query tokens over the cache.
+///
+/// - `q`: `n_tokens × n_heads × head_dim`, already roped and unscaled.
+/// - `kv`: the layer's cache; the batch's own K/V are already stored at positions
+///   `n_past..n_past + n_tokens`; token `t` sits at position `n_past + t` and attends keys
+///   `0..=n_past + t` (minus those outside the sliding window).
+/// - `out`: `n_tokens × n_heads × head_dim`.
+///
+/// Numerics follow llama.cpp's default on the CPU, flash attention (`ggml_compute_forward_flash_attn_ext_f16`):
+/// - batches of fewer than [`GGML_FA_TILE_Q`] tokens (so every decode step) take ggml's per-key
+///   path: Q is rounded to f16 when K is f16 (ggml converts Q to K's `vec_dot_type`), scores and
+///   the running softmax are f32, and with an f16 V the output accumulator is rounded to f16
+///   after every key, as ggml's `ggml_vec_mad_f16` does;
+/// - larger batches take ggml's tiled path: f32 Q·K over K converted to f32, online softmax
+///   over blocks of 64 keys, f32 accumulator.
+///
+/// ggml's split-KV variant for long decodes (≥ 512 keys, per-thread partial sums combined in f32)
+/// is not reproduced: the per-key path runs over all keys in one pass.
+pub fn attention(
+    isa: Isa,
+    q: &[f32],
+    kv: &KvView,
+    n_past: usize,
+    params: &AttnParams,
+    out: &mut [f32],
+) {
+    attention_parallel(isa, q, kv, n_past, params, out, &Sequential)
+}
+
+/// Runs `f(thread_idx, n_threads)` once on each of `n_threads()` threads and returns when all
+/// calls have returned. The seam through which ops use a thread pool.
+pub trait ParallelRun: Sync {
+    fn n_threads(&self) -> usize;
+    fn run(&self, f: &(dyn Fn(usize, usize) + Sync));
+}
+
+/// Runs on the calling thread only.
+pub struct Sequential;
+
+impl ParallelRun for Sequential {
+    fn n_threads(&self) -> usize {
+        1
+    }
+    fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        f(0, 1)
+    }
+}
+
+/// `n` rayon tasks on rayon's global pool.
+pub struct RayonRun(pub usize);
+
+impl ParallelRun for RayonRun {
+    fn n_threads(&self) -> usize {
+        self.0.max(1)
+    }
+    fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        let n = self.n_threads();
+        rayon::scope(|s| {
+            for i in 1..n {
+                s.spawn(move |_| f(i, n));
+            }
+            f(0, n);
+        });
+    }
+}
+
+/// [`attention`] with the (query token, GQA group) pairs split across `par`'s threads. The
+/// result is identical to [`attention`] for any thread count (each pair is computed by the
+/// same code, independent of the split).
+pub fn attention_parallel(
+    isa: Isa,
+    q: &[f32],
+    kv: &KvView,
+    n_past: usize,
+    params: &AttnParams,
+    out: &mut [f32],
+    par: &dyn ParallelRun,
+) {
+    let hd = kv.head_dim;
+    let n_heads = params.n_heads;
+    let n_kv = kv.n_kv_heads;
+    assert!(hd > 0 && n_kv > 0, "attention: empty head shape");
+    assert!(
+        n_heads > 0 && n_heads % n_kv == 0,
+        "attention: n_heads {n_heads} is not a multiple of n_kv_heads {n_kv}"
+    );
+    let tok_len = n_heads * hd;
+    assert!(
+        q.len() % tok_len == 0,
+        "attention: q length {} is not a multiple of n_heads × head_dim",
+        q.len()
+    );
+    assert_eq!(q.len(), out.len(), "attention: out length");
+    let n_tokens = q.len() / tok_len;
+    assert!(
+        n_past + n_tokens <= kv.capacity(),
+        "attention: {} positions needed, the cache holds {}",
+        n_past + n_tokens,
+        kv.capacity()
+    );
+    if let Some(w) = params.window {
+        assert!(w > 0, "attention: window of 0");
+    }
+    let group = n_heads / n_kv;
+    let ggml_vec_path = n_tokens < GGML_FA_TILE_Q;
+    let isa = effective(isa);
+    let n_jobs = n_tokens * n_kv;
+    let out_ptr = SharedMut(out.as_mut_ptr());
+    let work = |thread: usize, n_threads: usize| {
+        // Interleave jobs over threads: with causal attention later tokens cost more, so a
+        // contiguous split of tokens would be unbalanced.
+        for job_idx in (thread..n_jobs).step_by(n_threads) {
+            let t = job_idx / n_kv;
+            let g = job_idx % n_kv;
+            let pos = n_past + t;
+            let keys = attended_keys(pos, params.window);
+            let job = AttnJob {
+                kv,
+                kv_head: g,
+                head_dim: hd,
+                key_lo: keys.start,
+                key_hi: keys.end,
+                scale: params.scale,
+                ggml_vec_path,
+            };
+            let start = t * tok_len + g * group * hd;
+            let q_group = &q[start..start + group * hd];
+            // SAFETY: `start..start + group*hd` lies inside `out` (same shape as `q`, checked
+            // above), and each job index maps to a distinct (token, group) range, each job index
+            // runs on exactly one thread, so no two live slices overlap.
+            let out_group =
+                unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), group * hd) };
+            attend_group(isa, &job, q_group, out_group);
+        }
+    };
+    let n_threads = par.n_threads().clamp(1, n_jobs.max(1));
+    if n_threads == 1 {
+        work(0, 1);
+    } else {
+        par.run(&|thread, n| {
+            // The pool may run more threads than useful; extra ones have no jobs.
+            if thread < n_threads {
+                work(thread, n_threads.min(n));
+            }
+        });
+    }
+}
+
+/// A raw pointer that may cross threads; the user guarantees disjoint access.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+
+impl SharedMut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: only used by `attention_parallel`, whose jobs write disjoint ranges.
+unsafe impl Send for SharedMut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMut {}
+
+fn attend_group(isa: Isa, job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
+    dispatch!(isa, attend_group(job, q_group, out_group))
+}
+
+/// The key positions a query at `pos` attends (for tests and callers building masks).
+pub fn attended_keys(pos: usize, window: Option<usize>) -> Range<usize> {
+    window.map_or(0, |w| (pos + 1).saturating_sub(w))..pos + 1
+}

@@ -1,0 +1,361 @@
+//! Scalar reference implementations of the transformer ops. Every SIMD path in
+//! `cpu/{avx2,avx512}/ops.rs` is tested against these. The numerics follow ggml's CPU backend
+//! (llama.cpp build 11434, `ggml/src/ggml-cpu/{ops.cpp,vec.h,vec.cpp}`), which produced the
+//! goldens; each function says where it follows ggml and where it deliberately does not.
+//!
+//! Callers go through [`crate::cpu::ops`], which checks shapes; these functions assume them.
+
+use half::f16;
+
+use crate::cpu::ops::{AttnJob, KvData, RopeCache, RopeMode};
+
+/// ggml's `ggml_rms_norm` followed by `ggml_mul` with the weight: the sum of squares of each row
+/// is accumulated in f64 (`ggml_float`), `scale = 1 / sqrt(mean + eps)` in f32, then
+/// `out = (x * scale) * weight`.
+#[inline]
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let n = weight.len();
+    for (xr, yr) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let sum: f64 = xr.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / n as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((y, &v), &w) in yr.iter_mut().zip(xr).zip(weight) {
+            *y = (v * scale) * w;
+        }
+    }
+}
+
+/// ggml's `ggml_norm` (mean subtraction, variance accumulated in f64) followed by `ggml_mul`
+/// with the weight and `ggml_add` of the bias.
+#[inline]
+pub fn layer_norm(x: &[f32], weight: &[f32], bias: Option<&[f32]>, eps: f32, out: &mut [f32]) {
+    let n = weight.len();
+    for (xr, yr) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let sum: f64 = xr.iter().map(|&v| v as f64).sum();
+        let mean = sum as f32 / n as f32;
+        let mut var = 0.0f64;
+        for (y, &v) in yr.iter_mut().zip(xr) {
+            let d = v - mean;
+            *y = d;
+            var += (d * d) as f64;
+        }
+        let variance = (var / n as f64) as f32;
+        let scale = 1.0 / (variance + eps).sqrt();
+        for (y, &w) in yr.iter_mut().zip(weight) {
+            *y = (*y * scale) * w;
+        }
+        if let Some(b) = bias {
+            for (y, &bv) in yr.iter_mut().zip(b) {
+                *y += bv;
+            }
+        }
+    }
+}
+
+/// RoPE on `n_tokens × n_heads × head_dim` values with a precomputed cache (ggml `rotate_pairs`).
+#[inline]
+pub fn rope(
+    x: &mut [f32],
+    n_heads: usize,
+    head_dim: usize,
+    positions: &[usize],
+    cache: &RopeCache,
+) {
+    let n_rot = cache.n_rot();
+    let half = n_rot / 2;
+    for (tok, &pos) in x.chunks_exact_mut(n_heads * head_dim).zip(positions) {
+        let row = cache.row(pos);
+        for head in tok.chunks_exact_mut(head_dim) {
+            match cache.mode() {
+                RopeMode::Normal => {
+                    // Row layout [cos0, sin0, cos1, sin1, ...]; pairs (x[2i], x[2i+1]).
+                    for i in 0..half {
+                        let (c, s) = (row[2 * i], row[2 * i + 1]);
+                        let x0 = head[2 * i];
+                        let x1 = head[2 * i + 1];
+                        head[2 * i] = x0 * c - x1 * s;
+                        head[2 * i + 1] = x0 * s + x1 * c;
+                    }
+                }
+                RopeMode::Neox => {
+                    // Row layout [cos0..cos_{half-1}, sin0..sin_{half-1}]; pairs (x[i], x[i+half]).
+                    for i in 0..half {
+                        let (c, s) = (row[i], row[half + i]);
+                        let x0 = head[i];
+                        let x1 = head[i + half];
+                        head[i] = x0 * c - x1 * s;
+                        head[i + half] = x0 * s + x1 * c;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Max-subtracted softmax; the sum is accumulated in f64 like ggml's `ggml_vec_soft_max_f32`.
+#[inline]
+pub fn softmax_inplace(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// ggml's `ggml_silu_f32`: `x / (1 + exp(-x))`.
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+const GELU_COEF_A: f32 = 0.044715;
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const SQRT_2_INV: f32 = std::f32::consts::FRAC_1_SQRT_2;
+
+/// The tanh approximation of GELU in f32 (ggml's `ggml_gelu_f32`).
+#[inline]
+pub fn gelu_tanh_f32(x: f32) -> f32 {
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
+}
+
+/// GELU as ggml's CPU backend computes it for f32 tensors (`GGML_GELU_FP16` is defined in
+/// `vec.h`): the input is rounded to f16, looked up in a table of f16-rounded `gelu_tanh_f32`,
+/// and inputs beyond ±10 bypass the table. Computing the table entry on the fly gives the same
+/// value.
+#[inline]
+pub fn gelu_tanh_ggml(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        let xh = f16::from_f32(x).to_f32();
+        f16::from_f32(gelu_tanh_f32(xh)).to_f32()
+    }
+}
+
+/// erf(x) by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7); Rust's `f32::erf` is unstable.
+#[inline]
+pub fn erf(x: f32) -> f32 {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_8,
+        -1.453_152_1,
+        1.061_405_4,
+    ];
+    let ax = x.abs();
+    let t = 1.0 / (1.0 + P * ax);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let y = 1.0 - poly * (-ax * ax).exp();
+    y.copysign(x)
+}
+
+/// Exact-erf GELU (ggml's `ggml_vec_gelu_erf_f32`).
+#[inline]
+pub fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * SQRT_2_INV))
+}
+
+#[inline]
+pub fn silu_inplace(x: &mut [f32]) {
+    for v in x {
+        *v = silu(*v);
+    }
+}
+
+#[inline]
+pub fn gelu_tanh_inplace(x: &mut [f32]) {
+    for v in x {
+        *v = gelu_tanh_ggml(*v);
+    }
+}
+
+#[inline]
+pub fn gelu_erf_inplace(x: &mut [f32]) {
+    for v in x {
+        *v = gelu_erf(*v);
+    }
+}
+
+#[inline]
+pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = silu(g) * u;
+    }
+}
+
+#[inline]
+pub fn geglu_tanh(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = gelu_tanh_ggml(g) * u;
+    }
+}
+
+#[inline]
+pub fn add_inplace(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+#[inline]
+pub fn mul_inplace(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a *= b;
+    }
+}
+
+#[inline]
+pub fn scale_inplace(x: &mut [f32], s: f32) {
+    for a in x {
+        *a *= s;
+    }
+}
+
+/// Round to nearest even, like F16C's `vcvtps2ph` with imm 0.
+#[inline]
+pub fn f32_to_f16_row(src: &[f32], dst: &mut [u16]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f16::from_f32(s).to_bits();
+    }
+}
+
+#[inline]
+pub fn f16_to_f32_row(src: &[u16], dst: &mut [f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f16::from_bits(s).to_f32();
+    }
+}
+
+#[inline]
+fn round_f16(x: f32) -> f32 {
+    f16::from_f32(x).to_f32()
+}
+
+/// Copies row `pos` of kv head `kv_head` of a cache into f32.
+#[inline]
+fn load_row(data: &KvData, offset: usize, dst: &mut [f32]) {
+    match data {
+        KvData::F32(d) => dst.copy_from_slice(&d[offset..offset + dst.len()]),
+        KvData::F16(d) => f16_to_f32_row(&d[offset..offset + dst.len()], dst),
+    }
+}
+
+/// Keys per block of the blocked (tiled) path; ggml's `GGML_FA_TILE_KV`.
+pub const KV_TILE: usize = 64;
+
+/// Attention of the query heads of one GQA group, for one query token, over keys
+/// `job.key_lo..job.key_hi`. See [`crate::cpu::ops::attention`] for the two numeric modes.
+#[inline]
+pub fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
+    let hd = job.head_dim;
+    let kv = job.kv;
+    let row = kv.n_kv_heads * hd;
+    let mut krow = vec![0.0f32; hd];
+    let mut vrow = vec![0.0f32; hd];
+    if job.ggml_vec_path {
+        // ggml `ggml_compute_forward_flash_attn_ext_f16_one_chunk`: one key at a time; Q rounded
+        // to f16 when K is f16; the V accumulator kept in f16 when V is f16.
+        let k_f16 = matches!(kv.k, KvData::F16(_));
+        let v_f16 = matches!(kv.v, KvData::F16(_));
+        for (qh, oh) in q_group.chunks_exact(hd).zip(out_group.chunks_exact_mut(hd)) {
+            let q: Vec<f32> = if k_f16 {
+                qh.iter().map(|&v| round_f16(v)).collect()
+            } else {
+                qh.to_vec()
+            };
+            let mut acc = vec![0.0f32; hd];
+            let mut m = f32::NEG_INFINITY;
+            let mut s_sum = 0.0f32;
+            for key in job.key_lo..job.key_hi {
+                let off = key * row + job.kv_head * hd;
+                load_row(&kv.k, off, &mut krow);
+                let dot: f32 = q.iter().zip(&krow).map(|(a, b)| a * b).sum();
+                let s = dot * job.scale;
+                let mut ms = 1.0f32;
+                let mut vs = 1.0f32;
+                if s > m {
+                    ms = (m - s).exp();
+                    m = s;
+                    for a in acc.iter_mut() {
+                        *a *= ms;
+                        if v_f16 {
+                            *a = round_f16(*a);
+                        }
+                    }
+                } else {
+                    vs = (s - m).exp();
+                }
+                load_row(&kv.v, off, &mut vrow);
+                for (a, &v) in acc.iter_mut().zip(&vrow) {
+                    *a += v * vs;
+                    if v_f16 {
+                        *a = round_f16(*a);
+                    }
+                }
+                s_sum = s_sum * ms + vs;
+            }
+            let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+            for (o, &a) in oh.iter_mut().zip(&acc) {
+                *o = a * inv;
+            }
+        }
+    } else {
+        // ggml `ggml_compute_forward_flash_attn_ext_tiled`: f32 Q and K, blocks of KV_TILE keys,
+        // online softmax across blocks, f32 accumulator.
+        let mut scores = vec![0.0f32; KV_TILE];
+        for (qh, oh) in q_group.chunks_exact(hd).zip(out_group.chunks_exact_mut(hd)) {
+            let mut acc = vec![0.0f32; hd];
+            let mut m = f32::NEG_INFINITY;
+            let mut s_sum = 0.0f32;
+            let mut start = job.key_lo;
+            while start < job.key_hi {
+                let n = (job.key_hi - start).min(KV_TILE);
+                for (j, sc) in scores[..n].iter_mut().enumerate() {
+                    let off = (start + j) * row + job.kv_head * hd;
+                    load_row(&kv.k, off, &mut krow);
+                    let dot: f32 = qh.iter().zip(&krow).map(|(a, b)| a * b).sum();
+                    *sc = dot * job.scale;
+                }
+                let bmax = scores[..n]
+                    .iter()
+                    .copied()
+                    .fold(f32::NEG_INFINITY, f32::max);
+                let m_new = m.max(bmax);
+                if m_new > m {
+                    let ms = (m - m_new).exp();
+                    for a in acc.iter_mut() {
+                        *a *= ms;
+                    }
+                    s_sum *= ms;
+                }
+                m = m_new;
+                let mut bsum = 0.0f64;
+                for sc in scores[..n].iter_mut() {
+                    *sc = (*sc - m).exp();
+                    bsum += *sc as f64;
+                }
+                s_sum += bsum as f32;
+                for (j, &p) in scores[..n].iter().enumerate() {
+                    let off = (start + j) * row + job.kv_head * hd;
+                    load_row(&kv.v, off, &mut vrow);
+                    for (a, &v) in acc.iter_mut().zip(&vrow) {
+                        *a += p * v;
+                    }
+                }
+                start += n;
+            }
+            let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+            for (o, &a) in oh.iter_mut().zip(&acc) {
+                *o = a * inv;
+            }
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! Transformer ops: every ISA against the scalar reference, the scalar reference against direct
+//! formulas (RoPE) and a naive materialised attention, multi-threaded against single-threaded.
+
+use half::f16;
+use proptest::prelude::*;
+use tinyrt_kernels::cpu::ops::{
+    self, AttnParams, KvData, KvView, RayonRun, RopeCache, RopeCfg, RopeMode,
+};
+use tinyrt_kernels::cpu::Isa;
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 48,
+        ..ProptestConfig::default()
+    }
+}
+
+/// |a - b| ≤ abs + rel·|b| element-wise, with a message naming the op, ISA and index.
+fn assert_close(what: &str, isa: Isa, got: &[f32], want: &[f32], abs: f32, rel: f32) {
+    assert_eq!(got.len(), want.len(), "{what} [{}]: length", isa.name());
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = if w.is_finite() {
+            (g - w).abs() <= abs + rel * w.abs()
+        } else {
+            g == w || (g.is_nan() && w.is_nan())
+        };
+        assert!(ok, "{what} [{}]: index {i}: got {g}, want {w}", isa.name());
+    }
+}
+
+fn simd_isas() -> Vec<Isa> {
+    Isa::available()
+}
+
+/// Values in a "typical activation" range plus a few extremes.
+fn activation() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        8 => -8.0f32..8.0,
+        1 => -100.0f32..100.0,
+        1 => prop::sample::select(vec![0.0f32, -0.0, 1e-30, -1e-30, 30.0, -30.0, 88.0, -88.0, 1e4, -1e4]),
+    ]
+}
+
+fn vec_of(len: impl Into<prop::collection::SizeRange>) -> impl Strategy<Value = Vec<f32>> {
+    prop::collection::vec(activation(), len)
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn elementwise_match_scalar(x in vec_of(0..300usize), s in -4.0f32..4.0) {
+        let y: Vec<f32> = x.iter().rev().map(|v| v * 0.5 - 1.0).collect();
+        for isa in simd_isas() {
+            let mut a = x.clone();
+            let mut b = x.clone();
+            ops::add_inplace(isa, &mut a, &y);
+            ops::add_inplace(Isa::Scalar, &mut b, &y);
+            assert_eq!(a, b, "add {}", isa.name());
+            let mut a = x.clone();
+            let mut b = x.clone();
+            ops::mul_inplace(isa, &mut a, &y);
+            ops::mul_inplace(Isa::Scalar, &mut b, &y);
+            assert_eq!(a, b, "mul {}", isa.name());
+            let mut a = x.clone();
+            let mut b = x.clone();
+            ops::scale_inplace(isa, &mut a, s);
+            ops::scale_inplace(Isa::Scalar, &mut b, s);
+            assert_eq!(a, b, "scale {}", isa.name());
+        }
+    }
+
+    #[test]
+    fn f16_rows_match_scalar(x in prop::collection::vec(prop_oneof![
+        4 => -70000.0f32..70000.0,
+        4 => -1.0f32..1.0,
+        1 => -1e-4f32..1e-4,
+        1 => prop::sample::select(vec![f32::INFINITY, f32::NEG_INFINITY, 65504.0, 65520.0, 6e-8, -0.0]),
+    ], 0..300usize)) {
+        let mut want = vec![0u16; x.len()];
+        for (w, &v) in want.iter_mut().zip(&x) {
+            *w = f16::from_f32(v).to_bits();
+        }
+        for isa in Isa::available() {
+            let mut h = vec![0u16; x.len()];
+            ops::f32_to_f16_row(isa, &x, &mut h);
+            assert_eq!(h, want, "f32_to_f16_row {}", isa.name());
+            let mut back = vec![0f32; x.len()];
+            ops::f16_to_f32_row(isa, &h, &mut back);
+            let want_back: Vec<f32> = want.iter().map(|&b| f16::from_bits(b).to_f32()).collect();
+            assert_eq!(back, want_back, "f16_to_f32_row {}", isa.name());
+        }
+    }
+
+    #[test]
+    fn activations_match_scalar(x in vec_of(0..300usize)) {
+        let up: Vec<f32> = x.iter().map(|v| (v * 0.37).sin() * 2.0).collect();
+        let mut silu_ref = x.clone();
+        ops::silu_inplace(Isa::Scalar, &mut silu_ref);
+        let mut gelu_ref = x.clone();
+        ops::gelu_tanh_inplace(Isa::Scalar, &mut gelu_ref);
+        let mut erf_ref = x.clone();
+        ops::gelu_erf_inplace(Isa::Scalar, &mut erf_ref);
+        let mut swiglu_ref = vec![0.0; x.len()];
+        ops::swiglu(Isa::Scalar, &x, &up, &mut swiglu_ref);
+        let mut geglu_ref = vec![0.0; x.len()];
+        ops::geglu_tanh(Isa::Scalar, &x, &up, &mut geglu_ref);
+        for isa in simd_isas() {
+            let mut a = x.clone();
+            ops::silu_inplace(isa, &mut a);
+            assert_close("silu", isa, &a, &silu_ref, 1e-6, 2e-6);
+            // ggml's GELU rounds its result to f16: allow one f16 step.
+            let mut a = x.clone();
+            ops::gelu_tanh_inplace(isa, &mut a);
+            assert_close("gelu_tanh", isa, &a, &gelu_ref, 1e-6, 1.1e-3);
+            let mut a = x.clone();
+            ops::gelu_erf_inplace(isa, &mut a);
+            assert_close("gelu_erf", isa, &a, &erf_ref, 1e-6, 2e-6);
+            let mut a = vec![0.0; x.len()];
+            ops::swiglu(isa, &x, &up, &mut a);
+            assert_close("swiglu", isa, &a, &swiglu_ref, 1e-6, 2e-6);
+            let mut a = vec![0.0; x.len()];
+            ops::geglu_tanh(isa, &x, &up, &mut a);
+            assert_close("geglu_tanh", isa, &a, &geglu_ref, 1e-6, 1.1e-3);
+        }
+    }
+
+    #[test]
+    fn softmax_matches_scalar(mut x in vec_of(1..400usize), n_masked in 0usize..5) {
+        // Masked entries (-inf) as an attention mask makes them.
+        let n = x.len();
+        for i in 0..n_masked.min(n - 1) {
+            x[(i * 7919) % n] = f32::NEG_INFINITY;
+        }
+        if x.iter().all(|v| *v == f32::NEG_INFINITY) {
+            x[0] = 0.0;
+        }
+        let mut want = x.clone();
+        ops::softmax_inplace(Isa::Scalar, &mut want);
+        let total: f64 = want.iter().map(|&v| v as f64).sum();
+        prop_assert!((total - 1.0).abs() < 1e-5, "scalar softmax sums to {total}");
+        for isa in simd_isas() {
+            let mut a = x.clone();
+            ops::softmax_inplace(isa, &mut a);
+            assert_close("softmax", isa, &a, &want, 1e-8, 5e-6);
+        }
+    }
+
+    #[test]
+    fn norms_match_scalar(rows in 1usize..4, n in 1usize..200, seed in any::<u64>(), big in any::<bool>()) {
+        let mut rng = Lcg(seed);
+        let mag = if big { 1e3 } else { 1.0 };
+        let x: Vec<f32> = (0..rows * n).map(|_| rng.uniform() * mag + 0.1 * mag).collect();
+        let w: Vec<f32> = (0..n).map(|_| rng.uniform() + 1.0).collect();
+        let b: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
+        let mut rms_ref = vec![0.0; x.len()];
+        ops::rms_norm(Isa::Scalar, &x, &w, 1e-6, &mut rms_ref);
+        let mut ln_ref = vec![0.0; x.len()];
+        ops::layer_norm(Isa::Scalar, &x, &w, Some(&b), 1e-5, &mut ln_ref);
+        for isa in Isa::available() {
+            let mut a = vec![0.0; x.len()];
+            ops::rms_norm(isa, &x, &w, 1e-6, &mut a);
+            assert_close("rms_norm", isa, &a, &rms_ref, 1e-6, 1e-5);
+            let mut a = x.clone();
+            ops::rms_norm_inplace(isa, &mut a, &w, 1e-6);
+            assert_close("rms_norm_inplace", isa, &a, &rms_ref, 1e-6, 1e-5);
+            let mut a = vec![0.0; x.len()];
+            ops::layer_norm(isa, &x, &w, Some(&b), 1e-5, &mut a);
+            assert_close("layer_norm", isa, &a, &ln_ref, 1e-5, 1e-4);
+        }
+        // The reference against the textbook formula in f64.
+        for (xr, yr) in x.chunks(n).zip(rms_ref.chunks(n)) {
+            let ms: f64 = xr.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n as f64;
+            let inv = 1.0 / (ms + 1e-6).sqrt();
+            for i in 0..n {
+                let want = xr[i] as f64 * inv * w[i] as f64;
+                prop_assert!((yr[i] as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()));
+            }
+        }
+        for (xr, yr) in x.chunks(n).zip(ln_ref.chunks(n)) {
+            let mean: f64 = xr.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+            let var: f64 = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+            let inv = 1.0 / (var + 1e-5).sqrt();
+            for i in 0..n {
+                let want = (xr[i] as f64 - mean) * inv * w[i] as f64 + b[i] as f64;
+                // Cancellation in x - mean when |mean| ≫ spread limits what f32 can give.
+                prop_assert!((yr[i] as f64 - want).abs() <= 1e-3 * (1.0 + want.abs()), "{} vs {}", yr[i], want);
+            }
+        }
+    }
+}
+
+/// A tiny deterministic generator, uniform in [-1, 1).
+struct Lcg(u64);
+
+impl Lcg {
+    fn uniform(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.uniform()).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RoPE
+
+/// RoPE by the textbook formula in f64: pair i at position p turns by
+/// `p * freq_scale * base^(-2i/n_rot) / ff[i]`.
+#[allow(clippy::too_many_arguments)]
+fn rope_direct(
+    x: &mut [f32],
+    n_heads: usize,
+    head_dim: usize,
+    positions: &[usize],
+    mode: RopeMode,
+    n_rot: usize,
+    base: f32,
+    freq_scale: f32,
+    ff: Option<&[f32]>,
+) {
+    for (tok, &p) in x.chunks_mut(n_heads * head_dim).zip(positions) {
+        for head in tok.chunks_mut(head_dim) {
+            for i in 0..n_rot / 2 {
+                let theta = p as f64
+                    * freq_scale as f64
+                    * (base as f64).powf(-2.0 * i as f64 / n_rot as f64)
+                    / ff.map_or(1.0, |f| f[i] as f64);
+                let (s, c) = theta.sin_cos();
+                let (a, b) = match mode {
+                    RopeMode::Normal => (2 * i, 2 * i + 1),
+                    RopeMode::Neox => (i, i + n_rot / 2),
+                };
+                let (x0, x1) = (head[a] as f64, head[b] as f64);
+                head[a] = (x0 * c - x1 * s) as f32;
+                head[b] = (x0 * s + x1 * c) as f32;
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn rope_matches_direct_formula_and_scalar(
+        neox in any::<bool>(),
+        n_heads in 1usize..4,
+        head_dim_half in 1usize..40,
+        rot_frac in 1usize..=4,
+        n_tokens in 1usize..5,
+        first_pos in 0usize..300,
+        use_ff in any::<bool>(),
+        scaled in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let head_dim = 2 * head_dim_half;
+        // Partial rotary: n_rot ∈ {head_dim/4.., head_dim}, even.
+        let n_rot = (2 * (head_dim_half * rot_frac).div_ceil(4)).max(2);
+        let mode = if neox { RopeMode::Neox } else { RopeMode::Normal };
+        let mut rng = Lcg(seed);
+        let x = rng.vec(n_tokens * n_heads * head_dim);
+        let ff: Vec<f32> = (0..n_rot / 2).map(|i| 1.0 + (i % 5) as f32).collect();
+        let base = if scaled { 1e6 } else { 1e4 };
+        let freq_scale = if scaled { 0.25 } else { 1.0 };
+        let mut cfg = RopeCfg::new(mode, n_rot, base);
+        cfg.freq_scale = freq_scale;
+        if use_ff {
+            cfg.freq_factors = Some(&ff);
+        }
+        let cache = RopeCache::new(&cfg, first_pos + n_tokens).unwrap();
+        let positions: Vec<usize> = (0..n_tokens).map(|t| first_pos + t).collect();
+        let mut want = x.clone();
+        rope_direct(&mut want, n_heads, head_dim, &positions, mode, n_rot, base, freq_scale, use_ff.then_some(&ff[..]));
+        let mut scalar = x.clone();
+        ops::rope(Isa::Scalar, &mut scalar, n_heads, head_dim, &positions, &cache);
+        // f32 angle arithmetic (repeated products, like ggml) drifts ~1e-7·theta from f64.
+        assert_close("rope vs formula", Isa::Scalar, &scalar, &want, 2e-4, 0.0);
+        // Dimensions past n_rot are untouched.
+        for (i, (a, b)) in scalar.iter().zip(&x).enumerate() {
+            if i % head_dim >= n_rot {
+                prop_assert_eq!(a, b);
+            }
+        }
+        for isa in simd_isas() {
+            let mut a = x.clone();
+            ops::rope(isa, &mut a, n_heads, head_dim, &positions, &cache);
+            assert_close("rope", isa, &a, &scalar, 1e-6, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn rope_cache_rejects_bad_settings() {
+    assert!(RopeCache::new(&RopeCfg::new(RopeMode::Neox, 0, 1e4), 4).is_err());
+    assert!(RopeCache::new(&RopeCfg::new(RopeMode::Neox, 7, 1e4), 4).is_err());
+    assert!(RopeCache::new(&RopeCfg::new(RopeMode::Neox, 8, -1.0), 4).is_err());
+    assert!(RopeCache::new(&RopeCfg::new(RopeMode::Neox, 8, f32::NAN), 4).is_err());
+    let ff = [1.0f32; 3];
+    let mut cfg = RopeCfg::new(RopeMode::Normal, 8, 1e4);
+    cfg.freq_factors = Some(&ff);
+    assert!(RopeCache::new(&cfg, 4).is_err());
+}
+
+#[test]
+fn rope_position_zero_is_identity_without_yarn() {
+    let cache = RopeCache::new(&RopeCfg::new(RopeMode::Normal, 8, 1e4), 1).unwrap();
+    let x: Vec<f32> = (0..16).map(|i| i as f32 - 3.5).collect();
+    for isa in Isa::available() {
+        let mut a = x.clone();
+        ops::rope(isa, &mut a, 2, 8, &[0], &cache);
+        assert_eq!(a, x, "{}", isa.name());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention
+
+struct AttnCase {
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    n_past: usize,
+    n_tokens: usize,
+    window: Option<usize>,
+    f16_cache: bool,
+    seed: u64,
+}
+
+struct Cache {
+    k32: Vec<f32>,
+    v32: Vec<f32>,
+    k16: Vec<u16>,
+    v16: Vec<u16>,
+}
+
+impl Cache {
+    fn new(rng: &mut Lcg, n: usize, extra: usize) -> Cache {
+        let k32 = rng.vec(n + extra);
+        let v32 = rng.vec(n + extra);
+        let to16 = |v: &[f32]| {
+            v.iter()
+                .map(|&x| f16::from_f32(x).to_bits())
+                .collect::<Vec<_>>()
+        };
+        Cache {
+            k16: to16(&k32),
+            v16: to16(&v32),
+            k32,
+            v32,
+        }
+    }
+
+    fn view(&self, c: &AttnCase) -> KvView<'_> {
+        let (k, v) = if c.f16_cache {
+            (KvData::F16(&self.k16), KvData::F16(&self.v16))
+        } else {
+            (KvData::F32(&self.k32), KvData::F32(&self.v32))
+        };
+        KvView {
+            k,
+            v,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+        }
+    }
+}
+
+/// Materialised scores, full softmax in f64. `round_q` rounds Q to f16 first (ggml's per-key
+/// path with an f16 K).
+fn attention_naive(c: &AttnCase, q: &[f32], kv: &KvView, round_q: bool, scale: f32) -> Vec<f32> {
+    let hd = c.head_dim;
+    let group = c.n_heads / c.n_kv_heads;
+    let row = c.n_kv_heads * hd;
+    let get = |d: &KvData, i: usize| -> f64 {
+        match d {
+            KvData::F32(s) => s[i] as f64,
+            KvData::F16(s) => f16::from_bits(s[i]).to_f64(),
+        }
+    };
+    let mut out = vec![0.0f32; q.len()];
+    for t in 0..c.n_tokens {
+        let pos = c.n_past + t;
+        let keys = ops::attended_keys(pos, c.window);
+        for h in 0..c.n_heads {
+            let g = h / group;
+            let qh = &q[(t * c.n_heads + h) * hd..][..hd];
+            let scores: Vec<f64> = keys
+                .clone()
+                .map(|j| {
+                    let dot: f64 = (0..hd)
+                        .map(|d| {
+                            let qv = if round_q {
+                                f16::from_f32(qh[d]).to_f64()
+                            } else {
+                                qh[d] as f64
+                            };
+                            qv * get(&kv.k, j * row + g * hd + d)
+                        })
+                        .sum();
+                    dot * scale as f64
+                })
+                .collect();
+            let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let p: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+            let z: f64 = p.iter().sum();
+            for d in 0..hd {
+                let acc: f64 = keys
+                    .clone()
+                    .zip(&p)
+                    .map(|(j, &pj)| pj * get(&kv.v, j * row + g * hd + d))
+                    .sum();
+                out[(t * c.n_heads + h) * hd + d] = (acc / z) as f32;
+            }
+        }
+    }
+    out
+}
+
+fn check_attention(c: &AttnCase) {
+    let mut rng = Lcg(c.seed);
+    let hd = c.head_dim;
+    let n_pos = c.n_past + c.n_tokens;
+    // Spare capacity past the used positions: must be ignored.
+    let cache = Cache::new(&mut rng, n_pos * c.n_kv_heads * hd, 3 * c.n_kv_heads * hd);
+    let kv = cache.view(c);
+    // Larger q so that the softmax is not flat.
+    let q: Vec<f32> = rng
+        .vec(c.n_tokens * c.n_heads * hd)
+        .iter()
+        .map(|v| v * 3.0)
+        .collect();
+    let scale = 1.0 / (hd as f32).sqrt();
+    let params = AttnParams {
+        n_heads: c.n_heads,
+        scale,
+        window: c.window,
+    };
+    let vec_path = c.n_tokens < ops::GGML_FA_TILE_Q;
+    let naive = attention_naive(c, &q, &kv, vec_path && c.f16_cache, scale);
+    // The per-key path with an f16 V rounds its accumulator to f16 after every key.
+    let tol = if vec_path && c.f16_cache { 4e-3 } else { 2e-5 };
+    let mut reference = vec![0.0f32; q.len()];
+    ops::attention(Isa::Scalar, &q, &kv, c.n_past, &params, &mut reference);
+    assert_close(
+        "attention scalar vs naive",
+        Isa::Scalar,
+        &reference,
+        &naive,
+        tol,
+        0.0,
+    );
+    for isa in Isa::available() {
+        let mut out = vec![0.0f32; q.len()];
+        ops::attention(isa, &q, &kv, c.n_past, &params, &mut out);
+        let simd_tol = if vec_path && c.f16_cache { 2e-3 } else { 2e-5 };
+        assert_close("attention vs scalar", isa, &out, &reference, simd_tol, 0.0);
+        let mut out_mt = vec![0.0f32; q.len()];
+        ops::attention_parallel(isa, &q, &kv, c.n_past, &params, &mut out_mt, &RayonRun(3));
+        assert_eq!(
+            out_mt,
+            out,
+            "attention multi-threaded vs single [{}]",
+            isa.name()
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    #[test]
+    fn attention_matches_naive(
+        n_kv_heads in 1usize..3,
+        group in prop::sample::select(vec![1usize, 2, 4]),
+        head_dim in prop::sample::select(vec![8usize, 16, 24, 32, 64, 80]),
+        n_past in 0usize..90,
+        n_tokens in prop_oneof![3 => 1usize..4, 1 => 4usize..20],
+        window in prop::option::of(1usize..40),
+        f16_cache in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        check_attention(&AttnCase {
+            n_heads: n_kv_heads * group,
+            n_kv_heads,
+            head_dim,
+            n_past,
+            n_tokens,
+            window,
+            f16_cache,
+            seed,
+        });
+    }
+}
+
+#[test]
+fn attention_tiled_path_batches() {
+    // ≥ GGML_FA_TILE_Q query tokens: ggml's tiled path, f32 numerics, several key blocks.
+    for (f16_cache, window, n_past) in [(true, None, 0), (false, Some(50), 7), (true, Some(20), 70)]
+    {
+        check_attention(&AttnCase {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 32,
+            n_past,
+            n_tokens: ops::GGML_FA_TILE_Q + 9,
+            window,
+            f16_cache,
+            seed: 7 + n_past as u64,
+        });
+    }
+}
+
+#[test]
+fn attention_long_decode() {
+    // One token over several hundred keys (decode deep in the context), GQA 8/2.
+    for f16_cache in [true, false] {
+        check_attention(&AttnCase {
+            n_heads: 8,
+            n_kv_heads: 2,
+            head_dim: 64,
+            n_past: 700,
+            n_tokens: 1,
+            window: None,
+            f16_cache,
+            seed: 99,
+        });
+    }
+}
+
+#[test]
+fn window_semantics_match_llama_cpp() {
+    // llama.cpp `is_masked_swa` (STANDARD): masked when p1 - p0 >= n_swa.
+    for (pos, w) in [
+        (0usize, 1usize),
+        (5, 1),
+        (5, 3),
+        (5, 6),
+        (5, 100),
+        (511, 512),
+        (512, 512),
+    ] {
+        let keys = ops::attended_keys(pos, Some(w));
+        for p0 in 0..=pos {
+            let masked = pos - p0 >= w;
+            assert_eq!(keys.contains(&p0), !masked, "pos {pos} window {w} key {p0}");
+        }
+        assert_eq!(keys.end, pos + 1);
+    }
+    assert_eq!(ops::attended_keys(9, None), 0..10);
+}
