@@ -11,7 +11,6 @@
 //! Function names keep ggml's capital `K` (`vec_dot_q4_K_q8_K`) so that they read as the format
 //! names they are.
 #![allow(non_snake_case)]
-
 // Index loops mirror ggml's element layout formulas, which is what makes them checkable.
 #![allow(clippy::needless_range_loop)]
 
