@@ -1,4 +1,46 @@
 //! The `tinyrt` command-line interface.
+//!
+//! Each subcommand is a module in `cmd/` with an `Args` struct (clap derive) and a
+//! `run(Args) -> anyhow::Result<()>`; adding one is a variant in [`Command`] and an arm in
+//! [`run`]. Errors end as one line on stderr: exit status 2 for bad usage or bad input
+//! (see [`error::bad_input`]), 1 for other failures, 0 quietly when stdout was closed.
+
+mod cmd;
+mod error;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tinyrt",
+    version,
+    about = "Run small language models stored as GGUF files"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a model's architecture, hyperparameters, tokenizer, tensor types and memory needs.
+    Info(cmd::info::Args),
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Info(args) => cmd::info::run(args),
+    }
+}
+
 fn main() {
-    println!("tinyrt {}", env!("CARGO_PKG_VERSION"));
+    error::install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => error::exit_on_usage_error(e),
+    };
+    if let Err(e) = run(cli.command) {
+        error::exit_on_error(&e);
+    }
 }

@@ -1,1 +1,138 @@
-//! Integration tests of tinyrt live in `tests/`; this crate only hosts them.
+//! Shared helpers of tinyrt's integration tests (`tests/tests/*.rs`, `cli/tests/*.rs`):
+//! paths of fixtures and real models, temporary directories, small synthetic GGUF files and
+//! the Python `gguf` oracle (`tests/data/gguf_oracle.json`, made by `tests/scripts/gguf_oracle.py`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tinyrt::gguf::{Array, GgmlType, GgufWriter, Value};
+
+/// The workspace root (the folder holding `models/` and `tests/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A file in `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    workspace_root().join("tests/fixtures").join(name)
+}
+
+/// Every `*.gguf` in `tests/fixtures/`, sorted.
+pub fn fixtures() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(workspace_root().join("tests/fixtures"))
+        .expect("tests/fixtures exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    v.sort();
+    v
+}
+
+pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+/// The real models fetched by `scripts/fetch-models.sh`.
+pub const REAL_MODELS: [&str; 2] = [SMOLLM2, GEMMA3];
+
+/// Whether tests must fail rather than skip when a real model is absent (CI sets it).
+pub fn models_required() -> bool {
+    std::env::var("TINYRT_REQUIRE_MODELS").is_ok_and(|v| v == "1")
+}
+
+/// The path of a real model in `models/`, or `None` (after printing a notice) when it is
+/// absent. Panics when it is absent and `TINYRT_REQUIRE_MODELS=1`.
+pub fn model(name: &str) -> Option<PathBuf> {
+    let path = workspace_root().join("models").join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    if models_required() {
+        panic!(
+            "{} is missing and TINYRT_REQUIRE_MODELS=1: run scripts/fetch-models.sh",
+            path.display()
+        );
+    }
+    eprintln!(
+        "skipping: {} is absent (run scripts/fetch-models.sh)",
+        path.display()
+    );
+    None
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "tinyrt-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `bytes` to `name` inside the directory and returns the path.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).expect("write temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The architecture name of [`unknown_arch_gguf`].
+pub const UNKNOWN_ARCH: &str = "frobnicator";
+
+/// A small, valid GGUF file of an architecture no runtime knows: llama-like hyperparameters
+/// under `frobnicator.*`, a two-token vocabulary and one F32 tensor. `info` must describe
+/// it; `generate` must reject it with exit status 2.
+pub fn unknown_arch_gguf() -> Vec<u8> {
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::String(UNKNOWN_ARCH.into()))
+        .set("general.name", Value::String("frob-test".into()))
+        .set("frobnicator.context_length", Value::U32(64))
+        .set("frobnicator.embedding_length", Value::U32(8))
+        .set("frobnicator.block_count", Value::U32(1))
+        .set("frobnicator.attention.head_count", Value::U32(2))
+        .set("tokenizer.ggml.model", Value::String("gpt2".into()))
+        .set(
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String(vec!["a".into(), "b".into()])),
+        )
+        .set(
+            "tokenizer.ggml.token_type",
+            Value::Array(Array::I32(vec![1, 1])),
+        )
+        .set("tokenizer.ggml.merges", Value::Array(Array::String(vec![])))
+        .set("tokenizer.ggml.bos_token_id", Value::U32(0))
+        .set("tokenizer.ggml.eos_token_id", Value::U32(1));
+    let data: Vec<u8> = (0..16u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    w.add_tensor("token_embd.weight", GgmlType::F32, &[8, 2], data)
+        .expect("valid tensor");
+    w.to_bytes().expect("valid file")
+}
+
+/// The Python `gguf` oracle: `{file name: {metadata, tensors, ...}}`, see
+/// `tests/scripts/gguf_oracle.py`.
+pub fn gguf_oracle() -> serde_json::Value {
+    let path = workspace_root().join("tests/data/gguf_oracle.json");
+    let text = std::fs::read_to_string(&path).expect("tests/data/gguf_oracle.json");
+    serde_json::from_str(&text).expect("oracle JSON parses")
+}

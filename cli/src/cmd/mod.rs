@@ -1,0 +1,24 @@
+//! One module per subcommand.
+
+pub mod info;
+
+use std::path::Path;
+
+use anyhow::Context;
+use tinyrt::gguf::{GgufError, GgufFile};
+
+use crate::error::bad_input;
+
+/// Opens a GGUF file named on the command line. Every failure (missing, unreadable, not a
+/// file, malformed) is bad input: exit status 2, one line naming the path.
+pub fn open_gguf(path: &Path) -> anyhow::Result<GgufFile> {
+    if path.as_os_str().is_empty() {
+        return Err(bad_input("the model path is empty"));
+    }
+    match GgufFile::open(path) {
+        Ok(f) => Ok(f),
+        // These variants already name the path.
+        Err(e @ (GgufError::Io { .. } | GgufError::NotAFile { .. })) => Err(e.into()),
+        Err(e) => Err(e).with_context(|| path.display().to_string()),
+    }
+}

@@ -1,0 +1,214 @@
+//! End-to-end tests of the `tinyrt` binary: the error contract (one line on stderr, exit 2 for
+//! bad usage or input, never a panic) and `info`, checked against the Python `gguf` oracle.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value as Json;
+use tinyrt_tests::{gguf_oracle, model, unknown_arch_gguf, TempDir, GEMMA3, SMOLLM2, UNKNOWN_ARCH};
+
+fn tinyrt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tinyrt"))
+        .args(args)
+        .output()
+        .expect("run tinyrt")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit status 2, exactly one line on stderr starting with `error: `, no panic text.
+/// Returns that line.
+fn assert_bad_input(o: &Output, what: &str) -> String {
+    let err = stderr(o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{what}: status {:?}, stderr {err:?}",
+        o.status
+    );
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "{what}: stderr is not one line: {err:?}"
+    );
+    assert!(err.starts_with("error: "), "{what}: {err:?}");
+    assert!(err.ends_with('\n'), "{what}: {err:?}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{what}: {err:?}"
+    );
+    err
+}
+
+#[test]
+fn info_rejects_unreadable_and_malformed_models_with_exit_2() {
+    let dir = TempDir::new("cli-bad");
+    let missing = dir.path().join("missing.gguf");
+    let e = assert_bad_input(
+        &tinyrt(&["info", missing.to_str().unwrap()]),
+        "missing file",
+    );
+    assert!(e.contains("missing.gguf"), "{e}");
+    assert_bad_input(
+        &tinyrt(&["info", dir.path().to_str().unwrap()]),
+        "directory",
+    );
+    assert_bad_input(&tinyrt(&["info", ""]), "empty path");
+
+    let valid = unknown_arch_gguf();
+    let truncated = dir.write("truncated.gguf", &valid[..valid.len() / 2]);
+    let e = assert_bad_input(&tinyrt(&["info", truncated.to_str().unwrap()]), "truncated");
+    assert!(e.contains("truncated.gguf"), "{e}");
+    let empty = dir.write("empty.gguf", &[]);
+    assert_bad_input(&tinyrt(&["info", empty.to_str().unwrap()]), "empty file");
+
+    // Deterministic pseudo-random bytes (xorshift), with and without a valid magic.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut random: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let noise = dir.write("noise.gguf", &random);
+    assert_bad_input(&tinyrt(&["info", noise.to_str().unwrap()]), "random bytes");
+    random[..8].copy_from_slice(b"GGUF\x03\0\0\0");
+    let noise = dir.write("noise-magic.gguf", &random);
+    assert_bad_input(
+        &tinyrt(&["info", noise.to_str().unwrap()]),
+        "random bytes after a header",
+    );
+}
+
+#[test]
+fn bad_usage_is_one_line_and_exit_2() {
+    assert_bad_input(&tinyrt(&[]), "no subcommand");
+    assert_bad_input(&tinyrt(&["frobnicate"]), "unknown subcommand");
+    assert_bad_input(&tinyrt(&["info"]), "missing argument");
+    assert_bad_input(
+        &tinyrt(&["info", "--no-such-flag", "x.gguf"]),
+        "unknown flag",
+    );
+    let help = tinyrt(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("info"));
+}
+
+#[test]
+fn info_describes_an_unknown_architecture() {
+    let dir = TempDir::new("cli-unknown");
+    let path = dir.write("frob.gguf", &unknown_arch_gguf());
+    let o = tinyrt(&["info", "--json", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j: Json = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(j["architecture"], UNKNOWN_ARCH);
+    assert_eq!(j["block_count"], 1);
+    assert_eq!(j["head_dim"], 4);
+    assert_eq!(j["vocab_size"], 2);
+    assert_eq!(j["tensor_count"], 1);
+    assert_eq!(j["tensor_types"]["F32"], 1);
+    assert_eq!(j["parameter_count"], 16);
+
+    let text = tinyrt(&["info", path.to_str().unwrap()]);
+    assert_eq!(text.status.code(), Some(0), "{}", stderr(&text));
+    assert!(String::from_utf8_lossy(&text.stdout).contains(UNKNOWN_ARCH));
+}
+
+#[test]
+fn info_stops_quietly_when_stdout_is_closed() {
+    let dir = TempDir::new("cli-epipe");
+    let path = dir.write("frob.gguf", &unknown_arch_gguf());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tinyrt"))
+        .args(["info", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tinyrt");
+    drop(child.stdout.take()); // close the read end before tinyrt writes
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+}
+
+/// `info --json` on a real model against the Python `gguf` oracle's view of the same file.
+fn check_info_against_oracle(name: &str, path: &Path) {
+    let o = tinyrt(&["info", "--json", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let info: Json = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let oracle = &gguf_oracle()[name];
+    let md = &oracle["metadata"];
+    let arch = md["general.architecture"]["value"].as_str().unwrap();
+    assert_eq!(info["architecture"], arch);
+    assert_eq!(info["name"], md["general.name"]["value"]);
+
+    // Every `<arch>.*` scalar key appears under its name without the prefix.
+    let prefix = format!("{arch}.");
+    let mut checked = 0;
+    for (key, v) in md.as_object().unwrap() {
+        let Some(short) = key.strip_prefix(&prefix) else {
+            continue;
+        };
+        let (got, want) = (&info[short], &v["value"]);
+        if v["type"] == "f32" {
+            let (g, w) = (got.as_f64().unwrap(), want.as_f64().unwrap());
+            assert!((g - w).abs() <= 1e-6 * w.abs(), "{short}: {g} vs {w}");
+        } else {
+            assert_eq!(got, want, "{short}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} architecture keys");
+    for key in [
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.pre",
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+    ] {
+        assert_eq!(info[key], md[key]["value"], "{key}");
+    }
+    assert_eq!(info["vocab_size"], md["tokenizer.ggml.tokens"]["len"]);
+    assert_eq!(info["tensor_count"], oracle["tensor_count"]);
+    assert_eq!(info["tensor_types"], oracle["tensor_types"]);
+    assert_eq!(info["parameter_count"], oracle["parameter_count"]);
+    assert_eq!(info["file_size"], oracle["file_size"]);
+
+    // Memory: tensor bytes + an f16 KV cache for the whole context, from the oracle's values.
+    let get = |k: &str| md[format!("{prefix}{k}")]["value"].as_u64();
+    let weights: u64 = oracle["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["size"].as_u64().unwrap())
+        .sum();
+    let n_head = get("attention.head_count").unwrap();
+    let head_dim = get("attention.key_length").unwrap_or(get("embedding_length").unwrap() / n_head);
+    let k = get("attention.key_length").unwrap_or(head_dim);
+    let v = get("attention.value_length").unwrap_or(head_dim);
+    let n_kv = get("attention.head_count_kv").unwrap_or(n_head);
+    let kv = get("block_count").unwrap() * get("context_length").unwrap() * n_kv * (k + v) * 2;
+    assert_eq!(info["head_dim"], head_dim);
+    assert_eq!(info["memory_bytes"], weights + kv);
+}
+
+#[test]
+fn info_json_matches_the_oracle_on_smollm2() {
+    let Some(path) = model(SMOLLM2) else { return };
+    check_info_against_oracle(SMOLLM2, &path);
+    // The values the architecture contract quotes, as the oracle gives them.
+    let o = tinyrt(&["info", "--json", path.to_str().unwrap()]);
+    let info: Json = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["block_count"], 30);
+    assert_eq!(info["attention.head_count"], 9);
+    assert_eq!(info["vocab_size"], 49152);
+    assert_eq!(info["tensor_count"], 272);
+}
+
+#[test]
+fn info_json_matches_the_oracle_on_gemma3() {
+    let Some(path) = model(GEMMA3) else { return };
+    check_info_against_oracle(GEMMA3, &path);
+}
