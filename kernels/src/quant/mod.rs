@@ -29,7 +29,7 @@
 //! ggml itself pairs F16 and BF16 weights with F16 / BF16 activations; tinyrt keeps the
 //! activations in F32 for these (more accurate, no conversion pass).
 //!
-//! [`dequantize`], [`quantize`] and their [`QuantFormat`] forms work on raw bytes (a whole
+//! [`dequantize`], [`quantize`], [`vec_dot`] and the [`QuantFormat`] forms work on raw bytes (a whole
 //! number of blocks, any alignment) and return a [`QuantError`] for unsupported types or wrong
 //! lengths instead of panicking. The typed row functions panic on mismatched slice lengths:
 //! that is a programming error, not bad input.
@@ -313,6 +313,55 @@ pub fn quantize_format(fmt: QuantFormat, x: &[f32], out: &mut [u8]) -> Result<()
         _ => return Err(QuantError::Unsupported(ty.name())),
     }
     Ok(())
+}
+
+/// Views bytes as blocks, copying them out when they are not aligned for `B`.
+fn blocks_of<B: Pod>(data: &[u8]) -> std::borrow::Cow<'_, [B]> {
+    match bytemuck::try_cast_slice::<u8, B>(data) {
+        Ok(blocks) => std::borrow::Cow::Borrowed(blocks),
+        Err(_) => std::borrow::Cow::Owned(
+            data.chunks_exact(std::mem::size_of::<B>())
+                .map(bytemuck::pod_read_unaligned)
+                .collect(),
+        ),
+    }
+}
+
+fn dot_bytes<W: Pod, A: Pod>(w: &[u8], a: &[u8], dot: fn(&[W], &[A]) -> f32) -> f32 {
+    dot(&blocks_of::<W>(w), &blocks_of::<A>(a))
+}
+
+/// The scalar reference dot product of `n` weights of format `fmt` (raw bytes `w`) with `n`
+/// activations already quantized to `fmt.vec_dot_type()` (raw bytes `a`), `n` implied by the
+/// lengths. For tests and fallbacks: the fast kernels are in [`crate::cpu`].
+pub fn vec_dot(fmt: QuantFormat, w: &[u8], a: &[u8]) -> Result<f32, QuantError> {
+    let act = fmt
+        .vec_dot_type()
+        .ok_or(QuantError::Unsupported(fmt.name()))?;
+    let n = w.len() / fmt.type_size() * fmt.block_size();
+    check_lengths(fmt, n, w.len())?;
+    check_lengths(QuantFormat::Ggml(act), n, a.len())?;
+    use GgmlType::*;
+    let QuantFormat::Ggml(ty) = fmt else {
+        return Ok(dot_bytes(w, a, vec_dot_nf4_q8_0));
+    };
+    Ok(match ty {
+        F32 => dot_bytes(w, a, vec_dot_f32),
+        F16 => dot_bytes(w, a, vec_dot_f16_f32),
+        BF16 => dot_bytes(w, a, vec_dot_bf16_f32),
+        Q4_0 => dot_bytes(w, a, vec_dot_q4_0_q8_0),
+        Q4_1 => dot_bytes(w, a, vec_dot_q4_1_q8_1),
+        Q5_0 => dot_bytes(w, a, vec_dot_q5_0_q8_0),
+        Q5_1 => dot_bytes(w, a, vec_dot_q5_1_q8_1),
+        Q8_0 => dot_bytes(w, a, vec_dot_q8_0_q8_0),
+        Q2_K => dot_bytes(w, a, vec_dot_q2_K_q8_K),
+        Q3_K => dot_bytes(w, a, vec_dot_q3_K_q8_K),
+        Q4_K => dot_bytes(w, a, vec_dot_q4_K_q8_K),
+        Q5_K => dot_bytes(w, a, vec_dot_q5_K_q8_K),
+        Q6_K => dot_bytes(w, a, vec_dot_q6_K_q8_K),
+        IQ4_NL => dot_bytes(w, a, vec_dot_iq4_nl_q8_0),
+        _ => return Err(QuantError::Unsupported(ty.name())),
+    })
 }
 
 /// IEEE half bits to f32 (exact).
