@@ -1,0 +1,135 @@
+// attention.cu: causal attention over an f16 KV cache, for decode and prefill, with the KV range
+// split across blocks (flash-decoding: partial softmax per split, then a combine pass) and
+// grouped-query attention (query head h reads KV head h / (n_head / n_kv)).
+// Prepended by the Rust side: common.cuh, quant.cuh.
+//
+// KV cache layout: [n_ctx][n_kv][head_dim] f16, one row per position.
+// Token t of a batch sits at position pos0[0] + t and sees positions 0 ..= pos0[0] + t
+// (clipped to the n_ctx positions the cache holds).
+// pos0 lives in device memory so a captured decode graph replays unchanged every token.
+
+#define ATT_WARPS 4
+#define ATT_MAX_PER_LANE 8  // head_dim <= 256
+
+// k, v: [ntok] rows of token_stride floats, n_kv * head_dim (= row) values each, stored as f16
+// at positions pos0[0] + t of the caches; positions at or past n_ctx are dropped (never written
+// out of bounds, whatever pos0 holds).
+extern "C" __global__ void kv_store_f16(const float* __restrict__ k, const float* __restrict__ v,
+                                        uint16_t* __restrict__ kc, uint16_t* __restrict__ vc,
+                                        const int* __restrict__ pos0, int ntok, int token_stride, int row, int n_ctx) {
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= ntok * row) return;
+    const int t = idx / row, e = idx % row;
+    const int p = pos0[0] + t;
+    if (p < 0 || p >= n_ctx) return;
+    const size_t dst = (size_t)p * row + e;
+    kc[dst] = f32_to_f16(k[(size_t)t * token_stride + e]);
+    vc[dst] = f32_to_f16(v[(size_t)t * token_stride + e]);
+}
+
+// Grid (n_head, nsplit, ntok), ATT_WARPS warps. Split s covers positions [s*chunk, (s+1)*chunk)
+// clipped to the token's visible range; warps take positions round-robin with an online softmax,
+// then merge in shared memory. Writes the unnormalised output and (max, sum) of the split:
+//   part_o:  [ntok][n_head][nsplit][head_dim]
+//   part_ml: [ntok][n_head][nsplit][2]
+// q: [ntok] rows of q_stride floats, head h at h * head_dim.
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
+    attention_split(const float* __restrict__ q, const uint16_t* __restrict__ kc, const uint16_t* __restrict__ vc,
+                    const int* __restrict__ pos0, float* __restrict__ part_o, float* __restrict__ part_ml,
+                    int q_stride, int n_head, int n_kv, int head_dim, int n_ctx, int chunk, float scale) {
+    __shared__ float sm_m[ATT_WARPS];
+    __shared__ float sm_l[ATT_WARPS];
+    __shared__ float sm_o[ATT_WARPS][ATT_MAX_PER_LANE * WARP_SIZE];
+    const int h = blockIdx.x, s = blockIdx.y, t = blockIdx.z;
+    const int nsplit = gridDim.y;
+    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    const int kvh = h / (n_head / n_kv);
+    const int kv_len = min(pos0[0] + t + 1, n_ctx);  // the cache holds n_ctx positions
+    const int start = s * chunk;
+    const int end = min(start + chunk, kv_len);
+    const size_t kv_row = (size_t)n_kv * head_dim;
+
+    float qr[ATT_MAX_PER_LANE], o[ATT_MAX_PER_LANE];
+    const float* qh = q + (size_t)t * q_stride + (size_t)h * head_dim;
+#pragma unroll
+    for (int i = 0; i < ATT_MAX_PER_LANE; ++i) {
+        const int e = lane + WARP_SIZE * i;
+        qr[i] = e < head_dim ? qh[e] * scale : 0.0f;
+        o[i] = 0.0f;
+    }
+    float m = NEG_INF, l = 0.0f;
+    for (int p = start + warp; p < end; p += ATT_WARPS) {
+        const uint16_t* kp = kc + (size_t)p * kv_row + (size_t)kvh * head_dim;
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ATT_MAX_PER_LANE; ++i) {
+            const int e = lane + WARP_SIZE * i;
+            if (e < head_dim) dot += qr[i] * f16_to_f32(kp[e]);
+        }
+        dot = warp_sum(dot);
+        const float m_new = fmaxf(m, dot);
+        const float corr = expf(m - m_new);
+        const float pexp = expf(dot - m_new);
+        l = l * corr + pexp;
+        const uint16_t* vp = vc + (size_t)p * kv_row + (size_t)kvh * head_dim;
+#pragma unroll
+        for (int i = 0; i < ATT_MAX_PER_LANE; ++i) {
+            const int e = lane + WARP_SIZE * i;
+            if (e < head_dim) o[i] = o[i] * corr + pexp * f16_to_f32(vp[e]);
+        }
+        m = m_new;
+    }
+    if (lane == 0) {
+        sm_m[warp] = m;
+        sm_l[warp] = l;
+    }
+#pragma unroll
+    for (int i = 0; i < ATT_MAX_PER_LANE; ++i) sm_o[warp][lane + WARP_SIZE * i] = o[i];
+    __syncthreads();
+    float mm = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; ++w) mm = fmaxf(mm, sm_m[w]);
+    const size_t part = ((size_t)t * n_head + h) * nsplit + s;
+    for (int e = threadIdx.x; e < head_dim; e += blockDim.x) {
+        float acc = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATT_WARPS; ++w) {
+            if (sm_m[w] != NEG_INF) acc += sm_o[w][e] * expf(sm_m[w] - mm);
+        }
+        part_o[part * head_dim + e] = acc;
+    }
+    if (threadIdx.x == 0) {
+        float ll = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATT_WARPS; ++w) {
+            if (sm_m[w] != NEG_INF) ll += sm_l[w] * expf(sm_m[w] - mm);
+        }
+        part_ml[2 * part] = mm;
+        part_ml[2 * part + 1] = ll;
+    }
+}
+
+// Grid (n_head, ntok): merges the nsplit partials of each (token, head) into
+// out: [ntok] rows of out_stride floats, head h at h * head_dim.
+extern "C" __global__ void attention_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
+                                             float* __restrict__ out, int out_stride, int n_head, int head_dim,
+                                             int nsplit) {
+    const int h = blockIdx.x, t = blockIdx.y;
+    const size_t base = ((size_t)t * n_head + h) * nsplit;
+    float mm = NEG_INF;
+    for (int s = 0; s < nsplit; ++s) mm = fmaxf(mm, part_ml[2 * (base + s)]);
+    float l = 0.0f;
+    for (int s = 0; s < nsplit; ++s) {
+        const float ms = part_ml[2 * (base + s)];
+        if (ms != NEG_INF) l += part_ml[2 * (base + s) + 1] * expf(ms - mm);
+    }
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    for (int e = threadIdx.x; e < head_dim; e += blockDim.x) {
+        float acc = 0.0f;
+        for (int s = 0; s < nsplit; ++s) {
+            const float ms = part_ml[2 * (base + s)];
+            if (ms != NEG_INF) acc += part_o[(base + s) * head_dim + e] * expf(ms - mm);
+        }
+        out[(size_t)t * out_stride + (size_t)h * head_dim + e] = acc * inv;
+    }
+}

@@ -1,0 +1,138 @@
+// elementwise.cu: activations, gated units, residual add, softmax, embedding lookup, argmax.
+// Prepended by the Rust side: common.cuh, quant.cuh.
+// All element-wise kernels: one thread per element, any n; outputs may alias inputs.
+
+__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); }
+
+// GELU, tanh approximation (as ggml_gelu): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+__device__ __forceinline__ float gelu_f(float x) {
+    const float c = 0.7978845608028654f;  // sqrt(2 / pi)
+    return 0.5f * x * (1.0f + tanhf(c * x * (1.0f + 0.044715f * x * x)));
+}
+
+#define ELEMENT_INDEX                                   \
+    const int i = blockIdx.x * blockDim.x + threadIdx.x; \
+    if (i >= n) return;
+
+extern "C" __global__ void silu(const float* x, float* out, int n) {
+    ELEMENT_INDEX
+    out[i] = silu_f(x[i]);
+}
+extern "C" __global__ void gelu(const float* x, float* out, int n) {
+    ELEMENT_INDEX
+    out[i] = gelu_f(x[i]);
+}
+// SwiGLU: silu(gate) * up.
+extern "C" __global__ void swiglu(const float* gate, const float* up, float* out, int n) {
+    ELEMENT_INDEX
+    out[i] = silu_f(gate[i]) * up[i];
+}
+// GeGLU: gelu(gate) * up.
+extern "C" __global__ void geglu(const float* gate, const float* up, float* out, int n) {
+    ELEMENT_INDEX
+    out[i] = gelu_f(gate[i]) * up[i];
+}
+extern "C" __global__ void add(const float* a, const float* b, float* out, int n) {
+    ELEMENT_INDEX
+    out[i] = a[i] + b[i];
+}
+extern "C" __global__ void mul(const float* a, const float* b, float* out, int n) {
+    ELEMENT_INDEX
+    out[i] = a[i] * b[i];
+}
+extern "C" __global__ void scale(const float* x, float* out, float s, int n) {
+    ELEMENT_INDEX
+    out[i] = x[i] * s;
+}
+
+// Softmax of each row with max subtraction; one block per row; x and out may alias.
+extern "C" __global__ void softmax_rows(const float* x, float* out, int ncols) {
+    __shared__ float scratch[32];
+    const float* xr = x + (size_t)blockIdx.x * ncols;
+    float* outr = out + (size_t)blockIdx.x * ncols;
+    float m = NEG_INF;
+    for (int i = threadIdx.x; i < ncols; i += blockDim.x) m = fmaxf(m, xr[i]);
+    m = block_max(m, scratch);
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < ncols; i += blockDim.x) s += expf(xr[i] - m);
+    s = block_sum(s, scratch);
+    const float inv = 1.0f / s;
+    for (int i = threadIdx.x; i < ncols; i += blockDim.x) outr[i] = expf(xr[i] - m) * inv;
+}
+
+// Index of the largest of x[0..n) (the lowest index on ties; NaN never wins), written to out[0].
+// One block of 1024 threads.
+extern "C" __global__ void argmax(const float* __restrict__ x, int* __restrict__ out, int n) {
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    float best = NEG_INF;
+    int bi = n;  // larger than any index: loses every tie
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = x[i];
+        if (v > best || (v == best && i < bi)) {
+            best = v;
+            bi = i;
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(FULL_MASK, best, o);
+        const int oi = __shfl_xor_sync(FULL_MASK, bi, o);
+        if (ov > best || (ov == best && oi < bi)) {
+            best = ov;
+            bi = oi;
+        }
+    }
+    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    if (lane == 0) {
+        sv[warp] = best;
+        si[warp] = bi;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        const int nwarps = blockDim.x / WARP_SIZE;
+        best = lane < nwarps ? sv[lane] : NEG_INF;
+        bi = lane < nwarps ? si[lane] : n;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(FULL_MASK, best, o);
+            const int oi = __shfl_xor_sync(FULL_MASK, bi, o);
+            if (ov > best || (ov == best && oi < bi)) {
+                best = ov;
+                bi = oi;
+            }
+        }
+        // All NaN (or n == 0): report 0 rather than an index out of range.
+        if (lane == 0) out[0] = bi < n ? bi : 0;
+    }
+}
+
+// Embedding lookup: out[i, :] = dequantized row ids[i] of table ([nrows] rows of ncols).
+// Grid (ceil(ncols / blockDim.x), n_ids). An id outside [0, nrows) gives a row of zeros.
+template <typename F>
+__device__ __forceinline__ void get_rows(const uint8_t* __restrict__ table, const int* __restrict__ ids,
+                                         float* __restrict__ out, int nrows, int ncols) {
+    const int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= ncols) return;
+    const int id = ids[blockIdx.y];
+    const size_t row_bytes = (size_t)(ncols / F::BS) * F::BYTES;
+    out[(size_t)blockIdx.y * ncols + k] = (id >= 0 && id < nrows) ? F::get(table + (size_t)id * row_bytes, k) : 0.0f;
+}
+
+#define GET_ROWS(name, F)                                                                                    \
+    extern "C" __global__ void name(const uint8_t* __restrict__ table, const int* __restrict__ ids,          \
+                                    float* __restrict__ out, int nrows, int ncols) {                         \
+        get_rows<F>(table, ids, out, nrows, ncols);                                                          \
+    }
+
+GET_ROWS(get_rows_f32, FmtF32)
+GET_ROWS(get_rows_f16, FmtF16)
+GET_ROWS(get_rows_q4_0, FmtQ4_0)
+GET_ROWS(get_rows_q4_1, FmtQ4_1)
+GET_ROWS(get_rows_q5_0, FmtQ5_0)
+GET_ROWS(get_rows_q8_0, FmtQ8_0)
+GET_ROWS(get_rows_q4_k, FmtQ4_K)
+GET_ROWS(get_rows_q5_k, FmtQ5_K)
+GET_ROWS(get_rows_q6_k, FmtQ6_K)
+GET_ROWS(get_rows_iq4_nl, FmtIQ4_NL)
+GET_ROWS(get_rows_nf4, FmtNF4)

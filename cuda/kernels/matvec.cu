@@ -1,0 +1,110 @@
+// matvec.cu: matrix x vector for decode, y[r] = sum_k W[r, k] x[k] (+ residual[r]).
+// Prepended by the Rust side: common.cuh, quant.cuh.
+//
+// W: nrows rows of ncols elements in the GGUF layout (row-major blocks). Quantized formats take
+// x already quantized to Q8_1 ([ncols / 32] blocks) and use int8 dp4a dot products; F16/F32
+// take x as f32. Each warp owns MV_ROWS rows (the activation it loads serves all of them), its
+// lanes walk the row 32 values at a time and a shuffle reduction ends each row.
+// residual may be null; when it is not, it may alias y (each element is read, then written,
+// by the same thread).
+
+#define MV_WARPS 4
+#define MV_ROWS 2
+
+template <typename F>
+__device__ __forceinline__ void matvec_q(const uint8_t* __restrict__ w, const BlockQ8_1* __restrict__ x, float* y,
+                                         const float* residual, int nrows, int ncols) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int row0 = (blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE) * MV_ROWS;
+    if (row0 >= nrows) return;
+    const size_t row_bytes = (size_t)(ncols / F::BS) * F::BYTES;
+    const int nunits = ncols / QK8_1;
+    float acc[MV_ROWS];
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
+    for (int u = lane; u < nunits; u += WARP_SIZE) {
+#pragma unroll
+        for (int r = 0; r < MV_ROWS; ++r) {
+            if (row0 + r < nrows) acc[r] += F::dot32(w + (size_t)(row0 + r) * row_bytes, u, x + u);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) {
+        const float v = warp_sum(acc[r]);
+        if (lane == 0 && row0 + r < nrows) y[row0 + r] = residual ? v + residual[row0 + r] : v;
+    }
+}
+
+#define MATVEC_Q(name, F)                                                                                      \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP_SIZE)                                         \
+        name(const uint8_t* __restrict__ w, const BlockQ8_1* __restrict__ x, float* y, const float* residual,  \
+             int nrows, int ncols) {                                                                           \
+        matvec_q<F>(w, x, y, residual, nrows, ncols);                                                          \
+    }
+
+MATVEC_Q(matvec_q4_0, FmtQ4_0)
+MATVEC_Q(matvec_q4_1, FmtQ4_1)
+MATVEC_Q(matvec_q5_0, FmtQ5_0)
+MATVEC_Q(matvec_q8_0, FmtQ8_0)
+MATVEC_Q(matvec_q4_k, FmtQ4_K)
+MATVEC_Q(matvec_q5_k, FmtQ5_K)
+MATVEC_Q(matvec_q6_k, FmtQ6_K)
+MATVEC_Q(matvec_iq4_nl, FmtIQ4_NL)
+MATVEC_Q(matvec_nf4, FmtNF4)
+
+// Unquantized weights: 16-byte loads when the row length allows (rows then start 16-byte
+// aligned), element loads otherwise.
+__device__ __forceinline__ float dot8_f16(uint4 wv, const float* xv) {
+    const uint32_t p[4] = {wv.x, wv.y, wv.z, wv.w};
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        s += f16_to_f32((uint16_t)(p[i] & 0xFFFF)) * xv[2 * i];
+        s += f16_to_f32((uint16_t)(p[i] >> 16)) * xv[2 * i + 1];
+    }
+    return s;
+}
+
+extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP_SIZE)
+    matvec_f16(const uint16_t* __restrict__ w, const float* __restrict__ x, float* y, const float* residual, int nrows,
+               int ncols) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int row = blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE;
+    if (row >= nrows) return;
+    const uint16_t* wr = w + (size_t)row * ncols;
+    float acc = 0.0f;
+    if (ncols % 8 == 0) {
+        for (int k = lane * 8; k < ncols; k += WARP_SIZE * 8) {
+            const uint4 wv = *(const uint4*)(wr + k);
+            const float4 x0 = *(const float4*)(x + k);
+            const float4 x1 = *(const float4*)(x + k + 4);
+            const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+            acc += dot8_f16(wv, xv);
+        }
+    } else {
+        for (int k = lane; k < ncols; k += WARP_SIZE) acc += f16_to_f32(wr[k]) * x[k];
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) y[row] = residual ? acc + residual[row] : acc;
+}
+
+extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP_SIZE)
+    matvec_f32(const float* __restrict__ w, const float* __restrict__ x, float* y, const float* residual, int nrows,
+               int ncols) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int row = blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE;
+    if (row >= nrows) return;
+    const float* wr = w + (size_t)row * ncols;
+    float acc = 0.0f;
+    if (ncols % 4 == 0) {
+        for (int k = lane * 4; k < ncols; k += WARP_SIZE * 4) {
+            const float4 wv = *(const float4*)(wr + k);
+            const float4 xv = *(const float4*)(x + k);
+            acc += wv.x * xv.x + wv.y * xv.y + wv.z * xv.z + wv.w * xv.w;
+        }
+    } else {
+        for (int k = lane; k < ncols; k += WARP_SIZE) acc += wr[k] * x[k];
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) y[row] = residual ? acc + residual[row] : acc;
+}

@@ -1,0 +1,771 @@
+//! Typed launch wrappers, one per kernel, and the one place where launches are checked.
+//!
+//! Every wrapper checks buffer lengths and sizes against what the kernel will touch, then
+//! calls [`CudaDevice::launch`], which checks the argument list against [`Kernel::args`].
+//! Buffers are anything cudarc can hand a device pointer for (`CudaSlice`, `CudaView`,
+//! `CudaViewMut`), so callers can pass sub-ranges of larger buffers.
+
+use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+
+use crate::{ArgKind, CudaDevice, CudaError, Kernel, WeightType};
+
+/// Bytes of one Q8_1 activation block (32 values): f16 d, f16 s, 32 × i8.
+pub const Q8_1_BLOCK_BYTES: usize = 36;
+
+/// One kernel parameter value.
+#[derive(Clone, Copy, Debug)]
+enum Arg {
+    Ptr(u64),
+    I32(i32),
+    F32(f32),
+}
+
+impl Arg {
+    fn kind(&self) -> ArgKind {
+        match self {
+            Arg::Ptr(_) => ArgKind::Ptr,
+            Arg::I32(_) => ArgKind::I32,
+            Arg::F32(_) => ArgKind::F32,
+        }
+    }
+}
+
+/// Which elements RoPE pairs up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeMode {
+    /// Adjacent pairs (2i, 2i+1): llama-family GGUF files.
+    Normal,
+    /// Halves (i, i + n_rot/2): GPT-NeoX, Phi-2, Gemma, Qwen.
+    Neox,
+}
+
+/// Shapes of one attention call (decode: `ntok == 1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionShape {
+    /// Query tokens in the batch; token t sits at position `pos0 + t`.
+    pub ntok: usize,
+    pub n_head: usize,
+    /// KV heads; must divide `n_head` (grouped-query attention).
+    pub n_kv: usize,
+    /// At most 256.
+    pub head_dim: usize,
+    /// Positions the KV cache holds.
+    pub n_ctx: usize,
+    /// Floats between consecutive tokens in `q` (≥ n_head × head_dim).
+    pub q_stride: usize,
+    /// Floats between consecutive tokens in the output (≥ n_head × head_dim).
+    pub out_stride: usize,
+    /// An upper bound on `pos0 + ntok` (the device-side position is not known to the host);
+    /// it sizes the split of the KV range. `n_ctx` is always safe.
+    pub max_kv_len: usize,
+    /// Positions per split (flash-decoding); 256 is a good default.
+    pub chunk: usize,
+}
+
+impl AttentionShape {
+    /// Number of KV splits.
+    pub fn n_split(&self) -> usize {
+        self.max_kv_len.max(1).div_ceil(self.chunk.max(1))
+    }
+
+    /// Floats of scratch the attention call needs.
+    pub fn scratch_len(&self) -> usize {
+        self.ntok * self.n_head * self.n_split() * (self.head_dim + 2)
+    }
+}
+
+fn bad(kernel: Kernel, what: String) -> CudaError {
+    CudaError::BadArgument {
+        kernel: kernel.name(),
+        what,
+    }
+}
+
+fn need(kernel: Kernel, what: &str, have: usize, need: usize) -> Result<(), CudaError> {
+    if have < need {
+        return Err(bad(
+            kernel,
+            format!("{what} holds {have} values, needs {need}"),
+        ));
+    }
+    Ok(())
+}
+
+fn int(kernel: Kernel, what: &str, v: usize) -> Result<Arg, CudaError> {
+    i32::try_from(v).map(Arg::I32).map_err(|_| {
+        bad(
+            kernel,
+            format!("{what} = {v} does not fit the kernel's int"),
+        )
+    })
+}
+
+fn grid_dim(kernel: Kernel, v: usize) -> Result<u32, CudaError> {
+    u32::try_from(v).map_err(|_| bad(kernel, format!("grid of {v} blocks")))
+}
+
+const ELEMENT_BLOCK: usize = 256;
+
+impl CudaDevice {
+    fn ptr<T, S: DevicePtr<T>>(&self, s: &S) -> Arg {
+        let (p, _sync) = s.device_ptr(self.stream());
+        Arg::Ptr(p)
+    }
+
+    fn ptr_mut<T, S: DevicePtrMut<T>>(&self, s: &mut S) -> Arg {
+        let (p, _sync) = s.device_ptr_mut(self.stream());
+        Arg::Ptr(p)
+    }
+
+    /// The one launch path: checks the argument list against the kernel's table entry.
+    fn launch(
+        &self,
+        kernel: Kernel,
+        grid: (usize, usize, usize),
+        block: u32,
+        args: &[Arg],
+    ) -> Result<(), CudaError> {
+        let kinds = kernel.args();
+        if kinds.len() != args.len() || kinds.iter().zip(args).any(|(k, a)| *k != a.kind()) {
+            return Err(bad(
+                kernel,
+                format!("argument list {args:?} does not match {kinds:?}"),
+            ));
+        }
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        if grid.1 > 65535 || grid.2 > 65535 {
+            return Err(bad(kernel, format!("grid {grid:?} too large")));
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (grid_dim(kernel, grid.0)?, grid.1 as u32, grid.2 as u32),
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let f = self.function(kernel)?;
+        let mut b = self.stream().launch_builder(f);
+        for a in args {
+            match a {
+                Arg::Ptr(p) => b.arg(p),
+                Arg::I32(v) => b.arg(v),
+                Arg::F32(v) => b.arg(v),
+            };
+        }
+        // SAFETY: the argument list matches the kernel's parameter list (checked above against
+        // the table in source.rs, which mirrors the .cu signatures), and every wrapper below
+        // checked that each buffer holds at least as many elements as the kernel touches for
+        // the sizes it passes. All buffers belong to this device and are used on its one stream.
+        unsafe { b.launch(cfg) }?;
+        Ok(())
+    }
+
+    // ---- quantization and norms ----
+
+    /// Quantizes `n` floats (a multiple of 32) to Q8_1 blocks.
+    pub fn quantize_q8_1(
+        &self,
+        x: &impl DevicePtr<f32>,
+        y: &mut impl DevicePtrMut<u8>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::QuantizeQ8_1;
+        if n % 32 != 0 {
+            return Err(bad(k, format!("n = {n} is not a multiple of 32")));
+        }
+        need(k, "x", x.len(), n)?;
+        need(k, "y", y.len(), n / 32 * Q8_1_BLOCK_BYTES)?;
+        let args = [self.ptr(x), self.ptr_mut(y), int(k, "n", n)?];
+        self.launch(k, ((n / 32).div_ceil(8), 1, 1), 256, &args)
+    }
+
+    /// RMSNorm of `nrows` rows of `ncols`, times `w`.
+    pub fn rms_norm(
+        &self,
+        x: &impl DevicePtr<f32>,
+        w: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        nrows: usize,
+        ncols: usize,
+        eps: f32,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::RmsNorm;
+        need(k, "x", x.len(), nrows * ncols)?;
+        need(k, "w", w.len(), ncols)?;
+        need(k, "out", out.len(), nrows * ncols)?;
+        let args = [
+            self.ptr(x),
+            self.ptr(w),
+            self.ptr_mut(out),
+            int(k, "ncols", ncols)?,
+            Arg::F32(eps),
+        ];
+        self.launch(k, (nrows, 1, 1), 256, &args)
+    }
+
+    /// RMSNorm times `w`, quantized straight to Q8_1 (`ncols` a multiple of 32).
+    pub fn rms_norm_q8_1(
+        &self,
+        x: &impl DevicePtr<f32>,
+        w: &impl DevicePtr<f32>,
+        y: &mut impl DevicePtrMut<u8>,
+        nrows: usize,
+        ncols: usize,
+        eps: f32,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::RmsNormQ8_1;
+        if ncols % 32 != 0 {
+            return Err(bad(k, format!("ncols = {ncols} is not a multiple of 32")));
+        }
+        need(k, "x", x.len(), nrows * ncols)?;
+        need(k, "w", w.len(), ncols)?;
+        need(k, "y", y.len(), nrows * ncols / 32 * Q8_1_BLOCK_BYTES)?;
+        let args = [
+            self.ptr(x),
+            self.ptr(w),
+            self.ptr_mut(y),
+            int(k, "ncols", ncols)?,
+            Arg::F32(eps),
+        ];
+        self.launch(k, (nrows, 1, 1), 256, &args)
+    }
+
+    /// LayerNorm of `nrows` rows of `ncols`, times `w`, plus `b` when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_norm(
+        &self,
+        x: &impl DevicePtr<f32>,
+        w: &impl DevicePtr<f32>,
+        b: Option<&dyn DevicePtrF32>,
+        out: &mut impl DevicePtrMut<f32>,
+        nrows: usize,
+        ncols: usize,
+        eps: f32,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::LayerNorm;
+        need(k, "x", x.len(), nrows * ncols)?;
+        need(k, "w", w.len(), ncols)?;
+        need(k, "out", out.len(), nrows * ncols)?;
+        let bias = match b {
+            Some(b) => {
+                need(k, "b", b.len_f32(), ncols)?;
+                Arg::Ptr(b.raw_ptr(self))
+            }
+            None => Arg::Ptr(0),
+        };
+        let args = [
+            self.ptr(x),
+            self.ptr(w),
+            bias,
+            self.ptr_mut(out),
+            int(k, "ncols", ncols)?,
+            Arg::F32(eps),
+        ];
+        self.launch(k, (nrows, 1, 1), 256, &args)
+    }
+
+    /// RoPE in place on `ntok` rows of `token_stride` floats holding `n_head` heads of
+    /// `head_dim`; the first `n_rot` dimensions of each head rotate. `pos`: [ntok] positions.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(
+        &self,
+        x: &mut impl DevicePtrMut<f32>,
+        pos: &impl DevicePtr<i32>,
+        ntok: usize,
+        token_stride: usize,
+        n_head: usize,
+        head_dim: usize,
+        n_rot: usize,
+        mode: RopeMode,
+        freq_base: f32,
+        freq_scale: f32,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::Rope;
+        if n_rot % 2 != 0 || n_rot > head_dim || n_head * head_dim > token_stride {
+            return Err(bad(
+                k,
+                format!("n_rot {n_rot}, head_dim {head_dim}, n_head {n_head}, token_stride {token_stride}"),
+            ));
+        }
+        if ntok > 0 {
+            need(
+                k,
+                "x",
+                x.len(),
+                (ntok - 1) * token_stride + n_head * head_dim,
+            )?;
+        }
+        need(k, "pos", pos.len(), ntok)?;
+        let total = ntok * n_head * (n_rot / 2);
+        let args = [
+            self.ptr_mut(x),
+            self.ptr(pos),
+            int(k, "ntok", ntok)?,
+            int(k, "token_stride", token_stride)?,
+            int(k, "n_head", n_head)?,
+            int(k, "head_dim", head_dim)?,
+            int(k, "n_rot", n_rot)?,
+            Arg::I32((mode == RopeMode::Neox) as i32),
+            Arg::F32(freq_base),
+            Arg::F32(freq_scale),
+        ];
+        int(k, "ntok * n_head * n_rot / 2", total)?;
+        self.launch(
+            k,
+            (total.div_ceil(ELEMENT_BLOCK), 1, 1),
+            ELEMENT_BLOCK as u32,
+            &args,
+        )
+    }
+
+    // ---- matrix products ----
+
+    fn check_weights(
+        &self,
+        k: Kernel,
+        ty: WeightType,
+        w_len: usize,
+        nrows: usize,
+        ncols: usize,
+    ) -> Result<(), CudaError> {
+        let row = ty.row_bytes(ncols).ok_or_else(|| {
+            bad(
+                k,
+                format!("{ncols} columns is not a whole number of {ty:?} blocks"),
+            )
+        })?;
+        need(k, "w (bytes)", w_len, row * nrows)
+    }
+
+    /// Decode matrix × vector for a quantized `ty`: y = W x (+ y when `accumulate`), with
+    /// `x` already quantized to Q8_1 (see [`CudaDevice::quantize_q8_1`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec_q8_1(
+        &self,
+        ty: WeightType,
+        w: &impl DevicePtr<u8>,
+        x_q8_1: &impl DevicePtr<u8>,
+        y: &mut impl DevicePtrMut<f32>,
+        accumulate: bool,
+        nrows: usize,
+        ncols: usize,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::matvec(ty);
+        if !ty.is_quantized() {
+            return Err(bad(
+                k,
+                format!("{ty:?} takes an f32 vector: use matvec_f32_input"),
+            ));
+        }
+        self.check_weights(k, ty, w.len(), nrows, ncols)?;
+        need(
+            k,
+            "x (Q8_1 bytes)",
+            x_q8_1.len(),
+            ncols / 32 * Q8_1_BLOCK_BYTES,
+        )?;
+        need(k, "y", y.len(), nrows)?;
+        let yp = self.ptr_mut(y);
+        let residual = if accumulate { yp } else { Arg::Ptr(0) };
+        let args = [
+            self.ptr(w),
+            self.ptr(x_q8_1),
+            yp,
+            residual,
+            int(k, "nrows", nrows)?,
+            int(k, "ncols", ncols)?,
+        ];
+        // 4 warps per block, 2 rows per warp (MV_WARPS, MV_ROWS in matvec.cu).
+        self.launch(k, (nrows.div_ceil(8), 1, 1), 128, &args)
+    }
+
+    /// Decode matrix × vector for F32/F16 weights (given as raw bytes): y = W x (+ y).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec_f32_input(
+        &self,
+        ty: WeightType,
+        w: &impl DevicePtr<u8>,
+        x: &impl DevicePtr<f32>,
+        y: &mut impl DevicePtrMut<f32>,
+        accumulate: bool,
+        nrows: usize,
+        ncols: usize,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::matvec(ty);
+        if ty.is_quantized() {
+            return Err(bad(
+                k,
+                format!("{ty:?} takes a Q8_1 vector: use matvec_q8_1"),
+            ));
+        }
+        self.check_weights(k, ty, w.len(), nrows, ncols)?;
+        need(k, "x", x.len(), ncols)?;
+        need(k, "y", y.len(), nrows)?;
+        let yp = self.ptr_mut(y);
+        let residual = if accumulate { yp } else { Arg::Ptr(0) };
+        let args = [
+            self.ptr(w),
+            self.ptr(x),
+            yp,
+            residual,
+            int(k, "nrows", nrows)?,
+            int(k, "ncols", ncols)?,
+        ];
+        // 4 warps per block, one row per warp.
+        self.launch(k, (nrows.div_ceil(4), 1, 1), 128, &args)
+    }
+
+    /// Prefill matrix × matrix: Y[t, r] = Σ_k W[r, k] X[t, k], X: [ntok, ncols], Y: [ntok, nrows].
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(
+        &self,
+        ty: WeightType,
+        w: &impl DevicePtr<u8>,
+        x: &impl DevicePtr<f32>,
+        y: &mut impl DevicePtrMut<f32>,
+        nrows: usize,
+        ncols: usize,
+        ntok: usize,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::matmul(ty);
+        self.check_weights(k, ty, w.len(), nrows, ncols)?;
+        need(k, "x", x.len(), ntok * ncols)?;
+        need(k, "y", y.len(), ntok * nrows)?;
+        let args = [
+            self.ptr(w),
+            self.ptr(x),
+            self.ptr_mut(y),
+            int(k, "nrows", nrows)?,
+            int(k, "ncols", ncols)?,
+            int(k, "ntok", ntok)?,
+        ];
+        self.launch(k, (nrows.div_ceil(64), ntok.div_ceil(64), 1), 256, &args)
+    }
+
+    // ---- attention ----
+
+    /// Stores `ntok` rows of K and V (rows of `token_stride` floats, `row` values used) as f16
+    /// at positions `pos0[0] + t` of caches holding `n_ctx` rows of `row` values.
+    #[allow(clippy::too_many_arguments)]
+    pub fn kv_store_f16(
+        &self,
+        k_new: &impl DevicePtr<f32>,
+        v_new: &impl DevicePtr<f32>,
+        k_cache: &mut impl DevicePtrMut<u16>,
+        v_cache: &mut impl DevicePtrMut<u16>,
+        pos0: &impl DevicePtr<i32>,
+        ntok: usize,
+        token_stride: usize,
+        row: usize,
+        n_ctx: usize,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::KvStoreF16;
+        if row > token_stride {
+            return Err(bad(k, format!("row {row} > token_stride {token_stride}")));
+        }
+        if ntok > 0 {
+            need(k, "k_new", k_new.len(), (ntok - 1) * token_stride + row)?;
+            need(k, "v_new", v_new.len(), (ntok - 1) * token_stride + row)?;
+        }
+        need(k, "k_cache", k_cache.len(), n_ctx * row)?;
+        need(k, "v_cache", v_cache.len(), n_ctx * row)?;
+        need(k, "pos0", pos0.len(), 1)?;
+        let total = ntok * row;
+        let args = [
+            self.ptr(k_new),
+            self.ptr(v_new),
+            self.ptr_mut(k_cache),
+            self.ptr_mut(v_cache),
+            self.ptr(pos0),
+            int(k, "ntok", ntok)?,
+            int(k, "token_stride", token_stride)?,
+            int(k, "row", row)?,
+            int(k, "n_ctx", n_ctx)?,
+        ];
+        int(k, "ntok * row", total)?;
+        self.launch(
+            k,
+            (total.div_ceil(ELEMENT_BLOCK), 1, 1),
+            ELEMENT_BLOCK as u32,
+            &args,
+        )
+    }
+
+    /// Causal attention of `shape.ntok` query tokens against the f16 caches (rows of
+    /// `n_kv × head_dim`): split over the KV range, then combined. `scratch` holds at least
+    /// `shape.scratch_len()` floats.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        q: &impl DevicePtr<f32>,
+        k_cache: &impl DevicePtr<u16>,
+        v_cache: &impl DevicePtr<u16>,
+        pos0: &impl DevicePtr<i32>,
+        out: &mut impl DevicePtrMut<f32>,
+        scratch: &mut impl DevicePtrMut<f32>,
+        shape: AttentionShape,
+        scale: f32,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::AttentionSplit;
+        let s = shape;
+        if s.n_kv == 0
+            || s.n_head % s.n_kv != 0
+            || s.head_dim == 0
+            || s.head_dim > 256
+            || s.chunk == 0
+        {
+            return Err(bad(k, format!("unsupported shape {s:?}")));
+        }
+        let head_row = s.n_head * s.head_dim;
+        if s.q_stride < head_row || s.out_stride < head_row {
+            return Err(bad(
+                k,
+                format!("strides shorter than n_head * head_dim in {s:?}"),
+            ));
+        }
+        if s.ntok == 0 {
+            return Ok(());
+        }
+        need(k, "q", q.len(), (s.ntok - 1) * s.q_stride + head_row)?;
+        need(k, "k_cache", k_cache.len(), s.n_ctx * s.n_kv * s.head_dim)?;
+        need(k, "v_cache", v_cache.len(), s.n_ctx * s.n_kv * s.head_dim)?;
+        need(k, "pos0", pos0.len(), 1)?;
+        need(k, "out", out.len(), (s.ntok - 1) * s.out_stride + head_row)?;
+        need(k, "scratch", scratch.len(), s.scratch_len())?;
+        let nsplit = s.n_split();
+        let scratch_ptr = match self.ptr_mut(scratch) {
+            Arg::Ptr(p) => p,
+            _ => unreachable!("ptr_mut returns a pointer"),
+        };
+        let part_o = scratch_ptr;
+        let part_ml = scratch_ptr + (s.ntok * s.n_head * nsplit * s.head_dim * 4) as u64;
+        let args = [
+            self.ptr(q),
+            self.ptr(k_cache),
+            self.ptr(v_cache),
+            self.ptr(pos0),
+            Arg::Ptr(part_o),
+            Arg::Ptr(part_ml),
+            int(k, "q_stride", s.q_stride)?,
+            int(k, "n_head", s.n_head)?,
+            int(k, "n_kv", s.n_kv)?,
+            int(k, "head_dim", s.head_dim)?,
+            int(k, "n_ctx", s.n_ctx)?,
+            int(k, "chunk", s.chunk)?,
+            Arg::F32(scale),
+        ];
+        self.launch(k, (s.n_head, nsplit, s.ntok), 128, &args)?;
+        let kc = Kernel::AttentionCombine;
+        let args = [
+            Arg::Ptr(part_o),
+            Arg::Ptr(part_ml),
+            self.ptr_mut(out),
+            int(kc, "out_stride", s.out_stride)?,
+            int(kc, "n_head", s.n_head)?,
+            int(kc, "head_dim", s.head_dim)?,
+            int(kc, "nsplit", nsplit)?,
+        ];
+        self.launch(kc, (s.n_head, s.ntok, 1), 128, &args)
+    }
+
+    // ---- element-wise, softmax, lookup, argmax ----
+
+    fn unary(
+        &self,
+        k: Kernel,
+        x: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        need(k, "x", x.len(), n)?;
+        need(k, "out", out.len(), n)?;
+        let args = [self.ptr(x), self.ptr_mut(out), int(k, "n", n)?];
+        self.launch(
+            k,
+            (n.div_ceil(ELEMENT_BLOCK), 1, 1),
+            ELEMENT_BLOCK as u32,
+            &args,
+        )
+    }
+
+    fn binary(
+        &self,
+        k: Kernel,
+        a: &impl DevicePtr<f32>,
+        b: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        need(k, "a", a.len(), n)?;
+        need(k, "b", b.len(), n)?;
+        need(k, "out", out.len(), n)?;
+        let args = [self.ptr(a), self.ptr(b), self.ptr_mut(out), int(k, "n", n)?];
+        self.launch(
+            k,
+            (n.div_ceil(ELEMENT_BLOCK), 1, 1),
+            ELEMENT_BLOCK as u32,
+            &args,
+        )
+    }
+
+    /// out = x · sigmoid(x).
+    pub fn silu(
+        &self,
+        x: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        self.unary(Kernel::Silu, x, out, n)
+    }
+
+    /// GELU, tanh approximation.
+    pub fn gelu(
+        &self,
+        x: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        self.unary(Kernel::Gelu, x, out, n)
+    }
+
+    /// out = silu(gate) · up.
+    pub fn swiglu(
+        &self,
+        gate: &impl DevicePtr<f32>,
+        up: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        self.binary(Kernel::Swiglu, gate, up, out, n)
+    }
+
+    /// out = gelu(gate) · up.
+    pub fn geglu(
+        &self,
+        gate: &impl DevicePtr<f32>,
+        up: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        self.binary(Kernel::Geglu, gate, up, out, n)
+    }
+
+    /// out = a + b (residual add).
+    pub fn add(
+        &self,
+        a: &impl DevicePtr<f32>,
+        b: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        self.binary(Kernel::Add, a, b, out, n)
+    }
+
+    /// out = a · b.
+    pub fn mul(
+        &self,
+        a: &impl DevicePtr<f32>,
+        b: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        self.binary(Kernel::Mul, a, b, out, n)
+    }
+
+    /// out = x · s.
+    pub fn scale(
+        &self,
+        x: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        s: f32,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::Scale;
+        need(k, "x", x.len(), n)?;
+        need(k, "out", out.len(), n)?;
+        let args = [self.ptr(x), self.ptr_mut(out), Arg::F32(s), int(k, "n", n)?];
+        self.launch(
+            k,
+            (n.div_ceil(ELEMENT_BLOCK), 1, 1),
+            ELEMENT_BLOCK as u32,
+            &args,
+        )
+    }
+
+    /// Softmax of each of `nrows` rows of `ncols`.
+    pub fn softmax_rows(
+        &self,
+        x: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        nrows: usize,
+        ncols: usize,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::SoftmaxRows;
+        need(k, "x", x.len(), nrows * ncols)?;
+        need(k, "out", out.len(), nrows * ncols)?;
+        let args = [self.ptr(x), self.ptr_mut(out), int(k, "ncols", ncols)?];
+        self.launch(k, (nrows, 1, 1), 256, &args)
+    }
+
+    /// Index of the largest of the first `n` values (lowest index on ties) into `out[0]`.
+    pub fn argmax(
+        &self,
+        x: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<i32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::Argmax;
+        need(k, "x", x.len(), n)?;
+        need(k, "out", out.len(), 1)?;
+        let args = [self.ptr(x), self.ptr_mut(out), int(k, "n", n)?];
+        self.launch(k, (1, 1, 1), 1024, &args)
+    }
+
+    /// Embedding lookup: out[i] = row ids[i] of `table` (`nrows` rows of `ncols` in format
+    /// `ty`) as f32. Ids outside the table give rows of zeros.
+    #[allow(clippy::too_many_arguments)]
+    pub fn get_rows(
+        &self,
+        ty: WeightType,
+        table: &impl DevicePtr<u8>,
+        ids: &impl DevicePtr<i32>,
+        out: &mut impl DevicePtrMut<f32>,
+        n_ids: usize,
+        nrows: usize,
+        ncols: usize,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::get_rows(ty);
+        self.check_weights(k, ty, table.len(), nrows, ncols)?;
+        need(k, "ids", ids.len(), n_ids)?;
+        need(k, "out", out.len(), n_ids * ncols)?;
+        let args = [
+            self.ptr(table),
+            self.ptr(ids),
+            self.ptr_mut(out),
+            int(k, "nrows", nrows)?,
+            int(k, "ncols", ncols)?,
+        ];
+        self.launch(
+            k,
+            (ncols.div_ceil(ELEMENT_BLOCK), n_ids, 1),
+            ELEMENT_BLOCK as u32,
+            &args,
+        )
+    }
+}
+
+/// An optional f32 buffer argument (LayerNorm's bias) behind a trait object.
+pub trait DevicePtrF32 {
+    fn len_f32(&self) -> usize;
+    fn raw_ptr(&self, dev: &CudaDevice) -> u64;
+}
+
+impl<S: DevicePtr<f32>> DevicePtrF32 for S {
+    fn len_f32(&self) -> usize {
+        self.len()
+    }
+    fn raw_ptr(&self, dev: &CudaDevice) -> u64 {
+        let (p, _sync) = self.device_ptr(dev.stream());
+        p
+    }
+}

@@ -1,0 +1,136 @@
+//! The weight formats the CUDA kernels read.
+
+use tinyrt_kernels::quant::GgmlType;
+
+/// A weight format with a CUDA matrix-vector, matrix-matrix and embedding-lookup kernel.
+///
+/// All but [`WeightType::NF4`] are ggml types with the GGUF block layout. NF4 is tinyrt's
+/// 4-bit NormalFloat format (QLoRA): 64 weights per 34-byte block (f16 scale, 32 bytes of
+/// indices, low nibbles = elements 0..31, high nibbles = 32..63), codebook round(127 × level).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)]
+pub enum WeightType {
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q8_0,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+    IQ4_NL,
+    NF4,
+}
+
+impl WeightType {
+    pub const ALL: [WeightType; 11] = [
+        WeightType::F32,
+        WeightType::F16,
+        WeightType::Q4_0,
+        WeightType::Q4_1,
+        WeightType::Q5_0,
+        WeightType::Q8_0,
+        WeightType::Q4_K,
+        WeightType::Q5_K,
+        WeightType::Q6_K,
+        WeightType::IQ4_NL,
+        WeightType::NF4,
+    ];
+
+    /// Elements per block.
+    pub const fn block_size(self) -> usize {
+        match self {
+            WeightType::F32 | WeightType::F16 => 1,
+            WeightType::Q4_0
+            | WeightType::Q4_1
+            | WeightType::Q5_0
+            | WeightType::Q8_0
+            | WeightType::IQ4_NL => 32,
+            WeightType::NF4 => 64,
+            WeightType::Q4_K | WeightType::Q5_K | WeightType::Q6_K => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            WeightType::F32 => 4,
+            WeightType::F16 => 2,
+            WeightType::Q4_0 | WeightType::IQ4_NL => 18,
+            WeightType::Q4_1 => 20,
+            WeightType::Q5_0 => 22,
+            WeightType::Q8_0 | WeightType::NF4 => 34,
+            WeightType::Q4_K => 144,
+            WeightType::Q5_K => 176,
+            WeightType::Q6_K => 210,
+        }
+    }
+
+    /// Whether the matrix-vector kernel takes the activation quantized to Q8_1 (all but F32/F16).
+    pub const fn is_quantized(self) -> bool {
+        !matches!(self, WeightType::F32 | WeightType::F16)
+    }
+
+    /// Bytes of one row of `ncols` elements, or `None` when `ncols` is not a whole number of
+    /// blocks (or, for the quantized formats, of 32-value activation blocks).
+    pub fn row_bytes(self, ncols: usize) -> Option<usize> {
+        let unit = if self.is_quantized() {
+            self.block_size().max(32)
+        } else {
+            1
+        };
+        if ncols == 0 || ncols % unit != 0 {
+            return None;
+        }
+        (ncols / self.block_size()).checked_mul(self.block_bytes())
+    }
+
+    /// The CUDA format for a ggml tensor type, if there is one.
+    pub fn from_ggml(t: GgmlType) -> Option<WeightType> {
+        Some(match t {
+            GgmlType::F32 => WeightType::F32,
+            GgmlType::F16 => WeightType::F16,
+            GgmlType::Q4_0 => WeightType::Q4_0,
+            GgmlType::Q4_1 => WeightType::Q4_1,
+            GgmlType::Q5_0 => WeightType::Q5_0,
+            GgmlType::Q8_0 => WeightType::Q8_0,
+            GgmlType::Q4_K => WeightType::Q4_K,
+            GgmlType::Q5_K => WeightType::Q5_K,
+            GgmlType::Q6_K => WeightType::Q6_K,
+            GgmlType::IQ4_NL => WeightType::IQ4_NL,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_sizes_match_the_ggml_table() {
+        for w in WeightType::ALL {
+            if let Some(g) = GgmlType::ALL
+                .iter()
+                .copied()
+                .find(|g| WeightType::from_ggml(*g) == Some(w))
+            {
+                assert_eq!(w.block_size(), g.block_size(), "{w:?}");
+                assert_eq!(w.block_bytes(), g.type_size(), "{w:?}");
+            } else {
+                assert_eq!(w, WeightType::NF4);
+            }
+        }
+    }
+
+    #[test]
+    fn row_bytes_rejects_partial_blocks() {
+        assert_eq!(WeightType::Q4_0.row_bytes(64), Some(36));
+        assert_eq!(WeightType::Q4_0.row_bytes(48), None);
+        assert_eq!(WeightType::Q6_K.row_bytes(512), Some(420));
+        assert_eq!(WeightType::NF4.row_bytes(32), None);
+        assert_eq!(WeightType::F16.row_bytes(7), Some(14));
+        assert_eq!(WeightType::F32.row_bytes(0), None);
+    }
+}
