@@ -374,16 +374,46 @@ fn q3k_scales(s: &[u8; 12]) -> [u8; 16] {
 
 // ---------------------------------------------------------------- Q2_K
 
+/// The 256 two-bit fields of a Q2_K / Q3_K `qs` array in element order: element
+/// `128 * h + 32 * i + l` is bits `2i..2i+2` of `qs[32 * h + l]`.
+#[inline]
+pub fn unpack_2bit(qs: &[u8; 64]) -> [u8; QK_K] {
+    let mut out = [0u8; QK_K];
+    for (o, q) in out.chunks_exact_mut(128).zip(qs.chunks_exact(32)) {
+        for (i, o) in o.chunks_exact_mut(32).enumerate() {
+            for (o, &q) in o.iter_mut().zip(q) {
+                *o = (q >> (2 * i)) & 3;
+            }
+        }
+    }
+    out
+}
+
+#[inline]
+fn dot_u8_i8(a: &[u8], b: &[i8]) -> i32 {
+    a.iter().zip(b).map(|(&a, &b)| a as i32 * b as i32).sum()
+}
+
+#[inline]
+fn dot_i8_i8(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).map(|(&a, &b)| a as i32 * b as i32).sum()
+}
+
 pub fn dequantize_row_q2_K(x: &[BlockQ2K], y: &mut [f32]) {
     check_row(x.len(), y.len());
     for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
         let (d, dmin) = (f16_to_f32(b.d), f16_to_f32(b.dmin));
-        for (e, o) in y.iter_mut().enumerate() {
-            let sc = b.scales[e / 16];
-            let q = (b.qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3;
+        let q = unpack_2bit(&b.qs);
+        for ((ys, qs), &sc) in y
+            .chunks_exact_mut(16)
+            .zip(q.chunks_exact(16))
+            .zip(&b.scales)
+        {
             let dl = d * (sc & 0xf) as f32;
             let ml = dmin * (sc >> 4) as f32;
-            *o = dl * q as f32 - ml;
+            for (o, &q) in ys.iter_mut().zip(qs) {
+                *o = dl * q as f32 - ml;
+            }
         }
     }
 }
@@ -471,17 +501,17 @@ pub fn vec_dot_q2_K_q8_K(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
     let mut sumf = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
         let mut summs = 0i32;
-        for (g, &s) in by.bsums.iter().enumerate() {
-            summs += s as i32 * (bx.scales[g] >> 4) as i32;
+        for (&s, &sc) in by.bsums.iter().zip(&bx.scales) {
+            summs += s as i32 * (sc >> 4) as i32;
         }
+        let q = unpack_2bit(&bx.qs);
         let mut isum = 0i32;
-        for g in 0..16 {
-            let mut isuml = 0i32;
-            for e in 16 * g..16 * g + 16 {
-                let q = (bx.qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3;
-                isuml += q as i32 * by.qs[e] as i32;
-            }
-            isum += (bx.scales[g] & 0xf) as i32 * isuml;
+        for ((qs, ys), &sc) in q
+            .chunks_exact(16)
+            .zip(by.qs.chunks_exact(16))
+            .zip(&bx.scales)
+        {
+            isum += (sc & 0xf) as i32 * dot_u8_i8(qs, ys);
         }
         let dall = by.d * f16_to_f32(bx.d);
         let dmin = by.d * f16_to_f32(bx.dmin);
@@ -492,12 +522,22 @@ pub fn vec_dot_q2_K_q8_K(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
 
 // ---------------------------------------------------------------- Q3_K
 
-/// The signed 3-bit value (-4..=3) of element `e`.
+/// The 256 signed 3-bit values (-4..=3) of a Q3_K block in element order.
 #[inline]
-fn q3k_value(b: &BlockQ3K, e: usize) -> i32 {
-    let low = (b.qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3;
-    let high = (b.hmask[e % 32] >> (e / 32)) & 1;
-    low as i32 - if high != 0 { 0 } else { 4 }
+pub fn unpack_q3k(b: &BlockQ3K) -> [i8; QK_K] {
+    let low = unpack_2bit(&b.qs);
+    let mut out = [0i8; QK_K];
+    for (c, (o, lo)) in out
+        .chunks_exact_mut(32)
+        .zip(low.chunks_exact(32))
+        .enumerate()
+    {
+        for ((o, &lo), &hm) in o.iter_mut().zip(lo).zip(&b.hmask) {
+            let high = (hm >> c) & 1;
+            *o = lo as i8 - if high != 0 { 0 } else { 4 };
+        }
+    }
+    out
 }
 
 pub fn dequantize_row_q3_K(x: &[BlockQ3K], y: &mut [f32]) {
@@ -505,9 +545,12 @@ pub fn dequantize_row_q3_K(x: &[BlockQ3K], y: &mut [f32]) {
     for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
         let d_all = f16_to_f32(b.d);
         let scales = q3k_scales(&b.scales);
-        for (e, o) in y.iter_mut().enumerate() {
-            let dl = d_all * (scales[e / 16] as i32 - 32) as f32;
-            *o = dl * q3k_value(b, e) as f32;
+        let q = unpack_q3k(b);
+        for ((ys, qs), &sc) in y.chunks_exact_mut(16).zip(q.chunks_exact(16)).zip(&scales) {
+            let dl = d_all * (sc as i32 - 32) as f32;
+            for (o, &q) in ys.iter_mut().zip(qs) {
+                *o = dl * q as f32;
+            }
         }
     }
 }
@@ -572,13 +615,10 @@ pub fn vec_dot_q3_K_q8_K(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
     let mut sumf = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
         let scales = q3k_scales(&bx.scales);
+        let q = unpack_q3k(bx);
         let mut isum = 0i32;
-        for (g, &sc) in scales.iter().enumerate() {
-            let mut isuml = 0i32;
-            for e in 16 * g..16 * g + 16 {
-                isuml += q3k_value(bx, e) * by.qs[e] as i32;
-            }
-            isum += (sc as i32 - 32) * isuml;
+        for ((qs, ys), &sc) in q.chunks_exact(16).zip(by.qs.chunks_exact(16)).zip(&scales) {
+            isum += (sc as i32 - 32) * dot_i8_i8(qs, ys);
         }
         sumf += f16_to_f32(bx.d) * by.d * isum as f32;
     }
@@ -587,27 +627,38 @@ pub fn vec_dot_q3_K_q8_K(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
 
 // ---------------------------------------------------------------- Q4_K
 
+/// The 256 nibbles of a Q4_K / Q5_K `qs` array in element order: element `64 * n + l` is the
+/// low nibble of `qs[32 * n + l]`, element `64 * n + 32 + l` its high nibble.
 #[inline]
-fn q4k_value(qs: &[u8; 128], e: usize) -> u8 {
-    let q = qs[32 * (e / 64) + e % 32];
-    if e % 64 < 32 {
-        q & 0xf
-    } else {
-        q >> 4
+pub fn unpack_q4k(qs: &[u8; 128]) -> [u8; QK_K] {
+    let mut out = [0u8; QK_K];
+    for (o, q) in out.chunks_exact_mut(64).zip(qs.chunks_exact(32)) {
+        let (lo, hi) = o.split_at_mut(32);
+        for ((lo, hi), &q) in lo.iter_mut().zip(hi).zip(q) {
+            *lo = q & 0xf;
+            *hi = q >> 4;
+        }
+    }
+    out
+}
+
+/// `d * sc * q - dmin * m` per 32-element sub-block: shared by Q4_K and Q5_K.
+#[inline]
+fn dequantize_superblock_qkx(d: u16, dmin: u16, scales: &[u8; 12], q: &[u8; QK_K], y: &mut [f32]) {
+    let (d, dmin) = (f16_to_f32(d), f16_to_f32(dmin));
+    for (s, (ys, qs)) in y.chunks_exact_mut(32).zip(q.chunks_exact(32)).enumerate() {
+        let (sc, m) = get_scale_min_k4(s, scales);
+        let (d1, m1) = (d * sc as f32, dmin * m as f32);
+        for (o, &q) in ys.iter_mut().zip(qs) {
+            *o = d1 * q as f32 - m1;
+        }
     }
 }
 
 pub fn dequantize_row_q4_K(x: &[BlockQ4K], y: &mut [f32]) {
     check_row(x.len(), y.len());
     for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
-        let (d, dmin) = (f16_to_f32(b.d), f16_to_f32(b.dmin));
-        for (s, ys) in y.chunks_exact_mut(32).enumerate() {
-            let (sc, m) = get_scale_min_k4(s, &b.scales);
-            let (d1, m1) = (d * sc as f32, dmin * m as f32);
-            for (i, o) in ys.iter_mut().enumerate() {
-                *o = d1 * q4k_value(&b.qs, 32 * s + i) as f32 - m1;
-            }
-        }
+        dequantize_superblock_qkx(b.d, b.dmin, &b.scales, &unpack_q4k(&b.qs), y);
     }
 }
 
@@ -712,45 +763,53 @@ fn kquant_min_sum(scales: &[u8; 12], bsums: &[i16; 16]) -> i32 {
         .sum()
 }
 
+/// `d · Σ sc·(q·y) - dmin · Σ m·bsums` for one Q4_K / Q5_K super-block.
+#[inline]
+fn vec_dot_superblock_qkx(
+    d: u16,
+    dmin: u16,
+    scales: &[u8; 12],
+    q: &[u8; QK_K],
+    by: &BlockQ8K,
+) -> f32 {
+    let mut isum = 0i32;
+    for (s, (qs, ys)) in q.chunks_exact(32).zip(by.qs.chunks_exact(32)).enumerate() {
+        let (sc, _) = get_scale_min_k4(s, scales);
+        isum += sc as i32 * dot_u8_i8(qs, ys);
+    }
+    let summs = kquant_min_sum(scales, &by.bsums);
+    let d = f16_to_f32(d) * by.d;
+    let dmin = f16_to_f32(dmin) * by.d;
+    d * isum as f32 - dmin * summs as f32
+}
+
 pub fn vec_dot_q4_K_q8_K(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     assert_eq!(x.len(), y.len());
     let mut sumf = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
-        let mut isum = 0i32;
-        for s in 0..8 {
-            let (sc, _) = get_scale_min_k4(s, &bx.scales);
-            let mut isuml = 0i32;
-            for e in 32 * s..32 * s + 32 {
-                isuml += q4k_value(&bx.qs, e) as i32 * by.qs[e] as i32;
-            }
-            isum += sc as i32 * isuml;
-        }
-        let summs = kquant_min_sum(&bx.scales, &by.bsums);
-        let d = f16_to_f32(bx.d) * by.d;
-        let dmin = f16_to_f32(bx.dmin) * by.d;
-        sumf += d * isum as f32 - dmin * summs as f32;
+        sumf += vec_dot_superblock_qkx(bx.d, bx.dmin, &bx.scales, &unpack_q4k(&bx.qs), by);
     }
     sumf
 }
 
 // ---------------------------------------------------------------- Q5_K
 
+/// The 256 five-bit values of a Q5_K block in element order.
 #[inline]
-fn q5k_value(b: &BlockQ5K, e: usize) -> u8 {
-    q4k_value(&b.qs, e) | (((b.qh[e % 32] >> (e / 32)) & 1) << 4)
+pub fn unpack_q5k(b: &BlockQ5K) -> [u8; QK_K] {
+    let mut out = unpack_q4k(&b.qs);
+    for (c, o) in out.chunks_exact_mut(32).enumerate() {
+        for (o, &h) in o.iter_mut().zip(&b.qh) {
+            *o |= ((h >> c) & 1) << 4;
+        }
+    }
+    out
 }
 
 pub fn dequantize_row_q5_K(x: &[BlockQ5K], y: &mut [f32]) {
     check_row(x.len(), y.len());
     for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
-        let (d, dmin) = (f16_to_f32(b.d), f16_to_f32(b.dmin));
-        for (s, ys) in y.chunks_exact_mut(32).enumerate() {
-            let (sc, m) = get_scale_min_k4(s, &b.scales);
-            let (d1, m1) = (d * sc as f32, dmin * m as f32);
-            for (i, o) in ys.iter_mut().enumerate() {
-                *o = d1 * q5k_value(b, 32 * s + i) as f32 - m1;
-            }
-        }
+        dequantize_superblock_qkx(b.d, b.dmin, &b.scales, &unpack_q5k(b), y);
     }
 }
 
@@ -784,44 +843,49 @@ pub fn vec_dot_q5_K_q8_K(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     assert_eq!(x.len(), y.len());
     let mut sumf = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
-        let mut isum = 0i32;
-        for s in 0..8 {
-            let (sc, _) = get_scale_min_k4(s, &bx.scales);
-            let mut isuml = 0i32;
-            for e in 32 * s..32 * s + 32 {
-                isuml += q5k_value(bx, e) as i32 * by.qs[e] as i32;
-            }
-            isum += sc as i32 * isuml;
-        }
-        let summs = kquant_min_sum(&bx.scales, &by.bsums);
-        let d = f16_to_f32(bx.d) * by.d;
-        let dmin = f16_to_f32(bx.dmin) * by.d;
-        sumf += d * isum as f32 - dmin * summs as f32;
+        sumf += vec_dot_superblock_qkx(bx.d, bx.dmin, &bx.scales, &unpack_q5k(bx), by);
     }
     sumf
 }
 
 // ---------------------------------------------------------------- Q6_K
 
-/// The unsigned 6-bit value (0..64) of element `e`: in each half of 128 elements, element
-/// `k = e % 128` takes the low (`k < 64`) or high nibble of `ql[64 * half + k % 64]` and bits
-/// `2 * (k / 32)` of `qh[32 * half + k % 32]`.
+/// The 256 signed 6-bit values (-32..=31) of a Q6_K block in element order. In each half
+/// `h` of 128 elements, element `32 * i + l` takes the low (`i < 2`) or high nibble of
+/// `ql[64 * h + 32 * (i % 2) + l]` and bits `2i..2i+2` of `qh[32 * h + l]`.
 #[inline]
-fn q6k_value(b: &BlockQ6K, e: usize) -> u8 {
-    let (half, k) = (e / 128, e % 128);
-    let ql = b.ql[64 * half + k % 64];
-    let low = if k < 64 { ql & 0xf } else { ql >> 4 };
-    let high = (b.qh[32 * half + k % 32] >> (2 * (k / 32))) & 3;
-    low | (high << 4)
+pub fn unpack_q6k(b: &BlockQ6K) -> [i8; QK_K] {
+    let mut out = [0i8; QK_K];
+    for ((o, ql), qh) in out
+        .chunks_exact_mut(128)
+        .zip(b.ql.chunks_exact(64))
+        .zip(b.qh.chunks_exact(32))
+    {
+        for l in 0..32 {
+            let (a, c, h) = (ql[l], ql[l + 32], qh[l]);
+            o[l] = ((a & 0xf) | ((h & 3) << 4)) as i8 - 32;
+            o[l + 32] = ((c & 0xf) | (((h >> 2) & 3) << 4)) as i8 - 32;
+            o[l + 64] = ((a >> 4) | (((h >> 4) & 3) << 4)) as i8 - 32;
+            o[l + 96] = ((c >> 4) | (((h >> 6) & 3) << 4)) as i8 - 32;
+        }
+    }
+    out
 }
 
 pub fn dequantize_row_q6_K(x: &[BlockQ6K], y: &mut [f32]) {
     check_row(x.len(), y.len());
     for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
         let d = f16_to_f32(b.d);
-        for (e, o) in y.iter_mut().enumerate() {
-            let q = q6k_value(b, e) as i32 - 32;
-            *o = d * b.scales[e / 16] as f32 * q as f32;
+        let q = unpack_q6k(b);
+        for ((ys, qs), &sc) in y
+            .chunks_exact_mut(16)
+            .zip(q.chunks_exact(16))
+            .zip(&b.scales)
+        {
+            let dl = d * sc as f32;
+            for (o, &q) in ys.iter_mut().zip(qs) {
+                *o = dl * q as f32;
+            }
         }
     }
 }
@@ -880,13 +944,14 @@ pub fn vec_dot_q6_K_q8_K(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     assert_eq!(x.len(), y.len());
     let mut sumf = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
+        let q = unpack_q6k(bx);
         let mut isum = 0i32;
-        for g in 0..16 {
-            let mut isuml = 0i32;
-            for e in 16 * g..16 * g + 16 {
-                isuml += (q6k_value(bx, e) as i32 - 32) * by.qs[e] as i32;
-            }
-            isum += bx.scales[g] as i32 * isuml;
+        for ((qs, ys), &sc) in q
+            .chunks_exact(16)
+            .zip(by.qs.chunks_exact(16))
+            .zip(&bx.scales)
+        {
+            isum += sc as i32 * dot_i8_i8(qs, ys);
         }
         sumf += f16_to_f32(bx.d) * by.d * isum as f32;
     }

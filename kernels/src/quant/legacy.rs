@@ -247,18 +247,29 @@ pub fn quantize_row_q5_0(x: &[f32], y: &mut [BlockQ5_0]) {
     }
 }
 
+/// The 32 five-bit values of a Q5_0 / Q5_1 block in element order (0..=31).
+#[inline]
+pub fn unpack_5bit(qh: [u8; 4], qs: &[u8; 16]) -> [u8; 32] {
+    let qh = u32::from_le_bytes(qh);
+    let mut out = [0u8; 32];
+    let (lo, hi) = out.split_at_mut(16);
+    for (j, ((lo, hi), &q)) in lo.iter_mut().zip(hi).zip(qs).enumerate() {
+        *lo = (q & 0xf) | ((((qh >> j) & 1) as u8) << 4);
+        *hi = (q >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+    }
+    out
+}
+
 pub fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
     assert_eq!(x.len(), y.len());
     let mut sumf = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
-        let qh = u32::from_le_bytes(bx.qh);
-        let mut sumi = 0i32;
-        for j in 0..16 {
-            let q = bx.qs[j];
-            let v0 = ((q & 0xf) as u32 | (((qh >> j) & 1) << 4)) as i32 - 16;
-            let v1 = ((q >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4)) as i32 - 16;
-            sumi += v0 * by.qs[j] as i32 + v1 * by.qs[j + 16] as i32;
-        }
+        let q = unpack_5bit(bx.qh, &bx.qs);
+        let sumi: i32 = q
+            .iter()
+            .zip(&by.qs)
+            .map(|(&q, &a)| (q as i32 - 16) * a as i32)
+            .sum();
         sumf += (f16_to_f32(bx.d) * f16_to_f32(by.d)) * sumi as f32;
     }
     sumf
@@ -305,14 +316,12 @@ pub fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
     assert_eq!(x.len(), y.len());
     let mut sumf = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
-        let qh = u32::from_le_bytes(bx.qh);
-        let mut sumi = 0i32;
-        for j in 0..16 {
-            let q = bx.qs[j];
-            let v0 = ((q & 0xf) as u32 | (((qh >> j) & 1) << 4)) as i32;
-            let v1 = ((q >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4)) as i32;
-            sumi += v0 * by.qs[j] as i32 + v1 * by.qs[j + 16] as i32;
-        }
+        let q = unpack_5bit(bx.qh, &bx.qs);
+        let sumi: i32 = q
+            .iter()
+            .zip(&by.qs)
+            .map(|(&q, &a)| q as i32 * a as i32)
+            .sum();
         sumf += (f16_to_f32(bx.d) * f16_to_f32(by.d)) * sumi as f32
             + f16_to_f32(bx.m) * f16_to_f32(by.s);
     }
