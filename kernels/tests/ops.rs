@@ -457,7 +457,7 @@ fn check_attention(c: &AttnCase) {
     for isa in Isa::available() {
         let mut out = vec![0.0f32; q.len()];
         ops::attention(isa, &q, &kv, c.n_past, &params, &mut out);
-        let simd_tol = if vec_path && c.f16_cache { 2e-3 } else { 2e-5 };
+        let simd_tol = if vec_path && c.f16_cache { 5e-4 } else { 2e-5 };
         assert_close("attention vs scalar", isa, &out, &reference, simd_tol, 0.0);
         let mut out_mt = vec![0.0f32; q.len()];
         ops::attention_parallel(isa, &q, &kv, c.n_past, &params, &mut out_mt, &RayonRun(3));

@@ -1,14 +1,17 @@
-//! Transformer ops compiled for AVX512 (see `cpu/ops.rs` for the API and `cpu/scalar/ops.rs`
-//! for the reference numerics).
+//! Transformer ops for AVX-512 (F/BW/VL/DQ + FMA + F16C); see `cpu/ops.rs` for the API and
+//! `cpu/scalar/ops.rs` for the reference numerics these follow.
 //!
-//! Every function is `unsafe` only because of `#[target_feature]`: the caller must have checked
-//! that the CPU supports the features (`cpu::ops` dispatch does).
+//! Every public function is `unsafe` only because of `#[target_feature]`: the caller must have
+//! checked that the CPU supports the features (`cpu::ops` dispatch does). Tails shorter than a
+//! vector use AVX-512 masked loads and stores, so no path falls back to scalar code for them.
 
-use crate::cpu::ops::{AttnJob, RopeCache};
+use std::arch::x86_64::*;
+
+use crate::cpu::ops::{AttnJob, KvData, RopeCache, RopeMode};
 use crate::cpu::scalar::ops as scalar;
 
-/// Ops whose scalar loops the compiler vectorises well once the target features are enabled:
-/// the body is the scalar reference, inlined and compiled for this ISA.
+/// Ops the compiler vectorises well from the scalar reference once the target features are
+/// enabled: the body is the scalar reference, inlined and compiled for this ISA.
 macro_rules! compiled_for_isa {
     ($( $name:ident ( $($arg:ident : $ty:ty),* ); )*) => {$(
         /// The scalar reference compiled for this ISA.
@@ -23,19 +26,638 @@ macro_rules! compiled_for_isa {
 }
 
 compiled_for_isa! {
-    rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]);
-    layer_norm(x: &[f32], weight: &[f32], bias: Option<&[f32]>, eps: f32, out: &mut [f32]);
-    rope(x: &mut [f32], n_heads: usize, head_dim: usize, positions: &[usize], cache: &RopeCache);
-    softmax_inplace(x: &mut [f32]);
-    silu_inplace(x: &mut [f32]);
-    gelu_tanh_inplace(x: &mut [f32]);
-    gelu_erf_inplace(x: &mut [f32]);
-    swiglu(gate: &[f32], up: &[f32], out: &mut [f32]);
-    geglu_tanh(gate: &[f32], up: &[f32], out: &mut [f32]);
     add_inplace(x: &mut [f32], y: &[f32]);
     mul_inplace(x: &mut [f32], y: &[f32]);
     scale_inplace(x: &mut [f32], s: f32);
-    f32_to_f16_row(src: &[f32], dst: &mut [u16]);
-    f16_to_f32_row(src: &[u16], dst: &mut [f32]);
-    attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]);
+}
+
+const LANES: usize = 16;
+
+/// Mask of the first `n` (< 16) lanes.
+#[inline]
+fn tail_mask(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
+}
+
+/// Loads lanes `i..i+16` of `x`, zeros past its end.
+///
+/// # Safety
+/// `i < x.len()`; the CPU supports AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load(x: &[f32], i: usize) -> __m512 {
+    let rem = x.len() - i;
+    // SAFETY: `i < x.len()`; a full load reads `i..i+16` only when that is in bounds, and a
+    // masked load touches only the lanes below `rem` (masked lanes never fault).
+    unsafe {
+        if rem >= LANES {
+            _mm512_loadu_ps(x.as_ptr().add(i))
+        } else {
+            _mm512_maskz_loadu_ps(tail_mask(rem), x.as_ptr().add(i))
+        }
+    }
+}
+
+/// Stores lanes into `x[i..]`, as many as fit.
+///
+/// # Safety
+/// `i < x.len()`; the CPU supports AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store(x: &mut [f32], i: usize, v: __m512) {
+    let rem = x.len() - i;
+    // SAFETY: as in `load`: only in-bounds lanes are written.
+    unsafe {
+        if rem >= LANES {
+            _mm512_storeu_ps(x.as_mut_ptr().add(i), v)
+        } else {
+            _mm512_mask_storeu_ps(x.as_mut_ptr().add(i), tail_mask(rem), v)
+        }
+    }
+}
+
+/// e^x, Cephes `expf` polynomial (≈2 ulp); 2^n applied with `vscalefps`, which handles overflow
+/// (→ inf) and underflow (→ 0) itself. −inf gives 0.
+#[inline]
+#[target_feature(enable = "avx512f,fma")]
+fn exp_ps(x: __m512) -> __m512 {
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
+    let x = _mm512_min_ps(x, _mm512_set1_ps(89.0));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm512_set1_ps(1.987_569_1e-4);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_2e-3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666_666_5e-1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
+    let r2 = _mm512_mul_ps(r, r);
+    let p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+    _mm512_scalef_ps(p, n)
+}
+
+/// x / (1 + e^-x).
+#[inline]
+#[target_feature(enable = "avx512f,fma")]
+fn silu_ps(x: __m512) -> __m512 {
+    let e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e))
+}
+
+/// Round each lane to the nearest f16 and back (F16C rounding: nearest even).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn round_f16_ps(x: __m512) -> __m512 {
+    _mm512_cvtph_ps(_mm512_cvtps_ph::<
+        { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+    >(x))
+}
+
+/// ggml's f16-table GELU (see `scalar::gelu_tanh_ggml`). `0.5 (1 + tanh u) = 1 / (1 + e^(-2u))`,
+/// so no tanh is needed.
+#[inline]
+#[target_feature(enable = "avx512f,fma")]
+fn gelu_tanh_ggml_ps(x: __m512) -> __m512 {
+    let xh = round_f16_ps(x);
+    let x2 = _mm512_mul_ps(xh, xh);
+    let inner = _mm512_fmadd_ps(_mm512_set1_ps(0.044715), x2, _mm512_set1_ps(1.0));
+    let u = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.797_884_6), xh), inner);
+    let e = exp_ps(_mm512_mul_ps(_mm512_set1_ps(-2.0), u));
+    let g = round_f16_ps(_mm512_div_ps(xh, _mm512_add_ps(_mm512_set1_ps(1.0), e)));
+    // Outside (-10, 10) ggml bypasses its table: 0 below, x itself above.
+    let lo = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(x, _mm512_set1_ps(-10.0));
+    let hi = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(10.0));
+    let g = _mm512_mask_blend_ps(lo, g, _mm512_setzero_ps());
+    _mm512_mask_blend_ps(hi, g, x)
+}
+
+/// 0.5 x (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26 like the scalar reference.
+#[inline]
+#[target_feature(enable = "avx512f,fma")]
+fn gelu_erf_ps(x: __m512) -> __m512 {
+    let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+    let az = _mm512_abs_ps(z);
+    let t = _mm512_div_ps(
+        _mm512_set1_ps(1.0),
+        _mm512_fmadd_ps(_mm512_set1_ps(0.327_591_1), az, _mm512_set1_ps(1.0)),
+    );
+    let mut p = _mm512_set1_ps(1.061_405_4);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453_152_1));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421_413_8));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284_496_74));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254_829_6));
+    p = _mm512_mul_ps(p, t);
+    let e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(az, az)));
+    let erf_abs = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.0));
+    // erf is odd: copy the sign of z.
+    let sign = _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(i32::MIN));
+    let erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(erf_abs), sign));
+    let half_x = _mm512_mul_ps(_mm512_set1_ps(0.5), x);
+    _mm512_fmadd_ps(half_x, erf, half_x)
+}
+
+/// Applies `$f` to every 16-lane chunk of `$x` in place.
+macro_rules! map_inplace {
+    ($x:expr, $f:ident) => {{
+        let x: &mut [f32] = $x;
+        let mut i = 0;
+        while i < x.len() {
+            // SAFETY: `i < x.len()`; the caller's target features include AVX-512F.
+            unsafe {
+                let v = load(x, i);
+                store(x, i, $f(v));
+            }
+            i += LANES;
+        }
+    }};
+}
+
+/// `out = $f(gate) * up` per 16-lane chunk.
+macro_rules! map_gated {
+    ($gate:expr, $up:expr, $out:expr, $f:ident) => {{
+        let (gate, up, out): (&[f32], &[f32], &mut [f32]) = ($gate, $up, $out);
+        let n = out.len().min(gate.len()).min(up.len());
+        let out = &mut out[..n];
+        let mut i = 0;
+        while i < n {
+            // SAFETY: `i < n` ≤ every slice's length; AVX-512F is enabled.
+            unsafe {
+                let g = load(&gate[..n], i);
+                let u = load(&up[..n], i);
+                store(out, i, _mm512_mul_ps($f(g), u));
+            }
+            i += LANES;
+        }
+    }};
+}
+
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn silu_inplace(x: &mut [f32]) {
+    map_inplace!(x, silu_ps)
+}
+
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn gelu_tanh_inplace(x: &mut [f32]) {
+    map_inplace!(x, gelu_tanh_ggml_ps)
+}
+
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn gelu_erf_inplace(x: &mut [f32]) {
+    map_inplace!(x, gelu_erf_ps)
+}
+
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    map_gated!(gate, up, out, silu_ps)
+}
+
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn geglu_tanh(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    map_gated!(gate, up, out, gelu_tanh_ggml_ps)
+}
+
+/// Max-subtracted softmax; like ggml, each vector's sum is added to an f64 total.
+///
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn softmax_inplace(x: &mut [f32]) {
+    let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i < x.len() {
+        let rem = x.len() - i;
+        // SAFETY: `i < x.len()`; masked lanes keep -inf.
+        let v = unsafe {
+            if rem >= LANES {
+                _mm512_loadu_ps(x.as_ptr().add(i))
+            } else {
+                _mm512_mask_loadu_ps(vmax, tail_mask(rem), x.as_ptr().add(i))
+            }
+        };
+        vmax = _mm512_max_ps(vmax, v);
+        i += LANES;
+    }
+    let max = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+    let mut sum = 0.0f64;
+    let mut i = 0;
+    while i < x.len() {
+        // SAFETY: `i < x.len()`.
+        let e = unsafe { exp_ps(_mm512_sub_ps(load(x, i), max)) };
+        let rem = x.len() - i;
+        // Zeroed tail lanes would add exp(-max) to the sum: mask them out.
+        let e = if rem >= LANES {
+            e
+        } else {
+            _mm512_maskz_mov_ps(tail_mask(rem), e)
+        };
+        // SAFETY: `i < x.len()`.
+        unsafe { store(x, i, e) };
+        sum += _mm512_reduce_add_ps(e) as f64;
+        i += LANES;
+    }
+    let inv = (1.0 / sum) as f32;
+    // SAFETY: AVX-512 is enabled (this function's target features).
+    unsafe { scale_inplace(x, inv) }
+}
+
+/// f64 sum of `f(lane)` over `x`, each 16-lane f32 chunk widened to f64 before adding.
+macro_rules! sum_f64 {
+    ($x:expr, |$v:ident| $e:expr) => {{
+        let x: &[f32] = $x;
+        let mut acc_lo = _mm512_setzero_pd();
+        let mut acc_hi = _mm512_setzero_pd();
+        let mut i = 0;
+        while i < x.len() {
+            // SAFETY: `i < x.len()`; AVX-512F is enabled.
+            let $v = unsafe { load(x, i) };
+            let t: __m512 = $e;
+            acc_lo = _mm512_add_pd(acc_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(t)));
+            acc_hi = _mm512_add_pd(
+                acc_hi,
+                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                    _mm512_castps_pd(t),
+                ))),
+            );
+            i += LANES;
+        }
+        _mm512_reduce_add_pd(_mm512_add_pd(acc_lo, acc_hi))
+    }};
+}
+
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let n = weight.len();
+    for (xr, yr) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        // Zeroed tail lanes add 0.
+        let sum = sum_f64!(xr, |v| _mm512_mul_ps(v, v));
+        let mean = (sum / n as f64) as f32;
+        let scale = _mm512_set1_ps(1.0 / (mean + eps).sqrt());
+        let mut i = 0;
+        while i < n {
+            // SAFETY: `i < n` = length of `xr`, `weight` and `yr`.
+            unsafe {
+                let v = _mm512_mul_ps(load(xr, i), scale);
+                store(yr, i, _mm512_mul_ps(v, load(weight, i)));
+            }
+            i += LANES;
+        }
+    }
+}
+
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn layer_norm(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    eps: f32,
+    out: &mut [f32],
+) {
+    let n = weight.len();
+    for (xr, yr) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let sum = sum_f64!(xr, |v| v);
+        let mean = sum as f32 / n as f32;
+        let vmean = _mm512_set1_ps(mean);
+        let mut i = 0;
+        while i < n {
+            // SAFETY: `i < n`.
+            unsafe { store(yr, i, _mm512_sub_ps(load(xr, i), vmean)) };
+            i += LANES;
+        }
+        // Tail lanes of `yr` load as 0 and add 0.
+        let var = sum_f64!(yr, |d| _mm512_mul_ps(d, d));
+        let variance = (var / n as f64) as f32;
+        let scale = _mm512_set1_ps(1.0 / (variance + eps).sqrt());
+        let mut i = 0;
+        while i < n {
+            // SAFETY: `i < n` = length of `yr`, `weight` and (checked by the caller) `bias`.
+            unsafe {
+                let mut v = _mm512_mul_ps(_mm512_mul_ps(load(yr, i), scale), load(weight, i));
+                if let Some(b) = bias {
+                    v = _mm512_add_ps(v, load(b, i));
+                }
+                store(yr, i, v);
+            }
+            i += LANES;
+        }
+    }
+}
+
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn rope(
+    x: &mut [f32],
+    n_heads: usize,
+    head_dim: usize,
+    positions: &[usize],
+    cache: &RopeCache,
+) {
+    let n_rot = cache.n_rot();
+    let half = n_rot / 2;
+    for (tok, &pos) in x.chunks_exact_mut(n_heads * head_dim).zip(positions) {
+        let row = cache.row(pos);
+        for head in tok.chunks_exact_mut(head_dim) {
+            match cache.mode() {
+                RopeMode::Normal => {
+                    let head = &mut head[..n_rot];
+                    let mut i = 0;
+                    while i < n_rot {
+                        // SAFETY: `i < n_rot` = length of `head` and `row`; n_rot is even, so
+                        // a masked tail holds whole pairs.
+                        unsafe {
+                            let v = load(head, i);
+                            let cs = load(row, i);
+                            let c = _mm512_moveldup_ps(cs);
+                            let s = _mm512_movehdup_ps(cs);
+                            let swapped = _mm512_permute_ps::<0b1011_0001>(v);
+                            // even lanes: x0 c - x1 s; odd lanes: x1 c + x0 s.
+                            store(head, i, _mm512_fmaddsub_ps(v, c, _mm512_mul_ps(swapped, s)));
+                        }
+                        i += LANES;
+                    }
+                }
+                RopeMode::Neox => {
+                    let (lo, rest) = head.split_at_mut(half);
+                    let hi = &mut rest[..half];
+                    let (cos, sin) = row.split_at(half);
+                    let mut i = 0;
+                    while i < half {
+                        // SAFETY: `i < half` = length of `lo`, `hi`, `cos` and `sin`.
+                        unsafe {
+                            let x0 = load(lo, i);
+                            let x1 = load(hi, i);
+                            let c = load(cos, i);
+                            let s = load(sin, i);
+                            store(lo, i, _mm512_fmsub_ps(x0, c, _mm512_mul_ps(x1, s)));
+                            store(hi, i, _mm512_fmadd_ps(x0, s, _mm512_mul_ps(x1, c)));
+                        }
+                        i += LANES;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn f32_to_f16_row(src: &[f32], dst: &mut [u16]) {
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i < n {
+        let rem = n - i;
+        // SAFETY: `i < n`; full accesses only when 16 values remain, masked otherwise.
+        unsafe {
+            let v = load(&src[..n], i);
+            let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            if rem >= LANES {
+                _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, h);
+            } else {
+                _mm256_mask_storeu_epi16(dst.as_mut_ptr().add(i) as *mut i16, tail_mask(rem), h);
+            }
+        }
+        i += LANES;
+    }
+}
+
+/// Loads 16 f16 values at `src[i..]` (zeros past the end) as f32.
+///
+/// # Safety
+/// `i < src.len()`; the CPU supports AVX-512F/BW/VL.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn load_f16(src: &[u16], i: usize) -> __m512 {
+    let rem = src.len() - i;
+    // SAFETY: as in `load`.
+    unsafe {
+        let h = if rem >= LANES {
+            _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i)
+        } else {
+            _mm256_maskz_loadu_epi16(tail_mask(rem), src.as_ptr().add(i) as *const i16)
+        };
+        _mm512_cvtph_ps(h)
+    }
+}
+
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn f16_to_f32_row(src: &[u16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let dst = &mut dst[..n];
+    let mut i = 0;
+    while i < n {
+        // SAFETY: `i < n`.
+        unsafe { store(dst, i, load_f16(&src[..n], i)) };
+        i += LANES;
+    }
+}
+
+/// Keys per block; ggml's `GGML_FA_TILE_KV`.
+const BLOCK: usize = scalar::KV_TILE;
+
+/// Attention of one GQA group for one query token (see `scalar::attend_group`, whose two numeric
+/// paths this reproduces). Head dims that are not a multiple of 16 go to the AVX2 kernel.
+///
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
+    let hd = job.head_dim;
+    if !hd.is_multiple_of(LANES) {
+        // SAFETY: AVX-512 implies the AVX2 module's features (checked by `Isa::is_supported`).
+        return unsafe { crate::cpu::avx2::ops::attend_group(job, q_group, out_group) };
+    }
+    let nv = hd / LANES;
+    let g = q_group.len() / hd;
+    let kv = job.kv;
+    let row = kv.n_kv_heads * hd;
+    let k_f16 = matches!(kv.k, KvData::F16(_));
+    let v_f16 = matches!(kv.v, KvData::F16(_));
+    let vec_path = job.ggml_vec_path;
+
+    // Q, rounded to f16 on ggml's per-key path with an f16 K.
+    let mut q = q_group.to_vec();
+    if vec_path && k_f16 {
+        for c in q.chunks_exact_mut(LANES) {
+            // SAFETY: `c` holds exactly 16 values.
+            unsafe { store(c, 0, round_f16_ps(load(c, 0))) };
+        }
+    }
+    let mut acc = vec![0.0f32; g * hd];
+    let mut m = vec![f32::NEG_INFINITY; g];
+    let mut s_sum = vec![0.0f32; g];
+    let mut scores = vec![0.0f32; g * BLOCK];
+    // ms/vs of the per-key path: rescale factor of the accumulator and weight of each key.
+    let mut ms = vec![0.0f32; g * BLOCK];
+    let mut krow = vec![0.0f32; hd];
+    let mut vrow = vec![0.0f32; hd];
+    let scale = _mm512_set1_ps(job.scale);
+
+    let mut start = job.key_lo;
+    while start < job.key_hi {
+        let n = (job.key_hi - start).min(BLOCK);
+        // Scores: each K row is loaded once for all heads of the group.
+        for j in 0..n {
+            let off = (start + j) * row + job.kv_head * hd;
+            // SAFETY: the row `off..off+hd` is inside the cache (checked by `cpu::ops`).
+            unsafe { load_kv_row(&kv.k, off, &mut krow) };
+            for h in 0..g {
+                let qh = &q[h * hd..(h + 1) * hd];
+                let mut d = _mm512_setzero_ps();
+                for c in 0..nv {
+                    // SAFETY: `c * 16 < hd`.
+                    unsafe { d = _mm512_fmadd_ps(load(qh, c * LANES), load(&krow, c * LANES), d) };
+                }
+                scores[h * BLOCK + j] = _mm512_reduce_add_ps(d);
+            }
+        }
+        for h in 0..g {
+            let sc = &mut scores[h * BLOCK..h * BLOCK + n];
+            let msh = &mut ms[h * BLOCK..h * BLOCK + n];
+            let mut i = 0;
+            while i < n {
+                // SAFETY: `i < n`.
+                unsafe { store(sc, i, _mm512_mul_ps(load(sc, i), scale)) };
+                i += LANES;
+            }
+            if vec_path {
+                // ggml's per-key update, vectorised: with the running max M_j,
+                // vs_j = e^(s_j - M_j) and ms_j = e^(M_{j-1} - M_j).
+                let mut mj = m[h];
+                for (s, mprev) in sc.iter().zip(msh.iter_mut()) {
+                    *mprev = mj;
+                    mj = mj.max(*s);
+                }
+                let m_last = mj;
+                // Walk back to recover M_j for each j from M_{j-1} and s_j.
+                let mut i = 0;
+                while i < n {
+                    // SAFETY: `i < n`.
+                    unsafe {
+                        let s = load(sc, i);
+                        let mprev = load(msh, i);
+                        let mcur = _mm512_max_ps(mprev, s);
+                        store(sc, i, exp_ps(_mm512_sub_ps(s, mcur)));
+                        store(msh, i, exp_ps(_mm512_sub_ps(mprev, mcur)));
+                    }
+                    i += LANES;
+                }
+                m[h] = m_last;
+            } else {
+                // ggml's tiled path: one max per block, then e^(s - M).
+                let bmax = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let m_new = m[h].max(bmax);
+                if m_new > m[h] {
+                    let f = (m[h] - m_new).exp();
+                    let a = &mut acc[h * hd..(h + 1) * hd];
+                    let vf = _mm512_set1_ps(f);
+                    for c in 0..nv {
+                        // SAFETY: `c * 16 < hd`.
+                        unsafe { store(a, c * LANES, _mm512_mul_ps(load(a, c * LANES), vf)) };
+                    }
+                    s_sum[h] *= f;
+                }
+                m[h] = m_new;
+                let vm = _mm512_set1_ps(m_new);
+                let mut bsum = 0.0f64;
+                let mut i = 0;
+                while i < n {
+                    // SAFETY: `i < n`; tail lanes are masked out of the sum.
+                    unsafe {
+                        let e = exp_ps(_mm512_sub_ps(load(sc, i), vm));
+                        let e = if n - i >= LANES {
+                            e
+                        } else {
+                            _mm512_maskz_mov_ps(tail_mask(n - i), e)
+                        };
+                        store(sc, i, e);
+                        bsum += _mm512_reduce_add_ps(e) as f64;
+                    }
+                    i += LANES;
+                }
+                s_sum[h] += bsum as f32;
+            }
+        }
+        // Weighted V: each V row is loaded once for all heads of the group.
+        for j in 0..n {
+            let off = (start + j) * row + job.kv_head * hd;
+            // SAFETY: as for K.
+            unsafe { load_kv_row(&kv.v, off, &mut vrow) };
+            for h in 0..g {
+                let a = &mut acc[h * hd..(h + 1) * hd];
+                let p = scores[h * BLOCK + j];
+                if vec_path {
+                    let f = ms[h * BLOCK + j];
+                    if f != 1.0 {
+                        let vf = _mm512_set1_ps(f);
+                        for c in 0..nv {
+                            // SAFETY: `c * 16 < hd`.
+                            unsafe {
+                                let mut t = _mm512_mul_ps(load(a, c * LANES), vf);
+                                if v_f16 {
+                                    t = round_f16_ps(t);
+                                }
+                                store(a, c * LANES, t);
+                            }
+                        }
+                    }
+                    s_sum[h] = s_sum[h] * f + p;
+                }
+                let vp = _mm512_set1_ps(p);
+                for c in 0..nv {
+                    // SAFETY: `c * 16 < hd`.
+                    unsafe {
+                        let mut t = _mm512_fmadd_ps(load(&vrow, c * LANES), vp, load(a, c * LANES));
+                        if vec_path && v_f16 {
+                            t = round_f16_ps(t);
+                        }
+                        store(a, c * LANES, t);
+                    }
+                }
+            }
+        }
+        start += n;
+    }
+    for h in 0..g {
+        let inv = _mm512_set1_ps(if s_sum[h] == 0.0 { 0.0 } else { 1.0 / s_sum[h] });
+        let a = &acc[h * hd..(h + 1) * hd];
+        let o = &mut out_group[h * hd..(h + 1) * hd];
+        for c in 0..nv {
+            // SAFETY: `c * 16 < hd`.
+            unsafe { store(o, c * LANES, _mm512_mul_ps(load(a, c * LANES), inv)) };
+        }
+    }
+}
+
+/// Copies `dst.len()` cache values from `off` into `dst` as f32.
+///
+/// # Safety
+/// `off + dst.len()` is within the cache; the CPU supports this module's target features.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+unsafe fn load_kv_row(data: &KvData, off: usize, dst: &mut [f32]) {
+    match data {
+        KvData::F32(d) => dst.copy_from_slice(&d[off..off + dst.len()]),
+        // SAFETY: this function's target features.
+        KvData::F16(d) => unsafe { f16_to_f32_row(&d[off..off + dst.len()], dst) },
+    }
 }
