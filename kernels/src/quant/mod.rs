@@ -26,8 +26,18 @@
 //! | IQ4_NL | [`lut4`] | 32 | 18 | Q8_0 |
 //! | NF4 (tinyrt's own, no GGUF id) | [`lut4`] | 64 | 34 | Q8_0 |
 //!
-//! ggml itself pairs F16 and BF16 weights with F16 / BF16 activations; tinyrt keeps the
-//! activations in F32 for these (more accurate, no conversion pass).
+//! ggml itself pairs F16 and BF16 weights with F16 / BF16 activations; these references take
+//! F32 activations (more accurate, no conversion pass). A kernel table that wants llama.cpp's
+//! exact numbers for F16 / BF16 weights has to convert the activations first.
+//!
+//! The `quantize_row_q8_*` here are ggml's `_ref` quantizers (`id = 1 / d`, `roundf` ties away
+//! from zero for Q8_0 / Q8_1), the bytes of a Q8_0 *weight* file. At run time llama.cpp's SIMD
+//! code quantizes *activations* slightly differently (ties to even; on x86 also
+//! `id = 127 / amax`), which can flip a quant on rare ties: the activation quantizers that match
+//! it live with the fast kernels in [`crate::cpu`]. Q8_K has one algorithm for both uses.
+//!
+//! The `unpack_*` helpers decode a block's packed quants into one byte per element, in element
+//! order: the plain statement of each layout, and a fast path for the scalar references.
 //!
 //! [`dequantize`], [`quantize`], [`vec_dot`] and the [`QuantFormat`] forms work on raw bytes (a whole
 //! number of blocks, any alignment) and return a [`QuantError`] for unsupported types or wrong
