@@ -72,7 +72,9 @@ fn dequantize_matches_python_gguf_bit_for_bit() {
 }
 
 /// Types whose quantizer this crate reproduces; the fixtures come from `llama-quantize`.
-const QUANTIZE_FIXTURE_TYPES: [GgmlType; 11] = [
+const QUANTIZE_FIXTURE_TYPES: [GgmlType; 13] = [
+    GgmlType::F16,
+    GgmlType::BF16,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
