@@ -52,8 +52,8 @@ MATVEC_Q(matvec_q6_k, FmtQ6_K)
 MATVEC_Q(matvec_iq4_nl, FmtIQ4_NL)
 MATVEC_Q(matvec_nf4, FmtNF4)
 
-// Unquantized weights: 16-byte loads when the row length allows (rows then start 16-byte
-// aligned), element loads otherwise.
+// Unquantized weights: 16-byte loads when the row length and the buffers allow (rows then
+// start 16-byte aligned), element loads otherwise.
 __device__ __forceinline__ float dot8_f16(uint4 wv, const float* xv) {
     const uint32_t p[4] = {wv.x, wv.y, wv.z, wv.w};
     float s = 0.0f;
@@ -73,7 +73,7 @@ extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP_SIZE)
     if (row >= nrows) return;
     const uint16_t* wr = w + (size_t)row * ncols;
     float acc = 0.0f;
-    if (ncols % 8 == 0) {
+    if (ncols % 8 == 0 && (((size_t)w | (size_t)x) % 16) == 0) {
         for (int k = lane * 8; k < ncols; k += WARP_SIZE * 8) {
             const uint4 wv = *(const uint4*)(wr + k);
             const float4 x0 = *(const float4*)(x + k);
@@ -96,7 +96,7 @@ extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP_SIZE)
     if (row >= nrows) return;
     const float* wr = w + (size_t)row * ncols;
     float acc = 0.0f;
-    if (ncols % 4 == 0) {
+    if (ncols % 4 == 0 && (((size_t)w | (size_t)x) % 16) == 0) {
         for (int k = lane * 4; k < ncols; k += WARP_SIZE * 4) {
             const float4 wv = *(const float4*)(wr + k);
             const float4 xv = *(const float4*)(x + k);

@@ -169,7 +169,9 @@ impl CudaDevice {
         &self,
         src: &S,
     ) -> Result<Vec<T>, CudaError> {
-        Ok(self.stream.clone_dtoh(src)?)
+        let v = self.stream.clone_dtoh(src)?;
+        self.stream.synchronize()?;
+        Ok(v)
     }
 
     /// Device-to-device copy of all of `src` into the start of `dst`.

@@ -320,6 +320,17 @@ impl CudaDevice {
 
     // ---- matrix products ----
 
+    /// The quantized kernels read 16- and 32-bit words of the weight and Q8_1 blocks; cudarc's
+    /// buffers are aligned, but a view at an odd byte offset may not be.
+    fn check_align(&self, k: Kernel, what: &str, p: Arg, align: u64) -> Result<Arg, CudaError> {
+        match p {
+            Arg::Ptr(v) if v % align != 0 => {
+                Err(bad(k, format!("{what} is not {align}-byte aligned")))
+            }
+            _ => Ok(p),
+        }
+    }
+
     fn check_weights(
         &self,
         k: Kernel,
@@ -368,8 +379,8 @@ impl CudaDevice {
         let yp = self.ptr_mut(y);
         let residual = if accumulate { yp } else { Arg::Ptr(0) };
         let args = [
-            self.ptr(w),
-            self.ptr(x_q8_1),
+            self.check_align(k, "w", self.ptr(w), 4)?,
+            self.check_align(k, "x_q8_1", self.ptr(x_q8_1), 4)?,
             yp,
             residual,
             int(k, "nrows", nrows)?,
@@ -404,7 +415,7 @@ impl CudaDevice {
         let yp = self.ptr_mut(y);
         let residual = if accumulate { yp } else { Arg::Ptr(0) };
         let args = [
-            self.ptr(w),
+            self.check_align(k, "w", self.ptr(w), ty.block_bytes() as u64)?,
             self.ptr(x),
             yp,
             residual,
@@ -432,7 +443,7 @@ impl CudaDevice {
         need(k, "x", x.len(), ntok * ncols)?;
         need(k, "y", y.len(), ntok * nrows)?;
         let args = [
-            self.ptr(w),
+            self.check_align(k, "w", self.ptr(w), 4)?,
             self.ptr(x),
             self.ptr_mut(y),
             int(k, "nrows", nrows)?,
@@ -739,7 +750,7 @@ impl CudaDevice {
         need(k, "ids", ids.len(), n_ids)?;
         need(k, "out", out.len(), n_ids * ncols)?;
         let args = [
-            self.ptr(table),
+            self.check_align(k, "table", self.ptr(table), 4)?,
             self.ptr(ids),
             self.ptr_mut(out),
             int(k, "nrows", nrows)?,

@@ -1,0 +1,810 @@
+//! Every CUDA kernel against its CPU reference (tinyrt_kernels' scalar code, or an f64
+//! evaluation of the formula), on random inputs at several sizes.
+//!
+//! Needs a GPU: each test skips with a notice when there is no driver or device, unless
+//! `TINYRT_REQUIRE_GPU=1`, where that is a failure.
+#![cfg(feature = "cuda")]
+
+use half::f16;
+use tinyrt_cuda::{driver_available, AttentionShape, CudaDevice, CudaError, RopeMode, WeightType};
+use tinyrt_kernels::cpu::ops;
+use tinyrt_kernels::cpu::Isa;
+use tinyrt_kernels::quant::{self, BlockQ8_1, GgmlType, QuantFormat};
+
+// ---------------------------------------------------------------- helpers
+
+fn required() -> bool {
+    std::env::var("TINYRT_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// The device, or `None` (test skipped) when there is none.
+fn device() -> Option<CudaDevice> {
+    match CudaDevice::new(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            assert!(!required(), "TINYRT_REQUIRE_GPU=1 but no GPU: {e}");
+            eprintln!("SKIPPED (no GPU): {e}");
+            None
+        }
+    }
+}
+
+/// xorshift64*: deterministic, dependency-free.
+struct Rng(u64);
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-1, 1).
+    fn f32(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f32() * scale).collect()
+    }
+}
+
+fn format(ty: WeightType) -> QuantFormat {
+    match ty {
+        WeightType::F32 => QuantFormat::Ggml(GgmlType::F32),
+        WeightType::F16 => QuantFormat::Ggml(GgmlType::F16),
+        WeightType::Q4_0 => QuantFormat::Ggml(GgmlType::Q4_0),
+        WeightType::Q4_1 => QuantFormat::Ggml(GgmlType::Q4_1),
+        WeightType::Q5_0 => QuantFormat::Ggml(GgmlType::Q5_0),
+        WeightType::Q8_0 => QuantFormat::Ggml(GgmlType::Q8_0),
+        WeightType::Q4_K => QuantFormat::Ggml(GgmlType::Q4_K),
+        WeightType::Q5_K => QuantFormat::Ggml(GgmlType::Q5_K),
+        WeightType::Q6_K => QuantFormat::Ggml(GgmlType::Q6_K),
+        WeightType::IQ4_NL => QuantFormat::Ggml(GgmlType::IQ4_NL),
+        WeightType::NF4 => QuantFormat::Nf4,
+    }
+}
+
+/// Random weights quantized by the CPU reference quantizer; returns (bytes, dequantized).
+fn random_weights(
+    rng: &mut Rng,
+    ty: WeightType,
+    nrows: usize,
+    ncols: usize,
+) -> (Vec<u8>, Vec<f32>) {
+    let x = rng.vec(nrows * ncols, 1.0);
+    let mut bytes = vec![0u8; ty.row_bytes(ncols).expect("whole blocks") * nrows];
+    quant::quantize_format(format(ty), &x, &mut bytes).expect("quantize");
+    let mut deq = vec![0.0f32; nrows * ncols];
+    quant::dequantize_format(format(ty), &bytes, &mut deq).expect("dequantize");
+    (bytes, deq)
+}
+
+fn q8_1_reference(x: &[f32]) -> (Vec<u8>, Vec<f32>) {
+    let mut blocks = vec![bytemuck::Zeroable::zeroed(); x.len() / 32];
+    quant::quantize_row_q8_1(x, &mut blocks);
+    let mut deq = vec![0.0f32; x.len()];
+    quant::dequantize_row_q8_1(&blocks, &mut deq);
+    let bytes: &[u8] = bytemuck::cast_slice::<BlockQ8_1, u8>(&blocks);
+    (bytes.to_vec(), deq)
+}
+
+/// |got - want| <= tol for every element, with a message naming the worst one.
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -> f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let mut worst: Option<(usize, f32)> = None;
+    for i in 0..got.len() {
+        let err = (got[i] - want[i]).abs();
+        // A NaN error counts as a failure.
+        let ok = err <= tol(i);
+        if !ok && worst.is_none_or(|(_, e)| err > e || err.is_nan()) {
+            worst = Some((i, err));
+        }
+    }
+    if let Some((i, err)) = worst {
+        panic!(
+            "{what}: element {i}: got {} want {} (error {err}, tolerance {})",
+            got[i],
+            want[i],
+            tol(i)
+        );
+    }
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
+}
+
+// ---------------------------------------------------------------- no driver
+
+#[test]
+fn missing_driver_is_an_error_not_a_panic() {
+    if !driver_available() {
+        assert!(
+            !required(),
+            "TINYRT_REQUIRE_GPU=1 but libcuda cannot be loaded"
+        );
+        assert!(matches!(CudaDevice::new(0), Err(CudaError::NoDriver)));
+    } else if let Err(e) = CudaDevice::new(0) {
+        // A driver without a device must still give an error value.
+        assert!(!required(), "TINYRT_REQUIRE_GPU=1 but {e}");
+    }
+}
+
+// ---------------------------------------------------------------- quantization
+
+#[test]
+fn quantize_q8_1_matches_the_reference_bit_for_bit() {
+    let gpu = device();
+    let mut rng = Rng::new(1);
+    for n in [32, 96, 4096, 32 * 777] {
+        let mut x = rng.vec(n, 3.0);
+        x[0] = 0.0;
+        if n >= 64 {
+            // An all-zero block (d = 0).
+            x[32..64].iter_mut().for_each(|v| *v = 0.0);
+        }
+        let (want, _) = q8_1_reference(&x);
+        let Some(dev) = gpu.as_ref() else { continue };
+        let xd = dev.upload(&x).unwrap();
+        let mut yd = dev.alloc_zeros::<u8>(want.len()).unwrap();
+        dev.quantize_q8_1(&xd, &mut yd, n).unwrap();
+        let got = dev.download(&yd).unwrap();
+        assert_eq!(got, want, "n = {n}");
+    }
+}
+
+#[test]
+fn rms_norm_q8_1_matches_norm_then_quantize() {
+    let gpu = device();
+    let mut rng = Rng::new(2);
+    for (nrows, ncols) in [(1, 64), (3, 576), (2, 2048)] {
+        let x = rng.vec(nrows * ncols, 2.0);
+        let w = rng.vec(ncols, 1.5);
+        let mut normed = vec![0.0f32; x.len()];
+        ops::rms_norm(Isa::Scalar, &x, &w, 1e-5, &mut normed);
+        let (_, want) = q8_1_reference(&normed);
+        let Some(dev) = gpu.as_ref() else { continue };
+        let xd = dev.upload(&x).unwrap();
+        let wd = dev.upload(&w).unwrap();
+        let mut yd = dev.alloc_zeros::<u8>(nrows * ncols / 32 * 36).unwrap();
+        dev.rms_norm_q8_1(&xd, &wd, &mut yd, nrows, ncols, 1e-5)
+            .unwrap();
+        let bytes = dev.download(&yd).unwrap();
+        let blocks: &[BlockQ8_1] = bytemuck::cast_slice(&bytes);
+        let mut got = vec![0.0f32; x.len()];
+        quant::dequantize_row_q8_1(blocks, &mut got);
+        // Float rounding in the norm may move a value by one quantization step.
+        assert_close("rms_norm_q8_1", &got, &want, |i| {
+            let blk = &want[i / 32 * 32..i / 32 * 32 + 32];
+            max_abs(blk) / 127.0 * 1.01 + 1e-6
+        });
+    }
+}
+
+// ---------------------------------------------------------------- embedding lookup
+
+#[test]
+fn get_rows_dequantizes_like_the_reference_for_every_format() {
+    let gpu = device();
+    let mut rng = Rng::new(3);
+    for ty in WeightType::ALL {
+        for (nrows, ncols) in [(5, 256), (17, 512)] {
+            let (bytes, deq) = random_weights(&mut rng, ty, nrows, ncols);
+            let ids: Vec<i32> = vec![0, (nrows - 1) as i32, 3, 3, -1, nrows as i32];
+            let Some(dev) = gpu.as_ref() else { continue };
+            let table = dev.upload(&bytes).unwrap();
+            let idd = dev.upload(&ids).unwrap();
+            let mut out = dev.alloc_zeros::<f32>(ids.len() * ncols).unwrap();
+            dev.get_rows(ty, &table, &idd, &mut out, ids.len(), nrows, ncols)
+                .unwrap();
+            let got = dev.download(&out).unwrap();
+            let mut want = Vec::new();
+            for &id in &ids {
+                if id >= 0 && (id as usize) < nrows {
+                    want.extend_from_slice(&deq[id as usize * ncols..(id as usize + 1) * ncols]);
+                } else {
+                    want.extend(std::iter::repeat_n(0.0, ncols));
+                }
+            }
+            let scale = max_abs(&want);
+            assert_close(
+                &format!("get_rows {ty:?} {nrows}x{ncols}"),
+                &got,
+                &want,
+                |_| scale * 1e-6,
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- matrix products
+
+fn dot_f64(a: &[f32], b: &[f32]) -> (f32, f32) {
+    let mut s = 0.0f64;
+    let mut abs = 0.0f64;
+    for (x, y) in a.iter().zip(b) {
+        s += *x as f64 * *y as f64;
+        abs += (*x as f64 * *y as f64).abs();
+    }
+    (s as f32, abs as f32)
+}
+
+#[test]
+fn matvec_matches_the_dequantized_dot_for_every_format() {
+    let gpu = device();
+    let mut rng = Rng::new(4);
+    for ty in WeightType::ALL {
+        for (nrows, ncols) in [(1, 256), (7, 512), (33, 1024), (130, 2816)] {
+            let (bytes, deq) = random_weights(&mut rng, ty, nrows, ncols);
+            let x = rng.vec(ncols, 1.0);
+            let y0 = rng.vec(nrows, 1.0);
+            let x_used = if ty.is_quantized() {
+                q8_1_reference(&x).1
+            } else {
+                x.clone()
+            };
+            let Some(dev) = gpu.as_ref() else { continue };
+            let wd = dev.upload(&bytes).unwrap();
+            let xd = dev.upload(&x).unwrap();
+            for accumulate in [false, true] {
+                let mut yd = dev.upload(&y0).unwrap();
+                if ty.is_quantized() {
+                    let mut xq = dev.alloc_zeros::<u8>(ncols / 32 * 36).unwrap();
+                    dev.quantize_q8_1(&xd, &mut xq, ncols).unwrap();
+                    dev.matvec_q8_1(ty, &wd, &xq, &mut yd, accumulate, nrows, ncols)
+                        .unwrap();
+                } else {
+                    dev.matvec_f32_input(ty, &wd, &xd, &mut yd, accumulate, nrows, ncols)
+                        .unwrap();
+                }
+                let got = dev.download(&yd).unwrap();
+                let mut want = Vec::with_capacity(nrows);
+                let mut tol = Vec::with_capacity(nrows);
+                for r in 0..nrows {
+                    let (s, abs) = dot_f64(&deq[r * ncols..(r + 1) * ncols], &x_used);
+                    want.push(if accumulate { s + y0[r] } else { s });
+                    tol.push(abs * 2e-5 + 1e-5);
+                }
+                assert_close(
+                    &format!("matvec {ty:?} {nrows}x{ncols} accumulate={accumulate}"),
+                    &got,
+                    &want,
+                    |i| tol[i],
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matvec_f32_and_f16_handle_unaligned_row_lengths() {
+    let gpu = device();
+    let mut rng = Rng::new(5);
+    for ty in [WeightType::F32, WeightType::F16] {
+        for (nrows, ncols) in [(3, 77), (9, 100), (5, 8)] {
+            let (bytes, deq) = random_weights(&mut rng, ty, nrows, ncols);
+            let x = rng.vec(ncols, 1.0);
+            let Some(dev) = gpu.as_ref() else { continue };
+            let wd = dev.upload(&bytes).unwrap();
+            let xd = dev.upload(&x).unwrap();
+            let mut yd = dev.alloc_zeros::<f32>(nrows).unwrap();
+            dev.matvec_f32_input(ty, &wd, &xd, &mut yd, false, nrows, ncols)
+                .unwrap();
+            let got = dev.download(&yd).unwrap();
+            let (want, tol): (Vec<f32>, Vec<f32>) = (0..nrows)
+                .map(|r| {
+                    let (s, a) = dot_f64(&deq[r * ncols..(r + 1) * ncols], &x);
+                    (s, a * 1e-5 + 1e-6)
+                })
+                .unzip();
+            assert_close(
+                &format!("matvec {ty:?} {nrows}x{ncols}"),
+                &got,
+                &want,
+                |i| tol[i],
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_matches_the_dequantized_product_for_every_format() {
+    let gpu = device();
+    let mut rng = Rng::new(6);
+    for ty in WeightType::ALL {
+        for (nrows, ncols, ntok) in [(3, 256, 1), (65, 512, 5), (130, 256, 70)] {
+            let (bytes, deq) = random_weights(&mut rng, ty, nrows, ncols);
+            let x = rng.vec(ntok * ncols, 1.0);
+            let Some(dev) = gpu.as_ref() else { continue };
+            let wd = dev.upload(&bytes).unwrap();
+            let xd = dev.upload(&x).unwrap();
+            let mut yd = dev.alloc_zeros::<f32>(ntok * nrows).unwrap();
+            dev.matmul(ty, &wd, &xd, &mut yd, nrows, ncols, ntok)
+                .unwrap();
+            let got = dev.download(&yd).unwrap();
+            let mut want = Vec::new();
+            let mut tol = Vec::new();
+            for t in 0..ntok {
+                for r in 0..nrows {
+                    let (s, a) = dot_f64(
+                        &deq[r * ncols..(r + 1) * ncols],
+                        &x[t * ncols..(t + 1) * ncols],
+                    );
+                    want.push(s);
+                    tol.push(a * 1e-5 + 1e-6);
+                }
+            }
+            assert_close(
+                &format!("matmul {ty:?} {nrows}x{ncols} ntok={ntok}"),
+                &got,
+                &want,
+                |i| tol[i],
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- norms, rope
+
+#[test]
+fn rms_norm_and_layer_norm_match_the_cpu_ops() {
+    let gpu = device();
+    let mut rng = Rng::new(7);
+    for (nrows, ncols) in [(1, 64), (4, 576), (3, 2560), (2, 100)] {
+        let x = rng.vec(nrows * ncols, 3.0);
+        let w = rng.vec(ncols, 1.0);
+        let b = rng.vec(ncols, 0.5);
+        let Some(dev) = gpu.as_ref() else { continue };
+        let xd = dev.upload(&x).unwrap();
+        let wd = dev.upload(&w).unwrap();
+        let bd = dev.upload(&b).unwrap();
+        let mut out = dev.alloc_zeros::<f32>(nrows * ncols).unwrap();
+
+        let mut want = vec![0.0f32; x.len()];
+        ops::rms_norm(Isa::Scalar, &x, &w, 1e-6, &mut want);
+        dev.rms_norm(&xd, &wd, &mut out, nrows, ncols, 1e-6)
+            .unwrap();
+        let got = dev.download(&out).unwrap();
+        let s = max_abs(&want);
+        assert_close(&format!("rms_norm {nrows}x{ncols}"), &got, &want, |_| {
+            s * 1e-5
+        });
+
+        for bias in [false, true] {
+            ops::layer_norm(Isa::Scalar, &x, &w, bias.then_some(&b[..]), 1e-5, &mut want);
+            let bias_arg: Option<&dyn tinyrt_cuda::DevicePtrF32> =
+                if bias { Some(&bd) } else { None };
+            dev.layer_norm(&xd, &wd, bias_arg, &mut out, nrows, ncols, 1e-5)
+                .unwrap();
+            let got = dev.download(&out).unwrap();
+            let s = max_abs(&want);
+            assert_close(
+                &format!("layer_norm {nrows}x{ncols} bias={bias}"),
+                &got,
+                &want,
+                |_| s * 1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn rope_matches_the_cpu_op_in_every_mode() {
+    let gpu = device();
+    let mut rng = Rng::new(8);
+    // (mode, n_head, head_dim, n_rot, base): llama-like, NeoX, Phi-2-like partial rotation.
+    let cases = [
+        (
+            RopeMode::Normal,
+            ops::RopeMode::Normal,
+            4,
+            64,
+            64,
+            10000.0f32,
+        ),
+        (
+            RopeMode::Neox,
+            ops::RopeMode::Neox,
+            3,
+            128,
+            128,
+            1_000_000.0,
+        ),
+        (RopeMode::Neox, ops::RopeMode::Neox, 2, 80, 32, 10000.0),
+        (RopeMode::Normal, ops::RopeMode::Normal, 2, 80, 32, 10000.0),
+    ];
+    for (mode, cpu_mode, n_head, head_dim, n_rot, base) in cases {
+        let positions: Vec<usize> = vec![0, 1, 7, 100, 1023];
+        let ntok = positions.len();
+        let x = rng.vec(ntok * n_head * head_dim, 1.0);
+        let cache = ops::RopeCache::new(&ops::RopeCfg::new(cpu_mode, n_rot, base), 1024).unwrap();
+        let mut want = x.clone();
+        ops::rope(Isa::Scalar, &mut want, n_head, head_dim, &positions, &cache);
+        let Some(dev) = gpu.as_ref() else { continue };
+        let mut xd = dev.upload(&x).unwrap();
+        let pos: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
+        let pd = dev.upload(&pos).unwrap();
+        dev.rope(
+            &mut xd,
+            &pd,
+            ntok,
+            n_head * head_dim,
+            n_head,
+            head_dim,
+            n_rot,
+            mode,
+            base,
+            1.0,
+        )
+        .unwrap();
+        let got = dev.download(&xd).unwrap();
+        // Angles up to ~1000 rad: cos/sin of nearby f32 angles differ by ~1e-4.
+        assert_close(
+            &format!("rope {mode:?} n_rot={n_rot}/{head_dim}"),
+            &got,
+            &want,
+            |_| 5e-4,
+        );
+    }
+}
+
+// ---------------------------------------------------------------- attention
+
+/// Causal attention in f64 over f16-rounded K/V: the formula the kernel implements.
+#[allow(clippy::too_many_arguments)]
+fn attention_f64(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    pos0: usize,
+    ntok: usize,
+    n_head: usize,
+    n_kv: usize,
+    hd: usize,
+    scale: f32,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; ntok * n_head * hd];
+    for t in 0..ntok {
+        for h in 0..n_head {
+            let kvh = h / (n_head / n_kv);
+            let qh = &q[(t * n_head + h) * hd..][..hd];
+            let len = pos0 + t + 1;
+            let scores: Vec<f64> = (0..len)
+                .map(|p| {
+                    let kp = &k[(p * n_kv + kvh) * hd..][..hd];
+                    qh.iter()
+                        .zip(kp)
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum::<f64>()
+                        * scale as f64
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+            let sum: f64 = w.iter().sum();
+            for e in 0..hd {
+                let acc: f64 = (0..len)
+                    .map(|p| w[p] * v[(p * n_kv + kvh) * hd + e] as f64)
+                    .sum();
+                out[(t * n_head + h) * hd + e] = (acc / sum) as f32;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn attention_matches_the_reference_for_decode_and_prefill() {
+    let gpu = device();
+    let mut rng = Rng::new(9);
+    // (n_head, n_kv, head_dim, pos0, ntok, chunk)
+    let cases = [
+        (8, 2, 64, 0, 1, 256),
+        (8, 2, 64, 5, 1, 256),
+        (9, 3, 64, 700, 1, 256),
+        (4, 1, 256, 300, 1, 64),
+        (32, 32, 80, 40, 1, 16),
+        (8, 2, 64, 3, 9, 256),
+        (4, 4, 128, 0, 70, 32),
+    ];
+    for (n_head, n_kv, hd, pos0, ntok, chunk) in cases {
+        let n_ctx = 1024;
+        let row = n_kv * hd;
+        // Earlier positions already in the cache, then this batch's K/V stored by the kernel.
+        let k_all = rng.vec((pos0 + ntok) * row, 1.0);
+        let v_all = rng.vec((pos0 + ntok) * row, 1.0);
+        let q = rng.vec(ntok * n_head * hd, 1.0);
+        let to_f16 =
+            |v: &[f32]| -> Vec<u16> { v.iter().map(|x| f16::from_f32(*x).to_bits()).collect() };
+        // References first (they also run without a GPU).
+        let scale = 1.0 / (hd as f32).sqrt();
+        let k_r: Vec<f32> = k_all.iter().map(|x| f16::from_f32(*x).to_f32()).collect();
+        let v_r: Vec<f32> = v_all.iter().map(|x| f16::from_f32(*x).to_f32()).collect();
+        let want = attention_f64(&q, &k_r, &v_r, pos0, ntok, n_head, n_kv, hd, scale);
+        // The full caches after this batch's K/V are stored.
+        let mut kc_full = vec![0u16; n_ctx * row];
+        let mut vc_full = vec![0u16; n_ctx * row];
+        kc_full[..(pos0 + ntok) * row].copy_from_slice(&to_f16(&k_all));
+        vc_full[..(pos0 + ntok) * row].copy_from_slice(&to_f16(&v_all));
+        // The CPU op rounds Q and the accumulator to f16 on its decode path (ggml parity):
+        // same result within f16 precision.
+        let kv = ops::KvView {
+            k: ops::KvData::F16(&kc_full),
+            v: ops::KvData::F16(&vc_full),
+            n_kv_heads: n_kv,
+            head_dim: hd,
+        };
+        let params = ops::AttnParams {
+            n_heads: n_head,
+            scale,
+            window: None,
+        };
+        let mut cpu = vec![0.0f32; q.len()];
+        ops::attention(Isa::Scalar, &q, &kv, pos0, &params, &mut cpu);
+        let what = format!(
+            "attention heads {n_head}/{n_kv} hd {hd} pos0 {pos0} ntok {ntok} chunk {chunk}"
+        );
+        assert_close(
+            &format!("{what}: f64 reference vs ops::attention"),
+            &want,
+            &cpu,
+            |_| 5e-3,
+        );
+
+        let Some(dev) = gpu.as_ref() else { continue };
+        // Earlier positions already in the cache; this batch's K/V stored by the kernel.
+        let mut kc_host = vec![0u16; n_ctx * row];
+        let mut vc_host = vec![0u16; n_ctx * row];
+        kc_host[..pos0 * row].copy_from_slice(&kc_full[..pos0 * row]);
+        vc_host[..pos0 * row].copy_from_slice(&vc_full[..pos0 * row]);
+        let mut kc = dev.upload(&kc_host).unwrap();
+        let mut vc = dev.upload(&vc_host).unwrap();
+        let k_new = dev.upload(&k_all[pos0 * row..]).unwrap();
+        let v_new = dev.upload(&v_all[pos0 * row..]).unwrap();
+        let pd = dev.upload(&[pos0 as i32]).unwrap();
+        dev.kv_store_f16(&k_new, &v_new, &mut kc, &mut vc, &pd, ntok, row, row, n_ctx)
+            .unwrap();
+        assert_eq!(dev.download(&kc).unwrap(), kc_full, "kv_store_f16 K");
+        assert_eq!(dev.download(&vc).unwrap(), vc_full, "kv_store_f16 V");
+
+        let shape = AttentionShape {
+            ntok,
+            n_head,
+            n_kv,
+            head_dim: hd,
+            n_ctx,
+            q_stride: n_head * hd,
+            out_stride: n_head * hd,
+            max_kv_len: n_ctx,
+            chunk,
+        };
+        let qd = dev.upload(&q).unwrap();
+        let mut out = dev.alloc_zeros::<f32>(ntok * n_head * hd).unwrap();
+        let mut scratch = dev.alloc_zeros::<f32>(shape.scratch_len()).unwrap();
+        dev.attention(&qd, &kc, &vc, &pd, &mut out, &mut scratch, shape, scale)
+            .unwrap();
+        let got = dev.download(&out).unwrap();
+        assert_close(&what, &got, &want, |_| 2e-5);
+        assert_close(&format!("{what} vs ops::attention"), &got, &cpu, |_| 5e-3);
+    }
+}
+
+// ---------------------------------------------------------------- element-wise
+
+#[test]
+fn elementwise_kernels_match_the_cpu_ops() {
+    let gpu = device();
+    let mut rng = Rng::new(10);
+    for n in [1, 255, 256, 10_000] {
+        let a = rng.vec(n, 6.0);
+        let b = rng.vec(n, 2.0);
+        let Some(dev) = gpu.as_ref() else { continue };
+        let ad = dev.upload(&a).unwrap();
+        let bd = dev.upload(&b).unwrap();
+        let mut out = dev.alloc_zeros::<f32>(n).unwrap();
+        let rel = |want: &[f32], r: f32| -> Vec<f32> {
+            want.iter().map(|w| w.abs() * r + 1e-6).collect()
+        };
+
+        let mut want = a.clone();
+        ops::silu_inplace(Isa::Scalar, &mut want);
+        dev.silu(&ad, &mut out, n).unwrap();
+        let tol = rel(&want, 1e-5);
+        assert_close("silu", &dev.download(&out).unwrap(), &want, |i| tol[i]);
+
+        // ggml's CPU GELU goes through an f16 table; the GPU evaluates the formula (as ggml's
+        // CUDA backend does): compare to the formula in f64, and to the CPU op within f16.
+        let gelu64 = |x: f32| {
+            let x = x as f64;
+            (0.5 * x * (1.0 + (0.797_884_560_802_865_4 * x * (1.0 + 0.044715 * x * x)).tanh()))
+                as f32
+        };
+        let want: Vec<f32> = a.iter().map(|x| gelu64(*x)).collect();
+        dev.gelu(&ad, &mut out, n).unwrap();
+        let got = dev.download(&out).unwrap();
+        let tol = rel(&want, 1e-5);
+        assert_close("gelu", &got, &want, |i| tol[i]);
+        let mut cpu = a.clone();
+        ops::gelu_tanh_inplace(Isa::Scalar, &mut cpu);
+        let tol = rel(&cpu, 2e-3);
+        assert_close("gelu vs ops", &got, &cpu, |i| tol[i] + 1e-3);
+
+        let mut want = vec![0.0f32; n];
+        ops::swiglu(Isa::Scalar, &a, &b, &mut want);
+        dev.swiglu(&ad, &bd, &mut out, n).unwrap();
+        let tol = rel(&want, 1e-5);
+        assert_close("swiglu", &dev.download(&out).unwrap(), &want, |i| tol[i]);
+
+        let want: Vec<f32> = a.iter().zip(&b).map(|(g, u)| gelu64(*g) * u).collect();
+        dev.geglu(&ad, &bd, &mut out, n).unwrap();
+        let tol = rel(&want, 1e-5);
+        assert_close("geglu", &dev.download(&out).unwrap(), &want, |i| tol[i]);
+
+        let mut want = a.clone();
+        ops::add_inplace(Isa::Scalar, &mut want, &b);
+        dev.add(&ad, &bd, &mut out, n).unwrap();
+        assert_eq!(dev.download(&out).unwrap(), want, "add");
+
+        let mut want = a.clone();
+        ops::mul_inplace(Isa::Scalar, &mut want, &b);
+        dev.mul(&ad, &bd, &mut out, n).unwrap();
+        assert_eq!(dev.download(&out).unwrap(), want, "mul");
+
+        let mut want = a.clone();
+        ops::scale_inplace(Isa::Scalar, &mut want, 0.125);
+        dev.scale(&ad, &mut out, 0.125, n).unwrap();
+        assert_eq!(dev.download(&out).unwrap(), want, "scale");
+    }
+}
+
+#[test]
+fn softmax_rows_matches_the_cpu_op() {
+    let gpu = device();
+    let mut rng = Rng::new(11);
+    for (nrows, ncols) in [(1, 1), (3, 100), (2, 49152)] {
+        let x = rng.vec(nrows * ncols, 20.0);
+        let mut want = x.clone();
+        for row in want.chunks_exact_mut(ncols) {
+            ops::softmax_inplace(Isa::Scalar, row);
+        }
+        let Some(dev) = gpu.as_ref() else { continue };
+        let xd = dev.upload(&x).unwrap();
+        let mut out = dev.alloc_zeros::<f32>(x.len()).unwrap();
+        dev.softmax_rows(&xd, &mut out, nrows, ncols).unwrap();
+        let got = dev.download(&out).unwrap();
+        assert_close(&format!("softmax {nrows}x{ncols}"), &got, &want, |i| {
+            want[i] * 1e-5 + 1e-9
+        });
+    }
+}
+
+#[test]
+fn argmax_picks_the_lowest_index_among_ties() {
+    let gpu = device();
+    let mut rng = Rng::new(12);
+    for n in [1, 31, 1000, 49152, 262_144] {
+        let mut x = rng.vec(n, 10.0);
+        let mut cases = vec![x.clone()];
+        if n > 10 {
+            let hi = n - 3;
+            x[hi] = 50.0;
+            x[n / 2] = 50.0;
+            cases.push(x.clone());
+            cases.push(vec![1.5; n]);
+            let mut nan = x.clone();
+            nan[0] = f32::NAN;
+            cases.push(nan);
+        }
+        for x in cases {
+            let want = x
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| !v.is_nan())
+                .fold((0usize, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                    if v > bv {
+                        (i, v)
+                    } else {
+                        (bi, bv)
+                    }
+                })
+                .0;
+            let Some(dev) = gpu.as_ref() else { continue };
+            let xd = dev.upload(&x).unwrap();
+            let mut out = dev.alloc_zeros::<i32>(1).unwrap();
+            dev.argmax(&xd, &mut out, n).unwrap();
+            assert_eq!(
+                dev.download(&out).unwrap()[0] as usize,
+                want,
+                "argmax n = {n}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- graphs and errors
+
+#[test]
+fn a_captured_graph_replays_with_new_device_side_values() {
+    let gpu = device();
+    let mut rng = Rng::new(13);
+    let (n_head, hd, nrows) = (4, 64, 300);
+    let ncols = n_head * hd;
+    let (wbytes, _) = random_weights(&mut rng, WeightType::Q4_0, nrows, ncols);
+    let x0 = rng.vec(ncols, 1.0);
+    let Some(dev) = gpu.as_ref() else { return };
+    let wd = dev.upload(&wbytes).unwrap();
+    let x_src = dev.upload(&x0).unwrap();
+    let mut x = dev.alloc_zeros::<f32>(ncols).unwrap();
+    let mut xq = dev.alloc_zeros::<u8>(ncols / 32 * 36).unwrap();
+    let mut y = dev.alloc_zeros::<f32>(nrows).unwrap();
+    let mut best = dev.alloc_zeros::<i32>(1).unwrap();
+    let mut pos = dev.upload(&[0i32]).unwrap();
+
+    // One "step": copy the input, rope it at the device-side position, quantize, matvec, argmax.
+    let step = |dev: &CudaDevice,
+                x: &mut tinyrt_cuda::DeviceBuffer<f32>,
+                xq: &mut tinyrt_cuda::DeviceBuffer<u8>,
+                y: &mut tinyrt_cuda::DeviceBuffer<f32>,
+                best: &mut tinyrt_cuda::DeviceBuffer<i32>,
+                pos: &tinyrt_cuda::DeviceBuffer<i32>|
+     -> Result<(), CudaError> {
+        dev.copy(&x_src, x)?;
+        dev.rope(
+            x,
+            pos,
+            1,
+            ncols,
+            n_head,
+            hd,
+            hd,
+            RopeMode::Neox,
+            10000.0,
+            1.0,
+        )?;
+        dev.quantize_q8_1(x, xq, ncols)?;
+        dev.matvec_q8_1(WeightType::Q4_0, &wd, xq, y, false, nrows, ncols)?;
+        dev.argmax(y, best, nrows)
+    };
+    let mut direct = Vec::new();
+    for p in [3i32, 250] {
+        dev.write(&[p], &mut pos).unwrap();
+        step(dev, &mut x, &mut xq, &mut y, &mut best, &pos).unwrap();
+        direct.push((dev.download(&y).unwrap(), dev.download(&best).unwrap()[0]));
+    }
+    let graph = dev
+        .capture(|d| step(d, &mut x, &mut xq, &mut y, &mut best, &pos))
+        .unwrap();
+    for (i, p) in [3i32, 250].into_iter().enumerate() {
+        dev.write(&[p], &mut pos).unwrap();
+        graph.replay().unwrap();
+        let got = (dev.download(&y).unwrap(), dev.download(&best).unwrap()[0]);
+        assert_eq!(got, direct[i], "graph replay at position {p}");
+    }
+    assert_ne!(
+        direct[0].0, direct[1].0,
+        "the position must change the result"
+    );
+}
+
+#[test]
+fn bad_arguments_are_errors() {
+    let gpu = device();
+    let Some(dev) = gpu.as_ref() else { return };
+    let w = dev.alloc_zeros::<u8>(18 * 4).unwrap();
+    let xq = dev.alloc_zeros::<u8>(36 * 2).unwrap();
+    let mut y = dev.alloc_zeros::<f32>(2).unwrap();
+    // 3 rows of 64 need 108 bytes of weights.
+    let e = dev.matvec_q8_1(WeightType::Q4_0, &w, &xq, &mut y, false, 3, 64);
+    assert!(matches!(e, Err(CudaError::BadArgument { .. })), "{e:?}");
+    // 48 columns is not a whole number of blocks.
+    let e = dev.matvec_q8_1(WeightType::Q4_0, &w, &xq, &mut y, false, 1, 48);
+    assert!(matches!(e, Err(CudaError::BadArgument { .. })), "{e:?}");
+    // F16 weights take an f32 vector.
+    let e = dev.matvec_q8_1(WeightType::F16, &w, &xq, &mut y, false, 1, 32);
+    assert!(matches!(e, Err(CudaError::BadArgument { .. })), "{e:?}");
+    let x = dev.alloc_zeros::<f32>(16).unwrap();
+    let e = dev.quantize_q8_1(&x, &mut dev.alloc_zeros::<u8>(36).unwrap(), 32);
+    assert!(matches!(e, Err(CudaError::BadArgument { .. })), "{e:?}");
+}

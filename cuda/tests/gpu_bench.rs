@@ -1,0 +1,294 @@
+//! GPU throughput measurements, run by `scripts/gpu-check.sh`:
+//! `gpu_bench-* --ignored --nocapture`. Prints one Markdown table: device-to-device copy
+//! bandwidth, the Q4_0 (and other) matrix-vector kernels at TinyLlama-1.1B and SmolLM2-135M
+//! shapes as GB/s of weight bytes and as a fraction of the copy bandwidth, a graph-captured
+//! TinyLlama-shaped decode's matrix-vector work, attention decode and prefill matmul.
+//! Ignored by default (it needs a GPU and takes seconds); skips when there is no GPU.
+#![cfg(feature = "cuda")]
+
+use tinyrt_cuda::{AttentionShape, CudaDevice, CudaError, DeviceBuffer, WeightType};
+
+struct Row {
+    bench: String,
+    shape: String,
+    micros: f64,
+    gbps: Option<f64>,
+    note: String,
+}
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// Microseconds per call of `f`, from CUDA events over `reps` calls after 3 warm-up calls.
+fn time_us<F: FnMut(&CudaDevice) -> Result<(), CudaError>>(
+    dev: &CudaDevice,
+    reps: usize,
+    mut f: F,
+) -> Result<f64, CudaError> {
+    for _ in 0..3 {
+        f(dev)?;
+    }
+    dev.synchronize()?;
+    let ms = dev.time_ms(|d| {
+        for _ in 0..reps {
+            f(d)?;
+        }
+        Ok(())
+    })?;
+    Ok(ms as f64 * 1000.0 / reps as f64)
+}
+
+fn copy_bandwidth(dev: &CudaDevice) -> Result<f64, CudaError> {
+    let n = 1usize << 30;
+    let src = dev.alloc_zeros::<u8>(n)?;
+    let mut dst = dev.alloc_zeros::<u8>(n)?;
+    let us = time_us(dev, 10, |d| d.copy(&src, &mut dst))?;
+    // Read + write, as KERNELS.md counts it.
+    Ok(2.0 * n as f64 / (us * 1e3))
+}
+
+fn matvec_row(
+    dev: &CudaDevice,
+    ty: WeightType,
+    nrows: usize,
+    ncols: usize,
+    copy_gbps: f64,
+    model: &str,
+) -> Result<Row, CudaError> {
+    let bytes = ty.row_bytes(ncols).expect("whole blocks") * nrows;
+    let w = dev.upload(&random_bytes(bytes, (nrows * 31 + ncols) as u64))?;
+    let x: Vec<f32> = (0..ncols)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let xd = dev.upload(&x)?;
+    let mut y = dev.alloc_zeros::<f32>(nrows)?;
+    let us = if ty.is_quantized() {
+        let mut xq = dev.alloc_zeros::<u8>(ncols / 32 * 36)?;
+        dev.quantize_q8_1(&xd, &mut xq, ncols)?;
+        time_us(dev, 200, |d| {
+            d.matvec_q8_1(ty, &w, &xq, &mut y, false, nrows, ncols)
+        })?
+    } else {
+        time_us(dev, 200, |d| {
+            d.matvec_f32_input(ty, &w, &xd, &mut y, false, nrows, ncols)
+        })?
+    };
+    let gbps = bytes as f64 / (us * 1e3);
+    Ok(Row {
+        bench: format!("matvec {ty:?}"),
+        shape: format!("{model} {nrows}x{ncols}"),
+        micros: us,
+        gbps: Some(gbps),
+        note: format!("{:.0}% of copy", 100.0 * gbps / copy_gbps),
+    })
+}
+
+/// The matrix-vector work of one decode token of the TinyLlama-1.1B shape (22 layers of
+/// Q, K, V, O, gate, up, down + the 32000-row output), each matrix its own buffer (no L2
+/// reuse), activation quantization included, captured once as a graph and replayed.
+fn tinyllama_graph(dev: &CudaDevice, copy_gbps: f64) -> Result<Row, CudaError> {
+    let ty = WeightType::Q4_0;
+    let (d, ff, kv, vocab, layers) = (2048usize, 5632usize, 256usize, 32000usize, 22usize);
+    let shapes = [(d, d), (kv, d), (kv, d), (d, d), (ff, d), (ff, d), (d, ff)];
+    let mut weights: Vec<(DeviceBuffer<u8>, usize, usize)> = Vec::new();
+    let mut total = 0usize;
+    for _ in 0..layers {
+        for (r, c) in shapes {
+            let b = ty.row_bytes(c).expect("blocks") * r;
+            total += b;
+            weights.push((dev.alloc_zeros::<u8>(b)?, r, c));
+        }
+    }
+    let b = ty.row_bytes(d).expect("blocks") * vocab;
+    total += b;
+    weights.push((dev.alloc_zeros::<u8>(b)?, vocab, d));
+    let x = dev.alloc_zeros::<f32>(ff)?;
+    let mut xq = dev.alloc_zeros::<u8>(ff / 32 * 36)?;
+    let mut y = dev.alloc_zeros::<f32>(vocab)?;
+    let graph = dev.capture(|dv| {
+        for (w, r, c) in &weights {
+            dv.quantize_q8_1(&x, &mut xq, *c)?;
+            dv.matvec_q8_1(ty, w, &xq, &mut y, false, *r, *c)?;
+        }
+        Ok(())
+    })?;
+    let us = time_us(dev, 20, |_| graph.replay())?;
+    let gbps = total as f64 / (us * 1e3);
+    Ok(Row {
+        bench: "decode matvecs, CUDA graph".into(),
+        shape: format!(
+            "TinyLlama-1.1B Q4_0, {} launches, {:.0} MB",
+            2 * weights.len(),
+            total as f64 / 1e6
+        ),
+        micros: us,
+        gbps: Some(gbps),
+        note: format!(
+            "{:.0}% of copy; {:.0} tok/s bound",
+            100.0 * gbps / copy_gbps,
+            1e6 / us
+        ),
+    })
+}
+
+fn attention_decode(dev: &CudaDevice, ctx: usize, copy_gbps: f64) -> Result<Row, CudaError> {
+    let (n_head, n_kv, hd) = (32usize, 4usize, 64usize);
+    let shape = AttentionShape {
+        ntok: 1,
+        n_head,
+        n_kv,
+        head_dim: hd,
+        n_ctx: ctx,
+        q_stride: n_head * hd,
+        out_stride: n_head * hd,
+        max_kv_len: ctx,
+        chunk: 256,
+    };
+    let kc = dev.alloc_zeros::<u16>(ctx * n_kv * hd)?;
+    let vc = dev.alloc_zeros::<u16>(ctx * n_kv * hd)?;
+    let q = dev.alloc_zeros::<f32>(n_head * hd)?;
+    let pos = dev.upload(&[(ctx - 1) as i32])?;
+    let mut out = dev.alloc_zeros::<f32>(n_head * hd)?;
+    let mut scratch = dev.alloc_zeros::<f32>(shape.scratch_len())?;
+    let us = time_us(dev, 100, |d| {
+        d.attention(&q, &kc, &vc, &pos, &mut out, &mut scratch, shape, 0.125)
+    })?;
+    let bytes = 2 * ctx * n_kv * hd * 2;
+    let gbps = bytes as f64 / (us * 1e3);
+    Ok(Row {
+        bench: "attention decode (f16 KV)".into(),
+        shape: format!("heads 32/4, hd 64, ctx {ctx}"),
+        micros: us,
+        gbps: Some(gbps),
+        note: format!("{:.0}% of copy", 100.0 * gbps / copy_gbps),
+    })
+}
+
+fn prefill_matmul(
+    dev: &CudaDevice,
+    ty: WeightType,
+    nrows: usize,
+    ncols: usize,
+    ntok: usize,
+) -> Result<Row, CudaError> {
+    let bytes = ty.row_bytes(ncols).expect("blocks") * nrows;
+    let w = dev.upload(&random_bytes(bytes, 7))?;
+    let x = dev.alloc_zeros::<f32>(ntok * ncols)?;
+    let mut y = dev.alloc_zeros::<f32>(ntok * nrows)?;
+    let us = time_us(dev, 10, |d| {
+        d.matmul(ty, &w, &x, &mut y, nrows, ncols, ntok)
+    })?;
+    let tflops = 2.0 * (nrows * ncols * ntok) as f64 / (us * 1e6);
+    Ok(Row {
+        bench: format!("matmul {ty:?} (prefill, f32 FMA tiles)"),
+        shape: format!("{nrows}x{ncols}, {ntok} tokens"),
+        micros: us,
+        gbps: None,
+        note: format!("{tflops:.2} TFLOP/s"),
+    })
+}
+
+#[test]
+#[ignore = "needs a GPU; run by scripts/gpu-check.sh"]
+fn gpu_bench() {
+    let dev = match CudaDevice::new(0) {
+        Ok(d) => d,
+        Err(e) => {
+            assert!(
+                std::env::var("TINYRT_REQUIRE_GPU").map_or(true, |v| v != "1"),
+                "TINYRT_REQUIRE_GPU=1 but {e}"
+            );
+            eprintln!("SKIPPED gpu_bench: {e}");
+            return;
+        }
+    };
+    let sms = dev.multiprocessor_count().unwrap_or(0);
+    println!("device: {} ({}, {sms} SMs)", dev.name(), dev.arch());
+    dev.load_all().expect("compile and load the kernels");
+    let mut rows: Vec<Row> = Vec::new();
+    let mut failures = Vec::new();
+    let copy = match copy_bandwidth(&dev) {
+        Ok(c) => c,
+        Err(e) => panic!("copy bandwidth: {e}"),
+    };
+    rows.push(Row {
+        bench: "device-to-device copy".into(),
+        shape: "1 GiB".into(),
+        micros: 2.0 * (1u64 << 30) as f64 / (copy * 1e3),
+        gbps: Some(copy),
+        note: "read + write counted".into(),
+    });
+    let mut run = |r: Result<Row, CudaError>, what: &str| match r {
+        Ok(row) => rows.push(row),
+        Err(e) => failures.push(format!("{what}: {e}")),
+    };
+    let tinyllama = [
+        (5632, 2048),
+        (2048, 5632),
+        (2048, 2048),
+        (256, 2048),
+        (32000, 2048),
+    ];
+    let smollm = [
+        (1536, 576),
+        (576, 1536),
+        (576, 576),
+        (192, 576),
+        (49152, 576),
+    ];
+    for (r, c) in tinyllama {
+        run(
+            matvec_row(&dev, WeightType::Q4_0, r, c, copy, "TinyLlama"),
+            "matvec",
+        );
+    }
+    for (r, c) in smollm {
+        run(
+            matvec_row(&dev, WeightType::Q4_0, r, c, copy, "SmolLM2"),
+            "matvec",
+        );
+    }
+    for ty in WeightType::ALL
+        .into_iter()
+        .filter(|t| *t != WeightType::Q4_0)
+    {
+        run(
+            matvec_row(&dev, ty, 5632, 2048, copy, "TinyLlama"),
+            "matvec",
+        );
+    }
+    run(tinyllama_graph(&dev, copy), "graph");
+    for ctx in [512, 4096] {
+        run(attention_decode(&dev, ctx, copy), "attention");
+    }
+    run(
+        prefill_matmul(&dev, WeightType::Q4_0, 2048, 2048, 512),
+        "matmul",
+    );
+    run(
+        prefill_matmul(&dev, WeightType::F16, 2048, 2048, 512),
+        "matmul",
+    );
+
+    println!();
+    println!("| bench | shape | µs | GB/s | note |");
+    println!("| --- | --- | --- | --- | --- |");
+    for r in &rows {
+        let gbps = r.gbps.map_or("-".to_string(), |g| format!("{g:.0}"));
+        println!(
+            "| {} | {} | {:.1} | {} | {} |",
+            r.bench, r.shape, r.micros, gbps, r.note
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

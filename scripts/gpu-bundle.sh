@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds, on this (CPU-only) machine, everything the GPU check runs, into gpu-bundle/
+# (git-ignored; carried to the GPU machine, which has no Rust toolchain):
+#   gpu-bundle/gpu        cuda/tests/gpu.rs        every kernel against its CPU reference
+#   gpu-bundle/gpu_bench  cuda/tests/gpu_bench.rs  bandwidth and kernel throughput
+#   gpu-bundle/nvrtc      cuda/tests/nvrtc.rs      compile + ptxas register report
+#   gpu-bundle/tinyrt     the CLI, when it has a `--device cuda` path
+# Then run scripts/gpu-check.sh on the GPU machine. Total must stay under 64 MiB.
+# CLI_PROFILE=ci builds the CLI without LTO (faster here; default: release).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=gpu-bundle
+rm -rf "$out"
+mkdir -p "$out"
+
+echo "== building the CUDA test binaries (profile ci)"
+cargo test -p tinyrt-cuda --features cuda --profile ci --no-run --message-format=json-render-diagnostics \
+    > "$out/.cargo-test.json"
+python3 - "$out" <<'PY'
+import json, shutil, sys, os
+out = sys.argv[1]
+wanted = {"gpu", "gpu_bench", "nvrtc"}
+found = set()
+for line in open(os.path.join(out, ".cargo-test.json")):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        continue
+    name = m["target"]["name"]
+    if name in wanted and "test" in m["target"]["kind"]:
+        shutil.copy2(m["executable"], os.path.join(out, name))
+        found.add(name)
+missing = wanted - found
+if missing:
+    sys.exit(f"test binaries not found: {sorted(missing)}")
+PY
+rm -f "$out/.cargo-test.json"
+
+cli_profile="${CLI_PROFILE:-release}"
+if grep -q '^cuda *=' cli/Cargo.toml && grep -rq -- 'cuda' cli/src 2>/dev/null; then
+    echo "== building the CLI with CUDA (profile $cli_profile)"
+    cargo build -p tinyrt-cli --features cuda --profile "$cli_profile"
+    dir="$cli_profile"
+    [ "$cli_profile" = dev ] && dir=debug
+    cp "target/$dir/tinyrt" "$out/tinyrt"
+else
+    echo "== the CLI has no CUDA path yet: not bundled"
+fi
+
+strip "$out"/* 2>/dev/null || true
+{
+    echo "commit: $(git rev-parse HEAD)$(git diff --quiet || echo ' (dirty)')"
+    echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+} > "$out/MANIFEST"
+du -ab "$out" | sort -n | tail -8
+total=$(du -sb "$out" | cut -f1)
+limit=$((64 * 1024 * 1024))
+if [ "$total" -gt "$limit" ]; then
+    echo "gpu-bundle is $total bytes, over the 64 MiB that can travel" >&2
+    exit 1
+fi
+echo "gpu-bundle: $total bytes, ready (carry gpu-bundle, run scripts/gpu-check.sh)"

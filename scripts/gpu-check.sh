@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine, from the repository root, with gpu-bundle/ (scripts/gpu-bundle.sh)
+# carried along. Every step runs whatever happened before; each is reported, and a Markdown
+# summary ends the output. Budget: under 5 minutes.
+#   1. nvidia-smi summary
+#   2. gpu-bundle/gpu: every kernel against its CPU reference (TINYRT_REQUIRE_GPU=1)
+#   3. gpu-bundle/nvrtc: compile + ptxas register report with the machine's own toolchain
+#   4. gpu-bundle/gpu_bench: copy bandwidth, matvec GB/s at TinyLlama / SmolLM2 shapes, graph
+#   5. with gpu-bundle/tinyrt (CLI with --device cuda): logits vs CPU on the fixtures, bench
+set -uo pipefail
+cd "$(dirname "$0")/.."
+B=gpu-bundle
+SUMMARY=()
+
+step() { # step NAME TIMEOUT_S CMD...
+    local name=$1 limit=$2 start rc status
+    shift 2
+    echo
+    echo "=================== $name"
+    start=$(date +%s)
+    timeout --kill-after=10 "$limit" "$@"
+    rc=$?
+    case $rc in
+        0) status=ok ;;
+        124 | 137) status="TIMEOUT (${limit}s)" ;;
+        *) status="FAILED (exit $rc)" ;;
+    esac
+    SUMMARY+=("| $name | $status | $(($(date +%s) - start)) s |")
+    echo "=================== $name: $status"
+}
+
+# The machine's NVRTC (cudarc loads it by name at run time) and ptxas.
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64 \
+    /usr/local/cuda-13*/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
+    if ls "$d"/libnvrtc.so* >/dev/null 2>&1; then
+        export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        echo "NVRTC: $(ls "$d"/libnvrtc.so* | head -1)"
+        break
+    fi
+done
+for d in /usr/local/cuda/bin /usr/local/cuda-13*/bin; do
+    [ -x "$d/ptxas" ] && export PATH="$d:$PATH" && break
+done
+
+info() {
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.memory,power.limit \
+        --format=csv || nvidia-smi
+    command -v nvcc >/dev/null && nvcc --version | tail -2
+    cat "$B/MANIFEST" 2>/dev/null
+    ls -la "$B"
+}
+step "nvidia-smi" 30 info
+
+if [ -x "$B/gpu" ]; then
+    step "kernel tests (gpu.rs)" 180 env TINYRT_REQUIRE_GPU=1 "$B/gpu" --test-threads=4
+else
+    SUMMARY+=("| kernel tests (gpu.rs) | MISSING $B/gpu | - |")
+fi
+
+if [ -x "$B/nvrtc" ]; then
+    step "NVRTC + ptxas registers (nvrtc.rs)" 90 "$B/nvrtc" --nocapture
+fi
+
+if [ -x "$B/gpu_bench" ]; then
+    step "bandwidth + kernel bench (gpu_bench.rs)" 150 env TINYRT_REQUIRE_GPU=1 "$B/gpu_bench" --ignored --nocapture
+else
+    SUMMARY+=("| bench | MISSING $B/gpu_bench | - |")
+fi
+
+# End to end, when the CLI has a CUDA path: greedy ids and top logits, CUDA vs CPU.
+e2e() {
+    local ok=0 n=0 f
+    for f in tests/fixtures/*.gguf; do
+        [ -e "$f" ] || continue
+        n=$((n + 1))
+        "$B/tinyrt" generate "$f" -p "Once upon a time" -n 16 --temp 0 --json --top-logits 8 --device cpu \
+            >/tmp/cpu.json 2>/tmp/cpu.err || { echo "$f: cpu run failed: $(tail -1 /tmp/cpu.err)"; continue; }
+        "$B/tinyrt" generate "$f" -p "Once upon a time" -n 16 --temp 0 --json --top-logits 8 --device cuda \
+            >/tmp/cuda.json 2>/tmp/cuda.err || { echo "$f: cuda run failed: $(tail -1 /tmp/cuda.err)"; continue; }
+        if python3 - /tmp/cpu.json /tmp/cuda.json "$f" <<'PY'; then ok=$((ok + 1)); fi
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+name = sys.argv[3]
+worst = 0.0
+for sa, sb in zip(a["steps"], b["steps"]):
+    ta = {i: l for i, l in sa["top"]}
+    for i, l in sb["top"]:
+        if i in ta:
+            worst = max(worst, abs(ta[i] - l))
+same = a["gen_ids"] == b["gen_ids"]
+print(f"{name}: ids {'equal' if same else 'DIFFER'}; max |logit diff| over shared top-8 = {worst:.4f}")
+sys.exit(0 if same else 1)
+PY
+    done
+    echo "fixtures matching: $ok / $n"
+    [ "$n" -gt 0 ] && [ "$ok" -eq "$n" ]
+}
+bench_cli() {
+    local f
+    for f in tests/fixtures/*.gguf; do
+        [ -e "$f" ] || continue
+        "$B/tinyrt" bench "$f" -p 128 -n 64 -r 2 --device cuda || return 1
+        break
+    done
+}
+if [ -x "$B/tinyrt" ] && "$B/tinyrt" generate --help 2>&1 | grep -q -- '--device'; then
+    step "end to end: CUDA vs CPU logits on fixtures" 60 e2e
+    step "tinyrt bench --device cuda" 60 bench_cli
+else
+    SUMMARY+=("| end to end | skipped: no CLI with --device cuda in $B | - |")
+fi
+
+echo
+echo "## GPU check summary"
+echo
+echo "| step | result | time |"
+echo "| --- | --- | --- |"
+printf '%s\n' "${SUMMARY[@]}"
