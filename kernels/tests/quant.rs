@@ -403,6 +403,18 @@ mod props {
         }
 
         #[test]
+        fn quantize_never_panics_on_arbitrary_floats(
+            fmt_index in 0..ALL_FORMATS.len(),
+            bits in proptest::collection::vec(any::<u32>(), 256..=256),
+        ) {
+            // Any bit pattern: NaN, infinities, subnormals, huge and tiny values.
+            let fmt = ALL_FORMATS[fmt_index].0;
+            let x: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+            let (_, y) = round_trip(fmt, &x);
+            prop_assert_eq!(y.len(), x.len());
+        }
+
+        #[test]
         fn dequantize_never_panics_on_random_bytes(
             fmt_index in 0..ALL_FORMATS.len(),
             bytes in proptest::collection::vec(any::<u8>(), 0..1200),
