@@ -1,15 +1,43 @@
 //! CPU kernels. One folder per ISA (`scalar/`, `avx2/`, `avx512/`) with the same function names
 //! in each; the ISA is chosen at run time (never with `target-cpu`), so a stock build reaches the
 //! fastest path the CPU has.
+//!
+//! # Dot products and matrix products
+//! [`Kernels`] is the table of one ISA: for each weight format its dot-product kernel and the
+//! activation type it consumes (ggml's `vec_dot_type`: Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL/NF4,
+//! Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants, F32 for F32/F16/BF16), plus the activation
+//! converters. [`Kernels::get`] hands out a table only when the CPU supports its ISA;
+//! [`Kernels::best`] is the process default ([`Isa::default_for_process`]). The matrix products
+//! ([`matmul`]) and the thread pool ([`pool`]) sit on top.
+//!
+//! | format | scalar | AVX2 | AVX-512 VNNI |
+//! | --- | --- | --- | --- |
+//! | F32, F16, BF16 (· F32) | reference | FMA | FMA, 512-bit |
+//! | Q4_0, Q5_0, Q8_0, IQ4_NL (· Q8_0) | reference | `maddubs` | `vpdpbusd`, 2 blocks / register |
+//! | Q4_1, Q5_1 (· Q8_1) | reference | `maddubs` | `vpdpbusd`, 2 blocks / register |
+//! | NF4 (· Q8_0) | reference | `maddubs` | `vpdpbusd`, 1 block / register |
+//! | Q4_K, Q5_K, Q6_K (· Q8_K) | reference | `maddubs` | `vpdpbusd`, 64 values / register |
+//! | Q2_K, Q3_K (· Q8_K) | reference | scalar reference | scalar reference |
+//!
+//! The scalar dot products are the references of [`crate::quant`]. The activation quantizers
+//! (Q8_0, Q8_1, Q8_K) give the same bytes on every ISA; Q8_0/Q8_1 follow what llama.cpp runs on
+//! x86 (`127/amax`, round half to even), Q8_K is ggml's reference (see `scalar/dot.rs`).
 
 use std::sync::OnceLock;
+
+use crate::quant::{GgmlType, QuantFormat};
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+pub mod matmul;
 pub mod ops;
+pub mod pool;
 pub mod scalar;
+
+pub use matmul::{MatmulError, QMatrix, QuantizedActs};
+pub use pool::ThreadPool;
 
 /// An instruction-set level with its own kernel implementations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -102,6 +130,223 @@ impl Isa {
             },
             Err(_) => Isa::detect(),
         })
+    }
+}
+
+/// A dot product of `n` values: a weight row `w` (ggml layout of the weight type) with an
+/// activation row `a` (ggml layout of the activation type the kernel wants).
+///
+/// # Safety
+/// The CPU supports the ISA of the kernel; `n` is a multiple of the block size of both types;
+/// `w` and `a` hold at least the bytes of `n` values of their types.
+pub type VecDotFn = unsafe fn(n: usize, w: &[u8], a: &[u8]) -> f32;
+
+/// Converts `x` (a multiple of the block size of the activation type) into `out` (at least the
+/// bytes of `x.len()` values of that type).
+///
+/// # Safety
+/// The CPU supports the ISA of the kernel and the sizes hold as above.
+pub type QuantizeRowFn = unsafe fn(x: &[f32], out: &mut [u8]);
+
+/// One row of a kernel table: the weight type, the activation type its dot product wants
+/// (ggml's `vec_dot_type`) and the kernel.
+#[derive(Clone, Copy)]
+pub(crate) struct VecDotEntry {
+    pub weight: QuantFormat,
+    pub act: GgmlType,
+    pub f: VecDotFn,
+}
+
+/// A kernel-table row for a ggml weight type.
+pub(crate) const fn dot_entry(weight: GgmlType, act: GgmlType, f: VecDotFn) -> VecDotEntry {
+    VecDotEntry {
+        weight: QuantFormat::Ggml(weight),
+        act,
+        f,
+    }
+}
+
+/// One activation converter: the activation type and the kernel.
+#[derive(Clone, Copy)]
+pub(crate) struct QuantizeEntry {
+    pub act: GgmlType,
+    pub f: QuantizeRowFn,
+}
+
+/// Errors of the kernel-level API (single dot products and row conversions).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    #[error("no {isa} dot-product kernel for weight type {ty}")]
+    UnsupportedWeight { isa: &'static str, ty: QuantFormat },
+    #[error("{ty} is not an activation type the {isa} kernels can produce")]
+    UnsupportedActivation { isa: &'static str, ty: GgmlType },
+    #[error("{n} values is not a multiple of the {ty} block size {block}")]
+    NotBlockMultiple {
+        ty: QuantFormat,
+        n: usize,
+        block: usize,
+    },
+    #[error("{what}: need {need} bytes/values, got {got}")]
+    Size {
+        what: &'static str,
+        need: usize,
+        got: usize,
+    },
+}
+
+/// The kernels of one ISA. Handed out only by [`Kernels::get`] / [`Kernels::best`], which check
+/// that the CPU supports the ISA first; every method is therefore safe to call.
+pub struct Kernels {
+    pub isa: Isa,
+    dots: &'static [VecDotEntry],
+    quantizers: &'static [QuantizeEntry],
+}
+
+static SCALAR: Kernels = Kernels {
+    isa: Isa::Scalar,
+    dots: scalar::dot::VEC_DOTS,
+    quantizers: scalar::dot::QUANTIZERS,
+};
+#[cfg(target_arch = "x86_64")]
+static AVX2: Kernels = Kernels {
+    isa: Isa::Avx2,
+    dots: avx2::dot::VEC_DOTS,
+    quantizers: avx2::dot::QUANTIZERS,
+};
+#[cfg(target_arch = "x86_64")]
+static AVX512: Kernels = Kernels {
+    isa: Isa::Avx512,
+    dots: avx512::dot::VEC_DOTS,
+    quantizers: avx512::dot::QUANTIZERS,
+};
+
+/// Bytes taken by `n` values of `ty`, or an error when `n` is not a whole number of blocks.
+pub(crate) fn row_bytes(ty: impl Into<QuantFormat>, n: usize) -> Result<usize, KernelError> {
+    let ty = ty.into();
+    let block = ty.block_size();
+    if n % block != 0 {
+        return Err(KernelError::NotBlockMultiple { ty, n, block });
+    }
+    (n / block)
+        .checked_mul(ty.type_size())
+        .ok_or(KernelError::Size {
+            what: "row bytes overflow",
+            need: usize::MAX,
+            got: n,
+        })
+}
+
+impl Kernels {
+    /// The table of `isa`, or `None` when this CPU cannot run it.
+    pub fn get(isa: Isa) -> Option<&'static Kernels> {
+        if !isa.is_supported() {
+            return None;
+        }
+        match isa {
+            Isa::Scalar => Some(&SCALAR),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Some(&AVX2),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Some(&AVX512),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => None,
+        }
+    }
+
+    /// The table of [`Isa::default_for_process`] (the fastest ISA unless `TINYRT_ISA` says otherwise).
+    pub fn best() -> &'static Kernels {
+        Kernels::get(Isa::default_for_process()).unwrap_or(&SCALAR)
+    }
+
+    pub(crate) fn dot_entry(&self, weight: QuantFormat) -> Option<VecDotEntry> {
+        self.dots.iter().copied().find(|e| e.weight == weight)
+    }
+
+    pub(crate) fn quantize_entry(&self, act: GgmlType) -> Option<QuantizeEntry> {
+        self.quantizers.iter().copied().find(|e| e.act == act)
+    }
+
+    /// The weight types this table has a dot-product kernel for.
+    pub fn weight_types(&self) -> impl Iterator<Item = QuantFormat> + '_ {
+        self.dots.iter().map(|e| e.weight)
+    }
+
+    /// The activation type the dot product of weight type `weight` consumes (ggml's
+    /// `vec_dot_type`), or `None` when there is no kernel for `weight`.
+    pub fn act_type(&self, weight: impl Into<QuantFormat>) -> Option<GgmlType> {
+        self.dot_entry(weight.into()).map(|e| e.act)
+    }
+
+    /// Converts `x` to activation type `act` (F32, F16, BF16, Q8_0, Q8_1 or Q8_K) into `out`.
+    pub fn quantize_row(
+        &self,
+        act: GgmlType,
+        x: &[f32],
+        out: &mut [u8],
+    ) -> Result<(), KernelError> {
+        let e = self
+            .quantize_entry(act)
+            .ok_or(KernelError::UnsupportedActivation {
+                isa: self.isa.name(),
+                ty: act,
+            })?;
+        let need = row_bytes(act, x.len())?;
+        if out.len() < need {
+            return Err(KernelError::Size {
+                what: "quantized row buffer",
+                need,
+                got: out.len(),
+            });
+        }
+        // SAFETY: `self` was handed out by `Kernels::get`, which checked that the CPU supports
+        // `self.isa`; the length of `x` is a whole number of blocks and `out` is large enough.
+        unsafe { (e.f)(x, out) };
+        Ok(())
+    }
+
+    /// The dot product of `n` values of weight row `w` (type `weight`) with activation row `a`
+    /// (already in [`Kernels::act_type`] of `weight`).
+    pub fn vec_dot(
+        &self,
+        weight: impl Into<QuantFormat>,
+        n: usize,
+        w: &[u8],
+        a: &[u8],
+    ) -> Result<f32, KernelError> {
+        let weight = weight.into();
+        let e = self
+            .dot_entry(weight)
+            .ok_or(KernelError::UnsupportedWeight {
+                isa: self.isa.name(),
+                ty: weight,
+            })?;
+        let need_w = row_bytes(weight, n)?;
+        let need_a = row_bytes(e.act, n)?;
+        if w.len() < need_w {
+            return Err(KernelError::Size {
+                what: "weight row",
+                need: need_w,
+                got: w.len(),
+            });
+        }
+        if a.len() < need_a {
+            return Err(KernelError::Size {
+                what: "activation row",
+                need: need_a,
+                got: a.len(),
+            });
+        }
+        // SAFETY: the CPU supports `self.isa` (checked by `Kernels::get`), `n` is a whole number
+        // of blocks of both types (row_bytes succeeded) and both rows have exactly their bytes.
+        Ok(unsafe { (e.f)(n, &w[..need_w], &a[..need_a]) })
+    }
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernels")
+            .field("isa", &self.isa)
+            .finish_non_exhaustive()
     }
 }
 

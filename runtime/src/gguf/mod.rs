@@ -10,6 +10,7 @@ mod storage;
 mod value;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 pub use tinyrt_kernels::quant::GgmlType;
@@ -83,8 +84,7 @@ pub struct GgufFile {
     version: u32,
     metadata: Metadata,
     tensors: Vec<TensorInfo>,
-    /// Indices into `tensors`, sorted by name.
-    tensor_index: Vec<u32>,
+    tensor_index: HashMap<String, usize>,
     alignment: u64,
     data_offset: u64,
 }
@@ -155,11 +155,7 @@ impl GgufFile {
     }
 
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
-        let p = self
-            .tensor_index
-            .binary_search_by(|&i| self.tensors[i as usize].name.as_str().cmp(name))
-            .ok()?;
-        Some(&self.tensors[self.tensor_index[p] as usize])
+        self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
 
     /// A zero-copy view of the named tensor, or `None` when the file has no such tensor.

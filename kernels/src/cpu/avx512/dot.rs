@@ -1,0 +1,870 @@
+//! AVX-512 (F/BW/VL/DQ + VNNI) dot products and activation converters.
+//!
+//! Integer dot products use `vpdpbusd` (u8 × s8 → i32, four products per lane). Weights are
+//! brought to unsigned bytes (4-bit codes as they are, Q8_0 and IQ4_NL offset by 128) and the
+//! offset is removed with one more `vpdpbusd` of the offset against the activations, or, for
+//! K-quants, with the 16-wide sums Q8_K stores. One 512-bit register covers two 32-value blocks
+//! (legacy quants) or 64 values of a 256-value super-block (K-quants); integer sums stay i32
+//! within a block and are scaled into an f32 accumulator lane-wise, so there is one horizontal
+//! sum per row. Block layouts: ggml-common.h.
+
+use std::arch::x86_64::*;
+
+use crate::cpu::scalar::dot as scalar;
+use crate::cpu::{dot_entry, QuantizeEntry, VecDotEntry};
+use crate::quant::{GgmlType, QuantFormat, KVALUES_IQ4NL, KVALUES_NF4};
+
+/// The AVX-512 kernel table.
+pub(crate) const VEC_DOTS: &[VecDotEntry] = &[
+    dot_entry(GgmlType::F32, GgmlType::F32, vec_dot_f32),
+    dot_entry(GgmlType::F16, GgmlType::F32, vec_dot_f16_f32),
+    dot_entry(GgmlType::BF16, GgmlType::F32, vec_dot_bf16_f32),
+    dot_entry(GgmlType::Q4_0, GgmlType::Q8_0, vec_dot_q4_0_q8_0),
+    dot_entry(GgmlType::Q4_1, GgmlType::Q8_1, vec_dot_q4_1_q8_1),
+    dot_entry(GgmlType::Q5_0, GgmlType::Q8_0, vec_dot_q5_0_q8_0),
+    dot_entry(GgmlType::Q5_1, GgmlType::Q8_1, vec_dot_q5_1_q8_1),
+    dot_entry(GgmlType::Q8_0, GgmlType::Q8_0, vec_dot_q8_0_q8_0),
+    // No SIMD kernel yet: the scalar reference.
+    dot_entry(GgmlType::Q2_K, GgmlType::Q8_K, scalar::vec_dot_q2_k_q8_k),
+    dot_entry(GgmlType::Q3_K, GgmlType::Q8_K, scalar::vec_dot_q3_k_q8_k),
+    dot_entry(GgmlType::Q4_K, GgmlType::Q8_K, vec_dot_q4_k_q8_k),
+    dot_entry(GgmlType::Q5_K, GgmlType::Q8_K, vec_dot_q5_k_q8_k),
+    dot_entry(GgmlType::Q6_K, GgmlType::Q8_K, vec_dot_q6_k_q8_k),
+    dot_entry(GgmlType::IQ4_NL, GgmlType::Q8_0, vec_dot_iq4_nl_q8_0),
+    VecDotEntry {
+        weight: QuantFormat::Nf4,
+        act: GgmlType::Q8_0,
+        f: vec_dot_nf4_q8_0,
+    },
+];
+
+/// The AVX-512 activation converters.
+pub(crate) const QUANTIZERS: &[QuantizeEntry] = &[
+    QuantizeEntry {
+        act: GgmlType::F32,
+        f: scalar::convert_row_f32,
+    },
+    QuantizeEntry {
+        act: GgmlType::F16,
+        f: convert_row_f16,
+    },
+    QuantizeEntry {
+        act: GgmlType::BF16,
+        f: scalar::convert_row_bf16,
+    },
+    QuantizeEntry {
+        act: GgmlType::Q8_0,
+        f: quantize_row_q8_0,
+    },
+    QuantizeEntry {
+        act: GgmlType::Q8_1,
+        f: quantize_row_q8_1,
+    },
+    QuantizeEntry {
+        act: GgmlType::Q8_K,
+        f: quantize_row_q8_k,
+    },
+];
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// An f16 stored at `p` (any alignment), as f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees two readable bytes at `p`.
+    let bits = unsafe { p.cast::<u16>().read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// An f32 stored at `p` (any alignment).
+#[inline]
+unsafe fn f32_at(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees four readable bytes at `p`.
+    unsafe { p.cast::<f32>().read_unaligned() }
+}
+
+/// A u32 stored little-endian at `p`.
+#[inline]
+unsafe fn u32_at(p: *const u8) -> u32 {
+    // SAFETY: the caller guarantees four readable bytes at `p`.
+    u32::from_le(unsafe { p.cast::<u32>().read_unaligned() })
+}
+
+/// The 4-bit codes of two 16-byte nibble arrays (`pa`, `pb`; ggml order: low nibbles are values
+/// 0..16, high nibbles 16..32) as 64 bytes: values 0..32 of block a, then of block b.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn nibbles_2x16(pa: *const u8, pb: *const u8) -> __m512i {
+    // SAFETY: the caller guarantees 16 readable bytes at `pa` and at `pb`.
+    let (qa, qb) = unsafe { (_mm_loadu_si128(pa.cast()), _mm_loadu_si128(pb.cast())) };
+    let z = _mm512_mask_broadcast_i32x4(_mm512_broadcast_i32x4(qa), 0xFF00, qb);
+    let z = _mm512_srlv_epi64(z, _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0));
+    _mm512_and_si512(z, _mm512_set1_epi8(0x0F))
+}
+
+/// The 4-bit codes of one 32-byte nibble array (K-quant layout: low nibbles are the 32 values
+/// of one sub-block, high nibbles the next) as 64 bytes in value order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn nibbles_32(p: *const u8) -> __m512i {
+    // SAFETY: the caller guarantees 32 readable bytes at `p`.
+    let q = unsafe { _mm256_loadu_si256(p.cast()) };
+    let z = _mm512_broadcast_i64x4(q);
+    let z = _mm512_srlv_epi64(z, _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0));
+    _mm512_and_si512(z, _mm512_set1_epi8(0x0F))
+}
+
+/// 32 bytes at `pa` followed by 32 bytes at `pb`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn load_2x32(pa: *const u8, pb: *const u8) -> __m512i {
+    // SAFETY: the caller guarantees 32 readable bytes at `pa` and at `pb`.
+    unsafe {
+        _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256(pa.cast())),
+            _mm256_loadu_si256(pb.cast()),
+            1,
+        )
+    }
+}
+
+/// Lanes 0..8 = `a`, lanes 8..16 = `b`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+fn halves_ps(a: f32, b: f32) -> __m512 {
+    _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a), _mm512_set1_ps(b))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Float dot products.
+
+/// # Safety
+/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn vec_dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 4 * n && a.len() >= 4 * n);
+    let (wp, ap) = (w.as_ptr().cast::<f32>(), a.as_ptr().cast::<f32>());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    // SAFETY (all loads below): i + 16 <= n, or the masked load touches only i..n, and both
+    // slices hold n f32 values (caller contract).
+    while i + 64 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let (x, y) = unsafe {
+                (
+                    _mm512_loadu_ps(wp.add(i + 16 * k)),
+                    _mm512_loadu_ps(ap.add(i + 16 * k)),
+                )
+            };
+            *acc = _mm512_fmadd_ps(x, y, *acc);
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        let (x, y) = unsafe { (_mm512_loadu_ps(wp.add(i)), _mm512_loadu_ps(ap.add(i))) };
+        acc[0] = _mm512_fmadd_ps(x, y, acc[0]);
+        i += 16;
+    }
+    if i < n {
+        let m: __mmask16 = (1u32 << (n - i)).wrapping_sub(1) as u16;
+        let (x, y) = unsafe {
+            (
+                _mm512_maskz_loadu_ps(m, wp.add(i)),
+                _mm512_maskz_loadu_ps(m, ap.add(i)),
+            )
+        };
+        acc[1] = _mm512_fmadd_ps(x, y, acc[1]);
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(s)
+}
+
+/// F16 weights · F32 activations.
+///
+/// # Safety
+/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn vec_dot_f16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 2 * n && a.len() >= 4 * n);
+    let (wp, ap) = (w.as_ptr(), a.as_ptr().cast::<f32>());
+    let mut acc0 = _mm512_setzero_ps();
+    let mut acc1 = _mm512_setzero_ps();
+    let mut i = 0;
+    // SAFETY (all loads below): values i..i+32 (or i..n, masked) lie within both slices, which
+    // hold n values (caller contract).
+    while i + 32 <= n {
+        let (x0, x1, y0, y1) = unsafe {
+            (
+                _mm256_loadu_si256(wp.add(2 * i).cast()),
+                _mm256_loadu_si256(wp.add(2 * i + 32).cast()),
+                _mm512_loadu_ps(ap.add(i)),
+                _mm512_loadu_ps(ap.add(i + 16)),
+            )
+        };
+        acc0 = _mm512_fmadd_ps(_mm512_cvtph_ps(x0), y0, acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_cvtph_ps(x1), y1, acc1);
+        i += 32;
+    }
+    while i < n {
+        let m: __mmask16 = (1u32 << (n - i).min(16)).wrapping_sub(1) as u16;
+        let (x, y) = unsafe {
+            (
+                _mm256_maskz_loadu_epi16(m, wp.add(2 * i).cast()),
+                _mm512_maskz_loadu_ps(m, ap.add(i)),
+            )
+        };
+        acc0 = _mm512_fmadd_ps(_mm512_cvtph_ps(x), y, acc0);
+        i += 16;
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+}
+
+/// BF16 weights · F32 activations.
+///
+/// # Safety
+/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn vec_dot_bf16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 2 * n && a.len() >= 4 * n);
+    let (wp, ap) = (w.as_ptr(), a.as_ptr().cast::<f32>());
+    let mut acc0 = _mm512_setzero_ps();
+    let mut acc1 = _mm512_setzero_ps();
+    let widen = |v: __m256i| _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+    let mut i = 0;
+    // SAFETY (all loads below): values i..i+16 (or i..n, masked) lie within both slices.
+    while i + 16 <= n {
+        let (x, y) = unsafe {
+            (
+                _mm256_loadu_si256(wp.add(2 * i).cast()),
+                _mm512_loadu_ps(ap.add(i)),
+            )
+        };
+        acc0 = _mm512_fmadd_ps(widen(x), y, acc0);
+        std::mem::swap(&mut acc0, &mut acc1);
+        i += 16;
+    }
+    if i < n {
+        let m: __mmask16 = (1u32 << (n - i)).wrapping_sub(1) as u16;
+        let (x, y) = unsafe {
+            (
+                _mm256_maskz_loadu_epi16(m, wp.add(2 * i).cast()),
+                _mm512_maskz_loadu_ps(m, ap.add(i)),
+            )
+        };
+        acc0 = _mm512_fmadd_ps(widen(x), y, acc0);
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation converters (same bytes as the scalar ones; see cpu/scalar/dot.rs).
+
+/// # Safety
+/// See [`crate::cpu::QuantizeRowFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn convert_row_f16(x: &[f32], out: &mut [u8]) {
+    debug_assert!(out.len() >= 2 * x.len());
+    let mut i = 0;
+    while i + 16 <= x.len() {
+        // SAFETY: values i..i+16 lie within `x`, their bytes within `out`.
+        unsafe {
+            let v = _mm512_loadu_ps(x.as_ptr().add(i));
+            let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            _mm256_storeu_si256(out.as_mut_ptr().add(2 * i).cast(), h);
+        }
+        i += 16;
+    }
+    scalar::convert_row_f16(&x[i..], &mut out[2 * i..]);
+}
+
+/// Quantizes one 32-value block at `x`; returns (d, qs as 32 bytes in an xmm pair, Σq).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn quantize_block_q8(x: *const f32, qs: *mut u8) -> (f32, i32) {
+    // SAFETY: the caller guarantees 32 readable floats at `x` and 32 writable bytes at `qs`.
+    let (v0, v1) = unsafe { (_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(16))) };
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let idv = _mm512_set1_ps(id);
+    // cvtps2dq rounds half to even under the default MXCSR, like _mm256_round_ps in ggml.
+    let lo = _mm512_set1_epi32(-128);
+    let hi = _mm512_set1_epi32(127);
+    let q0 = _mm512_max_epi32(
+        _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v0, idv)), hi),
+        lo,
+    );
+    let q1 = _mm512_max_epi32(
+        _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v1, idv)), hi),
+        lo,
+    );
+    let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    // SAFETY: 32 writable bytes at `qs` (caller contract).
+    unsafe {
+        _mm_storeu_si128(qs.cast(), _mm512_cvtsepi32_epi8(q0));
+        _mm_storeu_si128(qs.add(16).cast(), _mm512_cvtsepi32_epi8(q1));
+    }
+    (d, sum)
+}
+
+/// # Safety
+/// See [`crate::cpu::QuantizeRowFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) {
+    debug_assert!(x.len().is_multiple_of(32) && out.len() >= x.len() / 32 * 34);
+    for b in 0..x.len() / 32 {
+        // SAFETY: block b's 32 floats lie within `x`, its 34 bytes within `out`.
+        unsafe {
+            let o = out.as_mut_ptr().add(34 * b);
+            let (d, _) = quantize_block_q8(x.as_ptr().add(32 * b), o.add(2));
+            o.cast::<u16>()
+                .write_unaligned(half::f16::from_f32(d).to_bits().to_le());
+        }
+    }
+}
+
+/// # Safety
+/// See [`crate::cpu::QuantizeRowFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn quantize_row_q8_1(x: &[f32], out: &mut [u8]) {
+    debug_assert!(x.len().is_multiple_of(32) && out.len() >= x.len() / 32 * 36);
+    for b in 0..x.len() / 32 {
+        // SAFETY: block b's 32 floats lie within `x`, its 36 bytes within `out`.
+        unsafe {
+            let o = out.as_mut_ptr().add(36 * b);
+            let (d, sum) = quantize_block_q8(x.as_ptr().add(32 * b), o.add(4));
+            o.cast::<u16>()
+                .write_unaligned(half::f16::from_f32(d).to_bits().to_le());
+            o.add(2)
+                .cast::<u16>()
+                .write_unaligned(half::f16::from_f32(d * sum as f32).to_bits().to_le());
+        }
+    }
+}
+
+/// # Safety
+/// See [`crate::cpu::QuantizeRowFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn quantize_row_q8_k(x: &[f32], out: &mut [u8]) {
+    debug_assert!(x.len().is_multiple_of(256) && out.len() >= x.len() / 256 * 292);
+    for b in 0..x.len() / 256 {
+        // SAFETY: super-block b's 256 floats lie within `x`, its 292 bytes within `out`.
+        let xp = unsafe { x.as_ptr().add(256 * b) };
+        let o = &mut out[292 * b..292 * b + 292];
+        let mut v = [_mm512_setzero_ps(); 16];
+        let mut amaxv = _mm512_setzero_ps();
+        for (k, v) in v.iter_mut().enumerate() {
+            // SAFETY: values 16k..16k+16 of the super-block.
+            *v = unsafe { _mm512_loadu_ps(xp.add(16 * k)) };
+            amaxv = _mm512_max_ps(amaxv, _mm512_abs_ps(*v));
+        }
+        let amax = _mm512_reduce_max_ps(amaxv);
+        if amax == 0.0 {
+            o.fill(0);
+            continue;
+        }
+        // The signed value of the first element with the largest magnitude (ggml keeps the
+        // first on ties).
+        let amaxs = _mm512_set1_ps(amax);
+        let mut max = 0f32;
+        for (k, v) in v.iter().enumerate() {
+            let m = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(*v), amaxs);
+            if m != 0 {
+                // SAFETY: index 16k + tz < 256 lies within the super-block.
+                max = unsafe { *xp.add(16 * k + m.trailing_zeros() as usize) };
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        let isv = _mm512_set1_ps(iscale);
+        let magic = _mm512_set1_ps(12582912.0);
+        for (k, v) in v.iter().enumerate() {
+            // ggml's nearest_int: (bits(x + 1.5·2²³) & 0x7fffff) - 0x400000, then clamped.
+            let t = _mm512_castps_si512(_mm512_add_ps(_mm512_mul_ps(*v, isv), magic));
+            let q = _mm512_sub_epi32(
+                _mm512_and_si512(t, _mm512_set1_epi32(0x007f_ffff)),
+                _mm512_set1_epi32(0x0040_0000),
+            );
+            let q = _mm512_max_epi32(
+                _mm512_min_epi32(q, _mm512_set1_epi32(127)),
+                _mm512_set1_epi32(-128),
+            );
+            let q8 = _mm512_cvtepi32_epi8(q);
+            let sum = _mm512_reduce_add_epi32(q);
+            // SAFETY: bytes 4 + 16k .. 4 + 16k + 16 lie within the 292-byte block.
+            unsafe { _mm_storeu_si128(o.as_mut_ptr().add(4 + 16 * k).cast(), q8) };
+            o[260 + 2 * k..262 + 2 * k].copy_from_slice(&(sum as i16).to_le_bytes());
+        }
+        o[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Legacy quants (32-value blocks) against Q8_0 / Q8_1, two blocks per iteration.
+
+/// Shared loop of the 32-value block kernels: `block(i, j)` returns the i32 sums of blocks `i`
+/// and `j` (lanes 0..8 and 8..16) and their scales; on an odd count the last block is paired
+/// with itself and its second copy gets scale 0.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+fn pairs_loop(nb: usize, mut block: impl FnMut(usize, usize) -> (__m512i, f32, f32)) -> f32 {
+    let mut acc0 = _mm512_setzero_ps();
+    let mut acc1 = _mm512_setzero_ps();
+    let mut i = 0;
+    while i + 4 <= nb {
+        let (s0, a0, b0) = block(i, i + 1);
+        let (s1, a1, b1) = block(i + 2, i + 3);
+        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), halves_ps(a0, b0), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), halves_ps(a1, b1), acc1);
+        i += 4;
+    }
+    while i < nb {
+        let j = if i + 1 < nb { i + 1 } else { i };
+        let (s, a, b) = block(i, j);
+        let b = if j == i { 0.0 } else { b };
+        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), halves_ps(a, b), acc0);
+        i += 2;
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+}
+
+/// Q4_0 (18 bytes: f16 d, 16 nibble bytes; value = (q - 8)·d) · Q8_0.
+///
+/// # Safety
+/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = n / 32;
+    debug_assert!(w.len() >= nb * 18 && a.len() >= nb * 34);
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let off = _mm512_set1_epi8(8);
+    pairs_loop(nb, |i, j| {
+        // SAFETY: i, j < nb, so blocks i and j lie within both slices.
+        unsafe {
+            let (xa, xb, ya, yb) = (
+                wp.add(18 * i),
+                wp.add(18 * j),
+                ap.add(34 * i),
+                ap.add(34 * j),
+            );
+            let q = nibbles_2x16(xa.add(2), xb.add(2));
+            let y = load_2x32(ya.add(2), yb.add(2));
+            let z = _mm512_setzero_si512();
+            let s = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y));
+            (s, f16_at(xa) * f16_at(ya), f16_at(xb) * f16_at(yb))
+        }
+    })
+}
+
+/// Q4_1 (20 bytes: f16 d, f16 m, 16 nibble bytes; value = q·d + m) · Q8_1 (whose stored
+/// s = d·Σq folds the minimum into one term per block).
+///
+/// # Safety
+/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = n / 32;
+    debug_assert!(w.len() >= nb * 20 && a.len() >= nb * 36);
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let mut mins = 0f32;
+    let dots = pairs_loop(nb, |i, j| {
+        // SAFETY: i, j < nb, so blocks i and j lie within both slices.
+        unsafe {
+            let (xa, xb, ya, yb) = (
+                wp.add(20 * i),
+                wp.add(20 * j),
+                ap.add(36 * i),
+                ap.add(36 * j),
+            );
+            let q = nibbles_2x16(xa.add(4), xb.add(4));
+            let y = load_2x32(ya.add(4), yb.add(4));
+            let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y);
+            mins += f16_at(xa.add(2)) * f16_at(ya.add(2));
+            if j != i {
+                mins += f16_at(xb.add(2)) * f16_at(yb.add(2));
+            }
+            (s, f16_at(xa) * f16_at(ya), f16_at(xb) * f16_at(yb))
+        }
+    });
+    dots + mins
+}
+
+/// The fifth bits of two Q5 blocks (`qh` words at `pa`, `pb`) added as 16 to the 4-bit codes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn add_high_bits_2(q: __m512i, pa: *const u8, pb: *const u8) -> __m512i {
+    // SAFETY: the caller guarantees four readable bytes at `pa` and at `pb`.
+    let k = unsafe { u32_at(pa) as u64 | (u32_at(pb) as u64) << 32 };
+    _mm512_mask_add_epi8(q, k, q, _mm512_set1_epi8(16))
+}
+
+/// Q5_0 (22 bytes: f16 d, u32 qh, 16 nibble bytes; value = (q | h<<4) - 16)·d) · Q8_0.
+///
+/// # Safety
+/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = n / 32;
+    debug_assert!(w.len() >= nb * 22 && a.len() >= nb * 34);
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let off = _mm512_set1_epi8(16);
+    pairs_loop(nb, |i, j| {
+        // SAFETY: i, j < nb, so blocks i and j lie within both slices.
+        unsafe {
+            let (xa, xb, ya, yb) = (
+                wp.add(22 * i),
+                wp.add(22 * j),
+                ap.add(34 * i),
+                ap.add(34 * j),
+            );
+            let q = add_high_bits_2(nibbles_2x16(xa.add(6), xb.add(6)), xa.add(2), xb.add(2));
+            let y = load_2x32(ya.add(2), yb.add(2));
+            let z = _mm512_setzero_si512();
+            let s = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y));
+            (s, f16_at(xa) * f16_at(ya), f16_at(xb) * f16_at(yb))
+        }
+    })
+}
+
+/// Q5_1 (24 bytes: f16 d, f16 m, u32 qh, 16 nibble bytes; value = (q | h<<4)·d + m) · Q8_1.
+///
+/// # Safety
+/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = n / 32;
+    debug_assert!(w.len() >= nb * 24 && a.len() >= nb * 36);
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let mut mins = 0f32;
+    let dots = pairs_loop(nb, |i, j| {
+        // SAFETY: i, j < nb, so blocks i and j lie within both slices.
+        unsafe {
+            let (xa, xb, ya, yb) = (
+                wp.add(24 * i),
+                wp.add(24 * j),
+                ap.add(36 * i),
+                ap.add(36 * j),
+            );
+            let q = add_high_bits_2(nibbles_2x16(xa.add(8), xb.add(8)), xa.add(4), xb.add(4));
+            let y = load_2x32(ya.add(4), yb.add(4));
+            let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y);
+            mins += f16_at(xa.add(2)) * f16_at(ya.add(2));
+            if j != i {
+                mins += f16_at(xb.add(2)) * f16_at(yb.add(2));
+            }
+            (s, f16_at(xa) * f16_at(ya), f16_at(xb) * f16_at(yb))
+        }
+    });
+    dots + mins
+}
+
+/// Q8_0 (34 bytes: f16 d, 32 × i8) · Q8_0. The weights are offset by 128 to unsigned bytes.
+///
+/// # Safety
+/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = n / 32;
+    debug_assert!(w.len() >= nb * 34 && a.len() >= nb * 34);
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let off = _mm512_set1_epi8(-128);
+    pairs_loop(nb, |i, j| {
+        // SAFETY: i, j < nb, so blocks i and j lie within both slices.
+        unsafe {
+            let (xa, xb, ya, yb) = (
+                wp.add(34 * i),
+                wp.add(34 * j),
+                ap.add(34 * i),
+                ap.add(34 * j),
+            );
+            let q = _mm512_xor_si512(load_2x32(xa.add(2), xb.add(2)), off);
+            let y = load_2x32(ya.add(2), yb.add(2));
+            let z = _mm512_setzero_si512();
+            let s = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y));
+            (s, f16_at(xa) * f16_at(ya), f16_at(xb) * f16_at(yb))
+        }
+    })
+}
+
+/// A signed codebook offset by 128, as unsigned bytes for `vpdpbusd`.
+const fn plus_128(t: [i8; 16]) -> [u8; 16] {
+    let mut o = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        o[i] = (t[i] as i16 + 128) as u8;
+        i += 1;
+    }
+    o
+}
+const IQ4NL_PLUS_128: [u8; 16] = plus_128(KVALUES_IQ4NL);
+const NF4_PLUS_128: [u8; 16] = plus_128(KVALUES_NF4);
+
+/// IQ4_NL (18 bytes: f16 d, 16 nibble bytes; value = `kvalues_iq4nl[q]`·d) · Q8_0.
+///
+/// # Safety
+/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn vec_dot_iq4_nl_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = n / 32;
+    debug_assert!(w.len() >= nb * 18 && a.len() >= nb * 34);
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    // SAFETY: the table has 16 bytes.
+    let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(IQ4NL_PLUS_128.as_ptr().cast()) });
+    let off = _mm512_set1_epi8(-128);
+    pairs_loop(nb, |i, j| {
+        // SAFETY: i, j < nb, so blocks i and j lie within both slices.
+        unsafe {
+            let (xa, xb, ya, yb) = (
+                wp.add(18 * i),
+                wp.add(18 * j),
+                ap.add(34 * i),
+                ap.add(34 * j),
+            );
+            let q = _mm512_shuffle_epi8(table, nibbles_2x16(xa.add(2), xb.add(2)));
+            let y = load_2x32(ya.add(2), yb.add(2));
+            let z = _mm512_setzero_si512();
+            let s = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y));
+            (s, f16_at(xa) * f16_at(ya), f16_at(xb) * f16_at(yb))
+        }
+    })
+}
+
+/// NF4 (34 bytes: f16 d, 32 nibble bytes; 64 values, value = `KVALUES_NF4[q]`·d) · Q8_0 (two
+/// Q8_0 blocks per NF4 block).
+///
+/// # Safety
+/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn vec_dot_nf4_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = n / 64;
+    debug_assert!(w.len() >= nb * 34 && a.len() >= nb * 68);
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    // SAFETY: the table has 16 bytes.
+    let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(NF4_PLUS_128.as_ptr().cast()) });
+    let off = _mm512_set1_epi8(-128);
+    let mut acc = [_mm512_setzero_ps(); 2];
+    for i in 0..nb {
+        // SAFETY: i < nb, so NF4 block i and Q8_0 blocks 2i, 2i+1 lie within the slices.
+        unsafe {
+            let (x, y0, y1) = (wp.add(34 * i), ap.add(68 * i), ap.add(68 * i + 34));
+            let q = _mm512_shuffle_epi8(table, nibbles_32(x.add(2)));
+            let y = load_2x32(y0.add(2), y1.add(2));
+            let z = _mm512_setzero_si512();
+            let s = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y));
+            let dx = f16_at(x);
+            let scale = halves_ps(dx * f16_at(y0), dx * f16_at(y1));
+            acc[i & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[i & 1]);
+        }
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+}
+
+// ---------------------------------------------------------------------------------------------
+// K-quants (256-value super-blocks) against Q8_K (f32 d, 256 × i8, 16 × i16 sums of 16).
+
+/// Lanes 0..8 = `a`, lanes 8..16 = `b` (i32 permutation indices).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+fn halves_epi32(a: i32, b: i32) -> __m512i {
+    _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(a), _mm512_set1_epi32(b))
+}
+
+/// Σ over 8 sub-blocks of mins[k]·(bsums[2k] + bsums[2k+1]) as 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn mins_dot_bsums(mins8: &[u8], bsums: *const u8) -> __m256i {
+    // SAFETY: `mins8` has 8 bytes; the caller guarantees 32 readable bytes at `bsums`.
+    unsafe {
+        let m = _mm_loadl_epi64(mins8.as_ptr().cast());
+        let m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
+        _mm256_madd_epi16(_mm256_loadu_si256(bsums.cast()), m16)
+    }
+}
+
+/// Q4_K (144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 nibble bytes) · Q8_K.
+///
+/// # Safety
+/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = n / 256;
+    debug_assert!(w.len() >= nb * 144 && a.len() >= nb * 292);
+    let idx: [__m512i; 4] = std::array::from_fn(|j| halves_epi32(2 * j as i32, 2 * j as i32 + 1));
+    let mut acc = _mm512_setzero_ps();
+    let mut accm = _mm256_setzero_ps();
+    for i in 0..nb {
+        let x = &w[144 * i..144 * i + 144];
+        let y = &a[292 * i..292 * i + 292];
+        // SAFETY: x has 144 bytes and y 292 (sliced above); every load below stays inside.
+        unsafe {
+            let yd = f32_at(y.as_ptr());
+            let d = f16_at(x.as_ptr()) * yd;
+            let dmin = f16_at(x.as_ptr().add(2)) * yd;
+            let sm = scalar::unpack_scales_mins_k4(&x[4..16]);
+            let sc32 =
+                _mm512_castsi256_si512(_mm256_cvtepu8_epi32(_mm_loadl_epi64(sm.as_ptr().cast())));
+            let mut isum = _mm512_setzero_si512();
+            for (j, idx) in idx.iter().enumerate() {
+                let q = nibbles_32(x.as_ptr().add(16 + 32 * j));
+                let yv = _mm512_loadu_si512(y.as_ptr().add(4 + 64 * j).cast());
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, yv);
+                isum = _mm512_add_epi32(
+                    isum,
+                    _mm512_mullo_epi32(dot, _mm512_permutexvar_epi32(*idx, sc32)),
+                );
+            }
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(isum), acc);
+            let m = mins_dot_bsums(&sm[8..16], y.as_ptr().add(260));
+            accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(m), accm);
+        }
+    }
+    _mm512_reduce_add_ps(acc) - hsum_256(accm)
+}
+
+/// Q5_K (176 bytes: f16 d, f16 dmin, 12 bytes of scales/mins, 32 bytes of fifth bits, 128
+/// nibble bytes) · Q8_K.
+///
+/// # Safety
+/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = n / 256;
+    debug_assert!(w.len() >= nb * 176 && a.len() >= nb * 292);
+    let idx: [__m512i; 4] = std::array::from_fn(|j| halves_epi32(2 * j as i32, 2 * j as i32 + 1));
+    // Chunk j takes bit 2j of qh for its first 32 values and bit 2j+1 for the next 32.
+    let bits: [__m512i; 4] = std::array::from_fn(|j| {
+        _mm512_mask_blend_epi8(
+            0xFFFF_FFFF_0000_0000,
+            _mm512_set1_epi8(1 << (2 * j)),
+            _mm512_set1_epi8((1u8 << (2 * j + 1)) as i8),
+        )
+    });
+    let sixteen = _mm512_set1_epi8(16);
+    let mut acc = _mm512_setzero_ps();
+    let mut accm = _mm256_setzero_ps();
+    for i in 0..nb {
+        let x = &w[176 * i..176 * i + 176];
+        let y = &a[292 * i..292 * i + 292];
+        // SAFETY: x has 176 bytes and y 292 (sliced above); every load below stays inside.
+        unsafe {
+            let yd = f32_at(y.as_ptr());
+            let d = f16_at(x.as_ptr()) * yd;
+            let dmin = f16_at(x.as_ptr().add(2)) * yd;
+            let sm = scalar::unpack_scales_mins_k4(&x[4..16]);
+            let sc32 =
+                _mm512_castsi256_si512(_mm256_cvtepu8_epi32(_mm_loadl_epi64(sm.as_ptr().cast())));
+            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.as_ptr().add(16).cast()));
+            let mut isum = _mm512_setzero_si512();
+            for j in 0..4 {
+                let q = nibbles_32(x.as_ptr().add(48 + 32 * j));
+                let q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qh, bits[j]), q, sixteen);
+                let yv = _mm512_loadu_si512(y.as_ptr().add(4 + 64 * j).cast());
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, yv);
+                isum = _mm512_add_epi32(
+                    isum,
+                    _mm512_mullo_epi32(dot, _mm512_permutexvar_epi32(idx[j], sc32)),
+                );
+            }
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(isum), acc);
+            let m = mins_dot_bsums(&sm[8..16], y.as_ptr().add(260));
+            accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(m), accm);
+        }
+    }
+    _mm512_reduce_add_ps(acc) - hsum_256(accm)
+}
+
+/// Q6_K (210 bytes: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 × i8 scales, f16 d;
+/// value = (q - 32)·scale·d) · Q8_K. The -32 offset is removed with the Q8_K sums.
+///
+/// # Safety
+/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = n / 256;
+    debug_assert!(w.len() >= nb * 210 && a.len() >= nb * 292);
+    // Chunk c (64 values) uses scales 4c..4c+4, four i32 lanes each.
+    let idx: [__m512i; 4] = std::array::from_fn(|c| {
+        let c = 4 * c as i32;
+        _mm512_set_epi32(
+            c + 3,
+            c + 3,
+            c + 3,
+            c + 3,
+            c + 2,
+            c + 2,
+            c + 2,
+            c + 2,
+            c + 1,
+            c + 1,
+            c + 1,
+            c + 1,
+            c,
+            c,
+            c,
+            c,
+        )
+    });
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m30 = _mm512_set1_epi8(0x30);
+    let mut acc = _mm512_setzero_ps();
+    let mut accc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let x = &w[210 * i..210 * i + 210];
+        let y = &a[292 * i..292 * i + 292];
+        // SAFETY: x has 210 bytes and y 292 (sliced above); every load below stays inside.
+        unsafe {
+            let xp = x.as_ptr();
+            let yp = y.as_ptr();
+            let d = f16_at(xp.add(208)) * f32_at(yp);
+            let sc128 = _mm_loadu_si128(xp.add(192).cast());
+            let sc32 = _mm512_cvtepi8_epi32(sc128);
+            let mut isum = _mm512_setzero_si512();
+            for h in 0..2 {
+                let ql = _mm512_loadu_si512(xp.add(64 * h).cast());
+                let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(xp.add(128 + 32 * h).cast()));
+                // Values 0..64 of this half: low nibbles, high bits 0-1 then 2-3 of qh.
+                let ha = _mm512_and_si512(
+                    _mm512_sllv_epi64(qh, _mm512_set_epi64(2, 2, 2, 2, 4, 4, 4, 4)),
+                    m30,
+                );
+                let qa = _mm512_or_si512(_mm512_and_si512(ql, m4), ha);
+                // Values 64..128: high nibbles, high bits 4-5 then 6-7.
+                let hb = _mm512_and_si512(
+                    _mm512_srlv_epi64(qh, _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0)),
+                    m30,
+                );
+                let qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), hb);
+                let ya = _mm512_loadu_si512(yp.add(4 + 128 * h).cast());
+                let yb = _mm512_loadu_si512(yp.add(4 + 128 * h + 64).cast());
+                let da = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qa, ya);
+                let db = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qb, yb);
+                isum = _mm512_add_epi32(
+                    isum,
+                    _mm512_mullo_epi32(da, _mm512_permutexvar_epi32(idx[2 * h], sc32)),
+                );
+                isum = _mm512_add_epi32(
+                    isum,
+                    _mm512_mullo_epi32(db, _mm512_permutexvar_epi32(idx[2 * h + 1], sc32)),
+                );
+            }
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(isum), acc);
+            let corr = _mm256_madd_epi16(
+                _mm256_loadu_si256(yp.add(260).cast()),
+                _mm256_cvtepi8_epi16(sc128),
+            );
+            accc = _mm256_fmadd_ps(_mm256_set1_ps(32.0 * d), _mm256_cvtepi32_ps(corr), accc);
+        }
+    }
+    _mm512_reduce_add_ps(acc) - hsum_256(accc)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+fn hsum_256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}

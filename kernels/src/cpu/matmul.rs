@@ -1,0 +1,349 @@
+//! Matrix products of a quantized weight matrix with activations: `out = x · Wᵀ`.
+//!
+//! The weight matrix is in ggml layout (row-major, `cols` = ne0 = row length, each row a whole
+//! number of blocks). The activations are converted once to the type the weight type's dot
+//! product wants ([`Kernels::act_type`], ggml's `vec_dot_type`) and can be reused for every
+//! matrix that reads the same input (Q, K, V; gate and up). Output rows are split across the
+//! threads of a [`ThreadPool`] in chunks handed out dynamically (the host is shared and one
+//! thread may be descheduled); prefill visits the tokens in tiles so that a chunk of weight rows
+//! is read from memory once and reused from cache for every token.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::cpu::pool::ThreadPool;
+use crate::cpu::{row_bytes, KernelError, Kernels, VecDotFn};
+use crate::quant::{GgmlType, QuantFormat};
+
+/// A weight matrix in ggml layout: `rows` rows of `cols` values of type `ty` (a ggml type, or
+/// tinyrt's NF4; `GgmlType` converts with `.into()`).
+#[derive(Clone, Copy, Debug)]
+pub struct QMatrix<'a> {
+    pub ty: QuantFormat,
+    pub data: &'a [u8],
+    pub rows: usize,
+    /// Values per row (ggml's ne0).
+    pub cols: usize,
+}
+
+impl<'a> QMatrix<'a> {
+    /// Checks that `data` holds `rows × cols` values of `ty` and that `cols` is a whole number
+    /// of blocks.
+    pub fn new(
+        ty: impl Into<QuantFormat>,
+        data: &'a [u8],
+        rows: usize,
+        cols: usize,
+    ) -> Result<QMatrix<'a>, MatmulError> {
+        let m = QMatrix {
+            ty: ty.into(),
+            data,
+            rows,
+            cols,
+        };
+        m.check()?;
+        Ok(m)
+    }
+
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> Result<usize, MatmulError> {
+        Ok(row_bytes(self.ty, self.cols)?)
+    }
+
+    fn check(&self) -> Result<usize, MatmulError> {
+        let rb = self.row_bytes()?;
+        let need = rb.checked_mul(self.rows).ok_or(MatmulError::WeightSize {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            need: usize::MAX,
+            got: self.data.len(),
+        })?;
+        if self.data.len() < need {
+            return Err(MatmulError::WeightSize {
+                ty: self.ty,
+                rows: self.rows,
+                cols: self.cols,
+                need,
+                got: self.data.len(),
+            });
+        }
+        Ok(rb)
+    }
+}
+
+/// Activations converted for a dot-product kernel: `n_tokens` rows of `cols` values of `ty`.
+/// Reuse one value across calls to avoid reallocating.
+#[derive(Clone, Debug)]
+pub struct QuantizedActs {
+    ty: GgmlType,
+    data: Vec<u8>,
+    n_tokens: usize,
+    cols: usize,
+    row_bytes: usize,
+}
+
+impl Default for QuantizedActs {
+    fn default() -> Self {
+        QuantizedActs::new()
+    }
+}
+
+impl QuantizedActs {
+    pub fn new() -> QuantizedActs {
+        QuantizedActs {
+            ty: GgmlType::F32,
+            data: Vec::new(),
+            n_tokens: 0,
+            cols: 0,
+            row_bytes: 0,
+        }
+    }
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+    pub fn n_tokens(&self) -> usize {
+        self.n_tokens
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// The converted row of token `t` (ggml layout of [`QuantizedActs::ty`]).
+    pub fn row(&self, t: usize) -> &[u8] {
+        &self.data[t * self.row_bytes..(t + 1) * self.row_bytes]
+    }
+}
+
+/// Errors of the matrix products.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatmulError {
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("weight matrix {rows}x{cols} of {ty} needs {need} bytes, got {got}")]
+    WeightSize {
+        ty: QuantFormat,
+        rows: usize,
+        cols: usize,
+        need: usize,
+        got: usize,
+    },
+    #[error("input has {got} values, expected {n_tokens} tokens x {cols}")]
+    InputSize {
+        n_tokens: usize,
+        cols: usize,
+        got: usize,
+    },
+    #[error("output has room for {got} values, expected {need}")]
+    OutputSize { need: usize, got: usize },
+    #[error(
+        "activations are {got_ty} x {got_cols}, the {weight} matrix needs {need_ty} x {need_cols}"
+    )]
+    ActsMismatch {
+        weight: QuantFormat,
+        got_ty: GgmlType,
+        got_cols: usize,
+        need_ty: GgmlType,
+        need_cols: usize,
+    },
+}
+
+/// Below this many weight bytes a matmul runs on the calling thread only (waking the pool costs
+/// more than it saves).
+const MIN_PARALLEL_BYTES: usize = 32 * 1024;
+/// Tokens visited per pass over a chunk of rows in prefill.
+const TOKEN_TILE: usize = 8;
+
+/// The output buffer shared by the threads of one matmul.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: threads write disjoint elements (each output row index belongs to exactly one chunk,
+// and each chunk is taken by exactly one thread), and `matmul_q` outlives every write.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl Kernels {
+    /// Converts `n_tokens` rows of `cols` floats (`x`, token-major) to activation type `act`
+    /// into `acts` (its buffer is reused).
+    pub fn quantize_acts(
+        &self,
+        act: GgmlType,
+        x: &[f32],
+        n_tokens: usize,
+        cols: usize,
+        acts: &mut QuantizedActs,
+    ) -> Result<(), MatmulError> {
+        if n_tokens.checked_mul(cols) != Some(x.len()) {
+            return Err(MatmulError::InputSize {
+                n_tokens,
+                cols,
+                got: x.len(),
+            });
+        }
+        let rb = row_bytes(act, cols)?;
+        let total = rb.checked_mul(n_tokens).ok_or(KernelError::Size {
+            what: "activation buffer overflow",
+            need: usize::MAX,
+            got: n_tokens,
+        })?;
+        acts.data.clear();
+        acts.data.resize(total, 0);
+        acts.ty = act;
+        acts.n_tokens = n_tokens;
+        acts.cols = cols;
+        acts.row_bytes = rb;
+        if cols == 0 {
+            return Ok(());
+        }
+        for (xr, or) in x.chunks_exact(cols).zip(acts.data.chunks_exact_mut(rb)) {
+            self.quantize_row(act, xr, or)?;
+        }
+        Ok(())
+    }
+
+    /// `out[t * w.rows + r] = Σ_c w[r][c] · acts[t][c]` for every token `t` and row `r`.
+    /// `acts` must be of [`Kernels::act_type`]`(w.ty)` with `w.cols` columns.
+    pub fn matmul_q(
+        &self,
+        pool: &ThreadPool,
+        w: &QMatrix<'_>,
+        acts: &QuantizedActs,
+        out: &mut [f32],
+    ) -> Result<(), MatmulError> {
+        let entry = self.dot_entry(w.ty).ok_or(KernelError::UnsupportedWeight {
+            isa: self.isa.name(),
+            ty: w.ty,
+        })?;
+        let wrb = w.check()?;
+        if acts.ty != entry.act || acts.cols != w.cols {
+            return Err(MatmulError::ActsMismatch {
+                weight: w.ty,
+                got_ty: acts.ty,
+                got_cols: acts.cols,
+                need_ty: entry.act,
+                need_cols: w.cols,
+            });
+        }
+        let n_tokens = acts.n_tokens;
+        let need = n_tokens
+            .checked_mul(w.rows)
+            .ok_or(MatmulError::OutputSize {
+                need: usize::MAX,
+                got: out.len(),
+            })?;
+        if out.len() < need {
+            return Err(MatmulError::OutputSize {
+                need,
+                got: out.len(),
+            });
+        }
+        if need == 0 {
+            return Ok(());
+        }
+        let task = MatmulTask {
+            f: entry.f,
+            w,
+            wrb,
+            acts,
+            out: OutPtr(out.as_mut_ptr()),
+            chunk: chunk_rows(w.rows, pool.n_threads()),
+            next: AtomicUsize::new(0),
+        };
+        if w.data.len() < MIN_PARALLEL_BYTES || pool.n_threads() == 1 {
+            task.work();
+        } else {
+            pool.run(|_, _| task.work());
+        }
+        Ok(())
+    }
+
+    /// Converts `x` (`n_tokens × w.cols` floats, token-major) and multiplies:
+    /// `out[t * w.rows + r]`. Uses a per-thread scratch buffer for the converted activations.
+    pub fn matmul(
+        &self,
+        pool: &ThreadPool,
+        w: &QMatrix<'_>,
+        x: &[f32],
+        n_tokens: usize,
+        out: &mut [f32],
+    ) -> Result<(), MatmulError> {
+        thread_local! {
+            static SCRATCH: RefCell<QuantizedActs> = RefCell::new(QuantizedActs::new());
+        }
+        let act = self.act_type(w.ty).ok_or(KernelError::UnsupportedWeight {
+            isa: self.isa.name(),
+            ty: w.ty,
+        })?;
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut acts) => {
+                self.quantize_acts(act, x, n_tokens, w.cols, &mut acts)?;
+                self.matmul_q(pool, w, &acts, out)
+            }
+            Err(_) => {
+                let mut acts = QuantizedActs::new();
+                self.quantize_acts(act, x, n_tokens, w.cols, &mut acts)?;
+                self.matmul_q(pool, w, &acts, out)
+            }
+        })
+    }
+
+    /// Matrix × vector: `out[r] = Σ_c w[r][c] · x[c]`.
+    pub fn matvec(
+        &self,
+        pool: &ThreadPool,
+        w: &QMatrix<'_>,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), MatmulError> {
+        self.matmul(pool, w, x, 1, out)
+    }
+}
+
+/// Rows per chunk: about eight chunks per thread so that a slow thread does not hold up the
+/// others, but large enough that the atomic counter is not contended.
+fn chunk_rows(rows: usize, n_threads: usize) -> usize {
+    (rows / (n_threads * 8)).clamp(4, 512)
+}
+
+struct MatmulTask<'a, 'w> {
+    f: VecDotFn,
+    w: &'a QMatrix<'w>,
+    wrb: usize,
+    acts: &'a QuantizedActs,
+    out: OutPtr,
+    chunk: usize,
+    next: AtomicUsize,
+}
+
+impl MatmulTask<'_, '_> {
+    /// Takes chunks of rows until none are left.
+    fn work(&self) {
+        let rows = self.w.rows;
+        let n_tokens = self.acts.n_tokens;
+        let cols = self.w.cols;
+        loop {
+            let r0 = self.next.fetch_add(self.chunk, Ordering::Relaxed);
+            if r0 >= rows {
+                return;
+            }
+            let r1 = (r0 + self.chunk).min(rows);
+            for t0 in (0..n_tokens).step_by(TOKEN_TILE) {
+                let t1 = (t0 + TOKEN_TILE).min(n_tokens);
+                for r in r0..r1 {
+                    let wrow = &self.w.data[r * self.wrb..(r + 1) * self.wrb];
+                    for t in t0..t1 {
+                        let arow = self.acts.row(t);
+                        // SAFETY: `Kernels` tables are only handed out for supported ISAs;
+                        // `cols` is a whole number of blocks of both types (checked by
+                        // `QMatrix::check` and `quantize_acts`), and both rows have exactly
+                        // their row bytes.
+                        let v = unsafe { (self.f)(cols, wrow, arow) };
+                        // SAFETY: t < n_tokens and r < rows, and out holds n_tokens × rows
+                        // values (checked in `matmul_q`); row r belongs to this chunk only.
+                        unsafe { *self.out.0.add(t * rows + r) = v };
+                    }
+                }
+            }
+        }
+    }
+}

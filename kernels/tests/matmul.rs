@@ -1,0 +1,200 @@
+//! Matrix products against a naive dequantize-and-dot, for 1 and 2 threads, 1 to 9 tokens and
+//! every ISA this CPU has; plus the error cases.
+
+use proptest::prelude::*;
+use tinyrt_kernels::cpu::{Isa, Kernels, MatmulError, QMatrix, QuantizedActs, ThreadPool};
+use tinyrt_kernels::quant::{self, GgmlType, QuantFormat};
+
+struct Rng(u64);
+impl Rng {
+    fn unit(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+const FORMATS: [QuantFormat; 10] = [
+    QuantFormat::Ggml(GgmlType::F32),
+    QuantFormat::Ggml(GgmlType::F16),
+    QuantFormat::Ggml(GgmlType::Q4_0),
+    QuantFormat::Ggml(GgmlType::Q4_1),
+    QuantFormat::Ggml(GgmlType::Q5_0),
+    QuantFormat::Ggml(GgmlType::Q8_0),
+    QuantFormat::Ggml(GgmlType::Q4_K),
+    QuantFormat::Ggml(GgmlType::Q6_K),
+    QuantFormat::Ggml(GgmlType::IQ4_NL),
+    QuantFormat::Nf4,
+];
+
+/// out[t·rows + r] = Σ dequant(W[r]) · dequant(acts[t]) in f64, and Σ|…| for the tolerance.
+fn naive(
+    fmt: QuantFormat,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    acts: &QuantizedActs,
+) -> Vec<(f64, f64)> {
+    let mut wd = vec![0f32; rows * cols];
+    quant::dequantize_format(fmt, w, &mut wd).unwrap();
+    let mut out = Vec::new();
+    for t in 0..acts.n_tokens() {
+        let mut ad = vec![0f32; cols];
+        quant::dequantize(acts.ty(), acts.row(t), &mut ad).unwrap();
+        for r in 0..rows {
+            let row = &wd[r * cols..(r + 1) * cols];
+            let s: f64 = row
+                .iter()
+                .zip(&ad)
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum();
+            let b: f64 = row
+                .iter()
+                .zip(&ad)
+                .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                .sum();
+            out.push((s, b));
+        }
+    }
+    out
+}
+
+fn check(
+    fmt: QuantFormat,
+    rows: usize,
+    col_blocks: usize,
+    n_tokens: usize,
+    seed: u64,
+    pools: &[ThreadPool],
+) {
+    let mut rng = Rng(seed);
+    let cols = col_blocks * fmt.block_size().max(32);
+    let x: Vec<f32> = (0..rows * cols).map(|_| rng.unit()).collect();
+    let mut w = vec![0u8; rows * cols / fmt.block_size() * fmt.type_size()];
+    quant::quantize_format(fmt, &x, &mut w).unwrap();
+    let input: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit()).collect();
+    let m = QMatrix::new(fmt, &w, rows, cols).unwrap();
+    for isa in Isa::available() {
+        let k = Kernels::get(isa).unwrap();
+        let mut acts = QuantizedActs::new();
+        k.quantize_acts(k.act_type(fmt).unwrap(), &input, n_tokens, cols, &mut acts)
+            .unwrap();
+        let expected = naive(fmt, &w, rows, cols, &acts);
+        for pool in pools {
+            let mut out = vec![f32::NAN; rows * n_tokens];
+            k.matmul_q(pool, &m, &acts, &mut out).unwrap();
+            for (i, (o, (e, b))) in out.iter().zip(&expected).enumerate() {
+                // Q8_1's f16 block sum adds up to ~1e-3 relative on the *_1 formats.
+                let tol = if fmt.vec_dot_type() == Some(GgmlType::Q8_1) {
+                    2e-3
+                } else {
+                    1e-5
+                };
+                assert!(
+                    (*o as f64 - e).abs() <= tol * b + 1e-6,
+                    "{fmt} {} threads={} tokens={n_tokens} rows={rows} cols={cols} [{i}]: {o} vs {e}",
+                    isa.name(),
+                    pool.n_threads()
+                );
+                // The matmul is exactly the row dot product of the same kernel.
+                let (t, r) = (i / rows, i % rows);
+                let rb = w.len() / rows;
+                let d = k
+                    .vec_dot(fmt, cols, &w[r * rb..(r + 1) * rb], acts.row(t))
+                    .unwrap();
+                assert_eq!(o.to_bits(), d.to_bits());
+            }
+            // The convenience form quantizes the same way.
+            let mut out2 = vec![f32::NAN; rows * n_tokens];
+            k.matmul(pool, &m, &input, n_tokens, &mut out2).unwrap();
+            assert_eq!(out, out2);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matmul_matches_naive(
+        fi in 0usize..FORMATS.len(),
+        rows in 1usize..=70,
+        col_blocks in 1usize..=3,
+        n_tokens in 1usize..=9,
+        seed in any::<u64>(),
+    ) {
+        let pools = [ThreadPool::new(1).unwrap(), ThreadPool::new(2).unwrap()];
+        let fmt = FORMATS[fi];
+        let col_blocks = if fmt.block_size() == 256 { col_blocks.min(2) } else { col_blocks * 3 };
+        check(fmt, rows, col_blocks, n_tokens, seed, &pools);
+    }
+}
+
+#[test]
+fn large_matrices_use_both_threads_and_agree() {
+    // Large enough to take the threaded path (more than 32 KiB of weights).
+    let pools = [ThreadPool::new(1).unwrap(), ThreadPool::new(2).unwrap()];
+    for fmt in [
+        QuantFormat::Ggml(GgmlType::Q4_0),
+        QuantFormat::Ggml(GgmlType::Q6_K),
+    ] {
+        for n_tokens in [1, 5] {
+            check(fmt, 300, 2, n_tokens, 7, &pools);
+        }
+    }
+}
+
+#[test]
+fn errors_are_values() {
+    let pool = ThreadPool::new(2).unwrap();
+    let k = Kernels::best();
+    let w = vec![0u8; 4 * 18];
+    // cols not a whole number of blocks; data too short.
+    assert!(matches!(
+        QMatrix::new(GgmlType::Q4_0, &w, 2, 48),
+        Err(MatmulError::Kernel(_))
+    ));
+    assert!(matches!(
+        QMatrix::new(GgmlType::Q4_0, &w, 3, 64),
+        Err(MatmulError::WeightSize { .. })
+    ));
+    let m = QMatrix::new(GgmlType::Q4_0, &w, 2, 64).unwrap();
+    let mut out = vec![0f32; 2];
+    // Wrong input length, short output, wrong activation type.
+    assert!(matches!(
+        k.matmul(&pool, &m, &[0.0; 63], 1, &mut out),
+        Err(MatmulError::InputSize { .. })
+    ));
+    assert!(matches!(
+        k.matmul(&pool, &m, &[0.0; 128], 2, &mut out),
+        Err(MatmulError::OutputSize { .. })
+    ));
+    let mut acts = QuantizedActs::new();
+    k.quantize_acts(GgmlType::Q8_1, &[0.0; 64], 1, 64, &mut acts)
+        .unwrap();
+    assert!(matches!(
+        k.matmul_q(&pool, &m, &acts, &mut out),
+        Err(MatmulError::ActsMismatch { .. })
+    ));
+    // An unsupported weight type.
+    let bad = QMatrix {
+        ty: GgmlType::IQ2_XXS.into(),
+        data: &[0u8; 66],
+        rows: 1,
+        cols: 256,
+    };
+    assert!(k.matmul(&pool, &bad, &[0.0; 256], 1, &mut out).is_err());
+    // A struct built by hand with too little data is caught too.
+    let short = QMatrix {
+        ty: GgmlType::Q4_0.into(),
+        data: &w[..10],
+        rows: 2,
+        cols: 64,
+    };
+    assert!(k.matmul(&pool, &short, &[0.0; 64], 1, &mut out).is_err());
+    // Zero tokens: nothing to do.
+    assert!(k.matmul(&pool, &m, &[], 0, &mut []).is_ok());
+}
