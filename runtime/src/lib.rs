@@ -3,4 +3,5 @@
 
 pub use tinyrt_kernels as kernels;
 
+pub mod chat;
 pub mod gguf;

@@ -1,0 +1,240 @@
+//! Chat: templates rendered like Python's jinja2 renders them (fixtures made by
+//! `scripts/gen-chat-fixtures.py`), stop strings across token boundaries, UTF-8-safe streaming.
+
+use std::path::PathBuf;
+
+use serde_json::Value as Json;
+use tinyrt::chat::{
+    BuiltinTemplate, ChatFormat, ChatTemplate, Message, StopMatcher, TemplateError,
+};
+use tinyrt_tests::workspace_root;
+
+// ---------------------------------------------------------------------------------------
+// Templates vs jinja2
+
+fn fixtures_dir() -> PathBuf {
+    workspace_root().join("tests/golden/chat-templates")
+}
+
+fn load_cases() -> (i64, Vec<Json>) {
+    let path = fixtures_dir().join("cases.json");
+    let text = std::fs::read_to_string(&path).expect("cases.json is readable");
+    let doc: Json = serde_json::from_str(&text).expect("cases.json is JSON");
+    let now = doc["strftime_now_unix"]
+        .as_i64()
+        .expect("strftime_now_unix");
+    let cases = doc["cases"].as_array().expect("cases").clone();
+    (now, cases)
+}
+
+fn template_source(id: &str) -> String {
+    if let Some(name) = id.strip_prefix("builtin/") {
+        BuiltinTemplate::from_name(name)
+            .unwrap_or_else(|| panic!("unknown builtin {name}"))
+            .source()
+            .to_string()
+    } else if let Some(name) = id.strip_prefix("file/") {
+        let p = fixtures_dir()
+            .join("templates")
+            .join(format!("{name}.jinja"));
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    } else {
+        panic!("bad template id {id}")
+    }
+}
+
+fn messages(case: &Json) -> Vec<Message> {
+    serde_json::from_value(case["messages"].clone()).expect("messages")
+}
+
+#[test]
+fn templates_render_like_jinja2() {
+    let (now, cases) = load_cases();
+    assert!(
+        cases.len() >= 40,
+        "expected many cases, got {}",
+        cases.len()
+    );
+    let mut failures = Vec::new();
+    for case in &cases {
+        let id = case["template"].as_str().unwrap();
+        let conv = case["conversation"].as_str().unwrap();
+        let mut t = ChatTemplate::new(
+            &template_source(id),
+            case["bos_token"].as_str().unwrap(),
+            case["eos_token"].as_str().unwrap(),
+        )
+        .unwrap_or_else(|e| panic!("{id}: {e}"));
+        t.set_now(now);
+        let got = t.render(
+            &messages(case),
+            case["add_generation_prompt"].as_bool().unwrap(),
+        );
+        match (case.get("expected").and_then(Json::as_str), got) {
+            (Some(want), Ok(got)) if got == want => {}
+            (Some(want), Ok(got)) => {
+                failures.push(format!("{id} / {conv}:\n  want {want:?}\n  got  {got:?}"))
+            }
+            (Some(_), Err(e)) => failures.push(format!("{id} / {conv}: {e}")),
+            (None, Err(TemplateError::Raised(m))) => {
+                let want = case["error"].as_str().unwrap();
+                if m != want {
+                    failures.push(format!(
+                        "{id} / {conv}: raised {m:?}, jinja2 raised {want:?}"
+                    ));
+                }
+            }
+            (None, other) => failures.push(format!(
+                "{id} / {conv}: jinja2 raised {:?}, we gave {other:?}",
+                case["error"]
+            )),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// Every built-in format has fixtures, and SmolLM2's file template is the one in the fixtures.
+#[test]
+fn fixtures_cover_builtins_and_smollm2() {
+    let (_, cases) = load_cases();
+    for b in BuiltinTemplate::ALL {
+        let id = format!("builtin/{}", b.name());
+        assert!(
+            cases
+                .iter()
+                .any(|c| c["template"] == id.as_str() && c.get("expected").is_some()),
+            "no rendered fixture for {id}"
+        );
+    }
+    let Some(path) = tinyrt_tests::model(tinyrt_tests::SMOLLM2) else {
+        return;
+    };
+    let file = tinyrt::gguf::GgufFile::open(&path).unwrap();
+    let src = file.metadata().get_str("tokenizer.chat_template").unwrap();
+    assert_eq!(src, template_source("file/smollm2-135m-instruct"));
+    let format = ChatFormat::from_metadata(file.metadata(), None).unwrap();
+    assert_eq!(format.origin(), &tinyrt::chat::TemplateOrigin::File);
+    assert_eq!(format.bos_token(), "<|im_start|>");
+}
+
+/// Gemma-3's GGUF has no template: the gemma format is chosen, never a silent other one.
+#[test]
+fn gemma3_file_uses_builtin_gemma() {
+    let Some(path) = tinyrt_tests::model(tinyrt_tests::GEMMA3) else {
+        return;
+    };
+    let file = tinyrt::gguf::GgufFile::open(&path).unwrap();
+    let format = ChatFormat::from_metadata(file.metadata(), None).unwrap();
+    match format.origin() {
+        tinyrt::chat::TemplateOrigin::Builtin { name, .. } => {
+            assert_eq!(*name, BuiltinTemplate::Gemma)
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(format.bos_token(), "<bos>");
+    let text = format.render(&[Message::user("Hi")], true).unwrap();
+    assert!(
+        text.starts_with("<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"),
+        "{text:?}"
+    );
+}
+
+/// The llama-tiny fixture has no template; its vocabulary (a cut of SmolLM2's) has
+/// `<|im_start|>`, so ChatML is chosen, and the choice is described.
+#[test]
+fn template_choice_for_fixture_without_template() {
+    let file = tinyrt::gguf::GgufFile::open(tinyrt_tests::fixture("llama-tiny-q8_0.gguf")).unwrap();
+    let format = ChatFormat::from_metadata(file.metadata(), None).unwrap();
+    let desc = format.describe();
+    assert!(desc.contains("built-in"), "{desc}");
+    let over = ChatFormat::from_metadata(file.metadata(), Some("llama3")).unwrap();
+    assert!(over.describe().contains("llama3"));
+    assert!(ChatFormat::from_metadata(file.metadata(), Some("nonsense")).is_err());
+}
+
+/// A file template that fails to render falls back to the family's built-in format, with a
+/// warning.
+#[test]
+fn failing_file_template_falls_back_with_warning() {
+    let has = |t: &str| t == "<|im_start|>";
+    let info = tinyrt::chat::ModelChatInfo {
+        architecture: "llama",
+        file_template: Some("{{ raise_exception('nope') }}"),
+        bos_token: "<s>",
+        eos_token: "</s>",
+        has_token: &has,
+    };
+    let format = ChatFormat::new(&info, None).unwrap();
+    let text = format.render(&[Message::user("Hi")], true).unwrap();
+    assert_eq!(
+        text,
+        ChatTemplate::new(BuiltinTemplate::Chatml.source(), "<s>", "</s>")
+            .unwrap()
+            .render(&[Message::user("Hi")], true)
+            .unwrap()
+    );
+    let w = format.take_warning().expect("a warning");
+    assert!(w.contains("nope") && w.contains("chatml"), "{w}");
+
+    // One that does not even compile.
+    let info = tinyrt::chat::ModelChatInfo {
+        file_template: Some("{% for %}"),
+        ..info
+    };
+    let format = ChatFormat::new(&info, None).unwrap();
+    assert!(format.take_warning().is_some());
+    assert!(format.describe().contains("chatml"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Stop strings and streaming
+
+/// Runs token pieces through a stop matcher; returns printed text and whether it stopped.
+fn stream(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+    let mut m = StopMatcher::new(stops);
+    let mut out = String::new();
+    for p in pieces {
+        let o = m.push(p);
+        out.push_str(&o.text);
+        if o.stopped {
+            return (out, true);
+        }
+    }
+    out.push_str(&m.finish());
+    (out, false)
+}
+
+#[test]
+fn stop_strings_split_across_tokens() {
+    assert_eq!(
+        stream(&["<|user|>"], &["Sure", ".", "<|", "us", "er|>", "more"]),
+        ("Sure.".into(), true)
+    );
+    assert_eq!(
+        stream(&["\nUser:"], &["4", "\n", "Us", "er", ":"]),
+        ("4".into(), true)
+    );
+    // A prefix that turns out not to be a stop string is printed, in order.
+    assert_eq!(
+        stream(&["\nUser:"], &["4", "\n", "Us", "e"]),
+        ("4\nUse".into(), false)
+    );
+    // Nothing printed is ever part of a stop string, whatever the split.
+    let text = "alpha STOP beta";
+    for cut1 in 0..=text.len() {
+        for cut2 in cut1..=text.len() {
+            let pieces = [&text[..cut1], &text[cut1..cut2], &text[cut2..]];
+            assert_eq!(
+                stream(&["STOP"], &pieces),
+                ("alpha ".into(), true),
+                "{pieces:?}"
+            );
+        }
+    }
+}
