@@ -3,43 +3,55 @@
 //
 // W: nrows rows of ncols elements in the GGUF layout (row-major blocks). Quantized formats take
 // x already quantized to Q8_1 ([ncols / 32] blocks) and use int8 dp4a dot products; F16/F32
-// take x as f32. Each warp owns MV_ROWS rows (the activation it loads serves all of them), its
-// lanes walk the row 32 values at a time and a shuffle reduction ends each row.
-// residual may be null; when it is not, it may alias y (each element is read, then written,
-// by the same thread).
+// take x as f32. residual may be null; when it is not, it may alias y (each element is read,
+// then written, by the same thread).
+//
+// Quantized kernels: blocks of MV_THREADS threads; `tpr` threads per row (a power of two from 8
+// to MV_THREADS, chosen by the host from the row length), so one block covers MV_THREADS / tpr
+// rows: several rows per warp for short rows, several warps per row for long ones. Each thread
+// takes every tpr-th group of 32 weights; a shuffle reduction (plus shared memory when a row
+// spans warps) ends each row. Rows of one block share the activation through L1.
 
+#define MV_THREADS 128
 #define MV_WARPS 4
-#define MV_ROWS 2
 
 template <typename F>
 __device__ __forceinline__ void matvec_q(const uint8_t* __restrict__ w, const BlockQ8_1* __restrict__ x, float* y,
-                                         const float* residual, int nrows, int ncols) {
-    const int lane = threadIdx.x % WARP_SIZE;
-    const int row0 = (blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE) * MV_ROWS;
-    if (row0 >= nrows) return;
+                                         const float* residual, int nrows, int ncols, int tpr) {
+    __shared__ float partial[MV_THREADS / WARP_SIZE];
+    const int rows_per_block = MV_THREADS / tpr;
+    const int t = threadIdx.x % tpr;
+    const int row = blockIdx.x * rows_per_block + threadIdx.x / tpr;
     const size_t row_bytes = (size_t)(ncols / F::BS) * F::BYTES;
     const int nunits = ncols / QK8_1;
-    float acc[MV_ROWS];
-#pragma unroll
-    for (int r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
-    for (int u = lane; u < nunits; u += WARP_SIZE) {
-#pragma unroll
-        for (int r = 0; r < MV_ROWS; ++r) {
-            if (row0 + r < nrows) acc[r] += F::dot32(w + (size_t)(row0 + r) * row_bytes, u, x + u);
-        }
+    float acc = 0.0f;
+    if (row < nrows) {
+        const uint8_t* wr = w + (size_t)row * row_bytes;
+        for (int u = t; u < nunits; u += tpr) acc += F::dot32(wr, u, x + u);
     }
-#pragma unroll
-    for (int r = 0; r < MV_ROWS; ++r) {
-        const float v = warp_sum(acc[r]);
-        if (lane == 0 && row0 + r < nrows) y[row0 + r] = residual ? v + residual[row0 + r] : v;
+    // Every thread reaches the reductions (no early exit before a shuffle or a barrier).
+    if (tpr <= WARP_SIZE) {
+        for (int o = tpr / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(FULL_MASK, acc, o);
+        if (t == 0 && row < nrows) y[row] = residual ? acc + residual[row] : acc;
+    } else {
+        acc = warp_sum(acc);
+        if (threadIdx.x % WARP_SIZE == 0) partial[threadIdx.x / WARP_SIZE] = acc;
+        __syncthreads();
+        if (t == 0 && row < nrows) {
+            const int wpr = tpr / WARP_SIZE;
+            const int first = (threadIdx.x / tpr) * wpr;
+            float s = 0.0f;
+            for (int i = 0; i < wpr; ++i) s += partial[first + i];
+            y[row] = residual ? s + residual[row] : s;
+        }
     }
 }
 
 #define MATVEC_Q(name, F)                                                                                      \
-    extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP_SIZE)                                         \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                                   \
         name(const uint8_t* __restrict__ w, const BlockQ8_1* __restrict__ x, float* y, const float* residual,  \
-             int nrows, int ncols) {                                                                           \
-        matvec_q<F>(w, x, y, residual, nrows, ncols);                                                          \
+             int nrows, int ncols, int tpr) {                                                                  \
+        matvec_q<F>(w, x, y, residual, nrows, ncols, tpr);                                                     \
     }
 
 MATVEC_Q(matvec_q4_0, FmtQ4_0)
@@ -65,6 +77,7 @@ __device__ __forceinline__ float dot8_f16(uint4 wv, const float* xv) {
     return s;
 }
 
+// One warp per row.
 extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP_SIZE)
     matvec_f16(const uint16_t* __restrict__ w, const float* __restrict__ x, float* y, const float* residual, int nrows,
                int ncols) {

@@ -106,6 +106,21 @@ fn grid_dim(kernel: Kernel, v: usize) -> Result<u32, CudaError> {
 
 const ELEMENT_BLOCK: usize = 256;
 
+/// Threads per block of the quantized matrix-vector kernels (MV_THREADS in matvec.cu).
+const MATVEC_THREADS: usize = 128;
+
+/// Threads per row for a row of `ncols`: about one 32-value group per thread, as a power of
+/// two from 8 to 128 (short rows share a warp, long rows get several warps).
+pub fn matvec_threads_per_row(ncols: usize) -> usize {
+    let units = (ncols / 32).max(1);
+    let p = if units.is_power_of_two() {
+        units
+    } else {
+        units.next_power_of_two() / 2
+    };
+    p.clamp(8, MATVEC_THREADS)
+}
+
 impl CudaDevice {
     fn ptr<T, S: DevicePtr<T>>(&self, s: &S) -> Arg {
         let (p, _sync) = s.device_ptr(self.stream());
@@ -361,12 +376,33 @@ impl CudaDevice {
         nrows: usize,
         ncols: usize,
     ) -> Result<(), CudaError> {
+        let tpr = matvec_threads_per_row(ncols);
+        self.matvec_q8_1_tpr(ty, w, x_q8_1, y, accumulate, nrows, ncols, tpr)
+    }
+
+    /// [`CudaDevice::matvec_q8_1`] with an explicit number of threads per row (a power of two
+    /// from 8 to 128): the tuning knob the benchmark sweeps.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec_q8_1_tpr(
+        &self,
+        ty: WeightType,
+        w: &impl DevicePtr<u8>,
+        x_q8_1: &impl DevicePtr<u8>,
+        y: &mut impl DevicePtrMut<f32>,
+        accumulate: bool,
+        nrows: usize,
+        ncols: usize,
+        threads_per_row: usize,
+    ) -> Result<(), CudaError> {
         let k = Kernel::matvec(ty);
         if !ty.is_quantized() {
             return Err(bad(
                 k,
                 format!("{ty:?} takes an f32 vector: use matvec_f32_input"),
             ));
+        }
+        if !threads_per_row.is_power_of_two() || !(8..=MATVEC_THREADS).contains(&threads_per_row) {
+            return Err(bad(k, format!("threads_per_row = {threads_per_row}")));
         }
         self.check_weights(k, ty, w.len(), nrows, ncols)?;
         need(
@@ -385,9 +421,15 @@ impl CudaDevice {
             residual,
             int(k, "nrows", nrows)?,
             int(k, "ncols", ncols)?,
+            int(k, "threads_per_row", threads_per_row)?,
         ];
-        // 4 warps per block, 2 rows per warp (MV_WARPS, MV_ROWS in matvec.cu).
-        self.launch(k, (nrows.div_ceil(8), 1, 1), 128, &args)
+        let rows_per_block = MATVEC_THREADS / threads_per_row;
+        self.launch(
+            k,
+            (nrows.div_ceil(rows_per_block), 1, 1),
+            MATVEC_THREADS as u32,
+            &args,
+        )
     }
 
     /// Decode matrix × vector for F32/F16 weights (given as raw bytes): y = W x (+ y).

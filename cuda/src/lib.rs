@@ -34,4 +34,6 @@ pub use device::{driver_available, CudaDevice, DeviceBuffer};
 #[cfg(feature = "cuda")]
 pub use graph::DeviceGraph;
 #[cfg(feature = "cuda")]
-pub use launch::{AttentionShape, DevicePtrF32, RopeMode, Q8_1_BLOCK_BYTES};
+pub use launch::{
+    matvec_threads_per_row, AttentionShape, DevicePtrF32, RopeMode, Q8_1_BLOCK_BYTES,
+};

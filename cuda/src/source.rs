@@ -88,6 +88,7 @@ pub enum ArgKind {
 use ArgKind::{Ptr as P, F32 as F, I32 as I};
 
 const MATVEC_ARGS: &[ArgKind] = &[P, P, P, P, I, I];
+const MATVEC_Q_ARGS: &[ArgKind] = &[P, P, P, P, I, I, I];
 const MATMUL_ARGS: &[ArgKind] = &[P, P, P, I, I, I];
 const GET_ROWS_ARGS: &[ArgKind] = &[P, P, P, I, I];
 const UNARY_ARGS: &[ArgKind] = &[P, P, I];
@@ -128,15 +129,15 @@ kernels! {
     Rope => ("rope", Rope, &[P, P, I, I, I, I, I, I, F, F]),
     MatvecF32 => ("matvec_f32", Matvec, MATVEC_ARGS),
     MatvecF16 => ("matvec_f16", Matvec, MATVEC_ARGS),
-    MatvecQ4_0 => ("matvec_q4_0", Matvec, MATVEC_ARGS),
-    MatvecQ4_1 => ("matvec_q4_1", Matvec, MATVEC_ARGS),
-    MatvecQ5_0 => ("matvec_q5_0", Matvec, MATVEC_ARGS),
-    MatvecQ8_0 => ("matvec_q8_0", Matvec, MATVEC_ARGS),
-    MatvecQ4_K => ("matvec_q4_k", Matvec, MATVEC_ARGS),
-    MatvecQ5_K => ("matvec_q5_k", Matvec, MATVEC_ARGS),
-    MatvecQ6_K => ("matvec_q6_k", Matvec, MATVEC_ARGS),
-    MatvecIQ4_NL => ("matvec_iq4_nl", Matvec, MATVEC_ARGS),
-    MatvecNF4 => ("matvec_nf4", Matvec, MATVEC_ARGS),
+    MatvecQ4_0 => ("matvec_q4_0", Matvec, MATVEC_Q_ARGS),
+    MatvecQ4_1 => ("matvec_q4_1", Matvec, MATVEC_Q_ARGS),
+    MatvecQ5_0 => ("matvec_q5_0", Matvec, MATVEC_Q_ARGS),
+    MatvecQ8_0 => ("matvec_q8_0", Matvec, MATVEC_Q_ARGS),
+    MatvecQ4_K => ("matvec_q4_k", Matvec, MATVEC_Q_ARGS),
+    MatvecQ5_K => ("matvec_q5_k", Matvec, MATVEC_Q_ARGS),
+    MatvecQ6_K => ("matvec_q6_k", Matvec, MATVEC_Q_ARGS),
+    MatvecIQ4_NL => ("matvec_iq4_nl", Matvec, MATVEC_Q_ARGS),
+    MatvecNF4 => ("matvec_nf4", Matvec, MATVEC_Q_ARGS),
     MatmulF32 => ("matmul_f32", Matmul, MATMUL_ARGS),
     MatmulF16 => ("matmul_f16", Matmul, MATMUL_ARGS),
     MatmulQ4_0 => ("matmul_q4_0", Matmul, MATMUL_ARGS),

@@ -6,7 +6,9 @@
 //! Ignored by default (it needs a GPU and takes seconds); skips when there is no GPU.
 #![cfg(feature = "cuda")]
 
-use tinyrt_cuda::{AttentionShape, CudaDevice, CudaError, DeviceBuffer, WeightType};
+use tinyrt_cuda::{
+    matvec_threads_per_row, AttentionShape, CudaDevice, CudaError, DeviceBuffer, WeightType,
+};
 
 struct Row {
     bench: String,
@@ -72,16 +74,43 @@ fn matvec_row(
         .collect();
     let xd = dev.upload(&x)?;
     let mut y = dev.alloc_zeros::<f32>(nrows)?;
-    let us = if ty.is_quantized() {
+    let default_tpr = matvec_threads_per_row(ncols);
+    let (us, sweep) = if ty.is_quantized() {
         let mut xq = dev.alloc_zeros::<u8>(ncols / 32 * 36)?;
         dev.quantize_q8_1(&xd, &mut xq, ncols)?;
-        time_us(dev, 200, |d| {
-            d.matvec_q8_1(ty, &w, &xq, &mut y, false, nrows, ncols)
-        })?
+        // Sweep the threads-per-row knob; report the default and the best.
+        let mut times = Vec::new();
+        for tpr in [8usize, 16, 32, 64, 128] {
+            let t = time_us(dev, 200, |d| {
+                d.matvec_q8_1_tpr(ty, &w, &xq, &mut y, false, nrows, ncols, tpr)
+            })?;
+            times.push((tpr, t));
+        }
+        let default = times
+            .iter()
+            .find(|(t, _)| *t == default_tpr)
+            .map_or(f64::NAN, |x| x.1);
+        let best = times
+            .iter()
+            .cloned()
+            .fold((0, f64::INFINITY), |b, x| if x.1 < b.1 { x } else { b });
+        let sweep = times
+            .iter()
+            .map(|(t, us)| format!("{t}:{us:.1}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        (
+            default,
+            format!(
+                "tpr {default_tpr} (best {} at {:.1} µs; µs by tpr {sweep})",
+                best.0, best.1
+            ),
+        )
     } else {
-        time_us(dev, 200, |d| {
+        let t = time_us(dev, 200, |d| {
             d.matvec_f32_input(ty, &w, &xd, &mut y, false, nrows, ncols)
-        })?
+        })?;
+        (t, "warp per row".to_string())
     };
     let gbps = bytes as f64 / (us * 1e3);
     Ok(Row {
@@ -89,7 +118,7 @@ fn matvec_row(
         shape: format!("{model} {nrows}x{ncols}"),
         micros: us,
         gbps: Some(gbps),
-        note: format!("{:.0}% of copy", 100.0 * gbps / copy_gbps),
+        note: format!("{:.0}% of copy; {sweep}", 100.0 * gbps / copy_gbps),
     })
 }
 

@@ -83,6 +83,8 @@ def dump(path):
         "file_size": os.path.getsize(path),
         "alignment": int(r.alignment),
         "data_offset": int(r.data_offset),
+        # JSON objects have no order for every reader: the file order is listed separately.
+        "metadata_keys": [k for k, _ in fields],
         "metadata": {k: field_json(f) for k, f in fields},
         "tensor_count": len(tensors),
         "tensor_types": types,

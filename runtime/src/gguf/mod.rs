@@ -10,7 +10,6 @@ mod storage;
 mod value;
 mod writer;
 
-use std::collections::HashMap;
 use std::path::Path;
 
 pub use tinyrt_kernels::quant::GgmlType;
@@ -84,7 +83,8 @@ pub struct GgufFile {
     version: u32,
     metadata: Metadata,
     tensors: Vec<TensorInfo>,
-    tensor_index: HashMap<String, usize>,
+    /// Indices into `tensors`, sorted by name.
+    tensor_index: Vec<u32>,
     alignment: u64,
     data_offset: u64,
 }
@@ -155,7 +155,11 @@ impl GgufFile {
     }
 
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
-        self.tensor_index.get(name).map(|&i| &self.tensors[i])
+        let p = self
+            .tensor_index
+            .binary_search_by(|&i| self.tensors[i as usize].name.as_str().cmp(name))
+            .ok()?;
+        Some(&self.tensors[self.tensor_index[p] as usize])
     }
 
     /// A zero-copy view of the named tensor, or `None` when the file has no such tensor.

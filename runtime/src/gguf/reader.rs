@@ -9,8 +9,6 @@
 //! Nothing is allocated from a count in the file before the count is checked against the bytes
 //! left, and every size is computed with checked arithmetic.
 
-use std::collections::HashMap;
-
 use tinyrt_kernels::quant::GgmlType;
 
 use super::value::{Array, Metadata, Value, ValueType};
@@ -29,7 +27,8 @@ pub(crate) struct Parsed {
     pub version: u32,
     pub metadata: Metadata,
     pub tensors: Vec<TensorInfo>,
-    pub tensor_index: HashMap<String, usize>,
+    /// Tensor indices sorted by name.
+    pub tensor_index: Vec<u32>,
     pub alignment: u64,
     pub data_offset: u64,
 }
@@ -92,9 +91,14 @@ impl<'a> Cursor<'a> {
     }
 }
 
-pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
-    let mut c = Cursor { buf, pos: 0 };
+struct Header {
+    version: u32,
+    n_tensors: u64,
+    n_kv: u64,
+}
 
+fn read_header(c: &mut Cursor<'_>) -> Result<Header, GgufError> {
+    let buf = c.buf;
     let magic_len = buf.len().min(4);
     if buf[..magic_len] != MAGIC[..magic_len] {
         return Err(GgufError::BadMagic {
@@ -129,16 +133,49 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
             available,
         });
     }
+    Ok(Header {
+        version,
+        n_tensors,
+        n_kv,
+    })
+}
+
+/// The first pass: walks the whole header (metadata and tensor table), checking every length,
+/// type, UTF-8 string, shape and type id, without allocating. Truncated or corrupt files are
+/// rejected here cheaply, before the second pass builds anything.
+fn scan(buf: &[u8]) -> Result<(), GgufError> {
+    let mut c = Cursor { buf, pos: 0 };
+    let h = read_header(&mut c)?;
+    for _ in 0..h.n_kv {
+        let key = c.string("metadata key")?;
+        let type_id = c.u32("metadata value type")?;
+        skip_value(&mut c, key, type_id)?;
+    }
+    for _ in 0..h.n_tensors {
+        read_raw_tensor_info(&mut c)?;
+    }
+    Ok(())
+}
+
+/// Parses and validates a whole file held in `buf`.
+pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
+    scan(buf)?;
+    let mut c = Cursor { buf, pos: 0 };
+    let Header {
+        version,
+        n_tensors,
+        n_kv,
+    } = read_header(&mut c)?;
 
     // Both counts are now bounded by the file length, so these allocations are justified.
-    let mut metadata = Metadata::new();
-    metadata.reserve(n_kv as usize);
+    let mut entries = Vec::with_capacity(n_kv as usize);
     for _ in 0..n_kv {
         let key = c.string("metadata key")?;
         let type_id = c.u32("metadata value type")?;
         let value = read_value(&mut c, key, type_id)?;
-        metadata.insert(key.to_owned(), value)?;
+        entries.push((key.to_owned(), value));
     }
+    let metadata = Metadata::from_entries(entries)?;
 
     let alignment = match metadata.get("general.alignment") {
         None => DEFAULT_ALIGNMENT,
@@ -156,14 +193,19 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     };
 
     let mut tensors = Vec::with_capacity(n_tensors as usize);
-    let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
     for _ in 0..n_tensors {
-        let info = read_tensor_info(&mut c)?;
-        if tensor_index.contains_key(&info.name) {
-            return Err(GgufError::DuplicateTensor { name: info.name });
-        }
-        tensor_index.insert(info.name.clone(), tensors.len());
-        tensors.push(info);
+        tensors.push(read_tensor_info(&mut c)?);
+    }
+    // Indices sorted by name: the lookup table, and adjacent equal names are duplicates.
+    let mut tensor_index: Vec<u32> = (0..tensors.len() as u32).collect();
+    tensor_index.sort_unstable_by(|&a, &b| tensors[a as usize].name.cmp(&tensors[b as usize].name));
+    if let Some(w) = tensor_index
+        .windows(2)
+        .find(|w| tensors[w[0] as usize].name == tensors[w[1] as usize].name)
+    {
+        return Err(GgufError::DuplicateTensor {
+            name: tensors[w[0] as usize].name.clone(),
+        });
     }
 
     let file_size = buf.len() as u64;
@@ -221,7 +263,17 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     })
 }
 
-fn read_tensor_info(c: &mut Cursor<'_>) -> Result<TensorInfo, GgufError> {
+/// A validated tensor info borrowing its name from the file.
+struct RawTensorInfo<'a> {
+    name: &'a str,
+    dims: [u64; MAX_DIMS],
+    n_dims: usize,
+    ty: GgmlType,
+    offset: u64,
+    size: u64,
+}
+
+fn read_raw_tensor_info<'a>(c: &mut Cursor<'a>) -> Result<RawTensorInfo<'a>, GgufError> {
     let name = c.string("tensor name")?;
     if name.len() > MAX_TENSOR_NAME_LEN {
         return Err(GgufError::TensorNameTooLong {
@@ -236,9 +288,10 @@ fn read_tensor_info(c: &mut Cursor<'_>) -> Result<TensorInfo, GgufError> {
             n_dims,
         });
     }
-    let mut shape = Vec::with_capacity(n_dims as usize);
-    for _ in 0..n_dims {
-        shape.push(c.u64("tensor dimension")?);
+    let n_dims = n_dims as usize;
+    let mut dims = [0u64; MAX_DIMS];
+    for d in &mut dims[..n_dims] {
+        *d = c.u64("tensor dimension")?;
     }
     let type_id = c.u32("tensor type")?;
     let offset = c.u64("tensor offset")?;
@@ -246,13 +299,25 @@ fn read_tensor_info(c: &mut Cursor<'_>) -> Result<TensorInfo, GgufError> {
         name: name.to_owned(),
         id: type_id,
     })?;
-    let size = tensor_byte_size(name, ty, &shape)?;
-    Ok(TensorInfo {
-        name: name.to_owned(),
+    let size = tensor_byte_size(name, ty, &dims[..n_dims])?;
+    Ok(RawTensorInfo {
+        name,
+        dims,
+        n_dims,
         ty,
-        shape,
         offset,
         size,
+    })
+}
+
+fn read_tensor_info(c: &mut Cursor<'_>) -> Result<TensorInfo, GgufError> {
+    let raw = read_raw_tensor_info(c)?;
+    Ok(TensorInfo {
+        name: raw.name.to_owned(),
+        ty: raw.ty,
+        shape: raw.dims[..raw.n_dims].to_vec(),
+        offset: raw.offset,
+        size: raw.size,
     })
 }
 
@@ -301,11 +366,73 @@ pub(crate) fn tensor_byte_size(name: &str, ty: GgmlType, shape: &[u64]) -> Resul
         .ok_or_else(overflow)
 }
 
-fn read_value(c: &mut Cursor<'_>, key: &str, type_id: u32) -> Result<Value, GgufError> {
-    let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
+fn value_type(key: &str, type_id: u32) -> Result<ValueType, GgufError> {
+    ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
         key: key.to_owned(),
         type_id,
-    })?;
+    })
+}
+
+/// Checks one value and moves past it without building it.
+fn skip_value(c: &mut Cursor<'_>, key: &str, type_id: u32) -> Result<(), GgufError> {
+    match value_type(key, type_id)? {
+        ValueType::Bool => {
+            read_bool(c, key)?;
+        }
+        ValueType::String => {
+            c.string("metadata string")?;
+        }
+        ValueType::Array => {
+            let (ty, count) = read_array_header(c, key)?;
+            match ty {
+                ValueType::Bool => {
+                    for _ in 0..count {
+                        read_bool(c, key)?;
+                    }
+                }
+                ValueType::String => {
+                    for _ in 0..count {
+                        c.string("array string")?;
+                    }
+                }
+                // Fixed-size elements: the header check proved count × size fits.
+                fixed => {
+                    c.take(count * fixed.min_size(), "array data")?;
+                }
+            }
+        }
+        fixed => {
+            c.take(fixed.min_size(), "metadata value")?;
+        }
+    }
+    Ok(())
+}
+
+/// An array's element type and count, with the count checked against the bytes left.
+fn read_array_header(c: &mut Cursor<'_>, key: &str) -> Result<(ValueType, u64), GgufError> {
+    let ty = value_type(key, c.u32("array element type")?)?;
+    if ty == ValueType::Array {
+        return Err(GgufError::NestedArray {
+            key: key.to_owned(),
+        });
+    }
+    let count = c.u64("array length")?;
+    let available = c.remaining();
+    let fits = count
+        .checked_mul(ty.min_size())
+        .is_some_and(|b| b <= available);
+    if !fits {
+        return Err(GgufError::ArrayTooLong {
+            key: key.to_owned(),
+            count,
+            available,
+        });
+    }
+    Ok((ty, count))
+}
+
+fn read_value(c: &mut Cursor<'_>, key: &str, type_id: u32) -> Result<Value, GgufError> {
+    let ty = value_type(key, type_id)?;
     Ok(match ty {
         ValueType::U8 => Value::U8(c.array::<1>("metadata value").map(u8::from_le_bytes)?),
         ValueType::I8 => Value::I8(c.array::<1>("metadata value").map(i8::from_le_bytes)?),
@@ -335,28 +462,7 @@ fn read_bool(c: &mut Cursor<'_>, key: &str) -> Result<bool, GgufError> {
 }
 
 fn read_array(c: &mut Cursor<'_>, key: &str) -> Result<Array, GgufError> {
-    let type_id = c.u32("array element type")?;
-    let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
-        key: key.to_owned(),
-        type_id,
-    })?;
-    if ty == ValueType::Array {
-        return Err(GgufError::NestedArray {
-            key: key.to_owned(),
-        });
-    }
-    let count = c.u64("array length")?;
-    let available = c.remaining();
-    let fits = count
-        .checked_mul(ty.min_size())
-        .is_some_and(|b| b <= available);
-    if !fits {
-        return Err(GgufError::ArrayTooLong {
-            key: key.to_owned(),
-            count,
-            available,
-        });
-    }
+    let (ty, count) = read_array_header(c, key)?;
     // `count` elements fit in the bytes left, so it is a justified capacity.
     let n = count as usize;
     fn fixed<const N: usize, T>(

@@ -1,7 +1,5 @@
 //! Metadata values and the ordered key/value store with typed accessors.
 
-use std::collections::HashMap;
-
 use super::GgufError;
 
 /// GGUF metadata value type ids (`gguf_type` in ggml's gguf.h).
@@ -217,10 +215,13 @@ impl Array {
 }
 
 /// The metadata key/value pairs of a file, in file order, with typed accessors.
+///
+/// Lookup goes through `sorted`, the entry indices ordered by key (4 bytes per entry rather
+/// than a hash map's copy of every key, which keeps memory proportional to the file).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Metadata {
     entries: Vec<(String, Value)>,
-    index: HashMap<String, usize>,
+    sorted: Vec<u32>,
 }
 
 impl Metadata {
@@ -228,38 +229,69 @@ impl Metadata {
         Metadata::default()
     }
 
-    /// Appends a pair; a key that is already present is an error (GGUF keys are unique).
-    pub fn insert(&mut self, key: String, value: Value) -> Result<(), GgufError> {
-        if self.index.contains_key(&key) {
-            return Err(GgufError::DuplicateKey { key });
+    /// Builds the store from pairs in file order; a repeated key is an error (GGUF keys are
+    /// unique).
+    pub fn from_entries(entries: Vec<(String, Value)>) -> Result<Metadata, GgufError> {
+        let mut sorted: Vec<u32> = (0..entries.len() as u32).collect();
+        sorted.sort_unstable_by(|&a, &b| entries[a as usize].0.cmp(&entries[b as usize].0));
+        if let Some(w) = sorted
+            .windows(2)
+            .find(|w| entries[w[0] as usize].0 == entries[w[1] as usize].0)
+        {
+            return Err(GgufError::DuplicateKey {
+                key: entries[w[0] as usize].0.clone(),
+            });
         }
-        self.index.insert(key.clone(), self.entries.len());
-        self.entries.push((key, value));
-        Ok(())
+        Ok(Metadata { entries, sorted })
+    }
+
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        self.sorted
+            .binary_search_by(|&i| self.entries[i as usize].0.as_str().cmp(key))
+    }
+
+    /// Appends a pair; a key that is already present is an error.
+    pub fn insert(&mut self, key: String, value: Value) -> Result<(), GgufError> {
+        match self.position(&key) {
+            Ok(_) => Err(GgufError::DuplicateKey { key }),
+            Err(p) => {
+                self.sorted.insert(p, self.entries.len() as u32);
+                self.entries.push((key, value));
+                Ok(())
+            }
+        }
     }
 
     /// Sets a key: replaces the value in place when present, appends otherwise.
     pub fn set(&mut self, key: &str, value: Value) {
-        match self.index.get(key) {
-            Some(&i) => self.entries[i].1 = value,
-            None => {
-                self.index.insert(key.to_owned(), self.entries.len());
+        match self.position(key) {
+            Ok(p) => self.entries[self.sorted[p] as usize].1 = value,
+            Err(p) => {
+                self.sorted.insert(p, self.entries.len() as u32);
                 self.entries.push((key.to_owned(), value));
             }
         }
     }
 
-    pub(crate) fn reserve(&mut self, n: usize) {
-        self.entries.reserve(n);
-        self.index.reserve(n);
+    /// Removes a key, keeping the order of the others.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let p = self.position(key).ok()?;
+        let i = self.sorted.remove(p);
+        for j in &mut self.sorted {
+            if *j > i {
+                *j -= 1;
+            }
+        }
+        Some(self.entries.remove(i as usize).1)
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.index.get(key).map(|&i| &self.entries[i].1)
+        let p = self.position(key).ok()?;
+        Some(&self.entries[self.sorted[p] as usize].1)
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
-        self.index.contains_key(key)
+        self.position(key).is_ok()
     }
 
     /// Pairs in file order.

@@ -483,6 +483,215 @@ pub unsafe fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]
     if hd % LANES != 0 {
         return scalar::attend_group(job, q_group, out_group);
     }
+    // SAFETY (all arms): this function's target features; `hd == NV * 8`.
+    unsafe {
+        match hd / LANES {
+            1 => attend_group_nv::<1>(job, q_group, out_group),
+            2 => attend_group_nv::<2>(job, q_group, out_group),
+            3 => attend_group_nv::<3>(job, q_group, out_group),
+            4 => attend_group_nv::<4>(job, q_group, out_group),
+            6 => attend_group_nv::<6>(job, q_group, out_group),
+            8 => attend_group_nv::<8>(job, q_group, out_group),
+            10 => attend_group_nv::<10>(job, q_group, out_group),
+            12 => attend_group_nv::<12>(job, q_group, out_group),
+            16 => attend_group_nv::<16>(job, q_group, out_group),
+            32 => attend_group_nv::<32>(job, q_group, out_group),
+            _ => attend_group_any(job, q_group, out_group),
+        }
+    }
+}
+
+/// One row of `NV * 8` cache values at `off`, as f32 vectors.
+///
+/// # Safety
+/// `off + NV * 8 <= data.len()`; the CPU supports this module's target features.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_row_nv<const NV: usize>(data: &KvData, off: usize) -> [__m256; NV] {
+    let mut r = [_mm256_setzero_ps(); NV];
+    // SAFETY: the caller guarantees `off..off + NV*8` is inside the slice.
+    unsafe {
+        match data {
+            KvData::F32(d) => {
+                let p = d.as_ptr().add(off);
+                for (c, v) in r.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(p.add(c * LANES));
+                }
+            }
+            KvData::F16(d) => {
+                let p = d.as_ptr().add(off);
+                for (c, v) in r.iter_mut().enumerate() {
+                    *v = _mm256_cvtph_ps(_mm_loadu_si128(p.add(c * LANES) as *const __m128i));
+                }
+            }
+        }
+    }
+    r
+}
+
+/// [`attend_group`] for a head dim of `NV * 8`: the query heads, the K/V rows and the
+/// accumulators live in arrays of vectors the compiler keeps in registers where it can.
+///
+/// # Safety
+/// `job.head_dim == NV * 8`; the CPU supports this module's target features.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn attend_group_nv<const NV: usize>(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
+    let hd = NV * LANES;
+    let g = q_group.len() / hd;
+    let kv = job.kv;
+    let row = kv.n_kv_heads * hd;
+    let base = job.kv_head * hd;
+    // Every row read below ends at or before this one's end.
+    assert!(
+        job.key_hi == 0 || (job.key_hi - 1) * row + base + hd <= kv.k.len().min(kv.v.len()),
+        "attention: cache too short"
+    );
+    assert!(out_group.len() >= g * hd);
+    let k_f16 = matches!(kv.k, KvData::F16(_));
+    let v_f16 = matches!(kv.v, KvData::F16(_));
+    let vec_path = job.ggml_vec_path;
+    let round_q = vec_path && k_f16;
+    let round_acc = vec_path && v_f16;
+
+    let zero = [_mm256_setzero_ps(); NV];
+    let mut qv = vec![zero; g];
+    for (h, qh) in qv.iter_mut().enumerate() {
+        for (c, v) in qh.iter_mut().enumerate() {
+            // SAFETY: `(h * NV + c) * 8 + 8 <= g * hd = q_group.len()`.
+            let x = unsafe { _mm256_loadu_ps(q_group.as_ptr().add((h * NV + c) * LANES)) };
+            *v = if round_q { round_f16_ps(x) } else { x };
+        }
+    }
+    let mut acc = vec![zero; g];
+    let mut m = vec![f32::NEG_INFINITY; g];
+    let mut s_sum = vec![0.0f32; g];
+    let mut scores = vec![0.0f32; g * BLOCK];
+    let mut ms = vec![0.0f32; g * BLOCK];
+    let scale = _mm256_set1_ps(job.scale);
+
+    let mut start = job.key_lo;
+    while start < job.key_hi {
+        let n = (job.key_hi - start).min(BLOCK);
+        for j in 0..n {
+            // SAFETY: `start + j < key_hi`, so the row is inside the cache (asserted above).
+            let kr = unsafe { load_row_nv::<NV>(&kv.k, (start + j) * row + base) };
+            for (h, qh) in qv.iter().enumerate() {
+                let mut d = _mm256_mul_ps(qh[0], kr[0]);
+                for c in 1..NV {
+                    d = _mm256_fmadd_ps(qh[c], kr[c], d);
+                }
+                scores[h * BLOCK + j] = hsum(d);
+            }
+        }
+        for h in 0..g {
+            let sc = &mut scores[h * BLOCK..h * BLOCK + n];
+            let msh = &mut ms[h * BLOCK..h * BLOCK + n];
+            let mut i = 0;
+            while i < n {
+                // SAFETY: `i < n`.
+                unsafe { store(sc, i, _mm256_mul_ps(load(sc, i), scale)) };
+                i += LANES;
+            }
+            if vec_path {
+                // ggml's per-key update, vectorised: with the running max M_j,
+                // vs_j = e^(s_j - M_j) and ms_j = e^(M_{j-1} - M_j).
+                let mut mj = m[h];
+                for (s, mprev) in sc.iter().zip(msh.iter_mut()) {
+                    *mprev = mj;
+                    mj = mj.max(*s);
+                }
+                m[h] = mj;
+                let mut i = 0;
+                while i < n {
+                    // SAFETY: `i < n`.
+                    unsafe {
+                        let s = load(sc, i);
+                        let mprev = load(msh, i);
+                        let mcur = _mm256_max_ps(mprev, s);
+                        store(sc, i, exp_ps(_mm256_sub_ps(s, mcur)));
+                        store(msh, i, exp_ps(_mm256_sub_ps(mprev, mcur)));
+                    }
+                    i += LANES;
+                }
+            } else {
+                // ggml's tiled path: one max per block, then e^(s - M).
+                let bmax = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let m_new = m[h].max(bmax);
+                if m_new > m[h] {
+                    let f = _mm256_set1_ps((m[h] - m_new).exp());
+                    for v in acc[h].iter_mut() {
+                        *v = _mm256_mul_ps(*v, f);
+                    }
+                    s_sum[h] *= (m[h] - m_new).exp();
+                }
+                m[h] = m_new;
+                let vm = _mm256_set1_ps(m_new);
+                let mut bsum = 0.0f64;
+                let mut i = 0;
+                while i < n {
+                    // SAFETY: `i < n`; tail lanes are masked out of the sum.
+                    unsafe {
+                        let e = exp_ps(_mm256_sub_ps(load(sc, i), vm));
+                        let e = if n - i >= LANES {
+                            e
+                        } else {
+                            _mm256_and_ps(e, _mm256_castsi256_ps(tail_mask(n - i)))
+                        };
+                        store(sc, i, e);
+                        bsum += hsum(e) as f64;
+                    }
+                    i += LANES;
+                }
+                s_sum[h] += bsum as f32;
+            }
+        }
+        for j in 0..n {
+            // SAFETY: as for K.
+            let vr = unsafe { load_row_nv::<NV>(&kv.v, (start + j) * row + base) };
+            for h in 0..g {
+                let p = scores[h * BLOCK + j];
+                let a = &mut acc[h];
+                if vec_path {
+                    let f = ms[h * BLOCK + j];
+                    if f != 1.0 {
+                        let vf = _mm256_set1_ps(f);
+                        for v in a.iter_mut() {
+                            let t = _mm256_mul_ps(*v, vf);
+                            *v = if round_acc { round_f16_ps(t) } else { t };
+                        }
+                    }
+                    s_sum[h] = s_sum[h] * f + p;
+                }
+                let vp = _mm256_set1_ps(p);
+                for c in 0..NV {
+                    let t = _mm256_fmadd_ps(vr[c], vp, a[c]);
+                    a[c] = if round_acc { round_f16_ps(t) } else { t };
+                }
+            }
+        }
+        start += n;
+    }
+    for h in 0..g {
+        let inv = _mm256_set1_ps(if s_sum[h] == 0.0 { 0.0 } else { 1.0 / s_sum[h] });
+        for (c, &a) in acc[h].iter().enumerate() {
+            // SAFETY: `(h * NV + c) * 8 + 8 <= g * hd <= out_group.len()`.
+            unsafe {
+                _mm256_storeu_ps(
+                    out_group.as_mut_ptr().add((h * NV + c) * LANES),
+                    _mm256_mul_ps(a, inv),
+                )
+            };
+        }
+    }
+}
+
+/// [`attend_group`] for any head dim that is a multiple of 8.
+///
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn attend_group_any(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
+    let hd = job.head_dim;
     let nv = hd / LANES;
     let g = q_group.len() / hd;
     let kv = job.kv;

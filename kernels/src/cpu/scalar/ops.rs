@@ -294,8 +294,9 @@ pub fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
                     vs = (s - m).exp();
                 }
                 load_row(&kv.v, off, &mut vrow);
+                // ggml_vec_mad_f16 uses an FMA, then rounds to f16.
                 for (a, &v) in acc.iter_mut().zip(&vrow) {
-                    *a += v * vs;
+                    *a = v.mul_add(vs, *a);
                     if v_f16 {
                         *a = round_f16(*a);
                     }
