@@ -5,3 +5,4 @@ pub use tinyrt_kernels as kernels;
 
 pub mod chat;
 pub mod gguf;
+pub mod tokenizer;
