@@ -26,11 +26,14 @@ struct Cli {
 enum Command {
     /// Show a model's architecture, hyperparameters, tokenizer, tensor types and memory needs.
     Info(cmd::info::Args),
+    /// Print the token ids of a text (the model's BOS rule, special tokens recognised).
+    Tokenize(cmd::tokenize::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Info(args) => cmd::info::run(args),
+        Command::Tokenize(args) => cmd::tokenize::run(args),
     }
 }
 

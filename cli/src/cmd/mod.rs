@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod info;
+pub mod tokenize;
 
 use std::path::Path;
 
