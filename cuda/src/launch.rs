@@ -468,7 +468,8 @@ impl CudaDevice {
         self.launch(k, (nrows.div_ceil(4), 1, 1), 128, &args)
     }
 
-    /// Prefill matrix × matrix: Y[t, r] = Σ_k W[r, k] X[t, k], X: [ntok, ncols], Y: [ntok, nrows].
+    /// Prefill matrix × matrix: Y[t, r] = Σ_k W[r, k] X[t, k], X: [ntok, ncols], Y: [ntok, nrows],
+    /// in f32 (FMA tiles): the exact path, for any activation range.
     #[allow(clippy::too_many_arguments)]
     pub fn matmul(
         &self,
@@ -480,7 +481,38 @@ impl CudaDevice {
         ncols: usize,
         ntok: usize,
     ) -> Result<(), CudaError> {
-        let k = Kernel::matmul(ty);
+        self.matmul_with(Kernel::matmul(ty), 256, ty, w, x, y, nrows, ncols, ntok)
+    }
+
+    /// [`CudaDevice::matmul`] on the tensor cores: W (dequantized) and X rounded to f16,
+    /// products accumulated in f32. X must stay within f16 range (|x| < 65504).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_f16_mma(
+        &self,
+        ty: WeightType,
+        w: &impl DevicePtr<u8>,
+        x: &impl DevicePtr<f32>,
+        y: &mut impl DevicePtrMut<f32>,
+        nrows: usize,
+        ncols: usize,
+        ntok: usize,
+    ) -> Result<(), CudaError> {
+        self.matmul_with(Kernel::matmul_mma(ty), 128, ty, w, x, y, nrows, ncols, ntok)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_with(
+        &self,
+        k: Kernel,
+        threads: u32,
+        ty: WeightType,
+        w: &impl DevicePtr<u8>,
+        x: &impl DevicePtr<f32>,
+        y: &mut impl DevicePtrMut<f32>,
+        nrows: usize,
+        ncols: usize,
+        ntok: usize,
+    ) -> Result<(), CudaError> {
         self.check_weights(k, ty, w.len(), nrows, ncols)?;
         need(k, "x", x.len(), ntok * ncols)?;
         need(k, "y", y.len(), ntok * nrows)?;
@@ -492,7 +524,13 @@ impl CudaDevice {
             int(k, "ncols", ncols)?,
             int(k, "ntok", ntok)?,
         ];
-        self.launch(k, (nrows.div_ceil(64), ntok.div_ceil(64), 1), 256, &args)
+        // Both kernels tile 64 rows x 64 tokens.
+        self.launch(
+            k,
+            (nrows.div_ceil(64), ntok.div_ceil(64), 1),
+            threads,
+            &args,
+        )
     }
 
     // ---- attention ----

@@ -149,6 +149,17 @@ kernels! {
     MatmulQ6_K => ("matmul_q6_k", Matmul, MATMUL_ARGS),
     MatmulIQ4_NL => ("matmul_iq4_nl", Matmul, MATMUL_ARGS),
     MatmulNF4 => ("matmul_nf4", Matmul, MATMUL_ARGS),
+    MatmulMmaF32 => ("matmul_mma_f32", Matmul, MATMUL_ARGS),
+    MatmulMmaF16 => ("matmul_mma_f16", Matmul, MATMUL_ARGS),
+    MatmulMmaQ4_0 => ("matmul_mma_q4_0", Matmul, MATMUL_ARGS),
+    MatmulMmaQ4_1 => ("matmul_mma_q4_1", Matmul, MATMUL_ARGS),
+    MatmulMmaQ5_0 => ("matmul_mma_q5_0", Matmul, MATMUL_ARGS),
+    MatmulMmaQ8_0 => ("matmul_mma_q8_0", Matmul, MATMUL_ARGS),
+    MatmulMmaQ4_K => ("matmul_mma_q4_k", Matmul, MATMUL_ARGS),
+    MatmulMmaQ5_K => ("matmul_mma_q5_k", Matmul, MATMUL_ARGS),
+    MatmulMmaQ6_K => ("matmul_mma_q6_k", Matmul, MATMUL_ARGS),
+    MatmulMmaIQ4_NL => ("matmul_mma_iq4_nl", Matmul, MATMUL_ARGS),
+    MatmulMmaNF4 => ("matmul_mma_nf4", Matmul, MATMUL_ARGS),
     KvStoreF16 => ("kv_store_f16", Attention, &[P, P, P, P, P, I, I, I, I]),
     AttentionSplit => ("attention_split", Attention, &[P, P, P, P, P, P, I, I, I, I, I, I, F]),
     AttentionCombine => ("attention_combine", Attention, &[P, P, P, I, I, I, I]),
@@ -219,6 +230,22 @@ impl Kernel {
             WeightType::Q6_K => Kernel::MatmulQ6_K,
             WeightType::IQ4_NL => Kernel::MatmulIQ4_NL,
             WeightType::NF4 => Kernel::MatmulNF4,
+        }
+    }
+
+    pub const fn matmul_mma(t: WeightType) -> Kernel {
+        match t {
+            WeightType::F32 => Kernel::MatmulMmaF32,
+            WeightType::F16 => Kernel::MatmulMmaF16,
+            WeightType::Q4_0 => Kernel::MatmulMmaQ4_0,
+            WeightType::Q4_1 => Kernel::MatmulMmaQ4_1,
+            WeightType::Q5_0 => Kernel::MatmulMmaQ5_0,
+            WeightType::Q8_0 => Kernel::MatmulMmaQ8_0,
+            WeightType::Q4_K => Kernel::MatmulMmaQ4_K,
+            WeightType::Q5_K => Kernel::MatmulMmaQ5_K,
+            WeightType::Q6_K => Kernel::MatmulMmaQ6_K,
+            WeightType::IQ4_NL => Kernel::MatmulMmaIQ4_NL,
+            WeightType::NF4 => Kernel::MatmulMmaNF4,
         }
     }
 

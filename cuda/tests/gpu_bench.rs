@@ -209,17 +209,29 @@ fn prefill_matmul(
     nrows: usize,
     ncols: usize,
     ntok: usize,
+    tensor_cores: bool,
 ) -> Result<Row, CudaError> {
     let bytes = ty.row_bytes(ncols).expect("blocks") * nrows;
     let w = dev.upload(&random_bytes(bytes, 7))?;
     let x = dev.alloc_zeros::<f32>(ntok * ncols)?;
     let mut y = dev.alloc_zeros::<f32>(ntok * nrows)?;
-    let us = time_us(dev, 10, |d| {
-        d.matmul(ty, &w, &x, &mut y, nrows, ncols, ntok)
-    })?;
+    let us = if tensor_cores {
+        time_us(dev, 10, |d| {
+            d.matmul_f16_mma(ty, &w, &x, &mut y, nrows, ncols, ntok)
+        })?
+    } else {
+        time_us(dev, 10, |d| {
+            d.matmul(ty, &w, &x, &mut y, nrows, ncols, ntok)
+        })?
+    };
     let tflops = 2.0 * (nrows * ncols * ntok) as f64 / (us * 1e6);
+    let how = if tensor_cores {
+        "f16 mma.sync"
+    } else {
+        "f32 FMA tiles"
+    };
     Ok(Row {
-        bench: format!("matmul {ty:?} (prefill, f32 FMA tiles)"),
+        bench: format!("matmul {ty:?} (prefill, {how})"),
         shape: format!("{nrows}x{ncols}, {ntok} tokens"),
         micros: us,
         gbps: None,
@@ -300,14 +312,14 @@ fn gpu_bench() {
     for ctx in [512, 4096] {
         run(attention_decode(&dev, ctx, copy), "attention");
     }
-    run(
-        prefill_matmul(&dev, WeightType::Q4_0, 2048, 2048, 512),
-        "matmul",
-    );
-    run(
-        prefill_matmul(&dev, WeightType::F16, 2048, 2048, 512),
-        "matmul",
-    );
+    for tensor_cores in [false, true] {
+        for ty in [WeightType::Q4_0, WeightType::Q4_K, WeightType::F16] {
+            run(
+                prefill_matmul(&dev, ty, 5632, 2048, 512, tensor_cores),
+                "matmul",
+            );
+        }
+    }
 
     println!();
     println!("| bench | shape | µs | GB/s | note |");
