@@ -29,15 +29,26 @@ step() { # step NAME TIMEOUT_S CMD...
     echo "=================== $name: $status"
 }
 
-# The machine's NVRTC (cudarc loads it by name at run time) and ptxas.
+# The driver library and the machine's NVRTC, which cudarc loads by name at run time (the
+# loader reads LD_LIBRARY_PATH once at start, so set it before running the binaries).
+add_lib_dir() { export LD_LIBRARY_PATH="$1${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; }
+if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
+    for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/lib64; do
+        [ -e "$d/libcuda.so.1" ] && add_lib_dir "$d" && echo "libcuda: $d" && break
+    done
+fi
+nvrtc_dir=""
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64 \
-    /usr/local/cuda-13*/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
-    if ls "$d"/libnvrtc.so* >/dev/null 2>&1; then
-        export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-        echo "NVRTC: $(ls "$d"/libnvrtc.so* | head -1)"
+    /usr/local/cuda-13*/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu \
+    "$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null)"; do
+    if [ -n "$d" ] && ls "$d"/libnvrtc.so* >/dev/null 2>&1; then
+        nvrtc_dir=$d
+        add_lib_dir "$d"
+        echo "NVRTC: $(ls "$d"/libnvrtc.so* | head -3 | tr '\n' ' ')"
         break
     fi
 done
+[ -n "$nvrtc_dir" ] || echo "NVRTC: not found in the usual places; relying on the loader's default path"
 for d in /usr/local/cuda/bin /usr/local/cuda-13*/bin; do
     [ -x "$d/ptxas" ] && export PATH="$d:$PATH" && break
 done

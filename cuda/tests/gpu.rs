@@ -50,6 +50,16 @@ impl Rng {
     }
 }
 
+/// An output buffer filled with NaN, so that an element a kernel fails to write shows up.
+fn poison_f32(dev: &CudaDevice, n: usize) -> tinyrt_cuda::DeviceBuffer<f32> {
+    dev.upload(&vec![f32::NAN; n]).unwrap()
+}
+
+/// A byte buffer filled with a pattern no kernel output should keep.
+fn poison_u8(dev: &CudaDevice, n: usize) -> tinyrt_cuda::DeviceBuffer<u8> {
+    dev.upload(&vec![0xA5u8; n]).unwrap()
+}
+
 fn format(ty: WeightType) -> QuantFormat {
     match ty {
         WeightType::F32 => QuantFormat::Ggml(GgmlType::F32),
@@ -148,7 +158,7 @@ fn quantize_q8_1_matches_the_reference_bit_for_bit() {
         let (want, _) = q8_1_reference(&x);
         let Some(dev) = gpu.as_ref() else { continue };
         let xd = dev.upload(&x).unwrap();
-        let mut yd = dev.alloc_zeros::<u8>(want.len()).unwrap();
+        let mut yd = poison_u8(dev, want.len());
         dev.quantize_q8_1(&xd, &mut yd, n).unwrap();
         let got = dev.download(&yd).unwrap();
         assert_eq!(got, want, "n = {n}");
@@ -168,7 +178,7 @@ fn rms_norm_q8_1_matches_norm_then_quantize() {
         let Some(dev) = gpu.as_ref() else { continue };
         let xd = dev.upload(&x).unwrap();
         let wd = dev.upload(&w).unwrap();
-        let mut yd = dev.alloc_zeros::<u8>(nrows * ncols / 32 * 36).unwrap();
+        let mut yd = poison_u8(dev, nrows * ncols / 32 * 36);
         dev.rms_norm_q8_1(&xd, &wd, &mut yd, nrows, ncols, 1e-5)
             .unwrap();
         let bytes = dev.download(&yd).unwrap();
@@ -196,7 +206,7 @@ fn get_rows_dequantizes_like_the_reference_for_every_format() {
             let Some(dev) = gpu.as_ref() else { continue };
             let table = dev.upload(&bytes).unwrap();
             let idd = dev.upload(&ids).unwrap();
-            let mut out = dev.alloc_zeros::<f32>(ids.len() * ncols).unwrap();
+            let mut out = poison_f32(dev, ids.len() * ncols);
             dev.get_rows(ty, &table, &idd, &mut out, ids.len(), nrows, ncols)
                 .unwrap();
             let got = dev.download(&out).unwrap();
@@ -255,7 +265,7 @@ fn matvec_matches_the_dequantized_dot_for_every_format() {
             let Some(dev) = gpu.as_ref() else { continue };
             let wd = dev.upload(&bytes).unwrap();
             let xd = dev.upload(&x).unwrap();
-            let mut xq = dev.alloc_zeros::<u8>(ncols / 32 * 36).unwrap();
+            let mut xq = poison_u8(dev, ncols / 32 * 36);
             dev.quantize_q8_1(&xd, &mut xq, ncols).unwrap();
             // Every threads-per-row setting (0: the default choice) of the quantized kernels.
             let settings: &[usize] = if ty.is_quantized() {
@@ -303,7 +313,7 @@ fn matvec_f32_and_f16_handle_unaligned_row_lengths() {
             let Some(dev) = gpu.as_ref() else { continue };
             let wd = dev.upload(&bytes).unwrap();
             let xd = dev.upload(&x).unwrap();
-            let mut yd = dev.alloc_zeros::<f32>(nrows).unwrap();
+            let mut yd = poison_f32(dev, nrows);
             dev.matvec_f32_input(ty, &wd, &xd, &mut yd, false, nrows, ncols)
                 .unwrap();
             let got = dev.download(&yd).unwrap();
@@ -357,7 +367,7 @@ fn matmul_matches_the_dequantized_product_for_every_format() {
             let Some(dev) = gpu.as_ref() else { continue };
             let wd = dev.upload(&bytes).unwrap();
             let xd = dev.upload(&x).unwrap();
-            let mut yd = dev.alloc_zeros::<f32>(ntok * nrows).unwrap();
+            let mut yd = poison_f32(dev, ntok * nrows);
             dev.matmul(ty, &wd, &xd, &mut yd, nrows, ncols, ntok)
                 .unwrap();
             let got = dev.download(&yd).unwrap();
@@ -367,7 +377,7 @@ fn matmul_matches_the_dequantized_product_for_every_format() {
                 &want,
                 |i| tol[i],
             );
-            let mut yd = dev.alloc_zeros::<f32>(ntok * nrows).unwrap();
+            let mut yd = poison_f32(dev, ntok * nrows);
             dev.matmul_f16_mma(ty, &wd, &xd, &mut yd, nrows, ncols, ntok)
                 .unwrap();
             let got = dev.download(&yd).unwrap();
@@ -397,7 +407,7 @@ fn rms_norm_and_layer_norm_match_the_cpu_ops() {
         let xd = dev.upload(&x).unwrap();
         let wd = dev.upload(&w).unwrap();
         let bd = dev.upload(&b).unwrap();
-        let mut out = dev.alloc_zeros::<f32>(nrows * ncols).unwrap();
+        let mut out = poison_f32(dev, nrows * ncols);
 
         let mut want = vec![0.0f32; x.len()];
         ops::rms_norm(Isa::Scalar, &x, &w, 1e-6, &mut want);
@@ -618,8 +628,8 @@ fn attention_matches_the_reference_for_decode_and_prefill() {
             chunk,
         };
         let qd = dev.upload(&q).unwrap();
-        let mut out = dev.alloc_zeros::<f32>(ntok * n_head * hd).unwrap();
-        let mut scratch = dev.alloc_zeros::<f32>(shape.scratch_len()).unwrap();
+        let mut out = poison_f32(dev, ntok * n_head * hd);
+        let mut scratch = poison_f32(dev, shape.scratch_len());
         dev.attention(&qd, &kc, &vc, &pd, &mut out, &mut scratch, shape, scale)
             .unwrap();
         let got = dev.download(&out).unwrap();
@@ -640,7 +650,7 @@ fn elementwise_kernels_match_the_cpu_ops() {
         let Some(dev) = gpu.as_ref() else { continue };
         let ad = dev.upload(&a).unwrap();
         let bd = dev.upload(&b).unwrap();
-        let mut out = dev.alloc_zeros::<f32>(n).unwrap();
+        let mut out = poison_f32(dev, n);
         let rel = |want: &[f32], r: f32| -> Vec<f32> {
             want.iter().map(|w| w.abs() * r + 1e-6).collect()
         };
@@ -708,7 +718,7 @@ fn softmax_rows_matches_the_cpu_op() {
         }
         let Some(dev) = gpu.as_ref() else { continue };
         let xd = dev.upload(&x).unwrap();
-        let mut out = dev.alloc_zeros::<f32>(x.len()).unwrap();
+        let mut out = poison_f32(dev, x.len());
         dev.softmax_rows(&xd, &mut out, nrows, ncols).unwrap();
         let got = dev.download(&out).unwrap();
         assert_close(&format!("softmax {nrows}x{ncols}"), &got, &want, |i| {
@@ -749,7 +759,7 @@ fn argmax_picks_the_lowest_index_among_ties() {
                 .0;
             let Some(dev) = gpu.as_ref() else { continue };
             let xd = dev.upload(&x).unwrap();
-            let mut out = dev.alloc_zeros::<i32>(1).unwrap();
+            let mut out = dev.upload(&[-7i32]).unwrap();
             dev.argmax(&xd, &mut out, n).unwrap();
             assert_eq!(
                 dev.download(&out).unwrap()[0] as usize,

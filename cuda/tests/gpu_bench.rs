@@ -31,6 +31,16 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Uniform in [-1, 1).
+fn random_f32(n: usize, seed: u64) -> Vec<f32> {
+    random_bytes(4 * n, seed)
+        .chunks_exact(4)
+        .map(|b| {
+            (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
 /// Microseconds per call of `f`, from CUDA events over `reps` calls after 3 warm-up calls.
 fn time_us<F: FnMut(&CudaDevice) -> Result<(), CudaError>>(
     dev: &CudaDevice,
@@ -129,19 +139,21 @@ fn tinyllama_graph(dev: &CudaDevice, copy_gbps: f64) -> Result<Row, CudaError> {
     let ty = WeightType::Q4_0;
     let (d, ff, kv, vocab, layers) = (2048usize, 5632usize, 256usize, 32000usize, 22usize);
     let shapes = [(d, d), (kv, d), (kv, d), (d, d), (ff, d), (ff, d), (d, ff)];
+    // Random bytes (never zeros, which can run faster than real data), copied on the device
+    // from one random buffer into every matrix.
+    let largest = ty.row_bytes(d).expect("blocks") * vocab;
+    let random = dev.upload(&random_bytes(largest, 11))?;
     let mut weights: Vec<(DeviceBuffer<u8>, usize, usize)> = Vec::new();
     let mut total = 0usize;
-    for _ in 0..layers {
-        for (r, c) in shapes {
-            let b = ty.row_bytes(c).expect("blocks") * r;
-            total += b;
-            weights.push((dev.alloc_zeros::<u8>(b)?, r, c));
-        }
+    let all_shapes = (0..layers).flat_map(|_| shapes).chain([(vocab, d)]);
+    for (r, c) in all_shapes {
+        let b = ty.row_bytes(c).expect("blocks") * r;
+        total += b;
+        let mut w = dev.alloc_zeros::<u8>(b)?;
+        dev.copy(&random.slice(0..b), &mut w)?;
+        weights.push((w, r, c));
     }
-    let b = ty.row_bytes(d).expect("blocks") * vocab;
-    total += b;
-    weights.push((dev.alloc_zeros::<u8>(b)?, vocab, d));
-    let x = dev.alloc_zeros::<f32>(ff)?;
+    let x = dev.upload(&random_f32(ff, 12))?;
     let mut xq = dev.alloc_zeros::<u8>(ff / 32 * 36)?;
     let mut y = dev.alloc_zeros::<f32>(vocab)?;
     let graph = dev.capture(|dv| {
@@ -183,9 +195,14 @@ fn attention_decode(dev: &CudaDevice, ctx: usize, copy_gbps: f64) -> Result<Row,
         max_kv_len: ctx,
         chunk: 256,
     };
-    let kc = dev.alloc_zeros::<u16>(ctx * n_kv * hd)?;
-    let vc = dev.alloc_zeros::<u16>(ctx * n_kv * hd)?;
-    let q = dev.alloc_zeros::<f32>(n_head * hd)?;
+    let f16_bits = |v: Vec<f32>| -> Vec<u16> {
+        v.into_iter()
+            .map(|x| half::f16::from_f32(x).to_bits())
+            .collect()
+    };
+    let kc = dev.upload(&f16_bits(random_f32(ctx * n_kv * hd, 13)))?;
+    let vc = dev.upload(&f16_bits(random_f32(ctx * n_kv * hd, 14)))?;
+    let q = dev.upload(&random_f32(n_head * hd, 15))?;
     let pos = dev.upload(&[(ctx - 1) as i32])?;
     let mut out = dev.alloc_zeros::<f32>(n_head * hd)?;
     let mut scratch = dev.alloc_zeros::<f32>(shape.scratch_len())?;
@@ -213,7 +230,7 @@ fn prefill_matmul(
 ) -> Result<Row, CudaError> {
     let bytes = ty.row_bytes(ncols).expect("blocks") * nrows;
     let w = dev.upload(&random_bytes(bytes, 7))?;
-    let x = dev.alloc_zeros::<f32>(ntok * ncols)?;
+    let x = dev.upload(&random_f32(ntok * ncols, 16))?;
     let mut y = dev.alloc_zeros::<f32>(ntok * nrows)?;
     let us = if tensor_cores {
         time_us(dev, 10, |d| {
