@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use tinyrt_kernels::cpu::ops::{
     self, AttnParams, KvData, KvView, RayonRun, RopeCache, RopeCfg, RopeMode,
 };
-use tinyrt_kernels::cpu::Isa;
+use tinyrt_kernels::cpu::{Isa, ThreadPool};
 
 /// `cases` cases, or `PROPTEST_CASES` when set (for longer soak runs).
 fn config_with(cases: u32) -> ProptestConfig {
@@ -470,14 +470,27 @@ fn check_attention(c: &AttnCase) {
         // and then; `f16_accumulator_saturates_like_ggml` checks the rounding itself.
         let simd_tol = if vec_path && c.f16_cache { 1e-3 } else { 2e-5 };
         assert_close("attention vs scalar", isa, &out, &reference, simd_tol, 0.0);
-        let mut out_mt = vec![0.0f32; q.len()];
-        ops::attention_parallel(isa, &q, &kv, c.n_past, &params, &mut out_mt, &RayonRun(3));
+        let pool = ThreadPool::new(2).unwrap();
+        let mut out_pool = vec![0.0f32; q.len()];
+        ops::attention_parallel(isa, &q, &kv, c.n_past, &params, &mut out_pool, &pool);
         assert_eq!(
-            out_mt,
+            out_pool,
             out,
-            "attention multi-threaded vs single [{}]",
+            "attention on the thread pool vs one thread [{}]",
             isa.name()
         );
+        // Thread counts below, at and above the number of (token, group) pairs.
+        for threads in [2, 3, 7] {
+            let mut out_mt = vec![0.0f32; q.len()];
+            let par = RayonRun(threads);
+            ops::attention_parallel(isa, &q, &kv, c.n_past, &params, &mut out_mt, &par);
+            assert_eq!(
+                out_mt,
+                out,
+                "attention on {threads} threads vs one [{}]",
+                isa.name()
+            );
+        }
     }
 }
 

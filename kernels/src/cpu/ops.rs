@@ -471,7 +471,8 @@ pub struct AttnParams {
     pub window: Option<usize>,
 }
 
-/// The work of one (query token, GQA group) pair, handed to the per-ISA kernels.
+/// The work of one query token and one kv head (for all or a run of the query heads that share
+/// it), handed to the per-ISA kernels.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnJob<'a> {
     pub kv: &'a KvView<'a>,
@@ -537,6 +538,16 @@ impl ParallelRun for Sequential {
     }
 }
 
+/// The persistent pool of `cpu::pool` (workers spin briefly, so back-to-back ops avoid wake-ups).
+impl ParallelRun for crate::cpu::ThreadPool {
+    fn n_threads(&self) -> usize {
+        crate::cpu::ThreadPool::n_threads(self)
+    }
+    fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        crate::cpu::ThreadPool::run(self, f)
+    }
+}
+
 /// `n` rayon tasks on rayon's global pool.
 pub struct RayonRun(pub usize);
 
@@ -595,14 +606,23 @@ pub fn attention_parallel(
     let group = n_heads / n_kv;
     let ggml_vec_path = n_tokens < GGML_FA_TILE_Q;
     let isa = effective(isa);
-    let n_jobs = n_tokens * n_kv;
+    // A job is (query token, kv head, run of that group's query heads). Groups are split only
+    // when there are fewer (token, group) pairs than threads (decode with few kv heads, e.g.
+    // Gemma-3-270M's single one); each head's result does not depend on the split.
+    let pairs = n_tokens * n_kv;
+    let splits = par.n_threads().div_ceil(pairs.max(1)).clamp(1, group);
+    let heads_per_job = group.div_ceil(splits);
+    let jobs_per_group = group.div_ceil(heads_per_job);
+    let n_jobs = pairs * jobs_per_group;
     let out_ptr = SharedMut(out.as_mut_ptr());
     let work = |thread: usize, n_threads: usize| {
         // Interleave jobs over threads: with causal attention later tokens cost more, so a
         // contiguous split of tokens would be unbalanced.
         for job_idx in (thread..n_jobs).step_by(n_threads) {
-            let t = job_idx / n_kv;
-            let g = job_idx % n_kv;
+            let part = job_idx % jobs_per_group;
+            let pair = job_idx / jobs_per_group;
+            let t = pair / n_kv;
+            let g = pair % n_kv;
             let pos = n_past + t;
             let keys = attended_keys(pos, params.window);
             let job = AttnJob {
@@ -614,14 +634,17 @@ pub fn attention_parallel(
                 scale: params.scale,
                 ggml_vec_path,
             };
-            let start = t * tok_len + g * group * hd;
-            let q_group = &q[start..start + group * hd];
-            // SAFETY: `start..start + group*hd` lies inside `out` (same shape as `q`, checked
-            // above), and each job index maps to a distinct (token, group) range, each job index
-            // runs on exactly one thread, so no two live slices overlap.
-            let out_group =
-                unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), group * hd) };
-            attend_group(isa, &job, q_group, out_group);
+            let first_head = part * heads_per_job;
+            let n_job_heads = heads_per_job.min(group - first_head);
+            let start = t * tok_len + (g * group + first_head) * hd;
+            let len = n_job_heads * hd;
+            let q_heads = &q[start..start + len];
+            // SAFETY: `start..start + len` lies inside `out` (same shape as `q`, checked above);
+            // distinct job indices map to disjoint head runs and each job index runs on exactly
+            // one thread, so no two live slices overlap.
+            let out_heads =
+                unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), len) };
+            attend_group(isa, &job, q_heads, out_heads);
         }
     };
     let n_threads = par.n_threads().clamp(1, n_jobs.max(1));
