@@ -78,6 +78,15 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     return warp_max(v);
 }
 
+// ---- activations ----
+__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); }
+
+// GELU, tanh approximation (as ggml_gelu): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+__device__ __forceinline__ float gelu_f(float x) {
+    const float c = 0.7978845608028654f;  // sqrt(2 / pi)
+    return 0.5f * x * (1.0f + tanhf(c * x * (1.0f + 0.044715f * x * x)));
+}
+
 // ---- unaligned-safe loads: blocks of 18/20/22/34 bytes are only 2-byte aligned ----
 __device__ __forceinline__ int load_i32_a2(const uint8_t* p) {
     const uint16_t* q = (const uint16_t*)p;

@@ -2,14 +2,6 @@
 // Prepended by the Rust side: common.cuh, quant.cuh.
 // All element-wise kernels: one thread per element, any n; outputs may alias inputs.
 
-__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); }
-
-// GELU, tanh approximation (as ggml_gelu): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-__device__ __forceinline__ float gelu_f(float x) {
-    const float c = 0.7978845608028654f;  // sqrt(2 / pi)
-    return 0.5f * x * (1.0f + tanhf(c * x * (1.0f + 0.044715f * x * x)));
-}
-
 #define ELEMENT_INDEX                                   \
     const int i = blockIdx.x * blockDim.x + threadIdx.x; \
     if (i >= n) return;

@@ -64,6 +64,76 @@ MATVEC_Q(matvec_q6_k, FmtQ6_K)
 MATVEC_Q(matvec_iq4_nl, FmtIQ4_NL)
 MATVEC_Q(matvec_nf4, FmtNF4)
 
+// Gated feed-forward for decode, fused: y[r] = act(Wg[r] . x) * (Wu[r] . x), act = SiLU
+// (act == 0, SwiGLU) or tanh-GELU (act == 1, GeGLU). One launch reads both matrices and never
+// writes the gate and up vectors. Same thread layout as matvec_q.
+template <typename F>
+__device__ __forceinline__ void matvec_glu(const uint8_t* __restrict__ wg, const uint8_t* __restrict__ wu,
+                                           const BlockQ8_1* __restrict__ x, float* __restrict__ y, int nrows,
+                                           int ncols, int tpr, int act) {
+    __shared__ float partial_g[MV_THREADS / WARP_SIZE];
+    __shared__ float partial_u[MV_THREADS / WARP_SIZE];
+    const int rows_per_block = MV_THREADS / tpr;
+    const int t = threadIdx.x % tpr;
+    const int row = blockIdx.x * rows_per_block + threadIdx.x / tpr;
+    const size_t row_bytes = (size_t)(ncols / F::BS) * F::BYTES;
+    const int nunits = ncols / QK8_1;
+    float g = 0.0f, u = 0.0f;
+    if (row < nrows) {
+        const uint8_t* gr = wg + (size_t)row * row_bytes;
+        const uint8_t* ur = wu + (size_t)row * row_bytes;
+        for (int k = t; k < nunits; k += tpr) {
+            g += F::dot32(gr, k, x + k);
+            u += F::dot32(ur, k, x + k);
+        }
+    }
+    bool write = false;
+    if (tpr <= WARP_SIZE) {
+        for (int o = tpr / 2; o > 0; o >>= 1) {
+            g += __shfl_xor_sync(FULL_MASK, g, o);
+            u += __shfl_xor_sync(FULL_MASK, u, o);
+        }
+        write = t == 0 && row < nrows;
+    } else {
+        g = warp_sum(g);
+        u = warp_sum(u);
+        if (threadIdx.x % WARP_SIZE == 0) {
+            partial_g[threadIdx.x / WARP_SIZE] = g;
+            partial_u[threadIdx.x / WARP_SIZE] = u;
+        }
+        __syncthreads();
+        if (t == 0 && row < nrows) {
+            const int wpr = tpr / WARP_SIZE;
+            const int first = (threadIdx.x / tpr) * wpr;
+            g = 0.0f;
+            u = 0.0f;
+            for (int i = 0; i < wpr; ++i) {
+                g += partial_g[first + i];
+                u += partial_u[first + i];
+            }
+            write = true;
+        }
+    }
+    if (write) y[row] = (act ? gelu_f(g) : silu_f(g)) * u;
+}
+
+#define MATVEC_GLU(name, F)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                                   \
+        name(const uint8_t* __restrict__ wg, const uint8_t* __restrict__ wu, const BlockQ8_1* __restrict__ x,  \
+             float* __restrict__ y, int nrows, int ncols, int tpr, int act) {                                  \
+        matvec_glu<F>(wg, wu, x, y, nrows, ncols, tpr, act);                                                   \
+    }
+
+MATVEC_GLU(matvec_glu_q4_0, FmtQ4_0)
+MATVEC_GLU(matvec_glu_q4_1, FmtQ4_1)
+MATVEC_GLU(matvec_glu_q5_0, FmtQ5_0)
+MATVEC_GLU(matvec_glu_q8_0, FmtQ8_0)
+MATVEC_GLU(matvec_glu_q4_k, FmtQ4_K)
+MATVEC_GLU(matvec_glu_q5_k, FmtQ5_K)
+MATVEC_GLU(matvec_glu_q6_k, FmtQ6_K)
+MATVEC_GLU(matvec_glu_iq4_nl, FmtIQ4_NL)
+MATVEC_GLU(matvec_glu_nf4, FmtNF4)
+
 // Unquantized weights: 16-byte loads when the row length and the buffers allow (rows then
 // start 16-byte aligned), element loads otherwise.
 __device__ __forceinline__ float dot8_f16(uint4 wv, const float* xv) {

@@ -39,6 +39,15 @@ pub enum RopeMode {
     Neox,
 }
 
+/// The activation of a gated feed-forward unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GluActivation {
+    /// SwiGLU: silu(gate) · up (llama, qwen, smollm).
+    Silu,
+    /// GeGLU: gelu_tanh(gate) · up (gemma).
+    GeluTanh,
+}
+
 /// Shapes of one attention call (decode: `ntok == 1`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
@@ -424,6 +433,56 @@ impl CudaDevice {
             int(k, "threads_per_row", threads_per_row)?,
         ];
         let rows_per_block = MATVEC_THREADS / threads_per_row;
+        self.launch(
+            k,
+            (nrows.div_ceil(rows_per_block), 1, 1),
+            MATVEC_THREADS as u32,
+            &args,
+        )
+    }
+
+    /// Fused gated feed-forward for decode: y[r] = act(Wg[r]·x) · (Wu[r]·x) with act = SiLU
+    /// (SwiGLU) or tanh-GELU (GeGLU); gate and up weights of the same quantized `ty`, `x`
+    /// quantized to Q8_1.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec_glu_q8_1(
+        &self,
+        ty: WeightType,
+        act: GluActivation,
+        w_gate: &impl DevicePtr<u8>,
+        w_up: &impl DevicePtr<u8>,
+        x_q8_1: &impl DevicePtr<u8>,
+        y: &mut impl DevicePtrMut<f32>,
+        nrows: usize,
+        ncols: usize,
+    ) -> Result<(), CudaError> {
+        let Some(k) = Kernel::matvec_glu(ty) else {
+            return Err(bad(
+                Kernel::matvec(ty),
+                format!("no fused gate/up kernel for {ty:?}"),
+            ));
+        };
+        self.check_weights(k, ty, w_gate.len(), nrows, ncols)?;
+        self.check_weights(k, ty, w_up.len(), nrows, ncols)?;
+        need(
+            k,
+            "x (Q8_1 bytes)",
+            x_q8_1.len(),
+            ncols / 32 * Q8_1_BLOCK_BYTES,
+        )?;
+        need(k, "y", y.len(), nrows)?;
+        let tpr = matvec_threads_per_row(ncols);
+        let args = [
+            self.check_align(k, "w_gate", self.ptr(w_gate), 4)?,
+            self.check_align(k, "w_up", self.ptr(w_up), 4)?,
+            self.check_align(k, "x_q8_1", self.ptr(x_q8_1), 4)?,
+            self.ptr_mut(y),
+            int(k, "nrows", nrows)?,
+            int(k, "ncols", ncols)?,
+            int(k, "threads_per_row", tpr)?,
+            Arg::I32((act == GluActivation::GeluTanh) as i32),
+        ];
+        let rows_per_block = MATVEC_THREADS / tpr;
         self.launch(
             k,
             (nrows.div_ceil(rows_per_block), 1, 1),

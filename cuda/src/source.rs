@@ -89,6 +89,7 @@ use ArgKind::{Ptr as P, F32 as F, I32 as I};
 
 const MATVEC_ARGS: &[ArgKind] = &[P, P, P, P, I, I];
 const MATVEC_Q_ARGS: &[ArgKind] = &[P, P, P, P, I, I, I];
+const MATVEC_GLU_ARGS: &[ArgKind] = &[P, P, P, P, I, I, I, I];
 const MATMUL_ARGS: &[ArgKind] = &[P, P, P, I, I, I];
 const GET_ROWS_ARGS: &[ArgKind] = &[P, P, P, I, I];
 const UNARY_ARGS: &[ArgKind] = &[P, P, I];
@@ -138,6 +139,15 @@ kernels! {
     MatvecQ6_K => ("matvec_q6_k", Matvec, MATVEC_Q_ARGS),
     MatvecIQ4_NL => ("matvec_iq4_nl", Matvec, MATVEC_Q_ARGS),
     MatvecNF4 => ("matvec_nf4", Matvec, MATVEC_Q_ARGS),
+    MatvecGluQ4_0 => ("matvec_glu_q4_0", Matvec, MATVEC_GLU_ARGS),
+    MatvecGluQ4_1 => ("matvec_glu_q4_1", Matvec, MATVEC_GLU_ARGS),
+    MatvecGluQ5_0 => ("matvec_glu_q5_0", Matvec, MATVEC_GLU_ARGS),
+    MatvecGluQ8_0 => ("matvec_glu_q8_0", Matvec, MATVEC_GLU_ARGS),
+    MatvecGluQ4_K => ("matvec_glu_q4_k", Matvec, MATVEC_GLU_ARGS),
+    MatvecGluQ5_K => ("matvec_glu_q5_k", Matvec, MATVEC_GLU_ARGS),
+    MatvecGluQ6_K => ("matvec_glu_q6_k", Matvec, MATVEC_GLU_ARGS),
+    MatvecGluIQ4_NL => ("matvec_glu_iq4_nl", Matvec, MATVEC_GLU_ARGS),
+    MatvecGluNF4 => ("matvec_glu_nf4", Matvec, MATVEC_GLU_ARGS),
     MatmulF32 => ("matmul_f32", Matmul, MATMUL_ARGS),
     MatmulF16 => ("matmul_f16", Matmul, MATMUL_ARGS),
     MatmulQ4_0 => ("matmul_q4_0", Matmul, MATMUL_ARGS),
@@ -215,6 +225,22 @@ impl Kernel {
             WeightType::IQ4_NL => Kernel::MatvecIQ4_NL,
             WeightType::NF4 => Kernel::MatvecNF4,
         }
+    }
+
+    /// The fused gate/up kernel of a quantized type (`None` for F32/F16).
+    pub const fn matvec_glu(t: WeightType) -> Option<Kernel> {
+        Some(match t {
+            WeightType::Q4_0 => Kernel::MatvecGluQ4_0,
+            WeightType::Q4_1 => Kernel::MatvecGluQ4_1,
+            WeightType::Q5_0 => Kernel::MatvecGluQ5_0,
+            WeightType::Q8_0 => Kernel::MatvecGluQ8_0,
+            WeightType::Q4_K => Kernel::MatvecGluQ4_K,
+            WeightType::Q5_K => Kernel::MatvecGluQ5_K,
+            WeightType::Q6_K => Kernel::MatvecGluQ6_K,
+            WeightType::IQ4_NL => Kernel::MatvecGluIQ4_NL,
+            WeightType::NF4 => Kernel::MatvecGluNF4,
+            WeightType::F32 | WeightType::F16 => return None,
+        })
     }
 
     pub const fn matmul(t: WeightType) -> Kernel {

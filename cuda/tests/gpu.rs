@@ -6,7 +6,9 @@
 #![cfg(feature = "cuda")]
 
 use half::f16;
-use tinyrt_cuda::{driver_available, AttentionShape, CudaDevice, CudaError, RopeMode, WeightType};
+use tinyrt_cuda::{
+    driver_available, AttentionShape, CudaDevice, CudaError, GluActivation, RopeMode, WeightType,
+};
 use tinyrt_kernels::cpu::ops;
 use tinyrt_kernels::cpu::Isa;
 use tinyrt_kernels::quant::{self, BlockQ8_1, GgmlType, QuantFormat};
@@ -297,6 +299,59 @@ fn matvec_matches_the_dequantized_dot_for_every_format() {
                         |i| tol[i],
                     );
                 }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_gate_up_matches_act_of_gate_times_up() {
+    let gpu = device();
+    let mut rng = Rng::new(14);
+    let silu64 = |x: f64| x / (1.0 + (-x).exp());
+    let gelu64 =
+        |x: f64| 0.5 * x * (1.0 + (0.797_884_560_802_865_4 * x * (1.0 + 0.044715 * x * x)).tanh());
+    for ty in WeightType::ALL.into_iter().filter(|t| t.is_quantized()) {
+        for (nrows, ncols) in [(5, 256), (70, 2048), (9, 576)] {
+            if ty.row_bytes(ncols).is_none() {
+                continue;
+            }
+            let (gbytes, gdeq) = random_weights(&mut rng, ty, nrows, ncols);
+            let (ubytes, udeq) = random_weights(&mut rng, ty, nrows, ncols);
+            let x = rng.vec(ncols, 1.0);
+            let xq = q8_1_reference(&x).1;
+            for act in [GluActivation::Silu, GluActivation::GeluTanh] {
+                let mut want = Vec::new();
+                let mut tol = Vec::new();
+                for r in 0..nrows {
+                    let (g, ga) = dot_f64(&gdeq[r * ncols..(r + 1) * ncols], &xq);
+                    let (u, ua) = dot_f64(&udeq[r * ncols..(r + 1) * ncols], &xq);
+                    let (g, u) = (g as f64, u as f64);
+                    let a = if act == GluActivation::Silu {
+                        silu64(g)
+                    } else {
+                        gelu64(g)
+                    };
+                    want.push((a * u) as f32);
+                    let (dg, du) = (ga as f64 * 5e-5 + 1e-5, ua as f64 * 5e-5 + 1e-5);
+                    tol.push((1.2 * (u.abs() * dg + (g.abs() + dg) * du) + 1e-5) as f32);
+                }
+                let Some(dev) = gpu.as_ref() else { continue };
+                let gd = dev.upload(&gbytes).unwrap();
+                let ud = dev.upload(&ubytes).unwrap();
+                let xd = dev.upload(&x).unwrap();
+                let mut xqd = poison_u8(dev, ncols / 32 * 36);
+                dev.quantize_q8_1(&xd, &mut xqd, ncols).unwrap();
+                let mut yd = poison_f32(dev, nrows);
+                dev.matvec_glu_q8_1(ty, act, &gd, &ud, &xqd, &mut yd, nrows, ncols)
+                    .unwrap();
+                let got = dev.download(&yd).unwrap();
+                assert_close(
+                    &format!("matvec_glu {ty:?} {act:?} {nrows}x{ncols}"),
+                    &got,
+                    &want,
+                    |i| tol[i],
+                );
             }
         }
     }

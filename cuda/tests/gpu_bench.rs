@@ -7,7 +7,8 @@
 #![cfg(feature = "cuda")]
 
 use tinyrt_cuda::{
-    matvec_threads_per_row, AttentionShape, CudaDevice, CudaError, DeviceBuffer, WeightType,
+    matvec_threads_per_row, AttentionShape, CudaDevice, CudaError, DeviceBuffer, GluActivation,
+    WeightType,
 };
 
 struct Row {
@@ -130,6 +131,45 @@ fn matvec_row(
         gbps: Some(gbps),
         note: format!("{:.0}% of copy; {sweep}", 100.0 * gbps / copy_gbps),
     })
+}
+
+/// Gate and up projections + SwiGLU for one token: fused in one launch, against two matrix-vector
+/// launches and the element-wise SwiGLU.
+fn glu_rows(
+    dev: &CudaDevice,
+    ty: WeightType,
+    nrows: usize,
+    ncols: usize,
+    copy_gbps: f64,
+) -> Result<Vec<Row>, CudaError> {
+    let bytes = ty.row_bytes(ncols).expect("whole blocks") * nrows;
+    let wg = dev.upload(&random_bytes(bytes, 21))?;
+    let wu = dev.upload(&random_bytes(bytes, 22))?;
+    let xd = dev.upload(&random_f32(ncols, 23))?;
+    let mut xq = dev.alloc_zeros::<u8>(ncols / 32 * 36)?;
+    dev.quantize_q8_1(&xd, &mut xq, ncols)?;
+    let mut g = dev.alloc_zeros::<f32>(nrows)?;
+    let mut u = dev.alloc_zeros::<f32>(nrows)?;
+    let mut y = dev.alloc_zeros::<f32>(nrows)?;
+    let fused = time_us(dev, 200, |d| {
+        d.matvec_glu_q8_1(ty, GluActivation::Silu, &wg, &wu, &xq, &mut y, nrows, ncols)
+    })?;
+    let separate = time_us(dev, 200, |d| {
+        d.matvec_q8_1(ty, &wg, &xq, &mut g, false, nrows, ncols)?;
+        d.matvec_q8_1(ty, &wu, &xq, &mut u, false, nrows, ncols)?;
+        d.swiglu(&g, &u, &mut y, nrows)
+    })?;
+    let row = |name: &str, us: f64| {
+        let gbps = 2.0 * bytes as f64 / (us * 1e3);
+        Row {
+            bench: format!("gate+up+SwiGLU {ty:?}, {name}"),
+            shape: format!("2 x {nrows}x{ncols}"),
+            micros: us,
+            gbps: Some(gbps),
+            note: format!("{:.0}% of copy", 100.0 * gbps / copy_gbps),
+        }
+    };
+    Ok(vec![row("fused", fused), row("3 launches", separate)])
 }
 
 /// The matrix-vector work of one decode token of the TinyLlama-1.1B shape (22 layers of
@@ -324,6 +364,10 @@ fn gpu_bench() {
             matvec_row(&dev, ty, 5632, 2048, copy, "TinyLlama"),
             "matvec",
         );
+    }
+    match glu_rows(&dev, WeightType::Q4_0, 5632, 2048, copy) {
+        Ok(r) => r.into_iter().for_each(|row| run(Ok(row), "glu")),
+        Err(e) => run(Err(e), "glu"),
     }
     run(tinyllama_graph(&dev, copy), "graph");
     for ctx in [512, 4096] {
