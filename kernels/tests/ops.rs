@@ -131,6 +131,12 @@ proptest! {
             let mut a = vec![0.0; x.len()];
             ops::geglu_tanh(isa, &x, &up, &mut a);
             assert_close("geglu_tanh", isa, &a, &geglu_ref, 1e-6, 1.1e-3);
+            let mut a = x.clone();
+            ops::swiglu_inplace(isa, &mut a, &up);
+            assert_close("swiglu_inplace", isa, &a, &swiglu_ref, 1e-6, 2e-6);
+            let mut a = x.clone();
+            ops::geglu_tanh_inplace(isa, &mut a, &up);
+            assert_close("geglu_tanh_inplace", isa, &a, &geglu_ref, 1e-6, 1.1e-3);
         }
     }
 
@@ -176,6 +182,14 @@ proptest! {
             let mut a = vec![0.0; x.len()];
             ops::layer_norm(isa, &x, &w, Some(&b), 1e-5, &mut a);
             assert_close("layer_norm", isa, &a, &ln_ref, 1e-5, 1e-4);
+            let mut a = x.clone();
+            ops::layer_norm_inplace(isa, &mut a, &w, Some(&b), 1e-5);
+            assert_close("layer_norm_inplace", isa, &a, &ln_ref, 1e-5, 1e-4);
+            let mut nb = vec![0.0; x.len()];
+            ops::layer_norm(isa, &x, &w, None, 1e-5, &mut nb);
+            for (i, (&with, &without)) in a.iter().zip(&nb).enumerate() {
+                prop_assert!((with - b[i % n] - without).abs() <= 1e-4 * (1.0 + with.abs()));
+            }
         }
         // The reference against the textbook formula in f64.
         for (xr, yr) in x.chunks(n).zip(rms_ref.chunks(n)) {

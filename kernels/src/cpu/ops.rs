@@ -69,21 +69,15 @@ macro_rules! dispatch {
 /// RMSNorm of each row of `x` (rows of `weight.len()` values), times `weight`, into `out`.
 /// ggml: `ggml_mul(ggml_rms_norm(x, eps), weight)`.
 pub fn rms_norm(isa: Isa, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    check_rows("rms_norm", x.len(), weight.len());
     assert_eq!(x.len(), out.len(), "rms_norm: out length");
-    dispatch!(isa, rms_norm(x, weight, eps, out))
+    out.copy_from_slice(x);
+    rms_norm_inplace(isa, out, weight, eps)
 }
 
-/// [`rms_norm`] in place.
+/// [`rms_norm`] in place. Also the per-head Q/K norm of qwen3 / gemma3 (`weight` of one head).
 pub fn rms_norm_inplace(isa: Isa, x: &mut [f32], weight: &[f32], eps: f32) {
     check_rows("rms_norm", x.len(), weight.len());
-    // The kernels read a row completely before writing it, so a copy of one row is not needed;
-    // but `&x` and `&mut x` cannot alias in Rust, so go row by row through a small buffer.
-    let mut tmp = vec![0.0f32; weight.len()];
-    for row in x.chunks_exact_mut(weight.len()) {
-        tmp.copy_from_slice(row);
-        dispatch!(isa, rms_norm(&tmp, weight, eps, row));
-    }
+    dispatch!(isa, rms_norm_inplace(x, weight, eps))
 }
 
 /// LayerNorm of each row of `x` (rows of `weight.len()` values): subtract the mean, divide by
@@ -97,12 +91,18 @@ pub fn layer_norm(
     eps: f32,
     out: &mut [f32],
 ) {
-    check_rows("layer_norm", x.len(), weight.len());
     assert_eq!(x.len(), out.len(), "layer_norm: out length");
+    out.copy_from_slice(x);
+    layer_norm_inplace(isa, out, weight, bias, eps)
+}
+
+/// [`layer_norm`] in place.
+pub fn layer_norm_inplace(isa: Isa, x: &mut [f32], weight: &[f32], bias: Option<&[f32]>, eps: f32) {
+    check_rows("layer_norm", x.len(), weight.len());
     if let Some(b) = bias {
         assert_eq!(b.len(), weight.len(), "layer_norm: bias length");
     }
-    dispatch!(isa, layer_norm(x, weight, bias, eps, out))
+    dispatch!(isa, layer_norm_inplace(x, weight, bias, eps))
 }
 
 fn check_rows(op: &str, len: usize, row: usize) {
@@ -371,20 +371,28 @@ pub fn gelu_erf_inplace(isa: Isa, x: &mut [f32]) {
 
 /// `out = silu(gate) * up`.
 pub fn swiglu(isa: Isa, gate: &[f32], up: &[f32], out: &mut [f32]) {
-    assert!(
-        gate.len() == up.len() && up.len() == out.len(),
-        "swiglu: lengths"
-    );
-    dispatch!(isa, swiglu(gate, up, out))
+    assert_eq!(gate.len(), out.len(), "swiglu: lengths");
+    out.copy_from_slice(gate);
+    swiglu_inplace(isa, out, up)
+}
+
+/// `gate = silu(gate) * up`.
+pub fn swiglu_inplace(isa: Isa, gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "swiglu: lengths");
+    dispatch!(isa, swiglu_inplace(gate, up))
 }
 
 /// `out = gelu_tanh(gate) * up` (ggml `geglu`, same f16 table semantics as [`gelu_tanh_inplace`]).
 pub fn geglu_tanh(isa: Isa, gate: &[f32], up: &[f32], out: &mut [f32]) {
-    assert!(
-        gate.len() == up.len() && up.len() == out.len(),
-        "geglu_tanh: lengths"
-    );
-    dispatch!(isa, geglu_tanh(gate, up, out))
+    assert_eq!(gate.len(), out.len(), "geglu_tanh: lengths");
+    out.copy_from_slice(gate);
+    geglu_tanh_inplace(isa, out, up)
+}
+
+/// `gate = gelu_tanh(gate) * up`.
+pub fn geglu_tanh_inplace(isa: Isa, gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "geglu_tanh: lengths");
+    dispatch!(isa, geglu_tanh_inplace(gate, up))
 }
 
 /// `x += y`.

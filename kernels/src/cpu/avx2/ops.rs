@@ -203,19 +203,19 @@ macro_rules! map_inplace {
     }};
 }
 
-/// `out = $f(gate) * up` per 8-lane chunk.
+/// `gate = $f(gate) * up` per 8-lane chunk.
 macro_rules! map_gated {
-    ($gate:expr, $up:expr, $out:expr, $f:ident) => {{
-        let (gate, up, out): (&[f32], &[f32], &mut [f32]) = ($gate, $up, $out);
-        let n = out.len().min(gate.len()).min(up.len());
-        let out = &mut out[..n];
+    ($gate:expr, $up:expr, $f:ident) => {{
+        let (gate, up): (&mut [f32], &[f32]) = ($gate, $up);
+        let n = gate.len().min(up.len());
+        let gate = &mut gate[..n];
         let mut i = 0;
         while i < n {
-            // SAFETY: `i < n` ≤ every slice's length; AVX2 is enabled.
+            // SAFETY: `i < n` ≤ both slices' lengths; the target features are enabled.
             unsafe {
-                let g = load(&gate[..n], i);
+                let g = load(gate, i);
                 let u = load(&up[..n], i);
-                store(out, i, _mm256_mul_ps($f(g), u));
+                store(gate, i, _mm256_mul_ps($f(g), u));
             }
             i += LANES;
         }
@@ -246,15 +246,15 @@ pub unsafe fn gelu_erf_inplace(x: &mut [f32]) {
 /// # Safety
 /// The CPU supports this module's target features.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    map_gated!(gate, up, out, silu_ps)
+pub unsafe fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
+    map_gated!(gate, up, silu_ps)
 }
 
 /// # Safety
 /// The CPU supports this module's target features.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn geglu_tanh(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    map_gated!(gate, up, out, gelu_tanh_ggml_ps)
+pub unsafe fn geglu_tanh_inplace(gate: &mut [f32], up: &[f32]) {
+    map_gated!(gate, up, gelu_tanh_ggml_ps)
 }
 
 /// Max-subtracted softmax; like ggml, each vector's sum is added to an f64 total.
@@ -318,19 +318,19 @@ macro_rules! sum_f64 {
 /// # Safety
 /// The CPU supports this module's target features.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+pub unsafe fn rms_norm_inplace(x: &mut [f32], weight: &[f32], eps: f32) {
     let n = weight.len();
-    for (xr, yr) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+    for xr in x.chunks_exact_mut(n) {
         // Zeroed tail lanes add 0.
-        let sum = sum_f64!(xr, |v| _mm256_mul_ps(v, v));
+        let sum = sum_f64!(&*xr, |v| _mm256_mul_ps(v, v));
         let mean = (sum / n as f64) as f32;
         let scale = _mm256_set1_ps(1.0 / (mean + eps).sqrt());
         let mut i = 0;
         while i < n {
-            // SAFETY: `i < n` = length of `xr`, `weight` and `yr`.
+            // SAFETY: `i < n` = length of `xr` and `weight`.
             unsafe {
                 let v = _mm256_mul_ps(load(xr, i), scale);
-                store(yr, i, _mm256_mul_ps(v, load(weight, i)));
+                store(xr, i, _mm256_mul_ps(v, load(weight, i)));
             }
             i += LANES;
         }
@@ -340,37 +340,31 @@ pub unsafe fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 /// # Safety
 /// The CPU supports this module's target features.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn layer_norm(
-    x: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    eps: f32,
-    out: &mut [f32],
-) {
+pub unsafe fn layer_norm_inplace(x: &mut [f32], weight: &[f32], bias: Option<&[f32]>, eps: f32) {
     let n = weight.len();
-    for (xr, yr) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        let sum = sum_f64!(xr, |v| v);
+    for xr in x.chunks_exact_mut(n) {
+        let sum = sum_f64!(&*xr, |v| v);
         let mean = sum as f32 / n as f32;
         let vmean = _mm256_set1_ps(mean);
         let mut i = 0;
         while i < n {
             // SAFETY: `i < n`.
-            unsafe { store(yr, i, _mm256_sub_ps(load(xr, i), vmean)) };
+            unsafe { store(xr, i, _mm256_sub_ps(load(xr, i), vmean)) };
             i += LANES;
         }
-        // Tail lanes of `yr` load as 0 and add 0.
-        let var = sum_f64!(yr, |d| _mm256_mul_ps(d, d));
+        // Tail lanes load as 0 and add 0.
+        let var = sum_f64!(&*xr, |d| _mm256_mul_ps(d, d));
         let variance = (var / n as f64) as f32;
         let scale = _mm256_set1_ps(1.0 / (variance + eps).sqrt());
         let mut i = 0;
         while i < n {
-            // SAFETY: `i < n` = length of `yr`, `weight` and (checked by the caller) `bias`.
+            // SAFETY: `i < n` = length of `xr`, `weight` and (checked by the caller) `bias`.
             unsafe {
-                let mut v = _mm256_mul_ps(_mm256_mul_ps(load(yr, i), scale), load(weight, i));
+                let mut v = _mm256_mul_ps(_mm256_mul_ps(load(xr, i), scale), load(weight, i));
                 if let Some(b) = bias {
                     v = _mm256_add_ps(v, load(b, i));
                 }
-                store(yr, i, v);
+                store(xr, i, v);
             }
             i += LANES;
         }

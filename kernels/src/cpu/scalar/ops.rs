@@ -9,43 +9,42 @@ use half::f16;
 
 use crate::cpu::ops::{AttnJob, KvData, RopeCache, RopeMode};
 
-/// ggml's `ggml_rms_norm` followed by `ggml_mul` with the weight: the sum of squares of each row
-/// is accumulated in f64 (`ggml_float`), `scale = 1 / sqrt(mean + eps)` in f32, then
-/// `out = (x * scale) * weight`.
+/// ggml's `ggml_rms_norm` followed by `ggml_mul` with the weight, in place on each row of
+/// `weight.len()` values: the sum of squares is accumulated in f64 (`ggml_float`),
+/// `scale = 1 / sqrt(mean + eps)` in f32, then `x = (x * scale) * weight`.
 #[inline]
-pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+pub fn rms_norm_inplace(x: &mut [f32], weight: &[f32], eps: f32) {
     let n = weight.len();
-    for (xr, yr) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+    for xr in x.chunks_exact_mut(n) {
         let sum: f64 = xr.iter().map(|&v| (v * v) as f64).sum();
         let mean = (sum / n as f64) as f32;
         let scale = 1.0 / (mean + eps).sqrt();
-        for ((y, &v), &w) in yr.iter_mut().zip(xr).zip(weight) {
-            *y = (v * scale) * w;
+        for (y, &w) in xr.iter_mut().zip(weight) {
+            *y = (*y * scale) * w;
         }
     }
 }
 
 /// ggml's `ggml_norm` (mean subtraction, variance accumulated in f64) followed by `ggml_mul`
-/// with the weight and `ggml_add` of the bias.
+/// with the weight and `ggml_add` of the bias, in place.
 #[inline]
-pub fn layer_norm(x: &[f32], weight: &[f32], bias: Option<&[f32]>, eps: f32, out: &mut [f32]) {
+pub fn layer_norm_inplace(x: &mut [f32], weight: &[f32], bias: Option<&[f32]>, eps: f32) {
     let n = weight.len();
-    for (xr, yr) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+    for xr in x.chunks_exact_mut(n) {
         let sum: f64 = xr.iter().map(|&v| v as f64).sum();
         let mean = sum as f32 / n as f32;
         let mut var = 0.0f64;
-        for (y, &v) in yr.iter_mut().zip(xr) {
-            let d = v - mean;
-            *y = d;
-            var += (d * d) as f64;
+        for y in xr.iter_mut() {
+            *y -= mean;
+            var += (*y * *y) as f64;
         }
         let variance = (var / n as f64) as f32;
         let scale = 1.0 / (variance + eps).sqrt();
-        for (y, &w) in yr.iter_mut().zip(weight) {
+        for (y, &w) in xr.iter_mut().zip(weight) {
             *y = (*y * scale) * w;
         }
         if let Some(b) = bias {
-            for (y, &bv) in yr.iter_mut().zip(b) {
+            for (y, &bv) in xr.iter_mut().zip(b) {
                 *y += bv;
             }
         }
@@ -184,17 +183,19 @@ pub fn gelu_erf_inplace(x: &mut [f32]) {
     }
 }
 
+/// `gate = silu(gate) * up`.
 #[inline]
-pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-        *o = silu(g) * u;
+pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = silu(*g) * u;
     }
 }
 
+/// `gate = gelu_tanh(gate) * up`, ggml's f16-table GELU.
 #[inline]
-pub fn geglu_tanh(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-        *o = gelu_tanh_ggml(g) * u;
+pub fn geglu_tanh_inplace(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = gelu_tanh_ggml(*g) * u;
     }
 }
 
