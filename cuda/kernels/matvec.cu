@@ -64,6 +64,72 @@ MATVEC_Q(matvec_q6_k, FmtQ6_K)
 MATVEC_Q(matvec_iq4_nl, FmtIQ4_NL)
 MATVEC_Q(matvec_nf4, FmtNF4)
 
+// ---- Q4_0, planar layout: 16-byte loads ----
+//
+// GGUF's 18-byte Q4_0 blocks are only 2-byte aligned, so the kernels above read them 16 bits at a
+// time. The planar layout (made once at load by repack_q4_0_planar) stores the 16 quant bytes of
+// every block in one plane, 16-byte aligned, then the f16 scales in a second plane:
+//   bytes [0, 16 * nblocks)                 qs of block (r, b) at 16 * (r * nb + b)
+//   bytes [16 * nblocks, 18 * nblocks)      d of block (r, b) as u16 at index r * nb + b
+// Same size as the GGUF matrix; one 128-bit load per block.
+
+extern "C" __global__ void repack_q4_0_planar(const uint8_t* __restrict__ src, uint8_t* __restrict__ dst,
+                                              int nblocks) {
+    const int b = blockIdx.x * blockDim.x + threadIdx.x;
+    if (b >= nblocks) return;
+    const BlockQ4_0* blk = (const BlockQ4_0*)src + b;
+    uint32_t* q = (uint32_t*)(dst + (size_t)16 * b);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) q[i] = (uint32_t)load_i32_a2(blk->qs + 4 * i);
+    ((uint16_t*)(dst + (size_t)16 * nblocks))[b] = blk->d;
+}
+
+__device__ __forceinline__ float dot32_q4_0_planar(const uint4 q, uint16_t d, const BlockQ8_1* a) {
+    const int* aq = (const int*)a->qs;
+    const int v[4] = {(int)q.x, (int)q.y, (int)q.z, (int)q.w};
+    int sumi = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        sumi = dp4a(v[i] & 0x0F0F0F0F, aq[i], sumi);
+        sumi = dp4a((v[i] >> 4) & 0x0F0F0F0F, aq[i + 4], sumi);
+    }
+    sumi -= 8 * q8_sum(aq);
+    return f16_to_f32(d) * f16_to_f32(a->d) * (float)sumi;
+}
+
+// Same thread layout and arithmetic as matvec_q<FmtQ4_0> (results are bit-identical).
+extern "C" __global__ void __launch_bounds__(MV_THREADS)
+    matvec_q4_0_planar(const uint8_t* __restrict__ w, const BlockQ8_1* __restrict__ x, float* y,
+                       const float* residual, int nrows, int ncols, int tpr) {
+    __shared__ float partial[MV_THREADS / WARP_SIZE];
+    const int rows_per_block = MV_THREADS / tpr;
+    const int t = threadIdx.x % tpr;
+    const int row = blockIdx.x * rows_per_block + threadIdx.x / tpr;
+    const int nb = ncols / QK4_0;
+    const uint4* qs = (const uint4*)w;
+    const uint16_t* ds = (const uint16_t*)(w + (size_t)16 * nb * nrows);
+    float acc = 0.0f;
+    if (row < nrows) {
+        const size_t base = (size_t)row * nb;
+        for (int u = t; u < nb; u += tpr) acc += dot32_q4_0_planar(qs[base + u], ds[base + u], x + u);
+    }
+    if (tpr <= WARP_SIZE) {
+        for (int o = tpr / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(FULL_MASK, acc, o);
+        if (t == 0 && row < nrows) y[row] = residual ? acc + residual[row] : acc;
+    } else {
+        acc = warp_sum(acc);
+        if (threadIdx.x % WARP_SIZE == 0) partial[threadIdx.x / WARP_SIZE] = acc;
+        __syncthreads();
+        if (t == 0 && row < nrows) {
+            const int wpr = tpr / WARP_SIZE;
+            const int first = (threadIdx.x / tpr) * wpr;
+            float s = 0.0f;
+            for (int i = 0; i < wpr; ++i) s += partial[first + i];
+            y[row] = residual ? s + residual[row] : s;
+        }
+    }
+}
+
 // Gated feed-forward for decode, fused: y[r] = act(Wg[r] . x) * (Wu[r] . x), act = SiLU
 // (act == 0, SwiGLU) or tanh-GELU (act == 1, GeGLU). One launch reads both matrices and never
 // writes the gate and up vectors. Same thread layout as matvec_q.

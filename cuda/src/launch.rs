@@ -441,6 +441,75 @@ impl CudaDevice {
         )
     }
 
+    /// Rewrites a Q4_0 matrix (GGUF blocks) into the planar layout of
+    /// [`CudaDevice::matvec_q4_0_planar`]: all 16-byte quant groups, then all f16 scales.
+    /// `dst` has the same size as `src`.
+    pub fn repack_q4_0_planar(
+        &self,
+        src: &impl DevicePtr<u8>,
+        dst: &mut impl DevicePtrMut<u8>,
+        nrows: usize,
+        ncols: usize,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::RepackQ4_0Planar;
+        self.check_weights(k, WeightType::Q4_0, src.len(), nrows, ncols)?;
+        need(k, "dst (bytes)", dst.len(), nrows * ncols / 32 * 18)?;
+        let nblocks = nrows * ncols / 32;
+        let args = [
+            self.check_align(k, "src", self.ptr(src), 2)?,
+            self.check_align(k, "dst", self.ptr_mut(dst), 16)?,
+            int(k, "nblocks", nblocks)?,
+        ];
+        self.launch(
+            k,
+            (nblocks.div_ceil(ELEMENT_BLOCK), 1, 1),
+            ELEMENT_BLOCK as u32,
+            &args,
+        )
+    }
+
+    /// [`CudaDevice::matvec_q8_1`] for Q4_0 weights in the planar layout made by
+    /// [`CudaDevice::repack_q4_0_planar`] (one 128-bit load per block); bit-identical results.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec_q4_0_planar(
+        &self,
+        w_planar: &impl DevicePtr<u8>,
+        x_q8_1: &impl DevicePtr<u8>,
+        y: &mut impl DevicePtrMut<f32>,
+        accumulate: bool,
+        nrows: usize,
+        ncols: usize,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::MatvecQ4_0Planar;
+        self.check_weights(k, WeightType::Q4_0, w_planar.len(), nrows, ncols)?;
+        need(
+            k,
+            "x (Q8_1 bytes)",
+            x_q8_1.len(),
+            ncols / 32 * Q8_1_BLOCK_BYTES,
+        )?;
+        need(k, "y", y.len(), nrows)?;
+        let tpr = matvec_threads_per_row(ncols);
+        let yp = self.ptr_mut(y);
+        let residual = if accumulate { yp } else { Arg::Ptr(0) };
+        let args = [
+            self.check_align(k, "w_planar", self.ptr(w_planar), 16)?,
+            self.check_align(k, "x_q8_1", self.ptr(x_q8_1), 4)?,
+            yp,
+            residual,
+            int(k, "nrows", nrows)?,
+            int(k, "ncols", ncols)?,
+            int(k, "threads_per_row", tpr)?,
+        ];
+        let rows_per_block = MATVEC_THREADS / tpr;
+        self.launch(
+            k,
+            (nrows.div_ceil(rows_per_block), 1, 1),
+            MATVEC_THREADS as u32,
+            &args,
+        )
+    }
+
     /// Fused gated feed-forward for decode: y[r] = act(Wg[r]·x) · (Wu[r]·x) with act = SiLU
     /// (SwiGLU) or tanh-GELU (GeGLU); gate and up weights of the same quantized `ty`, `x`
     /// quantized to Q8_1.

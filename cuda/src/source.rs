@@ -148,6 +148,8 @@ kernels! {
     MatvecGluQ6_K => ("matvec_glu_q6_k", Matvec, MATVEC_GLU_ARGS),
     MatvecGluIQ4_NL => ("matvec_glu_iq4_nl", Matvec, MATVEC_GLU_ARGS),
     MatvecGluNF4 => ("matvec_glu_nf4", Matvec, MATVEC_GLU_ARGS),
+    RepackQ4_0Planar => ("repack_q4_0_planar", Matvec, &[P, P, I]),
+    MatvecQ4_0Planar => ("matvec_q4_0_planar", Matvec, MATVEC_Q_ARGS),
     MatmulF32 => ("matmul_f32", Matmul, MATMUL_ARGS),
     MatmulF16 => ("matmul_f16", Matmul, MATMUL_ARGS),
     MatmulQ4_0 => ("matmul_q4_0", Matmul, MATMUL_ARGS),

@@ -305,6 +305,71 @@ fn matvec_matches_the_dequantized_dot_for_every_format() {
 }
 
 #[test]
+fn q4_0_planar_layout_gives_the_same_matvec() {
+    let gpu = device();
+    let mut rng = Rng::new(15);
+    for (nrows, ncols) in [(1, 256), (33, 1024), (130, 2816), (300, 576)] {
+        let (bytes, deq) = random_weights(&mut rng, WeightType::Q4_0, nrows, ncols);
+        // The planar layout, built on the host: all 16-byte quant groups, then all scales.
+        let nblocks = nrows * ncols / 32;
+        let mut planar = vec![0u8; bytes.len()];
+        for (b, blk) in bytes.chunks_exact(18).enumerate() {
+            planar[16 * b..16 * b + 16].copy_from_slice(&blk[2..18]);
+            planar[16 * nblocks + 2 * b..16 * nblocks + 2 * b + 2].copy_from_slice(&blk[0..2]);
+        }
+        let x = rng.vec(ncols, 1.0);
+        let xq = q8_1_reference(&x).1;
+        let (want, tol): (Vec<f32>, Vec<f32>) = (0..nrows)
+            .map(|r| {
+                let (s, a) = dot_f64(&deq[r * ncols..(r + 1) * ncols], &xq);
+                (s, a * 5e-5 + 1e-5)
+            })
+            .unzip();
+        let Some(dev) = gpu.as_ref() else { continue };
+        let wd = dev.upload(&bytes).unwrap();
+        let mut wp = poison_u8(dev, bytes.len());
+        dev.repack_q4_0_planar(&wd, &mut wp, nrows, ncols).unwrap();
+        assert_eq!(
+            dev.download(&wp).unwrap(),
+            planar,
+            "repack_q4_0_planar {nrows}x{ncols}"
+        );
+        let xd = dev.upload(&x).unwrap();
+        let mut xqd = poison_u8(dev, ncols / 32 * 36);
+        dev.quantize_q8_1(&xd, &mut xqd, ncols).unwrap();
+        let mut y_raw = poison_f32(dev, nrows);
+        dev.matvec_q8_1(WeightType::Q4_0, &wd, &xqd, &mut y_raw, false, nrows, ncols)
+            .unwrap();
+        let mut y_planar = poison_f32(dev, nrows);
+        dev.matvec_q4_0_planar(&wp, &xqd, &mut y_planar, false, nrows, ncols)
+            .unwrap();
+        let got = dev.download(&y_planar).unwrap();
+        assert_close(
+            &format!("matvec_q4_0_planar {nrows}x{ncols}"),
+            &got,
+            &want,
+            |i| tol[i],
+        );
+        assert_eq!(
+            got,
+            dev.download(&y_raw).unwrap(),
+            "planar and GGUF layouts differ"
+        );
+        // Accumulate into y.
+        dev.matvec_q4_0_planar(&wp, &xqd, &mut y_planar, true, nrows, ncols)
+            .unwrap();
+        let twice: Vec<f32> = want.iter().map(|w| 2.0 * w).collect();
+        let got = dev.download(&y_planar).unwrap();
+        assert_close(
+            &format!("matvec_q4_0_planar accumulate {nrows}x{ncols}"),
+            &got,
+            &twice,
+            |i| 2.0 * tol[i],
+        );
+    }
+}
+
+#[test]
 fn fused_gate_up_matches_act_of_gate_times_up() {
     let gpu = device();
     let mut rng = Rng::new(14);

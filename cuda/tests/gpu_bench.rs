@@ -133,6 +133,39 @@ fn matvec_row(
     })
 }
 
+/// Q4_0 matrix-vector in the planar layout (128-bit loads) against the GGUF layout.
+fn planar_row(
+    dev: &CudaDevice,
+    nrows: usize,
+    ncols: usize,
+    copy_gbps: f64,
+    model: &str,
+) -> Result<Row, CudaError> {
+    let bytes = WeightType::Q4_0.row_bytes(ncols).expect("whole blocks") * nrows;
+    let w = dev.upload(&random_bytes(bytes, (nrows * 17 + ncols) as u64))?;
+    let mut wp = dev.alloc_zeros::<u8>(bytes)?;
+    dev.repack_q4_0_planar(&w, &mut wp, nrows, ncols)?;
+    let xd = dev.upload(&random_f32(ncols, 5))?;
+    let mut xq = dev.alloc_zeros::<u8>(ncols / 32 * 36)?;
+    dev.quantize_q8_1(&xd, &mut xq, ncols)?;
+    let mut y = dev.alloc_zeros::<f32>(nrows)?;
+    let us = time_us(dev, 200, |d| {
+        d.matvec_q4_0_planar(&wp, &xq, &mut y, false, nrows, ncols)
+    })?;
+    let gbps = bytes as f64 / (us * 1e3);
+    Ok(Row {
+        bench: "matvec Q4_0 planar".into(),
+        shape: format!("{model} {nrows}x{ncols}"),
+        micros: us,
+        gbps: Some(gbps),
+        note: format!(
+            "{:.0}% of copy; tpr {}",
+            100.0 * gbps / copy_gbps,
+            matvec_threads_per_row(ncols)
+        ),
+    })
+}
+
 /// Gate and up projections + SwiGLU for one token: fused in one launch, against two matrix-vector
 /// launches and the element-wise SwiGLU.
 fn glu_rows(
@@ -355,6 +388,9 @@ fn gpu_bench() {
             matvec_row(&dev, WeightType::Q4_0, r, c, copy, "SmolLM2"),
             "matvec",
         );
+    }
+    for (r, c) in tinyllama {
+        run(planar_row(&dev, r, c, copy, "TinyLlama"), "planar");
     }
     for ty in WeightType::ALL
         .into_iter()
