@@ -136,3 +136,19 @@ pub fn gguf_oracle() -> serde_json::Value {
     let text = std::fs::read_to_string(&path).expect("tests/data/gguf_oracle.json");
     serde_json::from_str(&text).expect("oracle JSON parses")
 }
+
+/// A llama.cpp reference tool (`llama-simple`, `llama-tokenize`, ...) from `$TINYRT_REF_BIN`
+/// or `~/.cache/tinyrt-ref/bin` (built by `shared/reference/build-llamacpp.sh`), or `None`
+/// after printing a notice when it is not there (CI has no reference build).
+pub fn reference_tool(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("TINYRT_REF_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tinyrt-ref/bin"))
+        });
+    let path = dir.map(|d| d.join(name)).filter(|p| p.is_file());
+    if path.is_none() {
+        eprintln!("skipping: llama.cpp reference tool {name} is not built");
+    }
+    path
+}
