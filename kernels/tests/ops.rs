@@ -626,3 +626,189 @@ fn window_semantics_match_llama_cpp() {
     }
     assert_eq!(ops::attended_keys(9, None), 0..10);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Against ggml itself: `data/ops-ggml/ops_ggml.bin` holds inputs and ggml's CPU outputs, written
+// by `data/ops-ggml/gen_ops_ggml.c` linked against the reference llama.cpp build.
+
+fn ggml_records() -> std::collections::HashMap<String, Vec<f32>> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/ops-ggml/ops_ggml.bin"
+    );
+    let bytes = std::fs::read(path).expect("read ops_ggml.bin");
+    let mut map = std::collections::HashMap::new();
+    let mut at = 0usize;
+    let u32_at = |at: &mut usize| {
+        let v = u32::from_le_bytes(bytes[*at..*at + 4].try_into().unwrap()) as usize;
+        *at += 4;
+        v
+    };
+    while at < bytes.len() {
+        let name_len = u32_at(&mut at);
+        let name = String::from_utf8(bytes[at..at + name_len].to_vec()).unwrap();
+        at += name_len;
+        let n = u32_at(&mut at);
+        let data: Vec<f32> = bytes[at..at + 4 * n]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        at += 4 * n;
+        map.insert(name, data);
+    }
+    map
+}
+
+#[test]
+fn unary_ops_match_ggml() {
+    let r = ggml_records();
+    let x = &r["unary.x"];
+    let up = &r["unary.up"];
+    let row = 250;
+    let ones = vec![1.0f32; row];
+    for isa in Isa::available() {
+        // ggml's GELU goes through its f16 table; our scalar path computes the same entry.
+        let gelu_tol = if isa == Isa::Scalar { 0.0 } else { 1e-3 };
+        let mut a = x.clone();
+        ops::gelu_tanh_inplace(isa, &mut a);
+        assert_close(
+            "gelu vs ggml",
+            isa,
+            &a,
+            &r["unary.gelu"],
+            gelu_tol * 1e-3,
+            gelu_tol,
+        );
+        let mut a = vec![0.0; x.len()];
+        ops::geglu_tanh(isa, x, up, &mut a);
+        assert_close("geglu vs ggml", isa, &a, &r["unary.geglu"], 2e-6, 1e-3);
+        let mut a = x.clone();
+        ops::gelu_erf_inplace(isa, &mut a);
+        assert_close(
+            "gelu_erf vs ggml",
+            isa,
+            &a,
+            &r["unary.gelu_erf"],
+            2e-6,
+            2e-6,
+        );
+        let mut a = x.clone();
+        ops::silu_inplace(isa, &mut a);
+        assert_close("silu vs ggml", isa, &a, &r["unary.silu"], 1e-7, 3e-6);
+        let mut a = vec![0.0; x.len()];
+        ops::swiglu(isa, x, up, &mut a);
+        assert_close("swiglu vs ggml", isa, &a, &r["unary.swiglu"], 1e-7, 3e-6);
+        let mut a = x.clone();
+        for chunk in a.chunks_mut(row) {
+            ops::softmax_inplace(isa, chunk);
+        }
+        assert_close("softmax vs ggml", isa, &a, &r["unary.softmax"], 1e-9, 5e-6);
+        let mut a = x.clone();
+        ops::rms_norm_inplace(isa, &mut a, &ones, 1e-6);
+        assert_close(
+            "rms_norm vs ggml",
+            isa,
+            &a,
+            &r["unary.rms_norm"],
+            1e-6,
+            1e-6,
+        );
+        let mut a = x.clone();
+        ops::layer_norm_inplace(isa, &mut a, &ones, None, 1e-5);
+        assert_close("norm vs ggml", isa, &a, &r["unary.norm"], 1e-6, 1e-5);
+    }
+}
+
+#[test]
+fn rope_matches_ggml() {
+    let r = ggml_records();
+    let positions = [0usize, 1, 7, 100, 1000];
+    let (head_dim, n_heads) = (64, 3);
+    for name in [
+        "rope.normal",
+        "rope.neox",
+        "rope.neox_partial",
+        "rope.normal_ff",
+        "rope.neox_scaled",
+        "rope.neox_yarn",
+    ] {
+        let p = &r[&format!("{name}.params")];
+        let mode = if p[0] == 0.0 {
+            RopeMode::Normal
+        } else {
+            RopeMode::Neox
+        };
+        let ff = &r[&format!("{name}.ff")];
+        let mut cfg = RopeCfg::new(mode, p[1] as usize, p[2]);
+        cfg.freq_scale = p[3];
+        if p[4] != 0.0 {
+            cfg.freq_factors = Some(ff);
+        }
+        cfg.ext_factor = p[5];
+        cfg.n_ctx_orig = p[6] as usize;
+        let cache = RopeCache::new(&cfg, 1001).unwrap();
+        for isa in Isa::available() {
+            let mut x = r[&format!("{name}.x")].clone();
+            ops::rope(isa, &mut x, n_heads, head_dim, &positions, &cache);
+            assert_close(name, isa, &x, &r[&format!("{name}.out")], 5e-7, 0.0);
+        }
+    }
+}
+
+#[test]
+fn attention_matches_ggml_flash_attn() {
+    let r = ggml_records();
+    for name in [
+        "attn.decode",
+        "attn.decode_f32",
+        "attn.batch",
+        "attn.swa",
+        "attn.tiled",
+        "attn.tiled_swa",
+        "attn.long_decode",
+    ] {
+        let p = &r[&format!("{name}.params")];
+        let (n_past, n_tokens) = (p[0] as usize, p[1] as usize);
+        let window = (p[2] != 0.0).then_some(p[2] as usize);
+        let f16_cache = p[3] != 0.0;
+        let (head_dim, n_heads, n_kv_heads) = (p[4] as usize, p[5] as usize, p[6] as usize);
+        let k = &r[&format!("{name}.k")];
+        let v = &r[&format!("{name}.v")];
+        let to16 = |s: &[f32]| {
+            s.iter()
+                .map(|&x| f16::from_f32(x).to_bits())
+                .collect::<Vec<_>>()
+        };
+        let (k16, v16) = (to16(k), to16(v));
+        let kv = if f16_cache {
+            KvView {
+                k: KvData::F16(&k16),
+                v: KvData::F16(&v16),
+                n_kv_heads,
+                head_dim,
+            }
+        } else {
+            KvView {
+                k: KvData::F32(k),
+                v: KvData::F32(v),
+                n_kv_heads,
+                head_dim,
+            }
+        };
+        let params = AttnParams {
+            n_heads,
+            scale: 0.125,
+            window,
+        };
+        let q = &r[&format!("{name}.q")];
+        // ggml's per-key path rounds its accumulator to f16 after every key: the order of the
+        // Q·K sums (ggml: 4×16 lanes) decides a few roundings differently.
+        let vec_f16 = f16_cache && n_tokens < ops::GGML_FA_TILE_Q;
+        let tol = if vec_f16 { 5e-4 } else { 1e-6 };
+        for isa in Isa::available() {
+            let mut out = vec![0.0f32; q.len()];
+            ops::attention(isa, q, &kv, n_past, &params, &mut out);
+            assert_close(name, isa, &out, &r[&format!("{name}.out")], tol, 0.0);
+        }
+    }
+}
