@@ -7,19 +7,34 @@
 #   3. gpu-bundle/nvrtc: compile + ptxas register report with the machine's own toolchain
 #   4. gpu-bundle/gpu_bench: copy bandwidth, matvec GB/s at TinyLlama / SmolLM2 shapes, graph
 #   5. with gpu-bundle/tinyrt (CLI with --device cuda): logits vs CPU on the fixtures, bench
+# Full logs of every step go to $OUT/gpu-check/ (the device tool brings $OUT back; /tmp
+# otherwise); the console shows the essentials of each step and a summary table at the end.
+# Device tool call: run(command="scripts/gpu-check.sh", carry=["gpu-bundle"], timeout_s=360).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-B=gpu-bundle
+export B=gpu-bundle
+export LOGS="${OUT:-/tmp}/gpu-check"
+mkdir -p "$LOGS"
+chmod +x "$B"/* 2>/dev/null
 SUMMARY=()
 
-step() { # step NAME TIMEOUT_S CMD...
-    local name=$1 limit=$2 start rc status
-    shift 2
+# step NAME LOGFILE FILTER TIMEOUT_S CMD...: runs CMD with a time limit, logs everything, shows
+# what FILTER (a command reading the log on stdin) keeps, and records the result.
+step() {
+    local name=$1 log="$LOGS/$2.log" filter=$3 limit=$4 start rc status
+    shift 4
     echo
-    echo "=================== $name"
+    echo "=================== $name (log: $log)"
     start=$(date +%s)
-    timeout --kill-after=10 "$limit" "$@"
+    if declare -F "$1" >/dev/null; then
+        # A shell function: timeout runs programs only, so run it in a child bash.
+        export -f "$1"
+        timeout --kill-after=10 "$limit" bash -c "$1" >"$log" 2>&1
+    else
+        timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1
+    fi
     rc=$?
+    $filter <"$log"
     case $rc in
         0) status=ok ;;
         124 | 137) status="TIMEOUT (${limit}s)" ;;
@@ -28,6 +43,11 @@ step() { # step NAME TIMEOUT_S CMD...
     SUMMARY+=("| $name | $status | $(($(date +%s) - start)) s |")
     echo "=================== $name: $status"
 }
+show_all() { cat; }
+show_tail() { tail -n 15; }
+# Test harness output: failing tests with their messages, and the result line.
+show_tests() { grep -E -A4 '^---- |panicked at' | head -n 120; grep -E '^test result|SKIPPED|FAILED$'; }
+show_table() { tee >(grep -E -A3 'panicked at' >&2) | grep -E '^\||^device:|test result'; }
 
 # The driver library and the machine's NVRTC, which cudarc loads by name at run time (the
 # loader reads LD_LIBRARY_PATH once at start, so set it before running the binaries).
@@ -60,20 +80,40 @@ info() {
     cat "$B/MANIFEST" 2>/dev/null
     ls -la "$B"
 }
-step "nvidia-smi" 30 info
+step "nvidia-smi" nvidia-smi show_all 30 info
+
+# A kernel that faults poisons the (shared) CUDA context for every later test of the process:
+# run each failed test again alone, so that only the culprit fails.
+rerun_failed() {
+    local t n=0 bad=0
+    for t in $(sed -n '/^failures:$/,/^test result/p' "$LOGS/gpu-tests.log" | grep -E '^    [a-z_0-9]+$'); do
+        n=$((n + 1))
+        if TINYRT_REQUIRE_GPU=1 timeout 60 "$B/gpu" --exact "$t" >"$LOGS/alone-$t.log" 2>&1; then
+            echo "| $t | passes alone (failed with the others: a fault elsewhere poisoned the context) |"
+        else
+            bad=$((bad + 1))
+            echo "| $t | FAILS alone: $(grep -A1 'panicked at' "$LOGS/alone-$t.log" | tail -1 | cut -c1-300) |"
+        fi
+    done
+    echo "$bad of $n failed tests fail alone"
+    [ "$bad" -eq 0 ]
+}
 
 if [ -x "$B/gpu" ]; then
-    step "kernel tests (gpu.rs)" 180 env TINYRT_REQUIRE_GPU=1 "$B/gpu" --test-threads=4
+    step "kernel tests (gpu.rs)" gpu-tests show_tests 180 env TINYRT_REQUIRE_GPU=1 "$B/gpu" --test-threads=4
+    if grep -q '^failures:$' "$LOGS/gpu-tests.log"; then
+        step "failed kernel tests, each alone" rerun show_all 150 rerun_failed
+    fi
 else
     SUMMARY+=("| kernel tests (gpu.rs) | MISSING $B/gpu | - |")
 fi
 
 if [ -x "$B/nvrtc" ]; then
-    step "NVRTC + ptxas registers (nvrtc.rs)" 90 "$B/nvrtc" --nocapture
+    step "NVRTC + ptxas registers (nvrtc.rs)" nvrtc show_tail 90 "$B/nvrtc" --nocapture
 fi
 
 if [ -x "$B/gpu_bench" ]; then
-    step "bandwidth + kernel bench (gpu_bench.rs)" 150 env TINYRT_REQUIRE_GPU=1 "$B/gpu_bench" --ignored --nocapture
+    step "bandwidth + kernel bench (gpu_bench.rs)" bench show_table 150 env TINYRT_REQUIRE_GPU=1 "$B/gpu_bench" --ignored --nocapture
 else
     SUMMARY+=("| bench | MISSING $B/gpu_bench | - |")
 fi
@@ -115,8 +155,8 @@ bench_cli() {
     done
 }
 if [ -x "$B/tinyrt" ] && "$B/tinyrt" generate --help 2>&1 | grep -q -- '--device'; then
-    step "end to end: CUDA vs CPU logits on fixtures" 60 e2e
-    step "tinyrt bench --device cuda" 60 bench_cli
+    step "end to end: CUDA vs CPU logits on fixtures" e2e show_all 60 e2e
+    step "tinyrt bench --device cuda" cli-bench show_all 60 bench_cli
 else
     SUMMARY+=("| end to end | skipped: no CLI with --device cuda in $B | - |")
 fi
