@@ -5,7 +5,8 @@
 //
 // KV cache layout: [n_ctx][n_kv][head_dim] f16, one row per position.
 // Token t of a batch sits at position pos0[0] + t and sees positions 0 ..= pos0[0] + t
-// (clipped to the n_ctx positions the cache holds).
+// (clipped to the n_ctx positions the cache holds), or only the last `window` of them when
+// window > 0.
 // pos0 lives in device memory so a captured decode graph replays unchanged every token.
 
 #define ATT_WARPS 4
@@ -36,7 +37,8 @@ extern "C" __global__ void kv_store_f16(const float* __restrict__ k, const float
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
     attention_split(const float* __restrict__ q, const uint16_t* __restrict__ kc, const uint16_t* __restrict__ vc,
                     const int* __restrict__ pos0, float* __restrict__ part_o, float* __restrict__ part_ml,
-                    int q_stride, int n_head, int n_kv, int head_dim, int n_ctx, int chunk, float scale) {
+                    int q_stride, int n_head, int n_kv, int head_dim, int n_ctx, int chunk, int window,
+                    float scale) {
     __shared__ float sm_m[ATT_WARPS];
     __shared__ float sm_l[ATT_WARPS];
     __shared__ float sm_o[ATT_WARPS][ATT_MAX_PER_LANE * WARP_SIZE];
@@ -45,8 +47,10 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
     const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
     const int kvh = h / (n_head / n_kv);
     const int kv_len = min(pos0[0] + t + 1, n_ctx);  // the cache holds n_ctx positions
-    const int start = s * chunk;
-    const int end = min(start + chunk, kv_len);
+    // Sliding window (Gemma-3 local layers): the query at position P sees (P - window, P].
+    const int lo = window > 0 ? max(0, pos0[0] + t + 1 - window) : 0;
+    const int start = max(s * chunk, lo);
+    const int end = min(s * chunk + chunk, kv_len);
     const size_t kv_row = (size_t)n_kv * head_dim;
 
     float qr[ATT_MAX_PER_LANE], o[ATT_MAX_PER_LANE];

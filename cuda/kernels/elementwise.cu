@@ -28,6 +28,12 @@ extern "C" __global__ void add(const float* a, const float* b, float* out, int n
     ELEMENT_INDEX
     out[i] = a[i] + b[i];
 }
+// out[r, c] = x[r, c] + b[c]: a bias row added to every token of a batch (Phi-2, Qwen2).
+extern "C" __global__ void add_rows(const float* x, const float* __restrict__ b, float* out, int nrows, int ncols) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)nrows * ncols) return;
+    out[i] = x[i] + b[i % ncols];
+}
 extern "C" __global__ void mul(const float* a, const float* b, float* out, int n) {
     ELEMENT_INDEX
     out[i] = a[i] * b[i];

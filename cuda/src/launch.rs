@@ -69,6 +69,8 @@ pub struct AttentionShape {
     pub max_kv_len: usize,
     /// Positions per split (flash-decoding); 256 is a good default.
     pub chunk: usize,
+    /// Sliding window: a query at position P sees positions (P - window, P]; `None` = all.
+    pub window: Option<usize>,
 }
 
 impl AttentionShape {
@@ -732,6 +734,7 @@ impl CudaDevice {
             || s.head_dim == 0
             || s.head_dim > 256
             || s.chunk == 0
+            || s.window == Some(0)
         {
             return Err(bad(k, format!("unsupported shape {s:?}")));
         }
@@ -771,6 +774,7 @@ impl CudaDevice {
             int(k, "head_dim", s.head_dim)?,
             int(k, "n_ctx", s.n_ctx)?,
             int(k, "chunk", s.chunk)?,
+            int(k, "window", s.window.unwrap_or(0))?,
             Arg::F32(scale),
         ];
         self.launch(k, (s.n_head, nsplit, s.ntok), 128, &args)?;
@@ -878,6 +882,35 @@ impl CudaDevice {
         n: usize,
     ) -> Result<(), CudaError> {
         self.binary(Kernel::Add, a, b, out, n)
+    }
+
+    /// out[r, c] = x[r, c] + b[c] for `nrows` rows of `ncols` (a bias added to every token).
+    pub fn add_rows(
+        &self,
+        x: &impl DevicePtr<f32>,
+        b: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        nrows: usize,
+        ncols: usize,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::AddRows;
+        need(k, "x", x.len(), nrows * ncols)?;
+        need(k, "b", b.len(), ncols)?;
+        need(k, "out", out.len(), nrows * ncols)?;
+        let total = nrows * ncols;
+        let args = [
+            self.ptr(x),
+            self.ptr(b),
+            self.ptr_mut(out),
+            int(k, "nrows", nrows)?,
+            int(k, "ncols", ncols)?,
+        ];
+        self.launch(
+            k,
+            (total.div_ceil(ELEMENT_BLOCK), 1, 1),
+            ELEMENT_BLOCK as u32,
+            &args,
+        )
     }
 
     /// out = a · b.

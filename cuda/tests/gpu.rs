@@ -631,6 +631,7 @@ fn attention_f64(
     n_kv: usize,
     hd: usize,
     scale: f32,
+    window: Option<usize>,
 ) -> Vec<f32> {
     let mut out = vec![0.0f32; ntok * n_head * hd];
     for t in 0..ntok {
@@ -638,7 +639,8 @@ fn attention_f64(
             let kvh = h / (n_head / n_kv);
             let qh = &q[(t * n_head + h) * hd..][..hd];
             let len = pos0 + t + 1;
-            let scores: Vec<f64> = (0..len)
+            let lo = window.map_or(0, |w| len.saturating_sub(w));
+            let scores: Vec<f64> = (lo..len)
                 .map(|p| {
                     let kp = &k[(p * n_kv + kvh) * hd..][..hd];
                     qh.iter()
@@ -652,8 +654,8 @@ fn attention_f64(
             let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
             let sum: f64 = w.iter().sum();
             for e in 0..hd {
-                let acc: f64 = (0..len)
-                    .map(|p| w[p] * v[(p * n_kv + kvh) * hd + e] as f64)
+                let acc: f64 = (lo..len)
+                    .map(|p| w[p - lo] * v[(p * n_kv + kvh) * hd + e] as f64)
                     .sum();
                 out[(t * n_head + h) * hd + e] = (acc / sum) as f32;
             }
@@ -666,17 +668,21 @@ fn attention_f64(
 fn attention_matches_the_reference_for_decode_and_prefill() {
     let gpu = device();
     let mut rng = Rng::new(9);
-    // (n_head, n_kv, head_dim, pos0, ntok, chunk)
+    // (n_head, n_kv, head_dim, pos0, ntok, chunk, sliding window)
     let cases = [
-        (8, 2, 64, 0, 1, 256),
-        (8, 2, 64, 5, 1, 256),
-        (9, 3, 64, 700, 1, 256),
-        (4, 1, 256, 300, 1, 64),
-        (32, 32, 80, 40, 1, 16),
-        (8, 2, 64, 3, 9, 256),
-        (4, 4, 128, 0, 70, 32),
+        (8, 2, 64, 0, 1, 256, None),
+        (8, 2, 64, 5, 1, 256, None),
+        (9, 3, 64, 700, 1, 256, None),
+        (4, 1, 256, 300, 1, 64, None),
+        (32, 32, 80, 40, 1, 16, None),
+        (8, 2, 64, 3, 9, 256, None),
+        (4, 4, 128, 0, 70, 32, None),
+        // Gemma-3 local layers: 4 query heads on 1 KV head, head_dim 256, window 512.
+        (4, 1, 256, 700, 1, 256, Some(512)),
+        (4, 1, 256, 5, 1, 256, Some(512)),
+        (8, 2, 64, 20, 30, 16, Some(7)),
     ];
-    for (n_head, n_kv, hd, pos0, ntok, chunk) in cases {
+    for (n_head, n_kv, hd, pos0, ntok, chunk, window) in cases {
         let n_ctx = 1024;
         let row = n_kv * hd;
         // Earlier positions already in the cache, then this batch's K/V stored by the kernel.
@@ -689,7 +695,7 @@ fn attention_matches_the_reference_for_decode_and_prefill() {
         let scale = 1.0 / (hd as f32).sqrt();
         let k_r: Vec<f32> = k_all.iter().map(|x| f16::from_f32(*x).to_f32()).collect();
         let v_r: Vec<f32> = v_all.iter().map(|x| f16::from_f32(*x).to_f32()).collect();
-        let want = attention_f64(&q, &k_r, &v_r, pos0, ntok, n_head, n_kv, hd, scale);
+        let want = attention_f64(&q, &k_r, &v_r, pos0, ntok, n_head, n_kv, hd, scale, window);
         // The full caches after this batch's K/V are stored.
         let mut kc_full = vec![0u16; n_ctx * row];
         let mut vc_full = vec![0u16; n_ctx * row];
@@ -706,12 +712,12 @@ fn attention_matches_the_reference_for_decode_and_prefill() {
         let params = ops::AttnParams {
             n_heads: n_head,
             scale,
-            window: None,
+            window,
         };
         let mut cpu = vec![0.0f32; q.len()];
         ops::attention(Isa::Scalar, &q, &kv, pos0, &params, &mut cpu);
         let what = format!(
-            "attention heads {n_head}/{n_kv} hd {hd} pos0 {pos0} ntok {ntok} chunk {chunk}"
+            "attention heads {n_head}/{n_kv} hd {hd} pos0 {pos0} ntok {ntok} chunk {chunk} window {window:?}"
         );
         assert_close(
             &format!("{what}: f64 reference vs ops::attention"),
@@ -746,6 +752,7 @@ fn attention_matches_the_reference_for_decode_and_prefill() {
             out_stride: n_head * hd,
             max_kv_len: n_ctx,
             chunk,
+            window,
         };
         let qd = dev.upload(&q).unwrap();
         let mut out = poison_f32(dev, ntok * n_head * hd);
@@ -764,7 +771,7 @@ fn attention_matches_the_reference_for_decode_and_prefill() {
 fn elementwise_kernels_match_the_cpu_ops() {
     let gpu = device();
     let mut rng = Rng::new(10);
-    for n in [1, 255, 256, 10_000] {
+    for n in [1, 255, 256, 10_000, 4095] {
         let a = rng.vec(n, 6.0);
         let b = rng.vec(n, 2.0);
         let Some(dev) = gpu.as_ref() else { continue };
@@ -813,6 +820,15 @@ fn elementwise_kernels_match_the_cpu_ops() {
         ops::add_inplace(Isa::Scalar, &mut want, &b);
         dev.add(&ad, &bd, &mut out, n).unwrap();
         assert_eq!(dev.download(&out).unwrap(), want, "add");
+
+        // A bias row added to every row (here rows of 5, when n allows).
+        if n % 5 == 0 {
+            let bias = &b[..5];
+            let want: Vec<f32> = a.iter().enumerate().map(|(i, v)| v + bias[i % 5]).collect();
+            let biasd = dev.upload(bias).unwrap();
+            dev.add_rows(&ad, &biasd, &mut out, n / 5, 5).unwrap();
+            assert_eq!(dev.download(&out).unwrap(), want, "add_rows");
+        }
 
         let mut want = a.clone();
         ops::mul_inplace(Isa::Scalar, &mut want, &b);
@@ -1035,7 +1051,7 @@ fn a_decode_layer_graph_matches_the_cpu_layer_over_several_tokens() {
         ops::rope(Isa::Scalar, &mut k, n_kv, hd, &[p], &cache);
         k_hist.extend(k.iter().map(|x| f16::from_f32(*x).to_f32()));
         v_hist.extend(v.iter().map(|x| f16::from_f32(*x).to_f32()));
-        let att = attention_f64(&q, &k_hist, &v_hist, p, 1, n_head, n_kv, hd, scale);
+        let att = attention_f64(&q, &k_hist, &v_hist, p, 1, n_head, n_kv, hd, scale, None);
         let o = matvec_ref(&wo_f, &q8_1_round_trip(&att), d);
         x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
         ops::rms_norm(Isa::Scalar, &x, &ffn_norm, eps, &mut n);
@@ -1085,6 +1101,7 @@ fn a_decode_layer_graph_matches_the_cpu_layer_over_several_tokens() {
         out_stride: d,
         max_kv_len: n_ctx,
         chunk: 16,
+        window: None,
     };
     let mut scratch = poison_f32(dev, shape.scratch_len());
     let graph = dev

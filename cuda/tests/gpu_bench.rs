@@ -267,6 +267,7 @@ fn attention_decode(dev: &CudaDevice, ctx: usize, copy_gbps: f64) -> Result<Row,
         out_stride: n_head * hd,
         max_kv_len: ctx,
         chunk: 256,
+        window: None,
     };
     let f16_bits = |v: Vec<f32>| -> Vec<u16> {
         v.into_iter()
