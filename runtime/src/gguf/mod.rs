@@ -59,7 +59,29 @@ pub struct Tensor<'a> {
     pub data: &'a [u8],
 }
 
-impl Tensor<'_> {
+impl<'a> Tensor<'a> {
+    /// The data as f32 values when the type is F32; `None` for other types, or when the data
+    /// is not 4-byte aligned (only possible in files whose `general.alignment` is below 4:
+    /// both the map and the [`GgufFile::from_bytes`] buffer start 16-byte aligned).
+    pub fn as_f32(&self) -> Option<&'a [f32]> {
+        self.typed(GgmlType::F32)
+    }
+    /// The data as f16 values when the type is F16.
+    pub fn as_f16(&self) -> Option<&'a [half::f16]> {
+        self.typed(GgmlType::F16)
+    }
+    /// The data as bf16 values when the type is BF16.
+    pub fn as_bf16(&self) -> Option<&'a [half::bf16]> {
+        self.typed(GgmlType::BF16)
+    }
+
+    fn typed<T: bytemuck::Pod>(&self, ty: GgmlType) -> Option<&'a [T]> {
+        if self.ty != ty {
+            return None;
+        }
+        bytemuck::try_cast_slice(self.data).ok()
+    }
+
     pub fn n_elements(&self) -> u64 {
         self.shape.iter().product()
     }

@@ -74,9 +74,12 @@ fn writer_output_reads_back() {
     assert_eq!((a.row_len(), a.n_rows(), a.n_elements()), (4, 2, 8));
     let floats: &[f32] = bytemuck::cast_slice(a.data);
     assert_eq!(floats, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    assert_eq!(a.as_f32().unwrap(), floats);
+    assert!(a.as_f16().is_none());
     let b = f.tensor("b").unwrap();
     assert_eq!(b.ty, GgmlType::Q4_0);
     assert_eq!(b.data, [1u8; 18]);
+    assert!(b.as_f32().is_none());
     for t in f.tensor_infos() {
         assert_eq!(t.offset % f.alignment(), 0);
     }
