@@ -291,7 +291,7 @@ impl CudaDevice {
     }
 
     /// RoPE in place on `ntok` rows of `token_stride` floats holding `n_head` heads of
-    /// `head_dim`; the first `n_rot` dimensions of each head rotate. `pos`: [ntok] positions.
+    /// `head_dim`; the first `n_rot` dimensions of each head rotate. `pos`: `ntok` positions.
     #[allow(clippy::too_many_arguments)]
     pub fn rope(
         &self,
@@ -512,7 +512,7 @@ impl CudaDevice {
         )
     }
 
-    /// Fused gated feed-forward for decode: y[r] = act(Wg[r]·x) · (Wu[r]·x) with act = SiLU
+    /// Fused gated feed-forward for decode: `y[r] = act(Wg[r]·x) · (Wu[r]·x)` with act = SiLU
     /// (SwiGLU) or tanh-GELU (GeGLU); gate and up weights of the same quantized `ty`, `x`
     /// quantized to Q8_1.
     #[allow(clippy::too_many_arguments)]
@@ -884,7 +884,7 @@ impl CudaDevice {
         self.binary(Kernel::Add, a, b, out, n)
     }
 
-    /// out[r, c] = x[r, c] + b[c] for `nrows` rows of `ncols` (a bias added to every token).
+    /// `out[r, c] = x[r, c] + b[c]` for `nrows` rows of `ncols` (a bias added to every token).
     pub fn add_rows(
         &self,
         x: &impl DevicePtr<f32>,
@@ -973,7 +973,7 @@ impl CudaDevice {
         self.launch(k, (1, 1, 1), 1024, &args)
     }
 
-    /// Embedding lookup: out[i] = row ids[i] of `table` (`nrows` rows of `ncols` in format
+    /// Embedding lookup: `out[i]` = row `ids[i]` of `table` (`nrows` rows of `ncols` in format
     /// `ty`) as f32. Ids outside the table give rows of zeros.
     #[allow(clippy::too_many_arguments)]
     pub fn get_rows(

@@ -3,12 +3,28 @@
 //!
 //! - [`source`]: the `.cu` sources (embedded) and the one table of kernels ([`Kernel`]) with
 //!   their names, source files and argument lists. Always compiled, so tools can inspect them.
-//! - With feature `cuda`: [`CudaDevice`] (context, stream, NVRTC compilation cached per
+//! - With feature `cuda`: `CudaDevice` (context, stream, NVRTC compilation cached per
 //!   process and per context, device buffers), typed launch wrappers for every kernel, and
-//!   CUDA graph capture/replay ([`DeviceGraph`]).
+//!   CUDA graph capture/replay (`DeviceGraph`).
 //!
-//! Without the feature (or without a driver at run time) [`CudaDevice::new`] is unavailable
-//! or returns [`CudaError::NoDriver`]; nothing panics.
+//! Without the feature the device API is absent; without a driver or NVRTC at run time,
+//! `CudaDevice::new` and the first compilation return [`CudaError::NoDriver`] /
+//! [`CudaError::NoNvrtc`]; nothing panics.
+//!
+//! # A decode step with these kernels
+//! hidden x (f32) → `rms_norm_q8_1` → `matvec_q8_1` for Q, K, V → `rope` (positions read from
+//! device memory) → `kv_store_f16` → `attention` (split over the KV range, GQA, optional
+//! sliding window) → `quantize_q8_1` → `matvec_q8_1` with `accumulate = true` (the residual
+//! add) → `rms_norm_q8_1` → `matvec_glu_q8_1` (gate, up and SwiGLU/GeGLU in one launch) →
+//! `quantize_q8_1` → `matvec_q8_1` accumulating → … → final norm → output `matvec_q8_1` →
+//! `argmax`. Record it once with `CudaDevice::capture` and replay the graph every token after
+//! writing the position (and token id, for `get_rows`) with `CudaDevice::write`; the test
+//! `a_decode_layer_graph_matches_the_cpu_layer_over_several_tokens` in `cuda/tests/gpu.rs`
+//! does exactly this. Prefill: `matmul` (f32) or `matmul_f16_mma` (tensor cores) over
+//! [ntok, ncols] activations, and `attention` with `ntok > 1`.
+//!
+//! Weight formats: see [`WeightType`] (F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K,
+//! IQ4_NL, NF4), as raw GGUF bytes; Q4_0 also in a planar layout for 128-bit loads.
 
 mod error;
 pub mod source;
@@ -26,6 +42,10 @@ mod device;
 mod graph;
 #[cfg(feature = "cuda")]
 mod launch;
+
+/// The cudarc version this crate is built against (buffers, views and the raw driver API).
+#[cfg(feature = "cuda")]
+pub use cudarc;
 
 #[cfg(feature = "cuda")]
 pub use compile::{compile_ptx, nvrtc_available};
