@@ -8,7 +8,7 @@
 
 use tinyrt_cuda::{
     matvec_threads_per_row, AttentionShape, CudaDevice, CudaError, DeviceBuffer, GluActivation,
-    WeightType,
+    RopeMode, WeightType,
 };
 
 struct Row {
@@ -255,6 +255,152 @@ fn tinyllama_graph(dev: &CudaDevice, copy_gbps: f64) -> Result<Row, CudaError> {
     })
 }
 
+/// A whole TinyLlama-1.1B-shaped Q4_0 decode step as the runtime would issue it, 12 launches
+/// per layer (QKV as one fused matrix, RoPE over Q and K heads together, gate/up fused), at
+/// context position `pos`, captured once and replayed: the kernels' tokens/s ceiling.
+fn tinyllama_decode_step(dev: &CudaDevice, pos: usize, copy_gbps: f64) -> Result<Row, CudaError> {
+    let ty = WeightType::Q4_0;
+    let (d, ff, n_head, n_kv, hd, vocab, layers, n_ctx) = (
+        2048usize, 5632usize, 32usize, 4usize, 64usize, 32000usize, 22usize, 2048usize,
+    );
+    let kvd = n_kv * hd;
+    let qkv_rows = d + 2 * kvd;
+    let rb = |r: usize, c: usize| ty.row_bytes(c).expect("blocks") * r;
+    let random = dev.upload(&random_bytes(rb(vocab, d), 31))?;
+    let weight = |r: usize, c: usize| -> Result<DeviceBuffer<u8>, CudaError> {
+        let mut w = dev.alloc_zeros::<u8>(rb(r, c))?;
+        dev.copy(&random.slice(0..rb(r, c)), &mut w)?;
+        Ok(w)
+    };
+    struct Layer {
+        qkv: DeviceBuffer<u8>,
+        o: DeviceBuffer<u8>,
+        gate: DeviceBuffer<u8>,
+        up: DeviceBuffer<u8>,
+        down: DeviceBuffer<u8>,
+        kc: DeviceBuffer<u16>,
+        vc: DeviceBuffer<u16>,
+    }
+    let f16_bits = |v: Vec<f32>| -> Vec<u16> {
+        v.into_iter()
+            .map(|x| half::f16::from_f32(x).to_bits())
+            .collect()
+    };
+    let mut model = Vec::new();
+    for l in 0..layers {
+        model.push(Layer {
+            qkv: weight(qkv_rows, d)?,
+            o: weight(d, d)?,
+            gate: weight(ff, d)?,
+            up: weight(ff, d)?,
+            down: weight(d, ff)?,
+            kc: dev.upload(&f16_bits(random_f32(n_ctx * kvd, 40 + l as u64)))?,
+            vc: dev.upload(&f16_bits(random_f32(n_ctx * kvd, 80 + l as u64)))?,
+        });
+    }
+    let output = weight(vocab, d)?;
+    let total_bytes: usize =
+        layers * (rb(qkv_rows, d) + rb(d, d) + 2 * rb(ff, d) + rb(d, ff)) + rb(vocab, d);
+    let norm = dev.upload(&vec![1.0f32; d])?;
+    let mut x = dev.upload(&random_f32(d, 50))?;
+    let mut xq = dev.alloc_zeros::<u8>(ff / 32 * 36)?;
+    let mut qkv = dev.alloc_zeros::<f32>(qkv_rows)?;
+    let mut att = dev.alloc_zeros::<f32>(d)?;
+    let mut glu = dev.alloc_zeros::<f32>(ff)?;
+    let mut logits = dev.alloc_zeros::<f32>(vocab)?;
+    let mut best = dev.alloc_zeros::<i32>(1)?;
+    let posd = dev.upload(&[pos as i32])?;
+    let shape = AttentionShape {
+        ntok: 1,
+        n_head,
+        n_kv,
+        head_dim: hd,
+        n_ctx,
+        q_stride: qkv_rows,
+        out_stride: d,
+        max_kv_len: n_ctx,
+        chunk: 256,
+        window: None,
+    };
+    let mut scratch = dev.alloc_zeros::<f32>(shape.scratch_len())?;
+    let eps = 1e-5;
+    let graph = dev.capture(|dv| {
+        for layer in model.iter_mut() {
+            dv.rms_norm_q8_1(&x, &norm, &mut xq, 1, d, eps)?;
+            dv.matvec_q8_1(ty, &layer.qkv, &xq, &mut qkv, false, qkv_rows, d)?;
+            // Q and K heads are adjacent in the fused output: one RoPE launch for both.
+            dv.rope(
+                &mut qkv,
+                &posd,
+                1,
+                qkv_rows,
+                n_head + n_kv,
+                hd,
+                hd,
+                RopeMode::Normal,
+                10000.0,
+                1.0,
+            )?;
+            let (k_new, v_new) = (qkv.slice(d..d + kvd), qkv.slice(d + kvd..qkv_rows));
+            dv.kv_store_f16(
+                &k_new,
+                &v_new,
+                &mut layer.kc,
+                &mut layer.vc,
+                &posd,
+                1,
+                kvd,
+                kvd,
+                n_ctx,
+            )?;
+            dv.attention(
+                &qkv,
+                &layer.kc,
+                &layer.vc,
+                &posd,
+                &mut att,
+                &mut scratch,
+                shape,
+                0.125,
+            )?;
+            dv.quantize_q8_1(&att, &mut xq, d)?;
+            dv.matvec_q8_1(ty, &layer.o, &xq, &mut x, true, d, d)?;
+            dv.rms_norm_q8_1(&x, &norm, &mut xq, 1, d, eps)?;
+            dv.matvec_glu_q8_1(
+                ty,
+                GluActivation::Silu,
+                &layer.gate,
+                &layer.up,
+                &xq,
+                &mut glu,
+                ff,
+                d,
+            )?;
+            dv.quantize_q8_1(&glu, &mut xq, ff)?;
+            dv.matvec_q8_1(ty, &layer.down, &xq, &mut x, true, d, ff)?;
+        }
+        dv.rms_norm_q8_1(&x, &norm, &mut xq, 1, d, eps)?;
+        dv.matvec_q8_1(ty, &output, &xq, &mut logits, false, vocab, d)?;
+        dv.argmax(&logits, &mut best, vocab)
+    })?;
+    let us = time_us(dev, 20, |_| graph.replay())?;
+    let gbps = total_bytes as f64 / (us * 1e3);
+    Ok(Row {
+        bench: "full decode step, CUDA graph".into(),
+        shape: format!(
+            "TinyLlama-1.1B Q4_0, {} launches, position {pos}",
+            12 * layers + 3
+        ),
+        micros: us,
+        gbps: Some(gbps),
+        note: format!(
+            "{:.0} tok/s; weights at {:.0}% of copy",
+            1e6 / us,
+            100.0 * gbps / copy_gbps
+        ),
+    })
+}
+
 fn attention_decode(dev: &CudaDevice, ctx: usize, copy_gbps: f64) -> Result<Row, CudaError> {
     let (n_head, n_kv, hd) = (32usize, 4usize, 64usize);
     let shape = AttentionShape {
@@ -407,6 +553,9 @@ fn gpu_bench() {
         Err(e) => run(Err(e), "glu"),
     }
     run(tinyllama_graph(&dev, copy), "graph");
+    for pos in [100, 1000] {
+        run(tinyllama_decode_step(&dev, pos, copy), "decode step");
+    }
     for ctx in [512, 4096] {
         run(attention_decode(&dev, ctx, copy), "attention");
     }
