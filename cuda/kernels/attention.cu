@@ -113,6 +113,78 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
     }
 }
 
+// The same contract as attention_split, organised for long KV ranges: a thread per key for the
+// scores (16-byte K loads when head_dim allows), a block-wide softmax over the split kept in
+// shared memory, then a thread per output element summing over the split's keys (coalesced V
+// reads). No shuffle chain per key. Requires chunk <= ATT_WIDE_MAX_CHUNK.
+#define ATT_WIDE_THREADS 128
+#define ATT_WIDE_MAX_CHUNK 256
+
+extern "C" __global__ void __launch_bounds__(ATT_WIDE_THREADS)
+    attention_split_wide(const float* __restrict__ q, const uint16_t* __restrict__ kc,
+                         const uint16_t* __restrict__ vc, const int* __restrict__ pos0, float* __restrict__ part_o,
+                         float* __restrict__ part_ml, int q_stride, int n_head, int n_kv, int head_dim, int n_ctx,
+                         int chunk, int window, float scale) {
+    __shared__ float qs[ATT_MAX_PER_LANE * WARP_SIZE];
+    __shared__ float sc[ATT_WIDE_MAX_CHUNK];
+    __shared__ float red[32];
+    const int h = blockIdx.x, s = blockIdx.y, t = blockIdx.z;
+    const int nsplit = gridDim.y;
+    const int kvh = h / (n_head / n_kv);
+    const int kv_len = min(pos0[0] + t + 1, n_ctx);
+    const int lo = window > 0 ? max(0, pos0[0] + t + 1 - window) : 0;
+    const int start = max(s * chunk, lo);
+    const int end = min(s * chunk + chunk, kv_len);
+    const int n = max(end - start, 0);
+    const size_t kv_row = (size_t)n_kv * head_dim;
+    const float* qh = q + (size_t)t * q_stride + (size_t)h * head_dim;
+    for (int e = threadIdx.x; e < head_dim; e += blockDim.x) qs[e] = qh[e] * scale;
+    __syncthreads();
+
+    const bool vec = head_dim % 8 == 0 && ((size_t)kc % 16) == 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const uint16_t* kp = kc + (size_t)(start + i) * kv_row + (size_t)kvh * head_dim;
+        float dot = 0.0f;
+        if (vec) {
+            for (int e = 0; e < head_dim; e += 8) {
+                const uint4 kv = *(const uint4*)(kp + e);
+                const uint32_t w[4] = {kv.x, kv.y, kv.z, kv.w};
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    dot += qs[e + 2 * j] * f16_to_f32((uint16_t)(w[j] & 0xFFFF));
+                    dot += qs[e + 2 * j + 1] * f16_to_f32((uint16_t)(w[j] >> 16));
+                }
+            }
+        } else {
+            for (int e = 0; e < head_dim; ++e) dot += qs[e] * f16_to_f32(kp[e]);
+        }
+        sc[i] = dot;
+    }
+    __syncthreads();
+    float m = NEG_INF;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, sc[i]);
+    m = block_max(m, red);
+    float l = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float p = expf(sc[i] - m);
+        sc[i] = p;
+        l += p;
+    }
+    l = block_sum(l, red);  // its barriers also publish the probabilities in sc
+    const size_t part = ((size_t)t * n_head + h) * nsplit + s;
+    const uint16_t* vbase = vc + (size_t)start * kv_row + (size_t)kvh * head_dim;
+    for (int e = threadIdx.x; e < head_dim; e += blockDim.x) {
+        float acc = 0.0f;
+#pragma unroll 4
+        for (int i = 0; i < n; ++i) acc += sc[i] * f16_to_f32(vbase[(size_t)i * kv_row + e]);
+        part_o[part * head_dim + e] = acc;
+    }
+    if (threadIdx.x == 0) {
+        part_ml[2 * part] = n > 0 ? m : NEG_INF;
+        part_ml[2 * part + 1] = l;
+    }
+}
+
 // Grid (n_head, ntok): merges the nsplit partials of each (token, head) into
 // out: [ntok] rows of out_stride floats, head h at h * head_dim.
 extern "C" __global__ void attention_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,

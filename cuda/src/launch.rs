@@ -714,7 +714,7 @@ impl CudaDevice {
 
     /// Causal attention of `shape.ntok` query tokens against the f16 caches (rows of
     /// `n_kv × head_dim`): split over the KV range, then combined. `scratch` holds at least
-    /// `shape.scratch_len()` floats.
+    /// `shape.scratch_len()` floats. One warp per key within a split.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -728,6 +728,43 @@ impl CudaDevice {
         scale: f32,
     ) -> Result<(), CudaError> {
         let k = Kernel::AttentionSplit;
+        self.attention_with(k, q, k_cache, v_cache, pos0, out, scratch, shape, scale)
+    }
+
+    /// [`CudaDevice::attention`] with one thread per key and a block-wide softmax per split
+    /// (`attention_split_wide`), meant for long KV ranges; `shape.chunk` at most 256.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_wide(
+        &self,
+        q: &impl DevicePtr<f32>,
+        k_cache: &impl DevicePtr<u16>,
+        v_cache: &impl DevicePtr<u16>,
+        pos0: &impl DevicePtr<i32>,
+        out: &mut impl DevicePtrMut<f32>,
+        scratch: &mut impl DevicePtrMut<f32>,
+        shape: AttentionShape,
+        scale: f32,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::AttentionSplitWide;
+        if shape.chunk > 256 {
+            return Err(bad(k, format!("chunk {} > 256", shape.chunk)));
+        }
+        self.attention_with(k, q, k_cache, v_cache, pos0, out, scratch, shape, scale)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention_with(
+        &self,
+        k: Kernel,
+        q: &impl DevicePtr<f32>,
+        k_cache: &impl DevicePtr<u16>,
+        v_cache: &impl DevicePtr<u16>,
+        pos0: &impl DevicePtr<i32>,
+        out: &mut impl DevicePtrMut<f32>,
+        scratch: &mut impl DevicePtrMut<f32>,
+        shape: AttentionShape,
+        scale: f32,
+    ) -> Result<(), CudaError> {
         let s = shape;
         if s.n_kv == 0
             || s.n_head % s.n_kv != 0

@@ -174,6 +174,7 @@ kernels! {
     MatmulMmaNF4 => ("matmul_mma_nf4", Matmul, MATMUL_ARGS),
     KvStoreF16 => ("kv_store_f16", Attention, &[P, P, P, P, P, I, I, I, I]),
     AttentionSplit => ("attention_split", Attention, &[P, P, P, P, P, P, I, I, I, I, I, I, I, F]),
+    AttentionSplitWide => ("attention_split_wide", Attention, &[P, P, P, P, P, P, I, I, I, I, I, I, I, F]),
     AttentionCombine => ("attention_combine", Attention, &[P, P, P, I, I, I, I]),
     Silu => ("silu", Elementwise, UNARY_ARGS),
     Gelu => ("gelu", Elementwise, UNARY_ARGS),

@@ -755,13 +755,20 @@ fn attention_matches_the_reference_for_decode_and_prefill() {
             window,
         };
         let qd = dev.upload(&q).unwrap();
-        let mut out = poison_f32(dev, ntok * n_head * hd);
-        let mut scratch = poison_f32(dev, shape.scratch_len());
-        dev.attention(&qd, &kc, &vc, &pd, &mut out, &mut scratch, shape, scale)
+        for wide in [false, true] {
+            let mut out = poison_f32(dev, ntok * n_head * hd);
+            let mut scratch = poison_f32(dev, shape.scratch_len());
+            if wide {
+                dev.attention_wide(&qd, &kc, &vc, &pd, &mut out, &mut scratch, shape, scale)
+            } else {
+                dev.attention(&qd, &kc, &vc, &pd, &mut out, &mut scratch, shape, scale)
+            }
             .unwrap();
-        let got = dev.download(&out).unwrap();
-        assert_close(&what, &got, &want, |_| 5e-5);
-        assert_close(&format!("{what} vs ops::attention"), &got, &cpu, |_| 5e-3);
+            let got = dev.download(&out).unwrap();
+            let what = format!("{what} wide={wide}");
+            assert_close(&what, &got, &want, |_| 5e-5);
+            assert_close(&format!("{what} vs ops::attention"), &got, &cpu, |_| 5e-3);
+        }
     }
 }
 

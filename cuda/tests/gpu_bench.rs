@@ -401,7 +401,12 @@ fn tinyllama_decode_step(dev: &CudaDevice, pos: usize, copy_gbps: f64) -> Result
     })
 }
 
-fn attention_decode(dev: &CudaDevice, ctx: usize, copy_gbps: f64) -> Result<Row, CudaError> {
+fn attention_decode(
+    dev: &CudaDevice,
+    ctx: usize,
+    wide: bool,
+    copy_gbps: f64,
+) -> Result<Row, CudaError> {
     let (n_head, n_kv, hd) = (32usize, 4usize, 64usize);
     let shape = AttentionShape {
         ntok: 1,
@@ -427,12 +432,23 @@ fn attention_decode(dev: &CudaDevice, ctx: usize, copy_gbps: f64) -> Result<Row,
     let mut out = dev.alloc_zeros::<f32>(n_head * hd)?;
     let mut scratch = dev.alloc_zeros::<f32>(shape.scratch_len())?;
     let us = time_us(dev, 100, |d| {
-        d.attention(&q, &kc, &vc, &pos, &mut out, &mut scratch, shape, 0.125)
+        if wide {
+            d.attention_wide(&q, &kc, &vc, &pos, &mut out, &mut scratch, shape, 0.125)
+        } else {
+            d.attention(&q, &kc, &vc, &pos, &mut out, &mut scratch, shape, 0.125)
+        }
     })?;
     let bytes = 2 * ctx * n_kv * hd * 2;
     let gbps = bytes as f64 / (us * 1e3);
     Ok(Row {
-        bench: "attention decode (f16 KV)".into(),
+        bench: format!(
+            "attention decode (f16 KV, {})",
+            if wide {
+                "thread per key"
+            } else {
+                "warp per key"
+            }
+        ),
         shape: format!("heads 32/4, hd 64, ctx {ctx}"),
         micros: us,
         gbps: Some(gbps),
@@ -556,8 +572,10 @@ fn gpu_bench() {
     for pos in [100, 1000] {
         run(tinyllama_decode_step(&dev, pos, copy), "decode step");
     }
-    for ctx in [512, 4096] {
-        run(attention_decode(&dev, ctx, copy), "attention");
+    for ctx in [512, 4096, 32768] {
+        for wide in [false, true] {
+            run(attention_decode(&dev, ctx, wide, copy), "attention");
+        }
     }
     for tensor_cores in [false, true] {
         for ty in [WeightType::Q4_0, WeightType::Q4_K, WeightType::F16] {
