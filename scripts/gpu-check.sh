@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs ON the GPU machine, from the repository root, with gpu-bundle/ (scripts/gpu-bundle.sh)
 # carried along. Every step runs whatever happened before; each is reported, and a Markdown
-# summary ends the output. Budget: under 5 minutes.
+# summary ends the output. Budget: under 5 minutes when things work (step limits add up to
+# about 6.5 minutes in the worst case).
 #   1. nvidia-smi summary
 #   2. gpu-bundle/gpu: every kernel against its CPU reference (TINYRT_REQUIRE_GPU=1)
 #   3. gpu-bundle/nvrtc: compile + ptxas register report with the machine's own toolchain
@@ -19,7 +20,7 @@ chmod +x "$B"/* 2>/dev/null
 SUMMARY=()
 
 # step NAME LOGFILE FILTER TIMEOUT_S CMD...: runs CMD with a time limit, logs everything, shows
-# what FILTER (a command reading the log on stdin) keeps, and records the result.
+# what FILTER (a command given the log's path) keeps, and records the result.
 step() {
     local name=$1 log="$LOGS/$2.log" filter=$3 limit=$4 start rc status
     shift 4
@@ -34,7 +35,7 @@ step() {
         timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1
     fi
     rc=$?
-    $filter <"$log"
+    $filter "$log"
     case $rc in
         0) status=ok ;;
         124 | 137) status="TIMEOUT (${limit}s)" ;;
@@ -43,11 +44,17 @@ step() {
     SUMMARY+=("| $name | $status | $(($(date +%s) - start)) s |")
     echo "=================== $name: $status"
 }
-show_all() { cat; }
-show_tail() { tail -n 15; }
+show_all() { cat "$1"; }
+show_tail() { tail -n 15 "$1"; }
 # Test harness output: failing tests with their messages, and the result line.
-show_tests() { grep -E -A4 '^---- |panicked at' | head -n 120; grep -E '^test result|SKIPPED|FAILED$'; }
-show_table() { tee >(grep -E -A3 'panicked at' >&2) | grep -E '^\||^device:|test result'; }
+show_tests() {
+    grep -E -A4 '^---- |panicked at' "$1" | head -n 120
+    grep -E '^test result|SKIPPED' "$1"
+}
+show_table() {
+    grep -E -A3 'panicked at' "$1"
+    grep -E '^\||^device:|test result' "$1"
+}
 
 # The driver library and the machine's NVRTC, which cudarc loads by name at run time (the
 # loader reads LD_LIBRARY_PATH once at start, so set it before running the binaries).
@@ -88,7 +95,7 @@ rerun_failed() {
     local t n=0 bad=0
     for t in $(sed -n '/^failures:$/,/^test result/p' "$LOGS/gpu-tests.log" | grep -E '^    [a-z_0-9]+$'); do
         n=$((n + 1))
-        if TINYRT_REQUIRE_GPU=1 timeout 60 "$B/gpu" --exact "$t" >"$LOGS/alone-$t.log" 2>&1; then
+        if TINYRT_REQUIRE_GPU=1 timeout 30 "$B/gpu" --exact "$t" >"$LOGS/alone-$t.log" 2>&1; then
             echo "| $t | passes alone (failed with the others: a fault elsewhere poisoned the context) |"
         else
             bad=$((bad + 1))
@@ -100,20 +107,20 @@ rerun_failed() {
 }
 
 if [ -x "$B/gpu" ]; then
-    step "kernel tests (gpu.rs)" gpu-tests show_tests 180 env TINYRT_REQUIRE_GPU=1 "$B/gpu" --test-threads=4
+    step "kernel tests (gpu.rs)" gpu-tests show_tests 100 env TINYRT_REQUIRE_GPU=1 "$B/gpu" --test-threads=4
     if grep -q '^failures:$' "$LOGS/gpu-tests.log"; then
-        step "failed kernel tests, each alone" rerun show_all 150 rerun_failed
+        step "failed kernel tests, each alone" rerun show_all 60 rerun_failed
     fi
 else
     SUMMARY+=("| kernel tests (gpu.rs) | MISSING $B/gpu | - |")
 fi
 
 if [ -x "$B/nvrtc" ]; then
-    step "NVRTC + ptxas registers (nvrtc.rs)" nvrtc show_tail 90 "$B/nvrtc" --nocapture
+    step "NVRTC + ptxas registers (nvrtc.rs)" nvrtc show_tail 45 "$B/nvrtc" --nocapture
 fi
 
 if [ -x "$B/gpu_bench" ]; then
-    step "bandwidth + kernel bench (gpu_bench.rs)" bench show_table 150 env TINYRT_REQUIRE_GPU=1 "$B/gpu_bench" --ignored --nocapture
+    step "bandwidth + kernel bench (gpu_bench.rs)" bench show_table 100 env TINYRT_REQUIRE_GPU=1 "$B/gpu_bench" --ignored --nocapture
 else
     SUMMARY+=("| bench | MISSING $B/gpu_bench | - |")
 fi
@@ -155,8 +162,8 @@ bench_cli() {
     done
 }
 if [ -x "$B/tinyrt" ] && "$B/tinyrt" generate --help 2>&1 | grep -q -- '--device'; then
-    step "end to end: CUDA vs CPU logits on fixtures" e2e show_all 60 e2e
-    step "tinyrt bench --device cuda" cli-bench show_all 60 bench_cli
+    step "end to end: CUDA vs CPU logits on fixtures" e2e show_all 45 e2e
+    step "tinyrt bench --device cuda" cli-bench show_all 45 bench_cli
 else
     SUMMARY+=("| end to end | skipped: no CLI with --device cuda in $B | - |")
 fi
