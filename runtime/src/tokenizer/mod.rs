@@ -123,21 +123,14 @@ impl Tokenizer {
         match v.kind {
             VocabKind::Spm => {
                 let mut prev_special = true;
-                let mut buf = Vec::new();
                 for f in &fragments {
                     match *f {
                         Fragment::Text(s, e) => {
-                            buf.clear();
+                            let mut buf = Vec::new();
                             if v.add_space_prefix && prev_special {
                                 buf.extend_from_slice("\u{2581}".as_bytes());
                             }
-                            for &b in &text[s..e] {
-                                if b == b' ' {
-                                    buf.extend_from_slice("\u{2581}".as_bytes());
-                                } else {
-                                    buf.push(b);
-                                }
-                            }
+                            buf.extend_from_slice(&bpe::escape_spaces(&text[s..e]));
                             spm::tokenize(v, &buf, &mut out)?;
                             prev_special = false;
                         }

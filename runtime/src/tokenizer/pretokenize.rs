@@ -61,7 +61,7 @@ impl Splitter {
 pub(crate) struct PreTokenizer {
     splitters: Vec<Splitter>,
     /// Map each byte of a word to its GPT-2 code point (byte-level BPE).
-    byte_encode: bool,
+    pub(crate) byte_encode: bool,
     byte_map: [u32; 256],
 }
 
@@ -75,6 +75,12 @@ pub(crate) struct PreSpec {
     pub(crate) add_bos: bool,
     /// The vocabulary has no BOS token whatever the metadata says (ChatGLM).
     pub(crate) no_bos: bool,
+    /// Spaces are replaced by U+2581 before splitting (SentencePiece-style BPE, Gemma 4).
+    pub(crate) escape_whitespaces: bool,
+    /// A word made of newlines only is one token when the vocabulary has it (Gemma 4).
+    pub(crate) newline_words: bool,
+    /// BOS is added even when `tokenizer.ggml.add_bos_token` is false (Gemma 4).
+    pub(crate) force_bos: bool,
 }
 
 impl PreTokenizer {
@@ -402,6 +408,10 @@ pub(crate) fn spec_for(pre: &str) -> Option<PreSpec> {
             | "chameleon"
     );
     spec.no_bos = matches!(pre, "chatglm-bpe" | "glm4" | "glm5");
+    let gemma4 = matches!(pre, "gemma4" | "granite-embed-multi-311m");
+    spec.escape_whitespaces = gemma4 || pre == "sarvam-moe";
+    spec.newline_words = gemma4;
+    spec.force_bos = gemma4;
     Some(spec)
 }
 
@@ -413,15 +423,19 @@ fn patterns_for(pre: &str) -> Option<PreSpec> {
         "\\p{N}+",
         "[0-9][0-9][0-9]",
     ];
-    let bytes = |patterns| {
+    let spec = |patterns, byte_encode| {
         Some(PreSpec {
             patterns,
-            byte_encode: true,
+            byte_encode,
             ignore_merges: false,
             add_bos: false,
             no_bos: false,
+            escape_whitespaces: false,
+            newline_words: false,
+            force_bos: false,
         })
     };
+    let bytes = |patterns| spec(patterns, true);
     match pre {
         "default" => bytes(DEFAULT),
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
@@ -485,13 +499,8 @@ fn patterns_for(pre: &str) -> Option<PreSpec> {
         ]),
         "exaone-moe" => bytes(&["(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?(?:\\p{L}\\p{M}*(?: \\p{L}\\p{M}*)*)+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]?|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+"]),
         "granite-embed-multi-97m" => bytes(&["[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}\\p{M}])([^a-z]))*((?=[\\p{L}\\p{M}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}\\p{M}])([^a-z]))+((?=[\\p{L}\\p{M}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"]),
-        "whitespace" => Some(PreSpec {
-            patterns: &["\\S+"],
-            byte_encode: false,
-            ignore_merges: false,
-            add_bos: false,
-            no_bos: false,
-        }),
+        // SentencePiece-style BPE on raw UTF-8: only newline runs are split off.
+        "gemma4" | "granite-embed-multi-311m" | "sarvam-moe" => spec(&[NEWLINES], false),
         _ => None,
     }
 }
@@ -559,7 +568,7 @@ mod tests {
             "chameleon",
             "exaone-moe",
             "granite-embed-multi-97m",
-            "whitespace",
+            "gemma4",
         ] {
             let spec = spec_for(pre).unwrap();
             PreTokenizer::new(&spec).unwrap_or_else(|e| panic!("{pre}: {e:?}"));

@@ -96,6 +96,10 @@ pub(crate) struct Vocab {
     pub(crate) merge_index: StringIndex,
     pub(crate) pre: Option<PreTokenizer>,
     pub(crate) ignore_merges: bool,
+    /// Spaces become U+2581 before BPE and back when decoding (SentencePiece-style BPE).
+    pub(crate) escape_whitespaces: bool,
+    /// A word made of newlines only is one token when the vocabulary has it.
+    pub(crate) newline_words: bool,
     pub(crate) special: SpecialTokens,
     pub(crate) add_bos: bool,
     pub(crate) add_eos: bool,
@@ -212,7 +216,7 @@ impl Vocab {
         }
         let kind = match src.model {
             "llama" => VocabKind::Spm,
-            "gpt2" => VocabKind::Bpe,
+            "gpt2" | "gemma4" => VocabKind::Bpe,
             other => {
                 return Err(TokenizerError::Unsupported(format!(
                     "tokenizer model '{other}'"
@@ -261,7 +265,8 @@ impl Vocab {
         let mut special = SpecialTokens::default();
         let (mut add_bos, mut add_eos, mut add_space_prefix) = (false, false, false);
         let mut pre = None;
-        let mut ignore_merges = false;
+        let (mut ignore_merges, mut escape_whitespaces, mut newline_words, mut force_bos) =
+            (false, false, false, false);
         let (mut merges, mut merge_index) = (StringTable::default(), StringIndex::default());
         match kind {
             VocabKind::Spm => {
@@ -272,8 +277,12 @@ impl Vocab {
                 add_space_prefix = true;
             }
             VocabKind::Bpe => {
-                special.bos = Some(11);
-                special.eos = Some(11);
+                // "gemma4" names both the model and its pre-tokenizer, and has no default ids.
+                let gemma4 = src.model == "gemma4";
+                if !gemma4 {
+                    special.bos = Some(11);
+                    special.eos = Some(11);
+                }
                 let lines = src
                     .merges
                     .ok_or(TokenizerError::MissingKey("tokenizer.ggml.merges"))?;
@@ -289,7 +298,11 @@ impl Vocab {
                     merges.push(line.as_bytes());
                 }
                 merge_index = StringIndex::build(&merges, OnDuplicate::KeepFirst);
-                let name = src.pre.unwrap_or("default");
+                let name = if gemma4 {
+                    "gemma4"
+                } else {
+                    src.pre.unwrap_or("default")
+                };
                 let spec = spec_for(name).ok_or_else(|| {
                     TokenizerError::Unsupported(format!("pre-tokenizer '{name}'"))
                 })?;
@@ -297,6 +310,9 @@ impl Vocab {
                     TokenizerError::Invalid(format!("pre-tokenizer '{name}': {}", e.0))
                 })?);
                 ignore_merges = spec.ignore_merges;
+                escape_whitespaces = spec.escape_whitespaces;
+                newline_words = spec.newline_words;
+                force_bos = spec.force_bos;
                 if spec.add_bos {
                     add_bos = true;
                 }
@@ -380,6 +396,7 @@ impl Vocab {
         if let Some(v) = src.add_eos {
             add_eos = v;
         }
+        add_bos |= force_bos;
 
         let mut vocab = Vocab {
             kind,
@@ -391,6 +408,8 @@ impl Vocab {
             merge_index,
             pre,
             ignore_merges,
+            escape_whitespaces,
+            newline_words,
             special,
             add_bos,
             add_eos,
