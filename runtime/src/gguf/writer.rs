@@ -124,9 +124,9 @@ impl GgufWriter {
         Ok(a as usize)
     }
 
-    /// The complete file.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, GgufError> {
-        let alignment = self.alignment_value()?;
+    /// The header: magic, version, counts, metadata, tensor infos and the padding before the
+    /// data section.
+    fn header_bytes(&self, alignment: usize) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&3u32.to_le_bytes());
@@ -153,23 +153,44 @@ impl GgufWriter {
         if !self.tensors.is_empty() {
             pad(&mut out, alignment);
         }
+        out
+    }
+
+    /// Streams the file to `w` (the tensor data is not copied into one buffer first).
+    pub fn write_to(&self, w: &mut impl Write) -> Result<(), GgufError> {
+        let alignment = self.alignment_value()?;
+        w.write_all(&self.header_bytes(alignment))
+            .map_err(GgufError::Write)?;
+        let zeros = vec![0u8; alignment];
         for t in &self.tensors {
-            out.extend_from_slice(&t.data);
-            pad(&mut out, alignment);
+            let padding = t.data.len().next_multiple_of(alignment) - t.data.len();
+            w.write_all(&t.data).map_err(GgufError::Write)?;
+            w.write_all(&zeros[..padding]).map_err(GgufError::Write)?;
         }
+        w.flush().map_err(GgufError::Write)
+    }
+
+    /// The complete file.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, GgufError> {
+        let mut out = Vec::new();
+        self.write_to(&mut out)?;
         Ok(out)
     }
 
-    pub fn write_to(&self, w: &mut impl Write) -> Result<(), GgufError> {
-        let bytes = self.to_bytes()?;
-        w.write_all(&bytes).map_err(GgufError::Write)
-    }
-
+    /// Writes the file at `path` (created or truncated).
     pub fn write_to_path(&self, path: impl AsRef<Path>) -> Result<(), GgufError> {
-        let bytes = self.to_bytes()?;
-        std::fs::write(path.as_ref(), bytes).map_err(|source| GgufError::Io {
-            path: path.as_ref().to_owned(),
+        let path = path.as_ref();
+        let io = |source| GgufError::Io {
+            path: path.to_owned(),
             source,
+        };
+        // Check the alignment before creating the file.
+        self.alignment_value()?;
+        let file = std::fs::File::create(path).map_err(io)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        self.write_to(&mut w).map_err(|e| match e {
+            GgufError::Write(source) => io(source),
+            e => e,
         })
     }
 }
