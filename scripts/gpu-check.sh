@@ -8,8 +8,8 @@
 #   3. gpu-bundle/nvrtc: compile + ptxas register report with the machine's own toolchain
 #   4. gpu-bundle/gpu_bench: copy bandwidth, matvec GB/s at TinyLlama / SmolLM2 shapes, graph
 #   5. with gpu-bundle/tinyrt (CLI with --device cuda): logits vs CPU on the fixtures, bench
-# Full logs of every step go to $OUT/gpu-check/ (the device tool brings $OUT back; /tmp
-# otherwise); the console shows the essentials of each step and a summary table at the end.
+# Full logs of every step go to $OUT/gpu-check/ (the device tool brings $OUT back, at most 8
+# files; /tmp otherwise); the console shows the essentials of each step and a summary table.
 # Device tool call: run(command="scripts/gpu-check.sh", carry=["gpu-bundle"], timeout_s=360).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -95,11 +95,12 @@ rerun_failed() {
     local t n=0 bad=0
     for t in $(sed -n '/^failures:$/,/^test result/p' "$LOGS/gpu-tests.log" | grep -E '^    [a-z_0-9]+$'); do
         n=$((n + 1))
-        if TINYRT_REQUIRE_GPU=1 timeout 30 "$B/gpu" --exact "$t" >"$LOGS/alone-$t.log" 2>&1; then
+        # (Not under $LOGS: at most 8 files come back from the device machine.)
+        if TINYRT_REQUIRE_GPU=1 timeout 30 "$B/gpu" --exact "$t" >"/tmp/alone-$t.log" 2>&1; then
             echo "| $t | passes alone (failed with the others: a fault elsewhere poisoned the context) |"
         else
             bad=$((bad + 1))
-            echo "| $t | FAILS alone: $(grep -A1 'panicked at' "$LOGS/alone-$t.log" | tail -1 | cut -c1-300) |"
+            echo "| $t | FAILS alone: $(grep -A1 'panicked at' "/tmp/alone-$t.log" | tail -1 | cut -c1-300) |"
         fi
     done
     echo "$bad of $n failed tests fail alone"
