@@ -1058,3 +1058,42 @@ impl<S: DevicePtr<f32>> DevicePtrF32 for S {
         p
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_per_row_is_a_power_of_two_near_one_group_per_thread() {
+        // (ncols, threads per row): 32-value groups per row, rounded down to a power of two.
+        for (ncols, tpr) in [
+            (32, 8),
+            (256, 8),
+            (576, 16),
+            (1536, 32),
+            (2048, 64),
+            (5632, 128),
+            (16384, 128),
+        ] {
+            assert_eq!(matvec_threads_per_row(ncols), tpr, "ncols {ncols}");
+        }
+    }
+
+    #[test]
+    fn attention_scratch_covers_every_split() {
+        let s = AttentionShape {
+            ntok: 3,
+            n_head: 8,
+            n_kv: 2,
+            head_dim: 64,
+            n_ctx: 1000,
+            q_stride: 512,
+            out_stride: 512,
+            max_kv_len: 1000,
+            chunk: 256,
+            window: None,
+        };
+        assert_eq!(s.n_split(), 4);
+        assert_eq!(s.scratch_len(), 3 * 8 * 4 * (64 + 2));
+    }
+}
