@@ -349,3 +349,21 @@ fn bad_sizes_are_errors() {
         .is_err());
     assert_eq!(k.vec_dot(GgmlType::Q4_0, 0, &[], &[]), Ok(0.0));
 }
+
+#[test]
+fn read_probe_agrees_across_isas() {
+    let data: Vec<u8> = (0..10_007u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for len in [0, 7, 8, 255, 256, 1000, 10_007] {
+        let expected = Kernels::get(Isa::Scalar).unwrap().read_probe(&data[..len]);
+        for isa in Isa::available() {
+            assert_eq!(
+                Kernels::get(isa).unwrap().read_probe(&data[..len]),
+                expected,
+                "{} len {len}",
+                isa.name()
+            );
+        }
+    }
+}

@@ -200,24 +200,28 @@ pub struct Kernels {
     pub isa: Isa,
     dots: &'static [VecDotEntry],
     quantizers: &'static [QuantizeEntry],
+    read_probe: unsafe fn(&[u8]) -> u64,
 }
 
 static SCALAR: Kernels = Kernels {
     isa: Isa::Scalar,
     dots: scalar::dot::VEC_DOTS,
     quantizers: scalar::dot::QUANTIZERS,
+    read_probe: scalar::dot::read_probe,
 };
 #[cfg(target_arch = "x86_64")]
 static AVX2: Kernels = Kernels {
     isa: Isa::Avx2,
     dots: avx2::dot::VEC_DOTS,
     quantizers: avx2::dot::QUANTIZERS,
+    read_probe: avx2::dot::read_probe,
 };
 #[cfg(target_arch = "x86_64")]
 static AVX512: Kernels = Kernels {
     isa: Isa::Avx512,
     dots: avx512::dot::VEC_DOTS,
     quantizers: avx512::dot::QUANTIZERS,
+    read_probe: avx512::dot::read_probe,
 };
 
 /// Bytes taken by `n` values of `ty`, or an error when `n` is not a whole number of blocks.
@@ -339,6 +343,17 @@ impl Kernels {
         // SAFETY: the CPU supports `self.isa` (checked by `Kernels::get`), `n` is a whole number
         // of blocks of both types (row_bytes succeeded) and both rows have exactly their bytes.
         Ok(unsafe { (e.f)(n, &w[..need_w], &a[..need_a]) })
+    }
+}
+
+impl Kernels {
+    /// Reads every byte of `data` with this ISA's widest loads and returns an XOR of its 64-bit
+    /// words (a memory read-bandwidth probe for the benchmarks; the result only keeps the
+    /// reads from being optimised away). A tail of fewer than 8 bytes is ignored.
+    pub fn read_probe(&self, data: &[u8]) -> u64 {
+        // SAFETY: the CPU supports `self.isa` (checked by `Kernels::get`); the probe reads only
+        // within `data`.
+        unsafe { (self.read_probe)(data) }
     }
 }
 

@@ -787,3 +787,32 @@ pub unsafe fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     }
     hsum_ps(acc) - hsum_ps(accc)
 }
+
+/// XOR of the u64 words of `data` with 256-bit loads, four independent streams (a read
+/// bandwidth probe; see [`crate::cpu::Kernels::read_probe`]).
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn read_probe(data: &[u8]) -> u64 {
+    let p = data.as_ptr();
+    let mut acc = [_mm256_setzero_si256(); 4];
+    let mut i = 0;
+    while i + 128 <= data.len() {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: bytes i + 32k .. i + 32k + 32 lie within `data` (i + 128 <= len).
+            *a = _mm256_xor_si256(*a, unsafe { _mm256_loadu_si256(p.add(i + 32 * k).cast()) });
+        }
+        i += 128;
+    }
+    let v = _mm256_xor_si256(
+        _mm256_xor_si256(acc[0], acc[1]),
+        _mm256_xor_si256(acc[2], acc[3]),
+    );
+    let mut words = [0u64; 4];
+    // SAFETY: `words` has 32 writable bytes.
+    unsafe { _mm256_storeu_si256(words.as_mut_ptr().cast(), v) };
+    words
+        .iter()
+        .fold(scalar::read_probe(&data[i..]), |a, b| a ^ b)
+}

@@ -868,3 +868,32 @@ fn hsum_256(v: __m256) -> f32 {
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
 }
+
+/// XOR of the u64 words of `data` with 512-bit loads, four independent streams (a read
+/// bandwidth probe; see [`crate::cpu::Kernels::read_probe`]).
+///
+/// # Safety
+/// The CPU supports AVX-512.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn read_probe(data: &[u8]) -> u64 {
+    let p = data.as_ptr();
+    let mut acc = [_mm512_setzero_si512(); 4];
+    let mut i = 0;
+    while i + 256 <= data.len() {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: bytes i + 64k .. i + 64k + 64 lie within `data` (i + 256 <= len).
+            *a = _mm512_xor_si512(*a, unsafe { _mm512_loadu_si512(p.add(i + 64 * k).cast()) });
+        }
+        i += 256;
+    }
+    let v = _mm512_xor_si512(
+        _mm512_xor_si512(acc[0], acc[1]),
+        _mm512_xor_si512(acc[2], acc[3]),
+    );
+    let mut words = [0u64; 8];
+    // SAFETY: `words` has 64 writable bytes.
+    unsafe { _mm512_storeu_si512(words.as_mut_ptr().cast(), v) };
+    words
+        .iter()
+        .fold(scalar::read_probe(&data[i..]), |a, b| a ^ b)
+}

@@ -356,3 +356,11 @@ pub fn quantize_row_q8_k(x: &[f32], out: &mut [u8]) {
         }
     }
 }
+
+/// XOR of the little-endian u64 words of `data` (a read-bandwidth probe; see
+/// [`crate::cpu::Kernels::read_probe`]).
+pub fn read_probe(data: &[u8]) -> u64 {
+    data.chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .fold(0, |a, b| a ^ b)
+}
