@@ -537,18 +537,31 @@ proptest! {
 
 #[test]
 fn attention_tiled_path_batches() {
-    // ≥ GGML_FA_TILE_Q query tokens: ggml's tiled path, f32 numerics, several key blocks.
-    for (f16_cache, window, n_past) in [(true, None, 0), (false, Some(50), 7), (true, Some(20), 70)]
+    // ≥ GGML_FA_TILE_Q query tokens: ggml's tiled path, f32 numerics, several key blocks; group
+    // sizes that fill 1 to 4 row vectors of a tile, and one (group 80) that exceeds a tile.
+    let cases = [
+        // (n_heads, n_kv_heads, head_dim, f16, window, n_past)
+        (4, 2, 32, true, None, 0),
+        (4, 2, 32, false, Some(50), 7),
+        (4, 2, 32, true, Some(20), 70),
+        (2, 2, 64, true, None, 3),
+        (3, 1, 16, false, Some(9), 0),
+        (8, 2, 8, true, None, 1),
+        (8, 1, 24, true, Some(100), 60),
+        (80, 1, 8, false, None, 2),
+    ];
+    for (i, (n_heads, n_kv_heads, head_dim, f16_cache, window, n_past)) in
+        cases.into_iter().enumerate()
     {
         check_attention(&AttnCase {
-            n_heads: 4,
-            n_kv_heads: 2,
-            head_dim: 32,
+            n_heads,
+            n_kv_heads,
+            head_dim,
             n_past,
-            n_tokens: ops::GGML_FA_TILE_Q + 9,
+            n_tokens: ops::GGML_FA_TILE_Q + 9 + i,
             window,
             f16_cache,
-            seed: 7 + n_past as u64,
+            seed: 7 + i as u64,
         });
     }
 }

@@ -494,6 +494,22 @@ pub struct AttnJob<'a> {
     pub ggml_vec_path: bool,
 }
 
+/// A tile of consecutive query tokens × the query heads of one kv head, for ggml's tiled path
+/// (batches of at least [`GGML_FA_TILE_Q`] tokens). Handed to the per-ISA kernels.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnTile<'a> {
+    pub kv: &'a KvView<'a>,
+    pub kv_head: usize,
+    pub head_dim: usize,
+    /// Query heads per token in the tile (the GQA group).
+    pub group: usize,
+    /// Position of the tile's first token; token `t` is at `first_pos + t`.
+    pub first_pos: usize,
+    pub n_tokens: usize,
+    pub window: Option<usize>,
+    pub scale: f32,
+}
+
 /// Query tokens from which ggml's CPU flash attention switches to its tiled path
 /// (`GGML_FA_TILE_Q` in `ggml-cpu/common.h`).
 pub const GGML_FA_TILE_Q: usize = 64;
@@ -612,17 +628,63 @@ pub fn attention_parallel(
         assert!(w > 0, "attention: window of 0");
     }
     let group = n_heads / n_kv;
-    let ggml_vec_path = n_tokens < GGML_FA_TILE_Q;
     let isa = effective(isa);
-    // A job is (query token, kv head, run of that group's query heads). Groups are split only
-    // when there are fewer (token, group) pairs than threads (decode with few kv heads, e.g.
-    // Gemma-3-270M's single one); each head's result does not depend on the split.
+    let out_ptr = SharedMut(out.as_mut_ptr());
+    if n_tokens >= GGML_FA_TILE_Q {
+        // ggml's tiled path. A job is (tile of query tokens, kv head) with all the heads of the
+        // group, so each K/V block is converted once for tokens × heads rows.
+        let tile_tokens = (tile_rows(isa) / group).clamp(1, 16);
+        let n_jobs = n_tokens.div_ceil(tile_tokens) * n_kv;
+        let glen = group * hd;
+        let work = |thread: usize, n_threads: usize| {
+            let mut q_tile = Vec::with_capacity(tile_tokens * glen);
+            let mut out_tile = Vec::with_capacity(tile_tokens * glen);
+            // Interleaved over threads: later tiles attend more keys.
+            for job_idx in (thread..n_jobs).step_by(n_threads) {
+                let g = job_idx % n_kv;
+                let t0 = job_idx / n_kv * tile_tokens;
+                let nt = tile_tokens.min(n_tokens - t0);
+                q_tile.clear();
+                for t in t0..t0 + nt {
+                    let st = t * tok_len + g * glen;
+                    q_tile.extend_from_slice(&q[st..st + glen]);
+                }
+                out_tile.clear();
+                out_tile.resize(nt * glen, 0.0);
+                let tile = AttnTile {
+                    kv,
+                    kv_head: g,
+                    head_dim: hd,
+                    group,
+                    first_pos: n_past + t0,
+                    n_tokens: nt,
+                    window: params.window,
+                    scale: params.scale,
+                };
+                dispatch!(isa, attend_tile(&tile, &q_tile, &mut out_tile));
+                for (i, t) in (t0..t0 + nt).enumerate() {
+                    let st = t * tok_len + g * glen;
+                    // SAFETY: `st..st + glen` lies inside `out` (same shape as `q`); distinct
+                    // jobs write distinct (token, kv head) ranges and each job runs on exactly
+                    // one thread, so no two live slices overlap.
+                    let dst =
+                        unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(st), glen) };
+                    dst.copy_from_slice(&out_tile[i * glen..(i + 1) * glen]);
+                }
+            }
+        };
+        run_jobs(par, n_jobs, &work);
+        return;
+    }
+    // ggml's per-key path. A job is (query token, kv head, run of that group's query heads).
+    // Groups are split only when there are fewer (token, group) pairs than threads (decode with
+    // few kv heads, e.g. Gemma-3-270M's single one); each head's result does not depend on the
+    // split.
     let pairs = n_tokens * n_kv;
     let splits = par.n_threads().div_ceil(pairs.max(1)).clamp(1, group);
     let heads_per_job = group.div_ceil(splits);
     let jobs_per_group = group.div_ceil(heads_per_job);
     let n_jobs = pairs * jobs_per_group;
-    let out_ptr = SharedMut(out.as_mut_ptr());
     let work = |thread: usize, n_threads: usize| {
         // Interleave jobs over threads: with causal attention later tokens cost more, so a
         // contiguous split of tokens would be unbalanced.
@@ -640,7 +702,7 @@ pub fn attention_parallel(
                 key_lo: keys.start,
                 key_hi: keys.end,
                 scale: params.scale,
-                ggml_vec_path,
+                ggml_vec_path: true,
             };
             let first_head = part * heads_per_job;
             let n_job_heads = heads_per_job.min(group - first_head);
@@ -652,9 +714,24 @@ pub fn attention_parallel(
             // one thread, so no two live slices overlap.
             let out_heads =
                 unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), len) };
-            attend_group(isa, &job, q_heads, out_heads);
+            dispatch!(isa, attend_group(&job, q_heads, out_heads));
         }
     };
+    run_jobs(par, n_jobs, &work);
+}
+
+/// Query rows (tokens × heads) per tile of the tiled attention kernel of `isa`: what its
+/// registers hold (4 vectors of rows).
+fn tile_rows(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 64,
+        Isa::Avx2 => 32,
+        Isa::Scalar => 16,
+    }
+}
+
+/// Runs `work(thread, n_threads)` for `n_jobs` jobs on at most `n_jobs` of `par`'s threads.
+fn run_jobs(par: &dyn ParallelRun, n_jobs: usize, work: &(dyn Fn(usize, usize) + Sync)) {
     let n_threads = par.n_threads().clamp(1, n_jobs.max(1));
     if n_threads == 1 {
         work(0, 1);
@@ -682,10 +759,6 @@ impl SharedMut {
 unsafe impl Send for SharedMut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedMut {}
-
-fn attend_group(isa: Isa, job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
-    dispatch!(isa, attend_group(job, q_group, out_group))
-}
 
 /// The key positions a query at `pos` attends (for tests and callers building masks).
 pub fn attended_keys(pos: usize, window: Option<usize>) -> Range<usize> {

@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::cpu::ops::{AttnJob, KvData, RopeCache, RopeMode};
+use crate::cpu::ops::{AttnJob, AttnTile, KvData, RopeCache, RopeMode};
 use crate::cpu::scalar::ops as scalar;
 
 /// Ops the compiler vectorises well from the scalar reference once the target features are
@@ -566,7 +566,7 @@ unsafe fn attend_group_nv<const NV: usize>(job: &AttnJob, q_group: &[f32], out_g
 
     let mut start = job.key_lo;
     while start < job.key_hi {
-        let n = (job.key_hi - start).min(BLOCK);
+        let n = (job.key_hi - start).min(BLOCK - start % BLOCK);
         for j in 0..n {
             // SAFETY: `start + j < key_hi`, so the row is inside the cache (asserted above).
             let kr = unsafe { load_row_nv::<NV>(&kv.k, (start + j) * row + base) };
@@ -715,7 +715,7 @@ unsafe fn attend_group_any(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]
 
     let mut start = job.key_lo;
     while start < job.key_hi {
-        let n = (job.key_hi - start).min(BLOCK);
+        let n = (job.key_hi - start).min(BLOCK - start % BLOCK);
         // Scores: each K row is loaded once for all heads of the group.
         for j in 0..n {
             let off = (start + j) * row + job.kv_head * hd;
@@ -860,5 +860,249 @@ unsafe fn load_kv_row(data: &KvData, off: usize, dst: &mut [f32]) {
         KvData::F32(d) => dst.copy_from_slice(&d[off..off + dst.len()]),
         // SAFETY: this function's target features.
         KvData::F16(d) => unsafe { f16_to_f32_row(&d[off..off + dst.len()], dst) },
+    }
+}
+
+/// ggml's tiled path for a tile of query rows (tokens × the heads of one kv head), vectorised
+/// over rows (see `scalar::attend_tile` for the numerics). Tiles of more than 64 rows, or head
+/// dims that are not a multiple of 4, go one token at a time through [`attend_group`].
+///
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn attend_tile(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]) {
+    let rows = tile.n_tokens * tile.group;
+    // SAFETY (all arms): this function's target features.
+    unsafe {
+        if !tile.head_dim.is_multiple_of(4) {
+            return attend_tile_by_token(tile, q_tile, out_tile);
+        }
+        match rows.div_ceil(LANES) {
+            1 => attend_tile_rv::<1>(tile, q_tile, out_tile),
+            2 => attend_tile_rv::<2>(tile, q_tile, out_tile),
+            3 => attend_tile_rv::<3>(tile, q_tile, out_tile),
+            4 => attend_tile_rv::<4>(tile, q_tile, out_tile),
+            _ => attend_tile_by_token(tile, q_tile, out_tile),
+        }
+    }
+}
+
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+unsafe fn attend_tile_by_token(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]) {
+    let len = tile.group * tile.head_dim;
+    for (t, (qt, ot)) in q_tile
+        .chunks_exact(len)
+        .zip(out_tile.chunks_exact_mut(len))
+        .enumerate()
+    {
+        let keys = crate::cpu::ops::attended_keys(tile.first_pos + t, tile.window);
+        let job = AttnJob {
+            kv: tile.kv,
+            kv_head: tile.kv_head,
+            head_dim: tile.head_dim,
+            key_lo: keys.start,
+            key_hi: keys.end,
+            scale: tile.scale,
+            ggml_vec_path: false,
+        };
+        // SAFETY: this function's target features.
+        unsafe { attend_group(&job, qt, ot) };
+    }
+}
+
+/// The tiled kernel for `RV * 16` row lanes: Q transposed once per tile (`qt[d][row]`), each
+/// block of keys converted to f32 once, scores `st[key][row]`, the online softmax per row lane
+/// and the accumulator `acc[d][row]`, so no horizontal sums are needed.
+///
+/// # Safety
+/// `tile.n_tokens * tile.group <= RV * 16`, `tile.head_dim % 4 == 0`; the CPU supports this
+/// module's target features.
+// Parallel arrays indexed by row vector read clearer with an index.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+unsafe fn attend_tile_rv<const RV: usize>(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]) {
+    let hd = tile.head_dim;
+    let g = tile.group;
+    let rows = tile.n_tokens * g;
+    let rp = RV * LANES;
+    assert!(
+        rows <= rp
+            && hd.is_multiple_of(4)
+            && q_tile.len() >= rows * hd
+            && out_tile.len() >= rows * hd
+    );
+    let mut qt = vec![0.0f32; hd * rp];
+    let mut lo = vec![0i32; rp];
+    let mut hi = vec![0i32; rp];
+    let (mut key_min, mut key_max) = (usize::MAX, 0usize);
+    for r in 0..rows {
+        for d in 0..hd {
+            qt[d * rp + r] = q_tile[r * hd + d];
+        }
+        let keys = crate::cpu::ops::attended_keys(tile.first_pos + r / g, tile.window);
+        lo[r] = keys.start as i32;
+        hi[r] = keys.end as i32;
+        key_min = key_min.min(keys.start);
+        key_max = key_max.max(keys.end);
+    }
+    let kv = tile.kv;
+    let kv_row = kv.n_kv_heads * hd;
+    let base = tile.kv_head * hd;
+    assert!(
+        key_max == 0 || (key_max - 1) * kv_row + base + hd <= kv.k.len().min(kv.v.len()),
+        "attention: cache too short"
+    );
+    let zero = _mm512_setzero_ps();
+    let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut lo_v = [_mm512_setzero_si512(); RV];
+    let mut hi_v = [_mm512_setzero_si512(); RV];
+    for vr in 0..RV {
+        // SAFETY: `lo` and `hi` hold `rp = RV * 16` values.
+        unsafe {
+            lo_v[vr] = _mm512_loadu_si512(lo.as_ptr().add(vr * LANES) as *const _);
+            hi_v[vr] = _mm512_loadu_si512(hi.as_ptr().add(vr * LANES) as *const _);
+        }
+    }
+    let mut m = [neg_inf; RV];
+    let mut s_sum = [zero; RV];
+    let mut acc = vec![0.0f32; hd * rp];
+    let mut st = vec![0.0f32; BLOCK * rp];
+    // Rows past a block's end stay finite (zeros or the previous block's keys): the score loop
+    // computes 4 keys at a time and drops the extra ones.
+    let mut kf = vec![0.0f32; BLOCK * hd];
+    let mut vf = vec![0.0f32; BLOCK * hd];
+    let scale = _mm512_set1_ps(tile.scale);
+
+    // Blocks aligned to multiples of BLOCK in the cache, like ggml's tiles.
+    let mut b0 = if key_max == 0 {
+        0
+    } else {
+        key_min - key_min % BLOCK
+    };
+    while b0 < key_max {
+        let n = (key_max - b0).min(BLOCK);
+        for j in 0..n {
+            let off = (b0 + j) * kv_row + base;
+            // SAFETY: `b0 + j < key_max`: inside the cache (asserted above).
+            unsafe {
+                load_kv_row(&kv.k, off, &mut kf[j * hd..(j + 1) * hd]);
+                load_kv_row(&kv.v, off, &mut vf[j * hd..(j + 1) * hd]);
+            }
+        }
+        // Scores for 4 keys at a time: 4 × RV independent accumulators.
+        let mut j = 0;
+        while j < n {
+            let mut a = [[zero; RV]; 4];
+            for d in 0..hd {
+                let mut qd = [zero; RV];
+                for (vr, q) in qd.iter_mut().enumerate() {
+                    // SAFETY: `d * rp + vr * 16 + 16 <= hd * rp`.
+                    *q = unsafe { _mm512_loadu_ps(qt.as_ptr().add(d * rp + vr * LANES)) };
+                }
+                for (jj, aj) in a.iter_mut().enumerate() {
+                    // SAFETY: `j + jj <= 63 < BLOCK` (j is a multiple of 4 below n ≤ 64).
+                    let kd = _mm512_set1_ps(unsafe { *kf.as_ptr().add((j + jj) * hd + d) });
+                    for vr in 0..RV {
+                        aj[vr] = _mm512_fmadd_ps(kd, qd[vr], aj[vr]);
+                    }
+                }
+            }
+            for (jj, aj) in a.iter().enumerate().take(n - j) {
+                let key = _mm512_set1_epi32((b0 + j + jj) as i32);
+                for vr in 0..RV {
+                    let inside = _mm512_cmpge_epi32_mask(key, lo_v[vr])
+                        & _mm512_cmplt_epi32_mask(key, hi_v[vr]);
+                    let s = _mm512_mask_blend_ps(inside, neg_inf, _mm512_mul_ps(aj[vr], scale));
+                    // SAFETY: `(j + jj) * rp + vr * 16 + 16 <= BLOCK * rp`.
+                    unsafe { _mm512_storeu_ps(st.as_mut_ptr().add((j + jj) * rp + vr * LANES), s) };
+                }
+            }
+            j += 4;
+        }
+        // Online softmax per row lane: one max per block, e^(s - M), rescale by e^(M_old - M).
+        let mut ms = [zero; RV];
+        let mut any_rescale = false;
+        for vr in 0..RV {
+            let mut bmax = neg_inf;
+            for j in 0..n {
+                // SAFETY: `j * rp + vr * 16 + 16 <= BLOCK * rp`.
+                bmax = _mm512_max_ps(bmax, unsafe {
+                    _mm512_loadu_ps(st.as_ptr().add(j * rp + vr * LANES))
+                });
+            }
+            let m_new = _mm512_max_ps(m[vr], bmax);
+            // Rows with nothing attended yet keep M = -inf; use 0 so that e^(-inf - 0) = 0.
+            let none = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(m_new, neg_inf);
+            let m_safe = _mm512_mask_blend_ps(none, m_new, zero);
+            ms[vr] = exp_ps(_mm512_sub_ps(m[vr], m_safe));
+            any_rescale |= _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(ms[vr], _mm512_set1_ps(1.0)) != 0;
+            let mut sum = zero;
+            for j in 0..n {
+                // SAFETY: as above.
+                unsafe {
+                    let p = st.as_mut_ptr().add(j * rp + vr * LANES);
+                    let e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(p), m_safe));
+                    _mm512_storeu_ps(p, e);
+                    sum = _mm512_add_ps(sum, e);
+                }
+            }
+            s_sum[vr] = _mm512_fmadd_ps(s_sum[vr], ms[vr], sum);
+            m[vr] = m_new;
+        }
+        // acc[d][row] = acc * ms + Σ_j p[j][row] v[j][d], 4 dims at a time.
+        let mut d = 0;
+        while d < hd {
+            let mut a = [[zero; RV]; 4];
+            for (dd, ad) in a.iter_mut().enumerate() {
+                for vr in 0..RV {
+                    // SAFETY: `(d + dd) * rp + vr * 16 + 16 <= hd * rp`.
+                    let v =
+                        unsafe { _mm512_loadu_ps(acc.as_ptr().add((d + dd) * rp + vr * LANES)) };
+                    ad[vr] = if any_rescale {
+                        _mm512_mul_ps(v, ms[vr])
+                    } else {
+                        v
+                    };
+                }
+            }
+            for j in 0..n {
+                let mut p = [zero; RV];
+                for (vr, pv) in p.iter_mut().enumerate() {
+                    // SAFETY: `j * rp + vr * 16 + 16 <= BLOCK * rp`.
+                    *pv = unsafe { _mm512_loadu_ps(st.as_ptr().add(j * rp + vr * LANES)) };
+                }
+                for (dd, ad) in a.iter_mut().enumerate() {
+                    // SAFETY: `j * hd + d + dd < BLOCK * hd`.
+                    let v = _mm512_set1_ps(unsafe { *vf.as_ptr().add(j * hd + d + dd) });
+                    for vr in 0..RV {
+                        ad[vr] = _mm512_fmadd_ps(v, p[vr], ad[vr]);
+                    }
+                }
+            }
+            for (dd, ad) in a.iter().enumerate() {
+                for vr in 0..RV {
+                    // SAFETY: as for the load above.
+                    unsafe {
+                        _mm512_storeu_ps(acc.as_mut_ptr().add((d + dd) * rp + vr * LANES), ad[vr])
+                    };
+                }
+            }
+            d += 4;
+        }
+        b0 += n;
+    }
+    let mut inv = vec![0.0f32; rp];
+    for vr in 0..RV {
+        let nonzero = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(s_sum[vr], zero);
+        let i = _mm512_maskz_div_ps(nonzero, _mm512_set1_ps(1.0), s_sum[vr]);
+        // SAFETY: `inv` holds `rp` values.
+        unsafe { _mm512_storeu_ps(inv.as_mut_ptr().add(vr * LANES), i) };
+    }
+    for r in 0..rows {
+        for d in 0..hd {
+            out_tile[r * hd + d] = acc[d * rp + r] * inv[r];
+        }
     }
 }

@@ -7,7 +7,7 @@
 
 use half::f16;
 
-use crate::cpu::ops::{AttnJob, KvData, RopeCache, RopeMode};
+use crate::cpu::ops::{AttnJob, AttnTile, KvData, RopeCache, RopeMode};
 
 /// ggml's `ggml_rms_norm` followed by `ggml_mul` with the weight, in place on each row of
 /// `weight.len()` values: the sum of squares is accumulated in f64 (`ggml_float`),
@@ -310,8 +310,9 @@ pub fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
             }
         }
     } else {
-        // ggml `ggml_compute_forward_flash_attn_ext_tiled`: f32 Q and K, blocks of KV_TILE keys,
-        // online softmax across blocks, f32 accumulator.
+        // ggml `ggml_compute_forward_flash_attn_ext_tiled`: f32 Q and K, blocks of KV_TILE keys
+        // aligned to multiples of KV_TILE in the cache (as ggml's tiles are), online softmax
+        // across blocks, f32 accumulator.
         let mut scores = vec![0.0f32; KV_TILE];
         for (qh, oh) in q_group.chunks_exact(hd).zip(out_group.chunks_exact_mut(hd)) {
             let mut acc = vec![0.0f32; hd];
@@ -319,7 +320,7 @@ pub fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
             let mut s_sum = 0.0f32;
             let mut start = job.key_lo;
             while start < job.key_hi {
-                let n = (job.key_hi - start).min(KV_TILE);
+                let n = (job.key_hi - start).min(KV_TILE - start % KV_TILE);
                 for (j, sc) in scores[..n].iter_mut().enumerate() {
                     let off = (start + j) * row + job.kv_head * hd;
                     load_row(&kv.k, off, &mut krow);
@@ -359,5 +360,30 @@ pub fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
                 *o = a * inv;
             }
         }
+    }
+}
+
+/// ggml's tiled path for a tile of query tokens × the query heads of one kv head:
+/// `q_tile` and `out_tile` are `[n_tokens][group][head_dim]`. The reference runs each row
+/// through [`attend_group`]'s tiled path.
+#[inline]
+pub fn attend_tile(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]) {
+    let len = tile.group * tile.head_dim;
+    for (t, (qt, ot)) in q_tile
+        .chunks_exact(len)
+        .zip(out_tile.chunks_exact_mut(len))
+        .enumerate()
+    {
+        let keys = crate::cpu::ops::attended_keys(tile.first_pos + t, tile.window);
+        let job = AttnJob {
+            kv: tile.kv,
+            kv_head: tile.kv_head,
+            head_dim: tile.head_dim,
+            key_lo: keys.start,
+            key_hi: keys.end,
+            scale: tile.scale,
+            ggml_vec_path: false,
+        };
+        attend_group(&job, qt, ot);
     }
 }
