@@ -198,7 +198,7 @@ proptest! {
     #[test]
     fn legacy_and_lut_dots_match_reference(
         fi in 0usize..64,
-        n_blocks in 1usize..=17,
+        n_blocks in 1usize..=40,
         seed in any::<u64>(),
         scale_exp in -4i32..=4,
         raw in any::<bool>(),

@@ -402,32 +402,102 @@ pub unsafe fn quantize_row_q8_k(x: &[f32], out: &mut [u8]) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Legacy quants (32-value blocks) against Q8_0 / Q8_1, two blocks per iteration.
+// Legacy quants (32-value blocks) against Q8_0 / Q8_1, two blocks per register.
 
-/// Shared loop of the 32-value block kernels: `block(i, j)` returns the i32 sums of blocks `i`
-/// and `j` (lanes 0..8 and 8..16) and their scales; on an odd count the last block is paired
-/// with itself and its second copy gets scale 0.
+/// The f16 values at `base + idx[k]` (k = 0..16, byte offsets) as 16 f32 lanes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-fn pairs_loop(nb: usize, mut block: impl FnMut(usize, usize) -> (__m512i, f32, f32)) -> f32 {
+unsafe fn gather_f16(base: *const u8, idx: __m512i) -> __m512 {
+    // SAFETY: the caller guarantees 4 readable bytes at every base + idx[k].
+    let g = unsafe { _mm512_i32gather_epi32::<1>(idx, base.cast()) };
+    _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g))
+}
+
+/// The shared loop of the 32-value block kernels. `block(i, j)` returns the i32 sums of blocks
+/// `i` and `j` (lanes 0..8 and 8..16). Scales are the f16 at offset 0 of each weight block
+/// (`w_ts` bytes) and activation block (`a_ts` bytes); with `mins`, Σ m·s is added, m at
+/// offset 2 of the weight block and s (= d·Σq of Q8_1) at offset 2 of the activation block.
+///
+/// Groups of 16 blocks gather their 16 + 16 scales in two instructions (converting them one by
+/// one was the bottleneck); the tail pairs blocks, the last one with itself at scale 0.
+///
+/// # Safety
+/// `wp` and `ap` point to `nb` whole blocks of `w_ts` and `a_ts` bytes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn legacy_dot(
+    nb: usize,
+    wp: *const u8,
+    w_ts: usize,
+    ap: *const u8,
+    a_ts: usize,
+    mins: bool,
+    block: impl Fn(usize, usize) -> __m512i,
+) -> f32 {
+    let pair_idx: [__m512i; 8] =
+        std::array::from_fn(|p| halves_epi32(2 * p as i32, 2 * p as i32 + 1));
+    let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let widx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(w_ts as i32));
+    let aidx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(a_ts as i32));
     let mut acc0 = _mm512_setzero_ps();
     let mut acc1 = _mm512_setzero_ps();
+    let mut accm = _mm512_setzero_ps();
     let mut i = 0;
-    while i + 4 <= nb {
-        let (s0, a0, b0) = block(i, i + 1);
-        let (s1, a1, b1) = block(i + 2, i + 3);
-        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), halves_ps(a0, b0), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), halves_ps(a1, b1), acc1);
-        i += 4;
+    while i + 16 <= nb {
+        // SAFETY: blocks i..i+16 lie within both rows; the gathers read 4 bytes at offsets 0
+        // and 2 of each block (blocks are at least 18 bytes).
+        unsafe {
+            let (wb, ab) = (wp.add(w_ts * i), ap.add(a_ts * i));
+            let s = _mm512_mul_ps(gather_f16(wb, widx), gather_f16(ab, aidx));
+            if mins {
+                accm = _mm512_fmadd_ps(
+                    gather_f16(wb.add(2), widx),
+                    gather_f16(ab.add(2), aidx),
+                    accm,
+                );
+            }
+            for p in (0..8).step_by(2) {
+                let s0 = block(i + 2 * p, i + 2 * p + 1);
+                let s1 = block(i + 2 * p + 2, i + 2 * p + 3);
+                acc0 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(s0),
+                    _mm512_permutexvar_ps(pair_idx[p], s),
+                    acc0,
+                );
+                acc1 = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(s1),
+                    _mm512_permutexvar_ps(pair_idx[p + 1], s),
+                    acc1,
+                );
+            }
+        }
+        i += 16;
     }
+    let mut tail_mins = 0f32;
     while i < nb {
         let j = if i + 1 < nb { i + 1 } else { i };
-        let (s, a, b) = block(i, j);
-        let b = if j == i { 0.0 } else { b };
-        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), halves_ps(a, b), acc0);
+        // SAFETY: i, j < nb, so blocks i and j lie within both rows.
+        unsafe {
+            let (wa, wb, aa, ab) = (
+                wp.add(w_ts * i),
+                wp.add(w_ts * j),
+                ap.add(a_ts * i),
+                ap.add(a_ts * j),
+            );
+            let sa = f16_at(wa) * f16_at(aa);
+            let sb = if j != i { f16_at(wb) * f16_at(ab) } else { 0.0 };
+            if mins {
+                tail_mins += f16_at(wa.add(2)) * f16_at(aa.add(2));
+                if j != i {
+                    tail_mins += f16_at(wb.add(2)) * f16_at(ab.add(2));
+                }
+            }
+            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(block(i, j)), halves_ps(sa, sb), acc0);
+        }
         i += 2;
     }
-    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + _mm512_reduce_add_ps(accm) + tail_mins
 }
 
 /// Q4_0 (18 bytes: f16 d, 16 nibble bytes; value = (q - 8)·d) · Q8_0.
@@ -440,22 +510,17 @@ pub unsafe fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     debug_assert!(w.len() >= nb * 18 && a.len() >= nb * 34);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
     let off = _mm512_set1_epi8(8);
-    pairs_loop(nb, |i, j| {
-        // SAFETY: i, j < nb, so blocks i and j lie within both slices.
+    let block = |i: usize, j: usize| {
+        // SAFETY: `legacy_dot` passes i, j < nb, so blocks i and j lie within both slices.
         unsafe {
-            let (xa, xb, ya, yb) = (
-                wp.add(18 * i),
-                wp.add(18 * j),
-                ap.add(34 * i),
-                ap.add(34 * j),
-            );
-            let q = nibbles_2x16(xa.add(2), xb.add(2));
-            let y = load_2x32(ya.add(2), yb.add(2));
+            let q = nibbles_2x16(wp.add(18 * i + 2), wp.add(18 * j + 2));
+            let y = load_2x32(ap.add(34 * i + 2), ap.add(34 * j + 2));
             let z = _mm512_setzero_si512();
-            let s = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y));
-            (s, f16_at(xa) * f16_at(ya), f16_at(xb) * f16_at(yb))
+            _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y))
         }
-    })
+    };
+    // SAFETY: the rows hold nb blocks (caller contract).
+    unsafe { legacy_dot(nb, wp, 18, ap, 34, false, block) }
 }
 
 /// Q4_1 (20 bytes: f16 d, f16 m, 16 nibble bytes; value = q·d + m) · Q8_1 (whose stored
@@ -468,27 +533,16 @@ pub unsafe fn vec_dot_q4_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = n / 32;
     debug_assert!(w.len() >= nb * 20 && a.len() >= nb * 36);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let mut mins = 0f32;
-    let dots = pairs_loop(nb, |i, j| {
-        // SAFETY: i, j < nb, so blocks i and j lie within both slices.
+    let block = |i: usize, j: usize| {
+        // SAFETY: `legacy_dot` passes i, j < nb, so blocks i and j lie within both slices.
         unsafe {
-            let (xa, xb, ya, yb) = (
-                wp.add(20 * i),
-                wp.add(20 * j),
-                ap.add(36 * i),
-                ap.add(36 * j),
-            );
-            let q = nibbles_2x16(xa.add(4), xb.add(4));
-            let y = load_2x32(ya.add(4), yb.add(4));
-            let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y);
-            mins += f16_at(xa.add(2)) * f16_at(ya.add(2));
-            if j != i {
-                mins += f16_at(xb.add(2)) * f16_at(yb.add(2));
-            }
-            (s, f16_at(xa) * f16_at(ya), f16_at(xb) * f16_at(yb))
+            let q = nibbles_2x16(wp.add(20 * i + 4), wp.add(20 * j + 4));
+            let y = load_2x32(ap.add(36 * i + 4), ap.add(36 * j + 4));
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y)
         }
-    });
-    dots + mins
+    };
+    // SAFETY: the rows hold nb blocks (caller contract).
+    unsafe { legacy_dot(nb, wp, 20, ap, 36, true, block) }
 }
 
 /// The fifth bits of two Q5 blocks (`qh` words at `pa`, `pb`) added as 16 to the 4-bit codes.
@@ -500,7 +554,7 @@ unsafe fn add_high_bits_2(q: __m512i, pa: *const u8, pb: *const u8) -> __m512i {
     _mm512_mask_add_epi8(q, k, q, _mm512_set1_epi8(16))
 }
 
-/// Q5_0 (22 bytes: f16 d, u32 qh, 16 nibble bytes; value = (q | h<<4) - 16)·d) · Q8_0.
+/// Q5_0 (22 bytes: f16 d, u32 qh, 16 nibble bytes; value = ((q | h<<4) - 16)·d) · Q8_0.
 ///
 /// # Safety
 /// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
@@ -510,22 +564,18 @@ pub unsafe fn vec_dot_q5_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     debug_assert!(w.len() >= nb * 22 && a.len() >= nb * 34);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
     let off = _mm512_set1_epi8(16);
-    pairs_loop(nb, |i, j| {
-        // SAFETY: i, j < nb, so blocks i and j lie within both slices.
+    let block = |i: usize, j: usize| {
+        // SAFETY: `legacy_dot` passes i, j < nb, so blocks i and j lie within both slices.
         unsafe {
-            let (xa, xb, ya, yb) = (
-                wp.add(22 * i),
-                wp.add(22 * j),
-                ap.add(34 * i),
-                ap.add(34 * j),
-            );
+            let (xa, xb) = (wp.add(22 * i), wp.add(22 * j));
             let q = add_high_bits_2(nibbles_2x16(xa.add(6), xb.add(6)), xa.add(2), xb.add(2));
-            let y = load_2x32(ya.add(2), yb.add(2));
+            let y = load_2x32(ap.add(34 * i + 2), ap.add(34 * j + 2));
             let z = _mm512_setzero_si512();
-            let s = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y));
-            (s, f16_at(xa) * f16_at(ya), f16_at(xb) * f16_at(yb))
+            _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y))
         }
-    })
+    };
+    // SAFETY: the rows hold nb blocks (caller contract).
+    unsafe { legacy_dot(nb, wp, 22, ap, 34, false, block) }
 }
 
 /// Q5_1 (24 bytes: f16 d, f16 m, u32 qh, 16 nibble bytes; value = (q | h<<4)·d + m) · Q8_1.
@@ -537,27 +587,17 @@ pub unsafe fn vec_dot_q5_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = n / 32;
     debug_assert!(w.len() >= nb * 24 && a.len() >= nb * 36);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let mut mins = 0f32;
-    let dots = pairs_loop(nb, |i, j| {
-        // SAFETY: i, j < nb, so blocks i and j lie within both slices.
+    let block = |i: usize, j: usize| {
+        // SAFETY: `legacy_dot` passes i, j < nb, so blocks i and j lie within both slices.
         unsafe {
-            let (xa, xb, ya, yb) = (
-                wp.add(24 * i),
-                wp.add(24 * j),
-                ap.add(36 * i),
-                ap.add(36 * j),
-            );
+            let (xa, xb) = (wp.add(24 * i), wp.add(24 * j));
             let q = add_high_bits_2(nibbles_2x16(xa.add(8), xb.add(8)), xa.add(4), xb.add(4));
-            let y = load_2x32(ya.add(4), yb.add(4));
-            let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y);
-            mins += f16_at(xa.add(2)) * f16_at(ya.add(2));
-            if j != i {
-                mins += f16_at(xb.add(2)) * f16_at(yb.add(2));
-            }
-            (s, f16_at(xa) * f16_at(ya), f16_at(xb) * f16_at(yb))
+            let y = load_2x32(ap.add(36 * i + 4), ap.add(36 * j + 4));
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y)
         }
-    });
-    dots + mins
+    };
+    // SAFETY: the rows hold nb blocks (caller contract).
+    unsafe { legacy_dot(nb, wp, 24, ap, 36, true, block) }
 }
 
 /// Q8_0 (34 bytes: f16 d, 32 × i8) · Q8_0. The weights are offset by 128 to unsigned bytes.
@@ -570,22 +610,17 @@ pub unsafe fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     debug_assert!(w.len() >= nb * 34 && a.len() >= nb * 34);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
     let off = _mm512_set1_epi8(-128);
-    pairs_loop(nb, |i, j| {
-        // SAFETY: i, j < nb, so blocks i and j lie within both slices.
+    let block = |i: usize, j: usize| {
+        // SAFETY: `legacy_dot` passes i, j < nb, so blocks i and j lie within both slices.
         unsafe {
-            let (xa, xb, ya, yb) = (
-                wp.add(34 * i),
-                wp.add(34 * j),
-                ap.add(34 * i),
-                ap.add(34 * j),
-            );
-            let q = _mm512_xor_si512(load_2x32(xa.add(2), xb.add(2)), off);
-            let y = load_2x32(ya.add(2), yb.add(2));
+            let q = _mm512_xor_si512(load_2x32(wp.add(34 * i + 2), wp.add(34 * j + 2)), off);
+            let y = load_2x32(ap.add(34 * i + 2), ap.add(34 * j + 2));
             let z = _mm512_setzero_si512();
-            let s = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y));
-            (s, f16_at(xa) * f16_at(ya), f16_at(xb) * f16_at(yb))
+            _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y))
         }
-    })
+    };
+    // SAFETY: the rows hold nb blocks (caller contract).
+    unsafe { legacy_dot(nb, wp, 34, ap, 34, false, block) }
 }
 
 /// A signed codebook offset by 128, as unsigned bytes for `vpdpbusd`.
@@ -613,22 +648,18 @@ pub unsafe fn vec_dot_iq4_nl_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     // SAFETY: the table has 16 bytes.
     let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(IQ4NL_PLUS_128.as_ptr().cast()) });
     let off = _mm512_set1_epi8(-128);
-    pairs_loop(nb, |i, j| {
-        // SAFETY: i, j < nb, so blocks i and j lie within both slices.
+    let block = |i: usize, j: usize| {
+        // SAFETY: `legacy_dot` passes i, j < nb, so blocks i and j lie within both slices.
         unsafe {
-            let (xa, xb, ya, yb) = (
-                wp.add(18 * i),
-                wp.add(18 * j),
-                ap.add(34 * i),
-                ap.add(34 * j),
-            );
-            let q = _mm512_shuffle_epi8(table, nibbles_2x16(xa.add(2), xb.add(2)));
-            let y = load_2x32(ya.add(2), yb.add(2));
+            let q =
+                _mm512_shuffle_epi8(table, nibbles_2x16(wp.add(18 * i + 2), wp.add(18 * j + 2)));
+            let y = load_2x32(ap.add(34 * i + 2), ap.add(34 * j + 2));
             let z = _mm512_setzero_si512();
-            let s = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y));
-            (s, f16_at(xa) * f16_at(ya), f16_at(xb) * f16_at(yb))
+            _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y))
         }
-    })
+    };
+    // SAFETY: the rows hold nb blocks (caller contract).
+    unsafe { legacy_dot(nb, wp, 18, ap, 34, false, block) }
 }
 
 /// NF4 (34 bytes: f16 d, 32 nibble bytes; 64 values, value = `KVALUES_NF4[q]`·d) · Q8_0 (two
