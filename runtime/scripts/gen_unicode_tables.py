@@ -73,6 +73,41 @@ def main() -> None:
         out.write(f"    (0x{start:06X}, 0x{f:04X}),\n")
     out.write("];\n")
 
+    # Simple lowercase mapping (UnicodeData field 13), used by BERT's lowercasing
+    # normalizer. unicodedata2 has no case data, so it comes from Python's str.lower()
+    # (Unicode 14 on Python 3.11; the only multi-character result, U+0130 -> "i\u0307",
+    # has the simple mapping U+0069, its first character).
+    lower = []
+    for c in range(MAX_CODEPOINTS):
+        if 0xD800 <= c < 0xE000:
+            continue
+        low = chr(c).lower()
+        if low != chr(c):
+            lower.append((c, ord(low[0])))
+    out.write("\n/// `(code point, simple lowercase)`, sorted.\n")
+    out.write(f"pub(crate) static LOWERCASE: [(u32, u32); {len(lower)}] = [\n")
+    for c, low in lower:
+        out.write(f"    (0x{c:06X}, 0x{low:06X}),\n")
+    out.write("];\n")
+
+    # First code point of each code point's NFD decomposition, as ranges mapping to one
+    # value (llama.cpp's `unicode_cpts_normalize_nfd`, used to strip accents).
+    nfd = []
+    for c in range(MAX_CODEPOINTS):
+        if 0xD800 <= c < 0xE000:
+            continue
+        first = ord(ud.normalize("NFD", chr(c))[0])
+        if first != c:
+            if nfd and nfd[-1][1] == c - 1 and nfd[-1][2] == first:
+                nfd[-1] = (nfd[-1][0], c, first)
+            else:
+                nfd.append((c, c, first))
+    out.write("\n/// `(first, last, first code point of the NFD form)`, sorted.\n")
+    out.write(f"pub(crate) static NFD_FIRST: [(u32, u32, u32); {len(nfd)}] = [\n")
+    for a, b, f in nfd:
+        out.write(f"    (0x{a:06X}, 0x{b:06X}, 0x{f:06X}),\n")
+    out.write("];\n")
+
 
 if __name__ == "__main__":
     main()

@@ -210,6 +210,7 @@ fn vectors_of_other_llama_cpp_vocabularies() {
         return;
     };
     for vocab in [
+        "bert-bge",
         "command-r",
         "deepseek-coder",
         "deepseek-llm",

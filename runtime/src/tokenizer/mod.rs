@@ -18,6 +18,7 @@ mod spm;
 mod unicode;
 mod unicode_data;
 mod vocab;
+mod wpm;
 
 pub use detok::StreamDecoder;
 pub use vocab::{attr, SpecialTokens, VocabKind, VocabSource};
@@ -88,6 +89,9 @@ impl Tokenizer {
             add_bos: md.opt_bool("tokenizer.ggml.add_bos_token")?,
             add_eos: md.opt_bool("tokenizer.ggml.add_eos_token")?,
             add_space_prefix: md.opt_bool("tokenizer.ggml.add_space_prefix")?,
+            add_sep: md.opt_bool("tokenizer.ggml.add_sep_token")?,
+            lowercase: md.opt_bool("tokenizer.ggml.normalizer.lowercase")?,
+            strip_accents: md.opt_bool("tokenizer.ggml.normalizer.strip_accents")?,
             general_name: md.opt_str("general.name")?,
             architecture: md.opt_str("general.architecture")?,
         };
@@ -117,6 +121,22 @@ impl Tokenizer {
         let v = &self.vocab;
         let fragments = self.partition(text, parse_special);
         let mut out = Vec::new();
+        if v.kind == VocabKind::Wpm {
+            // WordPiece: [CLS] text [SEP] whenever special tokens are added.
+            if add_special {
+                out.extend(v.special.bos);
+            }
+            for f in &fragments {
+                match *f {
+                    Fragment::Text(s, e) => wpm::tokenize(v, &text[s..e], &mut out),
+                    Fragment::Token(id) => out.push(id),
+                }
+            }
+            if add_special {
+                out.extend(v.special.sep);
+            }
+            return Ok(out);
+        }
         if add_special && v.add_bos {
             out.extend(v.special.bos);
         }
@@ -141,6 +161,7 @@ impl Tokenizer {
                     }
                 }
             }
+            VocabKind::Wpm => {}
             VocabKind::Bpe => {
                 let mut session = bpe::BpeSession::default();
                 for f in &fragments {
@@ -236,6 +257,12 @@ impl Tokenizer {
     /// Whether `encode` adds BOS / EOS.
     pub fn add_bos(&self) -> bool {
         self.vocab.add_bos && self.vocab.special.bos.is_some()
+    }
+
+    /// `tokenizer.ggml.add_sep_token` (for embedding and reranking inputs; WordPiece adds
+    /// `[SEP]` itself).
+    pub fn add_sep(&self) -> bool {
+        self.vocab.add_sep && self.vocab.special.sep.is_some()
     }
 
     pub fn add_eos(&self) -> bool {

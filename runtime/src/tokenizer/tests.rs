@@ -193,3 +193,27 @@ fn bad_vocabularies_are_errors() {
     assert!(tok.decode(&[0, n]).is_err());
     assert_eq!(tok.stream_decoder().push(n), "");
 }
+
+#[test]
+fn wordpiece_lowercases_strips_accents_and_splits_punctuation() {
+    let tokens = strings(&[
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "▁hello", "▁wor", "ld", "▁,", "▁apfel", "▁!",
+    ]);
+    let types = [3, 2, 3, 3, 1, 1, 1, 1, 1, 1];
+    let tok = Tokenizer::from_source(&VocabSource {
+        model: "bert",
+        tokens: &tokens,
+        token_types: Some(&types),
+        bos: Some(2),
+        unk: Some(1),
+        sep: Some(3),
+        ..Default::default()
+    })
+    .unwrap();
+    // "Äpfel" → "apfel"; "xyz" has no pieces → [UNK]; "," and "!" are words of their own.
+    assert_eq!(
+        tok.encode("Hello, World! Äpfel xyz".as_bytes()).unwrap(),
+        vec![2, 4, 7, 5, 6, 9, 8, 1, 3]
+    );
+    assert_eq!(tok.decode(&[4, 5, 6]).unwrap(), " hello world");
+}

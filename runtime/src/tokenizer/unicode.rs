@@ -4,7 +4,7 @@
 //! Unicode version llama.cpp's `unicode-data.cpp` was built from, so `\p{L}`, `\p{N}`, ...
 //! classify every code point as llama.cpp does.
 
-use super::unicode_data::FLAG_RANGES;
+use super::unicode_data::{FLAG_RANGES, LOWERCASE, NFD_FIRST};
 
 /// Category and property bits of one code point (bit values as in llama.cpp's `unicode.h`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -17,6 +17,7 @@ impl CpFlags {
     pub(crate) const MARK: u16 = 0x0010;
     pub(crate) const PUNCTUATION: u16 = 0x0020;
     pub(crate) const SYMBOL: u16 = 0x0040;
+    pub(crate) const CONTROL: u16 = 0x0080;
     pub(crate) const CATEGORIES: u16 = 0x00FF;
     pub(crate) const WHITESPACE: u16 = 0x0100;
 
@@ -59,6 +60,23 @@ pub(crate) fn flags(cp: u32) -> CpFlags {
     // Index of the last range starting at or before `cp` (the table starts at 0).
     let idx = FLAG_RANGES.partition_point(|&(start, _)| start <= cp) - 1;
     CpFlags(FLAG_RANGES[idx].1)
+}
+
+/// Simple lowercase mapping (llama.cpp `unicode_tolower`).
+pub(crate) fn to_lower(cp: u32) -> u32 {
+    match LOWERCASE.binary_search_by_key(&cp, |&(c, _)| c) {
+        Ok(i) => LOWERCASE[i].1,
+        Err(_) => cp,
+    }
+}
+
+/// The first code point of the NFD form (llama.cpp `unicode_cpts_normalize_nfd`).
+pub(crate) fn nfd_first(cp: u32) -> u32 {
+    let i = NFD_FIRST.partition_point(|&(first, _, _)| first <= cp);
+    match i.checked_sub(1).map(|i| NFD_FIRST[i]) {
+        Some((first, last, nfd)) if first <= cp && cp <= last => nfd,
+        _ => cp,
+    }
 }
 
 /// Byte length of a UTF-8 sequence judged by its first byte alone (llama.cpp's
@@ -196,6 +214,16 @@ mod tests {
         assert!(flags(0x4E2D).is_letter()); // 中
         assert_eq!(flags(0x10FFFF).category(), CpFlags::UNDEFINED);
         assert_eq!(flags(0x110000).category(), CpFlags::UNDEFINED);
+    }
+
+    #[test]
+    fn case_and_nfd_tables() {
+        assert_eq!(to_lower('A' as u32), 'a' as u32);
+        assert_eq!(to_lower(0x0130), 'i' as u32);
+        assert_eq!(to_lower('a' as u32), 'a' as u32);
+        assert_eq!(nfd_first(0x00E9), 'e' as u32); // é
+        assert_eq!(nfd_first('e' as u32), 'e' as u32);
+        assert_eq!(nfd_first(0xAC00), 0x1100); // 가 → ᄀ
     }
 
     #[test]

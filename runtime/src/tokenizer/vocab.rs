@@ -26,8 +26,10 @@ pub mod attr {
 pub enum VocabKind {
     /// SentencePiece-style: score-driven merging, byte fallback (`llama`).
     Spm,
-    /// Byte-level BPE with ranked merges (`gpt2`).
+    /// Byte-level BPE with ranked merges (`gpt2`; `gemma4` on raw UTF-8).
     Bpe,
+    /// BERT WordPiece: greedy longest match per word (`bert`).
+    Wpm,
 }
 
 /// Everything the tokenizer reads from `tokenizer.ggml.*` (and `general.name`,
@@ -59,6 +61,12 @@ pub struct VocabSource<'a> {
     pub add_bos: Option<bool>,
     pub add_eos: Option<bool>,
     pub add_space_prefix: Option<bool>,
+    /// `tokenizer.ggml.add_sep_token`.
+    pub add_sep: Option<bool>,
+    /// `tokenizer.ggml.normalizer.lowercase` (WordPiece).
+    pub lowercase: Option<bool>,
+    /// `tokenizer.ggml.normalizer.strip_accents` (WordPiece; defaults to `lowercase`).
+    pub strip_accents: Option<bool>,
     /// `general.name` (a few per-model attribute fix-ups key on it).
     pub general_name: Option<&'a str>,
     /// `general.architecture`.
@@ -104,6 +112,11 @@ pub(crate) struct Vocab {
     pub(crate) add_bos: bool,
     pub(crate) add_eos: bool,
     pub(crate) add_space_prefix: bool,
+    pub(crate) add_sep: bool,
+    pub(crate) lowercase: bool,
+    pub(crate) strip_accents: bool,
+    /// Longest token text in bytes (bounds the WordPiece search).
+    pub(crate) max_token_len: usize,
     /// Special/control/user-defined tokens, longest text first.
     pub(crate) special_cache: Vec<u32>,
     pub(crate) eog: Vec<u32>,
@@ -217,6 +230,7 @@ impl Vocab {
         let kind = match src.model {
             "llama" => VocabKind::Spm,
             "gpt2" | "gemma4" => VocabKind::Bpe,
+            "bert" => VocabKind::Wpm,
             other => {
                 return Err(TokenizerError::Unsupported(format!(
                     "tokenizer model '{other}'"
@@ -263,7 +277,8 @@ impl Vocab {
 
         // Model defaults, then the pre-tokenizer's, then the metadata flags.
         let mut special = SpecialTokens::default();
-        let (mut add_bos, mut add_eos, mut add_space_prefix) = (false, false, false);
+        let (mut add_bos, mut add_eos, mut add_space_prefix, mut add_sep) =
+            (false, false, false, false);
         let mut pre = None;
         let (mut ignore_merges, mut escape_whitespaces, mut newline_words, mut force_bos) =
             (false, false, false, false);
@@ -275,6 +290,15 @@ impl Vocab {
                 special.unk = Some(0);
                 add_bos = true;
                 add_space_prefix = true;
+            }
+            VocabKind::Wpm => {
+                special.bos = Some(101);
+                special.unk = Some(100);
+                special.sep = Some(102);
+                special.pad = Some(0);
+                special.mask = Some(103);
+                add_bos = true;
+                add_sep = true;
             }
             VocabKind::Bpe => {
                 // "gemma4" names both the model and its pre-tokenizer, and has no default ids.
@@ -331,7 +355,14 @@ impl Vocab {
                 *id = None;
             }
         };
-        for id in [&mut special.bos, &mut special.eos, &mut special.unk] {
+        for id in [
+            &mut special.bos,
+            &mut special.eos,
+            &mut special.unk,
+            &mut special.sep,
+            &mut special.pad,
+            &mut special.mask,
+        ] {
             fits(id);
         }
         let from_file: [(&str, Option<u32>, &mut Option<u32>); 14] = [
@@ -397,6 +428,12 @@ impl Vocab {
             add_eos = v;
         }
         add_bos |= force_bos;
+        if let Some(v) = src.add_sep {
+            add_sep = v;
+        }
+        let lowercase = src.lowercase.unwrap_or(true);
+        let strip_accents = src.strip_accents.unwrap_or(lowercase);
+        let max_token_len = (0..n).map(|i| texts.get(i).len()).max().unwrap_or(0);
 
         let mut vocab = Vocab {
             kind,
@@ -414,6 +451,10 @@ impl Vocab {
             add_bos,
             add_eos,
             add_space_prefix,
+            add_sep,
+            lowercase,
+            strip_accents,
+            max_token_len,
             special_cache: Vec::new(),
             eog: Vec::new(),
         };
