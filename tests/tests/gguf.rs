@@ -621,6 +621,13 @@ fn every_value_type_and_tensor_type_round_trips() {
         again.add_tensor(t.name, t.ty, t.shape, t.data).unwrap();
     }
     assert!(again.to_bytes().unwrap() == bytes);
+    // Version 2 has the same layout as version 3 (only version 1 used 32-bit counts).
+    let mut v2 = bytes.clone();
+    v2[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let f2 = GgufFile::from_bytes(v2).unwrap();
+    assert_eq!(f2.version(), 2);
+    assert_eq!(f2.metadata(), f.metadata());
+    assert_eq!(f2.tensor_infos(), f.tensor_infos());
     // And through a file on disk (mmap).
     let dir = tinyrt_tests::TempDir::new("gguf-roundtrip");
     let path = dir.path().join("all.gguf");
