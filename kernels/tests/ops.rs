@@ -586,14 +586,16 @@ fn attention_long_decode() {
 #[test]
 fn f16_accumulator_saturates_like_ggml() {
     // q = 0 makes every score 0 and every key weight exactly 1. ggml's per-key path keeps the V
-    // accumulator in f16, where 2048 + 1 rounds back to 2048: with 3000 keys of V = 1 the output
-    // is 2048 / 3000, not 1. The f32 path (or a cache of f32) gives 1.
-    let (hd, n_keys) = (64usize, 3000usize);
-    let ones: Vec<u16> = vec![f16::from_f32(1.0).to_bits(); n_keys * hd];
-    let ones32 = vec![1.0f32; n_keys * hd];
-    let q = vec![0.0f32; hd];
-    let params = AttnParams {
-        n_heads: 1,
+    // accumulator in f16, where 2048 + 1 rounds back to 2048: a query over 3000 keys of V = 1
+    // gives 2048 / 3000, not 1. A single query token over >= 512 keys is split in two chunks
+    // (ggml's split-KV decode with 2 threads), each saturating on its own: 6000 keys give
+    // (2048 + 2048) / 6000. An f32 cache gives 1.
+    let hd = 64usize;
+    let n_cache = 6000usize;
+    let ones: Vec<u16> = vec![f16::from_f32(1.0).to_bits(); n_cache * hd];
+    let ones32 = vec![1.0f32; n_cache * hd];
+    let params = |n_heads| AttnParams {
+        n_heads,
         scale: 0.125,
         window: None,
     };
@@ -604,16 +606,26 @@ fn f16_accumulator_saturates_like_ggml() {
             n_kv_heads: 1,
             head_dim: hd,
         };
+        // Two query tokens (the unsplit per-key path) at positions 2999 and 3000.
+        let q = vec![0.0f32; 2 * hd];
+        let mut out = vec![0.0f32; 2 * hd];
+        ops::attention(isa, &q, &kv, 2999, &params(1), &mut out);
+        let want: Vec<f32> = [3000.0f32, 3001.0]
+            .iter()
+            .flat_map(|n| vec![2048.0 / n; hd])
+            .collect();
+        assert_close("f16 accumulator", isa, &out, &want, 1e-6, 1e-6);
+        // One token over 6000 keys: two chunks of 3000.
         let mut out = vec![0.0f32; hd];
-        ops::attention(isa, &q, &kv, n_keys - 1, &params, &mut out);
-        let want = 2048.0 / n_keys as f32;
-        assert_close("f16 accumulator", isa, &out, &vec![want; hd], 1e-6, 1e-6);
+        ops::attention(isa, &q[..hd], &kv, n_cache - 1, &params(1), &mut out);
+        let want = vec![4096.0 / n_cache as f32; hd];
+        assert_close("f16 accumulator, split keys", isa, &out, &want, 1e-6, 1e-6);
         let kv32 = KvView {
             k: KvData::F32(&ones32),
             v: KvData::F32(&ones32),
             ..kv
         };
-        ops::attention(isa, &q, &kv32, n_keys - 1, &params, &mut out);
+        ops::attention(isa, &q[..hd], &kv32, n_cache - 1, &params(1), &mut out);
         assert_close("f32 accumulator", isa, &out, &vec![1.0; hd], 1e-6, 1e-6);
     }
 }
@@ -779,6 +791,7 @@ fn attention_matches_ggml_flash_attn() {
         "attn.tiled",
         "attn.tiled_swa",
         "attn.long_decode",
+        "attn.split_decode",
     ] {
         let p = &r[&format!("{name}.params")];
         let (n_past, n_tokens) = (p[0] as usize, p[1] as usize);

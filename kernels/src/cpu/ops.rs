@@ -492,6 +492,9 @@ pub struct AttnJob<'a> {
     pub scale: f32,
     /// ggml's per-key ("vec") path instead of its tiled path; see [`attention`].
     pub ggml_vec_path: bool,
+    /// Write per head the unnormalised accumulator, the running max M and the sum S
+    /// (`head_dim + 2` values) instead of the output: one chunk of a split key range.
+    pub partial: bool,
 }
 
 /// A tile of consecutive query tokens × the query heads of one kv head, for ggml's tiled path
@@ -530,8 +533,14 @@ pub const GGML_FA_TILE_Q: usize = 64;
 /// - larger batches take ggml's tiled path: f32 Q·K over K converted to f32, online softmax
 ///   over blocks of 64 keys, f32 accumulator.
 ///
-/// ggml's split-KV variant for long decodes (≥ 512 keys, per-thread partial sums combined in f32)
-/// is not reproduced: the per-key path runs over all keys in one pass.
+/// - a single query token over at least [`GGML_SPLIT_KV_MIN_KEYS`] keys takes ggml's split-KV
+///   decode: the keys are cut into [`DECODE_KV_CHUNKS`] chunks (ggml: one per thread; the
+///   goldens used 2), each run on the per-key path, merged in f32 like
+///   `ggml_flash_attn_ext_reduce_partials`.
+///
+/// The chunk count does not depend on the thread count, so [`attention_parallel`] gives the
+/// same bits on any number of threads. Tested against ggml's own `ggml_flash_attn_ext`
+/// (`tests/data/ops-ggml`).
 pub fn attention(
     isa: Isa,
     q: &[f32],
@@ -676,49 +685,105 @@ pub fn attention_parallel(
         run_jobs(par, n_jobs, &work);
         return;
     }
-    // ggml's per-key path. A job is (query token, kv head, run of that group's query heads).
-    // Groups are split only when there are fewer (token, group) pairs than threads (decode with
-    // few kv heads, e.g. Gemma-3-270M's single one); each head's result does not depend on the
-    // split.
-    let pairs = n_tokens * n_kv;
-    let splits = par.n_threads().div_ceil(pairs.max(1)).clamp(1, group);
+    // ggml's per-key path. A job is (query token, kv head, run of that group's query heads,
+    // key chunk). Groups are split only when there are fewer (token, group, chunk) triples than
+    // threads (decode with few kv heads, e.g. Gemma-3-270M's single one); a head's result does
+    // not depend on that split.
+    //
+    // A single query token over at least GGML_SPLIT_KV_MIN_KEYS keys splits its keys into
+    // DECODE_KV_CHUNKS chunks, as ggml's split-KV decode does (one chunk per thread; the goldens
+    // were made with 2 threads): f16 accumulators per chunk, merged in f32. The chunk count is
+    // fixed, so the result does not depend on `par`.
+    let n_keys = attended_keys(n_past, params.window).len();
+    let chunks = if n_tokens == 1 && n_keys >= GGML_SPLIT_KV_MIN_KEYS {
+        DECODE_KV_CHUNKS
+    } else {
+        1
+    };
+    let partial = chunks > 1;
+    // Per chunk and head: the unnormalised accumulator, M and S.
+    let mut scratch = vec![
+        0.0f32;
+        if partial {
+            chunks * n_heads * (hd + 2)
+        } else {
+            0
+        }
+    ];
+    let scratch_ptr = SharedMut(scratch.as_mut_ptr());
+    let triples = n_tokens * n_kv * chunks;
+    let splits = par.n_threads().div_ceil(triples.max(1)).clamp(1, group);
     let heads_per_job = group.div_ceil(splits);
     let jobs_per_group = group.div_ceil(heads_per_job);
-    let n_jobs = pairs * jobs_per_group;
+    let n_jobs = triples * jobs_per_group;
     let work = |thread: usize, n_threads: usize| {
         // Interleave jobs over threads: with causal attention later tokens cost more, so a
         // contiguous split of tokens would be unbalanced.
         for job_idx in (thread..n_jobs).step_by(n_threads) {
             let part = job_idx % jobs_per_group;
-            let pair = job_idx / jobs_per_group;
+            let triple = job_idx / jobs_per_group;
+            let chunk = triple % chunks;
+            let pair = triple / chunks;
             let t = pair / n_kv;
             let g = pair % n_kv;
-            let pos = n_past + t;
-            let keys = attended_keys(pos, params.window);
+            let keys = attended_keys(n_past + t, params.window);
+            let chunk_keys = keys.len().div_ceil(chunks);
+            let key_lo = (keys.start + chunk * chunk_keys).min(keys.end);
             let job = AttnJob {
                 kv,
                 kv_head: g,
                 head_dim: hd,
-                key_lo: keys.start,
-                key_hi: keys.end,
+                key_lo,
+                key_hi: (key_lo + chunk_keys).min(keys.end),
                 scale: params.scale,
                 ggml_vec_path: true,
+                partial,
             };
-            let first_head = part * heads_per_job;
-            let n_job_heads = heads_per_job.min(group - first_head);
-            let start = t * tok_len + (g * group + first_head) * hd;
-            let len = n_job_heads * hd;
-            let q_heads = &q[start..start + len];
-            // SAFETY: `start..start + len` lies inside `out` (same shape as `q`, checked above);
-            // distinct job indices map to disjoint head runs and each job index runs on exactly
-            // one thread, so no two live slices overlap.
-            let out_heads =
-                unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), len) };
+            let first_head = g * group + part * heads_per_job;
+            let n_job_heads = heads_per_job.min((g + 1) * group - first_head);
+            let start = t * tok_len + first_head * hd;
+            let q_heads = &q[start..start + n_job_heads * hd];
+            let out_heads = if partial {
+                let at = (chunk * n_heads + first_head) * (hd + 2);
+                // SAFETY: `at..at + n_job_heads*(hd+2)` lies inside `scratch` (chunk < chunks,
+                // first_head + n_job_heads <= n_heads); distinct jobs write distinct
+                // (chunk, head run) ranges, each on exactly one thread.
+                unsafe {
+                    std::slice::from_raw_parts_mut(
+                        scratch_ptr.get().add(at),
+                        n_job_heads * (hd + 2),
+                    )
+                }
+            } else {
+                // SAFETY: `start..start + n_job_heads*hd` lies inside `out` (same shape as `q`,
+                // checked above); distinct job indices map to disjoint head runs and each job
+                // index runs on exactly one thread, so no two live slices overlap.
+                unsafe {
+                    std::slice::from_raw_parts_mut(out_ptr.get().add(start), n_job_heads * hd)
+                }
+            };
             dispatch!(isa, attend_group(&job, q_heads, out_heads));
         }
     };
     run_jobs(par, n_jobs, &work);
+    if partial {
+        // One token: `out` is `n_heads × hd`.
+        for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
+            let parts = (0..chunks).map(|c| {
+                let at = (c * n_heads + h) * (hd + 2);
+                &scratch[at..at + hd + 2]
+            });
+            scalar::combine_partials(parts, oh);
+        }
+    }
 }
+
+/// Keys from which ggml's CPU flash attention splits one query token's keys across threads
+/// (`use_split_kv_path` in `ggml_compute_forward_flash_attn_ext_f16`).
+pub const GGML_SPLIT_KV_MIN_KEYS: usize = 512;
+
+/// Key chunks of a long decode (ggml uses one per thread; 2 = the goldens' thread count).
+pub const DECODE_KV_CHUNKS: usize = 2;
 
 /// Query rows (tokens × heads) per tile of the tiled attention kernel of `isa`: what its
 /// registers hold (4 vectors of rows).

@@ -541,7 +541,7 @@ unsafe fn attend_group_nv<const NV: usize>(job: &AttnJob, q_group: &[f32], out_g
         job.key_hi == 0 || (job.key_hi - 1) * row + base + hd <= kv.k.len().min(kv.v.len()),
         "attention: cache too short"
     );
-    assert!(out_group.len() >= g * hd);
+    assert!(out_group.len() >= g * (hd + 2 * job.partial as usize));
     let k_f16 = matches!(kv.k, KvData::F16(_));
     let v_f16 = matches!(kv.v, KvData::F16(_));
     let vec_path = job.ggml_vec_path;
@@ -666,17 +666,13 @@ unsafe fn attend_group_nv<const NV: usize>(job: &AttnJob, q_group: &[f32], out_g
         }
         start += n;
     }
+    let mut a = vec![0.0f32; hd];
     for h in 0..g {
-        let inv = _mm512_set1_ps(if s_sum[h] == 0.0 { 0.0 } else { 1.0 / s_sum[h] });
-        for (c, &a) in acc[h].iter().enumerate() {
-            // SAFETY: `(h * NV + c) * 16 + 16 <= g * hd <= out_group.len()`.
-            unsafe {
-                _mm512_storeu_ps(
-                    out_group.as_mut_ptr().add((h * NV + c) * LANES),
-                    _mm512_mul_ps(a, inv),
-                )
-            };
+        for (c, &v) in acc[h].iter().enumerate() {
+            // SAFETY: `c * 16 + 16 <= hd`.
+            unsafe { _mm512_storeu_ps(a.as_mut_ptr().add(c * LANES), v) };
         }
+        scalar::finish_head(job.partial, out_group, h, &a, m[h], s_sum[h]);
     }
 }
 
@@ -839,13 +835,14 @@ unsafe fn attend_group_any(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]
         start += n;
     }
     for h in 0..g {
-        let inv = _mm512_set1_ps(if s_sum[h] == 0.0 { 0.0 } else { 1.0 / s_sum[h] });
-        let a = &acc[h * hd..(h + 1) * hd];
-        let o = &mut out_group[h * hd..(h + 1) * hd];
-        for c in 0..nv {
-            // SAFETY: `c * 16 < hd`.
-            unsafe { store(o, c * LANES, _mm512_mul_ps(load(a, c * LANES), inv)) };
-        }
+        scalar::finish_head(
+            job.partial,
+            out_group,
+            h,
+            &acc[h * hd..(h + 1) * hd],
+            m[h],
+            s_sum[h],
+        );
     }
 }
 
@@ -906,6 +903,7 @@ unsafe fn attend_tile_by_token(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [
             key_hi: keys.end,
             scale: tile.scale,
             ggml_vec_path: false,
+            partial: false,
         };
         // SAFETY: this function's target features.
         unsafe { attend_group(&job, qt, ot) };

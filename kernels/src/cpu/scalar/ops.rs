@@ -249,6 +249,54 @@ fn load_row(data: &KvData, offset: usize, dst: &mut [f32]) {
     }
 }
 
+/// Writes head `h`'s result: `acc / s_sum` into `out[h*hd..]`, or with `partial` the raw
+/// accumulator, M and S into `out[h*(hd+2)..]` for [`combine_partials`].
+#[inline]
+pub fn finish_head(partial: bool, out: &mut [f32], h: usize, acc: &[f32], m: f32, s_sum: f32) {
+    let hd = acc.len();
+    if partial {
+        let o = &mut out[h * (hd + 2)..(h + 1) * (hd + 2)];
+        o[..hd].copy_from_slice(acc);
+        o[hd] = m;
+        o[hd + 1] = s_sum;
+    } else {
+        let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+        for (o, &a) in out[h * hd..(h + 1) * hd].iter_mut().zip(acc) {
+            *o = a * inv;
+        }
+    }
+}
+
+/// ggml `ggml_flash_attn_ext_reduce_partials`: merges the `[acc(hd), M, S]` partial results of
+/// one head over several key chunks (in chunk order) into the normalised output.
+#[inline]
+pub fn combine_partials<'a>(chunks: impl Iterator<Item = &'a [f32]>, out: &mut [f32]) {
+    let hd = out.len();
+    let mut m_final = f32::NEG_INFINITY;
+    let mut s_final = 0.0f32;
+    out.fill(0.0);
+    for c in chunks {
+        let (m_c, s_c) = (c[hd], c[hd + 1]);
+        if s_c == 0.0 {
+            continue;
+        }
+        let m_new = m_final.max(m_c);
+        let scale_old = (m_final - m_new).exp();
+        let scale_new = (m_c - m_new).exp();
+        for (o, &v) in out.iter_mut().zip(&c[..hd]) {
+            *o = *o * scale_old + v * scale_new;
+        }
+        s_final = s_final * scale_old + s_c * scale_new;
+        m_final = m_new;
+    }
+    if s_final != 0.0 {
+        let inv = 1.0 / s_final;
+        for o in out.iter_mut() {
+            *o *= inv;
+        }
+    }
+}
+
 /// Keys per block of the blocked (tiled) path; ggml's `GGML_FA_TILE_KV`.
 pub const KV_TILE: usize = 64;
 
@@ -266,7 +314,7 @@ pub fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
         // to f16 when K is f16; the V accumulator kept in f16 when V is f16.
         let k_f16 = matches!(kv.k, KvData::F16(_));
         let v_f16 = matches!(kv.v, KvData::F16(_));
-        for (qh, oh) in q_group.chunks_exact(hd).zip(out_group.chunks_exact_mut(hd)) {
+        for (h, qh) in q_group.chunks_exact(hd).enumerate() {
             let q: Vec<f32> = if k_f16 {
                 qh.iter().map(|&v| round_f16(v)).collect()
             } else {
@@ -304,17 +352,14 @@ pub fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
                 }
                 s_sum = s_sum * ms + vs;
             }
-            let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
-            for (o, &a) in oh.iter_mut().zip(&acc) {
-                *o = a * inv;
-            }
+            finish_head(job.partial, out_group, h, &acc, m, s_sum);
         }
     } else {
         // ggml `ggml_compute_forward_flash_attn_ext_tiled`: f32 Q and K, blocks of KV_TILE keys
         // aligned to multiples of KV_TILE in the cache (as ggml's tiles are), online softmax
         // across blocks, f32 accumulator.
         let mut scores = vec![0.0f32; KV_TILE];
-        for (qh, oh) in q_group.chunks_exact(hd).zip(out_group.chunks_exact_mut(hd)) {
+        for (h, qh) in q_group.chunks_exact(hd).enumerate() {
             let mut acc = vec![0.0f32; hd];
             let mut m = f32::NEG_INFINITY;
             let mut s_sum = 0.0f32;
@@ -355,10 +400,7 @@ pub fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
                 }
                 start += n;
             }
-            let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
-            for (o, &a) in oh.iter_mut().zip(&acc) {
-                *o = a * inv;
-            }
+            finish_head(job.partial, out_group, h, &acc, m, s_sum);
         }
     }
 }
@@ -383,6 +425,7 @@ pub fn attend_tile(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]) {
             key_hi: keys.end,
             scale: tile.scale,
             ggml_vec_path: false,
+            partial: false,
         };
         attend_group(&job, qt, ot);
     }

@@ -114,8 +114,9 @@ static void rope_case(const char *name, int mode, int n_dims, float base, float 
 // Flash attention as llama.cpp calls it: q [n_tokens][n_heads][hd] permuted to
 // {hd, n_tokens, n_heads}; K/V cache rows [pos][kv_head][hd] permuted to {hd, n_kv, n_kv_heads};
 // an f16 mask {n_kv, n_tokens} with 0 or -inf (causal, optional sliding window).
-static void attn_case(const char *name, int n_past, int n_tokens, int window, int f16_cache) {
-    enum { HD = 64, NH = 4, NKV = 2 };
+static void attn_case_full(const char *name, int n_past, int n_tokens, int window, int f16_cache,
+                           const int NH, const int NKV, int n_threads) {
+    enum { HD = 64 };
     const int n_kv = n_past + n_tokens;
     const enum ggml_type kv_type = f16_cache ? GGML_TYPE_F16 : GGML_TYPE_F32;
     float *q = malloc(sizeof(float) * HD * NH * n_tokens);
@@ -157,7 +158,9 @@ static void attn_case(const char *name, int n_past, int n_tokens, int window, in
     struct ggml_tensor *kp = ggml_permute(ctx, tk, 0, 2, 1, 3);
     struct ggml_tensor *vp = ggml_permute(ctx, tv, 0, 2, 1, 3);
     struct ggml_tensor *t = ggml_flash_attn_ext(ctx, qp, kp, vp, mask, 0.125f, 0.0f, 0.0f);
-    compute(ctx, t);
+    struct ggml_cgraph *gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, t);
+    ggml_graph_compute_with_ctx(ctx, gf, n_threads);
     // params: n_past, n_tokens, window (0 = none), f16 cache, head_dim, n_heads, n_kv_heads
     float params[7] = {(float)n_past, (float)n_tokens, (float)window, (float)f16_cache, HD, NH, NKV};
     char key[64];
@@ -168,6 +171,10 @@ static void attn_case(const char *name, int n_past, int n_tokens, int window, in
     snprintf(key, sizeof key, "%s.out", name); record_tensor(key, t);
     ggml_free(ctx);
     free(q); free(k); free(v);
+}
+
+static void attn_case(const char *name, int n_past, int n_tokens, int window, int f16_cache) {
+    attn_case_full(name, n_past, n_tokens, window, f16_cache, 4, 2, 1);
 }
 
 int main(int argc, char **argv) {
@@ -188,6 +195,8 @@ int main(int argc, char **argv) {
     attn_case("attn.tiled", 3, 66, 0, 1);
     attn_case("attn.tiled_swa", 10, 64, 16, 1);
     attn_case("attn.long_decode", 150, 1, 0, 1);
+    // >= 512 keys and one token: ggml splits the keys across its 2 threads.
+    attn_case_full("attn.split_decode", 599, 1, 0, 1, 2, 1, 2);
     fclose(out);
     return 0;
 }
