@@ -187,18 +187,14 @@ impl Tokenizer {
             return frags;
         }
         frags.push(Fragment::Text(0, text.len()));
-        for &id in &v.special_cache {
+        // Fragments are substrings of the text: only special tokens it contains can split.
+        let present = v.specials_in(text);
+        for (&id, _) in v.special_cache.iter().zip(&present).filter(|(_, &p)| p) {
             let a = v.attrs[id as usize];
             if !parse_special && a & (attr::CONTROL | attr::UNKNOWN) != 0 {
                 continue;
             }
             let needle = v.text(id);
-            if !frags
-                .iter()
-                .any(|f| matches!(*f, Fragment::Text(s, e) if find(&text[s..e], needle).is_some()))
-            {
-                continue;
-            }
             let mut next = Vec::with_capacity(frags.len() + 2);
             for f in frags {
                 let Fragment::Text(s, e) = f else {

@@ -119,6 +119,10 @@ pub(crate) struct Vocab {
     pub(crate) max_token_len: usize,
     /// Special/control/user-defined tokens, longest text first.
     pub(crate) special_cache: Vec<u32>,
+    /// Positions in `special_cache` by the first two bytes of the text (one-byte texts
+    /// under their byte alone), to find the special tokens a text contains in one pass.
+    pub(crate) special_by_prefix: std::collections::HashMap<u16, Vec<u32>>,
+    pub(crate) special_by_byte: Vec<Vec<u32>>,
     pub(crate) eog: Vec<u32>,
 }
 
@@ -456,6 +460,8 @@ impl Vocab {
             strip_accents,
             max_token_len,
             special_cache: Vec::new(),
+            special_by_prefix: Default::default(),
+            special_by_byte: Vec::new(),
             eog: Vec::new(),
         };
         vocab.detect_special_tokens(&mut attrs);
@@ -570,7 +576,46 @@ impl Vocab {
             .collect();
         // Longest first; equal lengths in id order.
         cache.sort_by(|&a, &b| self.text(b).len().cmp(&self.text(a).len()).then(a.cmp(&b)));
+        let mut by_byte = vec![Vec::new(); 256];
+        let mut by_prefix: std::collections::HashMap<u16, Vec<u32>> = Default::default();
+        for (pos, &id) in cache.iter().enumerate() {
+            match *self.text(id) {
+                [b] => by_byte[b as usize].push(pos as u32),
+                [b0, b1, ..] => by_prefix
+                    .entry(u16::from_le_bytes([b0, b1]))
+                    .or_default()
+                    .push(pos as u32),
+                [] => {}
+            }
+        }
         self.special_cache = cache;
+        self.special_by_prefix = by_prefix;
+        self.special_by_byte = by_byte;
+    }
+
+    /// Which entries of `special_cache` occur somewhere in `text`.
+    pub(crate) fn specials_in(&self, text: &[u8]) -> Vec<bool> {
+        let mut present = vec![false; self.special_cache.len()];
+        for i in 0..text.len() {
+            for &pos in &self.special_by_byte[text[i] as usize] {
+                present[pos as usize] = true;
+            }
+            if i + 1 < text.len() {
+                if let Some(cands) = self
+                    .special_by_prefix
+                    .get(&u16::from_le_bytes([text[i], text[i + 1]]))
+                {
+                    for &pos in cands {
+                        if !present[pos as usize]
+                            && text[i..].starts_with(self.text(self.special_cache[pos as usize]))
+                        {
+                            present[pos as usize] = true;
+                        }
+                    }
+                }
+            }
+        }
+        present
     }
 
     /// Per-model attribute fix-ups of llama.cpp (keyed on names, as there).
