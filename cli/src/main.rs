@@ -28,12 +28,18 @@ enum Command {
     Info(cmd::info::Args),
     /// Print the token ids of a text (the model's BOS rule, special tokens recognised).
     Tokenize(cmd::tokenize::Args),
+    /// Requantize a GGUF file to another weight type (llama-quantize's per-tensor choices).
+    Quantize(cmd::quantize::Args),
+    /// Write a random-weight model of a real model's shape.
+    Synth(cmd::synth::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Info(args) => cmd::info::run(args),
         Command::Tokenize(args) => cmd::tokenize::run(args),
+        Command::Quantize(args) => cmd::quantize::run(args),
+        Command::Synth(args) => cmd::synth::run(args),
     }
 }
 

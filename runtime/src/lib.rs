@@ -5,4 +5,6 @@ pub use tinyrt_kernels as kernels;
 
 pub mod chat;
 pub mod gguf;
+pub mod quantize;
+pub mod synth;
 pub mod tokenizer;

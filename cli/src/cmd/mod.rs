@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod info;
+pub mod quantize;
+pub mod synth;
 pub mod tokenize;
 
 use std::path::Path;

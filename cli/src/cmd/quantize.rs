@@ -1,0 +1,96 @@
+//! `tinyrt quantize IN.gguf OUT.gguf TYPE [--keep-output TYPE] [-t N]`: requantizes a GGUF file
+//! (see `tinyrt::quantize`), with llama-quantize's per-tensor type choice.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use tinyrt::quantize::{self, QuantizeOptions, Target};
+
+use crate::error::bad_input;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The GGUF file to read.
+    pub input: PathBuf,
+    /// The GGUF file to write.
+    pub output: PathBuf,
+    /// Target: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q4_k_m, q5_k, q5_k_m, q6_k, iq4_nl.
+    #[arg(value_name = "TYPE")]
+    pub ty: String,
+    /// Type of output.weight (and of a tied token_embd.weight), e.g. f16 or q8_0.
+    #[arg(long, value_name = "TYPE")]
+    pub keep_output: Option<String>,
+    /// Threads (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+}
+
+/// A rayon pool of `threads` threads (all cores by default).
+pub fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
+    if threads == Some(0) {
+        return Err(bad_input("-t must be at least 1"));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .build()
+        .context("cannot start the worker threads")
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let target = Target::parse(&args.ty).map_err(bad_input)?;
+    let output_type = match &args.keep_output {
+        None => None,
+        Some(s) => Some(quantize::parse_tensor_type(s).ok_or_else(|| {
+            bad_input(format!("--keep-output: unknown or unsupported type '{s}'"))
+        })?),
+    };
+    if args.input == args.output {
+        return Err(bad_input("the output file must differ from the input file"));
+    }
+    let input = super::open_gguf(&args.input)?;
+    let pool = thread_pool(args.threads)?;
+    let options = QuantizeOptions {
+        target,
+        output_type,
+    };
+    let start = Instant::now();
+    let mut stderr = std::io::stderr();
+    let result = pool.install(|| {
+        quantize::quantize_file(&input, &args.output, &options, &mut |i, n, t| {
+            let _ = writeln!(
+                stderr,
+                "[{:>4}/{n}] {:<32} {:>6} -> {:<6} {:?}",
+                i + 1,
+                t.name,
+                t.from.name(),
+                t.to.name(),
+                t.shape
+            );
+        })
+    });
+    let report = match result {
+        Ok(r) => r,
+        Err(e @ quantize::QuantizeError::UnsupportedSource { .. }) => {
+            let _ = std::fs::remove_file(&args.output);
+            return Err(bad_input(e));
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&args.output);
+            return Err(e.into());
+        }
+    };
+    for (name, wanted, got) in &report.fallbacks {
+        eprintln!("fallback: {name}: rows not a multiple of {wanted}'s block, used {got}");
+    }
+    eprintln!(
+        "wrote {} ({}): {:.1} MiB -> {:.1} MiB in {:.1} s",
+        args.output.display(),
+        target,
+        report.input_bytes as f64 / (1024.0 * 1024.0),
+        report.output_bytes as f64 / (1024.0 * 1024.0),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
