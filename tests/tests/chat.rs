@@ -238,3 +238,140 @@ fn stop_strings_split_across_tokens() {
         }
     }
 }
+
+/// Emoji and CJK, tokenized by a real vocabulary (byte-level BPE and SentencePiece with byte
+/// fallback, where such characters split into several tokens), stream back through the
+/// tokenizer's decoder and the stop matcher whole, never as U+FFFD.
+#[test]
+fn streaming_emoji_and_cjk_is_utf8_safe() {
+    let text = "Hi 👋🏽 世界, 日本語のテキスト 🙂🎉 done. ok? 谢谢";
+    for vocab in [
+        "ggml-vocab-llama-bpe.gguf",
+        "ggml-vocab-llama-spm.gguf",
+        "ggml-vocab-qwen2.gguf",
+    ] {
+        let file = tinyrt::gguf::GgufFile::open(tinyrt_tests::fixture(vocab)).unwrap();
+        let tok = tinyrt::tokenizer::Tokenizer::from_gguf(file.metadata()).unwrap();
+        let ids = tok.tokenize(text.as_bytes(), false, false).unwrap();
+        assert!(ids.len() > 10, "{vocab}: {ids:?}");
+        // Without a stop string: everything comes back.
+        let mut dec = tok.stream_decoder();
+        let mut m = StopMatcher::new::<&str>(&[]);
+        let mut out = String::new();
+        let mut split_chars = 0;
+        for &id in &ids {
+            let piece = dec.push(id);
+            assert!(
+                !piece.contains('\u{fffd}'),
+                "{vocab}: U+FFFD after token {id}"
+            );
+            if piece.is_empty() {
+                split_chars += 1;
+            }
+            out.push_str(&m.push(&piece).text);
+        }
+        out.push_str(&dec.finish());
+        out.push_str(&m.finish());
+        assert_eq!(out.trim_start(), text, "{vocab}");
+        assert!(
+            split_chars > 0,
+            "{vocab}: no character was split across tokens"
+        );
+        // With a stop string made of CJK and emoji characters.
+        let mut dec = tok.stream_decoder();
+        let mut m = StopMatcher::new(&["🙂🎉"]);
+        let mut out = String::new();
+        for &id in &ids {
+            let o = m.push(&dec.push(id));
+            out.push_str(&o.text);
+            if o.stopped {
+                break;
+            }
+        }
+        assert!(m.stopped(), "{vocab}");
+        assert_eq!(out.trim_start(), "Hi 👋🏽 世界, 日本語のテキスト ", "{vocab}");
+    }
+}
+
+/// BOS appears exactly once at the start, whether the template writes it (Gemma, Llama-3)
+/// and the tokenizer adds it too, or only one of them does.
+#[test]
+fn bos_is_never_doubled() {
+    let mut files = vec![
+        (
+            tinyrt_tests::fixture("ggml-vocab-llama-bpe.gguf"),
+            Some("llama3"),
+        ),
+        (
+            tinyrt_tests::fixture("ggml-vocab-llama-spm.gguf"),
+            Some("llama2"),
+        ),
+        (tinyrt_tests::fixture("llama-tiny-q8_0.gguf"), None),
+    ];
+    if let Some(p) = tinyrt_tests::model(tinyrt_tests::GEMMA3) {
+        files.push((p, None));
+    }
+    if let Some(p) = tinyrt_tests::model(tinyrt_tests::SMOLLM2) {
+        files.push((p, None));
+    }
+    let conv = [
+        Message::system("Be brief."),
+        Message::user("Hi"),
+        Message::assistant("Hello."),
+        Message::user("Bye"),
+    ];
+    for (path, over) in files {
+        let file = tinyrt::gguf::GgufFile::open(&path).unwrap();
+        let tok = tinyrt::tokenizer::Tokenizer::from_gguf(file.metadata()).unwrap();
+        let format = ChatFormat::from_metadata(file.metadata(), over).unwrap();
+        let ids = tinyrt::chat::encode_conversation(&format, &tok, &conv, true).unwrap();
+        let what = format!("{} ({})", path.display(), format.describe());
+        let Some(bos) = tok.bos() else { continue };
+        let n_bos = ids.iter().filter(|&&t| t == bos).count();
+        let rendered = format.render(&conv, true).unwrap();
+        // Only the leading BOS counts: ChatML models use their BOS token as the turn opener.
+        let leading = ids.iter().take_while(|&&t| t == bos).count();
+        assert!(leading <= 1, "{what}: {leading} leading BOS: {ids:?}");
+        if tok.add_bos()
+            || (rendered.starts_with(format.bos_token()) && !format.bos_token().is_empty())
+        {
+            assert_eq!(ids.first(), Some(&bos), "{what}");
+        }
+        assert!(n_bos >= leading);
+    }
+}
+
+/// The fuel limit that stops runaway templates leaves room for long conversations with the
+/// heaviest real templates.
+#[test]
+fn long_conversations_fit_the_fuel_limit() {
+    let mut conv = vec![Message::system(
+        "You are a helpful assistant with a long system prompt.",
+    )];
+    for i in 0..300 {
+        conv.push(Message::user(format!(
+            "Question {i}: tell me something interesting about {i}."
+        )));
+        conv.push(Message::assistant(format!(
+            "Answer {i}: the number {i} is interesting because it is {i}."
+        )));
+    }
+    conv.push(Message::user("Last one."));
+    for name in [
+        "smollm3",
+        "llama-3.1-instruct",
+        "qwen3",
+        "mistral-nemo-instruct",
+        "granite-3.3-instruct",
+    ] {
+        let t =
+            ChatTemplate::new(&template_source(&format!("file/{name}")), "<s>", "</s>").unwrap();
+        let text = t
+            .render(&conv, true)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            text.contains("Question 299") && text.contains("Last one."),
+            "{name}"
+        );
+    }
+}

@@ -18,6 +18,7 @@ pub use template::{ChatTemplate, Message, TemplateError};
 use std::cell::RefCell;
 
 use crate::gguf::Metadata;
+use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// The metadata key of a model's chat template.
 pub const CHAT_TEMPLATE_KEY: &str = "tokenizer.chat_template";
@@ -240,6 +241,8 @@ pub enum ChatError {
     Template(#[from] TemplateError),
     #[error("unknown chat template {name:?} (known: {known})")]
     UnknownTemplate { name: String, known: String },
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
 }
 
 /// Drops one leading BOS text from a rendered prompt when the tokenizer adds BOS itself, so
@@ -254,4 +257,18 @@ pub fn strip_leading_bos<'a>(
     } else {
         rendered
     }
+}
+
+/// The token ids of a conversation: rendered with `format`, tokenized with the model's BOS
+/// rule and special tokens recognised, BOS never doubled (a template that writes the BOS text
+/// itself loses it when the tokenizer adds BOS).
+pub fn encode_conversation(
+    format: &ChatFormat,
+    tokenizer: &Tokenizer,
+    messages: &[Message],
+    add_generation_prompt: bool,
+) -> Result<Vec<u32>, ChatError> {
+    let rendered = format.render(messages, add_generation_prompt)?;
+    let text = strip_leading_bos(&rendered, format.bos_token(), tokenizer.add_bos());
+    Ok(tokenizer.tokenize(text.as_bytes(), true, true)?)
 }
