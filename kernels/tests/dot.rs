@@ -181,6 +181,19 @@ fn check_dot(fmt: QuantFormat, n_blocks: usize, seed: u64, scale_exp: i32, raw: 
             "{fmt} on {} unaligned",
             isa.name()
         );
+        // The four-token form gives each token's single-token result, bit for bit.
+        let xr: Vec<f32> = xf.iter().rev().copied().collect();
+        let mut a2 = vec![0u8; a.len()];
+        scalar.quantize_row(act, &xr, &mut a2).unwrap();
+        let four = k.vec_dot4(fmt, n, &w, [&a, &a2, &ao[1..], &a]).unwrap();
+        let single2 = k.vec_dot(fmt, n, &w, &a2).unwrap();
+        let expected4 = [got, single2, got, got];
+        assert_eq!(
+            four.map(f32::to_bits),
+            expected4.map(f32::to_bits),
+            "{fmt} on {} vec_dot4",
+            isa.name()
+        );
     }
 }
 
@@ -301,6 +314,24 @@ fn every_isa_covers_the_same_formats_with_the_same_activation_types() {
             if let Some(act) = k.act_type(fmt) {
                 assert_eq!(Some(act), scalar.act_type(fmt), "{fmt} on {}", isa.name());
             }
+        }
+    }
+}
+
+#[test]
+fn avx512_has_four_token_kernels_for_the_main_formats() {
+    if let Some(k) = Kernels::get(Isa::Avx512) {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
+            GgmlType::IQ4_NL,
+        ] {
+            assert!(k.has_vec_dot4(ty), "{ty}");
         }
     }
 }

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::cpu::pool::ThreadPool;
-use crate::cpu::{row_bytes, KernelError, Kernels, VecDotFn};
+use crate::cpu::{row_bytes, KernelError, Kernels, VecDot4Fn, VecDotFn};
 use crate::quant::{GgmlType, QuantFormat};
 
 /// A weight matrix in ggml layout: `rows` rows of `cols` values of type `ty` (a ggml type, or
@@ -210,7 +210,7 @@ impl Kernels {
         acts: &QuantizedActs,
         out: &mut [f32],
     ) -> Result<(), MatmulError> {
-        let entry = self.dot_entry(w.ty).ok_or(KernelError::UnsupportedWeight {
+        let entry = self.entry_for(w.ty).ok_or(KernelError::UnsupportedWeight {
             isa: self.isa.name(),
             ty: w.ty,
         })?;
@@ -242,6 +242,7 @@ impl Kernels {
         }
         let task = MatmulTask {
             f: entry.f,
+            f4: entry.f4,
             w,
             wrb,
             acts,
@@ -307,6 +308,7 @@ fn chunk_rows(rows: usize, n_threads: usize) -> usize {
 
 struct MatmulTask<'a, 'w> {
     f: VecDotFn,
+    f4: Option<VecDot4Fn>,
     w: &'a QMatrix<'w>,
     wrb: usize,
     acts: &'a QuantizedActs,
@@ -331,7 +333,20 @@ impl MatmulTask<'_, '_> {
                 let t1 = (t0 + TOKEN_TILE).min(n_tokens);
                 for r in r0..r1 {
                     let wrow = &self.w.data[r * self.wrb..(r + 1) * self.wrb];
-                    for t in t0..t1 {
+                    let mut t = t0;
+                    if let Some(f4) = self.f4 {
+                        while t + 4 <= t1 {
+                            let a = std::array::from_fn(|k| self.acts.row(t + k));
+                            // SAFETY: as for the single kernel below, for each of the 4 rows.
+                            let v = unsafe { f4(cols, wrow, a) };
+                            for (k, v) in v.into_iter().enumerate() {
+                                // SAFETY: t + k < n_tokens and r < rows (see below).
+                                unsafe { *self.out.0.add((t + k) * rows + r) = v };
+                            }
+                            t += 4;
+                        }
+                    }
+                    for t in t..t1 {
                         let arow = self.acts.row(t);
                         // SAFETY: `Kernels` tables are only handed out for supported ISAs;
                         // `cols` is a whole number of blocks of both types (checked by

@@ -141,6 +141,13 @@ impl Isa {
 /// `w` and `a` hold at least the bytes of `n` values of their types.
 pub type VecDotFn = unsafe fn(n: usize, w: &[u8], a: &[u8]) -> f32;
 
+/// Four dot products of one weight row with four activation rows (prefill): the weight row is
+/// unpacked once for all four. Each result equals the [`VecDotFn`] result bit for bit.
+///
+/// # Safety
+/// As [`VecDotFn`], for each of the four activation rows.
+pub type VecDot4Fn = unsafe fn(n: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4];
+
 /// Converts `x` (a multiple of the block size of the activation type) into `out` (at least the
 /// bytes of `x.len()` values of that type).
 ///
@@ -155,6 +162,8 @@ pub(crate) struct VecDotEntry {
     pub weight: QuantFormat,
     pub act: GgmlType,
     pub f: VecDotFn,
+    /// The four-token form, where the ISA has one.
+    pub f4: Option<VecDot4Fn>,
 }
 
 /// A kernel-table row for a ggml weight type.
@@ -163,6 +172,22 @@ pub(crate) const fn dot_entry(weight: GgmlType, act: GgmlType, f: VecDotFn) -> V
         weight: QuantFormat::Ggml(weight),
         act,
         f,
+        f4: None,
+    }
+}
+
+/// A kernel-table row with a four-token kernel.
+pub(crate) const fn dot_entry4(
+    weight: GgmlType,
+    act: GgmlType,
+    f: VecDotFn,
+    f4: VecDot4Fn,
+) -> VecDotEntry {
+    VecDotEntry {
+        weight: QuantFormat::Ggml(weight),
+        act,
+        f,
+        f4: Some(f4),
     }
 }
 
@@ -262,7 +287,7 @@ impl Kernels {
         Kernels::get(Isa::default_for_process()).unwrap_or(&SCALAR)
     }
 
-    pub(crate) fn dot_entry(&self, weight: QuantFormat) -> Option<VecDotEntry> {
+    pub(crate) fn entry_for(&self, weight: QuantFormat) -> Option<VecDotEntry> {
         self.dots.iter().copied().find(|e| e.weight == weight)
     }
 
@@ -278,7 +303,7 @@ impl Kernels {
     /// The activation type the dot product of weight type `weight` consumes (ggml's
     /// `vec_dot_type`), or `None` when there is no kernel for `weight`.
     pub fn act_type(&self, weight: impl Into<QuantFormat>) -> Option<GgmlType> {
-        self.dot_entry(weight.into()).map(|e| e.act)
+        self.entry_for(weight.into()).map(|e| e.act)
     }
 
     /// Converts `x` to activation type `act` (F32, F16, BF16, Q8_0, Q8_1 or Q8_K) into `out`.
@@ -319,7 +344,7 @@ impl Kernels {
     ) -> Result<f32, KernelError> {
         let weight = weight.into();
         let e = self
-            .dot_entry(weight)
+            .entry_for(weight)
             .ok_or(KernelError::UnsupportedWeight {
                 isa: self.isa.name(),
                 ty: weight,
@@ -343,6 +368,55 @@ impl Kernels {
         // SAFETY: the CPU supports `self.isa` (checked by `Kernels::get`), `n` is a whole number
         // of blocks of both types (row_bytes succeeded) and both rows have exactly their bytes.
         Ok(unsafe { (e.f)(n, &w[..need_w], &a[..need_a]) })
+    }
+
+    /// Whether the kernel of `weight` has a four-token (prefill) form on this ISA.
+    pub fn has_vec_dot4(&self, weight: impl Into<QuantFormat>) -> bool {
+        self.entry_for(weight.into())
+            .is_some_and(|e| e.f4.is_some())
+    }
+
+    /// [`Kernels::vec_dot`] of one weight row against four activation rows (the four-token
+    /// kernel where there is one, otherwise four single calls; the results are the same).
+    pub fn vec_dot4(
+        &self,
+        weight: impl Into<QuantFormat>,
+        n: usize,
+        w: &[u8],
+        a: [&[u8]; 4],
+    ) -> Result<[f32; 4], KernelError> {
+        let weight = weight.into();
+        let e = self
+            .entry_for(weight)
+            .ok_or(KernelError::UnsupportedWeight {
+                isa: self.isa.name(),
+                ty: weight,
+            })?;
+        let need_w = row_bytes(weight, n)?;
+        let need_a = row_bytes(e.act, n)?;
+        if w.len() < need_w {
+            return Err(KernelError::Size {
+                what: "weight row",
+                need: need_w,
+                got: w.len(),
+            });
+        }
+        if let Some(short) = a.iter().find(|a| a.len() < need_a) {
+            return Err(KernelError::Size {
+                what: "activation row",
+                need: need_a,
+                got: short.len(),
+            });
+        }
+        let a = a.map(|a| &a[..need_a]);
+        let w = &w[..need_w];
+        // SAFETY: as in `vec_dot`, for each of the four activation rows.
+        Ok(unsafe {
+            match e.f4 {
+                Some(f4) => f4(n, w, a),
+                None => a.map(|a| (e.f)(n, w, a)),
+            }
+        })
     }
 }
 

@@ -33,6 +33,7 @@ pub(crate) const VEC_DOTS: &[VecDotEntry] = &[
         weight: QuantFormat::Nf4,
         act: GgmlType::Q8_0,
         f: vec_dot_nf4_q8_0,
+        f4: None,
     },
 ];
 

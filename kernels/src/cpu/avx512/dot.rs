@@ -11,7 +11,7 @@
 use std::arch::x86_64::*;
 
 use crate::cpu::scalar::dot as scalar;
-use crate::cpu::{dot_entry, QuantizeEntry, VecDotEntry};
+use crate::cpu::{dot_entry, dot_entry4, QuantizeEntry, VecDotEntry};
 use crate::quant::{GgmlType, QuantFormat, KVALUES_IQ4NL, KVALUES_NF4};
 
 /// The AVX-512 kernel table.
@@ -19,22 +19,68 @@ pub(crate) const VEC_DOTS: &[VecDotEntry] = &[
     dot_entry(GgmlType::F32, GgmlType::F32, vec_dot_f32),
     dot_entry(GgmlType::F16, GgmlType::F32, vec_dot_f16_f32),
     dot_entry(GgmlType::BF16, GgmlType::F32, vec_dot_bf16_f32),
-    dot_entry(GgmlType::Q4_0, GgmlType::Q8_0, vec_dot_q4_0_q8_0),
-    dot_entry(GgmlType::Q4_1, GgmlType::Q8_1, vec_dot_q4_1_q8_1),
-    dot_entry(GgmlType::Q5_0, GgmlType::Q8_0, vec_dot_q5_0_q8_0),
-    dot_entry(GgmlType::Q5_1, GgmlType::Q8_1, vec_dot_q5_1_q8_1),
-    dot_entry(GgmlType::Q8_0, GgmlType::Q8_0, vec_dot_q8_0_q8_0),
+    dot_entry4(
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        vec_dot_q4_0_q8_0,
+        vec_dot4_q4_0_q8_0,
+    ),
+    dot_entry4(
+        GgmlType::Q4_1,
+        GgmlType::Q8_1,
+        vec_dot_q4_1_q8_1,
+        vec_dot4_q4_1_q8_1,
+    ),
+    dot_entry4(
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        vec_dot_q5_0_q8_0,
+        vec_dot4_q5_0_q8_0,
+    ),
+    dot_entry4(
+        GgmlType::Q5_1,
+        GgmlType::Q8_1,
+        vec_dot_q5_1_q8_1,
+        vec_dot4_q5_1_q8_1,
+    ),
+    dot_entry4(
+        GgmlType::Q8_0,
+        GgmlType::Q8_0,
+        vec_dot_q8_0_q8_0,
+        vec_dot4_q8_0_q8_0,
+    ),
     // No SIMD kernel yet: the scalar reference.
     dot_entry(GgmlType::Q2_K, GgmlType::Q8_K, scalar::vec_dot_q2_k_q8_k),
     dot_entry(GgmlType::Q3_K, GgmlType::Q8_K, scalar::vec_dot_q3_k_q8_k),
-    dot_entry(GgmlType::Q4_K, GgmlType::Q8_K, vec_dot_q4_k_q8_k),
-    dot_entry(GgmlType::Q5_K, GgmlType::Q8_K, vec_dot_q5_k_q8_k),
-    dot_entry(GgmlType::Q6_K, GgmlType::Q8_K, vec_dot_q6_k_q8_k),
-    dot_entry(GgmlType::IQ4_NL, GgmlType::Q8_0, vec_dot_iq4_nl_q8_0),
+    dot_entry4(
+        GgmlType::Q4_K,
+        GgmlType::Q8_K,
+        vec_dot_q4_k_q8_k,
+        vec_dot4_q4_k_q8_k,
+    ),
+    dot_entry4(
+        GgmlType::Q5_K,
+        GgmlType::Q8_K,
+        vec_dot_q5_k_q8_k,
+        vec_dot4_q5_k_q8_k,
+    ),
+    dot_entry4(
+        GgmlType::Q6_K,
+        GgmlType::Q8_K,
+        vec_dot_q6_k_q8_k,
+        vec_dot4_q6_k_q8_k,
+    ),
+    dot_entry4(
+        GgmlType::IQ4_NL,
+        GgmlType::Q8_0,
+        vec_dot_iq4_nl_q8_0,
+        vec_dot4_iq4_nl_q8_0,
+    ),
     VecDotEntry {
         weight: QuantFormat::Nf4,
         act: GgmlType::Q8_0,
         f: vec_dot_nf4_q8_0,
+        f4: None,
     },
 ];
 
@@ -413,137 +459,173 @@ unsafe fn gather_f16(base: *const u8, idx: __m512i) -> __m512 {
     _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g))
 }
 
-/// The shared loop of the 32-value block kernels. `block(i, j)` returns the i32 sums of blocks
-/// `i` and `j` (lanes 0..8 and 8..16). Scales are the f16 at offset 0 of each weight block
-/// (`w_ts` bytes) and activation block (`a_ts` bytes); with `mins`, Σ m·s is added, m at
-/// offset 2 of the weight block and s (= d·Σq of Q8_1) at offset 2 of the activation block.
+/// The shared loop of the 32-value block kernels, for `T` activation rows at once (prefill
+/// reuses each unpacked weight register for several tokens; `T = 1` is the plain dot product,
+/// and every token's result is bit-identical to its `T = 1` result).
 ///
-/// Groups of 16 blocks gather their 16 + 16 scales in two instructions (converting them one by
+/// `unpack(i, j)` returns the unsigned weight codes of blocks `i` and `j` (64 bytes) and
+/// `dot(q, y)` their i32 sums against activation bytes `y` (lanes 0..8: block i, 8..16: block
+/// j). The activation codes start `a_qoff` bytes into each activation block. Scales are the
+/// f16 at offset 0 of each weight block (`w_ts` bytes) and activation block (`a_ts` bytes);
+/// with `mins`, Σ m·s is added, m at offset 2 of the weight block and s (= d·Σq of Q8_1) at
+/// offset 2 of the activation block.
+///
+/// Groups of 16 blocks gather their scales in one instruction per row (converting them one by
 /// one was the bottleneck); the tail pairs blocks, the last one with itself at scale 0.
 ///
 /// # Safety
-/// `wp` and `ap` point to `nb` whole blocks of `w_ts` and `a_ts` bytes.
+/// `wp` points to `nb` blocks of `w_ts` bytes and every `ap[t]` to `nb` blocks of `a_ts` bytes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn legacy_dot(
+unsafe fn legacy_dot<const T: usize>(
     nb: usize,
     wp: *const u8,
     w_ts: usize,
-    ap: *const u8,
+    ap: [*const u8; T],
     a_ts: usize,
+    a_qoff: usize,
     mins: bool,
-    block: impl Fn(usize, usize) -> __m512i,
-) -> f32 {
+    unpack: impl Fn(usize, usize) -> __m512i,
+    dot: impl Fn(__m512i, __m512i) -> __m512i,
+) -> [f32; T] {
     let pair_idx: [__m512i; 8] =
         std::array::from_fn(|p| halves_epi32(2 * p as i32, 2 * p as i32 + 1));
     let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let widx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(w_ts as i32));
     let aidx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(a_ts as i32));
-    let mut acc0 = _mm512_setzero_ps();
-    let mut acc1 = _mm512_setzero_ps();
-    let mut accm = _mm512_setzero_ps();
-    let mut i = 0;
-    while i + 16 <= nb {
-        // SAFETY: blocks i..i+16 lie within both rows; the gathers read 4 bytes at offsets 0
-        // and 2 of each block (blocks are at least 18 bytes).
-        unsafe {
-            let (wb, ab) = (wp.add(w_ts * i), ap.add(a_ts * i));
-            let s = _mm512_mul_ps(gather_f16(wb, widx), gather_f16(ab, aidx));
-            if mins {
-                accm = _mm512_fmadd_ps(
-                    gather_f16(wb.add(2), widx),
-                    gather_f16(ab.add(2), aidx),
-                    accm,
-                );
-            }
-            for p in (0..8).step_by(2) {
-                let s0 = block(i + 2 * p, i + 2 * p + 1);
-                let s1 = block(i + 2 * p + 2, i + 2 * p + 3);
-                acc0 = _mm512_fmadd_ps(
-                    _mm512_cvtepi32_ps(s0),
-                    _mm512_permutexvar_ps(pair_idx[p], s),
-                    acc0,
-                );
-                acc1 = _mm512_fmadd_ps(
-                    _mm512_cvtepi32_ps(s1),
-                    _mm512_permutexvar_ps(pair_idx[p + 1], s),
-                    acc1,
-                );
-            }
-        }
-        i += 16;
-    }
-    let mut tail_mins = 0f32;
-    while i < nb {
-        let j = if i + 1 < nb { i + 1 } else { i };
-        // SAFETY: i, j < nb, so blocks i and j lie within both rows.
-        unsafe {
-            let (wa, wb, aa, ab) = (
-                wp.add(w_ts * i),
-                wp.add(w_ts * j),
-                ap.add(a_ts * i),
-                ap.add(a_ts * j),
-            );
-            let sa = f16_at(wa) * f16_at(aa);
-            let sb = if j != i { f16_at(wb) * f16_at(ab) } else { 0.0 };
-            if mins {
-                tail_mins += f16_at(wa.add(2)) * f16_at(aa.add(2));
-                if j != i {
-                    tail_mins += f16_at(wb.add(2)) * f16_at(ab.add(2));
+    let mut acc = [[_mm512_setzero_ps(); 2]; T];
+    let mut accm = [_mm512_setzero_ps(); T];
+    let mut tail_mins = [0f32; T];
+    // SAFETY (whole body): every block index passed to `unpack`, to the activation loads and to
+    // the gathers is < nb, so all reads stay within the rows (caller contract); the gathers
+    // read 4 bytes at offsets 0 and 2 of blocks of at least 18 bytes.
+    unsafe {
+        let load_y = |t: usize, i: usize, j: usize| {
+            load_2x32(ap[t].add(a_ts * i + a_qoff), ap[t].add(a_ts * j + a_qoff))
+        };
+        let mut i = 0;
+        while i + 16 <= nb {
+            let wb = wp.add(w_ts * i);
+            let dw = gather_f16(wb, widx);
+            let mw = if mins {
+                gather_f16(wb.add(2), widx)
+            } else {
+                dw
+            };
+            let mut sc = [_mm512_setzero_ps(); T];
+            for t in 0..T {
+                let ab = ap[t].add(a_ts * i);
+                sc[t] = _mm512_mul_ps(dw, gather_f16(ab, aidx));
+                if mins {
+                    accm[t] = _mm512_fmadd_ps(mw, gather_f16(ab.add(2), aidx), accm[t]);
                 }
             }
-            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(block(i, j)), halves_ps(sa, sb), acc0);
+            for p in 0..8 {
+                let (bi, bj) = (i + 2 * p, i + 2 * p + 1);
+                let q = unpack(bi, bj);
+                for t in 0..T {
+                    let sums = dot(q, load_y(t, bi, bj));
+                    let scale = _mm512_permutexvar_ps(pair_idx[p], sc[t]);
+                    acc[t][p & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[t][p & 1]);
+                }
+            }
+            i += 16;
         }
-        i += 2;
+        while i < nb {
+            let j = if i + 1 < nb { i + 1 } else { i };
+            let q = unpack(i, j);
+            let (wa, wb) = (wp.add(w_ts * i), wp.add(w_ts * j));
+            for t in 0..T {
+                let (aa, ab) = (ap[t].add(a_ts * i), ap[t].add(a_ts * j));
+                let sa = f16_at(wa) * f16_at(aa);
+                let sb = if j != i { f16_at(wb) * f16_at(ab) } else { 0.0 };
+                if mins {
+                    tail_mins[t] += f16_at(wa.add(2)) * f16_at(aa.add(2));
+                    if j != i {
+                        tail_mins[t] += f16_at(wb.add(2)) * f16_at(ab.add(2));
+                    }
+                }
+                let sums = dot(q, load_y(t, i, j));
+                acc[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), halves_ps(sa, sb), acc[t][0]);
+            }
+            i += 2;
+        }
     }
-    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + _mm512_reduce_add_ps(accm) + tail_mins
+    std::array::from_fn(|t| {
+        _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]))
+            + _mm512_reduce_add_ps(accm[t])
+            + tail_mins[t]
+    })
 }
 
-/// Q4_0 (18 bytes: f16 d, 16 nibble bytes; value = (q - 8)·d) · Q8_0.
-///
+/// Defines the one-token and four-token entry points of a legacy kernel `$imp<T>`.
+macro_rules! one_and_four {
+    ($(#[$doc:meta])* $name:ident, $name4:ident, $imp:ident, $w_ts:expr, $a_ts:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+        pub unsafe fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            debug_assert!(w.len() >= n / 32 * $w_ts && a.len() >= n / 32 * $a_ts);
+            // SAFETY: the caller's contract is this function's.
+            unsafe { $imp::<1>(n, w.as_ptr(), [a.as_ptr()])[0] }
+        }
+
+        /// Four activation rows at once; see [`crate::cpu::VecDot4Fn`].
+        ///
+        /// # Safety
+        /// See [`crate::cpu::VecDot4Fn`]; the CPU supports AVX-512.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+        pub unsafe fn $name4(n: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+            debug_assert!(w.len() >= n / 32 * $w_ts && a.iter().all(|a| a.len() >= n / 32 * $a_ts));
+            // SAFETY: the caller's contract is this function's.
+            unsafe { $imp::<4>(n, w.as_ptr(), a.map(|a| a.as_ptr())) }
+        }
+    };
+}
+
 /// # Safety
-/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+/// `w` points to n/32 Q4_0 blocks and each `a[t]` to n/32 Q8_0 blocks.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = n / 32;
-    debug_assert!(w.len() >= nb * 18 && a.len() >= nb * 34);
-    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+unsafe fn q4_0_q8_0<const T: usize>(n: usize, wp: *const u8, a: [*const u8; T]) -> [f32; T] {
     let off = _mm512_set1_epi8(8);
-    let block = |i: usize, j: usize| {
-        // SAFETY: `legacy_dot` passes i, j < nb, so blocks i and j lie within both slices.
-        unsafe {
-            let q = nibbles_2x16(wp.add(18 * i + 2), wp.add(18 * j + 2));
-            let y = load_2x32(ap.add(34 * i + 2), ap.add(34 * j + 2));
-            let z = _mm512_setzero_si512();
-            _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y))
-        }
+    // SAFETY: `legacy_dot` passes block indices < n/32.
+    let unpack =
+        |i: usize, j: usize| unsafe { nibbles_2x16(wp.add(18 * i + 2), wp.add(18 * j + 2)) };
+    let dot = |q: __m512i, y: __m512i| {
+        let z = _mm512_setzero_si512();
+        _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y))
     };
-    // SAFETY: the rows hold nb blocks (caller contract).
-    unsafe { legacy_dot(nb, wp, 18, ap, 34, false, block) }
+    // SAFETY: the rows hold n/32 blocks (caller contract).
+    unsafe { legacy_dot(n / 32, wp, 18, a, 34, 2, false, unpack, dot) }
 }
 
-/// Q4_1 (20 bytes: f16 d, f16 m, 16 nibble bytes; value = q·d + m) · Q8_1 (whose stored
-/// s = d·Σq folds the minimum into one term per block).
-///
+one_and_four!(
+    /// Q4_0 (18 bytes: f16 d, 16 nibble bytes; value = (q - 8)·d) · Q8_0.
+    vec_dot_q4_0_q8_0, vec_dot4_q4_0_q8_0, q4_0_q8_0, 18, 34
+);
+
 /// # Safety
-/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+/// `w` points to n/32 Q4_1 blocks and each `a[t]` to n/32 Q8_1 blocks.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn vec_dot_q4_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = n / 32;
-    debug_assert!(w.len() >= nb * 20 && a.len() >= nb * 36);
-    let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let block = |i: usize, j: usize| {
-        // SAFETY: `legacy_dot` passes i, j < nb, so blocks i and j lie within both slices.
-        unsafe {
-            let q = nibbles_2x16(wp.add(20 * i + 4), wp.add(20 * j + 4));
-            let y = load_2x32(ap.add(36 * i + 4), ap.add(36 * j + 4));
-            _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y)
-        }
-    };
-    // SAFETY: the rows hold nb blocks (caller contract).
-    unsafe { legacy_dot(nb, wp, 20, ap, 36, true, block) }
+unsafe fn q4_1_q8_1<const T: usize>(n: usize, wp: *const u8, a: [*const u8; T]) -> [f32; T] {
+    // SAFETY: `legacy_dot` passes block indices < n/32.
+    let unpack =
+        |i: usize, j: usize| unsafe { nibbles_2x16(wp.add(20 * i + 4), wp.add(20 * j + 4)) };
+    let dot = |q: __m512i, y: __m512i| _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y);
+    // SAFETY: the rows hold n/32 blocks (caller contract).
+    unsafe { legacy_dot(n / 32, wp, 20, a, 36, 4, true, unpack, dot) }
 }
+
+one_and_four!(
+    /// Q4_1 (20 bytes: f16 d, f16 m, 16 nibble bytes; value = q·d + m) · Q8_1 (whose stored
+    /// s = d·Σq folds the minimum into one term per block).
+    vec_dot_q4_1_q8_1, vec_dot4_q4_1_q8_1, q4_1_q8_1, 20, 36
+);
 
 /// The fifth bits of two Q5 blocks (`qh` words at `pa`, `pb`) added as 16 to the 4-bit codes.
 #[inline]
@@ -554,74 +636,76 @@ unsafe fn add_high_bits_2(q: __m512i, pa: *const u8, pb: *const u8) -> __m512i {
     _mm512_mask_add_epi8(q, k, q, _mm512_set1_epi8(16))
 }
 
-/// Q5_0 (22 bytes: f16 d, u32 qh, 16 nibble bytes; value = ((q | h<<4) - 16)·d) · Q8_0.
-///
 /// # Safety
-/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+/// `w` points to n/32 Q5_0 blocks and each `a[t]` to n/32 Q8_0 blocks.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn vec_dot_q5_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = n / 32;
-    debug_assert!(w.len() >= nb * 22 && a.len() >= nb * 34);
-    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+unsafe fn q5_0_q8_0<const T: usize>(n: usize, wp: *const u8, a: [*const u8; T]) -> [f32; T] {
     let off = _mm512_set1_epi8(16);
-    let block = |i: usize, j: usize| {
-        // SAFETY: `legacy_dot` passes i, j < nb, so blocks i and j lie within both slices.
+    let unpack = |i: usize, j: usize| {
+        // SAFETY: `legacy_dot` passes block indices < n/32.
         unsafe {
             let (xa, xb) = (wp.add(22 * i), wp.add(22 * j));
-            let q = add_high_bits_2(nibbles_2x16(xa.add(6), xb.add(6)), xa.add(2), xb.add(2));
-            let y = load_2x32(ap.add(34 * i + 2), ap.add(34 * j + 2));
-            let z = _mm512_setzero_si512();
-            _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y))
+            add_high_bits_2(nibbles_2x16(xa.add(6), xb.add(6)), xa.add(2), xb.add(2))
         }
     };
-    // SAFETY: the rows hold nb blocks (caller contract).
-    unsafe { legacy_dot(nb, wp, 22, ap, 34, false, block) }
+    let dot = |q: __m512i, y: __m512i| {
+        let z = _mm512_setzero_si512();
+        _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y))
+    };
+    // SAFETY: the rows hold n/32 blocks (caller contract).
+    unsafe { legacy_dot(n / 32, wp, 22, a, 34, 2, false, unpack, dot) }
 }
 
-/// Q5_1 (24 bytes: f16 d, f16 m, u32 qh, 16 nibble bytes; value = (q | h<<4)·d + m) · Q8_1.
-///
+one_and_four!(
+    /// Q5_0 (22 bytes: f16 d, u32 qh, 16 nibble bytes; value = ((q | h<<4) - 16)·d) · Q8_0.
+    vec_dot_q5_0_q8_0, vec_dot4_q5_0_q8_0, q5_0_q8_0, 22, 34
+);
+
 /// # Safety
-/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+/// `w` points to n/32 Q5_1 blocks and each `a[t]` to n/32 Q8_1 blocks.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn vec_dot_q5_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = n / 32;
-    debug_assert!(w.len() >= nb * 24 && a.len() >= nb * 36);
-    let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let block = |i: usize, j: usize| {
-        // SAFETY: `legacy_dot` passes i, j < nb, so blocks i and j lie within both slices.
+unsafe fn q5_1_q8_1<const T: usize>(n: usize, wp: *const u8, a: [*const u8; T]) -> [f32; T] {
+    let unpack = |i: usize, j: usize| {
+        // SAFETY: `legacy_dot` passes block indices < n/32.
         unsafe {
             let (xa, xb) = (wp.add(24 * i), wp.add(24 * j));
-            let q = add_high_bits_2(nibbles_2x16(xa.add(8), xb.add(8)), xa.add(4), xb.add(4));
-            let y = load_2x32(ap.add(36 * i + 4), ap.add(36 * j + 4));
-            _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y)
+            add_high_bits_2(nibbles_2x16(xa.add(8), xb.add(8)), xa.add(4), xb.add(4))
         }
     };
-    // SAFETY: the rows hold nb blocks (caller contract).
-    unsafe { legacy_dot(nb, wp, 24, ap, 36, true, block) }
+    let dot = |q: __m512i, y: __m512i| _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y);
+    // SAFETY: the rows hold n/32 blocks (caller contract).
+    unsafe { legacy_dot(n / 32, wp, 24, a, 36, 4, true, unpack, dot) }
 }
 
-/// Q8_0 (34 bytes: f16 d, 32 × i8) · Q8_0. The weights are offset by 128 to unsigned bytes.
-///
+one_and_four!(
+    /// Q5_1 (24 bytes: f16 d, f16 m, u32 qh, 16 nibble bytes; value = (q | h<<4)·d + m) · Q8_1.
+    vec_dot_q5_1_q8_1, vec_dot4_q5_1_q8_1, q5_1_q8_1, 24, 36
+);
+
 /// # Safety
-/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+/// `w` points to n/32 Q8_0 blocks and each `a[t]` to n/32 Q8_0 blocks.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = n / 32;
-    debug_assert!(w.len() >= nb * 34 && a.len() >= nb * 34);
-    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+unsafe fn q8_0_q8_0<const T: usize>(n: usize, wp: *const u8, a: [*const u8; T]) -> [f32; T] {
     let off = _mm512_set1_epi8(-128);
-    let block = |i: usize, j: usize| {
-        // SAFETY: `legacy_dot` passes i, j < nb, so blocks i and j lie within both slices.
-        unsafe {
-            let q = _mm512_xor_si512(load_2x32(wp.add(34 * i + 2), wp.add(34 * j + 2)), off);
-            let y = load_2x32(ap.add(34 * i + 2), ap.add(34 * j + 2));
-            let z = _mm512_setzero_si512();
-            _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y))
-        }
+    // SAFETY: `legacy_dot` passes block indices < n/32.
+    let unpack = |i: usize, j: usize| unsafe {
+        _mm512_xor_si512(load_2x32(wp.add(34 * i + 2), wp.add(34 * j + 2)), off)
     };
-    // SAFETY: the rows hold nb blocks (caller contract).
-    unsafe { legacy_dot(nb, wp, 34, ap, 34, false, block) }
+    let dot = |q: __m512i, y: __m512i| {
+        let z = _mm512_setzero_si512();
+        _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y))
+    };
+    // SAFETY: the rows hold n/32 blocks (caller contract).
+    unsafe { legacy_dot(n / 32, wp, 34, a, 34, 2, false, unpack, dot) }
 }
+
+one_and_four!(
+    /// Q8_0 (34 bytes: f16 d, 32 × i8) · Q8_0. The weights are offset by 128 to unsigned bytes.
+    vec_dot_q8_0_q8_0, vec_dot4_q8_0_q8_0, q8_0_q8_0, 34, 34
+);
 
 /// A signed codebook offset by 128, as unsigned bytes for `vpdpbusd`.
 const fn plus_128(t: [i8; 16]) -> [u8; 16] {
@@ -636,31 +720,30 @@ const fn plus_128(t: [i8; 16]) -> [u8; 16] {
 const IQ4NL_PLUS_128: [u8; 16] = plus_128(KVALUES_IQ4NL);
 const NF4_PLUS_128: [u8; 16] = plus_128(KVALUES_NF4);
 
-/// IQ4_NL (18 bytes: f16 d, 16 nibble bytes; value = `kvalues_iq4nl[q]`·d) · Q8_0.
-///
 /// # Safety
-/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+/// `w` points to n/32 IQ4_NL blocks and each `a[t]` to n/32 Q8_0 blocks.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn vec_dot_iq4_nl_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = n / 32;
-    debug_assert!(w.len() >= nb * 18 && a.len() >= nb * 34);
-    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+unsafe fn iq4_nl_q8_0<const T: usize>(n: usize, wp: *const u8, a: [*const u8; T]) -> [f32; T] {
     // SAFETY: the table has 16 bytes.
     let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(IQ4NL_PLUS_128.as_ptr().cast()) });
     let off = _mm512_set1_epi8(-128);
-    let block = |i: usize, j: usize| {
-        // SAFETY: `legacy_dot` passes i, j < nb, so blocks i and j lie within both slices.
-        unsafe {
-            let q =
-                _mm512_shuffle_epi8(table, nibbles_2x16(wp.add(18 * i + 2), wp.add(18 * j + 2)));
-            let y = load_2x32(ap.add(34 * i + 2), ap.add(34 * j + 2));
-            let z = _mm512_setzero_si512();
-            _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y))
-        }
+    // SAFETY: `legacy_dot` passes block indices < n/32.
+    let unpack = |i: usize, j: usize| unsafe {
+        _mm512_shuffle_epi8(table, nibbles_2x16(wp.add(18 * i + 2), wp.add(18 * j + 2)))
     };
-    // SAFETY: the rows hold nb blocks (caller contract).
-    unsafe { legacy_dot(nb, wp, 18, ap, 34, false, block) }
+    let dot = |q: __m512i, y: __m512i| {
+        let z = _mm512_setzero_si512();
+        _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y))
+    };
+    // SAFETY: the rows hold n/32 blocks (caller contract).
+    unsafe { legacy_dot(n / 32, wp, 18, a, 34, 2, false, unpack, dot) }
 }
+
+one_and_four!(
+    /// IQ4_NL (18 bytes: f16 d, 16 nibble bytes; value = `kvalues_iq4nl[q]`·d) · Q8_0.
+    vec_dot_iq4_nl_q8_0, vec_dot4_iq4_nl_q8_0, iq4_nl_q8_0, 18, 34
+);
 
 /// NF4 (34 bytes: f16 d, 32 nibble bytes; 64 values, value = `KVALUES_NF4[q]`·d) · Q8_0 (two
 /// Q8_0 blocks per NF4 block).
@@ -714,57 +797,23 @@ unsafe fn mins_dot_bsums(mins8: &[u8], bsums: *const u8) -> __m256i {
     }
 }
 
-/// Q4_K (144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 nibble bytes) · Q8_K.
+/// Q4_K (144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 nibble bytes) and
+/// Q5_K (176 bytes: the same plus 32 bytes of fifth bits before the nibbles) · Q8_K, for `T`
+/// activation rows at once (each token's result is bit-identical to its `T = 1` result).
 ///
 /// # Safety
-/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+/// `wp` points to n/256 blocks of the weight type and each `ap[t]` to n/256 Q8_K blocks.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+unsafe fn q45_k_q8_k<const T: usize, const Q5: bool>(
+    n: usize,
+    wp: *const u8,
+    ap: [*const u8; T],
+) -> [f32; T] {
     let nb = n / 256;
-    debug_assert!(w.len() >= nb * 144 && a.len() >= nb * 292);
+    let (ts, qs_off) = if Q5 { (176, 48) } else { (144, 16) };
     let idx: [__m512i; 4] = std::array::from_fn(|j| halves_epi32(2 * j as i32, 2 * j as i32 + 1));
-    let mut acc = _mm512_setzero_ps();
-    let mut accm = _mm256_setzero_ps();
-    for i in 0..nb {
-        let x = &w[144 * i..144 * i + 144];
-        let y = &a[292 * i..292 * i + 292];
-        // SAFETY: x has 144 bytes and y 292 (sliced above); every load below stays inside.
-        unsafe {
-            let yd = f32_at(y.as_ptr());
-            let d = f16_at(x.as_ptr()) * yd;
-            let dmin = f16_at(x.as_ptr().add(2)) * yd;
-            let sm = scalar::unpack_scales_mins_k4(&x[4..16]);
-            let sc32 =
-                _mm512_castsi256_si512(_mm256_cvtepu8_epi32(_mm_loadl_epi64(sm.as_ptr().cast())));
-            let mut isum = _mm512_setzero_si512();
-            for (j, idx) in idx.iter().enumerate() {
-                let q = nibbles_32(x.as_ptr().add(16 + 32 * j));
-                let yv = _mm512_loadu_si512(y.as_ptr().add(4 + 64 * j).cast());
-                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, yv);
-                isum = _mm512_add_epi32(
-                    isum,
-                    _mm512_mullo_epi32(dot, _mm512_permutexvar_epi32(*idx, sc32)),
-                );
-            }
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(isum), acc);
-            let m = mins_dot_bsums(&sm[8..16], y.as_ptr().add(260));
-            accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(m), accm);
-        }
-    }
-    _mm512_reduce_add_ps(acc) - hsum_256(accm)
-}
-
-/// Q5_K (176 bytes: f16 d, f16 dmin, 12 bytes of scales/mins, 32 bytes of fifth bits, 128
-/// nibble bytes) · Q8_K.
-///
-/// # Safety
-/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn vec_dot_q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = n / 256;
-    debug_assert!(w.len() >= nb * 176 && a.len() >= nb * 292);
-    let idx: [__m512i; 4] = std::array::from_fn(|j| halves_epi32(2 * j as i32, 2 * j as i32 + 1));
-    // Chunk j takes bit 2j of qh for its first 32 values and bit 2j+1 for the next 32.
+    // Q5_K chunk j takes bit 2j of qh for its first 32 values and bit 2j+1 for the next 32.
     let bits: [__m512i; 4] = std::array::from_fn(|j| {
         _mm512_mask_blend_epi8(
             0xFFFF_FFFF_0000_0000,
@@ -773,48 +822,96 @@ pub unsafe fn vec_dot_q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
         )
     });
     let sixteen = _mm512_set1_epi8(16);
-    let mut acc = _mm512_setzero_ps();
-    let mut accm = _mm256_setzero_ps();
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut accm = [_mm256_setzero_ps(); T];
     for i in 0..nb {
-        let x = &w[176 * i..176 * i + 176];
-        let y = &a[292 * i..292 * i + 292];
-        // SAFETY: x has 176 bytes and y 292 (sliced above); every load below stays inside.
+        // SAFETY: super-block i of every row lies within it (caller contract); the loads below
+        // stay inside the 144/176-byte weight block and the 292-byte Q8_K blocks.
         unsafe {
-            let yd = f32_at(y.as_ptr());
-            let d = f16_at(x.as_ptr()) * yd;
-            let dmin = f16_at(x.as_ptr().add(2)) * yd;
-            let sm = scalar::unpack_scales_mins_k4(&x[4..16]);
+            let x = wp.add(ts * i);
+            let xs = std::slice::from_raw_parts(x, ts);
+            let sm = scalar::unpack_scales_mins_k4(&xs[4..16]);
             let sc32 =
                 _mm512_castsi256_si512(_mm256_cvtepu8_epi32(_mm_loadl_epi64(sm.as_ptr().cast())));
-            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.as_ptr().add(16).cast()));
-            let mut isum = _mm512_setzero_si512();
+            let (xd, xdmin) = (f16_at(x), f16_at(x.add(2)));
+            let qh = if Q5 {
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(16).cast()))
+            } else {
+                _mm512_setzero_si512()
+            };
+            let mut isum = [_mm512_setzero_si512(); T];
             for j in 0..4 {
-                let q = nibbles_32(x.as_ptr().add(48 + 32 * j));
-                let q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qh, bits[j]), q, sixteen);
-                let yv = _mm512_loadu_si512(y.as_ptr().add(4 + 64 * j).cast());
-                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, yv);
-                isum = _mm512_add_epi32(
-                    isum,
-                    _mm512_mullo_epi32(dot, _mm512_permutexvar_epi32(idx[j], sc32)),
-                );
+                let mut q = nibbles_32(x.add(qs_off + 32 * j));
+                if Q5 {
+                    q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qh, bits[j]), q, sixteen);
+                }
+                let scv = _mm512_permutexvar_epi32(idx[j], sc32);
+                for t in 0..T {
+                    let yv = _mm512_loadu_si512(ap[t].add(292 * i + 4 + 64 * j).cast());
+                    let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, yv);
+                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(dot, scv));
+                }
             }
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(isum), acc);
-            let m = mins_dot_bsums(&sm[8..16], y.as_ptr().add(260));
-            accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(m), accm);
+            for t in 0..T {
+                let y = ap[t].add(292 * i);
+                let yd = f32_at(y);
+                acc[t] =
+                    _mm512_fmadd_ps(_mm512_set1_ps(xd * yd), _mm512_cvtepi32_ps(isum[t]), acc[t]);
+                let m = mins_dot_bsums(&sm[8..16], y.add(260));
+                accm[t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(xdmin * yd), _mm256_cvtepi32_ps(m), accm[t]);
+            }
         }
     }
-    _mm512_reduce_add_ps(acc) - hsum_256(accm)
+    std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]) - hsum_256(accm[t]))
 }
 
+/// Defines the one-token and four-token entry points of a K-quant kernel.
+macro_rules! k_one_and_four {
+    ($(#[$doc:meta])* $name:ident, $name4:ident, $imp:path, $w_ts:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+        pub unsafe fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            debug_assert!(w.len() >= n / 256 * $w_ts && a.len() >= n / 256 * 292);
+            // SAFETY: the caller's contract is this function's.
+            unsafe { $imp(n, w.as_ptr(), [a.as_ptr()])[0] }
+        }
+
+        /// Four activation rows at once; see [`crate::cpu::VecDot4Fn`].
+        ///
+        /// # Safety
+        /// See [`crate::cpu::VecDot4Fn`]; the CPU supports AVX-512.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+        pub unsafe fn $name4(n: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+            debug_assert!(w.len() >= n / 256 * $w_ts && a.iter().all(|a| a.len() >= n / 256 * 292));
+            // SAFETY: the caller's contract is this function's.
+            unsafe { $imp(n, w.as_ptr(), a.map(|a| a.as_ptr())) }
+        }
+    };
+}
+
+k_one_and_four!(
+    /// Q4_K · Q8_K.
+    vec_dot_q4_k_q8_k, vec_dot4_q4_k_q8_k, q45_k_q8_k::<_, false>, 144
+);
+k_one_and_four!(
+    /// Q5_K · Q8_K.
+    vec_dot_q5_k_q8_k, vec_dot4_q5_k_q8_k, q45_k_q8_k::<_, true>, 176
+);
+
 /// Q6_K (210 bytes: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 × i8 scales, f16 d;
-/// value = (q - 32)·scale·d) · Q8_K. The -32 offset is removed with the Q8_K sums.
+/// value = (q - 32)·scale·d) · Q8_K for `T` activation rows. The -32 offset is removed with the
+/// Q8_K sums.
 ///
 /// # Safety
-/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+/// `wp` points to n/256 Q6_K blocks and each `ap[t]` to n/256 Q8_K blocks.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+unsafe fn q6_k_q8_k<const T: usize>(n: usize, wp: *const u8, ap: [*const u8; T]) -> [f32; T] {
     let nb = n / 256;
-    debug_assert!(w.len() >= nb * 210 && a.len() >= nb * 292);
     // Chunk c (64 values) uses scales 4c..4c+4, four i32 lanes each.
     let idx: [__m512i; 4] = std::array::from_fn(|c| {
         let c = 4 * c as i32;
@@ -839,19 +936,17 @@ pub unsafe fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     });
     let m4 = _mm512_set1_epi8(0x0F);
     let m30 = _mm512_set1_epi8(0x30);
-    let mut acc = _mm512_setzero_ps();
-    let mut accc = _mm256_setzero_ps();
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut accc = [_mm256_setzero_ps(); T];
     for i in 0..nb {
-        let x = &w[210 * i..210 * i + 210];
-        let y = &a[292 * i..292 * i + 292];
-        // SAFETY: x has 210 bytes and y 292 (sliced above); every load below stays inside.
+        // SAFETY: super-block i of every row lies within it (caller contract); the loads below
+        // stay inside the 210-byte weight block and the 292-byte Q8_K blocks.
         unsafe {
-            let xp = x.as_ptr();
-            let yp = y.as_ptr();
-            let d = f16_at(xp.add(208)) * f32_at(yp);
+            let xp = wp.add(210 * i);
+            let xd = f16_at(xp.add(208));
             let sc128 = _mm_loadu_si128(xp.add(192).cast());
             let sc32 = _mm512_cvtepi8_epi32(sc128);
-            let mut isum = _mm512_setzero_si512();
+            let mut isum = [_mm512_setzero_si512(); T];
             for h in 0..2 {
                 let ql = _mm512_loadu_si512(xp.add(64 * h).cast());
                 let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(xp.add(128 + 32 * h).cast()));
@@ -867,29 +962,36 @@ pub unsafe fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
                     m30,
                 );
                 let qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), hb);
-                let ya = _mm512_loadu_si512(yp.add(4 + 128 * h).cast());
-                let yb = _mm512_loadu_si512(yp.add(4 + 128 * h + 64).cast());
-                let da = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qa, ya);
-                let db = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qb, yb);
-                isum = _mm512_add_epi32(
-                    isum,
-                    _mm512_mullo_epi32(da, _mm512_permutexvar_epi32(idx[2 * h], sc32)),
-                );
-                isum = _mm512_add_epi32(
-                    isum,
-                    _mm512_mullo_epi32(db, _mm512_permutexvar_epi32(idx[2 * h + 1], sc32)),
-                );
+                let sca = _mm512_permutexvar_epi32(idx[2 * h], sc32);
+                let scb = _mm512_permutexvar_epi32(idx[2 * h + 1], sc32);
+                for t in 0..T {
+                    let yp = ap[t].add(292 * i);
+                    let ya = _mm512_loadu_si512(yp.add(4 + 128 * h).cast());
+                    let yb = _mm512_loadu_si512(yp.add(4 + 128 * h + 64).cast());
+                    let da = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qa, ya);
+                    let db = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qb, yb);
+                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(da, sca));
+                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(db, scb));
+                }
             }
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(isum), acc);
-            let corr = _mm256_madd_epi16(
-                _mm256_loadu_si256(yp.add(260).cast()),
-                _mm256_cvtepi8_epi16(sc128),
-            );
-            accc = _mm256_fmadd_ps(_mm256_set1_ps(32.0 * d), _mm256_cvtepi32_ps(corr), accc);
+            let sc16 = _mm256_cvtepi8_epi16(sc128);
+            for t in 0..T {
+                let yp = ap[t].add(292 * i);
+                let d = xd * f32_at(yp);
+                acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(isum[t]), acc[t]);
+                let corr = _mm256_madd_epi16(_mm256_loadu_si256(yp.add(260).cast()), sc16);
+                accc[t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(32.0 * d), _mm256_cvtepi32_ps(corr), accc[t]);
+            }
         }
     }
-    _mm512_reduce_add_ps(acc) - hsum_256(accc)
+    std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]) - hsum_256(accc[t]))
 }
+
+k_one_and_four!(
+    /// Q6_K · Q8_K.
+    vec_dot_q6_k_q8_k, vec_dot4_q6_k_q8_k, q6_k_q8_k, 210
+);
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
