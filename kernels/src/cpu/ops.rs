@@ -359,7 +359,8 @@ pub fn silu_inplace(isa: Isa, x: &mut [f32]) {
 }
 
 /// GELU, tanh approximation, as ggml's CPU backend computes it for f32 (input and result
-/// rounded to f16 through its lookup table; see `scalar::gelu_tanh_ggml`).
+/// rounded to f16 through its lookup table; see `scalar::gelu_tanh_ggml`): the same table on
+/// every ISA, so the bits equal ggml's.
 pub fn gelu_tanh_inplace(isa: Isa, x: &mut [f32]) {
     dispatch!(isa, gelu_tanh_inplace(x))
 }

@@ -146,16 +146,16 @@ fn round_f16_ps(x: __m256) -> __m256 {
     _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
 }
 
-/// ggml's f16-table GELU (see `scalar::gelu_tanh_ggml`), with `0.5 (1 + tanh u) = 1 / (1 + e^(-2u))`.
+/// ggml's f16-table GELU (see `scalar::gelu_tanh_ggml`): the f16 bits of x index the table
+/// with a gather, so every ISA gives ggml's bits.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn gelu_tanh_ggml_ps(x: __m256) -> __m256 {
-    let xh = round_f16_ps(x);
-    let x2 = _mm256_mul_ps(xh, xh);
-    let inner = _mm256_fmadd_ps(_mm256_set1_ps(0.044715), x2, _mm256_set1_ps(1.0));
-    let u = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.797_884_6), xh), inner);
-    let e = exp_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0), u));
-    let g = round_f16_ps(_mm256_div_ps(xh, _mm256_add_ps(_mm256_set1_ps(1.0), e)));
+    let table = scalar::gelu_f16_table();
+    let bits = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+    let idx = _mm256_cvtepu16_epi32(bits);
+    // SAFETY: every index is a u16 and the table has 65536 entries.
+    let g = unsafe { _mm256_i32gather_ps::<4>(table.as_ptr(), idx) };
     // Outside (-10, 10) ggml bypasses its table: 0 below, x itself above.
     let lo = _mm256_cmp_ps::<_CMP_LE_OQ>(x, _mm256_set1_ps(-10.0));
     let hi = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(10.0));

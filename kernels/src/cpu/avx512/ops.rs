@@ -116,17 +116,16 @@ fn round_f16_ps(x: __m512) -> __m512 {
     >(x))
 }
 
-/// ggml's f16-table GELU (see `scalar::gelu_tanh_ggml`). `0.5 (1 + tanh u) = 1 / (1 + e^(-2u))`,
-/// so no tanh is needed.
+/// ggml's f16-table GELU (see `scalar::gelu_tanh_ggml`): the f16 bits of x index the table
+/// with a gather, so every ISA gives ggml's bits.
 #[inline]
-#[target_feature(enable = "avx512f,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
 fn gelu_tanh_ggml_ps(x: __m512) -> __m512 {
-    let xh = round_f16_ps(x);
-    let x2 = _mm512_mul_ps(xh, xh);
-    let inner = _mm512_fmadd_ps(_mm512_set1_ps(0.044715), x2, _mm512_set1_ps(1.0));
-    let u = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.797_884_6), xh), inner);
-    let e = exp_ps(_mm512_mul_ps(_mm512_set1_ps(-2.0), u));
-    let g = round_f16_ps(_mm512_div_ps(xh, _mm512_add_ps(_mm512_set1_ps(1.0), e)));
+    let table = scalar::gelu_f16_table();
+    let bits = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+    let idx = _mm512_cvtepu16_epi32(bits);
+    // SAFETY: every index is a u16 and the table has 65536 entries.
+    let g = unsafe { _mm512_i32gather_ps::<4>(idx, table.as_ptr()) };
     // Outside (-10, 10) ggml bypasses its table: 0 below, x itself above.
     let lo = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(x, _mm512_set1_ps(-10.0));
     let hi = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(10.0));
