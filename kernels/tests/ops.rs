@@ -567,6 +567,45 @@ fn attention_tiled_path_batches() {
 }
 
 #[test]
+fn attention_mixed_kv_types() {
+    // f16 K with f32 V: ggml keeps even large batches on its per-key path (Q rounded to f16,
+    // f32 accumulator), and does not split long decodes.
+    for (n_past, n_tokens) in [(3usize, 70usize), (600, 1)] {
+        let c = AttnCase {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 32,
+            n_past,
+            n_tokens,
+            window: None,
+            f16_cache: true,
+            seed: 11,
+        };
+        let mut rng = Lcg(c.seed);
+        let n = (n_past + n_tokens) * c.n_kv_heads * c.head_dim;
+        let cache = Cache::new(&mut rng, n, 0);
+        let kv = KvView {
+            k: KvData::F16(&cache.k16),
+            v: KvData::F32(&cache.v32),
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+        };
+        let q = rng.vec(n_tokens * c.n_heads * c.head_dim);
+        let params = AttnParams {
+            n_heads: c.n_heads,
+            scale: 0.2,
+            window: None,
+        };
+        let naive = attention_naive(&c, &q, &kv, true, 0.2);
+        for isa in Isa::available() {
+            let mut out = vec![0.0f32; q.len()];
+            ops::attention(isa, &q, &kv, n_past, &params, &mut out);
+            assert_close("mixed K/V types", isa, &out, &naive, 2e-5, 0.0);
+        }
+    }
+}
+
+#[test]
 fn attention_long_decode() {
     // One token over several hundred keys (decode deep in the context), GQA 8/2.
     for f16_cache in [true, false] {

@@ -336,6 +336,10 @@ pub fn rope(
         "rope: n_rot {} > head_dim {head_dim}",
         cache.n_rot()
     );
+    assert!(
+        positions.is_empty() || n_heads * head_dim > 0,
+        "rope: empty head shape"
+    );
     if let Some(&p) = positions.iter().find(|&&p| p >= cache.max_pos()) {
         panic!("rope: position {p} beyond the cache ({})", cache.max_pos());
     }
@@ -531,8 +535,8 @@ pub const GGML_FA_TILE_Q: usize = 64;
 ///   path: Q is rounded to f16 when K is f16 (ggml converts Q to K's `vec_dot_type`), scores and
 ///   the running softmax are f32, and with an f16 V the output accumulator is rounded to f16
 ///   after every key, as ggml's `ggml_vec_mad_f16` does;
-/// - larger batches take ggml's tiled path: f32 Q·K over K converted to f32, online softmax
-///   over blocks of 64 keys, f32 accumulator.
+/// - larger batches take ggml's tiled path (when K and V have the same type, as in ggml):
+///   f32 Q·K over K converted to f32, online softmax over blocks of 64 keys, f32 accumulator.
 ///
 /// - a single query token over at least [`GGML_SPLIT_KV_MIN_KEYS`] keys takes ggml's split-KV
 ///   decode: the keys are cut into [`DECODE_KV_CHUNKS`] chunks (ggml: one per thread; the
@@ -640,7 +644,12 @@ pub fn attention_parallel(
     let group = n_heads / n_kv;
     let isa = effective(isa);
     let out_ptr = SharedMut(out.as_mut_ptr());
-    if n_tokens >= GGML_FA_TILE_Q {
+    // ggml takes its tiled and split-KV paths only when K and V have the same type.
+    let same_kv_type = matches!(
+        (kv.k, kv.v),
+        (KvData::F32(_), KvData::F32(_)) | (KvData::F16(_), KvData::F16(_))
+    );
+    if n_tokens >= GGML_FA_TILE_Q && same_kv_type {
         // ggml's tiled path. A job is (tile of query tokens, kv head) with all the heads of the
         // group, so each K/V block is converted once for tokens × heads rows.
         let tile_tokens = (tile_rows(isa) / group).clamp(1, 16);
@@ -696,7 +705,7 @@ pub fn attention_parallel(
     // were made with 2 threads): f16 accumulators per chunk, merged in f32. The chunk count is
     // fixed, so the result does not depend on `par`.
     let n_keys = attended_keys(n_past, params.window).len();
-    let chunks = if n_tokens == 1 && n_keys >= GGML_SPLIT_KV_MIN_KEYS {
+    let chunks = if n_tokens == 1 && n_keys >= GGML_SPLIT_KV_MIN_KEYS && same_kv_type {
         DECODE_KV_CHUNKS
     } else {
         1
