@@ -5,6 +5,7 @@ pub use tinyrt_kernels as kernels;
 
 pub mod chat;
 pub mod gguf;
+pub mod perplexity;
 pub mod quantize;
 pub mod synth;
 pub mod tokenizer;

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Compare tinyrt with llama.cpp on the same models, interleaved (A B A B ...) so that the
+# host's changing load hits both alike. Prints a Markdown table: per model and test (pp, tg),
+# the median tokens/s of each over all runs and the median of the per-round ratios.
+#
+# Usage: scripts/bench-vs-llamacpp.sh [-p 512] [-n 128] [-t 2] [-r 3] [-k ROUNDS] MODEL.gguf...
+# Environment: TINYRT (default: target/release/tinyrt), LLAMA_BENCH (default:
+# ~/.cache/tinyrt-ref/bin/llama-bench). Needs python3 (to read the JSON).
+set -euo pipefail
+
+P=512 N=128 T=2 R=3 ROUNDS=2
+while getopts "p:n:t:r:k:h" opt; do
+  case $opt in
+    p) P=$OPTARG ;; n) N=$OPTARG ;; t) T=$OPTARG ;; r) R=$OPTARG ;; k) ROUNDS=$OPTARG ;;
+    *) sed -n '2,9p' "$0"; exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+[ $# -ge 1 ] || { echo "error: no model given (see $0 -h)" >&2; exit 2; }
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TINYRT=${TINYRT:-$ROOT/target/release/tinyrt}
+LLAMA_BENCH=${LLAMA_BENCH:-$HOME/.cache/tinyrt-ref/bin/llama-bench}
+for tool in "$TINYRT" "$LLAMA_BENCH"; do
+  [ -x "$tool" ] || { echo "error: $tool is missing (build it or set TINYRT / LLAMA_BENCH)" >&2; exit 2; }
+done
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+for model in "$@"; do
+  [ -f "$model" ] || { echo "error: $model does not exist" >&2; exit 2; }
+  for round in $(seq 1 "$ROUNDS"); do
+    echo "[$(basename "$model")] round $round/$ROUNDS: tinyrt" >&2
+    "$TINYRT" bench "$model" -p "$P" -n "$N" -t "$T" -r "$R" --json > "$WORK/a.$round.json"
+    echo "[$(basename "$model")] round $round/$ROUNDS: llama-bench" >&2
+    "$LLAMA_BENCH" -m "$model" -p "$P" -n "$N" -t "$T" -r "$R" -o json 2>/dev/null > "$WORK/b.$round.json"
+  done
+  python3 - "$WORK" "$ROUNDS" "$model" <<'PY'
+import json, os, statistics, sys
+work, rounds, model = sys.argv[1], int(sys.argv[2]), os.path.basename(sys.argv[3])
+def ours(r):
+    d = json.load(open(f"{work}/a.{r}.json"))
+    return {k: d[k]["runs"] for k in ("pp", "tg") if d.get(k)}, d.get("rss_bytes")
+def theirs(r):
+    out = {}
+    for t in json.load(open(f"{work}/b.{r}.json")):
+        key = "pp" if t["n_gen"] == 0 else "tg" if t["n_prompt"] == 0 else None
+        if key:
+            out[key] = t["samples_ts"]
+    return out
+a = [ours(r) for r in range(1, rounds + 1)]
+b = [theirs(r) for r in range(1, rounds + 1)]
+rss = max((x[1] or 0) for x in a)
+for test in ("pp", "tg"):
+    if test not in a[0][0] or test not in b[0]:
+        continue
+    ta = [v for x in a for v in x[0][test]]
+    tb = [v for x in b for v in x[test]]
+    ratios = [statistics.median(x[0][test]) / statistics.median(y[test]) for x, y in zip(a, b)]
+    print(f"| {model} | {test} | {statistics.median(ta):.2f} | {statistics.median(tb):.2f} "
+          f"| {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | {rss / 2**20:.0f} MiB |")
+PY
+done | { echo "| model | test | tinyrt t/s | llama.cpp t/s | ratio (range over rounds) | tinyrt peak RSS |"; echo "| --- | --- | ---: | ---: | ---: | ---: |"; cat; }
+echo "(-p $P -n $N -t $T, $R runs per round, $ROUNDS interleaved rounds; $(date -u +%Y-%m-%dT%H:%MZ))"
