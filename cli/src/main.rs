@@ -32,6 +32,8 @@ enum Command {
     Quantize(cmd::quantize::Args),
     /// Write a random-weight model of a real model's shape.
     Synth(cmd::synth::Args),
+    /// Complete a prompt (streams text; --json for ids and logits).
+    Generate(cmd::generate::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -40,6 +42,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Tokenize(args) => cmd::tokenize::run(args),
         Command::Quantize(args) => cmd::quantize::run(args),
         Command::Synth(args) => cmd::synth::run(args),
+        Command::Generate(args) => cmd::generate::run(args),
     }
 }
 

@@ -1,11 +1,57 @@
 //! `tinyrt`: a from-scratch GGUF inference runtime for small language models.
+//!
+//! Load a model once ([`Model::load`]), open a [`Session`] (its own KV cache), then feed
+//! tokens and read logits, or generate:
+//!
+//! ```
+//! use tinyrt::{GenerateOptions, LoadOptions, Model, SamplerOptions, SessionOptions};
+//!
+//! let model = Model::load("../tests/fixtures/llama-tiny-q8_0.gguf", LoadOptions::default())?;
+//! let mut session = model.session(SessionOptions::default())?;
+//!
+//! // Logits of the next token after a prompt.
+//! let prompt = [504, 1408, 1201, 282, 426, 98, 524, 314];
+//! let logits = session.feed(&prompt)?;
+//! assert_eq!(logits.len(), model.config().vocab_size);
+//!
+//! // Greedy generation of up to 8 tokens after the same prompt.
+//! session.reset();
+//! let opts = GenerateOptions {
+//!     max_tokens: 8,
+//!     sampler: SamplerOptions::greedy(),
+//!     ..GenerateOptions::default()
+//! };
+//! let ids: Vec<u32> = session
+//!     .generate(&prompt, &opts)?
+//!     .map(|step| step.map(|s| s.id))
+//!     .collect::<Result<_, _>>()?;
+//! assert!(!ids.is_empty() && ids.len() <= 8);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Modules: [`gguf`] (file format), [`config`] (hyperparameters), [`arch`] (one file per
+//! architecture), [`backend`] (the ops an architecture runs on; CPU implementation),
+//! [`kv_cache`], [`sampler`], [`session`] (generation API), [`model`] (loading).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub use tinyrt_kernels as kernels;
 
+pub mod arch;
+pub mod backend;
 pub mod chat;
+pub mod config;
 pub mod gguf;
+pub mod kv_cache;
+pub mod model;
 pub mod perplexity;
 pub mod quantize;
+pub mod sampler;
+pub mod session;
 pub mod synth;
 pub mod tokenizer;
+
+pub use model::{Device, LoadOptions, Model, ModelError};
+pub use sampler::{Sampler, SamplerOptions};
+pub use session::{
+    GenerateOptions, Generation, Session, SessionError, SessionOptions, Step, StopReason,
+};

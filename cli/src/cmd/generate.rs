@@ -1,0 +1,211 @@
+//! `tinyrt generate MODEL (-p TEXT | --file PATH) [options]`: complete a prompt.
+//!
+//! Text streams to stdout as it is generated (the prompt is not echoed); load time and
+//! prompt / generation speed go to stderr. `--json` prints one object instead (the schema of
+//! `tests/golden/*.jsonl`). See ARCHITECTURE.md for the contract.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde_json::json;
+use tinyrt::kv_cache::KvType;
+use tinyrt::model::Device;
+use tinyrt::session::Step;
+use tinyrt::{GenerateOptions, LoadOptions, Model, SamplerOptions, SessionOptions};
+
+use crate::error::bad_input;
+use crate::output;
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "file"])))]
+pub struct Args {
+    /// The GGUF model file.
+    pub model: PathBuf,
+    /// The prompt text.
+    #[arg(short = 'p', long)]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file (bytes verbatim; a trailing newline is kept).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Tokens to generate: 0 = process the prompt only, -1 = until end of generation or a full context.
+    #[arg(
+        short = 'n',
+        long = "max-tokens",
+        default_value_t = 128,
+        allow_negative_numbers = true
+    )]
+    pub max_tokens: i64,
+    /// Temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: i32,
+    /// Top-p (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Tokens the repetition penalty looks back over (0 = off, -1 = the context).
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
+    pub repeat_last_n: i32,
+    /// Random seed (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// CPU threads (default: physical cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Context size (default: the model's, at most 4096).
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// KV cache type: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    pub kv_type: String,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+    /// Raw logits to report per step in --json (default 8).
+    #[arg(long)]
+    pub top_logits: Option<usize>,
+}
+
+impl Args {
+    fn sampler(&self) -> Result<SamplerOptions> {
+        for (name, v) in [
+            ("--temp", self.temp),
+            ("--top-p", self.top_p),
+            ("--min-p", self.min_p),
+            ("--repeat-penalty", self.repeat_penalty),
+        ] {
+            if !v.is_finite() {
+                return Err(bad_input(format!("{name} must be a finite number")));
+            }
+        }
+        if self.repeat_penalty <= 0.0 {
+            return Err(bad_input("--repeat-penalty must be positive"));
+        }
+        Ok(SamplerOptions {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: self.seed,
+        })
+    }
+}
+
+/// The prompt's bytes: `-p` as given, `--file` verbatim.
+fn prompt_bytes(args: &Args) -> Result<Vec<u8>> {
+    match (&args.prompt, &args.file) {
+        (Some(p), _) => Ok(p.as_bytes().to_vec()),
+        (None, Some(f)) => {
+            std::fs::read(f).map_err(|e| bad_input(format!("cannot read {}: {e}", f.display())))
+        }
+        (None, None) => Err(bad_input("give a prompt with -p TEXT or --file PATH")),
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.model.as_os_str().is_empty() {
+        return Err(bad_input("the model path is empty"));
+    }
+    if args.max_tokens < -1 {
+        return Err(bad_input("-n must be -1, 0 or a positive count"));
+    }
+    if args.threads == Some(0) {
+        return Err(bad_input("-t must be at least 1"));
+    }
+    if args.ctx_size == Some(0) {
+        return Err(bad_input("-c must be at least 1"));
+    }
+    let kv_type: KvType = args.kv_type.parse().map_err(bad_input)?;
+    let device: Device = args.device.parse().map_err(bad_input)?;
+    let sampler = args.sampler()?;
+    let text = prompt_bytes(&args)?;
+
+    let t0 = Instant::now();
+    let model = Model::load(
+        &args.model,
+        LoadOptions {
+            device,
+            threads: args.threads,
+            isa: None,
+        },
+    )
+    .map_err(|e| bad_input(format!("{}: {e}", args.model.display())))?;
+    let load_s = t0.elapsed().as_secs_f64();
+
+    let tok = model.tokenizer();
+    let prompt_ids = tok.encode(&text).map_err(bad_input)?;
+    let mut session = model
+        .session(SessionOptions {
+            n_ctx: args.ctx_size,
+            kv_type,
+            ..SessionOptions::default()
+        })
+        .map_err(bad_input)?;
+    let top_k = args.top_logits.unwrap_or(if args.json { 8 } else { 0 });
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampler,
+        top_logits: top_k,
+    };
+
+    let t1 = Instant::now();
+    let mut generation = session.generate(&prompt_ids, &opts).map_err(bad_input)?;
+    let prompt_s = t1.elapsed().as_secs_f64();
+
+    let t2 = Instant::now();
+    let mut steps: Vec<Step> = Vec::new();
+    let mut stream = tok.stream_decoder();
+    for step in generation.by_ref() {
+        let step = step?;
+        if !step.is_eog && !args.json {
+            let text = stream.push(step.id);
+            if !text.is_empty() {
+                output::print(&text)?;
+            }
+        }
+        steps.push(step);
+    }
+    let stop = generation.stop_reason().map_or("length", |r| r.as_str());
+    drop(generation);
+    let gen_s = t2.elapsed().as_secs_f64();
+
+    if args.json {
+        let text_ids: Vec<u32> = steps.iter().filter(|s| !s.is_eog).map(|s| s.id).collect();
+        let obj = json!({
+            "prompt_ids": prompt_ids,
+            "gen_ids": steps.iter().map(|s| s.id).collect::<Vec<_>>(),
+            "gen_text": tok.decode(&text_ids)?,
+            "steps": steps.iter().map(|s| json!({"top": s.top.iter().map(|&(id, l)| json!([id, l])).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+            "stop_reason": stop,
+        });
+        output::println(&obj.to_string())?;
+    } else {
+        output::println(&stream.finish())?;
+    }
+    let n_gen = steps.len();
+    eprintln!(
+        "load {:.0} ms | prompt {} tokens, {:.1} tok/s | generation {} tokens, {:.1} tok/s | {} threads, {}",
+        load_s * 1e3,
+        prompt_ids.len(),
+        prompt_ids.len() as f64 / prompt_s.max(1e-9),
+        n_gen,
+        // The first step samples from the prompt's logits: n_gen - 1 forward passes.
+        n_gen.saturating_sub(1) as f64 / gen_s.max(1e-9),
+        model.threads(),
+        session.backend_name(),
+    );
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! Architectures, chosen by `general.architecture`.
+//!
+//! One architecture = one file: it reads its hyperparameters from [`ModelConfig`], registers
+//! its tensors (shape-checked) in the [`WeightTable`], and describes its forward pass with the
+//! shared layers of [`layers`] as [`Backend`] calls.
+
+mod gemma3;
+pub mod layers;
+mod llama;
+mod phi2;
+mod qwen2;
+mod qwen3;
+mod stablelm;
+
+use crate::backend::{Backend, WeightError, WeightTable};
+use crate::config::ModelConfig;
+pub use layers::Scratch;
+
+/// Errors building an architecture from a file.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchError {
+    #[error("unsupported architecture {0:?} (supported: {list})", list = SUPPORTED.join(", "))]
+    Unsupported(String),
+    #[error(transparent)]
+    Weight(#[from] WeightError),
+    #[error("{0}")]
+    Hyperparameter(String),
+}
+
+/// Every value of `general.architecture` tinyrt runs.
+pub const SUPPORTED: &[&str] = &["llama", "qwen2", "qwen3", "phi2", "stablelm", "gemma3"];
+
+/// Which rows of the batch produce logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token of the batch (generation).
+    Last,
+    /// Every token of the batch (tests, perplexity).
+    All,
+}
+
+/// A loaded architecture: weight handles plus hyperparameters.
+pub trait Architecture: Send + Sync {
+    /// Run `tokens` at positions `pos0..`, writing into `logits` the rows that `which` asks
+    /// for (`vocab_size` values each).
+    fn forward(
+        &self,
+        b: &mut dyn Backend,
+        s: &Scratch,
+        tokens: &[u32],
+        pos0: usize,
+        which: Logits,
+        logits: &mut Vec<f32>,
+    );
+}
+
+/// Build the architecture named by `cfg.arch`, registering its weights in `w`.
+pub fn load(cfg: &ModelConfig, w: &mut WeightTable) -> Result<Box<dyn Architecture>, ArchError> {
+    match cfg.arch.as_str() {
+        "llama" => Ok(Box::new(llama::Llama::load(cfg, w)?)),
+        "qwen2" => Ok(Box::new(qwen2::load(cfg, w)?)),
+        "qwen3" => Ok(Box::new(qwen3::load(cfg, w)?)),
+        "phi2" => Ok(Box::new(phi2::Phi2::load(cfg, w)?)),
+        "stablelm" => Ok(Box::new(stablelm::StableLm::load(cfg, w)?)),
+        "gemma3" => Ok(Box::new(gemma3::Gemma3::load(cfg, w)?)),
+        other => Err(ArchError::Unsupported(other.to_string())),
+    }
+}

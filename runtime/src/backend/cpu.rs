@@ -1,0 +1,464 @@
+//! The CPU backend over `tinyrt-kernels`.
+//!
+//! Weights stay in place in the memory-mapped file; only 1-D tensors (norm weights, biases,
+//! rope frequency factors) are copied to f32 once per model. Activation buffers and the KV
+//! cache are allocated once per session.
+
+use std::sync::Arc;
+
+use super::{AttnParams, Backend, BufId, RopeParams, WeightId, WeightTable};
+use crate::config::RopeStyle;
+use crate::kernels::cpu::matmul::{QMatrix, QuantizedActs};
+use crate::kernels::cpu::ops::{self, KvView, ParallelRun, RopeCache, RopeCfg, RopeMode};
+use crate::kernels::cpu::pool::ThreadPool;
+use crate::kernels::cpu::{Isa, Kernels};
+use crate::kernels::quant::{self, GgmlType, QuantFormat};
+use crate::kv_cache::{CpuKvCache, KvCacheSpec};
+
+/// Errors preparing weights for the CPU.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuError {
+    #[error("tensor {name} has type {ty}, which the CPU backend does not support")]
+    UnsupportedType { name: String, ty: GgmlType },
+    #[error("this CPU cannot run the {0} kernels")]
+    Isa(&'static str),
+    #[error("cannot start the worker threads: {0}")]
+    Threads(String),
+}
+
+/// A model's weights as the CPU backend uses them; shared by every session.
+pub struct CpuWeights {
+    table: Arc<WeightTable>,
+    /// f32 copies of single-row tensors (norm weights, biases, frequency factors).
+    vectors: Vec<Option<Vec<f32>>>,
+}
+
+impl CpuWeights {
+    /// Check every tensor against the kernels of `isa` and copy the vectors out.
+    pub fn new(table: Arc<WeightTable>, isa: Isa) -> Result<Arc<CpuWeights>, CpuError> {
+        let kernels = Kernels::get(isa).ok_or(CpuError::Isa(isa.name()))?;
+        let mut vectors = Vec::with_capacity(table.entries().len());
+        for (i, e) in table.entries().iter().enumerate() {
+            let usable = if e.rows() == 1 {
+                quant::is_supported(e.ty)
+            } else {
+                // Matrices are multiplied (and embedding rows dequantized).
+                kernels.act_type(e.ty).is_some() && quant::is_supported(e.ty)
+            };
+            if !usable {
+                return Err(CpuError::UnsupportedType {
+                    name: e.name.clone(),
+                    ty: e.ty,
+                });
+            }
+            if e.rows() == 1 {
+                let mut v = vec![0.0f32; e.cols()];
+                dequantize_row(e.ty, table.data(WeightId(i as u32)), &mut v);
+                vectors.push(Some(v));
+            } else {
+                vectors.push(None);
+            }
+        }
+        Ok(Arc::new(CpuWeights { table, vectors }))
+    }
+
+    fn vector(&self, id: WeightId) -> &[f32] {
+        self.vectors[id.0 as usize]
+            .as_deref()
+            .expect("weight used as a vector is a matrix")
+    }
+}
+
+struct Buf {
+    cols: usize,
+    data: Vec<f32>,
+}
+
+impl Buf {
+    fn rows(&self, n: usize) -> &[f32] {
+        &self.data[..n * self.cols]
+    }
+    fn rows_mut(&mut self, n: usize) -> &mut [f32] {
+        &mut self.data[..n * self.cols]
+    }
+}
+
+/// One session's CPU state: activation buffers, KV cache, threads.
+pub struct CpuBackend {
+    w: Arc<CpuWeights>,
+    isa: Isa,
+    kernels: &'static Kernels,
+    pool: ThreadPool,
+    /// The current matmul input converted for each activation type in use.
+    acts: Vec<QuantizedActs>,
+    bufs: Vec<Buf>,
+    kv: Option<CpuKvCache>,
+    /// RoPE tables per distinct setting, built at first use for the whole context.
+    rope_caches: Vec<(RopeParams, RopeCache)>,
+}
+
+/// Dequantize one row; the type was checked by [`CpuWeights::new`] and the length by the
+/// weight table, so a failure is a bug.
+fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
+    if let Err(e) = quant::dequantize(ty, src, out) {
+        panic!("dequantize {ty}: {e}");
+    }
+}
+
+impl CpuBackend {
+    pub fn new(w: Arc<CpuWeights>, isa: Isa, threads: usize) -> Result<CpuBackend, CpuError> {
+        let kernels = Kernels::get(isa).ok_or(CpuError::Isa(isa.name()))?;
+        let pool = ThreadPool::new(threads.max(1)).map_err(|e| CpuError::Threads(e.to_string()))?;
+        Ok(CpuBackend {
+            w,
+            isa,
+            kernels,
+            pool,
+            acts: Vec::new(),
+            bufs: Vec::new(),
+            kv: None,
+            rope_caches: Vec::new(),
+        })
+    }
+
+    /// `(&a, &mut b)` for two distinct buffers.
+    fn pair(&mut self, a: BufId, b: BufId) -> (&Buf, &mut Buf) {
+        let (a, b) = (a.0 as usize, b.0 as usize);
+        assert_ne!(a, b, "input and output buffers must differ");
+        if a < b {
+            let (lo, hi) = self.bufs.split_at_mut(b);
+            (&lo[a], &mut hi[0])
+        } else {
+            let (lo, hi) = self.bufs.split_at_mut(a);
+            (&hi[0], &mut lo[b])
+        }
+    }
+
+    fn buf_mut(&mut self, id: BufId) -> &mut Buf {
+        &mut self.bufs[id.0 as usize]
+    }
+}
+
+impl CpuBackend {
+    fn weights(&self) -> Arc<CpuWeights> {
+        Arc::clone(&self.w)
+    }
+
+    fn rope_cache(&mut self, p: &RopeParams) -> usize {
+        if let Some(i) = self.rope_caches.iter().position(|(q, _)| q == p) {
+            return i;
+        }
+        let w = Arc::clone(&self.w);
+        let max_pos = self.kv.as_ref().map_or(1, |kv| kv.spec.n_ctx);
+        let cfg = RopeCfg {
+            mode: match p.style {
+                RopeStyle::Normal => RopeMode::Normal,
+                RopeStyle::Neox => RopeMode::Neox,
+            },
+            freq_scale: p.freq_scale,
+            freq_factors: p.freq_factors.map(|f| w.vector(f)),
+            ..RopeCfg::new(RopeMode::Normal, p.n_rot, p.freq_base)
+        };
+        // The settings were validated when the architecture was loaded (`validate_rope`).
+        let cache = match RopeCache::new(&cfg, max_pos) {
+            Ok(c) => c,
+            Err(e) => panic!("rope settings passed validation but fail: {e}"),
+        };
+        self.rope_caches.push((*p, cache));
+        self.rope_caches.len() - 1
+    }
+}
+
+/// The session's thread pool as the ops' parallel runner.
+struct PoolRun<'a>(&'a ThreadPool);
+
+impl ParallelRun for PoolRun<'_> {
+    fn n_threads(&self) -> usize {
+        self.0.n_threads()
+    }
+    fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        self.0.run(f)
+    }
+}
+
+/// Check RoPE settings the way the CPU kernels will use them (an error here is bad input).
+pub fn validate_rope(p: &RopeParams) -> Result<(), String> {
+    let cfg = RopeCfg {
+        freq_scale: p.freq_scale,
+        ..RopeCfg::new(RopeMode::Normal, p.n_rot, p.freq_base)
+    };
+    RopeCache::new(&cfg, 1)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> String {
+        format!("cpu-{}", self.isa.name())
+    }
+
+    fn alloc(&mut self, rows: usize, cols: usize) -> BufId {
+        self.bufs.push(Buf {
+            cols,
+            data: vec![0.0; rows * cols],
+        });
+        BufId((self.bufs.len() - 1) as u32)
+    }
+
+    fn alloc_kv_cache(&mut self, spec: &KvCacheSpec) {
+        self.kv = Some(CpuKvCache::new(*spec));
+        self.rope_caches.clear();
+    }
+
+    fn embed(&mut self, table: WeightId, tokens: &[u32], out: BufId) {
+        let w = Arc::clone(&self.w);
+        let e = w.table.entry(table);
+        let data = w.table.data(table);
+        let row_bytes = data.len() / e.rows();
+        let o = self.buf_mut(out);
+        let cols = o.cols;
+        for (t, &tok) in tokens.iter().enumerate() {
+            // Token ids were checked against the vocabulary by the session.
+            let src = &data[tok as usize * row_bytes..(tok as usize + 1) * row_bytes];
+            dequantize_row(e.ty, src, &mut o.data[t * cols..(t + 1) * cols]);
+        }
+    }
+
+    fn rms_norm(&mut self, x: BufId, w: WeightId, eps: f32, out: BufId, n: usize) {
+        let (wv, isa) = (self.weights(), self.isa);
+        let g = wv.vector(w);
+        if x == out {
+            ops::rms_norm_inplace(isa, self.buf_mut(x).rows_mut(n), g, eps);
+        } else {
+            let (xb, ob) = self.pair(x, out);
+            ops::rms_norm(isa, xb.rows(n), g, eps, ob.rows_mut(n));
+        }
+    }
+
+    fn layer_norm(
+        &mut self,
+        x: BufId,
+        w: WeightId,
+        b: Option<WeightId>,
+        eps: f32,
+        out: BufId,
+        n: usize,
+    ) {
+        let (wv, isa) = (self.weights(), self.isa);
+        let g = wv.vector(w);
+        let bias = b.map(|b| wv.vector(b));
+        if x == out {
+            let buf = self.buf_mut(x);
+            let cols = buf.cols;
+            let mut tmp = vec![0.0; cols];
+            for row in buf.rows_mut(n).chunks_mut(cols) {
+                ops::layer_norm(isa, row, g, bias, eps, &mut tmp);
+                row.copy_from_slice(&tmp);
+            }
+        } else {
+            let (xb, ob) = self.pair(x, out);
+            ops::layer_norm(isa, xb.rows(n), g, bias, eps, ob.rows_mut(n));
+        }
+    }
+
+    fn head_rms_norm(&mut self, x: BufId, w: WeightId, eps: f32, head_dim: usize, n: usize) {
+        let (wv, isa) = (self.weights(), self.isa);
+        let g = wv.vector(w);
+        debug_assert_eq!(g.len(), head_dim);
+        ops::rms_norm_inplace(isa, self.buf_mut(x).rows_mut(n), g, eps);
+    }
+
+    fn matmul(&mut self, x: BufId, outs: &[(WeightId, BufId)], n: usize) {
+        let w = Arc::clone(&self.w);
+        let kernels = self.kernels;
+        // Convert the input once per activation type and share it across the products.
+        let mut done: Vec<GgmlType> = Vec::new();
+        for &(wid, out) in outs {
+            let e = w.table.entry(wid);
+            let m = QMatrix {
+                ty: QuantFormat::Ggml(e.ty),
+                data: w.table.data(wid),
+                rows: e.rows(),
+                cols: e.cols(),
+            };
+            let Some(act) = kernels.act_type(e.ty) else {
+                panic!("{}: no {} kernel (checked at load)", e.name, e.ty);
+            };
+            let slot = match done.iter().position(|&t| t == act) {
+                Some(i) => i,
+                None => {
+                    done.push(act);
+                    if self.acts.len() < done.len() {
+                        self.acts.push(QuantizedActs::new());
+                    }
+                    let i = done.len() - 1;
+                    let xb = &self.bufs[x.0 as usize];
+                    if let Err(err) =
+                        kernels.quantize_acts(act, xb.rows(n), n, xb.cols, &mut self.acts[i])
+                    {
+                        panic!("quantize activations for {}: {err}", e.name);
+                    }
+                    i
+                }
+            };
+            let ob = &mut self.bufs[out.0 as usize];
+            let dst = &mut ob.data[..n * m.rows];
+            if let Err(err) = kernels.matmul_q(&self.pool, &m, &self.acts[slot], dst) {
+                panic!("matmul {}: {err}", e.name);
+            }
+        }
+    }
+
+    fn add_bias(&mut self, x: BufId, b: WeightId, n: usize) {
+        let (wv, isa) = (self.weights(), self.isa);
+        let bias = wv.vector(b);
+        let buf = self.buf_mut(x);
+        let cols = buf.cols;
+        for row in buf.rows_mut(n).chunks_mut(cols) {
+            ops::add_inplace(isa, row, bias);
+        }
+    }
+
+    fn add(&mut self, dst: BufId, src: BufId, n: usize) {
+        let isa = self.isa;
+        let (sb, db) = self.pair(src, dst);
+        ops::add_inplace(isa, db.rows_mut(n), sb.rows(n));
+    }
+
+    fn scale(&mut self, x: BufId, s: f32, n: usize) {
+        let isa = self.isa;
+        ops::scale_inplace(isa, self.buf_mut(x).rows_mut(n), s);
+    }
+
+    fn rope(
+        &mut self,
+        x: BufId,
+        n_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        n: usize,
+        p: &RopeParams,
+    ) {
+        let ci = self.rope_cache(p);
+        let positions: Vec<usize> = (pos0..pos0 + n).collect();
+        let isa = self.isa;
+        let cache = &self.rope_caches[ci].1;
+        let buf = &mut self.bufs[x.0 as usize];
+        ops::rope(
+            isa,
+            &mut buf.data[..n * n_heads * head_dim],
+            n_heads,
+            head_dim,
+            &positions,
+            cache,
+        );
+    }
+
+    fn attention(
+        &mut self,
+        layer: usize,
+        q: BufId,
+        k: BufId,
+        v: BufId,
+        pos0: usize,
+        n: usize,
+        p: &AttnParams,
+        out: BufId,
+    ) {
+        let isa = self.isa;
+        let mut kv = self.kv.take().expect("attention before alloc_kv_cache");
+        let (kw, vw) = (kv.spec.k_width, kv.spec.v_width);
+        let kb = &self.bufs[k.0 as usize];
+        let vb = &self.bufs[v.0 as usize];
+        kv.k[layer].write(isa, pos0 * kw, &kb.data[..n * kw]);
+        kv.v[layer].write(isa, pos0 * vw, &vb.data[..n * vw]);
+        debug_assert_eq!(p.head_dim_k, p.head_dim_v);
+        let view = KvView {
+            k: kv.k[layer].data(),
+            v: kv.v[layer].data(),
+            n_kv_heads: p.n_head_kv,
+            head_dim: p.head_dim_k,
+        };
+        let params = ops::AttnParams {
+            n_heads: p.n_head,
+            scale: p.scale,
+            window: p.window,
+        };
+        let width = p.n_head * p.head_dim_v;
+        let (qi, oi) = (q.0 as usize, out.0 as usize);
+        assert_ne!(qi, oi, "attention input and output must differ");
+        let (qb, ob) = if qi < oi {
+            let (lo, hi) = self.bufs.split_at_mut(oi);
+            (&lo[qi], &mut hi[0])
+        } else {
+            let (lo, hi) = self.bufs.split_at_mut(qi);
+            (&hi[0], &mut lo[oi])
+        };
+        ops::attention_parallel(
+            isa,
+            &qb.data[..n * width],
+            &view,
+            pos0,
+            &params,
+            &mut ob.data[..n * width],
+            &PoolRun(&self.pool),
+        );
+        self.kv = Some(kv);
+    }
+
+    fn swiglu(&mut self, gate: BufId, up: BufId, n: usize) {
+        let isa = self.isa;
+        let (ub, gb) = self.pair(up, gate);
+        let g = gb.rows_mut(n);
+        let tmp = g.to_vec();
+        ops::swiglu(isa, &tmp, ub.rows(n), g);
+    }
+
+    fn geglu(&mut self, gate: BufId, up: BufId, n: usize) {
+        let isa = self.isa;
+        let (ub, gb) = self.pair(up, gate);
+        let g = gb.rows_mut(n);
+        let tmp = g.to_vec();
+        ops::geglu_tanh(isa, &tmp, ub.rows(n), g);
+    }
+
+    fn gelu(&mut self, x: BufId, n: usize) {
+        let isa = self.isa;
+        ops::gelu_tanh_inplace(isa, self.buf_mut(x).rows_mut(n));
+    }
+
+    fn copy_cols(
+        &mut self,
+        src: BufId,
+        src_col: usize,
+        dst: BufId,
+        dst_col: usize,
+        width: usize,
+        n: usize,
+    ) {
+        let (sb, db) = self.pair(src, dst);
+        for t in 0..n {
+            let s = &sb.data[t * sb.cols + src_col..t * sb.cols + src_col + width];
+            db.data[t * db.cols + dst_col..t * db.cols + dst_col + width].copy_from_slice(s);
+        }
+    }
+
+    fn copy_row(&mut self, src: BufId, src_row: usize, dst: BufId, dst_row: usize) {
+        if src == dst {
+            let b = self.buf_mut(src);
+            let c = b.cols;
+            b.data
+                .copy_within(src_row * c..(src_row + 1) * c, dst_row * c);
+            return;
+        }
+        let (sb, db) = self.pair(src, dst);
+        let c = sb.cols;
+        db.data[dst_row * c..(dst_row + 1) * c]
+            .copy_from_slice(&sb.data[src_row * c..(src_row + 1) * c]);
+    }
+
+    fn read(&mut self, buf: BufId, row0: usize, out: &mut [f32]) {
+        let b = &self.bufs[buf.0 as usize];
+        out.copy_from_slice(&b.data[row0 * b.cols..row0 * b.cols + out.len()]);
+    }
+}

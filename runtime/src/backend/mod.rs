@@ -1,0 +1,153 @@
+//! Compute backends.
+//!
+//! An architecture (`crate::arch`) describes its forward pass as calls to the [`Backend`]
+//! trait on opaque handles: [`WeightId`] for weight tensors (registered once at load in a
+//! [`WeightTable`], shared by every session) and [`BufId`] for activation buffers (allocated
+//! once per session by the backend, on its own device). A backend owns its buffers and the KV
+//! cache, so a CUDA backend plugs in without any change to the architecture files.
+//!
+//! Every activation buffer is a row-major matrix of f32: one row per token of the batch.
+//! Operations take `n`, the number of rows (tokens) to process.
+
+pub mod cpu;
+mod weights;
+
+pub use weights::{WeightEntry, WeightError, WeightTable};
+
+use crate::config::RopeStyle;
+use crate::kv_cache::KvCacheSpec;
+
+/// A weight tensor registered in a [`WeightTable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WeightId(pub(crate) u32);
+
+/// An activation buffer allocated by a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BufId(pub(crate) u32);
+
+/// Rotary position embedding of one Q or K buffer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeParams {
+    /// Rotated dimensions at the start of each head (the rest pass through).
+    pub n_rot: usize,
+    pub style: RopeStyle,
+    pub freq_base: f32,
+    /// Position multiplier (`1 / linear scaling factor`).
+    pub freq_scale: f32,
+    /// Per-frequency divisors (`rope_freqs.weight`, Llama-3), `n_rot / 2` values.
+    pub freq_factors: Option<WeightId>,
+}
+
+/// Causal self-attention of one layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnParams {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim_k: usize,
+    pub head_dim_v: usize,
+    /// Multiplier of Q·K (usually `1/sqrt(head_dim_k)`).
+    pub scale: f32,
+    /// Sliding window: a query at position p sees keys in `(p - window, p]`; `None` = all.
+    pub window: Option<usize>,
+}
+
+/// The operations an architecture's forward pass is made of.
+///
+/// Buffers are `rows × cols` f32 matrices; every op processes rows `0..n`. Unless said
+/// otherwise, `out` may not alias an input.
+pub trait Backend: Send {
+    /// A short name for logs (`cpu-avx512`, `cuda`).
+    fn name(&self) -> String;
+
+    /// A zeroed `rows × cols` activation buffer.
+    fn alloc(&mut self, rows: usize, cols: usize) -> BufId;
+
+    /// Allocate the KV cache (once per session, before any `attention`).
+    fn alloc_kv_cache(&mut self, spec: &KvCacheSpec);
+
+    /// `out[t] = table[tokens[t]]` (dequantized rows of an embedding matrix).
+    fn embed(&mut self, table: WeightId, tokens: &[u32], out: BufId);
+
+    /// `out[t] = x[t] / rms(x[t]) * w` (in place when `out == x`).
+    fn rms_norm(&mut self, x: BufId, w: WeightId, eps: f32, out: BufId, n: usize);
+
+    /// `out[t] = (x[t] - mean) / std * w + b` (in place when `out == x`).
+    fn layer_norm(
+        &mut self,
+        x: BufId,
+        w: WeightId,
+        b: Option<WeightId>,
+        eps: f32,
+        out: BufId,
+        n: usize,
+    );
+
+    /// RMSNorm of each `head_dim`-wide head of each row, in place, with a shared `head_dim` weight.
+    fn head_rms_norm(&mut self, x: BufId, w: WeightId, eps: f32, head_dim: usize, n: usize);
+
+    /// For each `(w, out)`: `out[t] = W · x[t]` where `W` is `rows × cols(x)`. The input is
+    /// prepared (e.g. quantized) once and shared by all the products.
+    fn matmul(&mut self, x: BufId, outs: &[(WeightId, BufId)], n: usize);
+
+    /// `x[t] += b`.
+    fn add_bias(&mut self, x: BufId, b: WeightId, n: usize);
+
+    /// `dst[t] += src[t]`.
+    fn add(&mut self, dst: BufId, src: BufId, n: usize);
+
+    /// `x[t] *= s`.
+    fn scale(&mut self, x: BufId, s: f32, n: usize);
+
+    /// Rotate the first `n_rot` dims of each of the `n_heads` heads of row t by position `pos0 + t`.
+    fn rope(
+        &mut self,
+        x: BufId,
+        n_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        n: usize,
+        p: &RopeParams,
+    );
+
+    /// Store `k`, `v` rows at positions `pos0..pos0+n` of layer `layer`'s cache, then
+    /// `out[t] = softmax(scale · q[t] · K[..=pos0+t]) · V` per head (GQA: query head h reads
+    /// kv head `h / (n_head / n_head_kv)`).
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &mut self,
+        layer: usize,
+        q: BufId,
+        k: BufId,
+        v: BufId,
+        pos0: usize,
+        n: usize,
+        p: &AttnParams,
+        out: BufId,
+    );
+
+    /// `gate[t] = silu(gate[t]) * up[t]`.
+    fn swiglu(&mut self, gate: BufId, up: BufId, n: usize);
+
+    /// `gate[t] = gelu_tanh(gate[t]) * up[t]`.
+    fn geglu(&mut self, gate: BufId, up: BufId, n: usize);
+
+    /// `x[t] = gelu_tanh(x[t])`.
+    fn gelu(&mut self, x: BufId, n: usize);
+
+    /// Copy columns `src_col..src_col+width` of rows `0..n` into `dst` at `dst_col`.
+    fn copy_cols(
+        &mut self,
+        src: BufId,
+        src_col: usize,
+        dst: BufId,
+        dst_col: usize,
+        width: usize,
+        n: usize,
+    );
+
+    /// Copy one row.
+    fn copy_row(&mut self, src: BufId, src_row: usize, dst: BufId, dst_row: usize);
+
+    /// Read rows `row0..row0+out.len()/cols` into `out`.
+    fn read(&mut self, buf: BufId, row0: usize, out: &mut [f32]);
+}

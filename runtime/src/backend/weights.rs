@@ -1,0 +1,140 @@
+//! The table of weight tensors an architecture uses, checked against its hyperparameters.
+
+use std::sync::Arc;
+
+use super::WeightId;
+use crate::gguf::GgufFile;
+use crate::kernels::quant::GgmlType;
+
+/// Errors when looking up the weights of an architecture.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightError {
+    #[error("missing tensor {0}")]
+    Missing(String),
+    #[error("tensor {name} has shape {found:?}, expected {expected:?}")]
+    Shape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<u64>,
+    },
+    #[error("tensor {name} has {len} bytes, its shape and type {ty} need {need}")]
+    Size {
+        name: String,
+        ty: GgmlType,
+        len: usize,
+        need: u64,
+    },
+}
+
+/// One registered tensor.
+#[derive(Clone, Debug)]
+pub struct WeightEntry {
+    pub name: String,
+    pub ty: GgmlType,
+    /// GGUF order: `shape[0]` is the row length (`ne0`).
+    pub shape: Vec<usize>,
+}
+
+impl WeightEntry {
+    /// Length of one row (the reduction dimension of a matrix product).
+    pub fn cols(&self) -> usize {
+        self.shape[0]
+    }
+    /// Number of rows (all dimensions after the first).
+    pub fn rows(&self) -> usize {
+        self.shape[1..].iter().product()
+    }
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// The weights of a model: named views into the memory-mapped file (no copies).
+pub struct WeightTable {
+    file: Arc<GgufFile>,
+    entries: Vec<WeightEntry>,
+}
+
+impl WeightTable {
+    pub fn new(file: Arc<GgufFile>) -> WeightTable {
+        WeightTable {
+            file,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Register a tensor that must exist with exactly `shape` (GGUF order; trailing 1s ignored).
+    pub fn require(&mut self, name: &str, shape: &[usize]) -> Result<WeightId, WeightError> {
+        self.optional(name, shape)?
+            .ok_or_else(|| WeightError::Missing(name.to_string()))
+    }
+
+    /// Register a tensor when it exists; a present tensor must have `shape`.
+    pub fn optional(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Option<WeightId>, WeightError> {
+        if let Some(i) = self.entries.iter().position(|e| e.name == name) {
+            return Ok(Some(WeightId(i as u32)));
+        }
+        let Some(t) = self.file.tensor(name) else {
+            return Ok(None);
+        };
+        let found: Vec<u64> = t.shape.to_vec();
+        let trim = |s: &[u64]| -> Vec<u64> {
+            let mut v = s.to_vec();
+            while v.len() > 1 && v.last() == Some(&1) {
+                v.pop();
+            }
+            v
+        };
+        let want: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        if trim(&found) != trim(&want) {
+            return Err(WeightError::Shape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found,
+            });
+        }
+        let numel: u64 = want.iter().product();
+        let need = t.ty.row_bytes(numel).unwrap_or(u64::MAX);
+        if need != t.data.len() as u64 {
+            return Err(WeightError::Size {
+                name: name.to_string(),
+                ty: t.ty,
+                len: t.data.len(),
+                need,
+            });
+        }
+        let mut shape = shape.to_vec();
+        if shape.len() == 1 {
+            shape.push(1);
+        }
+        self.entries.push(WeightEntry {
+            name: name.to_string(),
+            ty: t.ty,
+            shape,
+        });
+        Ok(Some(WeightId((self.entries.len() - 1) as u32)))
+    }
+
+    pub fn entry(&self, id: WeightId) -> &WeightEntry {
+        &self.entries[id.0 as usize]
+    }
+
+    pub fn entries(&self) -> &[WeightEntry] {
+        &self.entries
+    }
+
+    /// The bytes of a registered tensor, in place in the mapped file.
+    pub fn data(&self, id: WeightId) -> &[u8] {
+        let e = &self.entries[id.0 as usize];
+        // Registered names were found in this same file, which is immutable.
+        self.file.tensor(&e.name).map_or(&[][..], |t| t.data)
+    }
+
+    pub fn file(&self) -> &Arc<GgufFile> {
+        &self.file
+    }
+}

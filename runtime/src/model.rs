@@ -1,0 +1,192 @@
+//! Loading a model: map the file, read the hyperparameters, build the architecture and its
+//! weights on the chosen device, and the tokenizer. A [`Model`] is loaded once and shared by
+//! any number of [`Session`]s.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::arch::{self, ArchError, Architecture};
+use crate::backend::cpu::{CpuBackend, CpuError, CpuWeights};
+use crate::backend::{Backend, WeightTable};
+use crate::config::{ConfigError, ModelConfig};
+use crate::gguf::{GgufError, GgufFile};
+use crate::kernels::cpu::Isa;
+use crate::session::{Session, SessionError, SessionOptions};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+/// Where the forward pass runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda),
+            other => Err(format!("unknown device {other:?} (expected cpu or cuda)")),
+        }
+    }
+}
+
+/// How to load a model.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// Worker threads of the CPU backend; `None` = the number of physical cores.
+    pub threads: Option<usize>,
+    /// Kernel ISA of the CPU backend; `None` = [`Isa::default_for_process`].
+    pub isa: Option<Isa>,
+}
+
+/// Errors loading a model. All of them mean the input (file, options) is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Arch(#[from] ArchError),
+    #[error(transparent)]
+    Cpu(#[from] CpuError),
+    #[error("{0}")]
+    Device(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+}
+
+/// The number of physical cores (logical CPUs when that cannot be told).
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
+    let mut cores = std::collections::HashSet::new();
+    let mut phys = "";
+    for line in info.lines() {
+        let mut kv = line.splitn(2, ':').map(str::trim);
+        match (kv.next(), kv.next()) {
+            (Some("physical id"), Some(v)) => phys = v,
+            (Some("core id"), Some(v)) => {
+                cores.insert((phys.to_string(), v.to_string()));
+            }
+            _ => {}
+        }
+    }
+    if cores.is_empty() {
+        logical
+    } else {
+        cores.len().min(logical)
+    }
+}
+
+pub(crate) struct ModelInner {
+    pub(crate) config: ModelConfig,
+    pub(crate) arch: Box<dyn Architecture>,
+    pub(crate) cpu_weights: Arc<CpuWeights>,
+    pub(crate) file: Arc<GgufFile>,
+    pub(crate) isa: Isa,
+    pub(crate) threads: usize,
+    pub(crate) tokenizer: Tokenizer,
+}
+
+/// A loaded model (cheap to clone: the weights are shared).
+#[derive(Clone)]
+pub struct Model {
+    pub(crate) inner: Arc<ModelInner>,
+}
+
+impl Model {
+    /// Map `path`, check it, and prepare its weights for `opts.device`.
+    pub fn load(path: impl AsRef<Path>, opts: LoadOptions) -> Result<Model, ModelError> {
+        if opts.device == Device::Cuda {
+            return Err(ModelError::Device(
+                "--device cuda: this build of tinyrt has no CUDA backend yet".into(),
+            ));
+        }
+        let file = Arc::new(GgufFile::open(path.as_ref())?);
+        let config = ModelConfig::from_metadata(file.metadata())?;
+        let mut table = WeightTable::new(Arc::clone(&file));
+        let arch = arch::load(&config, &mut table)?;
+        let isa = match opts.isa {
+            Some(isa) if isa.is_supported() => isa,
+            Some(isa) => {
+                return Err(ModelError::Device(format!(
+                    "this CPU does not support the {} kernels",
+                    isa.name()
+                )))
+            }
+            None => Isa::default_for_process(),
+        };
+        let cpu_weights = CpuWeights::new(Arc::new(table), isa)?;
+        let tokenizer = Tokenizer::from_gguf(file.metadata())?;
+        if tokenizer.n_vocab() != config.vocab_size {
+            return Err(ModelError::Invalid(format!(
+                "the vocabulary has {} tokens, the model {}",
+                tokenizer.n_vocab(),
+                config.vocab_size
+            )));
+        }
+        Ok(Model {
+            inner: Arc::new(ModelInner {
+                tokenizer,
+                config,
+                arch,
+                cpu_weights,
+                file,
+                isa,
+                threads: opts.threads.unwrap_or_else(physical_cores).max(1),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.inner.config
+    }
+
+    /// The mapped file (metadata, tensor table).
+    pub fn file(&self) -> &GgufFile {
+        &self.inner.file
+    }
+
+    /// The kernel ISA the CPU backend uses.
+    pub fn isa(&self) -> Isa {
+        self.inner.isa
+    }
+
+    pub fn threads(&self) -> usize {
+        self.inner.threads
+    }
+
+    /// A new session with its own KV cache.
+    pub fn session(&self, opts: SessionOptions) -> Result<Session, ModelError> {
+        Ok(Session::new(self.clone(), opts)?)
+    }
+
+    /// The model's tokenizer (from its `tokenizer.ggml.*` metadata).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.inner.tokenizer
+    }
+
+    /// Whether `id` ends generation (every end-of-generation token of the vocabulary).
+    pub fn is_eog(&self, id: u32) -> bool {
+        self.inner.tokenizer.is_eog(id)
+    }
+
+    pub(crate) fn new_backend(&self) -> Result<Box<dyn Backend>, CpuError> {
+        Ok(Box::new(CpuBackend::new(
+            Arc::clone(&self.inner.cpu_weights),
+            self.inner.isa,
+            self.inner.threads,
+        )?))
+    }
+}

@@ -1,0 +1,336 @@
+//! Sessions: one KV cache and its buffers over a shared [`Model`], fed with tokens in batches;
+//! and generation, an iterator of sampled tokens.
+
+use crate::arch::{Logits, Scratch};
+use crate::backend::Backend;
+use crate::kv_cache::{KvCacheSpec, KvType};
+use crate::model::Model;
+use crate::sampler::{top_logits, Sampler, SamplerOptions};
+
+/// Errors while running a session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{needed} tokens do not fit in the context of {n_ctx} (raise -c or lower -n)")]
+    ContextFull { needed: usize, n_ctx: usize },
+    #[error("the context size must be at least 1")]
+    ZeroContext,
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    BadToken { id: u32, vocab: usize },
+    #[error("the prompt is empty (no tokens)")]
+    EmptyPrompt,
+    #[error("backend: {0}")]
+    Backend(String),
+}
+
+/// Per-session settings.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Context length (KV cache positions); `None` = the model's, capped at 4096.
+    pub n_ctx: Option<usize>,
+    pub kv_type: KvType,
+    /// Largest number of prompt tokens per forward pass.
+    pub n_batch: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            n_ctx: None,
+            kv_type: KvType::F16,
+            n_batch: 512,
+        }
+    }
+}
+
+/// A conversation state: the tokens seen so far and their keys/values.
+pub struct Session {
+    model: Model,
+    backend: Box<dyn Backend>,
+    scratch: Scratch,
+    n_ctx: usize,
+    tokens: Vec<u32>,
+    logits: Vec<f32>,
+}
+
+impl Session {
+    pub fn new(model: Model, opts: SessionOptions) -> Result<Session, SessionError> {
+        let cfg = model.config().clone();
+        let n_ctx = opts.n_ctx.unwrap_or(cfg.n_ctx_train.min(4096));
+        if n_ctx == 0 {
+            return Err(SessionError::ZeroContext);
+        }
+        let mut backend = model
+            .new_backend()
+            .map_err(|e| SessionError::Backend(e.to_string()))?;
+        let scratch = Scratch::new(backend.as_mut(), &cfg, opts.n_batch.clamp(1, n_ctx));
+        backend.alloc_kv_cache(&KvCacheSpec {
+            n_layer: cfg.n_layer,
+            n_ctx,
+            k_width: cfg.k_width(),
+            v_width: cfg.v_width(),
+            ty: opts.kv_type,
+        });
+        Ok(Session {
+            model,
+            backend,
+            scratch,
+            n_ctx,
+            tokens: Vec::new(),
+            logits: Vec::new(),
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The backend's name (`cpu-avx512`, ...).
+    pub fn backend_name(&self) -> String {
+        self.backend.name()
+    }
+
+    /// Context length (positions the KV cache holds).
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Number of tokens already in the cache.
+    pub fn n_past(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The tokens already in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Logits after the last token fed (empty before any).
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Forget every token (the cache is overwritten from position 0).
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.logits.clear();
+    }
+
+    fn check(&self, tokens: &[u32]) -> Result<(), SessionError> {
+        let needed = self.tokens.len() + tokens.len();
+        if needed > self.n_ctx {
+            return Err(SessionError::ContextFull {
+                needed,
+                n_ctx: self.n_ctx,
+            });
+        }
+        let vocab = self.model.config().vocab_size;
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
+            return Err(SessionError::BadToken { id, vocab });
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, tokens: &[u32], which: Logits, out: &mut Vec<f32>) {
+        let arch = &self.model.inner.arch;
+        let pos0 = self.tokens.len();
+        arch.forward(
+            self.backend.as_mut(),
+            &self.scratch,
+            tokens,
+            pos0,
+            which,
+            out,
+        );
+        self.tokens.extend_from_slice(tokens);
+    }
+
+    /// Feed tokens (in batches of at most `n_batch`); returns the logits of the last one.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32], SessionError> {
+        self.check(tokens)?;
+        let mut logits = std::mem::take(&mut self.logits);
+        for chunk in tokens.chunks(self.scratch.max_batch) {
+            self.run(chunk, Logits::Last, &mut logits);
+        }
+        self.logits = logits;
+        Ok(&self.logits)
+    }
+
+    /// Feed tokens and return the logits of every one of them (`tokens.len() × vocab`).
+    pub fn feed_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>, SessionError> {
+        self.check(tokens)?;
+        let vocab = self.model.config().vocab_size;
+        let mut all = Vec::with_capacity(tokens.len() * vocab);
+        let mut part = Vec::new();
+        for chunk in tokens.chunks(self.scratch.max_batch) {
+            self.run(chunk, Logits::All, &mut part);
+            all.extend_from_slice(&part);
+        }
+        if let Some(last) = all.len().checked_sub(vocab) {
+            self.logits.clear();
+            self.logits.extend_from_slice(&all[last..]);
+        }
+        Ok(all)
+    }
+
+    /// Feed `prompt`, then sample up to `opts.max_tokens` tokens. The context is checked
+    /// before any work: `prompt + max_tokens` must fit.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+    ) -> Result<Generation<'_>, SessionError> {
+        if prompt.is_empty() && self.tokens.is_empty() {
+            return Err(SessionError::EmptyPrompt);
+        }
+        let limit = usize::try_from(opts.max_tokens).ok();
+        if let Some(n) = limit {
+            let needed = self.tokens.len() + prompt.len() + n;
+            // The last sampled token is never fed back, so it needs no cache slot.
+            if needed > self.n_ctx + usize::from(n > 0) {
+                return Err(SessionError::ContextFull {
+                    needed,
+                    n_ctx: self.n_ctx,
+                });
+            }
+        }
+        let mut sampler = Sampler::new(opts.sampler.clone());
+        for &t in self.tokens.iter().chain(prompt) {
+            sampler.accept(t);
+        }
+        if !prompt.is_empty() {
+            self.feed(prompt)?;
+        }
+        Ok(Generation {
+            session: self,
+            sampler,
+            limit,
+            produced: 0,
+            top_logits: opts.top_logits,
+            stop: None,
+        })
+    }
+
+    fn is_eog(&self, id: u32) -> bool {
+        self.model.is_eog(id)
+    }
+}
+
+/// Generation settings.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Tokens to generate: `0` = prompt only, negative = until an end-of-generation token or a
+    /// full context.
+    pub max_tokens: i64,
+    pub sampler: SamplerOptions,
+    /// How many of the largest raw logits to report per step (0 = none).
+    pub top_logits: usize,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_tokens: 128,
+            sampler: SamplerOptions::default(),
+            top_logits: 0,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// An end-of-generation token was produced (it is the last step).
+    Eos,
+    /// `max_tokens` were produced or the context is full.
+    Length,
+    /// The caller stopped (e.g. a stop string).
+    Stop,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Eos => "eos",
+            StopReason::Length => "length",
+            StopReason::Stop => "stop",
+        }
+    }
+}
+
+/// One generated token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub id: u32,
+    /// The largest raw logits (before any sampling transform), largest first.
+    pub top: Vec<(u32, f32)>,
+    /// Whether `id` ends generation.
+    pub is_eog: bool,
+}
+
+/// Iterator of generated tokens; see [`Session::generate`].
+pub struct Generation<'s> {
+    session: &'s mut Session,
+    sampler: Sampler,
+    limit: Option<usize>,
+    produced: usize,
+    top_logits: usize,
+    stop: Option<StopReason>,
+}
+
+impl Generation<'_> {
+    /// Why generation ended (`None` while it has not).
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.stop
+    }
+
+    /// End generation early (the reason becomes [`StopReason::Stop`]).
+    pub fn stop(&mut self) {
+        self.stop.get_or_insert(StopReason::Stop);
+    }
+
+    /// The session being generated in.
+    pub fn session(&self) -> &Session {
+        self.session
+    }
+
+    fn next_step(&mut self) -> Result<Option<Step>, SessionError> {
+        if self.stop.is_some() {
+            return Ok(None);
+        }
+        if self.limit.is_some_and(|l| self.produced >= l) {
+            self.stop = Some(StopReason::Length);
+            return Ok(None);
+        }
+        let logits = &self.session.logits;
+        let top = top_logits(logits, self.top_logits);
+        let id = self.sampler.sample(logits);
+        self.sampler.accept(id);
+        self.produced += 1;
+        let is_eog = self.session.is_eog(id);
+        if is_eog {
+            self.stop = Some(StopReason::Eos);
+        } else if self.limit.is_some_and(|l| self.produced >= l)
+            || self.session.n_past() >= self.session.n_ctx
+        {
+            // Done (or no room to feed the token back): the last token needs no forward pass.
+            self.stop = Some(StopReason::Length);
+        } else {
+            self.session.feed(&[id])?;
+        }
+        Ok(Some(Step { id, top, is_eog }))
+    }
+}
+
+impl Iterator for Generation<'_> {
+    type Item = Result<Step, SessionError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_step() {
+            Ok(s) => s.map(Ok),
+            Err(e) => {
+                self.stop = Some(StopReason::Stop);
+                Some(Err(e))
+            }
+        }
+    }
+}
