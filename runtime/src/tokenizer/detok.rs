@@ -16,7 +16,7 @@ pub(crate) fn piece(vocab: &Vocab, id: u32, special: bool, out: &mut Vec<u8>) {
         out.extend_from_slice(text);
     } else if a & attr::NORMAL != 0 {
         match vocab.kind {
-            VocabKind::Spm | VocabKind::Wpm => unescape_whitespace(text, out),
+            VocabKind::Spm | VocabKind::Wpm | VocabKind::Ugm => unescape_whitespace(text, out),
             VocabKind::Bpe if vocab.escape_whitespaces => unescape_whitespace(text, out),
             VocabKind::Bpe => decode_byte_level(text, out),
         }

@@ -15,6 +15,7 @@ mod index;
 mod pretokenize;
 mod regex;
 mod spm;
+mod ugm;
 mod unicode;
 mod unicode_data;
 mod vocab;
@@ -23,7 +24,7 @@ mod wpm;
 pub use detok::StreamDecoder;
 pub use vocab::{attr, SpecialTokens, VocabKind, VocabSource};
 
-use crate::gguf::{GgufError, Metadata};
+use crate::gguf::{Array, GgufError, Metadata, Value};
 use vocab::Vocab;
 
 /// Why a tokenizer could not be built or could not tokenize.
@@ -92,6 +93,18 @@ impl Tokenizer {
             add_sep: md.opt_bool("tokenizer.ggml.add_sep_token")?,
             lowercase: md.opt_bool("tokenizer.ggml.normalizer.lowercase")?,
             strip_accents: md.opt_bool("tokenizer.ggml.normalizer.strip_accents")?,
+            precompiled_charsmap: match md.get("tokenizer.ggml.precompiled_charsmap") {
+                None => None,
+                Some(Value::Array(Array::U8(v))) => Some(v.as_slice()),
+                Some(Value::Array(Array::I8(v))) => Some(bytemuck::cast_slice(v.as_slice())),
+                Some(v) => {
+                    return Err(TokenizerError::Invalid(format!(
+                        "tokenizer.ggml.precompiled_charsmap is {}, not an array of bytes",
+                        v.type_name()
+                    )))
+                }
+            },
+            remove_extra_whitespaces: md.opt_bool("tokenizer.ggml.remove_extra_whitespaces")?,
             general_name: md.opt_str("general.name")?,
             architecture: md.opt_str("general.architecture")?,
         };
@@ -162,6 +175,16 @@ impl Tokenizer {
                 }
             }
             VocabKind::Wpm => {}
+            VocabKind::Ugm => {
+                if let Some(ugm) = &v.ugm {
+                    for f in &fragments {
+                        match *f {
+                            Fragment::Text(s, e) => ugm::tokenize(v, ugm, &text[s..e], &mut out)?,
+                            Fragment::Token(id) => out.push(id),
+                        }
+                    }
+                }
+            }
             VocabKind::Bpe => {
                 let mut session = bpe::BpeSession::default();
                 for f in &fragments {

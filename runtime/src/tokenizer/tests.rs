@@ -217,3 +217,28 @@ fn wordpiece_lowercases_strips_accents_and_splits_punctuation() {
     );
     assert_eq!(tok.decode(&[4, 5, 6]).unwrap(), " hello world");
 }
+
+#[test]
+fn unigram_picks_the_best_segmentation_and_merges_unknowns() {
+    let tokens = strings(&["<pad>", "</s>", "<unk>", "▁", "▁ab", "▁a", "b", "c"]);
+    let types = [3, 3, 2, 1, 1, 1, 1, 1];
+    let scores = [0.0, 0.0, 0.0, -1.0, -1.5, -1.0, -1.0, -3.0];
+    let tok = Tokenizer::from_source(&VocabSource {
+        model: "t5",
+        tokens: &tokens,
+        token_types: Some(&types),
+        scores: Some(&scores),
+        add_space_prefix: Some(true),
+        ..Default::default()
+    })
+    .unwrap();
+    // "▁ab▁c": ▁ab + ▁ + c (-5.5) beats ▁a + b + ▁ + c (-6); EOS is added by default.
+    assert_eq!(tok.encode(b"ab c").unwrap(), vec![4, 3, 7, 1]);
+    // Two unknown code points in a row give one <unk>.
+    assert_eq!(
+        tok.tokenize("ab xy".as_bytes(), false, false).unwrap(),
+        vec![4, 3, 2]
+    );
+    assert!(super::ugm::CharsMap::parse(&[1, 0]).is_err());
+    assert!(super::ugm::CharsMap::parse(&[8, 0, 0, 0, 1, 2, 3, 4]).is_err());
+}

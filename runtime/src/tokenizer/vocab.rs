@@ -30,6 +30,8 @@ pub enum VocabKind {
     Bpe,
     /// BERT WordPiece: greedy longest match per word (`bert`).
     Wpm,
+    /// Unigram with a precompiled normalization map (`t5`).
+    Ugm,
 }
 
 /// Everything the tokenizer reads from `tokenizer.ggml.*` (and `general.name`,
@@ -67,6 +69,10 @@ pub struct VocabSource<'a> {
     pub lowercase: Option<bool>,
     /// `tokenizer.ggml.normalizer.strip_accents` (WordPiece; defaults to `lowercase`).
     pub strip_accents: Option<bool>,
+    /// `tokenizer.ggml.precompiled_charsmap` (Unigram).
+    pub precompiled_charsmap: Option<&'a [u8]>,
+    /// `tokenizer.ggml.remove_extra_whitespaces` (Unigram).
+    pub remove_extra_whitespaces: Option<bool>,
     /// `general.name` (a few per-model attribute fix-ups key on it).
     pub general_name: Option<&'a str>,
     /// `general.architecture`.
@@ -115,6 +121,7 @@ pub(crate) struct Vocab {
     pub(crate) add_sep: bool,
     pub(crate) lowercase: bool,
     pub(crate) strip_accents: bool,
+    pub(crate) ugm: Option<super::ugm::UgmData>,
     /// Longest token text in bytes (bounds the WordPiece search).
     pub(crate) max_token_len: usize,
     /// Special/control/user-defined tokens, longest text first.
@@ -235,6 +242,7 @@ impl Vocab {
             "llama" => VocabKind::Spm,
             "gpt2" | "gemma4" => VocabKind::Bpe,
             "bert" => VocabKind::Wpm,
+            "t5" => VocabKind::Ugm,
             other => {
                 return Err(TokenizerError::Unsupported(format!(
                     "tokenizer model '{other}'"
@@ -294,6 +302,12 @@ impl Vocab {
                 special.unk = Some(0);
                 add_bos = true;
                 add_space_prefix = true;
+            }
+            VocabKind::Ugm => {
+                special.eos = Some(1);
+                special.unk = Some(2);
+                special.pad = Some(0);
+                add_eos = true;
             }
             VocabKind::Wpm => {
                 special.bos = Some(101);
@@ -438,6 +452,23 @@ impl Vocab {
         let lowercase = src.lowercase.unwrap_or(true);
         let strip_accents = src.strip_accents.unwrap_or(lowercase);
         let max_token_len = (0..n).map(|i| texts.get(i).len()).max().unwrap_or(0);
+        // Unigram data uses the types as the file gives them (before the fix-ups below).
+        let ugm = match kind {
+            VocabKind::Ugm => {
+                let charsmap = match src.precompiled_charsmap {
+                    Some(blob) if !blob.is_empty() => super::ugm::CharsMap::parse(blob)?,
+                    _ => Default::default(),
+                };
+                Some(super::ugm::UgmData::new(
+                    |i| texts.get(i).to_vec(),
+                    &attrs,
+                    &scores,
+                    charsmap,
+                    src.remove_extra_whitespaces.unwrap_or(false),
+                ))
+            }
+            _ => None,
+        };
 
         let mut vocab = Vocab {
             kind,
@@ -459,6 +490,7 @@ impl Vocab {
             lowercase,
             strip_accents,
             max_token_len,
+            ugm,
             special_cache: Vec::new(),
             special_by_prefix: Default::default(),
             special_by_byte: Vec::new(),
