@@ -3,12 +3,25 @@
 //! Decode calls a matmul a few hundred times per token, each lasting tens of microseconds, so
 //! the cost of waking threads matters more than scheduling flexibility: the workers spin for a
 //! short while after each task (the next matmul usually arrives within microseconds), then park
-//! on a condition variable. `run` hands the same closure to every thread, the caller included,
-//! as `f(thread_idx, n_threads)`; the closure splits the work itself.
+//! on a condition variable. Two ways to hand out a task `f(thread_idx, n_threads)`:
+//!
+//! - [`ThreadPool::run`]: every thread (the caller is thread 0) calls `f` exactly once; for
+//!   work split statically by thread index.
+//! - [`ThreadPool::run_dynamic`]: the caller calls `f`, and so does every worker that arrives
+//!   before the caller's call has returned; a worker that arrives later skips the task. For work
+//!   shared out through an atomic counter (the matmuls): on a busy host a descheduled worker
+//!   then costs nothing instead of stalling the caller until the OS runs it again.
+//!
+//! # Protocol
+//! The caller publishes a [`Slot`] (on its stack) through `Shared::slot` and bumps `epoch` to
+//! wake workers. A worker announces itself in `active` *before* it loads `slot`; the caller
+//! withdraws the slot (stores null) *before* it waits for `active` to drain. With sequentially
+//! consistent operations on both sides, a worker either sees null and skips, or the caller sees
+//! it in `active` and waits for it, so the slot (and the borrowed closure) outlive every use.
 
-use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,19 +29,24 @@ use std::time::{Duration, Instant};
 /// How long an idle worker spins before it parks.
 const SPIN_BEFORE_PARK: Duration = Duration::from_micros(200);
 
-type Job = dyn Fn(usize, usize) + Sync;
+/// One task, on the stack of the thread inside `run` / `run_dynamic`.
+struct Slot<'a> {
+    f: &'a (dyn Fn(usize, usize) + Sync),
+    /// The epoch the task was published with (a worker runs each epoch at most once).
+    id: usize,
+    /// Workers that have finished `f`.
+    done: AtomicUsize,
+    panicked: AtomicBool,
+}
 
 struct Shared {
-    /// Bumped once per task; workers run the task when they see a new value.
+    /// Bumped once per task; wakes the workers.
     epoch: AtomicUsize,
-    /// The task of the current epoch. Written only by the thread inside `run` while no worker
-    /// is running a task (all finished the previous one), read by workers after they observe
-    /// the new epoch (Release/Acquire on `epoch`).
-    job: UnsafeCell<Option<*const Job>>,
-    /// Workers that have not finished the current task.
-    pending: AtomicUsize,
-    /// Set when a task panicked on a worker.
-    panicked: AtomicBool,
+    /// The open task, or null. Points to a `Slot` that lives until the slot is withdrawn and
+    /// `active` has drained (see the module docs).
+    slot: AtomicPtr<Slot<'static>>,
+    /// Workers between announcing themselves and leaving the slot.
+    active: AtomicUsize,
     shutdown: AtomicBool,
     /// Workers parked (or about to park) on `wake`.
     sleeping: AtomicUsize,
@@ -37,19 +55,11 @@ struct Shared {
     n_threads: usize,
 }
 
-// SAFETY: `job` is the only non-Sync field. It is written only by the single thread holding
-// `ThreadPool::busy` while every worker is idle (pending == 0), and read by workers only between
-// observing a new epoch and decrementing `pending`; the raw pointer it holds points to a
-// `Sync` closure that outlives that window (see `ThreadPool::run`).
-unsafe impl Sync for Shared {}
-// SAFETY: as above; the pointer is only dereferenced under the same protocol.
-unsafe impl Send for Shared {}
-
 /// A fixed set of worker threads; see the module docs.
 pub struct ThreadPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
-    /// Held for the duration of a `run`; a nested or concurrent `run` runs serially instead.
+    /// Held for the duration of a task; a nested or concurrent task runs serially instead.
     busy: Mutex<()>,
 }
 
@@ -64,9 +74,8 @@ impl ThreadPool {
         };
         let shared = Arc::new(Shared {
             epoch: AtomicUsize::new(0),
-            job: UnsafeCell::new(None),
-            pending: AtomicUsize::new(0),
-            panicked: AtomicBool::new(false),
+            slot: AtomicPtr::new(ptr::null_mut()),
+            active: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             sleeping: AtomicUsize::new(0),
             lock: Mutex::new(()),
@@ -111,6 +120,22 @@ impl ThreadPool {
     where
         F: Fn(usize, usize) + Sync,
     {
+        self.run_task(&f, true)
+    }
+
+    /// Runs `f(thread_idx, n_threads)` on the calling thread (index 0) and on every worker that
+    /// picks the task up before that call returns; workers that come later skip it. `f` must
+    /// therefore share out its work dynamically (e.g. chunks taken from an atomic counter), so
+    /// that any subset of calls, the caller's alone included, completes it. Panics propagate as
+    /// in [`ThreadPool::run`].
+    pub fn run_dynamic<F>(&self, f: F)
+    where
+        F: Fn(usize, usize) + Sync,
+    {
+        self.run_task(&f, false)
+    }
+
+    fn run_task(&self, f: &(dyn Fn(usize, usize) + Sync), all: bool) {
         let n = self.shared.n_threads;
         if n == 1 {
             f(0, 1);
@@ -125,67 +150,81 @@ impl ThreadPool {
             }
         };
         let sh = &*self.shared;
-        let job: &(dyn Fn(usize, usize) + Sync + '_) = &f;
-        // SAFETY: erasing the lifetime of `job` is sound because this function does not return
-        // or unwind before every worker has finished calling it: `WaitForWorkers` below waits for
-        // `pending == 0` in its destructor, which also runs if `f` panics on this thread, and
-        // workers never touch the pointer after decrementing `pending`.
-        let job_static: *const Job = unsafe {
-            std::mem::transmute::<&(dyn Fn(usize, usize) + Sync + '_), &'static Job>(job)
+        let id = sh.epoch.load(Relaxed).wrapping_add(1);
+        let slot = Slot {
+            f,
+            id,
+            done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
         };
-        sh.panicked.store(false, Ordering::Relaxed);
-        sh.pending.store(n - 1, Ordering::Relaxed);
-        // SAFETY: all workers are idle (pending was 0 when the previous run returned, and we hold
-        // `busy`), so nobody reads `job` concurrently; the Release store of `epoch` publishes it.
-        unsafe { *sh.job.get() = Some(job_static) };
-        sh.epoch.fetch_add(1, Ordering::SeqCst);
-        if sh.sleeping.load(Ordering::SeqCst) > 0 {
+        // Publish, then wake. The slot is withdrawn (and `active` drained) by `Withdraw` before
+        // this frame is left, also when `f` panics below.
+        sh.slot
+            .store((&slot as *const Slot<'_>).cast_mut().cast(), SeqCst);
+        sh.epoch.store(id, SeqCst);
+        if sh.sleeping.load(SeqCst) > 0 {
             let _g = sh.lock.lock().unwrap_or_else(|p| p.into_inner());
             sh.wake.notify_all();
         }
-        let wait = WaitForWorkers(sh);
+        let withdraw = Withdraw {
+            sh,
+            slot: &slot,
+            wait_all: all.then_some(n - 1),
+        };
         f(0, n);
-        drop(wait);
-        if sh.panicked.load(Ordering::Acquire) {
+        drop(withdraw);
+        if slot.panicked.load(Acquire) {
             resume_unwind(Box::new("a task of tinyrt's thread pool panicked"));
         }
     }
 }
 
-/// Waits (in `drop`) until every worker has finished the current task.
-struct WaitForWorkers<'a>(&'a Shared);
+/// Ends a task (in `drop`, so also while unwinding): waits until every worker has run it when
+/// `wait_all` says so, then withdraws the slot and waits for workers still inside it.
+struct Withdraw<'a, 'b> {
+    sh: &'a Shared,
+    slot: &'a Slot<'b>,
+    wait_all: Option<usize>,
+}
 
-impl Drop for WaitForWorkers<'_> {
+impl Drop for Withdraw<'_, '_> {
     fn drop(&mut self) {
-        let start = Instant::now();
-        let mut spins = 0u32;
-        while self.0.pending.load(Ordering::Acquire) != 0 {
-            spins = spins.wrapping_add(1);
-            if spins % 64 == 0 && start.elapsed() > SPIN_BEFORE_PARK {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
+        if let Some(workers) = self.wait_all {
+            spin_until(|| self.slot.done.load(Acquire) == workers);
         }
-        // SAFETY: every worker is done with the task (pending == 0), so this thread is the only
-        // one touching `job`; clearing it drops the dangling-to-be pointer.
-        unsafe { *self.0.job.get() = None };
+        self.sh.slot.store(ptr::null_mut(), SeqCst);
+        spin_until(|| self.sh.active.load(SeqCst) == 0);
+    }
+}
+
+/// Spins, then yields, until `cond` holds.
+fn spin_until(cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    while !cond() {
+        spins = spins.wrapping_add(1);
+        if spins % 64 == 0 && start.elapsed() > SPIN_BEFORE_PARK {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
     }
 }
 
 fn worker_loop(sh: &Shared, idx: usize) {
-    let mut seen = 0usize;
+    // `seen`: the last epoch this worker woke up for; `last_run`: the id of the last task it
+    // ran (a task is run at most once per worker, even if it sees it twice).
+    let (mut seen, mut last_run) = (0usize, 0usize);
     loop {
         // Wait for a new epoch: spin first, then park.
         let start = Instant::now();
         let mut spins = 0u32;
-        loop {
-            let e = sh.epoch.load(Ordering::Acquire);
+        let e = loop {
+            let e = sh.epoch.load(Acquire);
             if e != seen {
-                seen = e;
-                break;
+                break e;
             }
-            if sh.shutdown.load(Ordering::Acquire) {
+            if sh.shutdown.load(Acquire) {
                 return;
             }
             spins = spins.wrapping_add(1);
@@ -194,32 +233,39 @@ fn worker_loop(sh: &Shared, idx: usize) {
                 continue;
             }
             let mut g = sh.lock.lock().unwrap_or_else(|p| p.into_inner());
-            sh.sleeping.fetch_add(1, Ordering::SeqCst);
-            while sh.epoch.load(Ordering::SeqCst) == seen && !sh.shutdown.load(Ordering::SeqCst) {
+            sh.sleeping.fetch_add(1, SeqCst);
+            while sh.epoch.load(SeqCst) == seen && !sh.shutdown.load(SeqCst) {
                 g = sh.wake.wait(g).unwrap_or_else(|p| p.into_inner());
             }
-            sh.sleeping.fetch_sub(1, Ordering::SeqCst);
-        }
-        if sh.shutdown.load(Ordering::Acquire) {
+            sh.sleeping.fetch_sub(1, SeqCst);
+        };
+        if sh.shutdown.load(Acquire) {
             return;
         }
-        // SAFETY: `job` was written before the epoch we just observed (Acquire) and stays
-        // valid until we decrement `pending` below (see `ThreadPool::run`).
-        let job = unsafe { *sh.job.get() };
-        if let Some(job) = job {
-            // SAFETY: the pointer is valid for this window (see above), and the closure is Sync.
-            let f = unsafe { &*job };
-            if catch_unwind(AssertUnwindSafe(|| f(idx, sh.n_threads))).is_err() {
-                sh.panicked.store(true, Ordering::Release);
+        // If a newer task opened meanwhile, the epoch differs from `e` again and the loop above
+        // comes straight back here: no task is missed.
+        seen = e;
+        sh.active.fetch_add(1, SeqCst);
+        let p = sh.slot.load(SeqCst);
+        // SAFETY: a non-null slot loaded after announcing ourselves in `active` stays valid until
+        // we leave `active`: its owner withdraws it and then waits for `active` to drain (module
+        // docs). The closure it points to is Sync.
+        if let Some(slot) = unsafe { p.as_ref() } {
+            if slot.id != last_run {
+                last_run = slot.id;
+                if catch_unwind(AssertUnwindSafe(|| (slot.f)(idx, sh.n_threads))).is_err() {
+                    slot.panicked.store(true, Release);
+                }
+                slot.done.fetch_add(1, Release);
             }
         }
-        sh.pending.fetch_sub(1, Ordering::AcqRel);
+        sh.active.fetch_sub(1, SeqCst);
     }
 }
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.shutdown.store(true, SeqCst);
         {
             let _g = self.shared.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.shared.wake.notify_all();
@@ -267,7 +313,7 @@ fn physical_cores() -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[test]
     fn every_thread_runs_once_per_call() {
@@ -322,6 +368,53 @@ mod tests {
             })
         });
         assert_eq!(total.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn dynamic_tasks_complete_whoever_joins() {
+        for n in 1..=3 {
+            let pool = ThreadPool::new(n).unwrap();
+            for round in 0..300usize {
+                let next = AtomicUsize::new(0);
+                let sum = AtomicU64::new(0);
+                let items = 1 + round % 97;
+                pool.run_dynamic(|_, nt| {
+                    assert_eq!(nt, n);
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        if k >= items {
+                            break;
+                        }
+                        sum.fetch_add(k as u64 + 1, Ordering::Relaxed);
+                    }
+                });
+                let items = items as u64;
+                assert_eq!(sum.load(Ordering::Relaxed), items * (items + 1) / 2);
+                if round % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                // Static tasks interleaved with dynamic ones still reach every thread once.
+                let hits = AtomicU64::new(0);
+                pool.run(|_, _| {
+                    hits.fetch_add(1, Ordering::Relaxed);
+                });
+                assert_eq!(hits.load(Ordering::Relaxed), n as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn a_panicking_dynamic_task_propagates() {
+        let pool = ThreadPool::new(2).unwrap();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            pool.run_dynamic(|i, _| assert_ne!(i, 0))
+        }));
+        assert!(r.is_err());
+        let sum = AtomicU64::new(0);
+        pool.run(|i, _| {
+            sum.fetch_add(i as u64 + 1, Ordering::Relaxed);
+        });
+        assert_eq!(sum.load(Ordering::Relaxed), 3);
     }
 
     #[test]
