@@ -299,3 +299,68 @@ fn end_of_generation_tokens_match_llama_cpp() {
         assert_eq!(load(&path).eog_ids(), want, "{name}");
     }
 }
+
+/// The generation goldens: the prompt tokenizes to `prompt_ids`, and the generated ids,
+/// streamed through the detokenizer (end-of-generation token excluded), give `gen_text`.
+#[test]
+fn generation_goldens_prompt_ids_and_gen_text() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(workspace().join("tests/golden"))
+        .expect("golden dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.ends_with(".jsonl") && !name.starts_with("tokenize.")
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10);
+    for golden in files {
+        let stem = golden
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("name")
+            .to_string();
+        let model_path = match stem.as_str() {
+            "smollm2-135m-instruct-q4_1" => model("SmolLM2-135M-Instruct.Q4_1.gguf"),
+            "gemma-3-270m-q4_k_m" => model("gemma-3-270m-q4_k_m.gguf"),
+            _ => Some(workspace().join(format!("tests/fixtures/{stem}.gguf"))),
+        };
+        let Some(model_path) = model_path else {
+            continue;
+        };
+        let tok = load(&model_path);
+        let text = std::fs::read_to_string(&golden).expect("read golden");
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            let ids = |k: &str| -> Vec<u32> {
+                v[k].as_array()
+                    .expect(k)
+                    .iter()
+                    .map(|x| x.as_u64().expect("id") as u32)
+                    .collect()
+            };
+            let prompt = v["prompt"].as_str().expect("prompt");
+            assert_eq!(
+                tok.encode(prompt.as_bytes()).expect("tokenize"),
+                ids("prompt_ids"),
+                "{stem}: {prompt:?}"
+            );
+            let gen = ids("gen_ids");
+            let shown = match gen.last() {
+                Some(&last) if tok.is_eog(last) => &gen[..gen.len() - 1],
+                _ => &gen[..],
+            };
+            let mut dec = tok.stream_decoder();
+            let mut out = String::new();
+            for &id in shown {
+                out.push_str(&dec.push(id));
+            }
+            out.push_str(&dec.finish());
+            assert_eq!(
+                out,
+                v["gen_text"].as_str().expect("gen_text"),
+                "{stem}: {prompt:?}"
+            );
+        }
+    }
+}
