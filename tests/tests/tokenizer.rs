@@ -227,7 +227,23 @@ fn vectors_of_other_llama_cpp_vocabularies() {
             eprintln!("skipping {vocab}: {} is absent", path.display());
             continue;
         }
-        check_vectors(&load(&path), vocab);
+        let tok = load(&path);
+        check_vectors(&tok, vocab);
+        let golden = format!("vocab-vectors/tokenize.vocab-{vocab}.jsonl");
+        if workspace().join("tests/golden").join(&golden).exists() {
+            check_golden(&tok, &golden);
+        }
+    }
+    // Vocabularies without vectors: llama.cpp's ids (add_special, parse_special) for the
+    // 90 texts of the other goldens.
+    for vocab in ["nomic-bert-moe"] {
+        let path = dir.join(format!("ggml-vocab-{vocab}.gguf"));
+        if path.exists() {
+            check_golden(
+                &load(&path),
+                &format!("vocab-vectors/tokenize.vocab-{vocab}.jsonl"),
+            );
+        }
     }
 }
 

@@ -70,7 +70,14 @@ impl Tokenizer {
             model,
             pre: md.opt_str("tokenizer.ggml.pre")?,
             tokens,
-            scores: md.opt_f32_array("tokenizer.ggml.scores")?,
+            scores: match md.get("tokenizer.ggml.scores") {
+                Some(Value::Array(Array::I32(_))) => None,
+                _ => md.opt_f32_array("tokenizer.ggml.scores")?,
+            },
+            scores_i32: match md.get("tokenizer.ggml.scores") {
+                Some(Value::Array(Array::I32(v))) => Some(v.as_slice()),
+                _ => None,
+            },
             token_types: md.opt_i32_array("tokenizer.ggml.token_type")?,
             merges: md.opt_str_array("tokenizer.ggml.merges")?,
             bos: id("bos_token_id")?,

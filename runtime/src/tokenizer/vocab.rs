@@ -44,6 +44,8 @@ pub struct VocabSource<'a> {
     pub pre: Option<&'a str>,
     pub tokens: &'a [String],
     pub scores: Option<&'a [f32]>,
+    /// Integer scores (llama.cpp accepts an INT32 array too); used when `scores` is None.
+    pub scores_i32: Option<&'a [i32]>,
     pub token_types: Option<&'a [i32]>,
     pub merges: Option<&'a [String]>,
     pub bos: Option<u32>,
@@ -249,11 +251,14 @@ impl Vocab {
                 )))
             }
         };
-        if let Some(s) = src.scores {
-            if s.len() != n {
+        let n_scores = src
+            .scores
+            .map(|s| s.len())
+            .or(src.scores_i32.map(|s| s.len()));
+        if let Some(len) = n_scores {
+            if len != n {
                 return Err(TokenizerError::Invalid(format!(
-                    "{} scores for {n} tokens",
-                    s.len()
+                    "{len} scores for {n} tokens"
                 )));
             }
         }
@@ -278,9 +283,10 @@ impl Vocab {
             }
         }
         let index = StringIndex::build(&texts, OnDuplicate::KeepLast);
-        let scores = match src.scores {
-            Some(s) => s.to_vec(),
-            None => vec![0.0; n],
+        let scores = match (src.scores, src.scores_i32) {
+            (Some(s), _) => s.to_vec(),
+            (None, Some(s)) => s.iter().map(|&v| v as f32).collect(),
+            (None, None) => vec![0.0; n],
         };
         let mut attrs: Vec<u32> = match src.token_types {
             Some(t) => t.iter().map(|&t| type_to_attr(t)).collect(),
