@@ -34,6 +34,8 @@ enum Command {
     Synth(cmd::synth::Args),
     /// Complete a prompt (streams text; --json for ids and logits).
     Generate(cmd::generate::Args),
+    /// Talk with a model: a REPL on a terminal, one user turn per input line otherwise.
+    Chat(cmd::chat::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -43,6 +45,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Quantize(args) => cmd::quantize::run(args),
         Command::Synth(args) => cmd::synth::run(args),
         Command::Generate(args) => cmd::generate::run(args),
+        Command::Chat(args) => cmd::chat::run(args),
     }
 }
 

@@ -109,6 +109,15 @@ impl Session {
         &self.logits
     }
 
+    /// Keep only the first `n` tokens of the cache (later positions are overwritten by the
+    /// next feed); the logits are stale until then. Used to reuse a shared prompt prefix.
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.tokens.len() {
+            self.tokens.truncate(n);
+            self.logits.clear();
+        }
+    }
+
     /// Forget every token (the cache is overwritten from position 0).
     pub fn reset(&mut self) {
         self.tokens.clear();

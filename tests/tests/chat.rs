@@ -293,6 +293,227 @@ fn streaming_emoji_and_cjk_is_utf8_safe() {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Sessions and the Assistant on the llama-tiny fixture (random weights, SmolLM2's vocabulary
+// cut, no chat template: the built-in ChatML format)
+
+use std::ops::ControlFlow;
+use tinyrt::chat::{Assistant, AssistantOptions};
+use tinyrt::{LoadOptions, Model, SamplerOptions, SessionOptions, StopReason};
+
+fn tiny_model() -> Model {
+    Model::load(
+        tinyrt_tests::fixture("llama-tiny-q8_0.gguf"),
+        LoadOptions::default(),
+    )
+    .unwrap()
+}
+
+fn tiny_assistant(model: &Model, reuse: bool, n_ctx: usize, max_tokens: i64) -> Assistant {
+    Assistant::new(
+        model.clone(),
+        AssistantOptions {
+            system_prompt: Some("You are terse.".into()),
+            sampler: SamplerOptions::greedy(),
+            max_tokens,
+            session: SessionOptions {
+                n_ctx: Some(n_ctx),
+                // Both the reusing and the re-processing session then feed through the same
+                // kernels (prefill of 64+ tokens takes a tiled attention path that rounds
+                // differently), so greedy replies of the random-weight model, full of near
+                // ties, compare exactly; the logits of the two paths are compared with a
+                // tolerance in `prefix_reuse_gives_the_logits_of_a_full_run`.
+                n_batch: 16,
+                ..SessionOptions::default()
+            },
+            reuse_prefix: reuse,
+            ..AssistantOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Truncating the cache to a common prefix and feeding the rest gives the logits of feeding
+/// the whole sequence into a fresh session.
+#[test]
+fn prefix_reuse_gives_the_logits_of_a_full_run() {
+    let model = tiny_model();
+    let tok = model.tokenizer();
+    let first = tok
+        .tokenize(
+            b"<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\nGeneral Kenobi",
+            true,
+            true,
+        )
+        .unwrap();
+    let second = tok
+        .tokenize(b"<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\nGeneral Kenobi<|im_end|>\n<|im_start|>user\nAnother one<|im_end|>\n<|im_start|>assistant\n", true, true)
+        .unwrap();
+    let common = first
+        .iter()
+        .zip(&second)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(common > 5 && common < second.len());
+
+    let mut reused = model.session(SessionOptions::default()).unwrap();
+    reused.feed(&first).unwrap();
+    // Garbage after the common prefix, as a different earlier reply would leave.
+    reused.feed(&first[..4]).unwrap();
+    reused.truncate(common);
+    let a = reused.feed(&second[common..]).unwrap().to_vec();
+
+    let mut full = model.session(SessionOptions::default()).unwrap();
+    let b = full.feed(&second).unwrap().to_vec();
+    let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let diff = max_abs_diff(&a, &b);
+    assert!(
+        diff <= 1e-3 * scale.max(1.0),
+        "max |diff| {diff} (logit scale {scale})"
+    );
+    assert_eq!(tinyrt::sampler::argmax(&a), tinyrt::sampler::argmax(&b));
+}
+
+/// A multi-turn chat with KV reuse says the same as one that re-processes the whole
+/// conversation every turn, while processing only the new tokens.
+#[test]
+fn assistant_prefix_reuse_matches_full_reprocessing() {
+    let model = tiny_model();
+    let mut with = tiny_assistant(&model, true, 512, 12);
+    let mut without = tiny_assistant(&model, false, 512, 12);
+    let mut previous_prompt = 0;
+    for (turn, q) in ["Hello!", "What is 2+2?", "Thanks, and 3+3?"]
+        .iter()
+        .enumerate()
+    {
+        let a = with
+            .respond_streaming(q, |_| ControlFlow::Continue(()))
+            .unwrap();
+        let b = without
+            .respond_streaming(q, |_| ControlFlow::Continue(()))
+            .unwrap();
+        assert_eq!(a.text, b.text, "turn {turn}");
+        assert_eq!(a.prompt_tokens, b.prompt_tokens);
+        assert_eq!(b.reused_tokens, 0);
+        // At least the previous prompt is reused. (The random model's replies need not
+        // tokenize back to the ids it generated, so the reply itself may not be.)
+        assert!(
+            a.reused_tokens >= previous_prompt,
+            "turn {turn}: only {} of {} prompt tokens reused",
+            a.reused_tokens,
+            a.prompt_tokens
+        );
+        previous_prompt = a.prompt_tokens;
+    }
+    assert_eq!(with.history(), without.history());
+    assert_eq!(with.history().len(), 7);
+    assert_eq!(with.history()[0].role, "system");
+}
+
+/// When the context fills up, the oldest whole turns go (the system message stays), a notice
+/// says so, and nothing overflows.
+#[test]
+fn context_overflow_drops_oldest_turns() {
+    let model = tiny_model();
+    let mut a = tiny_assistant(&model, true, 96, 8);
+    let mut dropped = 0;
+    for i in 0..12 {
+        let r = a
+            .respond_streaming(
+                &format!("Question number {i}, please answer briefly."),
+                |_| ControlFlow::Continue(()),
+            )
+            .unwrap();
+        assert!(r.prompt_tokens + 8 <= 96, "{r:?}");
+        if r.notices.iter().any(|n| n.contains("dropped")) {
+            dropped += 1;
+        }
+        let h = a.history();
+        assert_eq!(h[0], tinyrt::chat::Message::system("You are terse."));
+        assert_eq!(h.last().unwrap().role, "assistant");
+        assert!(a.n_cached() <= a.n_ctx());
+    }
+    assert!(dropped > 0, "no turn was ever dropped");
+    // A single message that cannot fit is an error, and the history is left as it was.
+    let before = a.history().to_vec();
+    let long = "word ".repeat(200);
+    assert!(a
+        .respond_streaming(&long, |_| ControlFlow::Continue(()))
+        .is_err());
+    assert_eq!(a.history(), &before[..]);
+}
+
+/// A stop string ends the reply before it; the callback can interrupt a reply.
+#[test]
+fn assistant_stop_strings_and_interrupts() {
+    let model = tiny_model();
+    let mut a = tiny_assistant(&model, true, 512, 24);
+    let full = a
+        .respond_streaming("Tell me a story.", |_| ControlFlow::Continue(()))
+        .unwrap();
+    let chars: Vec<char> = full.text.chars().collect();
+    assert!(chars.len() >= 6, "reply too short to test: {:?}", full.text);
+    // A stop string from the middle of the greedy reply.
+    let mid = chars.len() / 2;
+    let stop: String = chars[mid..mid + 2].iter().collect();
+    let want: String = full.text[..full.text.find(&stop).unwrap()].to_string();
+    a.reset();
+    a.options_mut().stop = vec![stop.clone()];
+    let mut streamed = String::new();
+    let r = a
+        .respond_streaming("Tell me a story.", |p| {
+            streamed.push_str(p);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(r.text, want, "stop {stop:?}");
+    assert_eq!(streamed, want);
+    assert_eq!(r.stop_reason, StopReason::Stop);
+    assert_eq!(a.history().last().unwrap().content, want);
+
+    // Interrupt after the first piece.
+    a.reset();
+    a.options_mut().stop.clear();
+    let r = a
+        .respond_streaming("Tell me a story.", |_| ControlFlow::Break(()))
+        .unwrap();
+    assert!(r.interrupted);
+    assert_eq!(r.stop_reason, StopReason::Stop);
+    assert!(r.text.len() < full.text.len());
+    // The session goes on.
+    let r = a
+        .respond_streaming("Go on.", |_| ControlFlow::Continue(()))
+        .unwrap();
+    assert!(r.reused_tokens > 0);
+}
+
+/// `respond` returns what streaming prints, and the max-token limit gives stop reason
+/// "length".
+#[test]
+fn respond_and_length_limit() {
+    let model = tiny_model();
+    let mut a = tiny_assistant(&model, true, 512, 5);
+    let text = a.respond("Hello!", 5).unwrap();
+    let mut b = tiny_assistant(&model, true, 512, 5);
+    let r = b
+        .respond_streaming("Hello!", |_| ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!(text, r.text);
+    if r.stop_reason == StopReason::Length {
+        assert_eq!(r.generated_tokens, 5);
+    } else {
+        assert_eq!(r.stop_reason, StopReason::Eos);
+    }
+}
+
 /// BOS appears exactly once at the start, whether the template writes it (Gemma, Llama-3)
 /// and the tokenizer adds it too, or only one of them does.
 #[test]

@@ -7,10 +7,12 @@
 //!   fallback when the model's own template fails;
 //! - [`stop`]: stop strings matched across token boundaries.
 
+pub mod assistant;
 pub mod builtin;
 pub mod stop;
 pub mod template;
 
+pub use assistant::{Assistant, AssistantError, AssistantOptions, Reply};
 pub use builtin::BuiltinTemplate;
 pub use stop::{StopMatcher, StopOutput};
 pub use template::{ChatTemplate, Message, TemplateError};

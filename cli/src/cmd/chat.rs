@@ -1,0 +1,341 @@
+//! `tinyrt chat MODEL [-s SYSTEM] [-n N] [sampling options] [--chat-template NAME] [--stop S]`:
+//! talk with a model.
+//!
+//! On a terminal it is an interactive REPL; when stdin is not a terminal every input line is
+//! one user turn and the replies go to stdout, one per turn, each ended by a newline (so it can
+//! be scripted: `printf 'Hi\nWhat is 2+2?\n' | tinyrt chat MODEL --temp 0`). Commands: `/reset`,
+//! `/save FILE`, `/load FILE` (JSON), `/help`, `/quit`. Ctrl-C interrupts a reply and keeps the
+//! session; at the prompt it quits. Notices (template choice, dropped turns, timings with
+//! `--timings`) go to stderr.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use tinyrt::chat::{Assistant, AssistantError, AssistantOptions, Message};
+use tinyrt::kv_cache::KvType;
+use tinyrt::model::Device;
+use tinyrt::{LoadOptions, Model, SamplerOptions, SessionOptions};
+
+use crate::error::{as_bad_input, bad_input};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The GGUF model file.
+    pub model: PathBuf,
+    /// System prompt.
+    #[arg(short = 's', long = "system")]
+    pub system: Option<String>,
+    /// Most tokens per reply (-1 = until end of generation or a full context).
+    #[arg(
+        short = 'n',
+        long = "max-tokens",
+        default_value_t = 512,
+        allow_negative_numbers = true
+    )]
+    pub max_tokens: i64,
+    /// Temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: i32,
+    /// Top-p (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Tokens the repetition penalty looks back over (0 = off, -1 = the context).
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
+    pub repeat_last_n: i32,
+    /// Random seed (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Use a built-in chat format instead of the model's template: chatml, qwen, llama2,
+    /// llama3, gemma, phi3, phi2.
+    #[arg(long = "chat-template")]
+    pub chat_template: Option<String>,
+    /// Stop a reply before this text (repeatable).
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    /// CPU threads (default: physical cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Context size (default: the model's, at most 4096).
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// KV cache type: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    pub kv_type: String,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Re-process the whole conversation every turn instead of reusing the KV cache.
+    #[arg(long)]
+    pub no_prefix_reuse: bool,
+    /// Print per-turn timings (time to first token, tokens reused) to stderr.
+    #[arg(long)]
+    pub timings: bool,
+}
+
+impl Args {
+    fn sampler(&self) -> Result<SamplerOptions> {
+        for (name, v) in [
+            ("--temp", self.temp),
+            ("--top-p", self.top_p),
+            ("--min-p", self.min_p),
+            ("--repeat-penalty", self.repeat_penalty),
+        ] {
+            if !v.is_finite() {
+                return Err(bad_input(format!("{name} must be a finite number")));
+            }
+        }
+        if self.repeat_penalty <= 0.0 {
+            return Err(bad_input("--repeat-penalty must be positive"));
+        }
+        Ok(SamplerOptions {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: self.seed,
+        })
+    }
+}
+
+/// Set by Ctrl-C while a reply is being generated.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Whether a reply is being generated (Ctrl-C interrupts it) or not (Ctrl-C quits).
+static GENERATING: AtomicBool = AtomicBool::new(false);
+
+fn install_ctrl_c() {
+    // Failing to install the handler only means Ctrl-C kills the process, as usual.
+    let _ = ctrlc::set_handler(|| {
+        if GENERATING.load(Ordering::SeqCst) {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+        } else {
+            eprintln!();
+            std::process::exit(130);
+        }
+    });
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.model.as_os_str().is_empty() {
+        return Err(bad_input("the model path is empty"));
+    }
+    if args.max_tokens < -1 || args.max_tokens == 0 {
+        return Err(bad_input("-n must be -1 or a positive count"));
+    }
+    if args.threads == Some(0) {
+        return Err(bad_input("-t must be at least 1"));
+    }
+    if args.ctx_size == Some(0) {
+        return Err(bad_input("-c must be at least 1"));
+    }
+    if args.stop.iter().any(String::is_empty) {
+        return Err(bad_input("--stop needs a non-empty string"));
+    }
+    let kv_type: KvType = args.kv_type.parse().map_err(bad_input)?;
+    let device: Device = args.device.parse().map_err(bad_input)?;
+    let sampler = args.sampler()?;
+
+    let t0 = Instant::now();
+    let model = Model::load(
+        &args.model,
+        LoadOptions {
+            device,
+            threads: args.threads,
+            isa: None,
+        },
+    )
+    .map_err(|e| bad_input(format!("{}: {e}", args.model.display())))?;
+    let opts = AssistantOptions {
+        system_prompt: args.system.clone(),
+        chat_template: args.chat_template.clone(),
+        sampler,
+        max_tokens: args.max_tokens,
+        stop: args.stop.clone(),
+        session: SessionOptions {
+            n_ctx: args.ctx_size,
+            kv_type,
+            ..SessionOptions::default()
+        },
+        reuse_prefix: !args.no_prefix_reuse,
+    };
+    let mut assistant = Assistant::new(model, opts).map_err(as_bad_input)?;
+    eprintln!(
+        "loaded {} in {:.2} s; chat template: {}; context {} tokens",
+        args.model.display(),
+        t0.elapsed().as_secs_f64(),
+        assistant.template_description(),
+        assistant.n_ctx()
+    );
+    if let Some(w) = assistant.take_template_warning() {
+        eprintln!("warning: {w}");
+    }
+
+    let interactive = std::io::stdin().is_terminal();
+    install_ctrl_c();
+    if interactive {
+        eprintln!("type a message; /help for commands, Ctrl-C stops a reply, Ctrl-D quits");
+    }
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock();
+    let mut line = String::new();
+    loop {
+        if interactive {
+            eprint!("> ");
+            let _ = std::io::stderr().flush();
+        }
+        line.clear();
+        if lines.read_line(&mut line).context("reading stdin")? == 0 {
+            break;
+        }
+        let input = line.trim_end_matches(['\n', '\r']);
+        if input.trim().is_empty() {
+            continue;
+        }
+        if let Some(cmd) = input.strip_prefix('/') {
+            match command(&mut assistant, cmd) {
+                Ok(Command::Continue) => continue,
+                Ok(Command::Quit) => break,
+                Err(e) if interactive => {
+                    eprintln!("error: {}", crate::error::one_line(&e));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match reply(&mut assistant, input, args.timings) {
+            Ok(()) => {}
+            Err(e) if interactive => eprintln!("error: {}", crate::error::one_line(&e)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+enum Command {
+    Continue,
+    Quit,
+}
+
+const HELP: &str =
+    "commands: /reset (forget the conversation), /save FILE, /load FILE (JSON), /quit";
+
+fn command(assistant: &mut Assistant, cmd: &str) -> Result<Command> {
+    let (name, arg) = match cmd.split_once(char::is_whitespace) {
+        Some((n, a)) => (n, a.trim()),
+        None => (cmd, ""),
+    };
+    match name {
+        "reset" => {
+            assistant.reset();
+            eprintln!("(conversation reset)");
+        }
+        "save" => {
+            if arg.is_empty() {
+                return Err(bad_input("/save needs a file name"));
+            }
+            save(assistant.history(), Path::new(arg))?;
+            eprintln!("(saved {} messages to {arg})", assistant.history().len());
+        }
+        "load" => {
+            if arg.is_empty() {
+                return Err(bad_input("/load needs a file name"));
+            }
+            let messages = load(Path::new(arg))?;
+            let n = messages.len();
+            assistant.set_history(messages).map_err(as_bad_input)?;
+            eprintln!("(loaded {n} messages from {arg})");
+        }
+        "help" | "?" => eprintln!("{HELP}"),
+        "quit" | "exit" | "q" => return Ok(Command::Quit),
+        other => return Err(bad_input(format!("unknown command /{other} ({HELP})"))),
+    }
+    Ok(Command::Continue)
+}
+
+/// `{"messages": [{"role": ..., "content": ...}, ...]}`
+fn save(messages: &[Message], path: &Path) -> Result<()> {
+    let doc = serde_json::json!({ "messages": messages });
+    let text = serde_json::to_string_pretty(&doc)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Reads what [`save`] writes (or a bare array of messages).
+fn load(path: &Path) -> Result<Vec<Message>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad_input(format!("cannot read {}: {e}", path.display())))?;
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| bad_input(format!("{}: not JSON: {e}", path.display())))?;
+    let list = doc.get("messages").cloned().unwrap_or(doc);
+    serde_json::from_value(list).map_err(|e| {
+        bad_input(format!(
+            "{}: expected {{\"messages\": [{{\"role\": ..., \"content\": ...}}]}}: {e}",
+            path.display()
+        ))
+    })
+}
+
+fn reply(assistant: &mut Assistant, input: &str, timings: bool) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    let mut write_error = None;
+    INTERRUPTED.store(false, Ordering::SeqCst);
+    GENERATING.store(true, Ordering::SeqCst);
+    let result = assistant.respond_streaming(input, |piece| {
+        if let Err(e) = stdout
+            .write_all(piece.as_bytes())
+            .and_then(|_| stdout.flush())
+        {
+            write_error = Some(e);
+            return ControlFlow::Break(());
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    GENERATING.store(false, Ordering::SeqCst);
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+    let r = match result {
+        Ok(r) => r,
+        Err(e @ AssistantError::TooLong { .. }) => return Err(bad_input(e)),
+        Err(e) => return Err(e.into()),
+    };
+    writeln!(stdout)?;
+    stdout.flush()?;
+    for n in &r.notices {
+        eprintln!("note: {n}");
+    }
+    if r.interrupted {
+        eprintln!("(interrupted)");
+    }
+    if timings {
+        let gen_s = (r.total_time - r.time_to_first_token).as_secs_f64();
+        eprintln!(
+            "[prompt {} tokens, {} reused, {} processed; time to first token {:.1} ms; {} tokens generated, {:.1} tok/s; stop: {}]",
+            r.prompt_tokens,
+            r.reused_tokens,
+            r.prompt_tokens - r.reused_tokens,
+            r.time_to_first_token.as_secs_f64() * 1e3,
+            r.generated_tokens,
+            if gen_s > 0.0 { r.generated_tokens.saturating_sub(1) as f64 / gen_s } else { 0.0 },
+            r.stop_reason.as_str()
+        );
+    }
+    Ok(())
+}
