@@ -36,6 +36,8 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Talk with a model: a REPL on a terminal, one user turn per input line otherwise.
     Chat(cmd::chat::Args),
+    /// Prompt-processing and generation speed (tokens/s, like llama-bench's pp and tg).
+    Bench(cmd::bench::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -46,6 +48,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Synth(args) => cmd::synth::run(args),
         Command::Generate(args) => cmd::generate::run(args),
         Command::Chat(args) => cmd::chat::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     }
 }
 

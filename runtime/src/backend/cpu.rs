@@ -95,6 +95,10 @@ pub struct CpuBackend {
     kv: Option<CpuKvCache>,
     /// RoPE tables per distinct setting, built at first use for the whole context.
     rope_caches: Vec<(RopeParams, RopeCache)>,
+    /// Reused scratch (no allocation per token): positions, a row copy, activation types.
+    positions: Vec<usize>,
+    tmp: Vec<f32>,
+    act_types: Vec<GgmlType>,
 }
 
 /// Dequantize one row; the type was checked by [`CpuWeights::new`] and the length by the
@@ -118,6 +122,9 @@ impl CpuBackend {
             bufs: Vec::new(),
             kv: None,
             rope_caches: Vec::new(),
+            positions: Vec::new(),
+            tmp: Vec::new(),
+            act_types: Vec::new(),
         })
     }
 
@@ -248,13 +255,15 @@ impl Backend for CpuBackend {
         let g = wv.vector(w);
         let bias = b.map(|b| wv.vector(b));
         if x == out {
+            let mut tmp = std::mem::take(&mut self.tmp);
             let buf = self.buf_mut(x);
             let cols = buf.cols;
-            let mut tmp = vec![0.0; cols];
+            tmp.resize(cols, 0.0);
             for row in buf.rows_mut(n).chunks_mut(cols) {
                 ops::layer_norm(isa, row, g, bias, eps, &mut tmp);
                 row.copy_from_slice(&tmp);
             }
+            self.tmp = tmp;
         } else {
             let (xb, ob) = self.pair(x, out);
             ops::layer_norm(isa, xb.rows(n), g, bias, eps, ob.rows_mut(n));
@@ -272,7 +281,8 @@ impl Backend for CpuBackend {
         let w = Arc::clone(&self.w);
         let kernels = self.kernels;
         // Convert the input once per activation type and share it across the products.
-        let mut done: Vec<GgmlType> = Vec::new();
+        let mut done = std::mem::take(&mut self.act_types);
+        done.clear();
         for &(wid, out) in outs {
             let e = w.table.entry(wid);
             let m = QMatrix {
@@ -307,6 +317,7 @@ impl Backend for CpuBackend {
                 panic!("matmul {}: {err}", e.name);
             }
         }
+        self.act_types = done;
     }
 
     fn add_bias(&mut self, x: BufId, b: WeightId, n: usize) {
@@ -340,7 +351,9 @@ impl Backend for CpuBackend {
         p: &RopeParams,
     ) {
         let ci = self.rope_cache(p);
-        let positions: Vec<usize> = (pos0..pos0 + n).collect();
+        self.positions.clear();
+        self.positions.extend(pos0..pos0 + n);
+        let positions = &self.positions;
         let isa = self.isa;
         let cache = &self.rope_caches[ci].1;
         let buf = &mut self.bufs[x.0 as usize];
@@ -349,7 +362,7 @@ impl Backend for CpuBackend {
             &mut buf.data[..n * n_heads * head_dim],
             n_heads,
             head_dim,
-            &positions,
+            positions,
             cache,
         );
     }
@@ -408,18 +421,24 @@ impl Backend for CpuBackend {
 
     fn swiglu(&mut self, gate: BufId, up: BufId, n: usize) {
         let isa = self.isa;
+        let mut tmp = std::mem::take(&mut self.tmp);
         let (ub, gb) = self.pair(up, gate);
         let g = gb.rows_mut(n);
-        let tmp = g.to_vec();
+        tmp.clear();
+        tmp.extend_from_slice(g);
         ops::swiglu(isa, &tmp, ub.rows(n), g);
+        self.tmp = tmp;
     }
 
     fn geglu(&mut self, gate: BufId, up: BufId, n: usize) {
         let isa = self.isa;
+        let mut tmp = std::mem::take(&mut self.tmp);
         let (ub, gb) = self.pair(up, gate);
         let g = gb.rows_mut(n);
-        let tmp = g.to_vec();
+        tmp.clear();
+        tmp.extend_from_slice(g);
         ops::geglu_tanh(isa, &tmp, ub.rows(n), g);
+        self.tmp = tmp;
     }
 
     fn gelu(&mut self, x: BufId, n: usize) {

@@ -33,6 +33,9 @@ pub struct WeightEntry {
     pub ty: GgmlType,
     /// GGUF order: `shape[0]` is the row length (`ne0`).
     pub shape: Vec<usize>,
+    /// Where the data lies in the file (checked by the GGUF reader).
+    offset: usize,
+    size: usize,
 }
 
 impl WeightEntry {
@@ -111,10 +114,16 @@ impl WeightTable {
         if shape.len() == 1 {
             shape.push(1);
         }
+        let (offset, size) = match self.file.tensor_info(name) {
+            Some(info) => (info.offset as usize, info.size as usize),
+            None => return Err(WeightError::Missing(name.to_string())),
+        };
         self.entries.push(WeightEntry {
             name: name.to_string(),
             ty: t.ty,
             shape,
+            offset,
+            size,
         });
         Ok(Some(WeightId((self.entries.len() - 1) as u32)))
     }
@@ -130,8 +139,8 @@ impl WeightTable {
     /// The bytes of a registered tensor, in place in the mapped file.
     pub fn data(&self, id: WeightId) -> &[u8] {
         let e = &self.entries[id.0 as usize];
-        // Registered names were found in this same file, which is immutable.
-        self.file.tensor(&e.name).map_or(&[][..], |t| t.data)
+        // The reader checked offset + size against the file, which is immutable.
+        &self.file.bytes()[e.offset..e.offset + e.size]
     }
 
     pub fn file(&self) -> &Arc<GgufFile> {
