@@ -110,3 +110,80 @@ fn smollm2_scripted_chat() {
     let again = chat(&path, &["--temp", "0", "-n", "32"], "Hi\nWhat is 2+2?\n");
     assert_eq!(stdout(&again), out);
 }
+
+fn generate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tinyrt"))
+        .arg("generate")
+        .args(args)
+        .output()
+        .expect("run tinyrt")
+}
+
+fn json_of(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("--json prints JSON")
+}
+
+/// `generate --stop`: the text ends right before the first stop string (printed or in
+/// `--json`), `stop_reason` is "stop", and the tokens are a prefix of the unstopped run.
+#[test]
+fn generate_stop_strings() {
+    let m = tiny();
+    let base = ["--temp", "0", "-n", "24", "-p", "Once upon a time"];
+    let full = json_of(&generate(&[&[m.as_str()][..], &base, &["--json"]].concat()));
+    let text = full["gen_text"].as_str().unwrap().to_string();
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() >= 8, "{text:?}");
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let want = &text[..text.find(&stop).unwrap()];
+
+    let cut = json_of(&generate(
+        &[
+            &[m.as_str()][..],
+            &base,
+            &["--json", "--stop", &stop, "--stop", "never-appears"],
+        ]
+        .concat(),
+    ));
+    assert_eq!(cut["gen_text"], want, "stop {stop:?}");
+    assert_eq!(cut["stop_reason"], "stop");
+    let full_ids = full["gen_ids"].as_array().unwrap();
+    let cut_ids = cut["gen_ids"].as_array().unwrap();
+    assert!(cut_ids.len() < full_ids.len() && full_ids.starts_with(cut_ids));
+
+    let o = generate(&[&[m.as_str()][..], &base, &["--stop", &stop]].concat());
+    assert!(o.status.success());
+    assert_eq!(stdout(&o), format!("{want}\n"));
+    assert_eq!(full["stop_reason"], "length");
+}
+
+/// `generate --ignore-eos` runs past the end-of-generation token where a plain run stops.
+#[test]
+fn generate_ignore_eos() {
+    let Some(path) = model(SMOLLM2) else {
+        return;
+    };
+    let path = path.display().to_string();
+    // SmolLM2's template with its default system prompt: the reply ends with <|im_end|>.
+    let prompt = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
+    let base = [
+        path.as_str(),
+        "--temp",
+        "0",
+        "-n",
+        "40",
+        "--json",
+        "-p",
+        prompt,
+    ];
+    let plain = json_of(&generate(&base));
+    assert_eq!(plain["stop_reason"], "eos", "{plain}");
+    let plain_ids = plain["gen_ids"].as_array().unwrap();
+    let longer = json_of(&generate(&[&base[..], &["--ignore-eos"]].concat()));
+    assert_eq!(longer["stop_reason"], "length");
+    let ids = longer["gen_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 40);
+    // Identical up to the token where the plain run sampled its end-of-generation token.
+    assert!(ids.starts_with(&plain_ids[..plain_ids.len() - 1]));
+    assert_ne!(ids[plain_ids.len() - 1], plain_ids[plain_ids.len() - 1]);
+}

@@ -216,6 +216,7 @@ impl Session {
             produced: 0,
             top_logits: opts.top_logits,
             stop: None,
+            ignore_eog: false,
         })
     }
 
@@ -284,9 +285,17 @@ pub struct Generation<'s> {
     produced: usize,
     top_logits: usize,
     stop: Option<StopReason>,
+    ignore_eog: bool,
 }
 
 impl Generation<'_> {
+    /// Never sample an end-of-generation token (llama.cpp's `--ignore-eos`: their logits
+    /// become -inf); generation ends by length or [`Generation::stop`]. The reported top
+    /// logits stay raw.
+    pub fn ignore_eog(&mut self) {
+        self.ignore_eog = true;
+    }
+
     /// Why generation ended (`None` while it has not).
     pub fn stop_reason(&self) -> Option<StopReason> {
         self.stop
@@ -312,7 +321,17 @@ impl Generation<'_> {
         }
         let logits = &self.session.logits;
         let top = top_logits(logits, self.top_logits);
-        let id = self.sampler.sample(logits);
+        let id = if self.ignore_eog {
+            let mut masked = logits.clone();
+            for &e in self.session.model.tokenizer().eog_ids() {
+                if let Some(l) = masked.get_mut(e as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            self.sampler.sample(&masked)
+        } else {
+            self.sampler.sample(logits)
+        };
         self.sampler.accept(id);
         self.produced += 1;
         let is_eog = self.session.is_eog(id);

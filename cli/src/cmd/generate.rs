@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use serde_json::json;
+use tinyrt::chat::StopMatcher;
 use tinyrt::kv_cache::KvType;
 use tinyrt::model::Device;
 use tinyrt::session::Step;
@@ -57,6 +58,12 @@ pub struct Args {
     /// Random seed (default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Stop before this text (repeatable; matched on the generated text across tokens).
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    /// Never end at an end-of-generation token (generate until -n or a full context).
+    #[arg(long)]
+    pub ignore_eos: bool,
     /// CPU threads (default: physical cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
@@ -128,6 +135,9 @@ pub fn run(args: Args) -> Result<()> {
     if args.ctx_size == Some(0) {
         return Err(bad_input("-c must be at least 1"));
     }
+    if args.stop.iter().any(String::is_empty) {
+        return Err(bad_input("--stop needs a non-empty string"));
+    }
     let kv_type: KvType = args.kv_type.parse().map_err(bad_input)?;
     let device: Device = args.device.parse().map_err(bad_input)?;
     let sampler = args.sampler()?;
@@ -168,15 +178,29 @@ pub fn run(args: Args) -> Result<()> {
     let t2 = Instant::now();
     let mut steps: Vec<Step> = Vec::new();
     let mut stream = tok.stream_decoder();
-    for step in generation.by_ref() {
+    if args.ignore_eos {
+        generation.ignore_eog();
+    }
+    // Stop strings are matched on the decoded text; what could still be the start of one is
+    // held back. `kept` is the text let through (gen_text of --json when a stop string hit).
+    let mut stops = StopMatcher::new(&args.stop);
+    let mut kept = String::new();
+    while let Some(step) = generation.next() {
         let step = step?;
-        if !step.is_eog && !args.json {
-            let text = stream.push(step.id);
-            if !text.is_empty() {
-                output::print(&text)?;
+        let mut hit = false;
+        if !step.is_eog && (!args.json || !stops.is_empty()) {
+            let out = stops.push(&stream.push(step.id));
+            hit = out.stopped;
+            if args.json {
+                kept.push_str(&out.text);
+            } else if !out.text.is_empty() {
+                output::print(&out.text)?;
             }
         }
         steps.push(step);
+        if hit {
+            generation.stop();
+        }
     }
     let stop = generation.stop_reason().map_or("length", |r| r.as_str());
     drop(generation);
@@ -187,13 +211,20 @@ pub fn run(args: Args) -> Result<()> {
         let obj = json!({
             "prompt_ids": prompt_ids,
             "gen_ids": steps.iter().map(|s| s.id).collect::<Vec<_>>(),
-            "gen_text": tok.decode(&text_ids)?,
+            "gen_text": if stops.stopped() { kept } else { tok.decode(&text_ids)? },
             "steps": steps.iter().map(|s| json!({"top": s.top.iter().map(|&(id, l)| json!([id, l])).collect::<Vec<_>>()})).collect::<Vec<_>>(),
             "stop_reason": stop,
         });
         output::println(&obj.to_string())?;
     } else {
-        output::println(&stream.finish())?;
+        let mut rest = String::new();
+        if !stops.stopped() {
+            rest = stops.push(&stream.finish()).text;
+            if !stops.stopped() {
+                rest.push_str(&stops.finish());
+            }
+        }
+        output::println(&rest)?;
     }
     let n_gen = steps.len();
     eprintln!(
