@@ -196,7 +196,7 @@ impl CudaDevice {
         n: usize,
     ) -> Result<(), CudaError> {
         let k = Kernel::QuantizeQ8_1;
-        if n % 32 != 0 {
+        if !n.is_multiple_of(32) {
             return Err(bad(k, format!("n = {n} is not a multiple of 32")));
         }
         need(k, "x", x.len(), n)?;
@@ -240,7 +240,7 @@ impl CudaDevice {
         eps: f32,
     ) -> Result<(), CudaError> {
         let k = Kernel::RmsNormQ8_1;
-        if ncols % 32 != 0 {
+        if !ncols.is_multiple_of(32) {
             return Err(bad(k, format!("ncols = {ncols} is not a multiple of 32")));
         }
         need(k, "x", x.len(), nrows * ncols)?;
@@ -307,7 +307,7 @@ impl CudaDevice {
         freq_scale: f32,
     ) -> Result<(), CudaError> {
         let k = Kernel::Rope;
-        if n_rot % 2 != 0 || n_rot > head_dim || n_head * head_dim > token_stride {
+        if !n_rot.is_multiple_of(2) || n_rot > head_dim || n_head * head_dim > token_stride {
             return Err(bad(
                 k,
                 format!("n_rot {n_rot}, head_dim {head_dim}, n_head {n_head}, token_stride {token_stride}"),
@@ -767,7 +767,7 @@ impl CudaDevice {
     ) -> Result<(), CudaError> {
         let s = shape;
         if s.n_kv == 0
-            || s.n_head % s.n_kv != 0
+            || !s.n_head.is_multiple_of(s.n_kv)
             || s.head_dim == 0
             || s.head_dim > 256
             || s.chunk == 0

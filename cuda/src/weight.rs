@@ -80,7 +80,7 @@ impl WeightType {
         } else {
             1
         };
-        if ncols == 0 || ncols % unit != 0 {
+        if ncols == 0 || !ncols.is_multiple_of(unit) {
             return None;
         }
         (ncols / self.block_size()).checked_mul(self.block_bytes())

@@ -55,7 +55,11 @@ fn fill(rng: &mut Rng, out: &mut [f32], block: usize, scale: f32) {
         match rng.next() % 8 {
             0 => chunk.fill(0.0),
             1 => {
-                let v = if rng.next() % 2 == 0 { scale } else { -scale };
+                let v = if rng.next().is_multiple_of(2) {
+                    scale
+                } else {
+                    -scale
+                };
                 chunk.fill(v);
             }
             2 => {

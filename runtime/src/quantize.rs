@@ -340,7 +340,7 @@ impl TypeChooser {
         let target = self.target;
         let mut ty = target.default_type();
         if cat == Category::Output || (self.facts.tied_embeddings && cat == Category::TokenEmbd) {
-            if shape[0] % ty.block_size() as u64 != 0 {
+            if !shape[0].is_multiple_of(ty.block_size() as u64) {
                 ty = T::Q8_0;
             } else if ty != T::Q8_0 {
                 ty = T::Q6_K;
@@ -401,7 +401,7 @@ pub fn llama_order<S: AsRef<str>>(names: &[S]) -> Vec<usize> {
 /// even that does not fit.
 pub fn fallback(ty: GgmlType, row_len: u64) -> GgmlType {
     use GgmlType as T;
-    if row_len % ty.block_size() as u64 == 0 {
+    if row_len.is_multiple_of(ty.block_size() as u64) {
         return ty;
     }
     let fb = match ty {
@@ -419,7 +419,7 @@ pub fn fallback(ty: GgmlType, row_len: u64) -> GgmlType {
         T::Q6_K => T::Q8_0,
         t => t,
     };
-    if row_len % fb.block_size() as u64 != 0 {
+    if !row_len.is_multiple_of(fb.block_size() as u64) {
         T::F16
     } else {
         fb
@@ -718,7 +718,7 @@ pub fn convert(
             values: row_len,
             block_size: to.block_size(),
         }))? as usize;
-    if in_row == 0 || data.len() % in_row != 0 {
+    if in_row == 0 || !data.len().is_multiple_of(in_row) {
         return Err(QuantizeError::Internal(format!(
             "tensor '{name}': data is not whole rows"
         )));

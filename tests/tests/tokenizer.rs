@@ -236,7 +236,8 @@ fn vectors_of_other_llama_cpp_vocabularies() {
     }
     // Vocabularies without vectors: llama.cpp's ids (add_special, parse_special) for the
     // 90 texts of the other goldens.
-    for vocab in ["nomic-bert-moe"] {
+    {
+        let vocab = "nomic-bert-moe";
         let path = dir.join(format!("ggml-vocab-{vocab}.gguf"));
         if path.exists() {
             check_golden(

@@ -77,6 +77,8 @@ fn stats(runs: &[f64]) -> (f64, f64) {
     (avg, var.sqrt())
 }
 
+/// One timed test: runs the tokens through the session and returns tokens per second.
+type BenchFn = fn(&mut Session, &[u32]) -> Result<f64>;
 pub fn run(args: Args) -> Result<()> {
     if args.model.as_os_str().is_empty() {
         return Err(bad_input("the model path is empty"));
@@ -109,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
         .map_err(bad_input)?;
     let mut results = serde_json::Map::new();
     let mut lines = Vec::new();
-    let tests: [(&str, usize, fn(&mut Session, &[u32]) -> Result<f64>); 2] =
+    let tests: [(&str, usize, BenchFn); 2] =
         [("pp", args.n_prompt, run_pp), ("tg", args.n_gen, run_tg)];
     for (name, n, f) in tests {
         if n == 0 {

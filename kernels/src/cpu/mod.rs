@@ -253,7 +253,7 @@ static AVX512: Kernels = Kernels {
 pub(crate) fn row_bytes(ty: impl Into<QuantFormat>, n: usize) -> Result<usize, KernelError> {
     let ty = ty.into();
     let block = ty.block_size();
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         return Err(KernelError::NotBlockMultiple { ty, n, block });
     }
     (n / block)

@@ -111,7 +111,7 @@ pub fn layer_norm_inplace(isa: Isa, x: &mut [f32], weight: &[f32], bias: Option<
 
 fn check_rows(op: &str, len: usize, row: usize) {
     assert!(
-        row > 0 && len % row == 0,
+        row > 0 && len.is_multiple_of(row),
         "{op}: length {len} is not a multiple of the row length {row}"
     );
 }
@@ -188,7 +188,7 @@ pub struct RopeCache {
 impl RopeCache {
     pub fn new(cfg: &RopeCfg, max_pos: usize) -> Result<Self, OpsError> {
         let n_rot = cfg.n_rot;
-        if n_rot == 0 || n_rot % 2 != 0 {
+        if n_rot == 0 || !n_rot.is_multiple_of(2) {
             return Err(OpsError::RopeDims(n_rot));
         }
         let half = n_rot / 2;
@@ -625,12 +625,12 @@ pub fn attention_parallel(
     let n_kv = kv.n_kv_heads;
     assert!(hd > 0 && n_kv > 0, "attention: empty head shape");
     assert!(
-        n_heads > 0 && n_heads % n_kv == 0,
+        n_heads > 0 && n_heads.is_multiple_of(n_kv),
         "attention: n_heads {n_heads} is not a multiple of n_kv_heads {n_kv}"
     );
     let tok_len = n_heads * hd;
     assert!(
-        q.len() % tok_len == 0,
+        q.len().is_multiple_of(tok_len),
         "attention: q length {} is not a multiple of n_heads × head_dim",
         q.len()
     );

@@ -203,7 +203,7 @@ fn spin_until(cond: impl Fn() -> bool) {
     let mut spins = 0u32;
     while !cond() {
         spins = spins.wrapping_add(1);
-        if spins % 64 == 0 && start.elapsed() > SPIN_BEFORE_PARK {
+        if spins.is_multiple_of(64) && start.elapsed() > SPIN_BEFORE_PARK {
             std::thread::yield_now();
         } else {
             std::hint::spin_loop();
@@ -228,7 +228,7 @@ fn worker_loop(sh: &Shared, idx: usize) {
                 return;
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 != 0 || start.elapsed() < SPIN_BEFORE_PARK {
+            if !spins.is_multiple_of(64) || start.elapsed() < SPIN_BEFORE_PARK {
                 std::hint::spin_loop();
                 continue;
             }

@@ -195,7 +195,7 @@ pub fn vec_dot_type(ty: GgmlType) -> Option<GgmlType> {
 /// Checks that `n_values` values in `n_bytes` bytes are whole blocks of `fmt`.
 fn check_lengths(fmt: QuantFormat, n_values: usize, n_bytes: usize) -> Result<(), QuantError> {
     let (bs, ts) = (fmt.block_size(), fmt.type_size());
-    if n_values % bs != 0 {
+    if !n_values.is_multiple_of(bs) {
         return Err(QuantError::NotWholeBlocks {
             ty: fmt.name(),
             values: n_values,

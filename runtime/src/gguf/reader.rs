@@ -350,7 +350,7 @@ pub(crate) fn tensor_byte_size(name: &str, ty: GgmlType, shape: &[u64]) -> Resul
         .filter(|&n| n <= i64::MAX as u64)
         .ok_or_else(overflow)?;
     let block_size = ty.block_size() as u64;
-    if shape[0] % block_size != 0 {
+    if !shape[0].is_multiple_of(block_size) {
         return Err(GgufError::BlockMisaligned {
             name: name.to_owned(),
             ty,

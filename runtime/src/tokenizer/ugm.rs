@@ -25,7 +25,7 @@ impl CharsMap {
             .and_then(|h| h.try_into().ok())
             .ok_or_else(|| bad("too small"))?;
         let size = u32::from_le_bytes(head) as usize;
-        if size.checked_add(4).is_none_or(|end| end >= blob.len()) || size % 4 != 0 {
+        if size.checked_add(4).is_none_or(|end| end >= blob.len()) || !size.is_multiple_of(4) {
             return Err(bad("XCDA size beyond the data"));
         }
         let nodes = blob[4..4 + size]

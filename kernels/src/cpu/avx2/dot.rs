@@ -349,7 +349,7 @@ unsafe fn quantize_block_q8(x: *const f32, qs: *mut u8) -> (f32, i32) {
 /// See [`crate::cpu::QuantizeRowFn`]; the CPU supports AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) {
-    debug_assert!(x.len() % 32 == 0 && out.len() >= x.len() / 32 * 34);
+    debug_assert!(x.len().is_multiple_of(32) && out.len() >= x.len() / 32 * 34);
     for b in 0..x.len() / 32 {
         // SAFETY: block b's 32 floats lie within `x`, its 34 bytes within `out`.
         unsafe {
@@ -365,7 +365,7 @@ pub unsafe fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) {
 /// See [`crate::cpu::QuantizeRowFn`]; the CPU supports AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_row_q8_1(x: &[f32], out: &mut [u8]) {
-    debug_assert!(x.len() % 32 == 0 && out.len() >= x.len() / 32 * 36);
+    debug_assert!(x.len().is_multiple_of(32) && out.len() >= x.len() / 32 * 36);
     for b in 0..x.len() / 32 {
         // SAFETY: block b's 32 floats lie within `x`, its 36 bytes within `out`.
         unsafe {
@@ -384,7 +384,7 @@ pub unsafe fn quantize_row_q8_1(x: &[f32], out: &mut [u8]) {
 /// See [`crate::cpu::QuantizeRowFn`]; the CPU supports AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_row_q8_k(x: &[f32], out: &mut [u8]) {
-    debug_assert!(x.len() % 256 == 0 && out.len() >= x.len() / 256 * 292);
+    debug_assert!(x.len().is_multiple_of(256) && out.len() >= x.len() / 256 * 292);
     let sign = _mm256_set1_ps(-0.0);
     for b in 0..x.len() / 256 {
         let xb = &x[256 * b..256 * b + 256];

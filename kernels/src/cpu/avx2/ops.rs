@@ -474,7 +474,7 @@ const BLOCK: usize = scalar::KV_TILE;
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
     let hd = job.head_dim;
-    if hd % LANES != 0 {
+    if !hd.is_multiple_of(LANES) {
         return scalar::attend_group(job, q_group, out_group);
     }
     // SAFETY (all arms): this function's target features; `hd == NV * 8`.
@@ -868,7 +868,7 @@ pub unsafe fn attend_tile(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32])
     let rows = tile.n_tokens * tile.group;
     // SAFETY (all arms): this function's target features.
     unsafe {
-        if tile.head_dim % 4 != 0 {
+        if !tile.head_dim.is_multiple_of(4) {
             return attend_tile_by_token(tile, q_tile, out_tile);
         }
         match rows.div_ceil(LANES) {
@@ -922,7 +922,12 @@ unsafe fn attend_tile_rv<const RV: usize>(tile: &AttnTile, q_tile: &[f32], out_t
     let g = tile.group;
     let rows = tile.n_tokens * g;
     let rp = RV * LANES;
-    assert!(rows <= rp && hd % 4 == 0 && q_tile.len() >= rows * hd && out_tile.len() >= rows * hd);
+    assert!(
+        rows <= rp
+            && hd.is_multiple_of(4)
+            && q_tile.len() >= rows * hd
+            && out_tile.len() >= rows * hd
+    );
     let mut qt = vec![0.0f32; hd * rp];
     let mut lo = vec![0i32; rp];
     let mut hi = vec![0i32; rp];
