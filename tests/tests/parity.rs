@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tinyrt::kernels::cpu::Isa;
+use tinyrt::kv_cache::KvType;
 use tinyrt::sampler::{argmax, top_logits};
 use tinyrt::{LoadOptions, Model, SessionOptions};
 
@@ -376,6 +377,45 @@ fn prefill_in_one_batch_matches_token_by_token() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(worst < 2e-3, "n_batch 5 differs by {worst}");
+}
+
+/// Max |Δ| between the logits of `tokens` fed in one batch and fed one at a time.
+fn batch_vs_single(model: &Model, tokens: &[u32], kv_type: KvType) -> f32 {
+    let vocab = model.config().vocab_size;
+    let opts = SessionOptions {
+        kv_type,
+        ..SessionOptions::default()
+    };
+    let mut batch = model.session(opts.clone()).unwrap();
+    let all = batch.feed_all(tokens).unwrap();
+    let mut single = model.session(opts).unwrap();
+    let mut worst = 0.0f32;
+    for (i, &t) in tokens.iter().enumerate() {
+        let logits = single.feed(&[t]).unwrap();
+        for (a, b) in logits.iter().zip(&all[i * vocab..(i + 1) * vocab]) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    worst
+}
+
+#[test]
+fn a_long_prefill_matches_token_by_token() {
+    // 100 tokens: the batch takes ggml's tiled attention path (>= 64 queries), single tokens
+    // the per-key path. With an f32 cache both compute the same values; with an f16 cache the
+    // per-key path rounds Q and the V accumulator to f16 after every key (as ggml does), so
+    // the two differ by rounding, within the tolerance of the quantized goldens.
+    let model = Model::load(fixture("llama-tiny-q8_0.gguf"), LoadOptions::default()).unwrap();
+    let vocab = model.config().vocab_size as u32;
+    let tokens: Vec<u32> = (0..100).map(|i| (i * 37 + 5) % vocab).collect();
+    let f32_worst = batch_vs_single(&model, &tokens, KvType::F32);
+    let f16_worst = batch_vs_single(&model, &tokens, KvType::F16);
+    eprintln!("100-token prefill vs token-by-token: f32 cache {f32_worst}, f16 cache {f16_worst}");
+    assert!(f32_worst < 1e-4, "f32 cache: logits differ by {f32_worst}");
+    assert!(
+        f16_worst < TINY_QUANT.max,
+        "f16 cache: logits differ by {f16_worst}"
+    );
 }
 
 fn greedy_ids(threads: usize) -> Vec<u32> {
