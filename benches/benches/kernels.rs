@@ -163,7 +163,7 @@ fn bench_matmul(c: &mut Criterion) {
                 &[(2048, 2048)]
             };
             for &(rows, cols) in shapes {
-                if cols % fmt.block_size() != 0 {
+                if !cols.is_multiple_of(fmt.block_size()) {
                     continue;
                 }
                 let bytes = rows * cols / fmt.block_size() * fmt.type_size();

@@ -265,7 +265,7 @@ proptest! {
         let mut rng = Rng(seed);
         let mut x = vec![0f32; n];
         fill(&mut rng, &mut x, block, 10f32.powi(scale_exp));
-        if seed % 5 == 0 {
+        if seed.is_multiple_of(5) {
             // A block whose largest magnitude appears with both signs (Q8_K keeps the first).
             x[3] = -10f32.powi(scale_exp) * 2.0;
             x[7] = 10f32.powi(scale_exp) * 2.0;

@@ -390,7 +390,7 @@ mod tests {
                 });
                 let items = items as u64;
                 assert_eq!(sum.load(Ordering::Relaxed), items * (items + 1) / 2);
-                if round % 100 == 0 {
+                if round.is_multiple_of(100) {
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 // Static tasks interleaved with dynamic ones still reach every thread once.

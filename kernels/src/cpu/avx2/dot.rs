@@ -158,26 +158,75 @@ fn bits_to_0x10(bits: u32) -> __m256i {
     _mm256_and_si256(t, _mm256_set1_epi8(0x10))
 }
 
-/// Shared loop of the 32-value block kernels, two accumulators: `block(i)` returns block i's
-/// i32 lanes and scale.
+/// The f16 values at `base + idx[k]` (k = 0..8, byte offsets) as 8 f32 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn blocks_loop(nb: usize, mut block: impl FnMut(usize) -> (__m256i, f32)) -> f32 {
+unsafe fn gather_f16(base: *const u8, idx: __m256i) -> __m256 {
+    // SAFETY: the caller guarantees 4 readable bytes at every base + idx[k].
+    let g = unsafe { _mm256_i32gather_epi32::<1>(base.cast(), idx) };
+    let g = _mm256_and_si256(g, _mm256_set1_epi32(0xFFFF));
+    let p = _mm256_permute4x64_epi64::<0b10_00>(_mm256_packus_epi32(g, g));
+    _mm256_cvtph_ps(_mm256_castsi256_si128(p))
+}
+
+/// Shared loop of the 32-value block kernels: `block(i)` returns block i's i32 sums (8 lanes).
+/// Scales are the f16 at offset 0 of each weight block (`w_ts` bytes) and activation block
+/// (`a_ts` bytes); with `mins`, Σ m·s is added (m at offset 2 of the weight block, s = d·Σq at
+/// offset 2 of the Q8_1 block). Groups of 8 blocks gather their scales at once.
+///
+/// # Safety
+/// `wp` and `ap` point to `nb` blocks of `w_ts` and `a_ts` (≥ 18) bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn blocks_loop(
+    nb: usize,
+    wp: *const u8,
+    w_ts: usize,
+    ap: *const u8,
+    a_ts: usize,
+    mins: bool,
+    block: impl Fn(usize) -> __m256i,
+) -> f32 {
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let widx = _mm256_mullo_epi32(lane, _mm256_set1_epi32(w_ts as i32));
+    let aidx = _mm256_mullo_epi32(lane, _mm256_set1_epi32(a_ts as i32));
     let mut acc0 = _mm256_setzero_ps();
     let mut acc1 = _mm256_setzero_ps();
+    let mut accm = _mm256_setzero_ps();
+    let mut tail = 0f32;
     let mut i = 0;
-    while i + 2 <= nb {
-        let (s0, d0) = block(i);
-        let (s1, d1) = block(i + 1);
-        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d1), acc1);
-        i += 2;
+    // SAFETY (whole loop): block indices stay below nb; the gathers read 4 bytes at offsets 0
+    // and 2 of blocks of at least 18 bytes.
+    unsafe {
+        while i + 8 <= nb {
+            let (wb, ab) = (wp.add(w_ts * i), ap.add(a_ts * i));
+            let s = _mm256_mul_ps(gather_f16(wb, widx), gather_f16(ab, aidx));
+            if mins {
+                accm = _mm256_fmadd_ps(
+                    gather_f16(wb.add(2), widx),
+                    gather_f16(ab.add(2), aidx),
+                    accm,
+                );
+            }
+            for k in (0..8).step_by(2) {
+                let s0 = _mm256_permutevar8x32_ps(s, _mm256_set1_epi32(k as i32));
+                let s1 = _mm256_permutevar8x32_ps(s, _mm256_set1_epi32(k as i32 + 1));
+                acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block(i + k)), s0, acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block(i + k + 1)), s1, acc1);
+            }
+            i += 8;
+        }
+        while i < nb {
+            let (x, y) = (wp.add(w_ts * i), ap.add(a_ts * i));
+            let d = f16_at(x) * f16_at(y);
+            if mins {
+                tail += f16_at(x.add(2)) * f16_at(y.add(2));
+            }
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block(i)), _mm256_set1_ps(d), acc0);
+            i += 1;
+        }
     }
-    if i < nb {
-        let (s0, d0) = block(i);
-        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0), acc0);
-    }
-    hsum_ps(_mm256_add_ps(acc0, acc1))
+    hsum_ps(_mm256_add_ps(acc0, acc1)) + hsum_ps(accm) + tail
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,15 +496,17 @@ pub unsafe fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     debug_assert!(w.len() >= nb * 18 && a.len() >= nb * 34);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
     let off = _mm256_set1_epi8(8);
-    blocks_loop(nb, |i| {
-        // SAFETY: i < nb, so block i lies within both slices.
+    let block = |i: usize| {
+        // SAFETY: `blocks_loop` passes i < nb, so block i lies within both slices.
         unsafe {
-            let (x, y) = (wp.add(18 * i), ap.add(34 * i));
+            let x = wp.add(18 * i);
             let q = nibbles_16(x.add(2));
-            let yv = _mm256_loadu_si256(y.add(2).cast());
-            (dot_u8_off_i8(q, off, yv), f16_at(x) * f16_at(y))
+            let yv = _mm256_loadu_si256(ap.add(34 * i + 2).cast());
+            dot_u8_off_i8(q, off, yv)
         }
-    })
+    };
+    // SAFETY: the rows hold nb blocks (caller contract).
+    unsafe { blocks_loop(nb, wp, 18, ap, 34, false, block) }
 }
 
 /// Q4_1 · Q8_1.
@@ -467,18 +518,17 @@ pub unsafe fn vec_dot_q4_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = n / 32;
     debug_assert!(w.len() >= nb * 20 && a.len() >= nb * 36);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let mut mins = 0f32;
-    let dots = blocks_loop(nb, |i| {
-        // SAFETY: i < nb, so block i lies within both slices.
+    let block = |i: usize| {
+        // SAFETY: `blocks_loop` passes i < nb, so block i lies within both slices.
         unsafe {
-            let (x, y) = (wp.add(20 * i), ap.add(36 * i));
+            let x = wp.add(20 * i);
             let q = nibbles_16(x.add(4));
-            let yv = _mm256_loadu_si256(y.add(4).cast());
-            mins += f16_at(x.add(2)) * f16_at(y.add(2));
-            (dot_u8_i8(q, yv), f16_at(x) * f16_at(y))
+            let yv = _mm256_loadu_si256(ap.add(36 * i + 4).cast());
+            dot_u8_i8(q, yv)
         }
-    });
-    dots + mins
+    };
+    // SAFETY: the rows hold nb blocks (caller contract).
+    unsafe { blocks_loop(nb, wp, 20, ap, 36, true, block) }
 }
 
 /// Q5_0 · Q8_0.
@@ -491,15 +541,17 @@ pub unsafe fn vec_dot_q5_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     debug_assert!(w.len() >= nb * 22 && a.len() >= nb * 34);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
     let off = _mm256_set1_epi8(16);
-    blocks_loop(nb, |i| {
-        // SAFETY: i < nb, so block i lies within both slices.
+    let block = |i: usize| {
+        // SAFETY: `blocks_loop` passes i < nb, so block i lies within both slices.
         unsafe {
-            let (x, y) = (wp.add(22 * i), ap.add(34 * i));
+            let x = wp.add(22 * i);
             let q = _mm256_or_si256(nibbles_16(x.add(6)), bits_to_0x10(u32_at(x.add(2))));
-            let yv = _mm256_loadu_si256(y.add(2).cast());
-            (dot_u8_off_i8(q, off, yv), f16_at(x) * f16_at(y))
+            let yv = _mm256_loadu_si256(ap.add(34 * i + 2).cast());
+            dot_u8_off_i8(q, off, yv)
         }
-    })
+    };
+    // SAFETY: the rows hold nb blocks (caller contract).
+    unsafe { blocks_loop(nb, wp, 22, ap, 34, false, block) }
 }
 
 /// Q5_1 · Q8_1.
@@ -511,18 +563,17 @@ pub unsafe fn vec_dot_q5_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = n / 32;
     debug_assert!(w.len() >= nb * 24 && a.len() >= nb * 36);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let mut mins = 0f32;
-    let dots = blocks_loop(nb, |i| {
-        // SAFETY: i < nb, so block i lies within both slices.
+    let block = |i: usize| {
+        // SAFETY: `blocks_loop` passes i < nb, so block i lies within both slices.
         unsafe {
-            let (x, y) = (wp.add(24 * i), ap.add(36 * i));
+            let x = wp.add(24 * i);
             let q = _mm256_or_si256(nibbles_16(x.add(8)), bits_to_0x10(u32_at(x.add(4))));
-            let yv = _mm256_loadu_si256(y.add(4).cast());
-            mins += f16_at(x.add(2)) * f16_at(y.add(2));
-            (dot_u8_i8(q, yv), f16_at(x) * f16_at(y))
+            let yv = _mm256_loadu_si256(ap.add(36 * i + 4).cast());
+            dot_u8_i8(q, yv)
         }
-    });
-    dots + mins
+    };
+    // SAFETY: the rows hold nb blocks (caller contract).
+    unsafe { blocks_loop(nb, wp, 24, ap, 36, true, block) }
 }
 
 /// Q8_0 · Q8_0.
@@ -534,15 +585,17 @@ pub unsafe fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = n / 32;
     debug_assert!(w.len() >= nb * 34 && a.len() >= nb * 34);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    blocks_loop(nb, |i| {
-        // SAFETY: i < nb, so block i lies within both slices.
+    let block = |i: usize| {
+        // SAFETY: `blocks_loop` passes i < nb, so block i lies within both slices.
         unsafe {
-            let (x, y) = (wp.add(34 * i), ap.add(34 * i));
-            let xv = _mm256_loadu_si256(x.add(2).cast());
-            let yv = _mm256_loadu_si256(y.add(2).cast());
-            (dot_i8_i8(xv, yv), f16_at(x) * f16_at(y))
+            let x = wp.add(34 * i);
+            let q = _mm256_loadu_si256(x.add(2).cast());
+            let yv = _mm256_loadu_si256(ap.add(34 * i + 2).cast());
+            dot_i8_i8(q, yv)
         }
-    })
+    };
+    // SAFETY: the rows hold nb blocks (caller contract).
+    unsafe { blocks_loop(nb, wp, 34, ap, 34, false, block) }
 }
 
 /// IQ4_NL · Q8_0.
@@ -557,15 +610,17 @@ pub unsafe fn vec_dot_iq4_nl_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     // SAFETY: the table has 16 bytes.
     let t = unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) };
     let table = _mm256_set_m128i(t, t);
-    blocks_loop(nb, |i| {
-        // SAFETY: i < nb, so block i lies within both slices.
+    let block = |i: usize| {
+        // SAFETY: `blocks_loop` passes i < nb, so block i lies within both slices.
         unsafe {
-            let (x, y) = (wp.add(18 * i), ap.add(34 * i));
-            let xv = _mm256_shuffle_epi8(table, nibbles_16(x.add(2)));
-            let yv = _mm256_loadu_si256(y.add(2).cast());
-            (dot_i8_i8(xv, yv), f16_at(x) * f16_at(y))
+            let x = wp.add(18 * i);
+            let q = _mm256_shuffle_epi8(table, nibbles_16(x.add(2)));
+            let yv = _mm256_loadu_si256(ap.add(34 * i + 2).cast());
+            dot_i8_i8(q, yv)
         }
-    })
+    };
+    // SAFETY: the rows hold nb blocks (caller contract).
+    unsafe { blocks_loop(nb, wp, 18, ap, 34, false, block) }
 }
 
 /// NF4 (64 values per block) · Q8_0 (two blocks per NF4 block).
