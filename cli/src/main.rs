@@ -36,7 +36,9 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Talk with a model: a REPL on a terminal, one user turn per input line otherwise.
     Chat(cmd::chat::Args),
-    /// Prompt-processing and generation speed (tokens/s, like llama-bench's pp and tg).
+    /// Perplexity of a text, with llama-perplexity's method.
+    Perplexity(cmd::perplexity::Args),
+    /// Prefill and decode speed (llama-bench's pp and tg).
     Bench(cmd::bench::Args),
 }
 
@@ -48,6 +50,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Synth(args) => cmd::synth::run(args),
         Command::Generate(args) => cmd::generate::run(args),
         Command::Chat(args) => cmd::chat::run(args),
+        Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Bench(args) => cmd::bench::run(args),
     }
 }

@@ -512,7 +512,9 @@ fn tensor_data(plan: &TensorPlan, init: Init, seed: u64, t: u64) -> Result<Vec<u
     let block_bytes = plan.ty.type_size();
     let blocks_per_row = (row_bytes / block_bytes).max(1);
     let pool_rows = POOL_BLOCKS.div_ceil(blocks_per_row).max(POOL_MIN_ROWS);
-    if let (Init::Random, Some(scales)) = (init, block_scales(plan.ty)) {
+    // Float types cost no quantization: only the quantized ones take the pool.
+    let quantized = plan.ty.block_size() > 1;
+    if let (Init::Random, Some(scales), true) = (init, block_scales(plan.ty), quantized) {
         if n_rows > 4 * pool_rows {
             let pool_plan = TensorPlan {
                 shape: vec![row_len as u64, pool_rows as u64],

@@ -405,3 +405,55 @@ fn quantize_matches_llama_quantize_byte_for_byte() {
         }
     }
 }
+
+/// `tinyrt::perplexity` over a session of SmolLM2 Q4_1 reproduces llama-perplexity on the
+/// first 4 chunks of the golden text (`llama-perplexity -m SmolLM2-135M-Instruct.Q4_1.gguf
+/// -f tests/golden/perplexity.gpl3.txt -c 256 -b 256 -t 2 --chunks 4`, build 11434:
+/// `[1]16.8243,[2]17.7902,[3]19.8141,[4]19.3583`, `PPL = 19.3583 +/- 2.42715`) within 1%.
+/// The whole text (20.8533, tests/golden/README.md) takes minutes on two cores.
+#[test]
+fn perplexity_matches_llama_perplexity_on_smollm2() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let model = tinyrt::Model::load(&path, tinyrt::LoadOptions::default()).unwrap();
+    let mut text =
+        std::fs::read(tinyrt_tests::workspace_root().join("tests/golden/perplexity.gpl3.txt"))
+            .unwrap();
+    if text.last() == Some(&b'\n') {
+        text.pop();
+    }
+    let tok = model.tokenizer();
+    let tokens = tok.tokenize(&text, true, false).unwrap();
+    let options = tinyrt::perplexity::PerplexityOptions {
+        n_ctx: 256,
+        max_chunks: Some(4),
+        bos: if tok.add_bos() { tok.bos() } else { None },
+        n_vocab: model.config().vocab_size,
+    };
+    let mut session = model
+        .session(tinyrt::SessionOptions {
+            n_ctx: Some(256),
+            ..tinyrt::SessionOptions::default()
+        })
+        .unwrap();
+    let r = tinyrt::perplexity::perplexity(
+        &tokens,
+        &options,
+        |chunk| {
+            session.reset();
+            session.feed_all(chunk)
+        },
+        |_, _, _| {},
+    )
+    .unwrap();
+    let reference = [16.8243, 17.7902, 19.8141, 19.3583];
+    assert_eq!(r.chunks, 4);
+    assert_eq!(r.tokens_scored, 4 * 127);
+    for (ours, theirs) in r.running.iter().zip(reference) {
+        assert!(
+            (ours / theirs - 1.0).abs() < 0.01,
+            "running PPL {ours} vs llama.cpp {theirs}"
+        );
+    }
+    let se = r.ppl_stderr.unwrap();
+    assert!((se / 2.42715 - 1.0).abs() < 0.02, "stderr {se}");
+}

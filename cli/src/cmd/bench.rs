@@ -1,13 +1,15 @@
-//! `tinyrt bench MODEL [-p 512] [-n 128] [-t THREADS] [-r REPS] [--device cpu|cuda] [--json]`:
-//! prompt processing (pp: one batch of `-p` tokens) and text generation (tg: `-n` tokens one
-//! at a time) in tokens/s, measured like llama-bench (a warm-up run, then `-r` repetitions
-//! from an empty context, synthetic token ids).
+//! `tinyrt bench MODEL [-p 512] [-n 128] [-t N] [-r 3] [--device cpu|cuda] [--json]`: prefill
+//! and decode speed, measured as llama-bench measures `pp` and `tg` (tools/llama-bench,
+//! build 11434): `pp` feeds N random tokens to an empty cache in one go; `tg` decodes N tokens
+//! one at a time from an empty cache, starting from BOS (or a random token) and feeding random
+//! tokens; one untimed warm-up run of each, then R timed runs. Reports tokens/s (median, min,
+//! max over the runs) and the process's peak resident memory.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use serde_json::json;
+use serde_json::{json, Value as Json};
 use tinyrt::kv_cache::KvType;
 use tinyrt::model::Device;
 use tinyrt::{LoadOptions, Model, Session, SessionOptions};
@@ -19,75 +21,140 @@ use crate::output;
 pub struct Args {
     /// The GGUF model file.
     pub model: PathBuf,
-    /// Prompt tokens for the pp test (0 = skip).
+    /// Prompt tokens of the prefill test (0 skips it).
     #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
     pub n_prompt: usize,
-    /// Generated tokens for the tg test (0 = skip).
+    /// Generated tokens of the decode test (0 skips it).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
     /// CPU threads (default: physical cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
-    /// Repetitions of each test.
+    /// Timed repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
+    /// Tokens per forward pass of the prefill test.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    pub batch_size: usize,
     /// KV cache type: f16 or f32.
     #[arg(long, default_value = "f16")]
     pub kv_type: String,
-    /// cpu or cuda.
+    /// Device: cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Print one JSON object: {"pp": {"n", "runs", "avg_ts"}, "tg": {...}, "rss_bytes", ...}.
+    /// Print one JSON object instead of a table: {"model", "threads", "pp": {"tokens",
+    /// "tps_median", "tps_min", "tps_max", "runs", "avg_ts", "stddev_ts"}, "tg": {...}, "rss_bytes"}.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Deterministic token ids spread over the vocabulary.
-fn tokens(n: usize, vocab: usize) -> Vec<u32> {
-    (0..n).map(|i| ((i * 7919 + 17) % vocab) as u32).collect()
+/// Tokens/s of one test over its runs.
+#[derive(Clone, Debug)]
+pub struct Speed {
+    pub tokens: usize,
+    pub runs: Vec<f64>,
 }
 
-fn run_pp(s: &mut Session, toks: &[u32]) -> Result<f64> {
-    s.reset();
-    let t = Instant::now();
-    s.feed(toks).map_err(bad_input)?;
-    Ok(toks.len() as f64 / t.elapsed().as_secs_f64().max(1e-9))
-}
-
-fn run_tg(s: &mut Session, toks: &[u32]) -> Result<f64> {
-    s.reset();
-    let t = Instant::now();
-    for &tok in toks {
-        s.feed(&[tok]).map_err(bad_input)?;
+impl Speed {
+    fn sorted(&self) -> Vec<f64> {
+        let mut v = self.runs.clone();
+        v.sort_by(f64::total_cmp);
+        v
     }
-    Ok(toks.len() as f64 / t.elapsed().as_secs_f64().max(1e-9))
+    pub fn median(&self) -> f64 {
+        let v = self.sorted();
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+    pub fn min(&self) -> f64 {
+        self.sorted().first().copied().unwrap_or(0.0)
+    }
+    pub fn max(&self) -> f64 {
+        self.sorted().last().copied().unwrap_or(0.0)
+    }
+    /// Mean and standard deviation, as llama-bench reports them.
+    pub fn mean_stddev(&self) -> (f64, f64) {
+        let n = self.runs.len().max(1) as f64;
+        let mean = self.runs.iter().sum::<f64>() / n;
+        let var = self
+            .runs
+            .iter()
+            .map(|r| (r - mean) * (r - mean))
+            .sum::<f64>()
+            / n;
+        (mean, var.sqrt())
+    }
+    fn to_json(&self) -> Json {
+        let (mean, sd) = self.mean_stddev();
+        json!({
+            "tokens": self.tokens,
+            "n": self.tokens,
+            "avg_ts": mean,
+            "stddev_ts": sd,
+            "tps_median": self.median(),
+            "tps_min": self.min(),
+            "tps_max": self.max(),
+            "runs": self.runs,
+        })
+    }
 }
 
-/// Peak resident memory of this process (`VmHWM`), when the OS tells.
-fn peak_rss_bytes() -> Option<u64> {
+/// The process's peak resident set size (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
-fn stats(runs: &[f64]) -> (f64, f64) {
-    let avg = runs.iter().sum::<f64>() / runs.len().max(1) as f64;
-    let var = runs.iter().map(|r| (r - avg) * (r - avg)).sum::<f64>() / runs.len().max(1) as f64;
-    (avg, var.sqrt())
+/// xorshift64*: the random token ids of the tests (llama-bench uses `std::rand()`).
+struct TokenRng(u64);
+
+impl TokenRng {
+    fn next(&mut self, n_vocab: usize) -> u32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as u32 % n_vocab.max(1) as u32
+    }
 }
 
-/// One timed test: runs the tokens through the session and returns tokens per second.
-type BenchFn = fn(&mut Session, &[u32]) -> Result<f64>;
+fn run_pp(session: &mut Session, tokens: &[u32]) -> Result<f64> {
+    session.reset();
+    let t = Instant::now();
+    session.feed(tokens)?;
+    Ok(tokens.len() as f64 / t.elapsed().as_secs_f64().max(1e-9))
+}
+
+fn run_tg(
+    session: &mut Session,
+    first: u32,
+    n: usize,
+    rng: &mut TokenRng,
+    n_vocab: usize,
+) -> Result<f64> {
+    session.reset();
+    let mut token = first;
+    let t = Instant::now();
+    for _ in 0..n {
+        session.feed(&[token])?;
+        token = rng.next(n_vocab);
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64().max(1e-9))
+}
+
 pub fn run(args: Args) -> Result<()> {
-    if args.model.as_os_str().is_empty() {
-        return Err(bad_input("the model path is empty"));
-    }
-    if args.reps == 0 {
-        return Err(bad_input("-r must be at least 1"));
-    }
     if args.threads == Some(0) {
         return Err(bad_input("-t must be at least 1"));
+    }
+    if args.reps == 0 || args.batch_size == 0 {
+        return Err(bad_input("-r and -b must be at least 1"));
+    }
+    if args.n_prompt == 0 && args.n_gen == 0 {
+        return Err(bad_input("nothing to measure: -p and -n are both 0"));
     }
     let kv_type: KvType = args.kv_type.parse().map_err(bad_input)?;
     let device: Device = args.device.parse().map_err(bad_input)?;
@@ -100,54 +167,82 @@ pub fn run(args: Args) -> Result<()> {
         },
     )
     .map_err(|e| bad_input(format!("{}: {e}", args.model.display())))?;
-    let vocab = model.config().vocab_size;
-    let n_ctx = args.n_prompt.max(args.n_gen).max(1);
+    let n_vocab = model.config().vocab_size;
+    let tok = model.tokenizer();
+    let first = if tok.add_bos() { tok.bos() } else { None };
     let mut session = model
         .session(SessionOptions {
-            n_ctx: Some(n_ctx),
+            n_ctx: Some(args.n_prompt.max(args.n_gen).max(1)),
             kv_type,
-            n_batch: args.n_prompt.max(1),
+            n_batch: args.batch_size,
         })
         .map_err(bad_input)?;
-    let mut results = serde_json::Map::new();
-    let mut lines = Vec::new();
-    let tests: [(&str, usize, BenchFn); 2] =
-        [("pp", args.n_prompt, run_pp), ("tg", args.n_gen, run_tg)];
-    for (name, n, f) in tests {
-        if n == 0 {
-            continue;
-        }
-        let toks = tokens(n, vocab);
-        f(&mut session, &toks)?; // warm-up
+    let mut rng = TokenRng(0x5eed_1234_abcd_0001);
+
+    let pp = if args.n_prompt > 0 {
+        let tokens: Vec<u32> = (0..args.n_prompt).map(|_| rng.next(n_vocab)).collect();
+        run_pp(&mut session, &tokens)?; // warm-up
         let runs = (0..args.reps)
-            .map(|_| f(&mut session, &toks))
-            .collect::<Result<Vec<f64>>>()?;
-        let (avg, sd) = stats(&runs);
-        results.insert(
-            name.into(),
-            json!({"n": n, "runs": runs, "avg_ts": avg, "stddev_ts": sd}),
-        );
-        lines.push(format!("| {name}{n} | {avg:.2} ± {sd:.2} |"));
-    }
-    let arch = model.config().arch.clone();
-    let threads = model.threads();
-    let backend = session.backend_name();
-    if args.json {
-        results.insert("model".into(), args.model.display().to_string().into());
-        results.insert("arch".into(), arch.into());
-        results.insert("threads".into(), threads.into());
-        results.insert("backend".into(), backend.into());
-        results.insert("rss_bytes".into(), peak_rss_bytes().into());
-        output::println(&serde_json::Value::Object(results).to_string())
+            .map(|_| run_pp(&mut session, &tokens))
+            .collect::<Result<Vec<_>>>()?;
+        Some(Speed {
+            tokens: args.n_prompt,
+            runs,
+        })
     } else {
-        let mut text = format!(
-            "{} ({arch}, {backend}, {threads} threads)\n| test | t/s |\n| --- | ---: |\n",
-            args.model.display()
-        );
-        for l in lines {
-            text.push_str(&l);
-            text.push('\n');
-        }
-        output::print(&text)
+        None
+    };
+    let tg = if args.n_gen > 0 {
+        let start = first.unwrap_or_else(|| rng.next(n_vocab));
+        run_tg(&mut session, start, 1, &mut rng, n_vocab)?; // warm-up
+        let runs = (0..args.reps)
+            .map(|_| run_tg(&mut session, start, args.n_gen, &mut rng, n_vocab))
+            .collect::<Result<Vec<_>>>()?;
+        Some(Speed {
+            tokens: args.n_gen,
+            runs,
+        })
+    } else {
+        None
+    };
+    let rss = peak_rss_bytes();
+    let name = args
+        .model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+
+    if args.json {
+        let obj = json!({
+            "model": name,
+            "threads": model.threads(),
+            "pp": pp.as_ref().map(Speed::to_json),
+            "tg": tg.as_ref().map(Speed::to_json),
+            "rss_bytes": rss,
+        });
+        return output::println(&obj.to_string());
     }
+    let mut text = String::new();
+    text.push_str("| model | size | threads | test | t/s (median) | min | max |\n");
+    text.push_str("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
+    let size = model.file().file_size() as f64 / (1024.0 * 1024.0);
+    for (label, speed) in [("pp", &pp), ("tg", &tg)] {
+        if let Some(s) = speed {
+            text.push_str(&format!(
+                "| {name} | {size:.2} MiB | {} | {label}{} | {:.2} | {:.2} | {:.2} |\n",
+                model.threads(),
+                s.tokens,
+                s.median(),
+                s.min(),
+                s.max()
+            ));
+        }
+    }
+    if let Some(rss) = rss {
+        text.push_str(&format!(
+            "\npeak RSS {:.1} MiB\n",
+            rss as f64 / (1024.0 * 1024.0)
+        ));
+    }
+    output::print(&text)
 }

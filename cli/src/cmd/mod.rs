@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chat;
 pub mod generate;
 pub mod info;
+pub mod perplexity;
 pub mod quantize;
 pub mod synth;
 pub mod tokenize;
