@@ -5,6 +5,8 @@
 #   gpu-bundle/gpu_bench  cuda/tests/gpu_bench.rs  bandwidth and kernel throughput
 #   gpu-bundle/nvrtc      cuda/tests/nvrtc.rs      compile + ptxas register report
 #   gpu-bundle/tinyrt     the CLI, when it has a `--device cuda` path
+#   gpu-bundle/fixtures   the q8_0/q4_0 tiny fixtures and their llama.cpp goldens (step 5 of
+#                         gpu-check.sh), so that tests/fixtures need not travel
 # Then run scripts/gpu-check.sh on the GPU machine. Total must stay under 64 MiB.
 # CLI_PROFILE=ci builds the CLI without LTO (faster here; default: release).
 set -euo pipefail
@@ -50,6 +52,14 @@ else
 fi
 
 strip "$out"/* 2>/dev/null || true
+
+echo "== fixtures and goldens for the end-to-end check"
+mkdir -p "$out/fixtures"
+for f in tests/fixtures/*-q8_0.gguf tests/fixtures/*-q4_0.gguf; do
+    g="tests/golden/$(basename "${f%.gguf}").jsonl"
+    [ -e "$f" ] && [ -e "$g" ] || continue
+    cp "$f" "$g" "$out/fixtures/"
+done
 {
     echo "commit: $(git rev-parse HEAD)$(git diff --quiet || echo ' (dirty)')"
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"

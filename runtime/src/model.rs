@@ -93,6 +93,8 @@ pub(crate) struct ModelInner {
     pub(crate) config: ModelConfig,
     pub(crate) arch: Box<dyn Architecture>,
     pub(crate) cpu_weights: Arc<CpuWeights>,
+    #[cfg(feature = "cuda")]
+    pub(crate) cuda_weights: Option<Arc<crate::backend::cuda::CudaWeights>>,
     pub(crate) file: Arc<GgufFile>,
     pub(crate) isa: Isa,
     pub(crate) threads: usize,
@@ -108,9 +110,21 @@ pub struct Model {
 impl Model {
     /// Map `path`, check it, and prepare its weights for `opts.device`.
     pub fn load(path: impl AsRef<Path>, opts: LoadOptions) -> Result<Model, ModelError> {
+        // The GPU is checked (driver library first) before the file is read.
+        #[cfg(feature = "cuda")]
+        let cuda_dev = match opts.device {
+            Device::Cuda => {
+                Some(Arc::new(tinyrt_cuda::CudaDevice::new(0).map_err(|e| {
+                    ModelError::Device(format!("--device cuda: {e}"))
+                })?))
+            }
+            Device::Cpu => None,
+        };
+        #[cfg(not(feature = "cuda"))]
         if opts.device == Device::Cuda {
             return Err(ModelError::Device(
-                "--device cuda: this build of tinyrt has no CUDA backend yet".into(),
+                "--device cuda: this build of tinyrt has no CUDA support (build with --features cuda)"
+                    .into(),
             ));
         }
         let file = Arc::new(GgufFile::open(path.as_ref())?);
@@ -127,7 +141,16 @@ impl Model {
             }
             None => Isa::default_for_process(),
         };
-        let cpu_weights = CpuWeights::new(Arc::new(table), isa)?;
+        let table = Arc::new(table);
+        #[cfg(feature = "cuda")]
+        let cuda_weights = match cuda_dev {
+            Some(dev) => Some(
+                crate::backend::cuda::CudaWeights::new(dev, Arc::clone(&table))
+                    .map_err(|e| ModelError::Device(format!("--device cuda: {e}")))?,
+            ),
+            None => None,
+        };
+        let cpu_weights = CpuWeights::new(table, isa)?;
         let tokenizer = Tokenizer::from_gguf(file.metadata())?;
         if tokenizer.n_vocab() != config.vocab_size {
             return Err(ModelError::Invalid(format!(
@@ -142,6 +165,8 @@ impl Model {
                 config,
                 arch,
                 cpu_weights,
+                #[cfg(feature = "cuda")]
+                cuda_weights,
                 file,
                 isa,
                 threads: opts.threads.unwrap_or_else(physical_cores).max(1),
@@ -183,6 +208,12 @@ impl Model {
     }
 
     pub(crate) fn new_backend(&self) -> Result<Box<dyn Backend>, CpuError> {
+        #[cfg(feature = "cuda")]
+        if let Some(w) = &self.inner.cuda_weights {
+            return Ok(Box::new(crate::backend::cuda::CudaBackend::new(
+                Arc::clone(w),
+            )));
+        }
         Ok(Box::new(CpuBackend::new(
             Arc::clone(&self.inner.cpu_weights),
             self.inner.isa,

@@ -70,6 +70,9 @@ impl Session {
             v_width: cfg.v_width(),
             ty: opts.kv_type,
         });
+        if let Some(e) = backend.take_error() {
+            return Err(SessionError::Backend(e));
+        }
         Ok(Session {
             model,
             backend,
@@ -139,7 +142,12 @@ impl Session {
         Ok(())
     }
 
-    fn run(&mut self, tokens: &[u32], which: Logits, out: &mut Vec<f32>) {
+    fn run(
+        &mut self,
+        tokens: &[u32],
+        which: Logits,
+        out: &mut Vec<f32>,
+    ) -> Result<(), SessionError> {
         let arch = &self.model.inner.arch;
         let pos0 = self.tokens.len();
         arch.forward(
@@ -150,7 +158,11 @@ impl Session {
             which,
             out,
         );
+        if let Some(e) = self.backend.take_error() {
+            return Err(SessionError::Backend(e));
+        }
         self.tokens.extend_from_slice(tokens);
+        Ok(())
     }
 
     /// Feed tokens (in batches of at most `n_batch`); returns the logits of the last one.
@@ -158,7 +170,7 @@ impl Session {
         self.check(tokens)?;
         let mut logits = std::mem::take(&mut self.logits);
         for chunk in tokens.chunks(self.scratch.max_batch) {
-            self.run(chunk, Logits::Last, &mut logits);
+            self.run(chunk, Logits::Last, &mut logits)?;
         }
         self.logits = logits;
         Ok(&self.logits)
@@ -171,7 +183,7 @@ impl Session {
         let mut all = Vec::with_capacity(tokens.len() * vocab);
         let mut part = Vec::new();
         for chunk in tokens.chunks(self.scratch.max_batch) {
-            self.run(chunk, Logits::All, &mut part);
+            self.run(chunk, Logits::All, &mut part)?;
             all.extend_from_slice(&part);
         }
         if let Some(last) = all.len().checked_sub(vocab) {

@@ -10,6 +10,8 @@
 //! Operations take `n`, the number of rows (tokens) to process.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod weights;
 
 pub use weights::{WeightEntry, WeightError, WeightTable};
@@ -150,4 +152,9 @@ pub trait Backend: Send {
 
     /// Read rows `row0..row0+out.len()/cols` into `out`.
     fn read(&mut self, buf: BufId, row0: usize, out: &mut [f32]);
+
+    /// The first error since the last call (a device backend's ops cannot return one).
+    fn take_error(&mut self) -> Option<String> {
+        None
+    }
 }
