@@ -200,7 +200,7 @@ frac = f"{float(tg) / roof:.1%}" if roof else "-"
 print(f"| {shape} Q4_0 | {nbytes / 1e6:.0f} | {pp} ({ppn}) | {tg} ({tgn}) | {roof:.0f} | {frac} |")
 PY
         if "$B/tinyrt" bench --help >/dev/null 2>&1; then
-            "$B/tinyrt" bench "$f" --device cuda 2>&1 | tail -n 6
+            "$B/tinyrt" bench "$f" -p 512 -n 128 -r 2 --device cuda 2>&1 | tail -n 6
         fi
     done
     return $rc
