@@ -13,10 +13,12 @@ use tinyrt::chat::StopMatcher;
 use tinyrt::kv_cache::KvType;
 use tinyrt::model::Device;
 use tinyrt::session::Step;
-use tinyrt::{GenerateOptions, LoadOptions, Model, SamplerOptions, SessionOptions};
+use tinyrt::{GenerateOptions, LoadOptions, Model, SessionOptions};
 
 use crate::error::bad_input;
 use crate::output;
+
+use super::sampling::SamplingArgs;
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "file"])))]
@@ -37,27 +39,8 @@ pub struct Args {
         allow_negative_numbers = true
     )]
     pub max_tokens: i64,
-    /// Temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.8)]
-    pub temp: f32,
-    /// Top-k (0 = off).
-    #[arg(long, default_value_t = 40)]
-    pub top_k: i32,
-    /// Top-p (1 = off).
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Min-p (0 = off).
-    #[arg(long, default_value_t = 0.05)]
-    pub min_p: f32,
-    /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    pub repeat_penalty: f32,
-    /// Tokens the repetition penalty looks back over (0 = off, -1 = the context).
-    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
-    pub repeat_last_n: i32,
-    /// Random seed (default: from the clock).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Stop before this text (repeatable; matched on the generated text across tokens).
     #[arg(long = "stop")]
     pub stop: Vec<String>,
@@ -82,33 +65,6 @@ pub struct Args {
     /// Raw logits to report per step in --json (default 8).
     #[arg(long)]
     pub top_logits: Option<usize>,
-}
-
-impl Args {
-    fn sampler(&self) -> Result<SamplerOptions> {
-        for (name, v) in [
-            ("--temp", self.temp),
-            ("--top-p", self.top_p),
-            ("--min-p", self.min_p),
-            ("--repeat-penalty", self.repeat_penalty),
-        ] {
-            if !v.is_finite() {
-                return Err(bad_input(format!("{name} must be a finite number")));
-            }
-        }
-        if self.repeat_penalty <= 0.0 {
-            return Err(bad_input("--repeat-penalty must be positive"));
-        }
-        Ok(SamplerOptions {
-            temperature: self.temp,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repeat_penalty: self.repeat_penalty,
-            repeat_last_n: self.repeat_last_n,
-            seed: self.seed,
-        })
-    }
 }
 
 /// The prompt's bytes: `-p` as given, `--file` verbatim.
@@ -140,7 +96,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let kv_type: KvType = args.kv_type.parse().map_err(bad_input)?;
     let device: Device = args.device.parse().map_err(bad_input)?;
-    let sampler = args.sampler()?;
+    let sampler = args.sampling.options()?;
     let text = prompt_bytes(&args)?;
 
     let t0 = Instant::now();
