@@ -165,12 +165,13 @@ fn check_parity(
     Ok(rep)
 }
 
-/// Check every prompt of `golden` on the fastest ISA; on the slower ISAs only the first
-/// `slow_isa_prompts` (the real models are slow on the scalar kernels; CI has 2 cores).
+/// Check every prompt of `golden` on every ISA this CPU has.
 fn check_model(model_path: &Path, golden: &str, tol: Tolerance) {
     check_model_limited(model_path, golden, tol, usize::MAX)
 }
 
+/// Check every prompt of `golden` on the fastest ISA; on the slower ISAs only the first
+/// `slow_isa_prompts` (for models too slow on the scalar kernels for CI's 2 cores).
 fn check_model_limited(model_path: &Path, golden: &str, tol: Tolerance, slow_isa_prompts: usize) {
     let golden = workspace().join("tests/golden").join(golden);
     let best = Isa::detect();
@@ -230,7 +231,7 @@ fn llama_tiny_q4_0_matches_llama_cpp() {
 #[test]
 fn smollm2_q4_1_matches_llama_cpp() {
     if let Some(p) = real_model("SmolLM2-135M-Instruct.Q4_1.gguf") {
-        check_model_limited(&p, "smollm2-135m-instruct-q4_1.jsonl", REAL, 2);
+        check_model(&p, "smollm2-135m-instruct-q4_1.jsonl", REAL);
     }
 }
 
@@ -327,6 +328,9 @@ fn qwen3_tiny_q4_0_matches_llama_cpp() {
 #[test]
 fn gemma3_270m_q4_k_m_matches_llama_cpp() {
     if let Some(p) = real_model("gemma-3-270m-q4_k_m.gguf") {
+        // Every prompt on the fastest ISA, the first one on the slower ones (scalar Gemma-3 takes
+        // minutes on 2 cores). Known gap: with every prompt, AVX2 parts from llama.cpp by
+        // |Δ| 1.62 > 1.5 at step 14 of 08-gemma-chat (scalar 1.11, AVX-512 1.29): see issue #5.
         check_model_limited(&p, "gemma-3-270m-q4_k_m.jsonl", REAL, 1);
     }
 }
