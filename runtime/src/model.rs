@@ -6,11 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::arch::{self, ArchError, Architecture};
-use crate::backend::cpu::{CpuBackend, CpuError, CpuWeights};
+use crate::backend::cpu::{CpuBackend, CpuError, CpuWeights, RequantReport};
 use crate::backend::{Backend, WeightTable};
 use crate::config::{ConfigError, ModelConfig};
 use crate::gguf::{GgufError, GgufFile};
 use crate::kernels::cpu::Isa;
+use crate::kernels::quant::QuantFormat;
 use crate::session::{Session, SessionError, SessionOptions};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
@@ -41,6 +42,9 @@ pub struct LoadOptions {
     pub threads: Option<usize>,
     /// Kernel ISA of the CPU backend; `None` = [`Isa::default_for_process`].
     pub isa: Option<Isa>,
+    /// Convert every matmul weight to this format in memory at load (CPU only; see
+    /// [`CpuWeights::with_requant`]). `None` = use the weights as stored.
+    pub requant: Option<QuantFormat>,
 }
 
 /// Errors loading a model. All of them mean the input (file, options) is unusable.
@@ -127,6 +131,11 @@ impl Model {
                     .into(),
             ));
         }
+        if opts.requant.is_some() && opts.device != Device::Cpu {
+            return Err(ModelError::Device(
+                "--requant converts weights for the CPU backend only".into(),
+            ));
+        }
         let file = Arc::new(GgufFile::open(path.as_ref())?);
         let config = ModelConfig::from_metadata(file.metadata())?;
         let mut table = WeightTable::new(Arc::clone(&file));
@@ -150,7 +159,7 @@ impl Model {
             ),
             None => None,
         };
-        let cpu_weights = CpuWeights::new(table, isa)?;
+        let cpu_weights = CpuWeights::with_requant(table, isa, opts.requant)?;
         let tokenizer = Tokenizer::from_gguf(file.metadata())?;
         if tokenizer.n_vocab() != config.vocab_size {
             return Err(ModelError::Invalid(format!(
@@ -181,6 +190,11 @@ impl Model {
     /// The mapped file (metadata, tensor table).
     pub fn file(&self) -> &GgufFile {
         &self.inner.file
+    }
+
+    /// What `LoadOptions::requant` did, `None` without it.
+    pub fn requant_report(&self) -> Option<&RequantReport> {
+        self.inner.cpu_weights.requant_report()
     }
 
     /// The kernel ISA the CPU backend uses.

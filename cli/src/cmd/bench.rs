@@ -46,6 +46,8 @@ pub struct Args {
     /// "tps_median", "tps_min", "tps_max", "runs", "avg_ts", "stddev_ts"}, "tg": {...}, "rss_bytes"}.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub requant: super::requant::RequantArgs,
 }
 
 /// Tokens/s of one test over its runs.
@@ -164,9 +166,11 @@ pub fn run(args: Args) -> Result<()> {
             device,
             threads: args.threads,
             isa: None,
+            requant: args.requant.format()?,
         },
     )
     .map_err(|e| bad_input(format!("{}: {e}", args.model.display())))?;
+    super::requant::report(&model);
     let n_vocab = model.config().vocab_size;
     let tok = model.tokenizer();
     let first = if tok.add_bos() { tok.bos() } else { None };

@@ -66,6 +66,8 @@ pub struct Args {
     /// Print per-turn timings (time to first token, tokens reused) to stderr.
     #[arg(long)]
     pub timings: bool,
+    #[command(flatten)]
+    pub requant: super::requant::RequantArgs,
 }
 
 /// Set by Ctrl-C while a reply is being generated.
@@ -112,9 +114,11 @@ pub fn run(args: Args) -> Result<()> {
             device,
             threads: args.threads,
             isa: None,
+            requant: args.requant.format()?,
         },
     )
     .map_err(|e| bad_input(format!("{}: {e}", args.model.display())))?;
+    super::requant::report(&model);
     let opts = AssistantOptions {
         system_prompt: args.system.clone(),
         chat_template: args.chat_template.clone(),

@@ -65,6 +65,8 @@ pub struct Args {
     /// Raw logits to report per step in --json (default 8).
     #[arg(long)]
     pub top_logits: Option<usize>,
+    #[command(flatten)]
+    pub requant: super::requant::RequantArgs,
 }
 
 /// The prompt's bytes: `-p` as given, `--file` verbatim.
@@ -106,9 +108,11 @@ pub fn run(args: Args) -> Result<()> {
             device,
             threads: args.threads,
             isa: None,
+            requant: args.requant.format()?,
         },
     )
     .map_err(|e| bad_input(format!("{}: {e}", args.model.display())))?;
+    super::requant::report(&model);
     let load_s = t0.elapsed().as_secs_f64();
 
     let tok = model.tokenizer();

@@ -6,6 +6,7 @@ pub mod generate;
 pub mod info;
 pub mod perplexity;
 pub mod quantize;
+pub mod requant;
 pub mod sampling;
 pub mod synth;
 pub mod tokenize;

@@ -43,6 +43,8 @@ pub struct Args {
     /// Print {"ppl","ppl_stderr","chunks","tokens_scored"} instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub requant: super::requant::RequantArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -69,9 +71,11 @@ pub fn run(args: Args) -> Result<()> {
             device,
             threads: args.threads,
             isa: None,
+            requant: args.requant.format()?,
         },
     )
     .map_err(|e| bad_input(format!("{}: {e}", args.model.display())))?;
+    super::requant::report(&model);
     let tok = model.tokenizer();
     // common_tokenize(ctx, text, add_special = true): special tokens in the text stay text.
     let tokens = tok.tokenize(&text, true, false).map_err(bad_input)?;
