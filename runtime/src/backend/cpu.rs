@@ -97,7 +97,8 @@ impl CpuWeights {
 
     /// [`CpuWeights::new`], and with `requant` every matmul weight whose row length is a whole
     /// number of `requant` blocks is converted to it in memory (dequantized to f32 row by row,
-    /// then quantized), in parallel; like bitsandbytes' `load_in_4bit` for [`QuantFormat::Nf4`].
+    /// then quantized; NF4 with a per-block scale search, see `requant.rs`), in parallel; like
+    /// bitsandbytes' `load_in_4bit` for [`QuantFormat::Nf4`].
     /// The output head (`output.weight` or the tied token embedding) is kept as stored, as
     /// bitsandbytes keeps `lm_head`: it is the most sensitive matrix, and a tied embedding
     /// would otherwise be held twice. Embedding lookups always read the stored original.
@@ -180,8 +181,8 @@ fn is_matmul_weight(table: &WeightTable, e: &crate::backend::WeightEntry) -> boo
 
 /// The output head (`output.weight`, or the token embedding it is tied to): like
 /// bitsandbytes' `load_in_4bit`, which skips `lm_head`, requant keeps it as stored. Measured on
-/// SmolLM2-135M Q4_1 (4 chunks of 256): converting its Q8_0 tied head to NF4 too raised the
-/// perplexity from 19.3 to 29.1.
+/// SmolLM2-135M Q4_1 (4 chunks of 256, plain absmax NF4): converting its Q8_0 tied head too
+/// gave perplexity 29.1 against 25.6 without it (19.3 as stored).
 fn is_output_head(table: &WeightTable, e: &crate::backend::WeightEntry) -> bool {
     e.name == "output.weight"
         || (e.name == "token_embd.weight"
@@ -193,6 +194,8 @@ fn requant_matrices(
     table: &WeightTable,
     fmt: QuantFormat,
 ) -> (Vec<Option<OwnedMatrix>>, RequantReport) {
+    use bytemuck::Zeroable;
+    use quant::BlockNF4;
     use rayon::prelude::*;
     let block = fmt.block_size();
     let mut report = RequantReport {
@@ -235,11 +238,14 @@ fn requant_matrices(
             out.par_chunks_mut(dst_row)
                 .zip(src.par_chunks(src_row))
                 .for_each_init(
-                    || vec![0.0f32; cols],
-                    |row, (dst, s)| {
+                    || (vec![0.0f32; cols], vec![BlockNF4::zeroed(); cols / block]),
+                    |(row, blocks), (dst, s)| {
                         dequantize_row(e.ty, s, row);
                         // The row length is a whole number of blocks (checked above).
-                        if let Err(err) = quant::quantize_format(fmt, row, dst) {
+                        if fmt == QuantFormat::Nf4 {
+                            super::requant::quantize_row_nf4_search(row, blocks);
+                            dst.copy_from_slice(bytemuck::cast_slice(blocks));
+                        } else if let Err(err) = quant::quantize_format(fmt, row, dst) {
                             panic!("requant {} to {fmt}: {err}", e.name);
                         }
                     },

@@ -12,6 +12,7 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod requant;
 mod weights;
 
 pub use weights::{WeightEntry, WeightError, WeightTable};
