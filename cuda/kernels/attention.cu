@@ -1,9 +1,9 @@
-// attention.cu: causal attention over an f16 KV cache, for decode and prefill, with the KV range
+// attention.cu: causal attention over an f16 (or f32) KV cache, for decode and prefill, with the KV range
 // split across blocks (flash-decoding: partial softmax per split, then a combine pass) and
 // grouped-query attention (query head h reads KV head h / (n_head / n_kv)).
 // Prepended by the Rust side: common.cuh, quant.cuh.
 //
-// KV cache layout: [n_ctx][n_kv][head_dim] f16, one row per position.
+// KV cache layout: [n_ctx][n_kv][head_dim] f16 (the *_f32 kernels: f32), one row per position.
 // Token t of a batch sits at position pos0[0] + t and sees positions 0 ..= pos0[0] + t
 // (clipped to the n_ctx positions the cache holds), or only the last `window` of them when
 // window > 0.
@@ -15,18 +15,28 @@
 // k, v: [ntok] rows of token_stride floats, n_kv * head_dim (= row) values each, stored as f16
 // at positions pos0[0] + t of the caches; positions at or past n_ctx are dropped (never written
 // out of bounds, whatever pos0 holds).
-extern "C" __global__ void kv_store_f16(const float* __restrict__ k, const float* __restrict__ v,
-                                        uint16_t* __restrict__ kc, uint16_t* __restrict__ vc,
-                                        const int* __restrict__ pos0, int ntok, int token_stride, int row, int n_ctx) {
+template <typename T>
+__device__ __forceinline__ void kv_store(const float* __restrict__ k, const float* __restrict__ v, T* __restrict__ kc,
+                                         T* __restrict__ vc, const int* __restrict__ pos0, int ntok, int token_stride,
+                                         int row, int n_ctx) {
     const int idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= ntok * row) return;
     const int t = idx / row, e = idx % row;
     const int p = pos0[0] + t;
     if (p < 0 || p >= n_ctx) return;
     const size_t dst = (size_t)p * row + e;
-    kc[dst] = f32_to_f16(k[(size_t)t * token_stride + e]);
-    vc[dst] = f32_to_f16(v[(size_t)t * token_stride + e]);
+    kc[dst] = kv_from_f32<T>(k[(size_t)t * token_stride + e]);
+    vc[dst] = kv_from_f32<T>(v[(size_t)t * token_stride + e]);
 }
+
+#define KV_STORE(name, T)                                                                                     \
+    extern "C" __global__ void name(const float* __restrict__ k, const float* __restrict__ v, T* __restrict__ kc, \
+                                    T* __restrict__ vc, const int* __restrict__ pos0, int ntok, int token_stride, \
+                                    int row, int n_ctx) {                                                     \
+        kv_store<T>(k, v, kc, vc, pos0, ntok, token_stride, row, n_ctx);                                      \
+    }
+KV_STORE(kv_store_f16, uint16_t)
+KV_STORE(kv_store_f32, float)
 
 // Grid (n_head, nsplit, ntok), ATT_WARPS warps. Split s covers positions [s*chunk, (s+1)*chunk)
 // clipped to the token's visible range; warps take positions round-robin with an online softmax,
@@ -34,11 +44,12 @@ extern "C" __global__ void kv_store_f16(const float* __restrict__ k, const float
 //   part_o:  [ntok][n_head][nsplit][head_dim]
 //   part_ml: [ntok][n_head][nsplit][2]
 // q: [ntok] rows of q_stride floats, head h at h * head_dim.
-extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
-    attention_split(const float* __restrict__ q, const uint16_t* __restrict__ kc, const uint16_t* __restrict__ vc,
-                    const int* __restrict__ pos0, float* __restrict__ part_o, float* __restrict__ part_ml,
-                    int q_stride, int n_head, int n_kv, int head_dim, int n_ctx, int chunk, int window,
-                    float scale) {
+template <typename T>
+__device__ __forceinline__ void attention_split_t(const float* __restrict__ q, const T* __restrict__ kc,
+                                                  const T* __restrict__ vc, const int* __restrict__ pos0,
+                                                  float* __restrict__ part_o, float* __restrict__ part_ml,
+                                                  int q_stride, int n_head, int n_kv, int head_dim, int n_ctx,
+                                                  int chunk, int window, float scale) {
     __shared__ float sm_m[ATT_WARPS];
     __shared__ float sm_l[ATT_WARPS];
     __shared__ float sm_o[ATT_WARPS][ATT_MAX_PER_LANE * WARP_SIZE];
@@ -63,23 +74,23 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
     }
     float m = NEG_INF, l = 0.0f;
     for (int p = start + warp; p < end; p += ATT_WARPS) {
-        const uint16_t* kp = kc + (size_t)p * kv_row + (size_t)kvh * head_dim;
+        const T* kp = kc + (size_t)p * kv_row + (size_t)kvh * head_dim;
         float dot = 0.0f;
 #pragma unroll
         for (int i = 0; i < ATT_MAX_PER_LANE; ++i) {
             const int e = lane + WARP_SIZE * i;
-            if (e < head_dim) dot += qr[i] * f16_to_f32(kp[e]);
+            if (e < head_dim) dot += qr[i] * kv_to_f32(kp[e]);
         }
         dot = warp_sum(dot);
         const float m_new = fmaxf(m, dot);
         const float corr = expf(m - m_new);
         const float pexp = expf(dot - m_new);
         l = l * corr + pexp;
-        const uint16_t* vp = vc + (size_t)p * kv_row + (size_t)kvh * head_dim;
+        const T* vp = vc + (size_t)p * kv_row + (size_t)kvh * head_dim;
 #pragma unroll
         for (int i = 0; i < ATT_MAX_PER_LANE; ++i) {
             const int e = lane + WARP_SIZE * i;
-            if (e < head_dim) o[i] = o[i] * corr + pexp * f16_to_f32(vp[e]);
+            if (e < head_dim) o[i] = o[i] * corr + pexp * kv_to_f32(vp[e]);
         }
         m = m_new;
     }
@@ -113,6 +124,17 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
     }
 }
 
+#define ATTENTION_SPLIT(name, T)                                                                              \
+    extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)                                       \
+        name(const float* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,                 \
+             const int* __restrict__ pos0, float* __restrict__ part_o, float* __restrict__ part_ml,           \
+             int q_stride, int n_head, int n_kv, int head_dim, int n_ctx, int chunk, int window, float scale) { \
+        attention_split_t<T>(q, kc, vc, pos0, part_o, part_ml, q_stride, n_head, n_kv, head_dim, n_ctx, chunk, \
+                             window, scale);                                                                  \
+    }
+ATTENTION_SPLIT(attention_split, uint16_t)
+ATTENTION_SPLIT(attention_split_f32, float)
+
 // The same contract as attention_split, organised for long KV ranges: a thread per key for the
 // scores (16-byte K loads when head_dim allows), a block-wide softmax over the split kept in
 // shared memory, then a thread per output element summing over the split's keys (coalesced V
@@ -120,11 +142,12 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
 #define ATT_WIDE_THREADS 128
 #define ATT_WIDE_MAX_CHUNK 256
 
-extern "C" __global__ void __launch_bounds__(ATT_WIDE_THREADS)
-    attention_split_wide(const float* __restrict__ q, const uint16_t* __restrict__ kc,
-                         const uint16_t* __restrict__ vc, const int* __restrict__ pos0, float* __restrict__ part_o,
-                         float* __restrict__ part_ml, int q_stride, int n_head, int n_kv, int head_dim, int n_ctx,
-                         int chunk, int window, float scale) {
+template <typename T>
+__device__ __forceinline__ void attention_split_wide_t(const float* __restrict__ q, const T* __restrict__ kc,
+                                                       const T* __restrict__ vc, const int* __restrict__ pos0,
+                                                       float* __restrict__ part_o, float* __restrict__ part_ml,
+                                                       int q_stride, int n_head, int n_kv, int head_dim, int n_ctx,
+                                                       int chunk, int window, float scale) {
     __shared__ float qs[ATT_MAX_PER_LANE * WARP_SIZE];
     __shared__ float sc[ATT_WIDE_MAX_CHUNK];
     __shared__ float red[32];
@@ -141,9 +164,9 @@ extern "C" __global__ void __launch_bounds__(ATT_WIDE_THREADS)
     for (int e = threadIdx.x; e < head_dim; e += blockDim.x) qs[e] = qh[e] * scale;
     __syncthreads();
 
-    const bool vec = head_dim % 8 == 0 && ((size_t)kc % 16) == 0;
+    const bool vec = sizeof(T) == 2 && head_dim % 8 == 0 && ((size_t)kc % 16) == 0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const uint16_t* kp = kc + (size_t)(start + i) * kv_row + (size_t)kvh * head_dim;
+        const T* kp = kc + (size_t)(start + i) * kv_row + (size_t)kvh * head_dim;
         float dot = 0.0f;
         if (vec) {
             for (int e = 0; e < head_dim; e += 8) {
@@ -156,7 +179,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WIDE_THREADS)
                 }
             }
         } else {
-            for (int e = 0; e < head_dim; ++e) dot += qs[e] * f16_to_f32(kp[e]);
+            for (int e = 0; e < head_dim; ++e) dot += qs[e] * kv_to_f32(kp[e]);
         }
         sc[i] = dot;
     }
@@ -172,11 +195,11 @@ extern "C" __global__ void __launch_bounds__(ATT_WIDE_THREADS)
     }
     l = block_sum(l, red);  // its barriers also publish the probabilities in sc
     const size_t part = ((size_t)t * n_head + h) * nsplit + s;
-    const uint16_t* vbase = vc + (size_t)start * kv_row + (size_t)kvh * head_dim;
+    const T* vbase = vc + (size_t)start * kv_row + (size_t)kvh * head_dim;
     for (int e = threadIdx.x; e < head_dim; e += blockDim.x) {
         float acc = 0.0f;
 #pragma unroll 4
-        for (int i = 0; i < n; ++i) acc += sc[i] * f16_to_f32(vbase[(size_t)i * kv_row + e]);
+        for (int i = 0; i < n; ++i) acc += sc[i] * kv_to_f32(vbase[(size_t)i * kv_row + e]);
         part_o[part * head_dim + e] = acc;
     }
     if (threadIdx.x == 0) {
@@ -184,6 +207,17 @@ extern "C" __global__ void __launch_bounds__(ATT_WIDE_THREADS)
         part_ml[2 * part + 1] = l;
     }
 }
+
+#define ATTENTION_SPLIT_WIDE(name, T)                                                                         \
+    extern "C" __global__ void __launch_bounds__(ATT_WIDE_THREADS)                                            \
+        name(const float* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,                 \
+             const int* __restrict__ pos0, float* __restrict__ part_o, float* __restrict__ part_ml,           \
+             int q_stride, int n_head, int n_kv, int head_dim, int n_ctx, int chunk, int window, float scale) { \
+        attention_split_wide_t<T>(q, kc, vc, pos0, part_o, part_ml, q_stride, n_head, n_kv, head_dim, n_ctx,   \
+                                  chunk, window, scale);                                                      \
+    }
+ATTENTION_SPLIT_WIDE(attention_split_wide, uint16_t)
+ATTENTION_SPLIT_WIDE(attention_split_wide_f32, float)
 
 // Grid (n_head, ntok): merges the nsplit partials of each (token, head) into
 // out: [ntok] rows of out_stride floats, head h at h * head_dim.

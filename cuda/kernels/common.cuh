@@ -29,6 +29,20 @@ __device__ __forceinline__ uint16_t f32_to_f16(float f) {
     return h;
 }
 
+// ---- KV cache elements: f16 bit patterns (uint16_t) or f32 ----
+template <typename T>
+__device__ __forceinline__ T kv_from_f32(float v);
+template <>
+__device__ __forceinline__ uint16_t kv_from_f32<uint16_t>(float v) {
+    return f32_to_f16(v);
+}
+template <>
+__device__ __forceinline__ float kv_from_f32<float>(float v) {
+    return v;
+}
+__device__ __forceinline__ float kv_to_f32(uint16_t v) { return f16_to_f32(v); }
+__device__ __forceinline__ float kv_to_f32(float v) { return v; }
+
 // ---- integer dot product of four int8 lanes (sm_61+) ----
 __device__ __forceinline__ int dp4a(int a, int b, int c) {
     int r;

@@ -38,11 +38,13 @@ extern "C" __global__ void layer_norm(const float* x, const float* __restrict__ 
 
 // RMSNorm of one row (ncols a multiple of 32) straight into Q8_1 blocks: the decode path's
 // norm -> quantize pair in one launch. One block per row; each warp quantizes whole blocks.
-extern "C" __global__ void rms_norm_q8_1(const float* __restrict__ x, const float* __restrict__ w,
-                                         BlockQ8_1* __restrict__ y, int ncols, float eps) {
+// out (may be null): the normalised f32 row as well, for the ops that read it unquantized.
+__device__ __forceinline__ void rms_norm_q8_1_row(const float* x, const float* __restrict__ w, float* out,
+                                                  BlockQ8_1* __restrict__ y, int ncols, float eps) {
     __shared__ float scratch[32];
     const float* xr = x + (size_t)blockIdx.x * ncols;
     BlockQ8_1* yr = y + (size_t)blockIdx.x * (ncols / QK8_1);
+    float* outr = out ? out + (size_t)blockIdx.x * ncols : nullptr;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < ncols; i += blockDim.x) ss += xr[i] * xr[i];
     ss = block_sum(ss, scratch);
@@ -62,5 +64,19 @@ extern "C" __global__ void rms_norm_q8_1(const float* __restrict__ x, const floa
             yr[blk].d = f32_to_f16(d);
             yr[blk].s = f32_to_f16((float)sum * d);
         }
+        // Every lane read its own x before any writes: x and out may alias.
+        if (outr) outr[i] = v;
     }
+}
+
+extern "C" __global__ void rms_norm_q8_1(const float* __restrict__ x, const float* __restrict__ w,
+                                         BlockQ8_1* __restrict__ y, int ncols, float eps) {
+    rms_norm_q8_1_row(x, w, nullptr, y, ncols, eps);
+}
+
+// rms_norm_q8_1 that also writes the f32 result (out may alias x): one launch gives the decode
+// path both the normalised row and its Q8_1 copy for the matrix-vector products that follow.
+extern "C" __global__ void rms_norm_f32_q8_1(const float* x, const float* __restrict__ w, float* out,
+                                             BlockQ8_1* __restrict__ y, int ncols, float eps) {
+    rms_norm_q8_1_row(x, w, out, y, ncols, eps);
 }

@@ -14,6 +14,12 @@ pub struct DeviceGraph {
     graph: CudaGraph,
 }
 
+// SAFETY: CUDA graph objects are not internally synchronized and must not be used from two
+// threads at once; a DeviceGraph is not Sync, so moving it to another thread (a session moved
+// to a worker) still leaves one owner using it at a time. cudarc binds the context to the
+// calling thread before every launch and on drop, so no call depends on the creating thread.
+unsafe impl Send for DeviceGraph {}
+
 impl std::fmt::Debug for DeviceGraph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceGraph").finish_non_exhaustive()

@@ -5,7 +5,7 @@
 //! Buffers are anything cudarc can hand a device pointer for (`CudaSlice`, `CudaView`,
 //! `CudaViewMut`), so callers can pass sub-ranges of larger buffers.
 
-use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
 
 use crate::{ArgKind, CudaDevice, CudaError, Kernel, WeightType};
 
@@ -37,6 +37,52 @@ pub enum RopeMode {
     Normal,
     /// Halves (i, i + n_rot/2): GPT-NeoX, Phi-2, Gemma, Qwen.
     Neox,
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u16 {}
+    impl Sealed for f32 {}
+}
+
+/// The element type of a KV cache: `u16` (f16 bit patterns) or `f32`; picks the kernels.
+pub trait KvElement: DeviceRepr + sealed::Sealed {
+    const KV_STORE: Kernel;
+    const ATTENTION: Kernel;
+    const ATTENTION_WIDE: Kernel;
+    const ROPE_KV_STORE: Kernel;
+}
+
+impl KvElement for u16 {
+    const KV_STORE: Kernel = Kernel::KvStoreF16;
+    const ATTENTION: Kernel = Kernel::AttentionSplit;
+    const ATTENTION_WIDE: Kernel = Kernel::AttentionSplitWide;
+    const ROPE_KV_STORE: Kernel = Kernel::RopeKvStoreF16;
+}
+
+impl KvElement for f32 {
+    const KV_STORE: Kernel = Kernel::KvStoreF32;
+    const ATTENTION: Kernel = Kernel::AttentionSplitF32;
+    const ATTENTION_WIDE: Kernel = Kernel::AttentionSplitWideF32;
+    const ROPE_KV_STORE: Kernel = Kernel::RopeKvStoreF32;
+}
+
+/// Shapes of one fused RoPE + KV-cache write ([`CudaDevice::rope_kv_store`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RopeKvShape {
+    pub ntok: usize,
+    /// Floats between consecutive tokens in `q`.
+    pub q_stride: usize,
+    /// Floats between consecutive tokens in `k` and in `v`.
+    pub kv_stride: usize,
+    pub n_head: usize,
+    pub n_kv: usize,
+    pub head_dim: usize,
+    /// Rotated dimensions at the start of each head.
+    pub n_rot: usize,
+    pub mode: RopeMode,
+    /// Positions the cache holds.
+    pub n_ctx: usize,
 }
 
 /// The activation of a gated feed-forward unit.
@@ -256,6 +302,38 @@ impl CudaDevice {
         self.launch(k, (nrows, 1, 1), 256, &args)
     }
 
+    /// [`CudaDevice::rms_norm_q8_1`] that also writes the f32 result into `out` (which may be
+    /// the same memory as `x`): the decode path's norm, one launch for both consumers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rms_norm_f32_q8_1(
+        &self,
+        x: &impl DevicePtr<f32>,
+        w: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        y: &mut impl DevicePtrMut<u8>,
+        nrows: usize,
+        ncols: usize,
+        eps: f32,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::RmsNormF32Q8_1;
+        if !ncols.is_multiple_of(32) {
+            return Err(bad(k, format!("ncols = {ncols} is not a multiple of 32")));
+        }
+        need(k, "x", x.len(), nrows * ncols)?;
+        need(k, "w", w.len(), ncols)?;
+        need(k, "out", out.len(), nrows * ncols)?;
+        need(k, "y", y.len(), nrows * ncols / 32 * Q8_1_BLOCK_BYTES)?;
+        let args = [
+            self.ptr(x),
+            self.ptr(w),
+            self.ptr_mut(out),
+            self.ptr_mut(y),
+            int(k, "ncols", ncols)?,
+            Arg::F32(eps),
+        ];
+        self.launch(k, (nrows, 1, 1), 256, &args)
+    }
+
     /// LayerNorm of `nrows` rows of `ncols`, times `w`, plus `b` when given.
     #[allow(clippy::too_many_arguments)]
     pub fn layer_norm(
@@ -336,6 +414,136 @@ impl CudaDevice {
             Arg::F32(freq_scale),
         ];
         int(k, "ntok * n_head * n_rot / 2", total)?;
+        self.launch(
+            k,
+            (total.div_ceil(ELEMENT_BLOCK), 1, 1),
+            ELEMENT_BLOCK as u32,
+            &args,
+        )
+    }
+
+    /// RoPE in place like [`CudaDevice::rope`], with cos/sin from `table` (`n_pos` rows of
+    /// `n_rot` values in the layout of `tinyrt_kernels::cpu::ops::RopeCache::row`), so
+    /// frequency factors, scaling and YaRN are whatever the table was built with.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_cached(
+        &self,
+        x: &mut impl DevicePtrMut<f32>,
+        pos: &impl DevicePtr<i32>,
+        table: &impl DevicePtr<f32>,
+        n_pos: usize,
+        ntok: usize,
+        token_stride: usize,
+        n_head: usize,
+        head_dim: usize,
+        n_rot: usize,
+        mode: RopeMode,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::RopeCached;
+        if n_rot == 0
+            || !n_rot.is_multiple_of(2)
+            || n_rot > head_dim
+            || n_head * head_dim > token_stride
+        {
+            return Err(bad(
+                k,
+                format!("n_rot {n_rot}, head_dim {head_dim}, n_head {n_head}, token_stride {token_stride}"),
+            ));
+        }
+        if ntok > 0 {
+            need(
+                k,
+                "x",
+                x.len(),
+                (ntok - 1) * token_stride + n_head * head_dim,
+            )?;
+        }
+        need(k, "pos", pos.len(), ntok)?;
+        need(k, "table", table.len(), n_pos * n_rot)?;
+        let total = ntok * n_head * (n_rot / 2);
+        int(k, "ntok * n_head * n_rot / 2", total)?;
+        let args = [
+            self.ptr_mut(x),
+            self.ptr(pos),
+            self.ptr(table),
+            int(k, "n_pos", n_pos)?,
+            int(k, "ntok", ntok)?,
+            int(k, "token_stride", token_stride)?,
+            int(k, "n_head", n_head)?,
+            int(k, "head_dim", head_dim)?,
+            int(k, "n_rot", n_rot)?,
+            Arg::I32((mode == RopeMode::Neox) as i32),
+        ];
+        self.launch(
+            k,
+            (total.div_ceil(ELEMENT_BLOCK), 1, 1),
+            ELEMENT_BLOCK as u32,
+            &args,
+        )
+    }
+
+    /// The fused QKV → RoPE → KV-cache write: RoPE of `q` in place, RoPE of `k` written into
+    /// `k_cache`, `v` copied into `v_cache`, token t at position `pos[t]`, cos/sin from `table`
+    /// (as [`CudaDevice::rope_cached`]). `k` itself is left unrotated. Caches hold
+    /// `n_ctx × n_kv × head_dim` values.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_kv_store<T: KvElement>(
+        &self,
+        q: &mut impl DevicePtrMut<f32>,
+        k_new: &impl DevicePtr<f32>,
+        v_new: &impl DevicePtr<f32>,
+        k_cache: &mut impl DevicePtrMut<T>,
+        v_cache: &mut impl DevicePtrMut<T>,
+        pos: &impl DevicePtr<i32>,
+        table: &impl DevicePtr<f32>,
+        n_pos: usize,
+        s: RopeKvShape,
+    ) -> Result<(), CudaError> {
+        let k = T::ROPE_KV_STORE;
+        let kv_row = s.n_kv * s.head_dim;
+        if s.n_rot == 0
+            || !s.n_rot.is_multiple_of(2)
+            || s.n_rot > s.head_dim
+            || s.n_head * s.head_dim > s.q_stride
+            || kv_row > s.kv_stride
+        {
+            return Err(bad(k, format!("unsupported shape {s:?}")));
+        }
+        if s.ntok > 0 {
+            need(
+                k,
+                "q",
+                q.len(),
+                (s.ntok - 1) * s.q_stride + s.n_head * s.head_dim,
+            )?;
+            need(k, "k", k_new.len(), (s.ntok - 1) * s.kv_stride + kv_row)?;
+            need(k, "v", v_new.len(), (s.ntok - 1) * s.kv_stride + kv_row)?;
+        }
+        need(k, "k_cache", k_cache.len(), s.n_ctx * kv_row)?;
+        need(k, "v_cache", v_cache.len(), s.n_ctx * kv_row)?;
+        need(k, "pos", pos.len(), s.ntok)?;
+        need(k, "table", table.len(), n_pos * s.n_rot)?;
+        let total = s.ntok * (s.n_head * s.n_rot / 2 + 2 * kv_row);
+        int(k, "work items", total)?;
+        let args = [
+            self.ptr_mut(q),
+            self.ptr(k_new),
+            self.ptr(v_new),
+            self.ptr_mut(k_cache),
+            self.ptr_mut(v_cache),
+            self.ptr(pos),
+            self.ptr(table),
+            int(k, "n_pos", n_pos)?,
+            int(k, "ntok", s.ntok)?,
+            int(k, "q_stride", s.q_stride)?,
+            int(k, "kv_stride", s.kv_stride)?,
+            int(k, "n_head", s.n_head)?,
+            int(k, "n_kv", s.n_kv)?,
+            int(k, "head_dim", s.head_dim)?,
+            int(k, "n_rot", s.n_rot)?,
+            Arg::I32((s.mode == RopeMode::Neox) as i32),
+            int(k, "n_ctx", s.n_ctx)?,
+        ];
         self.launch(
             k,
             (total.div_ceil(ELEMENT_BLOCK), 1, 1),
@@ -680,7 +888,34 @@ impl CudaDevice {
         row: usize,
         n_ctx: usize,
     ) -> Result<(), CudaError> {
-        let k = Kernel::KvStoreF16;
+        self.kv_store::<u16>(
+            k_new,
+            v_new,
+            k_cache,
+            v_cache,
+            pos0,
+            ntok,
+            token_stride,
+            row,
+            n_ctx,
+        )
+    }
+
+    /// [`CudaDevice::kv_store_f16`] for either cache element type (`u16` = f16, or `f32`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn kv_store<T: KvElement>(
+        &self,
+        k_new: &impl DevicePtr<f32>,
+        v_new: &impl DevicePtr<f32>,
+        k_cache: &mut impl DevicePtrMut<T>,
+        v_cache: &mut impl DevicePtrMut<T>,
+        pos0: &impl DevicePtr<i32>,
+        ntok: usize,
+        token_stride: usize,
+        row: usize,
+        n_ctx: usize,
+    ) -> Result<(), CudaError> {
+        let k = T::KV_STORE;
         if row > token_stride {
             return Err(bad(k, format!("row {row} > token_stride {token_stride}")));
         }
@@ -716,36 +951,36 @@ impl CudaDevice {
     /// `n_kv × head_dim`): split over the KV range, then combined. `scratch` holds at least
     /// `shape.scratch_len()` floats. One warp per key within a split.
     #[allow(clippy::too_many_arguments)]
-    pub fn attention(
+    pub fn attention<T: KvElement>(
         &self,
         q: &impl DevicePtr<f32>,
-        k_cache: &impl DevicePtr<u16>,
-        v_cache: &impl DevicePtr<u16>,
+        k_cache: &impl DevicePtr<T>,
+        v_cache: &impl DevicePtr<T>,
         pos0: &impl DevicePtr<i32>,
         out: &mut impl DevicePtrMut<f32>,
         scratch: &mut impl DevicePtrMut<f32>,
         shape: AttentionShape,
         scale: f32,
     ) -> Result<(), CudaError> {
-        let k = Kernel::AttentionSplit;
+        let k = T::ATTENTION;
         self.attention_with(k, q, k_cache, v_cache, pos0, out, scratch, shape, scale)
     }
 
     /// [`CudaDevice::attention`] with one thread per key and a block-wide softmax per split
     /// (`attention_split_wide`), meant for long KV ranges; `shape.chunk` at most 256.
     #[allow(clippy::too_many_arguments)]
-    pub fn attention_wide(
+    pub fn attention_wide<T: KvElement>(
         &self,
         q: &impl DevicePtr<f32>,
-        k_cache: &impl DevicePtr<u16>,
-        v_cache: &impl DevicePtr<u16>,
+        k_cache: &impl DevicePtr<T>,
+        v_cache: &impl DevicePtr<T>,
         pos0: &impl DevicePtr<i32>,
         out: &mut impl DevicePtrMut<f32>,
         scratch: &mut impl DevicePtrMut<f32>,
         shape: AttentionShape,
         scale: f32,
     ) -> Result<(), CudaError> {
-        let k = Kernel::AttentionSplitWide;
+        let k = T::ATTENTION_WIDE;
         if shape.chunk > 256 {
             return Err(bad(k, format!("chunk {} > 256", shape.chunk)));
         }
@@ -753,12 +988,12 @@ impl CudaDevice {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn attention_with(
+    fn attention_with<T: KvElement>(
         &self,
         k: Kernel,
         q: &impl DevicePtr<f32>,
-        k_cache: &impl DevicePtr<u16>,
-        v_cache: &impl DevicePtr<u16>,
+        k_cache: &impl DevicePtr<T>,
+        v_cache: &impl DevicePtr<T>,
         pos0: &impl DevicePtr<i32>,
         out: &mut impl DevicePtrMut<f32>,
         scratch: &mut impl DevicePtrMut<f32>,

@@ -94,6 +94,9 @@ const MATMUL_ARGS: &[ArgKind] = &[P, P, P, I, I, I];
 const GET_ROWS_ARGS: &[ArgKind] = &[P, P, P, I, I];
 const UNARY_ARGS: &[ArgKind] = &[P, P, I];
 const BINARY_ARGS: &[ArgKind] = &[P, P, P, I];
+const KV_STORE_ARGS: &[ArgKind] = &[P, P, P, P, P, I, I, I, I];
+const ATTENTION_ARGS: &[ArgKind] = &[P, P, P, P, P, P, I, I, I, I, I, I, I, F];
+const ROPE_KV_STORE_ARGS: &[ArgKind] = &[P, P, P, P, P, P, P, I, I, I, I, I, I, I, I, I, I];
 
 macro_rules! kernels {
     ($($variant:ident => ($name:literal, $file:ident, $args:expr),)*) => {
@@ -127,7 +130,11 @@ kernels! {
     RmsNorm => ("rms_norm", Norm, &[P, P, P, I, F]),
     LayerNorm => ("layer_norm", Norm, &[P, P, P, P, I, F]),
     RmsNormQ8_1 => ("rms_norm_q8_1", Norm, &[P, P, P, I, F]),
+    RmsNormF32Q8_1 => ("rms_norm_f32_q8_1", Norm, &[P, P, P, P, I, F]),
     Rope => ("rope", Rope, &[P, P, I, I, I, I, I, I, F, F]),
+    RopeCached => ("rope_cached", Rope, &[P, P, P, I, I, I, I, I, I, I]),
+    RopeKvStoreF16 => ("rope_kv_store_f16", Rope, ROPE_KV_STORE_ARGS),
+    RopeKvStoreF32 => ("rope_kv_store_f32", Rope, ROPE_KV_STORE_ARGS),
     MatvecF32 => ("matvec_f32", Matvec, MATVEC_ARGS),
     MatvecF16 => ("matvec_f16", Matvec, MATVEC_ARGS),
     MatvecQ4_0 => ("matvec_q4_0", Matvec, MATVEC_Q_ARGS),
@@ -172,9 +179,12 @@ kernels! {
     MatmulMmaQ6_K => ("matmul_mma_q6_k", Matmul, MATMUL_ARGS),
     MatmulMmaIQ4_NL => ("matmul_mma_iq4_nl", Matmul, MATMUL_ARGS),
     MatmulMmaNF4 => ("matmul_mma_nf4", Matmul, MATMUL_ARGS),
-    KvStoreF16 => ("kv_store_f16", Attention, &[P, P, P, P, P, I, I, I, I]),
-    AttentionSplit => ("attention_split", Attention, &[P, P, P, P, P, P, I, I, I, I, I, I, I, F]),
-    AttentionSplitWide => ("attention_split_wide", Attention, &[P, P, P, P, P, P, I, I, I, I, I, I, I, F]),
+    KvStoreF16 => ("kv_store_f16", Attention, KV_STORE_ARGS),
+    KvStoreF32 => ("kv_store_f32", Attention, KV_STORE_ARGS),
+    AttentionSplit => ("attention_split", Attention, ATTENTION_ARGS),
+    AttentionSplitF32 => ("attention_split_f32", Attention, ATTENTION_ARGS),
+    AttentionSplitWide => ("attention_split_wide", Attention, ATTENTION_ARGS),
+    AttentionSplitWideF32 => ("attention_split_wide_f32", Attention, ATTENTION_ARGS),
     AttentionCombine => ("attention_combine", Attention, &[P, P, P, I, I, I, I]),
     Silu => ("silu", Elementwise, UNARY_ARGS),
     Gelu => ("gelu", Elementwise, UNARY_ARGS),
@@ -212,7 +222,15 @@ impl Kernel {
         matches!(
             self.source(),
             SourceFile::Matvec | SourceFile::Attention | SourceFile::Quantize
-        ) || matches!(self, Kernel::RmsNormQ8_1 | Kernel::Argmax)
+        ) || matches!(
+            self,
+            Kernel::RmsNormQ8_1
+                | Kernel::RmsNormF32Q8_1
+                | Kernel::Argmax
+                | Kernel::RopeCached
+                | Kernel::RopeKvStoreF16
+                | Kernel::RopeKvStoreF32
+        )
     }
 
     pub const fn matvec(t: WeightType) -> Kernel {

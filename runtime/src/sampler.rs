@@ -164,6 +164,12 @@ impl Sampler {
         &self.opts
     }
 
+    /// Whether [`Sampler::sample`] is the plain argmax of the raw logits (temperature `<= 0`
+    /// and no repetition penalty): then the backend may pick the token where the logits are.
+    pub fn is_plain_argmax(&self) -> bool {
+        self.opts.temperature <= 0.0 && (self.opts.repeat_penalty == 1.0 || self.history_cap == 0)
+    }
+
     /// Record a token (prompt or generated) for the repetition penalty.
     pub fn accept(&mut self, id: u32) {
         if self.history_cap == 0 {

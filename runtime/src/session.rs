@@ -176,6 +176,22 @@ impl Session {
         Ok(&self.logits)
     }
 
+    /// Feed one token and return the id of its largest logit (ties: lowest id), computed by
+    /// the backend where the logits are (on a GPU only the id comes back). Greedy decoding;
+    /// [`Session::logits`] is empty afterwards.
+    pub fn feed_argmax(&mut self, token: u32) -> Result<u32, SessionError> {
+        self.check(&[token])?;
+        let mut none = std::mem::take(&mut self.logits);
+        self.run(&[token], Logits::KeepLast, &mut none)?;
+        self.logits = none;
+        let vocab = self.model.config().vocab_size;
+        let id = self.backend.argmax(self.scratch.logits, 0, vocab);
+        if let Some(e) = self.backend.take_error() {
+            return Err(SessionError::Backend(e));
+        }
+        Ok(id)
+    }
+
     /// Feed tokens and return the logits of every one of them (`tokens.len() × vocab`).
     pub fn feed_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>, SessionError> {
         self.check(tokens)?;
@@ -229,6 +245,7 @@ impl Session {
             top_logits: opts.top_logits,
             stop: None,
             ignore_eog: false,
+            next_id: None,
         })
     }
 
@@ -298,6 +315,8 @@ pub struct Generation<'s> {
     top_logits: usize,
     stop: Option<StopReason>,
     ignore_eog: bool,
+    /// The next token when the backend already chose it (greedy decoding on the device).
+    next_id: Option<u32>,
 }
 
 impl Generation<'_> {
@@ -333,7 +352,9 @@ impl Generation<'_> {
         }
         let logits = &self.session.logits;
         let top = top_logits(logits, self.top_logits);
-        let id = if self.ignore_eog {
+        let id = if let Some(id) = self.next_id.take() {
+            id
+        } else if self.ignore_eog {
             let mut masked = logits.clone();
             for &e in self.session.model.tokenizer().eog_ids() {
                 if let Some(l) = masked.get_mut(e as usize) {
@@ -354,6 +375,9 @@ impl Generation<'_> {
         {
             // Done (or no room to feed the token back): the last token needs no forward pass.
             self.stop = Some(StopReason::Length);
+        } else if self.top_logits == 0 && !self.ignore_eog && self.sampler.is_plain_argmax() {
+            // Greedy with nothing else asked of the logits: the backend picks the next token.
+            self.next_id = Some(self.session.feed_argmax(id)?);
         } else {
             self.session.feed(&[id])?;
         }

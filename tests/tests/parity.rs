@@ -445,6 +445,22 @@ fn greedy_ids(threads: usize) -> Vec<u32> {
 }
 
 #[test]
+fn greedy_generation_through_the_backend_argmax_matches_argmax_of_the_logits() {
+    // `generate` with plain greedy options takes `Session::feed_argmax` (the backend picks the
+    // token); feeding by hand and taking the host argmax of the logits must give the same ids.
+    let model = Model::load(fixture("llama-tiny-q4_0.gguf"), LoadOptions::default()).unwrap();
+    let mut s = model.session(SessionOptions::default()).unwrap();
+    let prompt = &llama_tokens()[..8];
+    let mut id = argmax(s.feed(prompt).unwrap());
+    let mut want = vec![id];
+    for _ in 1..24 {
+        id = argmax(s.feed(&[id]).unwrap());
+        want.push(id);
+    }
+    assert_eq!(greedy_ids(2), want);
+}
+
+#[test]
 fn one_and_two_threads_give_the_same_greedy_tokens() {
     let one = greedy_ids(1);
     assert_eq!(one.len(), 24);

@@ -365,11 +365,12 @@ pub fn output_logits(
     logits: &mut Vec<f32>,
 ) {
     let rows = match which {
-        Logits::Last => n - 1..n,
+        Logits::Last | Logits::KeepLast => n - 1..n,
         Logits::All => 0..n,
     };
+    let keep = which == Logits::KeepLast;
     logits.clear();
-    logits.resize(rows.len() * vocab, 0.0);
+    logits.resize(if keep { 0 } else { rows.len() * vocab }, 0.0);
     let mut done = 0;
     for start in rows.clone().step_by(s.logit_rows) {
         let m = s.logit_rows.min(rows.end - start);
@@ -381,7 +382,9 @@ pub fn output_logits(
         if let Some(bias) = output_bias {
             b.add_bias(s.logits, bias, m);
         }
-        b.read(s.logits, 0, &mut logits[done * vocab..(done + m) * vocab]);
+        if !keep {
+            b.read(s.logits, 0, &mut logits[done * vocab..(done + m) * vocab]);
+        }
         done += m;
     }
 }

@@ -37,6 +37,9 @@ pub enum Logits {
     Last,
     /// Every token of the batch (tests, perplexity).
     All,
+    /// Only the last token, left on the backend in row 0 of `Scratch::logits` instead of read
+    /// back (greedy decoding takes `Backend::argmax` of it); the logits vector stays empty.
+    KeepLast,
 }
 
 /// A loaded architecture: weight handles plus hyperparameters.

@@ -2,11 +2,20 @@
 //!
 //! At load, every weight matrix is uploaded once in its GGUF layout (Q4_0 matrices also in
 //! the planar layout the decode kernel reads with 128-bit loads); 1-D tensors (norm weights,
-//! biases) are dequantized to f32 and uploaded. Per session: activation buffers, the f16 KV
-//! cache, the Q8_1 activation buffer and the attention scratch live on the device; every op
-//! is a kernel launch on one stream. Host ↔ device traffic per forward pass: the token ids,
-//! the positions (written once per pass, read by RoPE, the KV store and attention from
-//! device memory), and `read` of the logits.
+//! biases) are dequantized to f32 and uploaded. Per session: activation buffers, the KV cache
+//! (f16, or f32 when the session asks), the Q8_1 activation buffer, the attention scratch and
+//! the RoPE cos/sin tables (built on the host by the CPU backend's `RopeCache`, so Llama-3
+//! frequency factors and linear scaling match it) live on the device.
+//!
+//! Batched ops (prefill) launch at once. Single-token ops (decode) are recorded and run at the
+//! next sync point (`read`, `argmax`): planned with fusions (RMSNorm writing its Q8_1 copy for
+//! the matmul after it, gate/up and SwiGLU/GeGLU in one matrix-vector kernel, RoPE of Q and K
+//! with the KV-cache write in one kernel) and, for a whole decode step, captured once as a graph
+//! and replayed while the recorded step stays the same (positions and token ids live in device
+//! memory; the KV length is rounded up to a whole attention split, so one graph serves 256
+//! tokens). A failed capture falls back to plain launches. `TINYRT_CUDA_GRAPH=0` and
+//! `TINYRT_CUDA_FUSE=0` turn graphs / fusions off (for comparisons). Host ↔ device traffic per
+//! token: the token id, the position, and the logits or (greedy, `Backend::argmax`) one id.
 //!
 //! The [`Backend`] trait's methods return nothing, so the first CUDA error is kept and
 //! reported through [`Backend::take_error`]; later ops are skipped.
@@ -14,10 +23,14 @@
 use std::sync::Arc;
 
 use tinyrt_cuda::cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, SyncOnDrop};
-use tinyrt_cuda::{AttentionShape, CudaDevice, CudaError, DeviceBuffer, RopeMode, WeightType};
+use tinyrt_cuda::{
+    AttentionShape, CudaDevice, CudaError, DeviceBuffer, GluActivation, RopeKvShape, RopeMode,
+    WeightType,
+};
 
 use super::{AttnParams, Backend, BufId, RopeParams, WeightId, WeightTable};
 use crate::config::RopeStyle;
+use crate::kernels::cpu::ops::{RopeCache, RopeCfg, RopeMode as CpuRopeMode};
 use crate::kernels::quant::{self, GgmlType};
 use crate::kv_cache::{KvCacheSpec, KvType};
 
@@ -173,24 +186,331 @@ fn addr<T, S: DevicePtr<T>>(dev: &CudaDevice, s: &S) -> u64 {
     s.device_ptr(dev.stream()).0
 }
 
+/// All of `b` by address.
+fn raw_of<T, S: DevicePtr<T>>(dev: &CudaDevice, b: &S) -> Raw {
+    Raw {
+        ptr: addr(dev, b),
+        len: b.len(),
+        stream: Arc::clone(dev.stream()),
+    }
+}
+
 struct Buf {
     rows: usize,
     cols: usize,
     data: DeviceBuffer<f32>,
 }
 
-struct LayerKv {
-    k: DeviceBuffer<u16>,
-    v: DeviceBuffer<u16>,
+struct LayerKv<T> {
+    k: DeviceBuffer<T>,
+    v: DeviceBuffer<T>,
+}
+
+/// The KV cache of every layer, in the element type the session asked for.
+enum KvCache {
+    F16(Vec<LayerKv<u16>>),
+    F32(Vec<LayerKv<f32>>),
+}
+
+impl KvCache {
+    fn len(&self) -> usize {
+        match self {
+            KvCache::F16(v) => v.len(),
+            KvCache::F32(v) => v.len(),
+        }
+    }
+}
+
+/// A RoPE cos/sin table on the device, built on the host by the CPU backend's `RopeCache`
+/// (so frequency factors, linear scaling and the angles match the CPU value for value).
+struct RopeTable {
+    params: RopeParams,
+    n_pos: usize,
+    data: DeviceBuffer<f32>,
+}
+
+/// One recorded operation of a decode step: buffer and weight handles and shapes, never a
+/// position or a token id (those live in device memory), so the same step replays as a graph.
+#[derive(Clone, Debug, PartialEq)]
+enum Op {
+    Embed {
+        table: WeightId,
+        out: BufId,
+        n: usize,
+    },
+    RmsNorm {
+        x: BufId,
+        w: WeightId,
+        eps: f32,
+        out: BufId,
+        n: usize,
+    },
+    LayerNorm {
+        x: BufId,
+        w: WeightId,
+        b: Option<WeightId>,
+        eps: f32,
+        out: BufId,
+        n: usize,
+    },
+    HeadRmsNorm {
+        x: BufId,
+        w: WeightId,
+        eps: f32,
+        head_dim: usize,
+        n: usize,
+    },
+    Matmul {
+        x: BufId,
+        outs: Vec<(WeightId, BufId)>,
+        n: usize,
+    },
+    AddBias {
+        x: BufId,
+        b: WeightId,
+        n: usize,
+    },
+    Add {
+        dst: BufId,
+        src: BufId,
+        n: usize,
+    },
+    Scale {
+        x: BufId,
+        s: f32,
+        n: usize,
+    },
+    Rope {
+        x: BufId,
+        n_heads: usize,
+        head_dim: usize,
+        n: usize,
+        /// Index into the backend's RoPE tables.
+        table: usize,
+    },
+    Attention {
+        layer: usize,
+        q: BufId,
+        k: BufId,
+        v: BufId,
+        n: usize,
+        p: AttnParams,
+        out: BufId,
+        /// An upper bound of `pos0 + n`, rounded up to a whole KV split so that consecutive
+        /// decode steps record the same operation.
+        max_kv_len: usize,
+    },
+    Glu {
+        gate: BufId,
+        up: BufId,
+        n: usize,
+        act: GluActivation,
+    },
+    Gelu {
+        x: BufId,
+        n: usize,
+    },
+    CopyCols {
+        src: BufId,
+        src_col: usize,
+        dst: BufId,
+        dst_col: usize,
+        width: usize,
+        n: usize,
+    },
+    CopyRow {
+        src: BufId,
+        src_row: usize,
+        dst: BufId,
+        dst_row: usize,
+    },
+    Argmax {
+        buf: BufId,
+        row: usize,
+        cols: usize,
+    },
+}
+
+impl Op {
+    /// Rows the op processes (`CopyRow` and `Argmax`: one).
+    fn n(&self) -> usize {
+        match *self {
+            Op::Embed { n, .. }
+            | Op::RmsNorm { n, .. }
+            | Op::LayerNorm { n, .. }
+            | Op::HeadRmsNorm { n, .. }
+            | Op::Matmul { n, .. }
+            | Op::AddBias { n, .. }
+            | Op::Add { n, .. }
+            | Op::Scale { n, .. }
+            | Op::Rope { n, .. }
+            | Op::Attention { n, .. }
+            | Op::Glu { n, .. }
+            | Op::Gelu { n, .. }
+            | Op::CopyCols { n, .. } => n,
+            Op::CopyRow { .. } | Op::Argmax { .. } => 1,
+        }
+    }
+}
+
+/// How one recorded op (or a run of them) is executed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exec {
+    /// The op by itself; a matmul quantizes its input first unless `q8_ready`.
+    Plain { op: usize, q8_ready: bool },
+    /// RMSNorm writing the f32 row and its Q8_1 copy (`rms_norm_f32_q8_1`) for the matmul after it.
+    NormQ8 { op: usize },
+    /// A gate/up matmul and the GLU after it as one `matvec_glu_*` launch (`up` is not written).
+    Glu {
+        matmul: usize,
+        glu: usize,
+        q8_ready: bool,
+    },
+    /// RoPE of Q, RoPE of K and the attention's KV-cache write as one `rope_kv_store_*`
+    /// launch, then the attention (the f32 K rows stay unrotated; only the cache is read).
+    RopeKvAttention {
+        rope_q: usize,
+        rope_k: usize,
+        attn: usize,
+    },
+}
+
+/// What the planner needs to know about the weights.
+trait FusionInfo {
+    /// The input width of a matmul's products when all of them take a Q8_1 input, else `None`.
+    fn q8_cols(&self, outs: &[(WeightId, BufId)]) -> Option<usize>;
+    /// Whether a gate/up pair has a fused `matvec_glu_*` kernel (same quantized type and shape).
+    fn glu_pair(&self, gate: WeightId, up: WeightId) -> bool;
+    /// Columns of a buffer.
+    fn buf_cols(&self, b: BufId) -> usize;
+}
+
+/// Plans the execution of recorded single-token ops, fusing where the kernels allow:
+/// RMSNorm + Q8_1 quantization (when the next op is a matmul of the normalised rows), gate/up
+/// matmul + SwiGLU/GeGLU, and RoPE(Q) + RoPE(K) + KV-cache write before attention.
+fn plan(ops: &[Op], info: &dyn FusionInfo, fuse: bool) -> Vec<Exec> {
+    let mut plan = Vec::with_capacity(ops.len());
+    let mut q8_of: Option<BufId> = None;
+    let mut i = 0;
+    while i < ops.len() {
+        let next = ops.get(i + 1);
+        let ready = |x: BufId, q8_of: Option<BufId>| fuse && q8_of == Some(x);
+        match &ops[i] {
+            Op::RmsNorm { out, n: 1, .. } if fuse => {
+                let feeds_matmul = matches!(next, Some(Op::Matmul { x, outs, n: 1 })
+                    if x == out && info.q8_cols(outs) == Some(info.buf_cols(*out)));
+                if feeds_matmul && info.buf_cols(*out).is_multiple_of(32) {
+                    plan.push(Exec::NormQ8 { op: i });
+                    q8_of = Some(*out);
+                } else {
+                    plan.push(Exec::Plain {
+                        op: i,
+                        q8_ready: false,
+                    });
+                    q8_of = None;
+                }
+                i += 1;
+            }
+            Op::Matmul { x, outs, n: 1 } => {
+                let q8_ready = ready(*x, q8_of);
+                let glu = matches!(
+                    (outs.as_slice(), next),
+                    ([(wg, g), (wu, u)], Some(Op::Glu { gate, up, n: 1, .. }))
+                        if fuse && g == gate && u == up && info.glu_pair(*wg, *wu)
+                );
+                if glu {
+                    plan.push(Exec::Glu {
+                        matmul: i,
+                        glu: i + 1,
+                        q8_ready,
+                    });
+                    i += 2;
+                } else {
+                    plan.push(Exec::Plain { op: i, q8_ready });
+                    i += 1;
+                }
+                // The matmul left its whole input row quantized in the Q8_1 buffer (when its
+                // products read all of it).
+                q8_of = (info.q8_cols(outs) == Some(info.buf_cols(*x))).then_some(*x);
+            }
+            Op::Rope {
+                x: xq,
+                n_heads: hq,
+                head_dim: dq,
+                n: 1,
+                table: tq,
+            } if fuse => {
+                let fused = match (next, ops.get(i + 2)) {
+                    (
+                        Some(Op::Rope {
+                            x: xk,
+                            n_heads: hk,
+                            head_dim: dk,
+                            n: 1,
+                            table: tk,
+                        }),
+                        Some(Op::Attention { q, k, n: 1, p, .. }),
+                    ) => {
+                        q == xq
+                            && k == xk
+                            && tq == tk
+                            && dq == dk
+                            && *dq == p.head_dim_k
+                            && p.head_dim_k == p.head_dim_v
+                            && *hq == p.n_head
+                            && *hk == p.n_head_kv
+                    }
+                    _ => false,
+                };
+                if fused {
+                    plan.push(Exec::RopeKvAttention {
+                        rope_q: i,
+                        rope_k: i + 1,
+                        attn: i + 2,
+                    });
+                    i += 3;
+                } else {
+                    plan.push(Exec::Plain {
+                        op: i,
+                        q8_ready: false,
+                    });
+                    i += 1;
+                }
+                q8_of = None;
+            }
+            _ => {
+                plan.push(Exec::Plain {
+                    op: i,
+                    q8_ready: false,
+                });
+                q8_of = None;
+                i += 1;
+            }
+        }
+    }
+    plan
+}
+
+/// The captured graph of the last decode step and the ops it was recorded from.
+struct CachedGraph {
+    ops: Vec<Op>,
+    /// `CudaBackend::alloc_gen` at capture: a reallocated buffer invalidates the graph.
+    alloc_gen: u64,
+    graph: tinyrt_cuda::DeviceGraph,
+}
+
+/// Whether an environment switch is off (`0`, `off`, `false`, `no`).
+fn env_off(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| matches!(v.as_str(), "0" | "off" | "false" | "no"))
 }
 
 /// One session's GPU state.
 pub struct CudaBackend {
     w: Arc<CudaWeights>,
     bufs: Vec<Buf>,
-    kv: Vec<LayerKv>,
+    kv: Option<KvCache>,
     kv_spec: Option<KvCacheSpec>,
-    /// The current matmul input quantized to Q8_1.
+    /// Matmul input quantized to Q8_1 (one row).
     q8: Option<DeviceBuffer<u8>>,
     /// Token ids of the current pass.
     ids: Option<DeviceBuffer<i32>>,
@@ -198,21 +518,78 @@ pub struct CudaBackend {
     pos: Option<DeviceBuffer<i32>>,
     pos_written: Option<(usize, usize)>,
     attn_scratch: Option<DeviceBuffer<f32>>,
+    argmax_out: Option<DeviceBuffer<i32>>,
+    rope_tables: Vec<RopeTable>,
+    /// Bumped whenever a buffer that recorded ops point into is (re)allocated.
+    alloc_gen: u64,
+    /// Single-token ops recorded since the last sync point, run (fused, as a graph) at the next.
+    ops: Vec<Op>,
+    /// Whether `ops` holds an `Embed` (its ids are in `ids` already).
+    ops_embed: bool,
+    graph: Option<CachedGraph>,
+    graphs: bool,
+    fuse: bool,
     error: Option<String>,
 }
 
-/// Grow `slot` to at least `len` values (contents not kept).
+/// Grow `slot` to at least `len` values (contents not kept); `true` when it reallocated.
 fn ensure<
     T: tinyrt_cuda::cudarc::driver::DeviceRepr + tinyrt_cuda::cudarc::driver::ValidAsZeroBits,
 >(
     dev: &CudaDevice,
     slot: &mut Option<DeviceBuffer<T>>,
     len: usize,
-) -> Result<(), CudaError> {
+) -> Result<bool, CudaError> {
     if slot.as_ref().is_none_or(|b| b.len() < len) {
         *slot = Some(dev.alloc_zeros(len.max(1))?);
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
+}
+
+struct Planner<'a>(&'a CudaBackend);
+
+impl FusionInfo for Planner<'_> {
+    fn q8_cols(&self, outs: &[(WeightId, BufId)]) -> Option<usize> {
+        let mut cols = None;
+        for &(w, _) in outs {
+            match &self.0.w.tensors[w.0 as usize] {
+                DeviceWeight::Matrix { ty, cols: c, .. } if ty.is_quantized() => {
+                    if cols.is_some_and(|x| x != *c) {
+                        return None;
+                    }
+                    cols = Some(*c);
+                }
+                _ => return None,
+            }
+        }
+        cols
+    }
+    fn glu_pair(&self, gate: WeightId, up: WeightId) -> bool {
+        match (
+            &self.0.w.tensors[gate.0 as usize],
+            &self.0.w.tensors[up.0 as usize],
+        ) {
+            (
+                DeviceWeight::Matrix {
+                    ty: tg,
+                    rows: rg,
+                    cols: cg,
+                    ..
+                },
+                DeviceWeight::Matrix {
+                    ty: tu,
+                    rows: ru,
+                    cols: cu,
+                    ..
+                },
+            ) => tg == tu && rg == ru && cg == cu && tinyrt_cuda::Kernel::matvec_glu(*tg).is_some(),
+            _ => false,
+        }
+    }
+    fn buf_cols(&self, b: BufId) -> usize {
+        self.0.cols(b)
+    }
 }
 
 impl CudaBackend {
@@ -220,13 +597,22 @@ impl CudaBackend {
         CudaBackend {
             w,
             bufs: Vec::new(),
-            kv: Vec::new(),
+            kv: None,
             kv_spec: None,
             q8: None,
             ids: None,
             pos: None,
             pos_written: None,
             attn_scratch: None,
+            argmax_out: None,
+            rope_tables: Vec::new(),
+            alloc_gen: 0,
+            ops: Vec::new(),
+            ops_embed: false,
+            graph: None,
+            // TINYRT_CUDA_GRAPH=0 / TINYRT_CUDA_FUSE=0: plain launches, for comparisons.
+            graphs: !env_off("TINYRT_CUDA_GRAPH"),
+            fuse: !env_off("TINYRT_CUDA_FUSE"),
             error: None,
         }
     }
@@ -235,14 +621,94 @@ impl CudaBackend {
         &self.w.dev
     }
 
-    /// Run `f` unless an error is pending; keep its error.
-    fn guard(&mut self, f: impl FnOnce(&mut Self) -> Result<(), String>) {
+    /// Record or run `op` unless an error is pending; keep the first error.
+    ///
+    /// Single-token ops are recorded and run at the next sync point (`read`, `argmax`, or an
+    /// op over more rows), fused and, for a whole decode step, as one CUDA graph. Everything
+    /// that needs the host (token ids, positions, buffer sizes, RoPE tables) is done here, at
+    /// record time, so the recorded launches never allocate or copy from the host.
+    fn submit(&mut self, op: Op, pos0: usize) {
         if self.error.is_some() {
             return;
         }
-        if let Err(e) = f(self) {
+        let r = (|| {
+            let single = op.n() == 1;
+            // A second embed or another position range cannot share the device-side ids and
+            // positions with the ops already recorded: run those first.
+            let clash = matches!(op, Op::Embed { .. }) && self.ops_embed
+                || matches!(op, Op::Rope { .. } | Op::Attention { .. })
+                    && self.pos_written.is_some_and(|p| p != (pos0, op.n()))
+                    && self
+                        .ops
+                        .iter()
+                        .any(|o| matches!(o, Op::Rope { .. } | Op::Attention { .. }));
+            if !single || clash {
+                self.flush()?;
+            }
+            self.prepare(&op, pos0)?;
+            if single {
+                self.ops_embed |= matches!(op, Op::Embed { .. });
+                self.ops.push(op);
+                Ok(())
+            } else {
+                self.exec(
+                    std::slice::from_ref(&op),
+                    Exec::Plain {
+                        op: 0,
+                        q8_ready: false,
+                    },
+                )
+            }
+        })();
+        if let Err(e) = r {
             self.error = Some(e);
         }
+    }
+
+    /// Run the recorded ops: replay the cached graph when they are the same step, else plan,
+    /// fuse and (for a whole decode step) capture a new graph; plain launches when capture fails.
+    fn flush(&mut self) -> Result<(), String> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        let ops = std::mem::take(&mut self.ops);
+        let whole_step = self.ops_embed;
+        self.ops_embed = false;
+        if let Some(g) = &self.graph {
+            if g.ops == ops && g.alloc_gen == self.alloc_gen {
+                return g.graph.replay().map_err(|e| e.to_string());
+            }
+        }
+        let steps = plan(&ops, &Planner(self), self.fuse);
+        if self.graphs && whole_step {
+            self.graph = None;
+            let dev = Arc::clone(&self.w.dev);
+            let captured = dev.capture(|_| {
+                steps
+                    .iter()
+                    .try_for_each(|&s| self.exec(&ops, s))
+                    .map_err(CudaError::Driver)
+            });
+            match captured {
+                Ok(graph) => {
+                    graph.replay().map_err(|e| e.to_string())?;
+                    self.graph = Some(CachedGraph {
+                        ops,
+                        alloc_gen: self.alloc_gen,
+                        graph,
+                    });
+                    return Ok(());
+                }
+                Err(e) => {
+                    // Plain launches from now on (the capture left nothing behind).
+                    self.graphs = false;
+                    if std::env::var_os("TINYRT_CUDA_DEBUG").is_some() {
+                        eprintln!("tinyrt: CUDA graph capture failed, using plain launches: {e}");
+                    }
+                }
+            }
+        }
+        steps.iter().try_for_each(|&s| self.exec(&ops, s))
     }
 
     /// `len` floats of buffer `id` from float offset `off`.
@@ -279,6 +745,20 @@ impl CudaBackend {
         }
     }
 
+    fn grow<
+        T: tinyrt_cuda::cudarc::driver::DeviceRepr + tinyrt_cuda::cudarc::driver::ValidAsZeroBits,
+    >(
+        dev: &CudaDevice,
+        slot: &mut Option<DeviceBuffer<T>>,
+        len: usize,
+        alloc_gen: &mut u64,
+    ) -> Result<(), String> {
+        if ensure(dev, slot, len).map_err(|e| e.to_string())? {
+            *alloc_gen += 1;
+        }
+        Ok(())
+    }
+
     /// Write positions `pos0..pos0+n` to the device unless they are there already.
     fn positions(&mut self, pos0: usize, n: usize) -> Result<(), String> {
         if self.pos_written == Some((pos0, n)) {
@@ -288,23 +768,518 @@ impl CudaBackend {
             .map(|p| i32::try_from(p).map_err(|_| format!("position {p} too large")))
             .collect::<Result<_, _>>()?;
         let dev = Arc::clone(&self.w.dev);
-        ensure(&dev, &mut self.pos, n).map_err(|e| e.to_string())?;
+        Self::grow(&dev, &mut self.pos, n, &mut self.alloc_gen)?;
         let pos = self.pos.as_mut().ok_or("no position buffer")?;
         dev.write(&host, pos).map_err(|e| e.to_string())?;
         self.pos_written = Some((pos0, n));
         Ok(())
     }
 
-    fn matmul_impl(
-        &mut self,
+    /// The index of the device RoPE table for `p` holding at least `n_pos` positions.
+    fn rope_table(&mut self, p: &RopeParams, n_pos: usize) -> Result<usize, String> {
+        let n_pos = n_pos.max(self.kv_spec.map_or(1, |s| s.n_ctx));
+        if let Some(i) = self.rope_tables.iter().position(|t| t.params == *p) {
+            if self.rope_tables[i].n_pos >= n_pos {
+                return Ok(i);
+            }
+        }
+        let factors = match p.freq_factors {
+            Some(id) => {
+                let e = self.w.table.entry(id);
+                let mut v = vec![0.0f32; e.cols()];
+                quant::dequantize(e.ty, self.w.table.data(id), &mut v)
+                    .map_err(|err| format!("{}: {err}", e.name))?;
+                Some(v)
+            }
+            None => None,
+        };
+        let cfg = RopeCfg {
+            mode: match p.style {
+                RopeStyle::Normal => CpuRopeMode::Normal,
+                RopeStyle::Neox => CpuRopeMode::Neox,
+            },
+            freq_scale: p.freq_scale,
+            freq_factors: factors.as_deref(),
+            ..RopeCfg::new(CpuRopeMode::Normal, p.n_rot, p.freq_base)
+        };
+        let cache = RopeCache::new(&cfg, n_pos).map_err(|e| e.to_string())?;
+        let mut host = Vec::with_capacity(n_pos * p.n_rot);
+        for pos in 0..n_pos {
+            host.extend_from_slice(cache.row(pos));
+        }
+        let data = self.dev().upload(&host).map_err(|e| e.to_string())?;
+        self.alloc_gen += 1;
+        let t = RopeTable {
+            params: *p,
+            n_pos,
+            data,
+        };
+        match self.rope_tables.iter().position(|t| t.params == *p) {
+            Some(i) => {
+                self.rope_tables[i] = t;
+                Ok(i)
+            }
+            None => {
+                self.rope_tables.push(t);
+                Ok(self.rope_tables.len() - 1)
+            }
+        }
+    }
+
+    /// The host-side part of an op, done when it is recorded: checks, buffer sizes, ids and
+    /// positions written to the device.
+    fn prepare(&mut self, op: &Op, pos0: usize) -> Result<(), String> {
+        let dev = Arc::clone(&self.w.dev);
+        match op {
+            Op::Matmul { outs, n: 1, .. } => {
+                let mut need = 0;
+                for &(wid, _) in outs {
+                    if let DeviceWeight::Matrix { ty, cols, .. } = &self.w.tensors[wid.0 as usize] {
+                        if ty.is_quantized() {
+                            need = need.max(cols / 32 * tinyrt_cuda::Q8_1_BLOCK_BYTES);
+                        }
+                    }
+                }
+                Self::grow(&dev, &mut self.q8, need, &mut self.alloc_gen)?;
+            }
+            Op::RmsNorm { out, n: 1, .. } => {
+                let need = self.cols(*out) / 32 * tinyrt_cuda::Q8_1_BLOCK_BYTES;
+                Self::grow(&dev, &mut self.q8, need, &mut self.alloc_gen)?;
+            }
+            Op::Rope { n, .. } => self.positions(pos0, *n)?,
+            Op::Attention {
+                n,
+                p,
+                q,
+                out,
+                max_kv_len,
+                ..
+            } => {
+                self.positions(pos0, *n)?;
+                let shape = self.attention_shape(*q, *out, *n, p, *max_kv_len)?;
+                Self::grow(
+                    &dev,
+                    &mut self.attn_scratch,
+                    shape.scratch_len(),
+                    &mut self.alloc_gen,
+                )?;
+            }
+            Op::Argmax { .. } => Self::grow(&dev, &mut self.argmax_out, 1, &mut self.alloc_gen)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn attention_shape(
+        &self,
+        q: BufId,
+        out: BufId,
+        n: usize,
+        p: &AttnParams,
+        max_kv_len: usize,
+    ) -> Result<AttentionShape, String> {
+        let spec = self
+            .kv_spec
+            .ok_or("attention before the KV cache was allocated")?;
+        if p.head_dim_k != p.head_dim_v {
+            return Err(format!(
+                "the CUDA attention kernel needs equal K and V head sizes ({} != {})",
+                p.head_dim_k, p.head_dim_v
+            ));
+        }
+        Ok(AttentionShape {
+            ntok: n,
+            n_head: p.n_head,
+            n_kv: p.n_head_kv,
+            head_dim: p.head_dim_k,
+            n_ctx: spec.n_ctx,
+            q_stride: self.cols(q),
+            out_stride: self.cols(out),
+            max_kv_len,
+            chunk: ATTENTION_CHUNK,
+            window: p.window,
+        })
+    }
+
+    fn pos_raw(&self) -> Result<Raw, String> {
+        let pos = self.pos.as_ref().ok_or("no position buffer")?;
+        Ok(raw_of(self.dev(), pos))
+    }
+
+    fn q8_raw(&self) -> Result<Raw, String> {
+        let q8 = self.q8.as_ref().ok_or("no Q8_1 buffer")?;
+        Ok(raw_of(self.dev(), q8))
+    }
+
+    /// Run one planned step of `ops` (launches only: no allocation, no host copies).
+    fn exec(&self, ops: &[Op], step: Exec) -> Result<(), String> {
+        let dev = self.dev();
+        let err = |e: CudaError| e.to_string();
+        match step {
+            Exec::Plain { op, q8_ready } => self.exec_op(&ops[op], q8_ready),
+            Exec::NormQ8 { op } => {
+                let Op::RmsNorm {
+                    x, w, eps, out, n, ..
+                } = &ops[op]
+                else {
+                    return Err("planner: NormQ8 on a non-norm op".into());
+                };
+                let cols = self.cols(*x);
+                let (xv, mut ov, g) = (self.rows(*x, *n)?, self.rows(*out, *n)?, self.vector(*w)?);
+                let mut q8 = self.q8_raw()?;
+                dev.rms_norm_f32_q8_1(&xv, g, &mut ov, &mut q8, *n, cols, *eps)
+                    .map_err(err)
+            }
+            Exec::Glu {
+                matmul,
+                glu,
+                q8_ready,
+            } => {
+                let (Op::Matmul { x, outs, .. }, Op::Glu { gate, act, .. }) =
+                    (&ops[matmul], &ops[glu])
+                else {
+                    return Err("planner: Glu on other ops".into());
+                };
+                let [(wg, _), (wu, _)] = outs.as_slice() else {
+                    return Err("planner: Glu without two products".into());
+                };
+                let (
+                    DeviceWeight::Matrix {
+                        ty,
+                        rows,
+                        cols,
+                        data: dg,
+                        ..
+                    },
+                    DeviceWeight::Matrix { data: du, .. },
+                ) = (
+                    &self.w.tensors[wg.0 as usize],
+                    &self.w.tensors[wu.0 as usize],
+                )
+                else {
+                    return Err("planner: Glu on vectors".into());
+                };
+                let mut q8 = self.q8_raw()?;
+                if !q8_ready {
+                    let xv = self.view(*x, 0, *cols)?;
+                    dev.quantize_q8_1(&xv, &mut q8, *cols).map_err(err)?;
+                }
+                let mut y = self.view(*gate, 0, *rows)?;
+                dev.matvec_glu_q8_1(*ty, *act, dg, du, &q8, &mut y, *rows, *cols)
+                    .map_err(err)
+            }
+            Exec::RopeKvAttention {
+                rope_q,
+                rope_k,
+                attn,
+            } => {
+                let (
+                    Op::Rope { table, .. },
+                    Op::Rope { .. },
+                    Op::Attention {
+                        layer,
+                        q,
+                        k,
+                        v,
+                        n,
+                        p,
+                        out,
+                        max_kv_len,
+                    },
+                ) = (&ops[rope_q], &ops[rope_k], &ops[attn])
+                else {
+                    return Err("planner: RopeKvAttention on other ops".into());
+                };
+                let t = &self.rope_tables[*table];
+                let spec = self.kv_spec.ok_or("no KV cache")?;
+                if self.cols(*k) != self.cols(*v) {
+                    return Err("K and V rows of different widths".into());
+                }
+                let shape = RopeKvShape {
+                    ntok: *n,
+                    q_stride: self.cols(*q),
+                    kv_stride: self.cols(*k),
+                    n_head: p.n_head,
+                    n_kv: p.n_head_kv,
+                    head_dim: p.head_dim_k,
+                    n_rot: t.params.n_rot,
+                    mode: rope_mode(t.params.style),
+                    n_ctx: spec.n_ctx,
+                };
+                let mut qv = self.rows(*q, *n)?;
+                let (kn, vn) = (self.rows(*k, *n)?, self.rows(*v, *n)?);
+                let pos = self.pos_raw()?;
+                let table = raw_of(dev, &t.data);
+                let kv = self.kv.as_ref().ok_or("no KV cache")?;
+                match kv {
+                    KvCache::F16(l) => {
+                        let l = l.get(*layer).ok_or("no such layer in the KV cache")?;
+                        let (mut kc, mut vc) = (raw_of(dev, &l.k), raw_of(dev, &l.v));
+                        dev.rope_kv_store::<u16>(
+                            &mut qv, &kn, &vn, &mut kc, &mut vc, &pos, &table, t.n_pos, shape,
+                        )
+                    }
+                    KvCache::F32(l) => {
+                        let l = l.get(*layer).ok_or("no such layer in the KV cache")?;
+                        let (mut kc, mut vc) = (raw_of(dev, &l.k), raw_of(dev, &l.v));
+                        dev.rope_kv_store::<f32>(
+                            &mut qv, &kn, &vn, &mut kc, &mut vc, &pos, &table, t.n_pos, shape,
+                        )
+                    }
+                }
+                .map_err(err)?;
+                self.attend(*layer, *q, *n, p, *out, *max_kv_len)
+            }
+        }
+    }
+
+    /// The attention proper (the cache already holds this pass's keys and values).
+    fn attend(
+        &self,
+        layer: usize,
+        q: BufId,
+        n: usize,
+        p: &AttnParams,
+        out: BufId,
+        max_kv_len: usize,
+    ) -> Result<(), String> {
+        let dev = self.dev();
+        let shape = self.attention_shape(q, out, n, p, max_kv_len)?;
+        let qv = self.rows(q, n)?;
+        let mut ov = self.rows(out, n)?;
+        let pos = self.pos_raw()?;
+        let scratch = self.attn_scratch.as_ref().ok_or("no attention scratch")?;
+        let mut sv = raw_of(dev, scratch);
+        match self.kv.as_ref().ok_or("no KV cache")? {
+            KvCache::F16(l) => {
+                let l = l.get(layer).ok_or("no such layer in the KV cache")?;
+                dev.attention(&qv, &l.k, &l.v, &pos, &mut ov, &mut sv, shape, p.scale)
+            }
+            KvCache::F32(l) => {
+                let l = l.get(layer).ok_or("no such layer in the KV cache")?;
+                dev.attention(&qv, &l.k, &l.v, &pos, &mut ov, &mut sv, shape, p.scale)
+            }
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn exec_op(&self, op: &Op, q8_ready: bool) -> Result<(), String> {
+        let dev = self.dev();
+        let err = |e: CudaError| e.to_string();
+        match op {
+            Op::Embed { table, out, n } => {
+                let DeviceWeight::Matrix {
+                    ty,
+                    rows,
+                    cols,
+                    data,
+                    ..
+                } = &self.w.tensors[table.0 as usize]
+                else {
+                    return Err("embedding table is a vector".into());
+                };
+                let idb = self.ids.as_ref().ok_or("no id buffer")?;
+                let mut o = self.view(*out, 0, n * cols)?;
+                dev.get_rows(*ty, data, idb, &mut o, *n, *rows, *cols)
+                    .map_err(err)
+            }
+            Op::RmsNorm { x, w, eps, out, n } => {
+                let cols = self.cols(*x);
+                let (xv, mut ov, g) = (self.rows(*x, *n)?, self.rows(*out, *n)?, self.vector(*w)?);
+                dev.rms_norm(&xv, g, &mut ov, *n, cols, *eps).map_err(err)
+            }
+            Op::LayerNorm {
+                x,
+                w,
+                b,
+                eps,
+                out,
+                n,
+            } => {
+                let cols = self.cols(*x);
+                let (xv, mut ov, g) = (self.rows(*x, *n)?, self.rows(*out, *n)?, self.vector(*w)?);
+                let bias = match b {
+                    Some(b) => Some(self.vector(*b)?),
+                    None => None,
+                };
+                dev.layer_norm(
+                    &xv,
+                    g,
+                    bias.map(|b| b as &dyn tinyrt_cuda::DevicePtrF32),
+                    &mut ov,
+                    *n,
+                    cols,
+                    *eps,
+                )
+                .map_err(err)
+            }
+            Op::HeadRmsNorm {
+                x,
+                w,
+                eps,
+                head_dim,
+                n,
+            } => {
+                let cols = self.cols(*x);
+                if *head_dim == 0 || !cols.is_multiple_of(*head_dim) {
+                    return Err(format!("head size {head_dim} does not divide {cols}"));
+                }
+                let (xv, mut ov, g) = (self.rows(*x, *n)?, self.rows(*x, *n)?, self.vector(*w)?);
+                dev.rms_norm(&xv, g, &mut ov, n * cols / head_dim, *head_dim, *eps)
+                    .map_err(err)
+            }
+            Op::Matmul { x, outs, n } => self.matmul_exec(*x, outs, *n, q8_ready),
+            Op::AddBias { x, b, n } => {
+                let cols = self.cols(*x);
+                let (xv, mut ov, bv) = (self.rows(*x, *n)?, self.rows(*x, *n)?, self.vector(*b)?);
+                dev.add_rows(&xv, bv, &mut ov, *n, cols).map_err(err)
+            }
+            Op::Add { dst, src, n } => {
+                let len = n * self.cols(*dst);
+                let (a, b, mut o) = (
+                    self.view(*dst, 0, len)?,
+                    self.view(*src, 0, len)?,
+                    self.view(*dst, 0, len)?,
+                );
+                dev.add(&a, &b, &mut o, len).map_err(err)
+            }
+            Op::Scale { x, s, n } => {
+                let len = n * self.cols(*x);
+                let (a, mut o) = (self.view(*x, 0, len)?, self.view(*x, 0, len)?);
+                dev.scale(&a, &mut o, *s, len).map_err(err)
+            }
+            Op::Rope {
+                x,
+                n_heads,
+                head_dim,
+                n,
+                table,
+            } => {
+                let t = &self.rope_tables[*table];
+                let stride = self.cols(*x);
+                let mut xv = self.rows(*x, *n)?;
+                let pos = self.pos_raw()?;
+                dev.rope_cached(
+                    &mut xv,
+                    &pos,
+                    &t.data,
+                    t.n_pos,
+                    *n,
+                    stride,
+                    *n_heads,
+                    *head_dim,
+                    t.params.n_rot,
+                    rope_mode(t.params.style),
+                )
+                .map_err(err)
+            }
+            Op::Attention {
+                layer,
+                q,
+                k,
+                v,
+                n,
+                p,
+                out,
+                max_kv_len,
+            } => {
+                let spec = self.kv_spec.ok_or("no KV cache")?;
+                let row = spec.k_width;
+                let (kn, vn) = (self.rows(*k, *n)?, self.rows(*v, *n)?);
+                let kk = self.cols(*k);
+                if self.cols(*v) != kk {
+                    return Err("K and V rows of different widths".into());
+                }
+                let pos = self.pos_raw()?;
+                match self.kv.as_ref().ok_or("no KV cache")? {
+                    KvCache::F16(l) => {
+                        let l = l.get(*layer).ok_or("no such layer in the KV cache")?;
+                        let (mut kc, mut vc) = (raw_of(dev, &l.k), raw_of(dev, &l.v));
+                        dev.kv_store::<u16>(
+                            &kn, &vn, &mut kc, &mut vc, &pos, *n, kk, row, spec.n_ctx,
+                        )
+                    }
+                    KvCache::F32(l) => {
+                        let l = l.get(*layer).ok_or("no such layer in the KV cache")?;
+                        let (mut kc, mut vc) = (raw_of(dev, &l.k), raw_of(dev, &l.v));
+                        dev.kv_store::<f32>(
+                            &kn, &vn, &mut kc, &mut vc, &pos, *n, kk, row, spec.n_ctx,
+                        )
+                    }
+                }
+                .map_err(err)?;
+                self.attend(*layer, *q, *n, p, *out, *max_kv_len)
+            }
+            Op::Glu { gate, up, n, act } => {
+                let len = n * self.cols(*gate);
+                let (g, u, mut o) = (
+                    self.view(*gate, 0, len)?,
+                    self.view(*up, 0, len)?,
+                    self.view(*gate, 0, len)?,
+                );
+                match act {
+                    GluActivation::Silu => dev.swiglu(&g, &u, &mut o, len),
+                    GluActivation::GeluTanh => dev.geglu(&g, &u, &mut o, len),
+                }
+                .map_err(err)
+            }
+            Op::Gelu { x, n } => {
+                let len = n * self.cols(*x);
+                let (a, mut o) = (self.view(*x, 0, len)?, self.view(*x, 0, len)?);
+                dev.gelu(&a, &mut o, len).map_err(err)
+            }
+            Op::CopyCols {
+                src,
+                src_col,
+                dst,
+                dst_col,
+                width,
+                n,
+            } => {
+                let (sc, dc) = (self.cols(*src), self.cols(*dst));
+                if src_col + width > sc || dst_col + width > dc {
+                    return Err(format!(
+                        "copy of columns {src_col}+{width} of {sc} into {dst_col} of {dc}"
+                    ));
+                }
+                for t in 0..*n {
+                    let a = self.view(*src, t * sc + src_col, *width)?;
+                    let mut b = self.view(*dst, t * dc + dst_col, *width)?;
+                    dev.copy::<f32, _, _>(&a, &mut b).map_err(err)?;
+                }
+                Ok(())
+            }
+            Op::CopyRow {
+                src,
+                src_row,
+                dst,
+                dst_row,
+            } => {
+                let c = self.cols(*src);
+                let a = self.view(*src, src_row * c, c)?;
+                let mut b = self.view(*dst, dst_row * self.cols(*dst), c)?;
+                dev.copy::<f32, _, _>(&a, &mut b).map_err(err)
+            }
+            Op::Argmax { buf, row, cols } => {
+                let v = self.view(*buf, row * self.cols(*buf), *cols)?;
+                let out = self.argmax_out.as_ref().ok_or("no argmax buffer")?;
+                let mut o = raw_of(dev, out);
+                dev.argmax(&v, &mut o, *cols).map_err(err)
+            }
+        }
+    }
+
+    fn matmul_exec(
+        &self,
         x: BufId,
         outs: &[(WeightId, BufId)],
         n: usize,
+        q8_ready: bool,
     ) -> Result<(), String> {
-        let w = Arc::clone(&self.w);
+        let w = &self.w;
         let dev = &*w.dev;
         let err = |e: CudaError| e.to_string();
-        let mut quantized_cols: Option<usize> = None;
+        let mut quantized_cols: Option<usize> = q8_ready.then(|| self.cols(x));
         for &(wid, out) in outs {
             let DeviceWeight::Matrix {
                 ty,
@@ -321,21 +1296,15 @@ impl CudaBackend {
             if n == 1 {
                 let mut y = self.view(out, 0, rows)?;
                 if ty.is_quantized() {
+                    let mut q8 = self.q8_raw()?;
                     if quantized_cols != Some(cols) {
                         // The same input is quantized once for every product that reads it.
-                        let need = cols / 32 * tinyrt_cuda::Q8_1_BLOCK_BYTES;
-                        let mut q8 = self.q8.take();
-                        let r = ensure(dev, &mut q8, need).and_then(|_| {
-                            dev.quantize_q8_1(&xv, q8.as_mut().expect("allocated"), cols)
-                        });
-                        self.q8 = q8;
-                        r.map_err(err)?;
+                        dev.quantize_q8_1(&xv, &mut q8, cols).map_err(err)?;
                         quantized_cols = Some(cols);
                     }
-                    let q8 = self.q8.as_ref().ok_or("no Q8_1 buffer")?;
                     match planar {
-                        Some(p) => dev.matvec_q4_0_planar(p, q8, &mut y, false, rows, cols),
-                        None => dev.matvec_q8_1(ty, data, q8, &mut y, false, rows, cols),
+                        Some(p) => dev.matvec_q4_0_planar(p, &q8, &mut y, false, rows, cols),
+                        None => dev.matvec_q8_1(ty, data, &q8, &mut y, false, rows, cols),
                     }
                     .map_err(err)?;
                 } else {
@@ -359,68 +1328,16 @@ impl CudaBackend {
         }
         Ok(())
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn attention_impl(
-        &mut self,
-        layer: usize,
-        q: BufId,
-        k: BufId,
-        v: BufId,
-        pos0: usize,
-        n: usize,
-        p: &AttnParams,
-        out: BufId,
-    ) -> Result<(), String> {
-        let spec = self
-            .kv_spec
-            .ok_or("attention before the KV cache was allocated")?;
-        if p.head_dim_k != p.head_dim_v {
-            return Err(format!(
-                "the CUDA attention kernel needs equal K and V head sizes ({} != {})",
-                p.head_dim_k, p.head_dim_v
-            ));
-        }
-        if layer >= self.kv.len() {
-            return Err(format!("layer {layer} has no KV cache"));
-        }
-        self.positions(pos0, n)?;
-        let w = Arc::clone(&self.w);
-        let dev = &*w.dev;
-        let row = spec.k_width;
-        let shape = AttentionShape {
-            ntok: n,
-            n_head: p.n_head,
-            n_kv: p.n_head_kv,
-            head_dim: p.head_dim_k,
-            n_ctx: spec.n_ctx,
-            q_stride: self.cols(q),
-            out_stride: self.cols(out),
-            max_kv_len: pos0 + n,
-            chunk: 256,
-            window: p.window,
-        };
-        let mut scratch = self.attn_scratch.take();
-        ensure(dev, &mut scratch, shape.scratch_len()).map_err(|e| e.to_string())?;
-        self.attn_scratch = scratch;
-        let pos = self.pos.as_ref().ok_or("no position buffer")?;
-        let kn = self.rows(k, n)?;
-        let vn = self.rows(v, n)?;
-        let kk = self.cols(k);
-        let LayerKv { k: kc, v: vc } = &mut self.kv[layer];
-        dev.kv_store_f16(&kn, &vn, kc, vc, pos, n, kk, row, spec.n_ctx)
-            .map_err(|e| e.to_string())?;
-        let (kc, vc) = (&self.kv[layer].k, &self.kv[layer].v);
-        let qv = self.rows(q, n)?;
-        let mut ov = self.rows(out, n)?;
-        let scratch = self.attn_scratch.as_ref().ok_or("no attention scratch")?;
-        let mut sv = Raw {
-            ptr: addr(dev, scratch),
-            len: scratch.len(),
-            stream: Arc::clone(dev.stream()),
-        };
-        dev.attention(&qv, kc, vc, pos, &mut ov, &mut sv, shape, p.scale)
-            .map_err(|e| e.to_string())
+/// Positions per attention split (flash-decoding); recorded decode steps round their KV length
+/// up to a multiple of it, so one graph serves this many consecutive tokens.
+const ATTENTION_CHUNK: usize = 256;
+
+fn rope_mode(style: RopeStyle) -> RopeMode {
+    match style {
+        RopeStyle::Normal => RopeMode::Normal,
+        RopeStyle::Neox => RopeMode::Neox,
     }
 }
 
@@ -450,66 +1367,88 @@ impl Backend for CudaBackend {
     }
 
     fn alloc_kv_cache(&mut self, spec: &KvCacheSpec) {
-        self.guard(|s| {
-            if spec.ty != KvType::F16 {
-                return Err(format!(
-                    "the CUDA backend keeps the KV cache in f16 (asked for {})",
-                    spec.ty.name()
-                ));
-            }
+        if self.error.is_some() {
+            return;
+        }
+        let r = (|| {
+            self.flush()?;
             if spec.k_width != spec.v_width {
-                return Err("the CUDA backend needs equal K and V widths".into());
+                return Err("the CUDA backend needs equal K and V widths".to_string());
             }
-            let dev = Arc::clone(&s.w.dev);
-            s.kv.clear();
-            for _ in 0..spec.n_layer {
-                let k = dev.alloc_zeros::<u16>(spec.n_ctx * spec.k_width);
-                let v = dev.alloc_zeros::<u16>(spec.n_ctx * spec.v_width);
-                s.kv.push(LayerKv {
-                    k: k.map_err(|e| e.to_string())?,
-                    v: v.map_err(|e| e.to_string())?,
-                });
-            }
-            s.kv_spec = Some(*spec);
+            let dev = Arc::clone(&self.w.dev);
+            let e = |e: CudaError| e.to_string();
+            let (len_k, len_v) = (spec.n_ctx * spec.k_width, spec.n_ctx * spec.v_width);
+            self.kv = None;
+            let kv = match spec.ty {
+                KvType::F16 => KvCache::F16(
+                    (0..spec.n_layer)
+                        .map(|_| {
+                            Ok(LayerKv {
+                                k: dev.alloc_zeros::<u16>(len_k).map_err(e)?,
+                                v: dev.alloc_zeros::<u16>(len_v).map_err(e)?,
+                            })
+                        })
+                        .collect::<Result<_, String>>()?,
+                ),
+                KvType::F32 => KvCache::F32(
+                    (0..spec.n_layer)
+                        .map(|_| {
+                            Ok(LayerKv {
+                                k: dev.alloc_zeros::<f32>(len_k).map_err(e)?,
+                                v: dev.alloc_zeros::<f32>(len_v).map_err(e)?,
+                            })
+                        })
+                        .collect::<Result<_, String>>()?,
+                ),
+            };
+            debug_assert_eq!(kv.len(), spec.n_layer);
+            self.kv = Some(kv);
+            self.kv_spec = Some(*spec);
+            self.alloc_gen += 1;
             Ok(())
-        });
+        })();
+        if let Err(e) = r {
+            self.error = Some(e);
+        }
     }
 
     fn embed(&mut self, table: WeightId, tokens: &[u32], out: BufId) {
-        self.guard(|s| {
-            let w = Arc::clone(&s.w);
-            let dev = &*w.dev;
-            let DeviceWeight::Matrix {
-                ty,
-                rows,
-                cols,
-                data,
-                ..
-            } = &w.tensors[table.0 as usize]
-            else {
-                return Err("embedding table is a vector".into());
-            };
-            let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-            let mut idb = s.ids.take();
-            let r = ensure(dev, &mut idb, ids.len())
-                .and_then(|_| dev.write(&ids, idb.as_mut().expect("allocated")));
-            s.ids = idb;
-            r.map_err(|e| e.to_string())?;
-            let idb = s.ids.as_ref().ok_or("no id buffer")?;
-            let mut o = s.view(out, 0, tokens.len() * cols)?;
-            dev.get_rows(*ty, data, idb, &mut o, tokens.len(), *rows, *cols)
-                .map_err(|e| e.to_string())
-        });
+        if self.error.is_some() {
+            return;
+        }
+        // The ids go to the device now (before any recorded op that could read them runs).
+        if self.ops_embed || tokens.len() != 1 {
+            if let Err(e) = self.flush() {
+                self.error = Some(e);
+                return;
+            }
+        }
+        let r = (|| {
+            let ids: Vec<i32> = tokens
+                .iter()
+                .map(|&t| i32::try_from(t).map_err(|_| format!("token id {t} too large")))
+                .collect::<Result<_, _>>()?;
+            let dev = Arc::clone(&self.w.dev);
+            Self::grow(&dev, &mut self.ids, ids.len(), &mut self.alloc_gen)?;
+            let idb = self.ids.as_mut().ok_or("no id buffer")?;
+            dev.write(&ids, idb).map_err(|e| e.to_string())
+        })();
+        if let Err(e) = r {
+            self.error = Some(e);
+            return;
+        }
+        self.submit(
+            Op::Embed {
+                table,
+                out,
+                n: tokens.len(),
+            },
+            0,
+        );
     }
 
     fn rms_norm(&mut self, x: BufId, w: WeightId, eps: f32, out: BufId, n: usize) {
-        self.guard(|s| {
-            let cols = s.cols(x);
-            let (xv, mut ov, g) = (s.rows(x, n)?, s.rows(out, n)?, s.vector(w)?);
-            s.dev()
-                .rms_norm(&xv, g, &mut ov, n, cols, eps)
-                .map_err(|e| e.to_string())
-        });
+        self.submit(Op::RmsNorm { x, w, eps, out, n }, 0);
     }
 
     fn layer_norm(
@@ -521,75 +1460,56 @@ impl Backend for CudaBackend {
         out: BufId,
         n: usize,
     ) {
-        self.guard(|s| {
-            let cols = s.cols(x);
-            let (xv, mut ov, g) = (s.rows(x, n)?, s.rows(out, n)?, s.vector(w)?);
-            let bias = match b {
-                Some(b) => Some(s.vector(b)?),
-                None => None,
-            };
-            s.dev()
-                .layer_norm(
-                    &xv,
-                    g,
-                    bias.map(|b| b as &dyn tinyrt_cuda::DevicePtrF32),
-                    &mut ov,
-                    n,
-                    cols,
-                    eps,
-                )
-                .map_err(|e| e.to_string())
-        });
+        self.submit(
+            Op::LayerNorm {
+                x,
+                w,
+                b,
+                eps,
+                out,
+                n,
+            },
+            0,
+        );
     }
 
     fn head_rms_norm(&mut self, x: BufId, w: WeightId, eps: f32, head_dim: usize, n: usize) {
-        self.guard(|s| {
-            let cols = s.cols(x);
-            if head_dim == 0 || !cols.is_multiple_of(head_dim) {
-                return Err(format!("head size {head_dim} does not divide {cols}"));
-            }
-            let (xv, mut ov, g) = (s.rows(x, n)?, s.rows(x, n)?, s.vector(w)?);
-            s.dev()
-                .rms_norm(&xv, g, &mut ov, n * cols / head_dim, head_dim, eps)
-                .map_err(|e| e.to_string())
-        });
+        self.submit(
+            Op::HeadRmsNorm {
+                x,
+                w,
+                eps,
+                head_dim,
+                n,
+            },
+            0,
+        );
     }
 
     fn matmul(&mut self, x: BufId, outs: &[(WeightId, BufId)], n: usize) {
         if n == 0 {
             return;
         }
-        self.guard(|s| s.matmul_impl(x, outs, n));
+        self.submit(
+            Op::Matmul {
+                x,
+                outs: outs.to_vec(),
+                n,
+            },
+            0,
+        );
     }
 
     fn add_bias(&mut self, x: BufId, b: WeightId, n: usize) {
-        self.guard(|s| {
-            let cols = s.cols(x);
-            let (xv, mut ov, bv) = (s.rows(x, n)?, s.rows(x, n)?, s.vector(b)?);
-            s.dev()
-                .add_rows(&xv, bv, &mut ov, n, cols)
-                .map_err(|e| e.to_string())
-        });
+        self.submit(Op::AddBias { x, b, n }, 0);
     }
 
     fn add(&mut self, dst: BufId, src: BufId, n: usize) {
-        self.guard(|s| {
-            let len = n * s.cols(dst);
-            let (a, b, mut o) = (
-                s.view(dst, 0, len)?,
-                s.view(src, 0, len)?,
-                s.view(dst, 0, len)?,
-            );
-            s.dev().add(&a, &b, &mut o, len).map_err(|e| e.to_string())
-        });
+        self.submit(Op::Add { dst, src, n }, 0);
     }
 
-    fn scale(&mut self, x: BufId, f: f32, n: usize) {
-        self.guard(|s| {
-            let len = n * s.cols(x);
-            let (a, mut o) = (s.view(x, 0, len)?, s.view(x, 0, len)?);
-            s.dev().scale(&a, &mut o, f, len).map_err(|e| e.to_string())
-        });
+    fn scale(&mut self, x: BufId, s: f32, n: usize) {
+        self.submit(Op::Scale { x, s, n }, 0);
     }
 
     fn rope(
@@ -601,33 +1521,22 @@ impl Backend for CudaBackend {
         n: usize,
         p: &RopeParams,
     ) {
-        self.guard(|s| {
-            if p.freq_factors.is_some() {
-                return Err("the CUDA RoPE kernel has no frequency factors (rope_freqs)".into());
-            }
-            s.positions(pos0, n)?;
-            let stride = s.cols(x);
-            let mut xv = s.rows(x, n)?;
-            let pos = s.pos.as_ref().ok_or("no position buffer")?;
-            let mode = match p.style {
-                RopeStyle::Normal => RopeMode::Normal,
-                RopeStyle::Neox => RopeMode::Neox,
-            };
-            s.dev()
-                .rope(
-                    &mut xv,
-                    pos,
-                    n,
-                    stride,
+        if self.error.is_some() {
+            return;
+        }
+        match self.rope_table(p, pos0 + n) {
+            Ok(table) => self.submit(
+                Op::Rope {
+                    x,
                     n_heads,
                     head_dim,
-                    p.n_rot,
-                    mode,
-                    p.freq_base,
-                    p.freq_scale,
-                )
-                .map_err(|e| e.to_string())
-        });
+                    n,
+                    table,
+                },
+                pos0,
+            ),
+            Err(e) => self.error = Some(e),
+        }
     }
 
     fn attention(
@@ -641,43 +1550,51 @@ impl Backend for CudaBackend {
         p: &AttnParams,
         out: BufId,
     ) {
-        self.guard(|s| s.attention_impl(layer, q, k, v, pos0, n, p, out));
+        let n_ctx = self.kv_spec.map_or(pos0 + n, |s| s.n_ctx);
+        let max_kv_len = (pos0 + n)
+            .next_multiple_of(ATTENTION_CHUNK)
+            .min(n_ctx.max(1));
+        self.submit(
+            Op::Attention {
+                layer,
+                q,
+                k,
+                v,
+                n,
+                p: *p,
+                out,
+                max_kv_len,
+            },
+            pos0,
+        );
     }
 
     fn swiglu(&mut self, gate: BufId, up: BufId, n: usize) {
-        self.guard(|s| {
-            let len = n * s.cols(gate);
-            let (g, u, mut o) = (
-                s.view(gate, 0, len)?,
-                s.view(up, 0, len)?,
-                s.view(gate, 0, len)?,
-            );
-            s.dev()
-                .swiglu(&g, &u, &mut o, len)
-                .map_err(|e| e.to_string())
-        });
+        self.submit(
+            Op::Glu {
+                gate,
+                up,
+                n,
+                act: GluActivation::Silu,
+            },
+            0,
+        );
     }
 
     fn geglu(&mut self, gate: BufId, up: BufId, n: usize) {
-        self.guard(|s| {
-            let len = n * s.cols(gate);
-            let (g, u, mut o) = (
-                s.view(gate, 0, len)?,
-                s.view(up, 0, len)?,
-                s.view(gate, 0, len)?,
-            );
-            s.dev()
-                .geglu(&g, &u, &mut o, len)
-                .map_err(|e| e.to_string())
-        });
+        self.submit(
+            Op::Glu {
+                gate,
+                up,
+                n,
+                act: GluActivation::GeluTanh,
+            },
+            0,
+        );
     }
 
     fn gelu(&mut self, x: BufId, n: usize) {
-        self.guard(|s| {
-            let len = n * s.cols(x);
-            let (a, mut o) = (s.view(x, 0, len)?, s.view(x, 0, len)?);
-            s.dev().gelu(&a, &mut o, len).map_err(|e| e.to_string())
-        });
+        self.submit(Op::Gelu { x, n }, 0);
     }
 
     fn copy_cols(
@@ -689,36 +1606,37 @@ impl Backend for CudaBackend {
         width: usize,
         n: usize,
     ) {
-        self.guard(|s| {
-            let (sc, dc) = (s.cols(src), s.cols(dst));
-            if src_col + width > sc || dst_col + width > dc {
-                return Err(format!(
-                    "copy of columns {src_col}+{width} of {sc} into {dst_col} of {dc}"
-                ));
-            }
-            for t in 0..n {
-                let a = s.view(src, t * sc + src_col, width)?;
-                let mut b = s.view(dst, t * dc + dst_col, width)?;
-                s.dev()
-                    .copy::<f32, _, _>(&a, &mut b)
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        });
+        self.submit(
+            Op::CopyCols {
+                src,
+                src_col,
+                dst,
+                dst_col,
+                width,
+                n,
+            },
+            0,
+        );
     }
 
     fn copy_row(&mut self, src: BufId, src_row: usize, dst: BufId, dst_row: usize) {
-        self.guard(|s| {
-            let c = s.cols(src);
-            let a = s.view(src, src_row * c, c)?;
-            let mut b = s.view(dst, dst_row * s.cols(dst), c)?;
-            s.dev()
-                .copy::<f32, _, _>(&a, &mut b)
-                .map_err(|e| e.to_string())
-        });
+        self.submit(
+            Op::CopyRow {
+                src,
+                src_row,
+                dst,
+                dst_row,
+            },
+            0,
+        );
     }
 
     fn read(&mut self, buf: BufId, row0: usize, out: &mut [f32]) {
+        if self.error.is_none() {
+            if let Err(e) = self.flush() {
+                self.error = Some(e);
+            }
+        }
         if self.error.is_some() {
             out.fill(f32::NAN);
             return;
@@ -732,6 +1650,33 @@ impl Backend for CudaBackend {
         if let Err(e) = r {
             out.fill(f32::NAN);
             self.error = Some(e);
+        }
+    }
+
+    fn argmax(&mut self, buf: BufId, row: usize, cols: usize) -> u32 {
+        self.submit(Op::Argmax { buf, row, cols }, 0);
+        if self.error.is_none() {
+            if let Err(e) = self.flush() {
+                self.error = Some(e);
+            }
+        }
+        if self.error.is_some() {
+            return 0;
+        }
+        let r = (|| {
+            let out = self.argmax_out.as_ref().ok_or("no argmax buffer")?;
+            let host = self.dev().download(out).map_err(|e| e.to_string())?;
+            Ok::<u32, String>(host.first().map_or(0, |&i| u32::try_from(i).unwrap_or(0)))
+        })();
+        match r {
+            // The kernel reports `cols` when no value is larger than -inf (all NaN or -inf):
+            // token 0, like the host argmax.
+            Ok(id) if (id as usize) < cols => id,
+            Ok(_) => 0,
+            Err(e) => {
+                self.error = Some(e);
+                0
+            }
         }
     }
 }
@@ -761,6 +1706,205 @@ mod tests {
                 ty: WeightType::Q8_0,
                 planar: false
             })
+        );
+    }
+
+    /// Weights 0..10 are quantized with 64 columns (10..: F16); pairs of quantized weights fuse.
+    struct Mock;
+
+    impl FusionInfo for Mock {
+        fn q8_cols(&self, outs: &[(WeightId, BufId)]) -> Option<usize> {
+            outs.iter().all(|(w, _)| w.0 < 10).then_some(64)
+        }
+        fn glu_pair(&self, gate: WeightId, up: WeightId) -> bool {
+            gate.0 < 10 && up.0 < 10
+        }
+        fn buf_cols(&self, _b: BufId) -> usize {
+            64
+        }
+    }
+
+    const X: BufId = BufId(0);
+    const XN: BufId = BufId(1);
+    const OUT: BufId = BufId(2);
+    const Q: BufId = BufId(3);
+    const K: BufId = BufId(4);
+    const V: BufId = BufId(5);
+    const ATT: BufId = BufId(6);
+    const GATE: BufId = BufId(7);
+    const UP: BufId = BufId(8);
+    const XO: BufId = BufId(9);
+    const LOGITS: BufId = BufId(10);
+
+    fn attn_params() -> AttnParams {
+        AttnParams {
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim_k: 16,
+            head_dim_v: 16,
+            scale: 0.25,
+            window: None,
+        }
+    }
+
+    fn rope(x: BufId, n_heads: usize) -> Op {
+        Op::Rope {
+            x,
+            n_heads,
+            head_dim: 16,
+            n: 1,
+            table: 0,
+        }
+    }
+
+    fn norm(x: BufId, out: BufId) -> Op {
+        Op::RmsNorm {
+            x,
+            w: WeightId(20),
+            eps: 1e-5,
+            out,
+            n: 1,
+        }
+    }
+
+    fn matmul(x: BufId, outs: &[(u32, BufId)]) -> Op {
+        Op::Matmul {
+            x,
+            outs: outs.iter().map(|&(w, b)| (WeightId(w), b)).collect(),
+            n: 1,
+        }
+    }
+
+    /// One llama decode step as the architecture issues it.
+    fn llama_step(glu_weights: (u32, u32)) -> Vec<Op> {
+        vec![
+            Op::Embed {
+                table: WeightId(30),
+                out: X,
+                n: 1,
+            },
+            norm(X, XN),
+            matmul(XN, &[(0, Q), (1, K), (2, V)]),
+            rope(Q, 4),
+            rope(K, 2),
+            Op::Attention {
+                layer: 0,
+                q: Q,
+                k: K,
+                v: V,
+                n: 1,
+                p: attn_params(),
+                out: ATT,
+                max_kv_len: 256,
+            },
+            matmul(ATT, &[(3, OUT)]),
+            Op::Add {
+                dst: X,
+                src: OUT,
+                n: 1,
+            },
+            norm(X, XN),
+            matmul(XN, &[(glu_weights.0, GATE), (glu_weights.1, UP)]),
+            Op::Glu {
+                gate: GATE,
+                up: UP,
+                n: 1,
+                act: GluActivation::Silu,
+            },
+            matmul(GATE, &[(6, OUT)]),
+            Op::Add {
+                dst: X,
+                src: OUT,
+                n: 1,
+            },
+            Op::CopyRow {
+                src: X,
+                src_row: 0,
+                dst: XO,
+                dst_row: 0,
+            },
+            norm(XO, XO),
+            matmul(XO, &[(7, LOGITS)]),
+            Op::Argmax {
+                buf: LOGITS,
+                row: 0,
+                cols: 64,
+            },
+        ]
+    }
+
+    fn plain(op: usize, q8_ready: bool) -> Exec {
+        Exec::Plain { op, q8_ready }
+    }
+
+    #[test]
+    fn a_decode_step_fuses_norm_quantize_glu_and_rope_kv_write() {
+        let ops = llama_step((4, 5));
+        let want = vec![
+            plain(0, false),
+            Exec::NormQ8 { op: 1 },
+            plain(2, true),
+            Exec::RopeKvAttention {
+                rope_q: 3,
+                rope_k: 4,
+                attn: 5,
+            },
+            plain(6, false),
+            plain(7, false),
+            Exec::NormQ8 { op: 8 },
+            Exec::Glu {
+                matmul: 9,
+                glu: 10,
+                q8_ready: true,
+            },
+            plain(11, false),
+            plain(12, false),
+            plain(13, false),
+            Exec::NormQ8 { op: 14 },
+            plain(15, true),
+            plain(16, false),
+        ];
+        assert_eq!(plan(&ops, &Mock, true), want);
+    }
+
+    #[test]
+    fn without_fusion_every_op_runs_by_itself() {
+        let ops = llama_step((4, 5));
+        let want: Vec<Exec> = (0..ops.len()).map(|i| plain(i, false)).collect();
+        assert_eq!(plan(&ops, &Mock, false), want);
+    }
+
+    #[test]
+    fn ops_between_the_fusable_ones_keep_them_apart() {
+        // F16 gate/up weights: no fused GLU kernel, and the norm cannot feed a Q8_1 input.
+        let ops = llama_step((11, 12));
+        let p = plan(&ops, &Mock, true);
+        assert_eq!(p[6], plain(8, false));
+        assert_eq!(p[7], plain(9, false));
+        assert_eq!(p[8], plain(10, false));
+        // Phi-2 scales Q between RoPE and attention: the ropes run by themselves.
+        let ops = vec![
+            rope(Q, 4),
+            rope(K, 2),
+            Op::Scale { x: Q, s: 0.5, n: 1 },
+            Op::Attention {
+                layer: 0,
+                q: Q,
+                k: K,
+                v: V,
+                n: 1,
+                p: attn_params(),
+                out: ATT,
+                max_kv_len: 256,
+            },
+        ];
+        let want: Vec<Exec> = (0..4).map(|i| plain(i, false)).collect();
+        assert_eq!(plan(&ops, &Mock, true), want);
+        // A norm whose output is not the next matmul's input is not quantized.
+        let ops = vec![norm(X, XN), matmul(X, &[(0, Q)])];
+        assert_eq!(
+            plan(&ops, &Mock, true),
+            vec![plain(0, false), plain(1, false)]
         );
     }
 

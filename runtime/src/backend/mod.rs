@@ -154,6 +154,15 @@ pub trait Backend: Send {
     /// Read rows `row0..row0+out.len()/cols` into `out`.
     fn read(&mut self, buf: BufId, row0: usize, out: &mut [f32]);
 
+    /// Index of the largest of the `cols` values of row `row` of `buf` (ties: the lowest
+    /// index; 0 when none is larger than -inf): greedy decoding. A device backend computes it
+    /// where the logits are, so only the id comes back.
+    fn argmax(&mut self, buf: BufId, row: usize, cols: usize) -> u32 {
+        let mut v = vec![0.0f32; cols];
+        self.read(buf, row, &mut v);
+        crate::sampler::argmax(&v)
+    }
+
     /// The first error since the last call (a device backend's ops cannot return one).
     fn take_error(&mut self) -> Option<String> {
         None
