@@ -80,6 +80,14 @@ proptest! {
     }
 
     #[test]
+    fn sum_u64_wrapping_matches_scalar(x in prop::collection::vec(any::<u64>(), 0..300usize)) {
+        let want = x.iter().fold(0u64, |s, &v| s.wrapping_add(v));
+        for isa in Isa::available() {
+            prop_assert_eq!(ops::sum_u64_wrapping(isa, &x), want, "{}", isa.name());
+        }
+    }
+
+    #[test]
     fn f16_rows_match_scalar(x in prop::collection::vec(prop_oneof![
         4 => -70000.0f32..70000.0,
         4 => -1.0f32..1.0,

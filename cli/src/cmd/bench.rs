@@ -4,14 +4,23 @@
 //! one at a time from an empty cache, starting from BOS (or a random token) and feeding random
 //! tokens; one untimed warm-up run of each, then R timed runs. Reports tokens/s (median, min,
 //! max over the runs) and the process's peak resident memory.
+//!
+//! Before those tests it measures the time to first token (`ttft_ms`): from the start of the
+//! command, before the model file is opened, through loading, a session as `generate` makes
+//! one (the model's context, at most 4096), tokenizing a 16-token prompt and prefilling it, to
+//! the greedy first token. Only argument parsing precedes it in the process. With
+//! `--read-bandwidth` it also measures the memory read bandwidth of the benchmark's threads
+//! (`read_gbps`), after the peak RSS has been read, so the probe's buffer does not count.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde_json::{json, Value as Json};
+use tinyrt::kernels::cpu::{ops, Isa};
 use tinyrt::kv_cache::KvType;
 use tinyrt::model::Device;
+use tinyrt::sampler::argmax;
 use tinyrt::{LoadOptions, Model, Session, SessionOptions};
 
 use crate::error::bad_input;
@@ -39,11 +48,19 @@ pub struct Args {
     /// KV cache type: f16 or f32.
     #[arg(long, default_value = "f16")]
     pub kv_type: String,
+    /// Context size of the pp/tg session (default: the larger of -p and -n); at least that.
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// Also measure the memory read bandwidth of the -t threads (adds "read_gbps").
+    #[arg(long)]
+    pub read_bandwidth: bool,
     /// Device: cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print one JSON object instead of a table: {"model", "threads", "pp": {"tokens",
-    /// "tps_median", "tps_min", "tps_max", "runs", "avg_ts", "stddev_ts"}, "tg": {...}, "rss_bytes"}.
+    /// "tps_median", "tps_min", "tps_max", "runs", "avg_ts", "stddev_ts"}, "tg": {...}, "rss_bytes",
+    /// "n_ctx", "ttft_ms", "ttft_tokens", "decode_bytes_per_token", "read_gbps" (with
+    /// --read-bandwidth)}.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -148,7 +165,84 @@ fn run_tg(
     Ok(n as f64 / t.elapsed().as_secs_f64().max(1e-9))
 }
 
+/// Text of the time-to-first-token prompt (its first [`TTFT_TOKENS`] tokens are used).
+const TTFT_TEXT: &str =
+    "The history of the printing press begins in the fifteenth century, when a goldsmith \
+in Mainz combined movable metal type, oil-based ink and a wooden screw press into one system.";
+
+/// Prompt tokens of the time-to-first-token test (the BOS token, if any, included).
+pub const TTFT_TOKENS: usize = 16;
+
+/// The first [`TTFT_TOKENS`] tokens of [`TTFT_TEXT`] (repeated if a tokenizer makes fewer).
+fn ttft_prompt(model: &Model) -> Result<Vec<u32>> {
+    let ids = model
+        .tokenizer()
+        .encode(TTFT_TEXT.as_bytes())
+        .map_err(bad_input)?;
+    if ids.is_empty() {
+        return Err(bad_input(
+            "the tokenizer makes no tokens of the TTFT prompt",
+        ));
+    }
+    Ok(ids.iter().copied().cycle().take(TTFT_TOKENS).collect())
+}
+
+/// Feeds the TTFT prompt to a fresh session with `generate`'s defaults and picks the greedy
+/// first token; returns the prompt length.
+fn first_token(model: &Model, kv_type: KvType) -> Result<usize> {
+    let prompt = ttft_prompt(model)?;
+    let mut session = model
+        .session(SessionOptions {
+            kv_type,
+            ..SessionOptions::default()
+        })
+        .map_err(bad_input)?;
+    let first = argmax(session.feed(&prompt)?);
+    std::hint::black_box(first);
+    Ok(prompt.len())
+}
+
+/// Bytes of weights one decode step reads: every tensor, except the token embedding when a
+/// separate `output.weight` exists (then only one row of it is read per token).
+fn decode_bytes_per_token(model: &Model) -> u64 {
+    let file = model.file();
+    let tied = file.tensor_info("output.weight").is_none();
+    file.tensors()
+        .filter(|t| tied || t.name != "token_embd.weight")
+        .map(|t| t.data.len() as u64)
+        .sum()
+}
+
+/// Read bandwidth in GB/s (1e9 bytes/s) of `threads` threads each summing its part of a
+/// 1 GiB buffer (best of 3 passes), with the widest vector loads this CPU has.
+pub fn read_bandwidth_gbps(threads: usize) -> f64 {
+    const BYTES: usize = 1 << 30;
+    let threads = threads.max(1);
+    let isa = Isa::default_for_process();
+    // Non-zero, so every page is really backed (not the shared zero page).
+    let buf = vec![1u64; BYTES / 8];
+    let part = buf.len().div_ceil(threads);
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let sum: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = buf
+                .chunks(part)
+                .map(|c| s.spawn(move || ops::sum_u64_wrapping(isa, c)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0, u64::wrapping_add)
+        });
+        best = best.min(t.elapsed());
+        std::hint::black_box(sum);
+    }
+    BYTES as f64 / best.as_secs_f64().max(1e-9) / 1e9
+}
+
 pub fn run(args: Args) -> Result<()> {
+    let t_start = Instant::now();
     if args.threads == Some(0) {
         return Err(bad_input("-t must be at least 1"));
     }
@@ -157,6 +251,15 @@ pub fn run(args: Args) -> Result<()> {
     }
     if args.n_prompt == 0 && args.n_gen == 0 {
         return Err(bad_input("nothing to measure: -p and -n are both 0"));
+    }
+    let n_ctx = args
+        .ctx_size
+        .unwrap_or(args.n_prompt.max(args.n_gen).max(1));
+    if n_ctx < args.n_prompt.max(args.n_gen).max(1) {
+        return Err(bad_input(format!(
+            "-c {n_ctx} is smaller than -p {} / -n {}",
+            args.n_prompt, args.n_gen
+        )));
     }
     let kv_type: KvType = args.kv_type.parse().map_err(bad_input)?;
     let device: Device = args.device.parse().map_err(bad_input)?;
@@ -170,13 +273,15 @@ pub fn run(args: Args) -> Result<()> {
         },
     )
     .map_err(|e| bad_input(format!("{}: {e}", args.model.display())))?;
+    let ttft_tokens = first_token(&model, kv_type)?;
+    let ttft_ms = t_start.elapsed().as_secs_f64() * 1e3;
     super::requant::report(&model);
     let n_vocab = model.config().vocab_size;
     let tok = model.tokenizer();
     let first = if tok.add_bos() { tok.bos() } else { None };
     let mut session = model
         .session(SessionOptions {
-            n_ctx: Some(args.n_prompt.max(args.n_gen).max(1)),
+            n_ctx: Some(n_ctx),
             kv_type,
             n_batch: args.batch_size,
         })
@@ -210,6 +315,10 @@ pub fn run(args: Args) -> Result<()> {
         None
     };
     let rss = peak_rss_bytes();
+    drop(session);
+    let read_gbps = args
+        .read_bandwidth
+        .then(|| read_bandwidth_gbps(model.threads()));
     let name = args
         .model
         .file_name()
@@ -223,7 +332,15 @@ pub fn run(args: Args) -> Result<()> {
             "pp": pp.as_ref().map(Speed::to_json),
             "tg": tg.as_ref().map(Speed::to_json),
             "rss_bytes": rss,
+            "n_ctx": n_ctx,
+            "ttft_ms": ttft_ms,
+            "ttft_tokens": ttft_tokens,
+            "decode_bytes_per_token": decode_bytes_per_token(&model),
         });
+        let mut obj = obj;
+        if let Some(bw) = read_gbps {
+            obj["read_gbps"] = json!(bw);
+        }
         return output::println(&obj.to_string());
     }
     let mut text = String::new();
@@ -242,10 +359,22 @@ pub fn run(args: Args) -> Result<()> {
             ));
         }
     }
+    text.push_str(&format!(
+        "\ntime to first token ({ttft_tokens}-token prompt, from the start of the command) {ttft_ms:.1} ms\n"
+    ));
     if let Some(rss) = rss {
         text.push_str(&format!(
-            "\npeak RSS {:.1} MiB\n",
+            "peak RSS {:.1} MiB (context {n_ctx})\n",
             rss as f64 / (1024.0 * 1024.0)
+        ));
+    }
+    if let Some(bw) = read_gbps {
+        let bytes = decode_bytes_per_token(&model) as f64;
+        text.push_str(&format!(
+            "memory read bandwidth, {} threads: {bw:.1} GB/s; decode bound {:.1} t/s ({:.1} MB read per token)\n",
+            model.threads(),
+            bw * 1e9 / bytes.max(1.0),
+            bytes / 1e6
         ));
     }
     output::print(&text)

@@ -421,6 +421,11 @@ pub fn scale_inplace(isa: Isa, x: &mut [f32], s: f32) {
     dispatch!(isa, scale_inplace(x, s))
 }
 
+/// Wrapping sum of `x` (it reads `x` once): the memory-read-bandwidth probe of `tinyrt bench`.
+pub fn sum_u64_wrapping(isa: Isa, x: &[u64]) -> u64 {
+    dispatch!(isa, sum_u64_wrapping(x))
+}
+
 /// f32 → f16 bits, round to nearest even (F16C's rounding), e.g. to store K/V rows.
 pub fn f32_to_f16_row(isa: Isa, src: &[f32], dst: &mut [u16]) {
     assert_eq!(src.len(), dst.len(), "f32_to_f16_row: lengths");

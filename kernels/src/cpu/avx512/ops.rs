@@ -31,6 +31,15 @@ compiled_for_isa! {
     scale_inplace(x: &mut [f32], s: f32);
 }
 
+/// The scalar reference's wrapping sum compiled for this ISA (memory-read probe).
+///
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn sum_u64_wrapping(x: &[u64]) -> u64 {
+    scalar::sum_u64_wrapping(x)
+}
+
 const LANES: usize = 16;
 
 /// Mask of the first `n` (< 16) lanes.

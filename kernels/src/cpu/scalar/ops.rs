@@ -229,6 +229,25 @@ pub fn scale_inplace(x: &mut [f32], s: f32) {
     }
 }
 
+/// Wrapping sum of `x`: streams `x` once, for the memory-read-bandwidth probe of `tinyrt bench`.
+/// 32 independent lanes, so the compiled SIMD versions keep several vector loads in flight.
+#[inline]
+pub fn sum_u64_wrapping(x: &[u64]) -> u64 {
+    const LANES: usize = 32;
+    let mut acc = [0u64; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.wrapping_add(v);
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(0u64, |s, &v| s.wrapping_add(v));
+    acc.iter().fold(tail, |s, &v| s.wrapping_add(v))
+}
+
 /// Round to nearest even, like F16C's `vcvtps2ph` with imm 0.
 #[inline]
 pub fn f32_to_f16_row(src: &[f32], dst: &mut [u16]) {
