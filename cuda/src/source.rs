@@ -179,6 +179,11 @@ kernels! {
     MatmulMmaQ6_K => ("matmul_mma_q6_k", Matmul, MATMUL_ARGS),
     MatmulMmaIQ4_NL => ("matmul_mma_iq4_nl", Matmul, MATMUL_ARGS),
     MatmulMmaNF4 => ("matmul_mma_nf4", Matmul, MATMUL_ARGS),
+    MatmulMmqQ4_0 => ("matmul_mmq_q4_0", Matmul, MATMUL_ARGS),
+    MatmulMmqQ4_1 => ("matmul_mmq_q4_1", Matmul, MATMUL_ARGS),
+    MatmulMmqQ5_0 => ("matmul_mmq_q5_0", Matmul, MATMUL_ARGS),
+    MatmulMmqQ8_0 => ("matmul_mmq_q8_0", Matmul, MATMUL_ARGS),
+    MatmulMmqIQ4_NL => ("matmul_mmq_iq4_nl", Matmul, MATMUL_ARGS),
     KvStoreF16 => ("kv_store_f16", Attention, KV_STORE_ARGS),
     KvStoreF32 => ("kv_store_f32", Attention, KV_STORE_ARGS),
     AttentionSplit => ("attention_split", Attention, ATTENTION_ARGS),
@@ -227,6 +232,11 @@ impl Kernel {
             Kernel::RmsNormQ8_1
                 | Kernel::RmsNormF32Q8_1
                 | Kernel::Argmax
+                | Kernel::MatmulMmqQ4_0
+                | Kernel::MatmulMmqQ4_1
+                | Kernel::MatmulMmqQ5_0
+                | Kernel::MatmulMmqQ8_0
+                | Kernel::MatmulMmqIQ4_NL
                 | Kernel::RopeCached
                 | Kernel::RopeKvStoreF16
                 | Kernel::RopeKvStoreF32
@@ -295,6 +305,19 @@ impl Kernel {
             WeightType::IQ4_NL => Kernel::MatmulMmaIQ4_NL,
             WeightType::NF4 => Kernel::MatmulMmaNF4,
         }
+    }
+
+    /// The int8 tensor-core prefill kernel over Q8_1 activations (`None`: no such kernel for
+    /// the type; use [`Kernel::matmul`] or [`Kernel::matmul_mma`]).
+    pub const fn matmul_mmq(t: WeightType) -> Option<Kernel> {
+        Some(match t {
+            WeightType::Q4_0 => Kernel::MatmulMmqQ4_0,
+            WeightType::Q4_1 => Kernel::MatmulMmqQ4_1,
+            WeightType::Q5_0 => Kernel::MatmulMmqQ5_0,
+            WeightType::Q8_0 => Kernel::MatmulMmqQ8_0,
+            WeightType::IQ4_NL => Kernel::MatmulMmqIQ4_NL,
+            _ => return None,
+        })
     }
 
     pub const fn get_rows(t: WeightType) -> Kernel {

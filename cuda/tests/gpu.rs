@@ -1523,3 +1523,57 @@ fn rms_norm_f32_q8_1_writes_the_row_and_its_q8_1_copy() {
         );
     }
 }
+
+// ---------------------------------------------------------------- int8 tensor-core prefill
+
+#[test]
+fn matmul_q8_1_mma_matches_the_product_with_q8_1_activations() {
+    let gpu = device();
+    let mut rng = Rng::new(25);
+    let types = WeightType::ALL
+        .into_iter()
+        .filter(|t| tinyrt_cuda::Kernel::matmul_mmq(*t).is_some());
+    for ty in types {
+        // Rows and tokens off the 64 x 64 tile, K off the 128-wide stage, several tiles.
+        for (nrows, ncols, ntok) in [
+            (3, 256, 2),
+            (65, 512, 5),
+            (130, 96, 70),
+            (64, 1024, 64),
+            (200, 2080, 130),
+        ] {
+            let (bytes, deq) = random_weights(&mut rng, ty, nrows, ncols);
+            let x = rng.vec(ntok * ncols, 1.0);
+            // What the kernel multiplies: W as stored, X rounded through Q8_1 (quantized per
+            // 32-block of each token's row, as quantize_q8_1 does over the whole matrix).
+            let xq = q8_1_round_trip(&x);
+            let mut want = Vec::with_capacity(ntok * nrows);
+            let mut tol = Vec::with_capacity(ntok * nrows);
+            for t in 0..ntok {
+                for r in 0..nrows {
+                    let (s, a) = dot_f64(
+                        &deq[r * ncols..(r + 1) * ncols],
+                        &xq[t * ncols..(t + 1) * ncols],
+                    );
+                    want.push(s);
+                    tol.push(a * 5e-5 + 1e-5);
+                }
+            }
+            let Some(dev) = gpu.as_ref() else { continue };
+            let wd = dev.upload(&bytes).unwrap();
+            let xd = dev.upload(&x).unwrap();
+            let mut xq8 = poison_u8(dev, ntok * ncols / 32 * 36);
+            dev.quantize_q8_1(&xd, &mut xq8, ntok * ncols).unwrap();
+            let mut yd = poison_f32(dev, ntok * nrows);
+            dev.matmul_q8_1_mma(ty, &wd, &xq8, &mut yd, nrows, ncols, ntok)
+                .unwrap();
+            let got = dev.download(&yd).unwrap();
+            assert_close(
+                &format!("matmul_q8_1_mma {ty:?} {nrows}x{ncols} ntok={ntok}"),
+                &got,
+                &want,
+                |i| tol[i],
+            );
+        }
+    }
+}

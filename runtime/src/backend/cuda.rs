@@ -14,8 +14,11 @@
 //! and replayed while the recorded step stays the same (positions and token ids live in device
 //! memory; the KV length is rounded up to a whole attention split, so one graph serves 256
 //! tokens). A failed capture falls back to plain launches. `TINYRT_CUDA_GRAPH=0` and
-//! `TINYRT_CUDA_FUSE=0` turn graphs / fusions off (for comparisons). Host ↔ device traffic per
-//! token: the token id, the position, and the logits or (greedy, `Backend::argmax`) one id.
+//! `TINYRT_CUDA_FUSE=0` turn graphs / fusions off (for comparisons). Batched products of Q4_0,
+//! Q4_1, Q5_0, Q8_0 and IQ4_NL matrices run on the int8 tensor cores over Q8_1-quantized
+//! activations (`matmul_q8_1_mma`; `TINYRT_CUDA_MMQ=0`: the f32 tiled kernel), other types on
+//! the f32 tiled kernel. Host ↔ device traffic per token: the token id, the position, and the
+//! logits or (greedy, `Backend::argmax`) one id.
 //!
 //! The [`Backend`] trait's methods return nothing, so the first CUDA error is kept and
 //! reported through [`Backend::take_error`]; later ops are skipped.
@@ -529,6 +532,8 @@ pub struct CudaBackend {
     graph: Option<CachedGraph>,
     graphs: bool,
     fuse: bool,
+    /// Batched products on the int8 tensor cores where the type allows (else f32 tiles).
+    mmq: bool,
     error: Option<String>,
 }
 
@@ -613,6 +618,7 @@ impl CudaBackend {
             // TINYRT_CUDA_GRAPH=0 / TINYRT_CUDA_FUSE=0: plain launches, for comparisons.
             graphs: !env_off("TINYRT_CUDA_GRAPH"),
             fuse: !env_off("TINYRT_CUDA_FUSE"),
+            mmq: !env_off("TINYRT_CUDA_MMQ"),
             error: None,
         }
     }
@@ -831,12 +837,12 @@ impl CudaBackend {
     fn prepare(&mut self, op: &Op, pos0: usize) -> Result<(), String> {
         let dev = Arc::clone(&self.w.dev);
         match op {
-            Op::Matmul { outs, n: 1, .. } => {
+            Op::Matmul { outs, n, .. } => {
                 let mut need = 0;
                 for &(wid, _) in outs {
                     if let DeviceWeight::Matrix { ty, cols, .. } = &self.w.tensors[wid.0 as usize] {
-                        if ty.is_quantized() {
-                            need = need.max(cols / 32 * tinyrt_cuda::Q8_1_BLOCK_BYTES);
+                        if *n == 1 && ty.is_quantized() || *n > 1 && self.uses_mmq(*ty, *cols) {
+                            need = need.max(n * cols / 32 * tinyrt_cuda::Q8_1_BLOCK_BYTES);
                         }
                     }
                 }
@@ -868,6 +874,12 @@ impl CudaBackend {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Whether a batched product of a `ty` matrix of `cols` columns runs on the int8 tensor
+    /// cores over Q8_1 activations (`matmul_q8_1_mma`).
+    fn uses_mmq(&self, ty: WeightType, cols: usize) -> bool {
+        self.mmq && cols.is_multiple_of(32) && tinyrt_cuda::Kernel::matmul_mmq(ty).is_some()
     }
 
     fn attention_shape(
@@ -1322,8 +1334,18 @@ impl CudaBackend {
                 }
                 let mut y = self.view(out, 0, n * rows)?;
                 let xv = self.view(x, 0, n * cols)?;
-                dev.matmul(ty, data, &xv, &mut y, rows, cols, n)
-                    .map_err(err)?;
+                if self.uses_mmq(ty, cols) {
+                    let mut q8 = self.q8_raw()?;
+                    if quantized_cols != Some(cols) {
+                        dev.quantize_q8_1(&xv, &mut q8, n * cols).map_err(err)?;
+                        quantized_cols = Some(cols);
+                    }
+                    dev.matmul_q8_1_mma(ty, data, &q8, &mut y, rows, cols, n)
+                        .map_err(err)?;
+                } else {
+                    dev.matmul(ty, data, &xv, &mut y, rows, cols, n)
+                        .map_err(err)?;
+                }
             }
         }
         Ok(())
