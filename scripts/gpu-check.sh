@@ -1,26 +1,29 @@
 #!/usr/bin/env bash
 # Runs ON the GPU machine, from the repository root, with gpu-bundle/ (scripts/gpu-bundle.sh)
 # carried along. Every step runs whatever happened before; each is reported, and a Markdown
-# summary ends the output. Budget: under 5 minutes when things work (step limits add up to
-# about 6.5 minutes in the worst case).
+# summary ends the output. Budget: about 6 minutes when things work (step limits add up to
+# about 13 minutes in the worst case; the switch comparisons and the speed runs each start the
+# CLI several times, and every start compiles the kernels with NVRTC).
 #   1. nvidia-smi summary
 #   2. gpu-bundle/gpu: every kernel against its CPU reference (TINYRT_REQUIRE_GPU=1)
 #   3. gpu-bundle/nvrtc: compile + ptxas register report with the machine's own toolchain
 #   4. gpu-bundle/gpu_bench: copy bandwidth, matvec GB/s at TinyLlama / SmolLM2 shapes, graph
 #   5. with gpu-bundle/tinyrt (CLI with --device cuda) and gpu-bundle/fixtures: parity vs the
-#      goldens, CUDA vs CPU on synth models, pp/tg and tg vs the bandwidth roofline
+#      goldens (llama-tiny has Llama-3 rope_freqs), CUDA vs CPU on synth models, the backend's
+#      switches (graph on/off, fusions, int8 prefill, f32 KV, device argmax), pp/tg and tg vs
+#      the bandwidth roofline
 #
 # Sending the repository: the device tool refuses more than 64 MiB (tracked files + carried
 # gpu-bundle/), and tests/fixtures alone is 81 MiB. gpu-bundle.sh copies the fixtures and
 # goldens this check needs into gpu-bundle/fixtures, so leave tests/fixtures out of the send:
 #   scripts/gpu-bundle.sh
 #   git rm -r -q --cached tests/fixtures && echo 'tests/fixtures/' >> .git/info/exclude
-#   (run the device tool: command "scripts/gpu-check.sh", carry ["gpu-bundle"], timeout_s 360)
+#   (run the device tool: command "scripts/gpu-check.sh", carry ["gpu-bundle"], timeout_s 540)
 #   git reset -q && sed -i '\#^tests/fixtures/$#d' .git/info/exclude
 # (In a worktree, .git is a file: use "$(git rev-parse --git-common-dir)/info/exclude".)
 # Full logs of every step go to $OUT/gpu-check/ (the device tool brings $OUT back, at most 8
 # files; /tmp otherwise); the console shows the essentials of each step and a summary table.
-# Device tool call: run(command="scripts/gpu-check.sh", carry=["gpu-bundle"], timeout_s=360).
+# Device tool call: run(command="scripts/gpu-check.sh", carry=["gpu-bundle"], timeout_s=540).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export B=gpu-bundle
@@ -38,8 +41,10 @@ step() {
     echo "=================== $name (log: $log)"
     start=$(date +%s)
     if declare -F "$1" >/dev/null; then
-        # A shell function: timeout runs programs only, so run it in a child bash.
-        export -f "$1"
+        # A shell function: timeout runs programs only, so run it in a child bash, with every
+        # function and the variables the functions use.
+        export -f $(declare -F | awk '{print $3}')
+        export FIX SYNTH
         timeout --kill-after=10 "$limit" bash -c "$1" >"$log" 2>&1
     else
         timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1
@@ -140,8 +145,11 @@ fi
 #   a. greedy parity, `--device cuda` against llama.cpp's goldens on the q8_0/q4_0 fixtures
 #      carried in gpu-bundle/fixtures (scripts/gpu-parity.py, the rule of tests/tests/parity.rs);
 #   b. `--device cuda` against `--device cpu` on `tinyrt synth` models (135M, 270M shapes);
+#   b'. the backend's switches against its defaults (scripts/gpu-modes.py): graph off must be
+#      identical, fusions / int8 prefill / f32 KV within tolerance, device argmax same ids;
 #   c. speed on 135M- and TinyLlama-1.1B-shaped Q4_0 synth models: pp and tg, and tg as a
-#      fraction of the roofline (weight bytes read per token / copy bandwidth of step 4).
+#      fraction of the roofline (weight bytes read per token / copy bandwidth of step 4), with
+#      tg without the CUDA graph and pp without the int8 tensor-core prefill for comparison.
 FIX="$B/fixtures"
 SYNTH=/tmp/tinyrt-synth
 e2e_golden() {
@@ -167,9 +175,18 @@ e2e_synth() {
     done
     return $rc
 }
-# tok/s of prompt and generation from generate's stats line (stderr).
-gen_speed() { # MODEL PROMPT_FILE N -> "pp tg"
-    "$B/tinyrt" generate "$1" --file "$2" -n "$3" --temp 0 -c 2048 --device cuda 2>&1 >/dev/null |
+# The backend's switches (graph, fusions, int8 prefill, f32 KV cache, device argmax) against
+# the defaults, on llama-tiny (Llama-3 rope_freqs.weight) and the Gemma-3 shape (GeGLU,
+# sliding window): scripts/gpu-modes.py.
+e2e_modes() {
+    local models=("$FIX/llama-tiny-q4_0.gguf")
+    [ -e "$SYNTH/gemma3-270m-q4_0.gguf" ] && models+=("$SYNTH/gemma3-270m-q4_0.gguf")
+    python3 scripts/gpu-modes.py --tinyrt "$B/tinyrt" "${models[@]/#/--model=}" --timeout 60
+}
+# tok/s of prompt and generation from generate's stats line (stderr); ENV... (e.g.
+# TINYRT_CUDA_GRAPH=0) set for the run.
+gen_speed() { # MODEL PROMPT_FILE N [ENV...] -> "pp_tokens pp tg_tokens tg"
+    env "${@:4}" "$B/tinyrt" generate "$1" --file "$2" -n "$3" --temp 0 -c 2048 --device cuda 2>&1 >/dev/null |
         sed -n 's/.*prompt \([0-9]*\) tokens, \([0-9.]*\) tok\/s | generation \([0-9]*\) tokens, \([0-9.]*\) tok\/s.*/\1 \2 \3 \4/p' | tail -1
 }
 speed() {
@@ -178,8 +195,8 @@ speed() {
     bw=$(grep -E '^\| device-to-device copy' "$LOGS/bench.log" 2>/dev/null | awk -F'|' '{gsub(/ /,"",$5); print $5}')
     echo "copy bandwidth (step 4): ${bw:-unknown} GB/s"
     python3 -c 'print(" ".join(["the quick brown fox jumps over the lazy dog"] * 56))' >/tmp/pp-prompt.txt
-    echo "| model | weight MB read/token | pp t/s (tokens) | tg t/s (tokens) | tg roofline t/s | tg / roofline |"
-    echo "| --- | --- | --- | --- | --- | --- |"
+    echo "| model | weight MB read/token | pp t/s (tokens) | tg t/s (tokens) | tg roofline t/s | tg / roofline | tg without graph | pp f32 tiles (no int8 mma) |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
     for shape in smollm2-135m tinyllama-1.1b; do
         f="$SYNTH/$shape-q4_0-v49152.gguf"
         "$B/tinyrt" synth "$shape" q4_0 "$f" --vocab 49152 >/dev/null || { rc=1; continue; }
@@ -191,13 +208,18 @@ d, shape = json.load(sys.stdin), sys.argv[1]
 emb = d["vocab_size"] * d["embedding_length"] * 18 // 32 if shape == "tinyllama-1.1b" else 0
 print(d["weights_bytes"] - emb)' "$shape")
         s=$(gen_speed "$f" /tmp/pp-prompt.txt 128)
-        [ -n "$s" ] || { echo "| $shape | - | run failed | | | |"; rc=1; continue; }
-        python3 - "$shape" "$bytes" "${bw:-0}" $s <<'PY'
+        [ -n "$s" ] || { echo "| $shape | - | run failed | | | | | |"; rc=1; continue; }
+        s_nograph=$(gen_speed "$f" /tmp/pp-prompt.txt 128 TINYRT_CUDA_GRAPH=0)
+        s_nommq=$(gen_speed "$f" /tmp/pp-prompt.txt 16 TINYRT_CUDA_MMQ=0)
+        python3 - "$shape" "$bytes" "${bw:-0}" "$s" "$s_nograph" "$s_nommq" <<'PY'
 import sys
-shape, nbytes, bw, ppn, pp, tgn, tg = sys.argv[1], int(sys.argv[2]), float(sys.argv[3] or 0), *sys.argv[4:]
+shape, nbytes, bw = sys.argv[1], int(sys.argv[2]), float(sys.argv[3] or 0)
+ppn, pp, tgn, tg = sys.argv[4].split()
+field = lambda s, i: (s.split() + ["-"] * 4)[i]
 roof = bw * 1e9 / nbytes if bw > 0 else 0
 frac = f"{float(tg) / roof:.1%}" if roof else "-"
-print(f"| {shape} Q4_0 | {nbytes / 1e6:.0f} | {pp} ({ppn}) | {tg} ({tgn}) | {roof:.0f} | {frac} |")
+print(f"| {shape} Q4_0 | {nbytes / 1e6:.0f} | {pp} ({ppn}) | {tg} ({tgn}) | {roof:.0f} | {frac} "
+      f"| {field(sys.argv[5], 3)} | {field(sys.argv[6], 1)} |")
 PY
         if "$B/tinyrt" bench --help >/dev/null 2>&1; then
             "$B/tinyrt" bench "$f" -p 512 -n 128 -r 2 --device cuda 2>&1 | tail -n 6
@@ -208,7 +230,8 @@ PY
 if [ -x "$B/tinyrt" ] && "$B/tinyrt" generate --help 2>&1 | grep -q -- '--device'; then
     step "end to end: CUDA vs llama.cpp goldens (fixtures)" e2e-golden show_all 90 e2e_golden
     step "end to end: CUDA vs CPU (synth 135M, 270M)" e2e-synth show_all 90 e2e_synth
-    step "speed: pp/tg and tg vs roofline (synth Q4_0)" speed show_all 100 speed
+    step "CUDA switches: graph, fusions, int8 prefill, f32 KV, device argmax" e2e-modes show_all 120 e2e_modes
+    step "speed: pp/tg and tg vs roofline (synth Q4_0)" speed show_all 150 speed
 else
     SUMMARY+=("| end to end | skipped: no CLI with --device cuda in $B | - |")
 fi
