@@ -456,32 +456,45 @@ fn attention_decode(
     })
 }
 
+/// Which prefill kernel [`prefill_matmul`] times.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prefill {
+    F32Tiles,
+    F16Mma,
+    /// `quantize_q8_1` of the activations plus `matmul_q8_1_mma` (what the runtime runs).
+    Int8Mma,
+}
+
 fn prefill_matmul(
     dev: &CudaDevice,
     ty: WeightType,
     nrows: usize,
     ncols: usize,
     ntok: usize,
-    tensor_cores: bool,
+    kernel: Prefill,
 ) -> Result<Row, CudaError> {
     let bytes = ty.row_bytes(ncols).expect("blocks") * nrows;
     let w = dev.upload(&random_bytes(bytes, 7))?;
     let x = dev.upload(&random_f32(ntok * ncols, 16))?;
+    let mut xq = dev.alloc_zeros::<u8>(ntok * ncols / 32 * tinyrt_cuda::Q8_1_BLOCK_BYTES)?;
     let mut y = dev.alloc_zeros::<f32>(ntok * nrows)?;
-    let us = if tensor_cores {
-        time_us(dev, 10, |d| {
+    let us = match kernel {
+        Prefill::F16Mma => time_us(dev, 10, |d| {
             d.matmul_f16_mma(ty, &w, &x, &mut y, nrows, ncols, ntok)
-        })?
-    } else {
-        time_us(dev, 10, |d| {
+        })?,
+        Prefill::F32Tiles => time_us(dev, 10, |d| {
             d.matmul(ty, &w, &x, &mut y, nrows, ncols, ntok)
-        })?
+        })?,
+        Prefill::Int8Mma => time_us(dev, 10, |d| {
+            d.quantize_q8_1(&x, &mut xq, ntok * ncols)?;
+            d.matmul_q8_1_mma(ty, &w, &xq, &mut y, nrows, ncols, ntok)
+        })?,
     };
     let tflops = 2.0 * (nrows * ncols * ntok) as f64 / (us * 1e6);
-    let how = if tensor_cores {
-        "f16 mma.sync"
-    } else {
-        "f32 FMA tiles"
+    let how = match kernel {
+        Prefill::F32Tiles => "f32 FMA tiles",
+        Prefill::F16Mma => "f16 mma.sync",
+        Prefill::Int8Mma => "Q8_1 quantize + int8 mma.sync",
     };
     Ok(Row {
         bench: format!("matmul {ty:?} (prefill, {how})"),
@@ -577,13 +590,16 @@ fn gpu_bench() {
             run(attention_decode(&dev, ctx, wide, copy), "attention");
         }
     }
-    for tensor_cores in [false, true] {
+    for kernel in [Prefill::F32Tiles, Prefill::F16Mma] {
         for ty in [WeightType::Q4_0, WeightType::Q4_K, WeightType::F16] {
-            run(
-                prefill_matmul(&dev, ty, 5632, 2048, 512, tensor_cores),
-                "matmul",
-            );
+            run(prefill_matmul(&dev, ty, 5632, 2048, 512, kernel), "matmul");
         }
+    }
+    for ty in [WeightType::Q4_0, WeightType::Q8_0] {
+        run(
+            prefill_matmul(&dev, ty, 5632, 2048, 512, Prefill::Int8Mma),
+            "matmul",
+        );
     }
 
     println!();
