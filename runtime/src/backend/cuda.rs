@@ -10,7 +10,8 @@
 //! Batched ops (prefill) launch at once. Single-token ops (decode) are recorded and run at the
 //! next sync point (`read`, `argmax`): planned with fusions (RMSNorm writing its Q8_1 copy for
 //! the matmul after it, gate/up and SwiGLU/GeGLU in one matrix-vector kernel, RoPE of Q and K
-//! with the KV-cache write in one kernel) and, for a whole decode step, captured once as a graph
+//! with the KV-cache write in one kernel, a projection and the residual add after it as one
+//! accumulating matrix-vector launch) and, for a whole decode step, captured once as a graph
 //! and replayed while the recorded step stays the same (positions and token ids live in device
 //! memory; the KV length is rounded up to a whole attention split, so one graph serves 256
 //! tokens). A failed capture falls back to plain launches. `TINYRT_CUDA_GRAPH=0` and
@@ -369,6 +370,14 @@ enum Exec {
         glu: usize,
         q8_ready: bool,
     },
+    /// A single-product matmul and the residual add after it as one matrix-vector launch that
+    /// accumulates into the residual (the product's own output buffer is not written: the
+    /// planner checks that the step overwrites it before reading it).
+    MatmulAdd {
+        matmul: usize,
+        add: usize,
+        q8_ready: bool,
+    },
     /// RoPE of Q, RoPE of K and the attention's KV-cache write as one `rope_kv_store_*`
     /// launch, then the attention (the f32 K rows stay unrotated; only the cache is read).
     RopeKvAttention {
@@ -386,6 +395,36 @@ trait FusionInfo {
     fn glu_pair(&self, gate: WeightId, up: WeightId) -> bool;
     /// Columns of a buffer.
     fn buf_cols(&self, b: BufId) -> usize;
+    /// Rows of a weight matrix (`None`: a vector).
+    fn matrix_rows(&self, w: WeightId) -> Option<usize>;
+}
+
+/// Whether `op` reads or writes buffer `b`.
+fn touches(op: &Op, b: BufId) -> bool {
+    match op {
+        Op::Embed { out, .. } => *out == b,
+        Op::RmsNorm { x, out, .. } | Op::LayerNorm { x, out, .. } => *x == b || *out == b,
+        Op::HeadRmsNorm { x, .. }
+        | Op::AddBias { x, .. }
+        | Op::Scale { x, .. }
+        | Op::Rope { x, .. }
+        | Op::Gelu { x, .. } => *x == b,
+        Op::Matmul { x, outs, .. } => *x == b || outs.iter().any(|(_, o)| *o == b),
+        Op::Add { dst, src, .. } => *dst == b || *src == b,
+        Op::Attention { q, k, v, out, .. } => [*q, *k, *v, *out].contains(&b),
+        Op::Glu { gate, up, .. } => *gate == b || *up == b,
+        Op::CopyCols { src, dst, .. } | Op::CopyRow { src, dst, .. } => *src == b || *dst == b,
+        Op::Argmax { buf, .. } => *buf == b,
+    }
+}
+
+/// Whether the first of `ops` that touches `b` overwrites it without reading it (a matmul
+/// output), so that skipping an earlier write of `b` cannot be observed.
+fn overwritten_before_read(ops: &[Op], b: BufId) -> bool {
+    match ops.iter().find(|op| touches(op, b)) {
+        Some(Op::Matmul { x, outs, .. }) => *x != b && outs.iter().any(|(_, o)| *o == b),
+        _ => false,
+    }
 }
 
 /// Plans the execution of recorded single-token ops, fusing where the kernels allow:
@@ -421,10 +460,28 @@ fn plan(ops: &[Op], info: &dyn FusionInfo, fuse: bool) -> Vec<Exec> {
                     ([(wg, g), (wu, u)], Some(Op::Glu { gate, up, n: 1, .. }))
                         if fuse && g == gate && u == up && info.glu_pair(*wg, *wu)
                 );
+                let residual = matches!(
+                    (outs.as_slice(), next),
+                    ([(w, o)], Some(Op::Add { dst, src, n: 1 }))
+                        if fuse
+                            && src == o
+                            && dst != x
+                            && dst != o
+                            && info.matrix_rows(*w) == Some(info.buf_cols(*dst))
+                            && info.buf_cols(*dst) == info.buf_cols(*o)
+                            && overwritten_before_read(&ops[i + 2..], *o)
+                );
                 if glu {
                     plan.push(Exec::Glu {
                         matmul: i,
                         glu: i + 1,
+                        q8_ready,
+                    });
+                    i += 2;
+                } else if residual {
+                    plan.push(Exec::MatmulAdd {
+                        matmul: i,
+                        add: i + 1,
                         q8_ready,
                     });
                     i += 2;
@@ -594,6 +651,12 @@ impl FusionInfo for Planner<'_> {
     }
     fn buf_cols(&self, b: BufId) -> usize {
         self.0.cols(b)
+    }
+    fn matrix_rows(&self, w: WeightId) -> Option<usize> {
+        match &self.0.w.tensors[w.0 as usize] {
+            DeviceWeight::Matrix { rows, .. } => Some(*rows),
+            DeviceWeight::Vector(_) => None,
+        }
     }
 }
 
@@ -980,6 +1043,17 @@ impl CudaBackend {
                 dev.matvec_glu_q8_1(*ty, *act, dg, du, &q8, &mut y, *rows, *cols)
                     .map_err(err)
             }
+            Exec::MatmulAdd {
+                matmul,
+                add,
+                q8_ready,
+            } => {
+                let (Op::Matmul { x, outs, n }, Op::Add { dst, .. }) = (&ops[matmul], &ops[add])
+                else {
+                    return Err("planner: MatmulAdd on other ops".into());
+                };
+                self.matmul_exec(*x, outs, *n, q8_ready, Some(*dst))
+            }
             Exec::RopeKvAttention {
                 rope_q,
                 rope_k,
@@ -1140,7 +1214,7 @@ impl CudaBackend {
                 dev.rms_norm(&xv, g, &mut ov, n * cols / head_dim, *head_dim, *eps)
                     .map_err(err)
             }
-            Op::Matmul { x, outs, n } => self.matmul_exec(*x, outs, *n, q8_ready),
+            Op::Matmul { x, outs, n } => self.matmul_exec(*x, outs, *n, q8_ready, None),
             Op::AddBias { x, b, n } => {
                 let cols = self.cols(*x);
                 let (xv, mut ov, bv) = (self.rows(*x, *n)?, self.rows(*x, *n)?, self.vector(*b)?);
@@ -1281,12 +1355,15 @@ impl CudaBackend {
         }
     }
 
+    /// The products of one `Matmul` op. `residual`: single-token only, the product is added
+    /// into that buffer instead of written to its output (the fused `down` + residual add).
     fn matmul_exec(
         &self,
         x: BufId,
         outs: &[(WeightId, BufId)],
         n: usize,
         q8_ready: bool,
+        residual: Option<BufId>,
     ) -> Result<(), String> {
         let w = &self.w;
         let dev = &*w.dev;
@@ -1306,7 +1383,8 @@ impl CudaBackend {
             let (ty, rows, cols) = (*ty, *rows, *cols);
             let xv = self.view(x, 0, (n - 1) * self.cols(x) + cols)?;
             if n == 1 {
-                let mut y = self.view(out, 0, rows)?;
+                let (ybuf, acc) = residual.map_or((out, false), |d| (d, true));
+                let mut y = self.view(ybuf, 0, rows)?;
                 if ty.is_quantized() {
                     let mut q8 = self.q8_raw()?;
                     if quantized_cols != Some(cols) {
@@ -1315,15 +1393,18 @@ impl CudaBackend {
                         quantized_cols = Some(cols);
                     }
                     match planar {
-                        Some(p) => dev.matvec_q4_0_planar(p, &q8, &mut y, false, rows, cols),
-                        None => dev.matvec_q8_1(ty, data, &q8, &mut y, false, rows, cols),
+                        Some(p) => dev.matvec_q4_0_planar(p, &q8, &mut y, acc, rows, cols),
+                        None => dev.matvec_q8_1(ty, data, &q8, &mut y, acc, rows, cols),
                     }
                     .map_err(err)?;
                 } else {
-                    dev.matvec_f32_input(ty, data, &xv, &mut y, false, rows, cols)
+                    dev.matvec_f32_input(ty, data, &xv, &mut y, acc, rows, cols)
                         .map_err(err)?;
                 }
             } else {
+                if residual.is_some() {
+                    return Err("planner: residual add fused into a batched matmul".into());
+                }
                 if self.cols(x) != cols || self.cols(out) != rows {
                     return Err(format!(
                         "batched matmul of {}: input/output widths {}/{} differ from {cols}/{rows}",
@@ -1744,6 +1825,9 @@ mod tests {
         fn buf_cols(&self, _b: BufId) -> usize {
             64
         }
+        fn matrix_rows(&self, _w: WeightId) -> Option<usize> {
+            Some(64)
+        }
     }
 
     const X: BufId = BufId(0);
@@ -1871,14 +1955,19 @@ mod tests {
                 rope_k: 4,
                 attn: 5,
             },
-            plain(6, false),
-            plain(7, false),
+            // The next write of OUT is the FFN's down projection: the residual add fuses.
+            Exec::MatmulAdd {
+                matmul: 6,
+                add: 7,
+                q8_ready: false,
+            },
             Exec::NormQ8 { op: 8 },
             Exec::Glu {
                 matmul: 9,
                 glu: 10,
                 q8_ready: true,
             },
+            // Nothing after the last layer's down projection overwrites OUT: no fusion.
             plain(11, false),
             plain(12, false),
             plain(13, false),
@@ -1901,9 +1990,10 @@ mod tests {
         // F16 gate/up weights: no fused GLU kernel, and the norm cannot feed a Q8_1 input.
         let ops = llama_step((11, 12));
         let p = plan(&ops, &Mock, true);
-        assert_eq!(p[6], plain(8, false));
-        assert_eq!(p[7], plain(9, false));
-        assert_eq!(p[8], plain(10, false));
+        // (plan[4] is the fused wo + residual add of ops 6 and 7.)
+        assert_eq!(p[5], plain(8, false));
+        assert_eq!(p[6], plain(9, false));
+        assert_eq!(p[7], plain(10, false));
         // Phi-2 scales Q between RoPE and attention: the ropes run by themselves.
         let ops = vec![
             rope(Q, 4),
@@ -1922,6 +2012,32 @@ mod tests {
         ];
         let want: Vec<Exec> = (0..4).map(|i| plain(i, false)).collect();
         assert_eq!(plan(&ops, &Mock, true), want);
+        // A residual add whose addend is read before it is overwritten (Gemma-3's post-norm
+        // reads OUT) does not fuse.
+        let add = Op::Add {
+            dst: X,
+            src: OUT,
+            n: 1,
+        };
+        let ops = vec![
+            matmul(ATT, &[(3, OUT)]),
+            add.clone(),
+            norm(OUT, OUT),
+            matmul(GATE, &[(6, OUT)]),
+        ];
+        assert_eq!(
+            plan(&ops, &Mock, true)[..2],
+            [plain(0, false), plain(1, false)]
+        );
+        let ops = vec![matmul(ATT, &[(3, OUT)]), add, matmul(GATE, &[(6, OUT)])];
+        assert_eq!(
+            plan(&ops, &Mock, true)[0],
+            Exec::MatmulAdd {
+                matmul: 0,
+                add: 1,
+                q8_ready: false
+            }
+        );
         // A norm whose output is not the next matmul's input is not quantized.
         let ops = vec![norm(X, XN), matmul(X, &[(0, Q)])];
         assert_eq!(
