@@ -205,7 +205,7 @@ MATMUL_MMA(matmul_mma_nf4, FmtNF4)
 // ---- tensor cores, integer: mma.sync m16n8k32 s8 x s8 -> s32 over Q8_1 activations ----
 //
 // Y[t, r] = sum over 32-blocks b of  dw[r,b] * dx[t,b] * sum_k qw[r,k] qx[t,k]
-// (+ mw[r,b] * dx[t,b] * sum_k qx[t,k] for Q4_1), where X is already quantized to Q8_1 (quantize_q8_1 over the [ntok, ncols] rows):
+// (+ mw[r,b] * dx[t,b] * sum_k qx[t,k] for the types with a min), where X is already quantized to Q8_1 (quantize_q8_1 over the [ntok, ncols] rows):
 // the same arithmetic as the decode matrix-vector kernels, so no f16 range limit. One 32-wide
 // block is exactly one m16n8k32 K step. Per block of 128 threads (2 x 2 warps): 64 rows x 64
 // tokens, K staged 128 values (4 blocks) at a time in shared memory as int8 with per-block
@@ -236,12 +236,14 @@ __device__ __forceinline__ int sub_bytes(int x, uint32_t o4) {
     return (int)((((uint32_t)x | 0x80808080u) - o4) ^ 0x80808080u);
 }
 
-// Loaders: one 32-value weight block as 8 words of int8 (element 4w..4w+3 in word w), its
-// scale and (Q4_1) its min.
+// Loaders: 32-value block `blk` of a weight row as 8 words of int8 (element 4w..4w+3 in word
+// w), its scale and (Q4_1, Q4_K, Q5_K) its min: weight = d * q + m.
 struct MmqQ4_0 {
+    static constexpr int BS = 32;
     static constexpr int BYTES = 18;
     static constexpr bool HAS_MIN = false;
-    __device__ static void load(const uint8_t* p, int* q, float* d, float* m) {
+    __device__ static void load(const uint8_t* row, int blk, int* q, float* d, float* m) {
+        const uint8_t* p = row + (size_t)blk * BYTES;
         const BlockQ4_0* b = (const BlockQ4_0*)p;
 #pragma unroll
         for (int w = 0; w < 4; ++w) {
@@ -254,9 +256,11 @@ struct MmqQ4_0 {
     }
 };
 struct MmqQ4_1 {
+    static constexpr int BS = 32;
     static constexpr int BYTES = 20;
     static constexpr bool HAS_MIN = true;
-    __device__ static void load(const uint8_t* p, int* q, float* d, float* m) {
+    __device__ static void load(const uint8_t* row, int blk, int* q, float* d, float* m) {
+        const uint8_t* p = row + (size_t)blk * BYTES;
         const BlockQ4_1* b = (const BlockQ4_1*)p;
 #pragma unroll
         for (int w = 0; w < 4; ++w) {
@@ -269,9 +273,11 @@ struct MmqQ4_1 {
     }
 };
 struct MmqQ5_0 {
+    static constexpr int BS = 32;
     static constexpr int BYTES = 22;
     static constexpr bool HAS_MIN = false;
-    __device__ static void load(const uint8_t* p, int* q, float* d, float* m) {
+    __device__ static void load(const uint8_t* row, int blk, int* q, float* d, float* m) {
+        const uint8_t* p = row + (size_t)blk * BYTES;
         const BlockQ5_0* b = (const BlockQ5_0*)p;
         const uint32_t qh = (uint32_t)load_i32_a2(b->qh);
 #pragma unroll
@@ -285,9 +291,11 @@ struct MmqQ5_0 {
     }
 };
 struct MmqQ8_0 {
+    static constexpr int BS = 32;
     static constexpr int BYTES = 34;
     static constexpr bool HAS_MIN = false;
-    __device__ static void load(const uint8_t* p, int* q, float* d, float* m) {
+    __device__ static void load(const uint8_t* row, int blk, int* q, float* d, float* m) {
+        const uint8_t* p = row + (size_t)blk * BYTES;
         const BlockQ8_0* b = (const BlockQ8_0*)p;
 #pragma unroll
         for (int w = 0; w < 8; ++w) q[w] = load_i32_a2((const uint8_t*)b->qs + 4 * w);
@@ -296,9 +304,11 @@ struct MmqQ8_0 {
     }
 };
 struct MmqIQ4_NL {
+    static constexpr int BS = 32;
     static constexpr int BYTES = 18;
     static constexpr bool HAS_MIN = false;
-    __device__ static void load(const uint8_t* p, int* q, float* d, float* m) {
+    __device__ static void load(const uint8_t* row, int blk, int* q, float* d, float* m) {
+        const uint8_t* p = row + (size_t)blk * BYTES;
         const BlockIQ4_NL* b = (const BlockIQ4_NL*)p;
 #pragma unroll
         for (int w = 0; w < 4; ++w) {
@@ -308,6 +318,47 @@ struct MmqIQ4_NL {
         }
         *d = f16_to_f32(b->d);
         *m = 0.0f;
+    }
+};
+
+// K-quants: each 32-value sub-block has its own 6-bit scale and min (scale_min_k4):
+// weight = d * sc * q - dmin * m, so the block's scale is d * sc and its min -dmin * m.
+struct MmqQ4_K {
+    static constexpr int BS = QK_K;
+    static constexpr int BYTES = 144;
+    static constexpr bool HAS_MIN = true;
+    __device__ static void load(const uint8_t* row, int blk, int* q, float* d, float* m) {
+        const BlockQ4_K* b = (const BlockQ4_K*)row + blk / 8;
+        const int sub = blk % 8;
+        int sc, mn;
+        scale_min_k4(sub, b->scales, &sc, &mn);
+        const int shift = 4 * (sub % 2);
+        const uint8_t* qs = b->qs + 32 * (sub / 2);
+#pragma unroll
+        for (int w = 0; w < 8; ++w) q[w] = (load_i32_a4(qs + 4 * w) >> shift) & 0x0F0F0F0F;
+        *d = f16_to_f32(b->d) * (float)sc;
+        *m = -f16_to_f32(b->dmin) * (float)mn;
+    }
+};
+struct MmqQ5_K {
+    static constexpr int BS = QK_K;
+    static constexpr int BYTES = 176;
+    static constexpr bool HAS_MIN = true;
+    __device__ static void load(const uint8_t* row, int blk, int* q, float* d, float* m) {
+        const BlockQ5_K* b = (const BlockQ5_K*)row + blk / 8;
+        const int sub = blk % 8;
+        int sc, mn;
+        scale_min_k4(sub, b->scales, &sc, &mn);
+        const int shift = 4 * (sub % 2);
+        const uint8_t* qs = b->qs + 32 * (sub / 2);
+#pragma unroll
+        for (int w = 0; w < 8; ++w) {
+            const int lo = (load_i32_a4(qs + 4 * w) >> shift) & 0x0F0F0F0F;
+            const int hi = ((load_i32_a4(b->qh + 4 * w) >> sub) & 0x01010101) << 4;
+            q[w] = lo | hi;
+        }
+        *d = f16_to_f32(b->d) * (float)sc;
+        *m = -f16_to_f32(b->dmin) * (float)mn;
     }
 };
 
@@ -326,7 +377,7 @@ __device__ __forceinline__ void matmul_mmq_tile(const uint8_t* __restrict__ w, c
     const int row_base = blockIdx.x * MMQ_BM;
     const int tok_base = blockIdx.y * MMQ_BN;
     const int nblk = ncols / 32;
-    const size_t row_bytes = (size_t)nblk * L::BYTES;
+    const size_t row_bytes = (size_t)(ncols / L::BS) * L::BYTES;
     float acc[2][4][4];
 #pragma unroll
     for (int i = 0; i < 2; ++i)
@@ -345,7 +396,7 @@ __device__ __forceinline__ void matmul_mmq_tile(const uint8_t* __restrict__ w, c
             int q[8];
             float d = 0.0f, m = 0.0f;
             if (row < nrows && blk < nblk) {
-                L::load(w + (size_t)row * row_bytes + (size_t)blk * L::BYTES, q, &d, &m);
+                L::load(w + (size_t)row * row_bytes, blk, q, &d, &m);
             } else {
 #pragma unroll
                 for (int j = 0; j < 8; ++j) q[j] = 0;
@@ -442,3 +493,5 @@ MATMUL_MMQ(matmul_mmq_q4_1, MmqQ4_1)
 MATMUL_MMQ(matmul_mmq_q5_0, MmqQ5_0)
 MATMUL_MMQ(matmul_mmq_q8_0, MmqQ8_0)
 MATMUL_MMQ(matmul_mmq_iq4_nl, MmqIQ4_NL)
+MATMUL_MMQ(matmul_mmq_q4_k, MmqQ4_K)
+MATMUL_MMQ(matmul_mmq_q5_k, MmqQ5_K)

@@ -841,7 +841,7 @@ impl CudaDevice {
     /// Prefill matrix × matrix on the int8 tensor cores (`mma.sync` m16n8k32): `x_q8_1` holds
     /// the `ntok` rows of `ncols` activations quantized to Q8_1 ([`CudaDevice::quantize_q8_1`]
     /// over all `ntok * ncols` values), so the arithmetic is that of the decode kernels and
-    /// no f16 range limit applies. Q4_0, Q4_1, Q5_0, Q8_0 and IQ4_NL (see
+    /// no f16 range limit applies. Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q4_K and Q5_K (see
     /// [`Kernel::matmul_mmq`]); `ncols` a multiple of 32.
     #[allow(clippy::too_many_arguments)]
     pub fn matmul_q8_1_mma(

@@ -21,7 +21,7 @@
 //! writing the position (and token id, for `get_rows`) with `CudaDevice::write`; the test
 //! `a_decode_layer_graph_matches_the_cpu_layer_over_several_tokens` in `cuda/tests/gpu.rs`
 //! does exactly this. Prefill: `matmul_q8_1_mma` (int8 tensor cores over Q8_1 activations,
-//! Q4_0/Q4_1/Q5_0/Q8_0/IQ4_NL), `matmul` (f32 tiles) or `matmul_f16_mma` (f16 tensor cores)
+//! Q4_0/Q4_1/Q5_0/Q8_0/IQ4_NL/Q4_K/Q5_K), `matmul` (f32 tiles) or `matmul_f16_mma` (f16 tensor cores)
 //! over [ntok, ncols] activations, and `attention` with `ntok > 1`. The runtime's decode path
 //! also uses the fused `rms_norm_f32_q8_1` and `rope_kv_store_*` (RoPE from a cos/sin table +
 //! KV-cache write, f16 or f32 cache).

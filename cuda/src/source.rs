@@ -184,6 +184,8 @@ kernels! {
     MatmulMmqQ5_0 => ("matmul_mmq_q5_0", Matmul, MATMUL_ARGS),
     MatmulMmqQ8_0 => ("matmul_mmq_q8_0", Matmul, MATMUL_ARGS),
     MatmulMmqIQ4_NL => ("matmul_mmq_iq4_nl", Matmul, MATMUL_ARGS),
+    MatmulMmqQ4_K => ("matmul_mmq_q4_k", Matmul, MATMUL_ARGS),
+    MatmulMmqQ5_K => ("matmul_mmq_q5_k", Matmul, MATMUL_ARGS),
     KvStoreF16 => ("kv_store_f16", Attention, KV_STORE_ARGS),
     KvStoreF32 => ("kv_store_f32", Attention, KV_STORE_ARGS),
     AttentionSplit => ("attention_split", Attention, ATTENTION_ARGS),
@@ -237,6 +239,8 @@ impl Kernel {
                 | Kernel::MatmulMmqQ5_0
                 | Kernel::MatmulMmqQ8_0
                 | Kernel::MatmulMmqIQ4_NL
+                | Kernel::MatmulMmqQ4_K
+                | Kernel::MatmulMmqQ5_K
                 | Kernel::RopeCached
                 | Kernel::RopeKvStoreF16
                 | Kernel::RopeKvStoreF32
@@ -316,6 +320,8 @@ impl Kernel {
             WeightType::Q5_0 => Kernel::MatmulMmqQ5_0,
             WeightType::Q8_0 => Kernel::MatmulMmqQ8_0,
             WeightType::IQ4_NL => Kernel::MatmulMmqIQ4_NL,
+            WeightType::Q4_K => Kernel::MatmulMmqQ4_K,
+            WeightType::Q5_K => Kernel::MatmulMmqQ5_K,
             _ => return None,
         })
     }

@@ -1534,14 +1534,20 @@ fn matmul_q8_1_mma_matches_the_product_with_q8_1_activations() {
         .into_iter()
         .filter(|t| tinyrt_cuda::Kernel::matmul_mmq(*t).is_some());
     for ty in types {
-        // Rows and tokens off the 64 x 64 tile, K off the 128-wide stage, several tiles.
-        for (nrows, ncols, ntok) in [
+        // Rows and tokens off the 64 x 64 tile, K off the 128-wide stage, several tiles (the
+        // K-quants take the widths that are whole 256-value super-blocks).
+        let shapes = [
             (3, 256, 2),
             (65, 512, 5),
             (130, 96, 70),
+            (37, 768, 100),
             (64, 1024, 64),
             (200, 2080, 130),
-        ] {
+        ];
+        for (nrows, ncols, ntok) in shapes
+            .into_iter()
+            .filter(|&(_, c, _)| c % ty.block_size() == 0)
+        {
             let (bytes, deq) = random_weights(&mut rng, ty, nrows, ncols);
             let x = rng.vec(ntok * ncols, 1.0);
             // What the kernel multiplies: W as stored, X rounded through Q8_1 (quantized per

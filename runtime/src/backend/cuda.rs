@@ -15,11 +15,11 @@
 //! and replayed while the recorded step stays the same (positions and token ids live in device
 //! memory; the KV length is rounded up to a whole attention split, so one graph serves 256
 //! tokens). A failed capture falls back to plain launches. `TINYRT_CUDA_GRAPH=0` and
-//! `TINYRT_CUDA_FUSE=0` turn graphs / fusions off (for comparisons). Batched products of Q4_0,
-//! Q4_1, Q5_0, Q8_0 and IQ4_NL matrices run on the int8 tensor cores over Q8_1-quantized
-//! activations (`matmul_q8_1_mma`; `TINYRT_CUDA_MMQ=0`: the f32 tiled kernel), other types on
-//! the f32 tiled kernel. Host ↔ device traffic per token: the token id, the position, and the
-//! logits or (greedy, `Backend::argmax`) one id.
+//! `TINYRT_CUDA_FUSE=0` turn graphs / fusions off (for comparisons). Batched products of
+//! Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q4_K and Q5_K matrices run on the int8 tensor cores over
+//! Q8_1-quantized activations (`matmul_q8_1_mma`; `TINYRT_CUDA_MMQ=0`: the f32 tiled kernel),
+//! other types on the f32 tiled kernel. Host ↔ device traffic per token: the token id, the
+//! position, and the logits or (greedy, `Backend::argmax`) one id.
 //!
 //! The [`Backend`] trait's methods return nothing, so the first CUDA error is kept and
 //! reported through [`Backend::take_error`]; later ops are skipped.
