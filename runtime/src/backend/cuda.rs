@@ -570,7 +570,7 @@ pub struct CudaBackend {
     bufs: Vec<Buf>,
     kv: Option<KvCache>,
     kv_spec: Option<KvCacheSpec>,
-    /// Matmul input quantized to Q8_1 (one row).
+    /// The current matmul input quantized to Q8_1 (one row in decode, all rows in prefill).
     q8: Option<DeviceBuffer<u8>>,
     /// Token ids of the current pass.
     ids: Option<DeviceBuffer<i32>>,
