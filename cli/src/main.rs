@@ -40,6 +40,8 @@ enum Command {
     Perplexity(cmd::perplexity::Args),
     /// Prefill and decode speed (llama-bench's pp and tg).
     Bench(cmd::bench::Args),
+    /// One table of size, memory, speed and perplexity for several models (or requantizations).
+    Compare(cmd::compare::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -52,6 +54,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Chat(args) => cmd::chat::run(args),
         Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Compare(args) => cmd::compare::run(args),
     }
 }
 

@@ -121,19 +121,43 @@ impl Speed {
     }
 }
 
-/// The process's peak resident set size (Linux `VmHWM`), if known.
-pub fn peak_rss_bytes() -> Option<u64> {
+/// A field of `/proc/self/status` in bytes (`VmHWM`, `VmRSS`), if known.
+fn proc_status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
 
+/// The process's peak resident set size (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmHWM")
+}
+
+/// The process's resident set size now (Linux `VmRSS`), if known.
+pub fn rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmRSS")
+}
+
+/// Restart the peak resident set size from the current one (Linux: writing 5 to
+/// `/proc/self/clear_refs`, see proc(5)), so that [`peak_rss_bytes`] covers what follows.
+/// Returns false where that is not possible; the peak then covers the whole process.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// xorshift64*: the random token ids of the tests (llama-bench uses `std::rand()`).
-struct TokenRng(u64);
+pub struct TokenRng(u64);
 
 impl TokenRng {
-    fn next(&mut self, n_vocab: usize) -> u32 {
+    /// The fixed seed every run starts from, so runs feed the same tokens.
+    pub fn new() -> TokenRng {
+        TokenRng(0x5eed_1234_abcd_0001)
+    }
+
+    pub fn next(&mut self, n_vocab: usize) -> u32 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -241,6 +265,36 @@ pub fn read_bandwidth_gbps(threads: usize) -> f64 {
     BYTES as f64 / best.as_secs_f64().max(1e-9) / 1e9
 }
 
+/// llama-bench's `pp` test: `tokens` fed to an empty cache in one go, one untimed warm-up run
+/// then `reps` timed runs.
+pub fn measure_pp(session: &mut Session, tokens: &[u32], reps: usize) -> Result<Speed> {
+    run_pp(session, tokens)?; // warm-up
+    let runs = (0..reps)
+        .map(|_| run_pp(session, tokens))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Speed {
+        tokens: tokens.len(),
+        runs,
+    })
+}
+
+/// llama-bench's `tg` test: `n` tokens decoded one at a time from an empty cache, starting
+/// with `first` and feeding random tokens; one untimed warm-up step, then `reps` timed runs.
+pub fn measure_tg(
+    session: &mut Session,
+    first: u32,
+    n: usize,
+    reps: usize,
+    rng: &mut TokenRng,
+    n_vocab: usize,
+) -> Result<Speed> {
+    run_tg(session, first, 1, rng, n_vocab)?; // warm-up
+    let runs = (0..reps)
+        .map(|_| run_tg(session, first, n, rng, n_vocab))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Speed { tokens: n, runs })
+}
+
 pub fn run(args: Args) -> Result<()> {
     let t_start = Instant::now();
     if args.threads == Some(0) {
@@ -286,31 +340,24 @@ pub fn run(args: Args) -> Result<()> {
             n_batch: args.batch_size,
         })
         .map_err(bad_input)?;
-    let mut rng = TokenRng(0x5eed_1234_abcd_0001);
+    let mut rng = TokenRng::new();
 
     let pp = if args.n_prompt > 0 {
         let tokens: Vec<u32> = (0..args.n_prompt).map(|_| rng.next(n_vocab)).collect();
-        run_pp(&mut session, &tokens)?; // warm-up
-        let runs = (0..args.reps)
-            .map(|_| run_pp(&mut session, &tokens))
-            .collect::<Result<Vec<_>>>()?;
-        Some(Speed {
-            tokens: args.n_prompt,
-            runs,
-        })
+        Some(measure_pp(&mut session, &tokens, args.reps)?)
     } else {
         None
     };
     let tg = if args.n_gen > 0 {
         let start = first.unwrap_or_else(|| rng.next(n_vocab));
-        run_tg(&mut session, start, 1, &mut rng, n_vocab)?; // warm-up
-        let runs = (0..args.reps)
-            .map(|_| run_tg(&mut session, start, args.n_gen, &mut rng, n_vocab))
-            .collect::<Result<Vec<_>>>()?;
-        Some(Speed {
-            tokens: args.n_gen,
-            runs,
-        })
+        Some(measure_tg(
+            &mut session,
+            start,
+            args.n_gen,
+            args.reps,
+            &mut rng,
+            n_vocab,
+        )?)
     } else {
         None
     };

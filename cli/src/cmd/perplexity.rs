@@ -2,14 +2,14 @@
 //! of a text with llama-perplexity's method (see `tinyrt::perplexity`).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
 use serde_json::json;
 use tinyrt::kv_cache::KvType;
 use tinyrt::model::Device;
-use tinyrt::perplexity::{perplexity, PerplexityError, PerplexityOptions};
+use tinyrt::perplexity::{perplexity, PerplexityError, PerplexityOptions, PerplexityResult};
 use tinyrt::{LoadOptions, Model, SessionOptions};
 
 use crate::error::bad_input;
@@ -59,11 +59,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let kv_type: KvType = args.kv_type.parse().map_err(bad_input)?;
     let device: Device = args.device.parse().map_err(bad_input)?;
-    let mut text = std::fs::read(&args.file)
-        .map_err(|e| bad_input(format!("cannot read {}: {e}", args.file.display())))?;
-    if text.last() == Some(&b'\n') {
-        text.pop();
-    }
+    let text = read_text(&args.file)?;
 
     let model = Model::load(
         &args.model,
@@ -76,63 +72,18 @@ pub fn run(args: Args) -> Result<()> {
     )
     .map_err(|e| bad_input(format!("{}: {e}", args.model.display())))?;
     super::requant::report(&model);
-    let tok = model.tokenizer();
-    // common_tokenize(ctx, text, add_special = true): special tokens in the text stay text.
-    let tokens = tok.tokenize(&text, true, false).map_err(bad_input)?;
-    let options = PerplexityOptions {
-        n_ctx: args.ctx_size,
-        max_chunks: args.chunks,
-        bos: if tok.add_bos() { tok.bos() } else { None },
-        n_vocab: model.config().vocab_size,
-    };
-    let mut session = model
-        .session(SessionOptions {
-            n_ctx: Some(args.ctx_size),
-            kv_type,
-            n_batch: args.batch_size.unwrap_or(args.ctx_size).min(args.ctx_size),
-        })
-        .map_err(bad_input)?;
-    if tokens.len() < 2 * args.ctx_size {
-        return Err(bad_input(format!(
-            "{} tokenizes to only {} tokens; -c {} needs at least {}",
-            args.file.display(),
-            tokens.len(),
-            args.ctx_size,
-            2 * args.ctx_size
-        )));
-    }
-    eprintln!(
-        "perplexity: {} tokens, {} chunks of {}, {} threads",
-        tokens.len(),
-        (tokens.len() / args.ctx_size).min(args.chunks.unwrap_or(usize::MAX)),
-        args.ctx_size,
-        model.threads()
-    );
-    let start = Instant::now();
-    let mut stderr = std::io::stderr();
-    let result = perplexity(
+    let tokens = tokenize_text(&model, &text)?;
+    let result = measure(
+        &model,
         &tokens,
-        &options,
-        |chunk| {
-            session.reset();
-            session.feed_all(chunk)
+        &Settings {
+            ctx_size: args.ctx_size,
+            batch_size: args.batch_size,
+            chunks: args.chunks,
+            kv_type,
         },
-        |i, n, ppl| {
-            let per_chunk = start.elapsed().as_secs_f64() / (i + 1) as f64;
-            let _ = writeln!(
-                stderr,
-                "[{}/{n}] {ppl:.4} ({per_chunk:.2} s per chunk)",
-                i + 1
-            );
-        },
-    );
-    let result = match result {
-        Ok(r) => r,
-        Err(e @ (PerplexityError::TooFewTokens { .. } | PerplexityError::BadToken { .. })) => {
-            return Err(bad_input(e))
-        }
-        Err(e) => return Err(e.into()),
-    };
+        &args.file,
+    )?;
     if args.json {
         output::println(
             &json!({
@@ -148,5 +99,98 @@ pub fn run(args: Args) -> Result<()> {
             Some(se) => output::println(&format!("PPL = {:.4} +/- {:.5}", result.ppl, se)),
             None => output::println(&format!("PPL = {:.4}", result.ppl)),
         }
+    }
+}
+
+/// The text of `path` as llama-perplexity's -f reads it: one trailing newline dropped.
+pub fn read_text(path: &Path) -> Result<Vec<u8>> {
+    let mut text = std::fs::read(path)
+        .map_err(|e| bad_input(format!("cannot read {}: {e}", path.display())))?;
+    if text.last() == Some(&b'\n') {
+        text.pop();
+    }
+    Ok(text)
+}
+
+/// The tokens llama-perplexity scores: `common_tokenize(ctx, text, add_special = true)`, so
+/// BOS where the model adds one, and special tokens in the text stay text.
+pub fn tokenize_text(model: &Model, text: &[u8]) -> Result<Vec<u32>> {
+    model
+        .tokenizer()
+        .tokenize(text, true, false)
+        .map_err(bad_input)
+}
+
+/// The options of one perplexity measurement (the command's -c, -b, --chunks, --kv-type).
+pub struct Settings {
+    pub ctx_size: usize,
+    pub batch_size: Option<usize>,
+    pub chunks: Option<usize>,
+    pub kv_type: KvType,
+}
+
+/// Perplexity of `tokens` (from the text file `source`, named in messages) with
+/// llama-perplexity's method, printing each chunk's running value on stderr.
+pub fn measure(
+    model: &Model,
+    tokens: &[u32],
+    settings: &Settings,
+    source: &Path,
+) -> Result<PerplexityResult> {
+    let ctx_size = settings.ctx_size;
+    let tok = model.tokenizer();
+    let options = PerplexityOptions {
+        n_ctx: ctx_size,
+        max_chunks: settings.chunks,
+        bos: if tok.add_bos() { tok.bos() } else { None },
+        n_vocab: model.config().vocab_size,
+    };
+    let mut session = model
+        .session(SessionOptions {
+            n_ctx: Some(ctx_size),
+            kv_type: settings.kv_type,
+            n_batch: settings.batch_size.unwrap_or(ctx_size).min(ctx_size),
+        })
+        .map_err(bad_input)?;
+    if tokens.len() < 2 * ctx_size {
+        return Err(bad_input(format!(
+            "{} tokenizes to only {} tokens; -c {} needs at least {}",
+            source.display(),
+            tokens.len(),
+            ctx_size,
+            2 * ctx_size
+        )));
+    }
+    eprintln!(
+        "perplexity: {} tokens, {} chunks of {}, {} threads",
+        tokens.len(),
+        (tokens.len() / ctx_size).min(settings.chunks.unwrap_or(usize::MAX)),
+        ctx_size,
+        model.threads()
+    );
+    let start = Instant::now();
+    let mut stderr = std::io::stderr();
+    let result = perplexity(
+        tokens,
+        &options,
+        |chunk| {
+            session.reset();
+            session.feed_all(chunk)
+        },
+        |i, n, ppl| {
+            let per_chunk = start.elapsed().as_secs_f64() / (i + 1) as f64;
+            let _ = writeln!(
+                stderr,
+                "[{}/{n}] {ppl:.4} ({per_chunk:.2} s per chunk)",
+                i + 1
+            );
+        },
+    );
+    match result {
+        Ok(r) => Ok(r),
+        Err(e @ (PerplexityError::TooFewTokens { .. } | PerplexityError::BadToken { .. })) => {
+            Err(bad_input(e))
+        }
+        Err(e) => Err(e.into()),
     }
 }
