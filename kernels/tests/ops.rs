@@ -877,3 +877,32 @@ fn attention_matches_ggml_flash_attn() {
         }
     }
 }
+
+/// `par_rows_mut` over a pool or rayon gives the serial result for any row count.
+#[test]
+fn par_rows_mut_matches_serial() {
+    let pool = ThreadPool::new(2).unwrap();
+    let cols = 96;
+    let weight: Vec<f32> = (0..cols).map(|i| 0.5 + i as f32 / cols as f32).collect();
+    for n_rows in [1usize, 3, 170, 171, 700] {
+        let x: Vec<f32> = (0..n_rows * cols)
+            .map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0)
+            .collect();
+        let isa = Isa::detect();
+        let mut want = x.clone();
+        ops::rms_norm_inplace(isa, &mut want, &weight, 1e-5);
+        let runners: [&dyn ops::ParallelRun; 3] = [&pool, &RayonRun(3), &ops::Sequential];
+        for par in runners {
+            let mut got = x.clone();
+            let seen = std::sync::atomic::AtomicUsize::new(0);
+            ops::par_rows_mut(par, &mut got, cols, &|r0, rows| {
+                assert_eq!(rows.len() % cols, 0);
+                assert!(r0 * cols + rows.len() <= n_rows * cols);
+                seen.fetch_add(rows.len() / cols, std::sync::atomic::Ordering::Relaxed);
+                ops::rms_norm_inplace(isa, rows, &weight, 1e-5);
+            });
+            assert_eq!(seen.into_inner(), n_rows, "{n_rows} rows");
+            assert_eq!(got, want, "{n_rows} rows");
+        }
+    }
+}

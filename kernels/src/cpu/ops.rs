@@ -571,6 +571,12 @@ pub fn attention(
 pub trait ParallelRun: Sync {
     fn n_threads(&self) -> usize;
     fn run(&self, f: &(dyn Fn(usize, usize) + Sync));
+    /// Runs `f` on the calling thread and on any other threads that join before it returns
+    /// (`cpu::ThreadPool::run_dynamic`): `f` must share its work out dynamically, so that any
+    /// subset of the calls completes it. By default the same as [`ParallelRun::run`].
+    fn run_dynamic(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        self.run(f)
+    }
 }
 
 /// Runs on the calling thread only.
@@ -593,7 +599,83 @@ impl ParallelRun for crate::cpu::ThreadPool {
     fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
         crate::cpu::ThreadPool::run(self, f)
     }
+    fn run_dynamic(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        crate::cpu::ThreadPool::run_dynamic(self, f)
+    }
 }
+
+/// Values below which [`par_rows_mut`] stays on the calling thread: a pool round trip costs a
+/// few microseconds, about what an element-wise op takes on this many values.
+pub const PAR_MIN_VALUES: usize = 16 * 1024;
+
+/// Runs `f(first_row, rows)` over consecutive runs of whole rows of `x` (rows of `row_len`
+/// values) on `par`'s threads, taken dynamically in chunks: the caller alone completes the work
+/// when the other threads are busy, so a descheduled worker never stalls it. Below
+/// [`PAR_MIN_VALUES`] values (e.g. every decode step) `f(0, x)` runs on the calling thread.
+/// `f` must give the same result for any split into runs of rows (a per-row op).
+pub fn par_rows_mut<T: Send>(
+    par: &dyn ParallelRun,
+    x: &mut [T],
+    row_len: usize,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    assert!(
+        row_len > 0 && x.len().is_multiple_of(row_len),
+        "par_rows_mut: length {} is not a multiple of the row length {row_len}",
+        x.len()
+    );
+    let n_rows = x.len() / row_len;
+    let n_threads = par.n_threads();
+    if n_threads <= 1 || n_rows <= 1 || x.len() < PAR_MIN_VALUES {
+        f(0, x);
+        return;
+    }
+    // A few chunks per thread, each at least PAR_MIN_VALUES / 4 values.
+    let chunk_rows = n_rows
+        .div_ceil(4 * n_threads)
+        .max((PAR_MIN_VALUES / 4).div_ceil(row_len))
+        .max(1);
+    let n_chunks = n_rows.div_ceil(chunk_rows);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let base = SendPtr(x.as_mut_ptr());
+    par.run_dynamic(&|_, _| loop {
+        let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if c >= n_chunks {
+            break;
+        }
+        let r0 = c * chunk_rows;
+        let r1 = (r0 + chunk_rows).min(n_rows);
+        // SAFETY: rows `r0..r1` lie inside `x` (r1 <= n_rows); each chunk index is taken by
+        // exactly one call (atomic counter), so no two live slices overlap, and `x` is borrowed
+        // mutably for the whole of `run_dynamic`, which returns only after every call has.
+        let rows = unsafe {
+            std::slice::from_raw_parts_mut(base.get().add(r0 * row_len), (r1 - r0) * row_len)
+        };
+        f(r0, rows);
+    });
+}
+
+/// A raw pointer that may cross threads; the user guarantees disjoint access.
+struct SendPtr<T>(*mut T);
+
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+// SAFETY: only used by `par_rows_mut`, whose calls write disjoint runs of rows of `T: Send`.
+unsafe impl<T: Send> Send for SendPtr<T> {}
+// SAFETY: as above; the pointer itself is only copied, never dereferenced concurrently at
+// overlapping places.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 /// `n` rayon tasks on rayon's global pool.
 pub struct RayonRun(pub usize);
@@ -664,44 +746,44 @@ pub fn attention_parallel(
         let tile_tokens = (tile_rows(isa) / group).clamp(1, 16);
         let n_jobs = n_tokens.div_ceil(tile_tokens) * n_kv;
         let glen = group * hd;
-        let work = |thread: usize, n_threads: usize| {
-            let mut q_tile = Vec::with_capacity(tile_tokens * glen);
-            let mut out_tile = Vec::with_capacity(tile_tokens * glen);
-            // Interleaved over threads: later tiles attend more keys.
-            for job_idx in (thread..n_jobs).step_by(n_threads) {
-                let g = job_idx % n_kv;
-                let t0 = job_idx / n_kv * tile_tokens;
-                let nt = tile_tokens.min(n_tokens - t0);
-                q_tile.clear();
-                for t in t0..t0 + nt {
-                    let st = t * tok_len + g * glen;
-                    q_tile.extend_from_slice(&q[st..st + glen]);
-                }
-                out_tile.clear();
-                out_tile.resize(nt * glen, 0.0);
-                let tile = AttnTile {
-                    kv,
-                    kv_head: g,
-                    head_dim: hd,
-                    group,
-                    first_pos: n_past + t0,
-                    n_tokens: nt,
-                    window: params.window,
-                    scale: params.scale,
-                };
-                dispatch!(isa, attend_tile(&tile, &q_tile, &mut out_tile));
-                for (i, t) in (t0..t0 + nt).enumerate() {
-                    let st = t * tok_len + g * glen;
-                    // SAFETY: `st..st + glen` lies inside `out` (same shape as `q`); distinct
-                    // jobs write distinct (token, kv head) ranges and each job runs on exactly
-                    // one thread, so no two live slices overlap.
-                    let dst =
-                        unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(st), glen) };
-                    dst.copy_from_slice(&out_tile[i * glen..(i + 1) * glen]);
-                }
+        let init = || {
+            (
+                Vec::with_capacity(tile_tokens * glen),
+                Vec::with_capacity(tile_tokens * glen),
+            )
+        };
+        let job = |(q_tile, out_tile): &mut (Vec<f32>, Vec<f32>), job_idx: usize| {
+            let g = job_idx % n_kv;
+            let t0 = job_idx / n_kv * tile_tokens;
+            let nt = tile_tokens.min(n_tokens - t0);
+            q_tile.clear();
+            for t in t0..t0 + nt {
+                let st = t * tok_len + g * glen;
+                q_tile.extend_from_slice(&q[st..st + glen]);
+            }
+            out_tile.clear();
+            out_tile.resize(nt * glen, 0.0);
+            let tile = AttnTile {
+                kv,
+                kv_head: g,
+                head_dim: hd,
+                group,
+                first_pos: n_past + t0,
+                n_tokens: nt,
+                window: params.window,
+                scale: params.scale,
+            };
+            dispatch!(isa, attend_tile(&tile, q_tile, out_tile));
+            for (i, t) in (t0..t0 + nt).enumerate() {
+                let st = t * tok_len + g * glen;
+                // SAFETY: `st..st + glen` lies inside `out` (same shape as `q`); distinct
+                // jobs write distinct (token, kv head) ranges and each job runs on exactly
+                // one thread, so no two live slices overlap.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(st), glen) };
+                dst.copy_from_slice(&out_tile[i * glen..(i + 1) * glen]);
             }
         };
-        run_jobs(par, n_jobs, &work);
+        run_jobs(par, n_jobs, init, job);
         return;
     }
     // ggml's per-key path. A job is (query token, kv head, run of that group's query heads,
@@ -735,56 +817,47 @@ pub fn attention_parallel(
     let heads_per_job = group.div_ceil(splits);
     let jobs_per_group = group.div_ceil(heads_per_job);
     let n_jobs = triples * jobs_per_group;
-    let work = |thread: usize, n_threads: usize| {
-        // Interleave jobs over threads: with causal attention later tokens cost more, so a
-        // contiguous split of tokens would be unbalanced.
-        for job_idx in (thread..n_jobs).step_by(n_threads) {
-            let part = job_idx % jobs_per_group;
-            let triple = job_idx / jobs_per_group;
-            let chunk = triple % chunks;
-            let pair = triple / chunks;
-            let t = pair / n_kv;
-            let g = pair % n_kv;
-            let keys = attended_keys(n_past + t, params.window);
-            let chunk_keys = keys.len().div_ceil(chunks);
-            let key_lo = (keys.start + chunk * chunk_keys).min(keys.end);
-            let job = AttnJob {
-                kv,
-                kv_head: g,
-                head_dim: hd,
-                key_lo,
-                key_hi: (key_lo + chunk_keys).min(keys.end),
-                scale: params.scale,
-                ggml_vec_path: true,
-                partial,
-            };
-            let first_head = g * group + part * heads_per_job;
-            let n_job_heads = heads_per_job.min((g + 1) * group - first_head);
-            let start = t * tok_len + first_head * hd;
-            let q_heads = &q[start..start + n_job_heads * hd];
-            let out_heads = if partial {
-                let at = (chunk * n_heads + first_head) * (hd + 2);
-                // SAFETY: `at..at + n_job_heads*(hd+2)` lies inside `scratch` (chunk < chunks,
-                // first_head + n_job_heads <= n_heads); distinct jobs write distinct
-                // (chunk, head run) ranges, each on exactly one thread.
-                unsafe {
-                    std::slice::from_raw_parts_mut(
-                        scratch_ptr.get().add(at),
-                        n_job_heads * (hd + 2),
-                    )
-                }
-            } else {
-                // SAFETY: `start..start + n_job_heads*hd` lies inside `out` (same shape as `q`,
-                // checked above); distinct job indices map to disjoint head runs and each job
-                // index runs on exactly one thread, so no two live slices overlap.
-                unsafe {
-                    std::slice::from_raw_parts_mut(out_ptr.get().add(start), n_job_heads * hd)
-                }
-            };
-            dispatch!(isa, attend_group(&job, q_heads, out_heads));
-        }
+    let job = |_: &mut (), job_idx: usize| {
+        let part = job_idx % jobs_per_group;
+        let triple = job_idx / jobs_per_group;
+        let chunk = triple % chunks;
+        let pair = triple / chunks;
+        let t = pair / n_kv;
+        let g = pair % n_kv;
+        let keys = attended_keys(n_past + t, params.window);
+        let chunk_keys = keys.len().div_ceil(chunks);
+        let key_lo = (keys.start + chunk * chunk_keys).min(keys.end);
+        let job = AttnJob {
+            kv,
+            kv_head: g,
+            head_dim: hd,
+            key_lo,
+            key_hi: (key_lo + chunk_keys).min(keys.end),
+            scale: params.scale,
+            ggml_vec_path: true,
+            partial,
+        };
+        let first_head = g * group + part * heads_per_job;
+        let n_job_heads = heads_per_job.min((g + 1) * group - first_head);
+        let start = t * tok_len + first_head * hd;
+        let q_heads = &q[start..start + n_job_heads * hd];
+        let out_heads = if partial {
+            let at = (chunk * n_heads + first_head) * (hd + 2);
+            // SAFETY: `at..at + n_job_heads*(hd+2)` lies inside `scratch` (chunk < chunks,
+            // first_head + n_job_heads <= n_heads); distinct jobs write distinct
+            // (chunk, head run) ranges, each on exactly one thread.
+            unsafe {
+                std::slice::from_raw_parts_mut(scratch_ptr.get().add(at), n_job_heads * (hd + 2))
+            }
+        } else {
+            // SAFETY: `start..start + n_job_heads*hd` lies inside `out` (same shape as `q`,
+            // checked above); distinct job indices map to disjoint head runs and each job
+            // index runs on exactly one thread, so no two live slices overlap.
+            unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), n_job_heads * hd) }
+        };
+        dispatch!(isa, attend_group(&job, q_heads, out_heads));
     };
-    run_jobs(par, n_jobs, &work);
+    run_jobs(par, n_jobs, || (), job);
     if partial {
         // One token: `out` is `n_heads × hd`.
         for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
@@ -814,19 +887,35 @@ fn tile_rows(isa: Isa) -> usize {
     }
 }
 
-/// Runs `work(thread, n_threads)` for `n_jobs` jobs on at most `n_jobs` of `par`'s threads.
-fn run_jobs(par: &dyn ParallelRun, n_jobs: usize, work: &(dyn Fn(usize, usize) + Sync)) {
-    let n_threads = par.n_threads().clamp(1, n_jobs.max(1));
-    if n_threads == 1 {
-        work(0, 1);
-    } else {
-        par.run(&|thread, n| {
-            // The pool may run more threads than useful; extra ones have no jobs.
-            if thread < n_threads {
-                work(thread, n_threads.min(n));
-            }
-        });
+/// Runs `job(state, job_idx)` for every job index below `n_jobs` on `par`'s threads, each
+/// thread with its own `init()` state. Jobs are taken from an atomic counter, highest index
+/// first (with causal attention later tokens attend more keys: the biggest jobs go first and
+/// the small ones fill the gaps), and the caller alone finishes them when the other threads are
+/// busy ([`ParallelRun::run_dynamic`]). A job's result does not depend on who runs it.
+fn run_jobs<S>(
+    par: &dyn ParallelRun,
+    n_jobs: usize,
+    init: impl Fn() -> S + Sync,
+    job: impl Fn(&mut S, usize) + Sync,
+) {
+    if par.n_threads() <= 1 || n_jobs <= 1 {
+        let mut state = init();
+        for j in (0..n_jobs).rev() {
+            job(&mut state, j);
+        }
+        return;
     }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    par.run_dynamic(&|_, _| {
+        let mut state = None;
+        loop {
+            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if k >= n_jobs {
+                break;
+            }
+            job(state.get_or_insert_with(&init), n_jobs - 1 - k);
+        }
+    });
 }
 
 /// A raw pointer that may cross threads; the user guarantees disjoint access.

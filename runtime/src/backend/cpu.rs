@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::{AttnParams, Backend, BufId, RopeParams, WeightId, WeightTable};
 use crate::config::RopeStyle;
 use crate::kernels::cpu::matmul::{QMatrix, QuantizedActs};
-use crate::kernels::cpu::ops::{self, KvView, ParallelRun, RopeCache, RopeCfg, RopeMode};
+use crate::kernels::cpu::ops::{self, par_rows_mut, KvView, RopeCache, RopeCfg, RopeMode};
 use crate::kernels::cpu::pool::ThreadPool;
 use crate::kernels::cpu::{Isa, Kernels};
 use crate::kernels::quant::{self, GgmlType, QuantFormat};
@@ -276,6 +276,19 @@ impl Buf {
     }
 }
 
+/// `(&bufs[a], &mut bufs[b])` for two distinct buffers (borrows only `bufs`, so the pool
+/// stays usable).
+fn pair_mut(bufs: &mut [Buf], a: usize, b: usize) -> (&Buf, &mut Buf) {
+    assert_ne!(a, b, "input and output buffers must differ");
+    if a < b {
+        let (lo, hi) = bufs.split_at_mut(b);
+        (&lo[a], &mut hi[0])
+    } else {
+        let (lo, hi) = bufs.split_at_mut(a);
+        (&hi[0], &mut lo[b])
+    }
+}
+
 /// One session's CPU state: activation buffers, KV cache, threads.
 pub struct CpuBackend {
     w: Arc<CpuWeights>,
@@ -369,18 +382,6 @@ impl CpuBackend {
     }
 }
 
-/// The session's thread pool as the ops' parallel runner.
-struct PoolRun<'a>(&'a ThreadPool);
-
-impl ParallelRun for PoolRun<'_> {
-    fn n_threads(&self) -> usize {
-        self.0.n_threads()
-    }
-    fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
-        self.0.run(f)
-    }
-}
-
 /// Check RoPE settings the way the CPU kernels will use them (an error here is bad input).
 pub fn validate_rope(p: &RopeParams) -> Result<(), String> {
     let cfg = RopeCfg {
@@ -427,11 +428,21 @@ impl Backend for CpuBackend {
     fn rms_norm(&mut self, x: BufId, w: WeightId, eps: f32, out: BufId, n: usize) {
         let (wv, isa) = (self.weights(), self.isa);
         let g = wv.vector(w);
+        // Element-wise ops of a batch run on the pool (`par_rows_mut` keeps small ones serial).
+        let pool = &self.pool;
         if x == out {
-            ops::rms_norm_inplace(isa, self.buf_mut(x).rows_mut(n), g, eps);
+            let b = &mut self.bufs[x.0 as usize];
+            let cols = b.cols;
+            par_rows_mut(pool, &mut b.data[..n * cols], cols, &|_, rows| {
+                ops::rms_norm_inplace(isa, rows, g, eps)
+            });
         } else {
-            let (xb, ob) = self.pair(x, out);
-            ops::rms_norm(isa, xb.rows(n), g, eps, ob.rows_mut(n));
+            let (a, o) = (x.0 as usize, out.0 as usize);
+            let (xb, ob) = pair_mut(&mut self.bufs, a, o);
+            let (cols, src) = (xb.cols, xb.rows(n));
+            par_rows_mut(pool, ob.rows_mut(n), cols, &|r0, rows| {
+                ops::rms_norm(isa, &src[r0 * cols..r0 * cols + rows.len()], g, eps, rows)
+            });
         }
     }
 
@@ -467,7 +478,11 @@ impl Backend for CpuBackend {
         let (wv, isa) = (self.weights(), self.isa);
         let g = wv.vector(w);
         debug_assert_eq!(g.len(), head_dim);
-        ops::rms_norm_inplace(isa, self.buf_mut(x).rows_mut(n), g, eps);
+        let b = &mut self.bufs[x.0 as usize];
+        let cols = b.cols;
+        par_rows_mut(&self.pool, &mut b.data[..n * cols], cols, &|_, rows| {
+            ops::rms_norm_inplace(isa, rows, g, eps)
+        });
     }
 
     fn matmul(&mut self, x: BufId, outs: &[(WeightId, BufId)], n: usize) {
@@ -526,13 +541,21 @@ impl Backend for CpuBackend {
 
     fn add(&mut self, dst: BufId, src: BufId, n: usize) {
         let isa = self.isa;
-        let (sb, db) = self.pair(src, dst);
-        ops::add_inplace(isa, db.rows_mut(n), sb.rows(n));
+        let (s, d) = (src.0 as usize, dst.0 as usize);
+        let (sb, db) = pair_mut(&mut self.bufs, s, d);
+        let (cols, src) = (sb.cols, sb.rows(n));
+        par_rows_mut(&self.pool, db.rows_mut(n), cols, &|r0, rows| {
+            ops::add_inplace(isa, rows, &src[r0 * cols..r0 * cols + rows.len()])
+        });
     }
 
     fn scale(&mut self, x: BufId, s: f32, n: usize) {
         let isa = self.isa;
-        ops::scale_inplace(isa, self.buf_mut(x).rows_mut(n), s);
+        let b = &mut self.bufs[x.0 as usize];
+        let cols = b.cols;
+        par_rows_mut(&self.pool, &mut b.data[..n * cols], cols, &|_, rows| {
+            ops::scale_inplace(isa, rows, s)
+        });
     }
 
     fn rope(
@@ -551,14 +574,11 @@ impl Backend for CpuBackend {
         let isa = self.isa;
         let cache = &self.rope_caches[ci].1;
         let buf = &mut self.bufs[x.0 as usize];
-        ops::rope(
-            isa,
-            &mut buf.data[..n * n_heads * head_dim],
-            n_heads,
-            head_dim,
-            positions,
-            cache,
-        );
+        let row = n_heads * head_dim;
+        par_rows_mut(&self.pool, &mut buf.data[..n * row], row, &|r0, rows| {
+            let pos = &positions[r0..r0 + rows.len() / row];
+            ops::rope(isa, rows, n_heads, head_dim, pos, cache)
+        });
     }
 
     fn attention(
@@ -608,36 +628,38 @@ impl Backend for CpuBackend {
             pos0,
             &params,
             &mut ob.data[..n * width],
-            &PoolRun(&self.pool),
+            &self.pool,
         );
         self.kv = Some(kv);
     }
 
     fn swiglu(&mut self, gate: BufId, up: BufId, n: usize) {
         let isa = self.isa;
-        let mut tmp = std::mem::take(&mut self.tmp);
-        let (ub, gb) = self.pair(up, gate);
-        let g = gb.rows_mut(n);
-        tmp.clear();
-        tmp.extend_from_slice(g);
-        ops::swiglu(isa, &tmp, ub.rows(n), g);
-        self.tmp = tmp;
+        let (u, g) = (up.0 as usize, gate.0 as usize);
+        let (ub, gb) = pair_mut(&mut self.bufs, u, g);
+        let (cols, up) = (ub.cols, ub.rows(n));
+        par_rows_mut(&self.pool, gb.rows_mut(n), cols, &|r0, rows| {
+            ops::swiglu_inplace(isa, rows, &up[r0 * cols..r0 * cols + rows.len()])
+        });
     }
 
     fn geglu(&mut self, gate: BufId, up: BufId, n: usize) {
         let isa = self.isa;
-        let mut tmp = std::mem::take(&mut self.tmp);
-        let (ub, gb) = self.pair(up, gate);
-        let g = gb.rows_mut(n);
-        tmp.clear();
-        tmp.extend_from_slice(g);
-        ops::geglu_tanh(isa, &tmp, ub.rows(n), g);
-        self.tmp = tmp;
+        let (u, g) = (up.0 as usize, gate.0 as usize);
+        let (ub, gb) = pair_mut(&mut self.bufs, u, g);
+        let (cols, up) = (ub.cols, ub.rows(n));
+        par_rows_mut(&self.pool, gb.rows_mut(n), cols, &|r0, rows| {
+            ops::geglu_tanh_inplace(isa, rows, &up[r0 * cols..r0 * cols + rows.len()])
+        });
     }
 
     fn gelu(&mut self, x: BufId, n: usize) {
         let isa = self.isa;
-        ops::gelu_tanh_inplace(isa, self.buf_mut(x).rows_mut(n));
+        let b = &mut self.bufs[x.0 as usize];
+        let cols = b.cols;
+        par_rows_mut(&self.pool, &mut b.data[..n * cols], cols, &|_, rows| {
+            ops::gelu_tanh_inplace(isa, rows)
+        });
     }
 
     fn copy_cols(
