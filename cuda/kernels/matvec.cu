@@ -257,3 +257,111 @@ extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP_SIZE)
     acc = warp_sum(acc);
     if (lane == 0) y[row] = residual ? acc + residual[row] : acc;
 }
+
+// ---- up to three products of one input in one launch (decode's Q, K and V projections) ----
+//
+// y_i = W_i x for the matrices W_0, W_1, W_2 of n_0, n_1, n_2 rows (n_2 may be 0) and the same
+// ncols and format: the rows of all three are numbered one after the other and laid out over
+// the blocks exactly as matvec_q lays out one matrix's rows, so a row's arithmetic (and result)
+// is the same as matvec_q's. One launch instead of three.
+
+// The matrix a global row belongs to, and its row there.
+struct Matvec3Row {
+    const uint8_t* w;
+    float* y;
+    int r;
+    int nrows;
+    bool valid;
+};
+
+__device__ __forceinline__ Matvec3Row matvec3_row(int row, const uint8_t* w0, const uint8_t* w1, const uint8_t* w2,
+                                                  float* y0, float* y1, float* y2, int n0, int n1, int n2) {
+    Matvec3Row m;
+    m.valid = row < n0 + n1 + n2;
+    if (row < n0) {
+        m.w = w0, m.y = y0, m.r = row, m.nrows = n0;
+    } else if (row < n0 + n1) {
+        m.w = w1, m.y = y1, m.r = row - n0, m.nrows = n1;
+    } else {
+        m.w = w2, m.y = y2, m.r = row - n0 - n1, m.nrows = n2;
+    }
+    return m;
+}
+
+// The end of a row of tpr threads (matvec_q's reduction): every thread calls it.
+__device__ __forceinline__ void matvec_finish_row(float acc, int tpr, const Matvec3Row& m, float* partial) {
+    const int t = threadIdx.x % tpr;
+    if (tpr <= WARP_SIZE) {
+        for (int o = tpr / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(FULL_MASK, acc, o);
+        if (t == 0 && m.valid) m.y[m.r] = acc;
+    } else {
+        acc = warp_sum(acc);
+        if (threadIdx.x % WARP_SIZE == 0) partial[threadIdx.x / WARP_SIZE] = acc;
+        __syncthreads();
+        if (t == 0 && m.valid) {
+            const int wpr = tpr / WARP_SIZE;
+            const int first = (threadIdx.x / tpr) * wpr;
+            float s = 0.0f;
+            for (int i = 0; i < wpr; ++i) s += partial[first + i];
+            m.y[m.r] = s;
+        }
+    }
+}
+
+template <typename F>
+__device__ __forceinline__ void matvec3_q(const uint8_t* w0, const uint8_t* w1, const uint8_t* w2,
+                                          const BlockQ8_1* __restrict__ x, float* y0, float* y1, float* y2, int n0,
+                                          int n1, int n2, int ncols, int tpr) {
+    __shared__ float partial[MV_THREADS / WARP_SIZE];
+    const int rows_per_block = MV_THREADS / tpr;
+    const int t = threadIdx.x % tpr;
+    const Matvec3Row m =
+        matvec3_row(blockIdx.x * rows_per_block + threadIdx.x / tpr, w0, w1, w2, y0, y1, y2, n0, n1, n2);
+    const size_t row_bytes = (size_t)(ncols / F::BS) * F::BYTES;
+    const int nunits = ncols / QK8_1;
+    float acc = 0.0f;
+    if (m.valid) {
+        const uint8_t* wr = m.w + (size_t)m.r * row_bytes;
+        for (int u = t; u < nunits; u += tpr) acc += F::dot32(wr, u, x + u);
+    }
+    matvec_finish_row(acc, tpr, m, partial);
+}
+
+#define MATVEC3_Q(name, F)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                                  \
+        name(const uint8_t* __restrict__ w0, const uint8_t* __restrict__ w1, const uint8_t* __restrict__ w2,  \
+             const BlockQ8_1* __restrict__ x, float* y0, float* y1, float* y2, int n0, int n1, int n2,         \
+             int ncols, int tpr) {                                                                            \
+        matvec3_q<F>(w0, w1, w2, x, y0, y1, y2, n0, n1, n2, ncols, tpr);                                      \
+    }
+
+MATVEC3_Q(matvec3_q4_0, FmtQ4_0)
+MATVEC3_Q(matvec3_q4_1, FmtQ4_1)
+MATVEC3_Q(matvec3_q5_0, FmtQ5_0)
+MATVEC3_Q(matvec3_q8_0, FmtQ8_0)
+MATVEC3_Q(matvec3_q4_k, FmtQ4_K)
+MATVEC3_Q(matvec3_q5_k, FmtQ5_K)
+MATVEC3_Q(matvec3_q6_k, FmtQ6_K)
+MATVEC3_Q(matvec3_iq4_nl, FmtIQ4_NL)
+MATVEC3_Q(matvec3_nf4, FmtNF4)
+
+// The same over three Q4_0 matrices in the planar layout (each its own qs and d planes).
+extern "C" __global__ void __launch_bounds__(MV_THREADS)
+    matvec3_q4_0_planar(const uint8_t* __restrict__ w0, const uint8_t* __restrict__ w1,
+                        const uint8_t* __restrict__ w2, const BlockQ8_1* __restrict__ x, float* y0, float* y1,
+                        float* y2, int n0, int n1, int n2, int ncols, int tpr) {
+    __shared__ float partial[MV_THREADS / WARP_SIZE];
+    const int rows_per_block = MV_THREADS / tpr;
+    const int t = threadIdx.x % tpr;
+    const Matvec3Row m =
+        matvec3_row(blockIdx.x * rows_per_block + threadIdx.x / tpr, w0, w1, w2, y0, y1, y2, n0, n1, n2);
+    const int nb = ncols / QK4_0;
+    float acc = 0.0f;
+    if (m.valid) {
+        const uint4* qs = (const uint4*)m.w;
+        const uint16_t* ds = (const uint16_t*)(m.w + (size_t)16 * nb * m.nrows);
+        const size_t base = (size_t)m.r * nb;
+        for (int u = t; u < nb; u += tpr) acc += dot32_q4_0_planar(qs[base + u], ds[base + u], x + u);
+    }
+    matvec_finish_row(acc, tpr, m, partial);
+}

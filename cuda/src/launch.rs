@@ -651,6 +651,74 @@ impl CudaDevice {
         )
     }
 
+    /// Up to three matrix-vector products of one Q8_1 input in one launch (decode's Q, K and
+    /// V projections): `y_i = W_i x` for each `(W_i, y_i, nrows_i)` of `parts` (1 to 3), all
+    /// of format `ty` with `ncols` columns; `planar`: all Q4_0 in the planar layout
+    /// ([`CudaDevice::repack_q4_0_planar`]). Each row's result is that of
+    /// [`CudaDevice::matvec_q8_1`] (or `matvec_q4_0_planar`).
+    pub fn matvec3_q8_1<W: DevicePtr<u8>, Y: DevicePtrMut<f32>>(
+        &self,
+        ty: WeightType,
+        planar: bool,
+        parts: &mut [(&W, Y, usize)],
+        x_q8_1: &impl DevicePtr<u8>,
+        ncols: usize,
+    ) -> Result<(), CudaError> {
+        let Some(k) = Kernel::matvec3(ty, planar && ty == WeightType::Q4_0) else {
+            return Err(bad(
+                Kernel::matvec(ty),
+                format!("no multi-product kernel for {ty:?} (planar: {planar})"),
+            ));
+        };
+        if planar && ty != WeightType::Q4_0 {
+            return Err(bad(k, format!("planar {ty:?}")));
+        }
+        if parts.is_empty() || parts.len() > 3 {
+            return Err(bad(k, format!("{} products (1 to 3)", parts.len())));
+        }
+        need(
+            k,
+            "x (Q8_1 bytes)",
+            x_q8_1.len(),
+            ncols / 32 * Q8_1_BLOCK_BYTES,
+        )?;
+        let mut w_args = [Arg::Ptr(0); 3];
+        let mut y_args = [Arg::Ptr(0); 3];
+        let mut n_args = [Arg::I32(0); 3];
+        let mut total = 0;
+        for (i, (w, y, nrows)) in parts.iter_mut().enumerate() {
+            self.check_weights(k, ty, w.len(), *nrows, ncols)?;
+            need(k, "y", y.len(), *nrows)?;
+            w_args[i] = self.check_align(k, "w", self.ptr(*w), if planar { 16 } else { 4 })?;
+            y_args[i] = self.ptr_mut(y);
+            n_args[i] = int(k, "nrows", *nrows)?;
+            total += *nrows;
+        }
+        let tpr = matvec_threads_per_row(ncols);
+        let args = [
+            w_args[0],
+            w_args[1],
+            w_args[2],
+            self.check_align(k, "x_q8_1", self.ptr(x_q8_1), 4)?,
+            y_args[0],
+            y_args[1],
+            y_args[2],
+            n_args[0],
+            n_args[1],
+            n_args[2],
+            int(k, "ncols", ncols)?,
+            int(k, "threads_per_row", tpr)?,
+        ];
+        int(k, "total rows", total)?;
+        let rows_per_block = MATVEC_THREADS / tpr;
+        self.launch(
+            k,
+            (total.div_ceil(rows_per_block), 1, 1),
+            MATVEC_THREADS as u32,
+            &args,
+        )
+    }
+
     /// Rewrites a Q4_0 matrix (GGUF blocks) into the planar layout of
     /// [`CudaDevice::matvec_q4_0_planar`]: all 16-byte quant groups, then all f16 scales.
     /// `dst` has the same size as `src`.

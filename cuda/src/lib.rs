@@ -23,8 +23,8 @@
 //! does exactly this. Prefill: `matmul_q8_1_mma` (int8 tensor cores over Q8_1 activations,
 //! Q4_0/Q4_1/Q5_0/Q8_0/IQ4_NL/Q4_K/Q5_K), `matmul` (f32 tiles) or `matmul_f16_mma` (f16 tensor cores)
 //! over [ntok, ncols] activations, and `attention` with `ntok > 1`. The runtime's decode path
-//! also uses the fused `rms_norm_f32_q8_1` and `rope_kv_store_*` (RoPE from a cos/sin table +
-//! KV-cache write, f16 or f32 cache).
+//! also uses the fused `rms_norm_f32_q8_1`, `matvec3_*` (Q, K and V in one launch) and
+//! `rope_kv_store_*` (RoPE from a cos/sin table + KV-cache write, f16 or f32 cache).
 //!
 //! Weight formats: see [`WeightType`] (F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K,
 //! IQ4_NL, NF4), as raw GGUF bytes; Q4_0 also in a planar layout for 128-bit loads.

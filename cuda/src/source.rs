@@ -90,6 +90,7 @@ use ArgKind::{Ptr as P, F32 as F, I32 as I};
 const MATVEC_ARGS: &[ArgKind] = &[P, P, P, P, I, I];
 const MATVEC_Q_ARGS: &[ArgKind] = &[P, P, P, P, I, I, I];
 const MATVEC_GLU_ARGS: &[ArgKind] = &[P, P, P, P, I, I, I, I];
+const MATVEC3_ARGS: &[ArgKind] = &[P, P, P, P, P, P, P, I, I, I, I, I];
 const MATMUL_ARGS: &[ArgKind] = &[P, P, P, I, I, I];
 const GET_ROWS_ARGS: &[ArgKind] = &[P, P, P, I, I];
 const UNARY_ARGS: &[ArgKind] = &[P, P, I];
@@ -155,6 +156,16 @@ kernels! {
     MatvecGluQ6_K => ("matvec_glu_q6_k", Matvec, MATVEC_GLU_ARGS),
     MatvecGluIQ4_NL => ("matvec_glu_iq4_nl", Matvec, MATVEC_GLU_ARGS),
     MatvecGluNF4 => ("matvec_glu_nf4", Matvec, MATVEC_GLU_ARGS),
+    Matvec3Q4_0 => ("matvec3_q4_0", Matvec, MATVEC3_ARGS),
+    Matvec3Q4_1 => ("matvec3_q4_1", Matvec, MATVEC3_ARGS),
+    Matvec3Q5_0 => ("matvec3_q5_0", Matvec, MATVEC3_ARGS),
+    Matvec3Q8_0 => ("matvec3_q8_0", Matvec, MATVEC3_ARGS),
+    Matvec3Q4_K => ("matvec3_q4_k", Matvec, MATVEC3_ARGS),
+    Matvec3Q5_K => ("matvec3_q5_k", Matvec, MATVEC3_ARGS),
+    Matvec3Q6_K => ("matvec3_q6_k", Matvec, MATVEC3_ARGS),
+    Matvec3IQ4_NL => ("matvec3_iq4_nl", Matvec, MATVEC3_ARGS),
+    Matvec3NF4 => ("matvec3_nf4", Matvec, MATVEC3_ARGS),
+    Matvec3Q4_0Planar => ("matvec3_q4_0_planar", Matvec, MATVEC3_ARGS),
     RepackQ4_0Planar => ("repack_q4_0_planar", Matvec, &[P, P, I]),
     MatvecQ4_0Planar => ("matvec_q4_0_planar", Matvec, MATVEC_Q_ARGS),
     MatmulF32 => ("matmul_f32", Matmul, MATMUL_ARGS),
@@ -275,6 +286,24 @@ impl Kernel {
             WeightType::Q6_K => Kernel::MatvecGluQ6_K,
             WeightType::IQ4_NL => Kernel::MatvecGluIQ4_NL,
             WeightType::NF4 => Kernel::MatvecGluNF4,
+            WeightType::F32 | WeightType::F16 => return None,
+        })
+    }
+
+    /// The kernel of up to three products of one Q8_1 input (`None` for F32/F16); `planar`:
+    /// the Q4_0 planar-layout one.
+    pub const fn matvec3(t: WeightType, planar: bool) -> Option<Kernel> {
+        Some(match t {
+            WeightType::Q4_0 if planar => Kernel::Matvec3Q4_0Planar,
+            WeightType::Q4_0 => Kernel::Matvec3Q4_0,
+            WeightType::Q4_1 => Kernel::Matvec3Q4_1,
+            WeightType::Q5_0 => Kernel::Matvec3Q5_0,
+            WeightType::Q8_0 => Kernel::Matvec3Q8_0,
+            WeightType::Q4_K => Kernel::Matvec3Q4_K,
+            WeightType::Q5_K => Kernel::Matvec3Q5_K,
+            WeightType::Q6_K => Kernel::Matvec3Q6_K,
+            WeightType::IQ4_NL => Kernel::Matvec3IQ4_NL,
+            WeightType::NF4 => Kernel::Matvec3NF4,
             WeightType::F32 | WeightType::F16 => return None,
         })
     }

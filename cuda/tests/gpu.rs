@@ -1583,3 +1583,96 @@ fn matmul_q8_1_mma_matches_the_product_with_q8_1_activations() {
         }
     }
 }
+
+// ---------------------------------------------------------------- several products per launch
+
+#[test]
+fn matvec3_matches_the_reference_and_one_product_per_launch() {
+    let gpu = device();
+    let mut rng = Rng::new(26);
+    // (ncols, rows of each product): Q/K/V shapes (GQA), two products, one product.
+    let shapes: [(usize, &[usize]); 4] = [
+        (256, &[7, 3, 3]),
+        (576, &[576, 192, 192]),
+        (2048, &[2048, 256, 256]),
+        (1024, &[33, 65]),
+    ];
+    for ty in WeightType::ALL.into_iter().filter(|t| t.is_quantized()) {
+        let planars: &[bool] = if ty == WeightType::Q4_0 {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &(ncols, rows) in &shapes {
+            if !ncols.is_multiple_of(ty.block_size().max(32)) {
+                continue;
+            }
+            let mats: Vec<(Vec<u8>, Vec<f32>)> = rows
+                .iter()
+                .map(|&r| random_weights(&mut rng, ty, r, ncols))
+                .collect();
+            let x = rng.vec(ncols, 1.0);
+            let xq = q8_1_round_trip(&x);
+            let wants: Vec<(Vec<f32>, Vec<f32>)> = mats
+                .iter()
+                .zip(rows)
+                .map(|((_, deq), &r)| {
+                    (0..r)
+                        .map(|i| dot_f64(&deq[i * ncols..(i + 1) * ncols], &xq))
+                        .map(|(s, a)| (s, a * 5e-5 + 1e-5))
+                        .unzip()
+                })
+                .collect();
+            let Some(dev) = gpu.as_ref() else { continue };
+            let xd = dev.upload(&x).unwrap();
+            let mut xq8 = poison_u8(dev, ncols / 32 * 36);
+            dev.quantize_q8_1(&xd, &mut xq8, ncols).unwrap();
+            for &planar in planars {
+                let ws: Vec<_> = mats
+                    .iter()
+                    .zip(rows)
+                    .map(|((bytes, _), &r)| {
+                        let w = dev.upload(bytes).unwrap();
+                        if !planar {
+                            return w;
+                        }
+                        let mut p = dev.alloc_zeros::<u8>(bytes.len()).unwrap();
+                        dev.repack_q4_0_planar(&w, &mut p, r, ncols).unwrap();
+                        p
+                    })
+                    .collect();
+                let mut ys: Vec<_> = rows.iter().map(|&r| poison_f32(dev, r)).collect();
+                {
+                    let mut parts: Vec<_> = ws
+                        .iter()
+                        .zip(ys.iter_mut())
+                        .zip(rows)
+                        .map(|((w, y), &r)| (w, y.slice_mut(..), r))
+                        .collect();
+                    dev.matvec3_q8_1(ty, planar, &mut parts, &xq8, ncols)
+                        .unwrap();
+                }
+                for (i, ((y, w), &r)) in ys.iter().zip(&ws).zip(rows).enumerate() {
+                    let got = dev.download(y).unwrap();
+                    let (want, tol) = &wants[i];
+                    let what = format!(
+                        "matvec3 {ty:?} planar={planar} {ncols} cols, product {i} of {rows:?}"
+                    );
+                    assert_close(&what, &got, want, |j| tol[j]);
+                    // What one product per launch gives (the same arithmetic per row).
+                    let mut one = poison_f32(dev, r);
+                    if planar {
+                        dev.matvec_q4_0_planar(w, &xq8, &mut one, false, r, ncols)
+                    } else {
+                        dev.matvec_q8_1(ty, w, &xq8, &mut one, false, r, ncols)
+                    }
+                    .unwrap();
+                    let one = dev.download(&one).unwrap();
+                    assert_close(&format!("{what}: vs one per launch"), &got, &one, |j| {
+                        one[j].abs() * 1e-6 + 1e-6
+                    });
+                }
+            }
+        }
+    }
+}

@@ -11,7 +11,8 @@
 //! next sync point (`read`, `argmax`): planned with fusions (RMSNorm writing its Q8_1 copy for
 //! the matmul after it, gate/up and SwiGLU/GeGLU in one matrix-vector kernel, RoPE of Q and K
 //! with the KV-cache write in one kernel, a projection and the residual add after it as one
-//! accumulating matrix-vector launch) and, for a whole decode step, captured once as a graph
+//! accumulating matrix-vector launch, the Q/K/V projections of one input as one `matvec3_*`
+//! launch) and, for a whole decode step, captured once as a graph
 //! and replayed while the recorded step stays the same (positions and token ids live in device
 //! memory; the KV length is rounded up to a whole attention split, so one graph serves 256
 //! tokens). A failed capture falls back to plain launches. `TINYRT_CUDA_GRAPH=0` and
@@ -939,6 +940,29 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// When every product of a single-token matmul (2 or 3 of them) has the same quantized
+    /// type and width, and all or none have a planar copy: one `matvec3_*` launch does them.
+    fn matvec3_group(&self, outs: &[(WeightId, BufId)]) -> Option<(WeightType, usize, bool)> {
+        if outs.len() > 3 {
+            return None;
+        }
+        let mut group: Option<(WeightType, usize, bool)> = None;
+        for &(wid, _) in outs {
+            let DeviceWeight::Matrix {
+                ty, cols, planar, ..
+            } = &self.w.tensors[wid.0 as usize]
+            else {
+                return None;
+            };
+            let this = (*ty, *cols, planar.is_some());
+            if !ty.is_quantized() || group.is_some_and(|g| g != this) {
+                return None;
+            }
+            group = Some(this);
+        }
+        group.filter(|(ty, _, planar)| tinyrt_cuda::Kernel::matvec3(*ty, *planar).is_some())
+    }
+
     /// Whether a batched product of a `ty` matrix of `cols` columns runs on the int8 tensor
     /// cores over Q8_1 activations (`matmul_q8_1_mma`).
     fn uses_mmq(&self, ty: WeightType, cols: usize) -> bool {
@@ -1369,6 +1393,36 @@ impl CudaBackend {
         let dev = &*w.dev;
         let err = |e: CudaError| e.to_string();
         let mut quantized_cols: Option<usize> = q8_ready.then(|| self.cols(x));
+        if n == 1 && residual.is_none() && self.fuse && outs.len() > 1 {
+            if let Some((ty, cols, planar)) = self.matvec3_group(outs) {
+                let mut q8 = self.q8_raw()?;
+                if quantized_cols != Some(cols) {
+                    let xv = self.view(x, 0, cols)?;
+                    dev.quantize_q8_1(&xv, &mut q8, cols).map_err(err)?;
+                }
+                let mut parts = Vec::with_capacity(outs.len());
+                for &(wid, out) in outs {
+                    let DeviceWeight::Matrix {
+                        rows,
+                        data,
+                        planar: p,
+                        ..
+                    } = &w.tensors[wid.0 as usize]
+                    else {
+                        return Err("matvec3 of a vector".into());
+                    };
+                    let wbuf = if planar {
+                        p.as_ref().unwrap_or(data)
+                    } else {
+                        data
+                    };
+                    parts.push((wbuf, self.view(out, 0, *rows)?, *rows));
+                }
+                return dev
+                    .matvec3_q8_1(ty, planar, &mut parts, &q8, cols)
+                    .map_err(err);
+            }
+        }
         for &(wid, out) in outs {
             let DeviceWeight::Matrix {
                 ty,
