@@ -906,3 +906,19 @@ fn par_rows_mut_matches_serial() {
         }
     }
 }
+
+/// A RoPE table's rows do not depend on its size (the CPU backend grows tables by doubling).
+#[test]
+fn rope_cache_rows_do_not_depend_on_the_table_size() {
+    for mode in [RopeMode::Normal, RopeMode::Neox] {
+        let cfg = RopeCfg {
+            freq_scale: 0.5,
+            ..RopeCfg::new(mode, 64, 10000.0)
+        };
+        let small = RopeCache::new(&cfg, 256).unwrap();
+        let big = RopeCache::new(&cfg, 4096).unwrap();
+        for pos in 0..256 {
+            assert_eq!(small.row(pos), big.row(pos), "{mode:?} position {pos}");
+        }
+    }
+}

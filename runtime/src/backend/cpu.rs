@@ -357,12 +357,19 @@ impl CpuBackend {
         Arc::clone(&self.w)
     }
 
-    fn rope_cache(&mut self, p: &RopeParams) -> usize {
-        if let Some(i) = self.rope_caches.iter().position(|(q, _)| q == p) {
-            return i;
+    /// The RoPE table of `p` holding at least positions `0..need`. Tables grow by doubling
+    /// (from 256 positions, at most the context): a short prompt does not pay for the cos/sin
+    /// of a whole 4096-position context before its first token.
+    fn rope_cache(&mut self, p: &RopeParams, need: usize) -> usize {
+        let found = self.rope_caches.iter().position(|(q, _)| q == p);
+        if let Some(i) = found {
+            if self.rope_caches[i].1.max_pos() >= need {
+                return i;
+            }
         }
         let w = Arc::clone(&self.w);
-        let max_pos = self.kv.as_ref().map_or(1, |kv| kv.spec.n_ctx);
+        let n_ctx = self.kv.as_ref().map_or(1, |kv| kv.spec.n_ctx);
+        let max_pos = need.max(256).next_power_of_two().min(n_ctx).max(need);
         let cfg = RopeCfg {
             mode: match p.style {
                 RopeStyle::Normal => RopeMode::Normal,
@@ -377,8 +384,16 @@ impl CpuBackend {
             Ok(c) => c,
             Err(e) => panic!("rope settings passed validation but fail: {e}"),
         };
-        self.rope_caches.push((*p, cache));
-        self.rope_caches.len() - 1
+        match found {
+            Some(i) => {
+                self.rope_caches[i].1 = cache;
+                i
+            }
+            None => {
+                self.rope_caches.push((*p, cache));
+                self.rope_caches.len() - 1
+            }
+        }
     }
 }
 
@@ -567,7 +582,7 @@ impl Backend for CpuBackend {
         n: usize,
         p: &RopeParams,
     ) {
-        let ci = self.rope_cache(p);
+        let ci = self.rope_cache(p, pos0 + n);
         self.positions.clear();
         self.positions.extend(pos0..pos0 + n);
         let positions = &self.positions;
