@@ -221,9 +221,12 @@ ATTENTION_SPLIT_WIDE(attention_split_wide_f32, float)
 
 // Grid (n_head, ntok): merges the nsplit partials of each (token, head) into
 // out: [ntok] rows of out_stride floats, head h at h * head_dim.
+// out_q8 (may be null; then head_dim and out_stride are multiples of 32): the same rows
+// quantized to Q8_1 as quantize_q8_1 would, for the output projection that follows (each
+// warp's 32 values of a head are one whole block).
 extern "C" __global__ void attention_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
-                                             float* __restrict__ out, int out_stride, int n_head, int head_dim,
-                                             int nsplit) {
+                                             float* __restrict__ out, BlockQ8_1* __restrict__ out_q8,
+                                             int out_stride, int n_head, int head_dim, int nsplit) {
     const int h = blockIdx.x, t = blockIdx.y;
     const size_t base = ((size_t)t * n_head + h) * nsplit;
     float mm = NEG_INF;
@@ -240,6 +243,9 @@ extern "C" __global__ void attention_combine(const float* __restrict__ part_o, c
             const float ms = part_ml[2 * (base + s)];
             if (ms != NEG_INF) acc += part_o[(base + s) * head_dim + e] * expf(ms - mm);
         }
-        out[(size_t)t * out_stride + (size_t)h * head_dim + e] = acc * inv;
+        const size_t at = (size_t)t * out_stride + (size_t)h * head_dim + e;
+        out[at] = acc * inv;
+        // A warp's lanes are all in or all out of the loop (head_dim % 32 == 0 here).
+        if (out_q8) quantize_q8_1_warp(acc * inv, out_q8 + at / QK8_1);
     }
 }

@@ -130,6 +130,22 @@ static_assert(sizeof(BlockQ8_0) == 34, "BlockQ8_0 size");
 struct BlockQ8_1 { uint16_t d; uint16_t s; int8_t qs[32]; };
 static_assert(sizeof(BlockQ8_1) == 36, "BlockQ8_1 size");
 
+// One Q8_1 block from one warp, lane i holding value i: d = max|x| / 127, q = round(x / d),
+// s = d * sum(q) (ggml's quantize_row_q8_1_ref). Every lane of the warp must call it.
+__device__ __forceinline__ void quantize_q8_1_warp(float v, BlockQ8_1* __restrict__ blk) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const int q = (int)roundf(v * id);
+    blk->qs[lane] = (int8_t)q;
+    const int sum = warp_sum_int(q);
+    if (lane == 0) {
+        blk->d = f32_to_f16(d);
+        blk->s = f32_to_f16((float)sum * d);
+    }
+}
+
 #define QK_K 256
 #define K_SCALE_SIZE 12
 struct BlockQ4_K { uint16_t d; uint16_t dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; };

@@ -7,15 +7,5 @@ extern "C" __global__ void quantize_q8_1(const float* __restrict__ x, BlockQ8_1*
     const int lane = threadIdx.x % WARP_SIZE;
     const int blk = (blockIdx.x * blockDim.x + threadIdx.x) / WARP_SIZE;
     if (blk >= n / QK8_1) return;
-    const float v = x[blk * QK8_1 + lane];
-    const float amax = warp_max(fabsf(v));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const int q = (int)roundf(v * id);
-    y[blk].qs[lane] = (int8_t)q;
-    const int sum = warp_sum_int(q);
-    if (lane == 0) {
-        y[blk].d = f32_to_f16(d);
-        y[blk].s = f32_to_f16((float)sum * d);
-    }
+    quantize_q8_1_warp(x[blk * QK8_1 + lane], y + blk);
 }

@@ -1076,7 +1076,9 @@ impl CudaDevice {
         scale: f32,
     ) -> Result<(), CudaError> {
         let k = T::ATTENTION;
-        self.attention_with(k, q, k_cache, v_cache, pos0, out, scratch, shape, scale)
+        self.attention_with(
+            k, q, k_cache, v_cache, pos0, out, None, scratch, shape, scale,
+        )
     }
 
     /// [`CudaDevice::attention`] with one thread per key and a block-wide softmax per split
@@ -1097,7 +1099,60 @@ impl CudaDevice {
         if shape.chunk > 256 {
             return Err(bad(k, format!("chunk {} > 256", shape.chunk)));
         }
-        self.attention_with(k, q, k_cache, v_cache, pos0, out, scratch, shape, scale)
+        self.attention_with(
+            k, q, k_cache, v_cache, pos0, out, None, scratch, shape, scale,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// [`CudaDevice::attention`] that also writes the output rows quantized to Q8_1 into
+    /// `out_q8_1` (as [`CudaDevice::quantize_q8_1`] would), for the output projection after
+    /// it; `head_dim` and `out_stride` multiples of 32.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_q8_1<T: KvElement>(
+        &self,
+        q: &impl DevicePtr<f32>,
+        k_cache: &impl DevicePtr<T>,
+        v_cache: &impl DevicePtr<T>,
+        pos0: &impl DevicePtr<i32>,
+        out: &mut impl DevicePtrMut<f32>,
+        out_q8_1: &mut impl DevicePtrMut<u8>,
+        scratch: &mut impl DevicePtrMut<f32>,
+        shape: AttentionShape,
+        scale: f32,
+    ) -> Result<(), CudaError> {
+        let k = T::ATTENTION;
+        let s = shape;
+        if !s.head_dim.is_multiple_of(32) || !s.out_stride.is_multiple_of(32) {
+            return Err(bad(
+                Kernel::AttentionCombine,
+                format!("Q8_1 output needs head_dim and out_stride multiples of 32: {s:?}"),
+            ));
+        }
+        need(
+            Kernel::AttentionCombine,
+            "out_q8_1 (bytes)",
+            out_q8_1.len(),
+            s.ntok * s.out_stride / 32 * Q8_1_BLOCK_BYTES,
+        )?;
+        let q8 = self.check_align(
+            Kernel::AttentionCombine,
+            "out_q8_1",
+            self.ptr_mut(out_q8_1),
+            4,
+        )?;
+        self.attention_with(
+            k,
+            q,
+            k_cache,
+            v_cache,
+            pos0,
+            out,
+            Some(q8),
+            scratch,
+            shape,
+            scale,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1109,6 +1164,7 @@ impl CudaDevice {
         v_cache: &impl DevicePtr<T>,
         pos0: &impl DevicePtr<i32>,
         out: &mut impl DevicePtrMut<f32>,
+        out_q8_1: Option<Arg>,
         scratch: &mut impl DevicePtrMut<f32>,
         shape: AttentionShape,
         scale: f32,
@@ -1168,6 +1224,7 @@ impl CudaDevice {
             Arg::Ptr(part_o),
             Arg::Ptr(part_ml),
             self.ptr_mut(out),
+            out_q8_1.unwrap_or(Arg::Ptr(0)),
             int(kc, "out_stride", s.out_stride)?,
             int(kc, "n_head", s.n_head)?,
             int(kc, "head_dim", s.head_dim)?,

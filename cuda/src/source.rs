@@ -203,7 +203,7 @@ kernels! {
     AttentionSplitF32 => ("attention_split_f32", Attention, ATTENTION_ARGS),
     AttentionSplitWide => ("attention_split_wide", Attention, ATTENTION_ARGS),
     AttentionSplitWideF32 => ("attention_split_wide_f32", Attention, ATTENTION_ARGS),
-    AttentionCombine => ("attention_combine", Attention, &[P, P, P, I, I, I, I]),
+    AttentionCombine => ("attention_combine", Attention, &[P, P, P, P, I, I, I, I]),
     Silu => ("silu", Elementwise, UNARY_ARGS),
     Gelu => ("gelu", Elementwise, UNARY_ARGS),
     Swiglu => ("swiglu", Elementwise, BINARY_ARGS),

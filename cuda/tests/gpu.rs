@@ -1486,6 +1486,38 @@ fn attention_over_an_f32_cache_matches_the_reference() {
                 |_| 5e-5,
             );
         }
+        // With the output also quantized by the combine pass: the same rows, and the Q8_1
+        // bytes quantize_q8_1 makes of them.
+        let mut out = poison_f32(dev, ntok * n_head * hd);
+        let mut out_q8 = poison_u8(dev, ntok * n_head * hd / 32 * 36);
+        let mut scratch = poison_f32(dev, shape.scratch_len());
+        dev.attention_q8_1::<f32>(
+            &qd,
+            &kc,
+            &vc,
+            &pd,
+            &mut out,
+            &mut out_q8,
+            &mut scratch,
+            shape,
+            scale,
+        )
+        .unwrap();
+        let got = dev.download(&out).unwrap();
+        assert_close(
+            &format!("attention_q8_1 {n_head}/{n_kv} hd {hd} pos0 {pos0} ntok {ntok}"),
+            &got,
+            &want,
+            |_| 5e-5,
+        );
+        let mut want_q8 = poison_u8(dev, ntok * n_head * hd / 32 * 36);
+        dev.quantize_q8_1(&out, &mut want_q8, ntok * n_head * hd)
+            .unwrap();
+        assert_eq!(
+            dev.download(&out_q8).unwrap(),
+            dev.download(&want_q8).unwrap(),
+            "attention_q8_1 Q8_1 bytes {n_head}/{n_kv} hd {hd} pos0 {pos0} ntok {ntok}"
+        );
     }
 }
 

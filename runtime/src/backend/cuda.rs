@@ -12,7 +12,8 @@
 //! the matmul after it, gate/up and SwiGLU/GeGLU in one matrix-vector kernel, RoPE of Q and K
 //! with the KV-cache write in one kernel, a projection and the residual add after it as one
 //! accumulating matrix-vector launch, the Q/K/V projections of one input as one `matvec3_*`
-//! launch) and, for a whole decode step, captured once as a graph
+//! launch, the attention's combine pass writing the Q8_1 input of the output projection) and,
+//! for a whole decode step, captured once as a graph
 //! and replayed while the recorded step stays the same (positions and token ids live in device
 //! memory; the KV length is rounded up to a whole attention split, so one graph serves 256
 //! tokens). A failed capture falls back to plain launches. `TINYRT_CUDA_GRAPH=0` and
@@ -385,7 +386,12 @@ enum Exec {
         rope_q: usize,
         rope_k: usize,
         attn: usize,
+        /// The attention also writes its output as Q8_1 for the matmul after it.
+        q8_out: bool,
     },
+    /// An attention (KV store included) whose output is also written as Q8_1 for the matmul
+    /// after it (`attention_q8_1`: the combine pass quantizes).
+    AttentionQ8 { op: usize },
 }
 
 /// What the planner needs to know about the weights.
@@ -434,6 +440,22 @@ fn overwritten_before_read(ops: &[Op], b: BufId) -> bool {
 fn plan(ops: &[Op], info: &dyn FusionInfo, fuse: bool) -> Vec<Exec> {
     let mut plan = Vec::with_capacity(ops.len());
     let mut q8_of: Option<BufId> = None;
+    // The output of the attention at `at` when the op after it is a matmul that can take it
+    // as Q8_1 written by the attention's combine pass (whole 32-blocks per head).
+    let attn_q8 = |at: usize| -> Option<BufId> {
+        let Some(Op::Attention { out, n: 1, p, .. }) = ops.get(at) else {
+            return None;
+        };
+        let width = info.buf_cols(*out);
+        let feeds = matches!(ops.get(at + 1), Some(Op::Matmul { x, outs, n: 1 })
+            if x == out && info.q8_cols(outs) == Some(width));
+        (fuse
+            && feeds
+            && width == p.n_head * p.head_dim_v
+            && p.head_dim_v.is_multiple_of(32)
+            && width.is_multiple_of(32))
+        .then_some(*out)
+    };
     let mut i = 0;
     while i < ops.len() {
         let next = ops.get(i + 1);
@@ -524,20 +546,28 @@ fn plan(ops: &[Op], info: &dyn FusionInfo, fuse: bool) -> Vec<Exec> {
                     _ => false,
                 };
                 if fused {
+                    let q8_out = attn_q8(i + 2);
                     plan.push(Exec::RopeKvAttention {
                         rope_q: i,
                         rope_k: i + 1,
                         attn: i + 2,
+                        q8_out: q8_out.is_some(),
                     });
+                    q8_of = q8_out;
                     i += 3;
                 } else {
                     plan.push(Exec::Plain {
                         op: i,
                         q8_ready: false,
                     });
+                    q8_of = None;
                     i += 1;
                 }
-                q8_of = None;
+            }
+            Op::Attention { .. } if attn_q8(i).is_some() => {
+                plan.push(Exec::AttentionQ8 { op: i });
+                q8_of = attn_q8(i);
+                i += 1;
             }
             _ => {
                 plan.push(Exec::Plain {
@@ -1078,10 +1108,12 @@ impl CudaBackend {
                 };
                 self.matmul_exec(*x, outs, *n, q8_ready, Some(*dst))
             }
+            Exec::AttentionQ8 { op } => self.exec_attention(&ops[op], true),
             Exec::RopeKvAttention {
                 rope_q,
                 rope_k,
                 attn,
+                q8_out,
             } => {
                 let (
                     Op::Rope { table, .. },
@@ -1138,12 +1170,14 @@ impl CudaBackend {
                     }
                 }
                 .map_err(err)?;
-                self.attend(*layer, *q, *n, p, *out, *max_kv_len)
+                self.attend(*layer, *q, *n, p, *out, *max_kv_len, q8_out)
             }
         }
     }
 
-    /// The attention proper (the cache already holds this pass's keys and values).
+    /// The attention proper (the cache already holds this pass's keys and values); `q8`:
+    /// also write the output as Q8_1 into the Q8_1 buffer.
+    #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
         layer: usize,
@@ -1152,6 +1186,7 @@ impl CudaBackend {
         p: &AttnParams,
         out: BufId,
         max_kv_len: usize,
+        q8: bool,
     ) -> Result<(), String> {
         let dev = self.dev();
         let shape = self.attention_shape(q, out, n, p, max_kv_len)?;
@@ -1160,17 +1195,68 @@ impl CudaBackend {
         let pos = self.pos_raw()?;
         let scratch = self.attn_scratch.as_ref().ok_or("no attention scratch")?;
         let mut sv = raw_of(dev, scratch);
-        match self.kv.as_ref().ok_or("no KV cache")? {
-            KvCache::F16(l) => {
+        let mut q8v = if q8 { Some(self.q8_raw()?) } else { None };
+        match (self.kv.as_ref().ok_or("no KV cache")?, q8v.as_mut()) {
+            (KvCache::F16(l), None) => {
                 let l = l.get(layer).ok_or("no such layer in the KV cache")?;
                 dev.attention(&qv, &l.k, &l.v, &pos, &mut ov, &mut sv, shape, p.scale)
             }
-            KvCache::F32(l) => {
+            (KvCache::F32(l), None) => {
                 let l = l.get(layer).ok_or("no such layer in the KV cache")?;
                 dev.attention(&qv, &l.k, &l.v, &pos, &mut ov, &mut sv, shape, p.scale)
+            }
+            (KvCache::F16(l), Some(q8)) => {
+                let l = l.get(layer).ok_or("no such layer in the KV cache")?;
+                dev.attention_q8_1(&qv, &l.k, &l.v, &pos, &mut ov, q8, &mut sv, shape, p.scale)
+            }
+            (KvCache::F32(l), Some(q8)) => {
+                let l = l.get(layer).ok_or("no such layer in the KV cache")?;
+                dev.attention_q8_1(&qv, &l.k, &l.v, &pos, &mut ov, q8, &mut sv, shape, p.scale)
             }
         }
         .map_err(|e| e.to_string())
+    }
+
+    /// An attention op: this pass's K/V into the cache, then the attention; `q8`: the output
+    /// also as Q8_1.
+    fn exec_attention(&self, op: &Op, q8: bool) -> Result<(), String> {
+        let Op::Attention {
+            layer,
+            q,
+            k,
+            v,
+            n,
+            p,
+            out,
+            max_kv_len,
+        } = op
+        else {
+            return Err("exec_attention of another op".into());
+        };
+        let dev = self.dev();
+        let err = |e: CudaError| e.to_string();
+        let spec = self.kv_spec.ok_or("no KV cache")?;
+        let row = spec.k_width;
+        let (kn, vn) = (self.rows(*k, *n)?, self.rows(*v, *n)?);
+        let kk = self.cols(*k);
+        if self.cols(*v) != kk {
+            return Err("K and V rows of different widths".into());
+        }
+        let pos = self.pos_raw()?;
+        match self.kv.as_ref().ok_or("no KV cache")? {
+            KvCache::F16(l) => {
+                let l = l.get(*layer).ok_or("no such layer in the KV cache")?;
+                let (mut kc, mut vc) = (raw_of(dev, &l.k), raw_of(dev, &l.v));
+                dev.kv_store::<u16>(&kn, &vn, &mut kc, &mut vc, &pos, *n, kk, row, spec.n_ctx)
+            }
+            KvCache::F32(l) => {
+                let l = l.get(*layer).ok_or("no such layer in the KV cache")?;
+                let (mut kc, mut vc) = (raw_of(dev, &l.k), raw_of(dev, &l.v));
+                dev.kv_store::<f32>(&kn, &vn, &mut kc, &mut vc, &pos, *n, kk, row, spec.n_ctx)
+            }
+        }
+        .map_err(err)?;
+        self.attend(*layer, *q, *n, p, *out, *max_kv_len, q8)
     }
 
     fn exec_op(&self, op: &Op, q8_ready: bool) -> Result<(), String> {
@@ -1283,43 +1369,7 @@ impl CudaBackend {
                 )
                 .map_err(err)
             }
-            Op::Attention {
-                layer,
-                q,
-                k,
-                v,
-                n,
-                p,
-                out,
-                max_kv_len,
-            } => {
-                let spec = self.kv_spec.ok_or("no KV cache")?;
-                let row = spec.k_width;
-                let (kn, vn) = (self.rows(*k, *n)?, self.rows(*v, *n)?);
-                let kk = self.cols(*k);
-                if self.cols(*v) != kk {
-                    return Err("K and V rows of different widths".into());
-                }
-                let pos = self.pos_raw()?;
-                match self.kv.as_ref().ok_or("no KV cache")? {
-                    KvCache::F16(l) => {
-                        let l = l.get(*layer).ok_or("no such layer in the KV cache")?;
-                        let (mut kc, mut vc) = (raw_of(dev, &l.k), raw_of(dev, &l.v));
-                        dev.kv_store::<u16>(
-                            &kn, &vn, &mut kc, &mut vc, &pos, *n, kk, row, spec.n_ctx,
-                        )
-                    }
-                    KvCache::F32(l) => {
-                        let l = l.get(*layer).ok_or("no such layer in the KV cache")?;
-                        let (mut kc, mut vc) = (raw_of(dev, &l.k), raw_of(dev, &l.v));
-                        dev.kv_store::<f32>(
-                            &kn, &vn, &mut kc, &mut vc, &pos, *n, kk, row, spec.n_ctx,
-                        )
-                    }
-                }
-                .map_err(err)?;
-                self.attend(*layer, *q, *n, p, *out, *max_kv_len)
-            }
+            Op::Attention { .. } => self.exec_attention(op, false),
             Op::Glu { gate, up, n, act } => {
                 let len = n * self.cols(*gate);
                 let (g, u, mut o) = (
@@ -1896,12 +1946,13 @@ mod tests {
     const XO: BufId = BufId(9);
     const LOGITS: BufId = BufId(10);
 
+    /// 2 query heads of 32 on 1 KV head: 64 columns, like every buffer of the mock.
     fn attn_params() -> AttnParams {
         AttnParams {
-            n_head: 4,
-            n_head_kv: 2,
-            head_dim_k: 16,
-            head_dim_v: 16,
+            n_head: 2,
+            n_head_kv: 1,
+            head_dim_k: 32,
+            head_dim_v: 32,
             scale: 0.25,
             window: None,
         }
@@ -1911,7 +1962,7 @@ mod tests {
         Op::Rope {
             x,
             n_heads,
-            head_dim: 16,
+            head_dim: 32,
             n: 1,
             table: 0,
         }
@@ -1945,8 +1996,8 @@ mod tests {
             },
             norm(X, XN),
             matmul(XN, &[(0, Q), (1, K), (2, V)]),
-            rope(Q, 4),
-            rope(K, 2),
+            rope(Q, 2),
+            rope(K, 1),
             Op::Attention {
                 layer: 0,
                 q: Q,
@@ -2004,16 +2055,18 @@ mod tests {
             plain(0, false),
             Exec::NormQ8 { op: 1 },
             plain(2, true),
+            // The attention's combine pass also quantizes its output for the wo matmul.
             Exec::RopeKvAttention {
                 rope_q: 3,
                 rope_k: 4,
                 attn: 5,
+                q8_out: true,
             },
             // The next write of OUT is the FFN's down projection: the residual add fuses.
             Exec::MatmulAdd {
                 matmul: 6,
                 add: 7,
-                q8_ready: false,
+                q8_ready: true,
             },
             Exec::NormQ8 { op: 8 },
             Exec::Glu {
@@ -2050,8 +2103,8 @@ mod tests {
         assert_eq!(p[7], plain(10, false));
         // Phi-2 scales Q between RoPE and attention: the ropes run by themselves.
         let ops = vec![
-            rope(Q, 4),
-            rope(K, 2),
+            rope(Q, 2),
+            rope(K, 1),
             Op::Scale { x: Q, s: 0.5, n: 1 },
             Op::Attention {
                 layer: 0,
@@ -2091,6 +2144,24 @@ mod tests {
                 add: 1,
                 q8_ready: false
             }
+        );
+        // An attention whose output feeds a quantized matmul quantizes it in its combine pass.
+        let ops = vec![
+            Op::Attention {
+                layer: 0,
+                q: Q,
+                k: K,
+                v: V,
+                n: 1,
+                p: attn_params(),
+                out: ATT,
+                max_kv_len: 256,
+            },
+            matmul(ATT, &[(3, OUT)]),
+        ];
+        assert_eq!(
+            plan(&ops, &Mock, true),
+            vec![Exec::AttentionQ8 { op: 0 }, plain(1, true)]
         );
         // A norm whose output is not the next matmul's input is not quantized.
         let ops = vec![norm(X, XN), matmul(X, &[(0, Q)])];
