@@ -448,6 +448,25 @@ __device__ __forceinline__ void matmul_mmq_tile(const uint8_t* __restrict__ w, c
                 b[nt][0] = *(const int*)&xs[n0 + g][ks + 4 * tig];
                 b[nt][1] = *(const int*)&xs[n0 + g][ks + 16 + 4 * tig];
             }
+            // This thread's rows (g, g + 8 of each m tile) and tokens (2t, 2t + 1 of each n tile):
+            // their block scales, loaded once per block.
+            float dw[2][2], mw[2][2], dx[4][2], sx[4][2];
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int r = wm * 32 + mt * 16 + g + 8 * h;
+                    dw[mt][h] = wd[r][kb];
+                    mw[mt][h] = L::HAS_MIN ? wmin[r][kb] : 0.0f;
+                }
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) {
+                    const int t = wn * 32 + nt * 8 + 2 * tig + j;
+                    dx[nt][j] = xd[t][kb];
+                    sx[nt][j] = L::HAS_MIN ? xsum[t][kb] : 0.0f;
+                }
 #pragma unroll
             for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
@@ -456,10 +475,8 @@ __device__ __forceinline__ void matmul_mmq_tile(const uint8_t* __restrict__ w, c
                     mma_16832_s8(c, a[mt], b[nt]);
 #pragma unroll
                     for (int e = 0; e < 4; ++e) {
-                        const int r = wm * 32 + mt * 16 + g + (e >= 2 ? 8 : 0);
-                        const int t = wn * 32 + nt * 8 + 2 * tig + (e & 1);
-                        float v = wd[r][kb] * xd[t][kb] * (float)c[e];
-                        if (L::HAS_MIN) v += wmin[r][kb] * xsum[t][kb];
+                        float v = dw[mt][e >> 1] * dx[nt][e & 1] * (float)c[e];
+                        if (L::HAS_MIN) v += mw[mt][e >> 1] * sx[nt][e & 1];
                         acc[mt][nt][e] += v;
                     }
                 }
