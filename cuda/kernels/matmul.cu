@@ -102,12 +102,19 @@ MATMUL(matmul_nf4, FmtNF4)
 #define MMA_LD (MMA_BK + 8)
 #define MMA_THREADS 128
 
+// mma.sync m16n8k16 / m16n8k32 need sm_80: on older devices the module must still assemble
+// (it also holds the f32 kernels), so there the mma kernels trap; the host never launches
+// them there (CudaDevice::supports_mma).
 __device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, const uint32_t* b) {
+#if __CUDA_ARCH__ >= 800
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
         "{%0, %1, %2, %3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    asm volatile("trap;");
+#endif
 }
 
 template <typename F>
@@ -223,11 +230,15 @@ MATMUL_MMA(matmul_mma_nf4, FmtNF4)
 #define MMQ_THREADS 128
 
 __device__ __forceinline__ void mma_16832_s8(int* c, const int* a, const int* b) {
+#if __CUDA_ARCH__ >= 800
     asm volatile(
         "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
         "{%0, %1, %2, %3};"
         : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    asm volatile("trap;");
+#endif
 }
 
 // Subtract o (< 128) from each byte of x (bytes 0..255 - o stays >= 0 after the bias): the

@@ -31,6 +31,8 @@ pub struct CudaDevice {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     arch: String,
+    /// Compute capability as major * 10 + minor (90 for sm_90).
+    sm: u32,
     name: String,
     modules: [OnceLock<Arc<CudaModule>>; SourceFile::COUNT],
     functions: Vec<OnceLock<CudaFunction>>,
@@ -66,6 +68,7 @@ impl CudaDevice {
             ctx,
             stream,
             arch: format!("compute_{major}{minor}"),
+            sm: (major * 10 + minor).max(0) as u32,
             name,
             modules: Default::default(),
             functions: (0..Kernel::COUNT).map(|_| OnceLock::new()).collect(),
@@ -80,6 +83,12 @@ impl CudaDevice {
     /// NVRTC's virtual architecture for this device, e.g. `compute_90`.
     pub fn arch(&self) -> &str {
         &self.arch
+    }
+
+    /// Whether the tensor-core `mma.sync` kernels (`matmul_q8_1_mma`, `matmul_f16_mma`) can run:
+    /// compute capability 8.0 (Ampere) or newer. Older devices get the f32 tiled kernels.
+    pub fn supports_mma(&self) -> bool {
+        self.sm >= 80
     }
 
     /// Number of streaming multiprocessors.

@@ -903,7 +903,18 @@ impl CudaDevice {
         ncols: usize,
         ntok: usize,
     ) -> Result<(), CudaError> {
-        self.matmul_with(Kernel::matmul_mma(ty), 128, ty, w, x, y, nrows, ncols, ntok)
+        let k = Kernel::matmul_mma(ty);
+        if !self.supports_mma() {
+            return Err(bad(
+                k,
+                format!(
+                    "needs compute capability 8.0, {} has {}",
+                    self.name(),
+                    self.arch()
+                ),
+            ));
+        }
+        self.matmul_with(k, 128, ty, w, x, y, nrows, ncols, ntok)
     }
 
     /// Prefill matrix × matrix on the int8 tensor cores (`mma.sync` m16n8k32): `x_q8_1` holds
@@ -928,6 +939,16 @@ impl CudaDevice {
                 format!("no int8 tensor-core kernel for {ty:?}"),
             ));
         };
+        if !self.supports_mma() {
+            return Err(bad(
+                k,
+                format!(
+                    "needs compute capability 8.0, {} has {}",
+                    self.name(),
+                    self.arch()
+                ),
+            ));
+        }
         if !ncols.is_multiple_of(32) {
             return Err(bad(k, format!("ncols = {ncols} is not a multiple of 32")));
         }

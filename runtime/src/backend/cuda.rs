@@ -994,9 +994,12 @@ impl CudaBackend {
     }
 
     /// Whether a batched product of a `ty` matrix of `cols` columns runs on the int8 tensor
-    /// cores over Q8_1 activations (`matmul_q8_1_mma`).
+    /// cores over Q8_1 activations (`matmul_q8_1_mma`; compute capability 8.0 or newer).
     fn uses_mmq(&self, ty: WeightType, cols: usize) -> bool {
-        self.mmq && cols.is_multiple_of(32) && tinyrt_cuda::Kernel::matmul_mmq(ty).is_some()
+        self.mmq
+            && self.w.dev.supports_mma()
+            && cols.is_multiple_of(32)
+            && tinyrt_cuda::Kernel::matmul_mmq(ty).is_some()
     }
 
     fn attention_shape(
