@@ -228,10 +228,19 @@ impl Model {
                 Arc::clone(w),
             )));
         }
-        Ok(Box::new(CpuBackend::new(
+        let cpu: Box<dyn Backend> = Box::new(CpuBackend::new(
             Arc::clone(&self.inner.cpu_weights),
             self.inner.isa,
             self.inner.threads,
-        )?))
+        )?);
+        // Debugging aid: every op's output written to a folder (see backend/dump.rs).
+        match std::env::var_os("TINYRT_DUMP") {
+            Some(dir) if !dir.is_empty() => Ok(Box::new(crate::backend::dump::DumpBackend::new(
+                cpu,
+                dir.into(),
+                std::env::var_os("TINYRT_DUMP_REF").map(Into::into),
+            ))),
+            _ => Ok(cpu),
+        }
     }
 }

@@ -165,6 +165,19 @@ fn check_parity(
     Ok(rep)
 }
 
+/// The ISAs to check: every one this CPU has, or only `TINYRT_ISA` when that is set (to run
+/// one ISA's parity alone, e.g. `TINYRT_ISA=avx2 cargo test --test parity`).
+fn isas_under_test() -> Vec<Isa> {
+    match std::env::var("TINYRT_ISA") {
+        Ok(v) if !v.trim().is_empty() => {
+            let isa = Isa::from_name(&v).unwrap_or_else(|| panic!("unknown TINYRT_ISA={v:?}"));
+            assert!(isa.is_supported(), "TINYRT_ISA={v}: this CPU lacks it");
+            vec![isa]
+        }
+        _ => Isa::available(),
+    }
+}
+
 /// Check every prompt of `golden` on every ISA this CPU has.
 fn check_model(model_path: &Path, golden: &str, tol: Tolerance) {
     check_model_limited(model_path, golden, tol, usize::MAX)
@@ -175,7 +188,7 @@ fn check_model(model_path: &Path, golden: &str, tol: Tolerance) {
 fn check_model_limited(model_path: &Path, golden: &str, tol: Tolerance, slow_isa_prompts: usize) {
     let golden = workspace().join("tests/golden").join(golden);
     let best = Isa::detect();
-    for isa in Isa::available() {
+    for isa in isas_under_test() {
         let max_prompts = if isa == best {
             usize::MAX
         } else {
@@ -328,9 +341,12 @@ fn qwen3_tiny_q4_0_matches_llama_cpp() {
 #[test]
 fn gemma3_270m_q4_k_m_matches_llama_cpp() {
     if let Some(p) = real_model("gemma-3-270m-q4_k_m.gguf") {
-        // Every prompt on the fastest ISA, the first one on the slower ones (scalar Gemma-3 takes
-        // minutes on 2 cores). Known gap: with every prompt, AVX2 parts from llama.cpp by
-        // |Δ| 1.62 > 1.5 at step 14 of 08-gemma-chat (scalar 1.11, AVX-512 1.29): see issue #5.
+        // Every prompt on the fastest ISA, the first one on the slower ones (scalar Gemma-3
+        // takes minutes on 2 cores). Every op but the matrix products now gives the same bits
+        // on every ISA (`kernels/tests/ggml_bits.rs`); the dot kernels still sum in per-ISA
+        // orders, and ggml's f16/8-bit roundings amplify those last bits (0.1-0.4 logits by
+        // the last layer). With every prompt: scalar max |Δ| 1.06, AVX-512 1.40, and AVX2
+        // parts by 1.525 > 1.5 at step 10 of 03-code (issue #5).
         check_model_limited(&p, "gemma-3-270m-q4_k_m.jsonl", REAL, 1);
     }
 }
@@ -406,16 +422,22 @@ fn batch_vs_single(model: &Model, tokens: &[u32], kv_type: KvType) -> f32 {
 #[test]
 fn a_long_prefill_matches_token_by_token() {
     // 100 tokens: the batch takes ggml's tiled attention path (>= 64 queries), single tokens
-    // the per-key path. With an f32 cache both compute the same values; with an f16 cache the
-    // per-key path rounds Q and the V accumulator to f16 after every key (as ggml does), so
-    // the two differ by rounding, within the tolerance of the quantized goldens.
+    // the per-key path. As in ggml the two differ by rounding: the tiled path takes e^x from
+    // ggml's vector `ggml_v_expf`, the per-key path from libm's `expf`, and sums Q·K in
+    // another order; with an f16 cache the per-key path also rounds Q and the V accumulator
+    // to f16 after every key. The 8-bit activations of the next matmul turn some of these
+    // last-bit differences into whole quantization steps, so both caches get the tolerance of
+    // the quantized goldens.
     let model = Model::load(fixture("llama-tiny-q8_0.gguf"), LoadOptions::default()).unwrap();
     let vocab = model.config().vocab_size as u32;
     let tokens: Vec<u32> = (0..100).map(|i| (i * 37 + 5) % vocab).collect();
     let f32_worst = batch_vs_single(&model, &tokens, KvType::F32);
     let f16_worst = batch_vs_single(&model, &tokens, KvType::F16);
     eprintln!("100-token prefill vs token-by-token: f32 cache {f32_worst}, f16 cache {f16_worst}");
-    assert!(f32_worst < 1e-4, "f32 cache: logits differ by {f32_worst}");
+    assert!(
+        f32_worst < TINY_QUANT.max,
+        "f32 cache: logits differ by {f32_worst}"
+    );
     assert!(
         f16_worst < TINY_QUANT.max,
         "f16 cache: logits differ by {f16_worst}"

@@ -711,4 +711,10 @@ impl Backend for CpuBackend {
         let b = &self.bufs[buf.0 as usize];
         out.copy_from_slice(&b.data[row0 * b.cols..row0 * b.cols + out.len()]);
     }
+
+    fn write(&mut self, buf: BufId, row0: usize, data: &[f32]) -> bool {
+        let b = &mut self.bufs[buf.0 as usize];
+        b.data[row0 * b.cols..row0 * b.cols + data.len()].copy_from_slice(data);
+        true
+    }
 }

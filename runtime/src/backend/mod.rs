@@ -12,6 +12,7 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod dump;
 mod requant;
 mod weights;
 
@@ -161,6 +162,12 @@ pub trait Backend: Send {
         let mut v = vec![0.0f32; cols];
         self.read(buf, row, &mut v);
         crate::sampler::argmax(&v)
+    }
+
+    /// Overwrite rows `row0..row0+data.len()/cols` of `buf` with `data` (debugging: the
+    /// op-by-op comparison of `dump.rs`). Returns false where the backend does not support it.
+    fn write(&mut self, _buf: BufId, _row0: usize, _data: &[f32]) -> bool {
+        false
     }
 
     /// The first error since the last call (a device backend's ops cannot return one).

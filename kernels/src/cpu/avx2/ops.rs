@@ -140,11 +140,72 @@ fn exp_ps(x: __m256) -> __m256 {
     _mm256_blendv_ps(y, _mm256_set1_ps(f32::INFINITY), over)
 }
 
-/// x / (1 + e^-x).
+/// `scalar::expf_ggml_v` (ggml's `ggml_v_expf` for AVX-512), the same operations: the same
+/// bits. AVX-512's `vscalefps` (j · 2^n, one rounding) is two exact-then-rounding products
+/// j · 2^⌊n/2⌋ · 2^(n-⌊n/2⌋): the first stays normal (|n| ≤ 192), so only the second rounds.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp_ggml_ps(x: __m256) -> __m256 {
+    let shift = _mm256_set1_ps(12_582_912.0);
+    let z = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), shift);
+    let n = _mm256_sub_ps(z, shift);
+    let b = _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x3f31_7200)), x);
+    let b = _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x35bf_be8e)), b);
+    let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+    let big = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0));
+    let u = _mm256_mul_ps(b, b);
+    let c = |bits: u32| _mm256_set1_ps(f32::from_bits(bits));
+    let j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(
+            _mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+            u,
+            _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+        ),
+        u,
+        _mm256_fmadd_ps(c(0x3f7f_fff6), b, _mm256_set1_ps(1.0)),
+    );
+    // Lanes with |n| > 192 (or NaN) get garbage exponents here and are replaced below.
+    let ni = _mm256_cvttps_epi32(n);
+    let n1 = _mm256_srai_epi32::<1>(ni);
+    let n2 = _mm256_sub_epi32(ni, n1);
+    let pow2 = |k: __m256i| {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            k,
+            _mm256_set1_epi32(127),
+        )))
+    };
+    let res = _mm256_mul_ps(_mm256_mul_ps(j, pow2(n1)), pow2(n2));
+    // NaN in, NaN out (j is NaN there).
+    let res = _mm256_blendv_ps(res, j, _mm256_cmp_ps::<_CMP_UNORD_Q>(n, n));
+    if _mm256_movemask_ps(big) == 0 {
+        return res;
+    }
+    let alt = _mm256_andnot_ps(
+        _mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps()),
+        _mm256_set1_ps(f32::INFINITY),
+    );
+    _mm256_blendv_ps(res, alt, big)
+}
+
+/// e^x of each lane with libm's `expf` (what ggml calls where its C code writes `expf`).
+#[inline]
+#[target_feature(enable = "avx")]
+fn exp_libm_ps(x: __m256) -> __m256 {
+    let mut t = [0.0f32; 8];
+    // SAFETY: `t` holds 8 values.
+    unsafe { _mm256_storeu_ps(t.as_mut_ptr(), x) };
+    for v in t.iter_mut() {
+        *v = v.exp();
+    }
+    // SAFETY: as above.
+    unsafe { _mm256_loadu_ps(t.as_ptr()) }
+}
+
+/// x / (1 + e^-x), ggml's `ggml_v_silu`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn silu_ps(x: __m256) -> __m256 {
-    let e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    let e = exp_ggml_ps(_mm256_sub_ps(_mm256_setzero_ps(), x));
     _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e))
 }
 
@@ -286,7 +347,7 @@ pub unsafe fn softmax_inplace(x: &mut [f32]) {
     while i < x.len() {
         let rem = x.len() - i;
         // SAFETY: `i < x.len()`.
-        let e = unsafe { exp_ps(_mm256_sub_ps(load(x, i), vm)) };
+        let e = unsafe { exp_ggml_ps(_mm256_sub_ps(load(x, i), vm)) };
         // Zeroed tail lanes would add exp(-max) to the sum: mask them out.
         let e = if rem >= LANES {
             e
@@ -405,11 +466,12 @@ pub unsafe fn rope(
                         unsafe {
                             let v = load(head, i);
                             let cs = load(row, i);
-                            let c = _mm256_moveldup_ps(cs);
-                            let s = _mm256_movehdup_ps(cs);
-                            let swapped = _mm256_permute_ps::<0b1011_0001>(v);
-                            // even lanes: x0 c - x1 s; odd lanes: x1 c + x0 s.
-                            store(head, i, _mm256_fmaddsub_ps(v, c, _mm256_mul_ps(swapped, s)));
+                            // ggml: even lanes fma(x0, cos, -(x1 sin)), odd lanes
+                            // fma(x0, sin, x1 cos) (see `scalar::rope`).
+                            let x0 = _mm256_moveldup_ps(v);
+                            let x1 = _mm256_movehdup_ps(v);
+                            let sc = _mm256_permute_ps::<0b1011_0001>(cs);
+                            store(head, i, _mm256_fmaddsub_ps(x0, cs, _mm256_mul_ps(x1, sc)));
                         }
                         i += LANES;
                     }
@@ -504,6 +566,62 @@ pub unsafe fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]
     }
 }
 
+/// `scalar::dot_ggml` (ggml's AVX-512 `ggml_vec_dot_f16` order) of one query head and one
+/// key row held in vectors: each 16-lane accumulator of ggml is a pair of 8-lane ones, and
+/// [`hsum`] of `lo + hi` is `_mm512_reduce_add_ps`'s order, so the bits are the same.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_ggml_nv<const NV: usize>(q: &[__m256; NV], k: &[__m256; NV]) -> f32 {
+    let full = NV / 8 * 8;
+    let mut lo = [_mm256_setzero_ps(); 4];
+    let mut hi = [_mm256_setzero_ps(); 4];
+    for c in (0..full).step_by(8) {
+        for j in 0..4 {
+            lo[j] = _mm256_fmadd_ps(q[c + 2 * j], k[c + 2 * j], lo[j]);
+            hi[j] = _mm256_fmadd_ps(q[c + 2 * j + 1], k[c + 2 * j + 1], hi[j]);
+        }
+    }
+    let r_lo = _mm256_add_ps(_mm256_add_ps(lo[0], lo[2]), _mm256_add_ps(lo[1], lo[3]));
+    let r_hi = _mm256_add_ps(_mm256_add_ps(hi[0], hi[2]), _mm256_add_ps(hi[1], hi[3]));
+    let mut sum = hsum(_mm256_add_ps(r_lo, r_hi)) as f64;
+    let mut t = [0.0f32; LANES];
+    for c in full..NV {
+        // SAFETY: `t` holds 8 values.
+        unsafe { _mm256_storeu_ps(t.as_mut_ptr(), _mm256_mul_ps(q[c], k[c])) };
+        for v in t {
+            sum += v as f64;
+        }
+    }
+    sum as f32
+}
+
+/// [`dot_ggml_nv`] over slices of a multiple of 8 values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_ggml_slice(q: &[f32], k: &[f32]) -> f32 {
+    let n = q.len().min(k.len());
+    let full = n - n % 64;
+    let mut lo = [_mm256_setzero_ps(); 4];
+    let mut hi = [_mm256_setzero_ps(); 4];
+    for c in (0..full).step_by(64) {
+        for j in 0..4 {
+            let (a, b) = (c + 16 * j, c + 16 * j + 8);
+            // SAFETY: `c + 16 * j + 16 <= full <= n`.
+            unsafe {
+                lo[j] = _mm256_fmadd_ps(load(q, a), load(k, a), lo[j]);
+                hi[j] = _mm256_fmadd_ps(load(q, b), load(k, b), hi[j]);
+            }
+        }
+    }
+    let r_lo = _mm256_add_ps(_mm256_add_ps(lo[0], lo[2]), _mm256_add_ps(lo[1], lo[3]));
+    let r_hi = _mm256_add_ps(_mm256_add_ps(hi[0], hi[2]), _mm256_add_ps(hi[1], hi[3]));
+    let mut sum = hsum(_mm256_add_ps(r_lo, r_hi)) as f64;
+    for i in full..n {
+        sum += (q[i] * k[i]) as f64;
+    }
+    sum as f32
+}
+
 /// One row of `NV * 8` cache values at `off`, as f32 vectors.
 ///
 /// # Safety
@@ -579,6 +697,10 @@ unsafe fn attend_group_nv<const NV: usize>(job: &AttnJob, q_group: &[f32], out_g
             // SAFETY: `start + j < key_hi`, so the row is inside the cache (asserted above).
             let kr = unsafe { load_row_nv::<NV>(&kv.k, (start + j) * row + base) };
             for (h, qh) in qv.iter().enumerate() {
+                if vec_path {
+                    scores[h * BLOCK + j] = dot_ggml_nv(qh, &kr);
+                    continue;
+                }
                 let mut d = _mm256_mul_ps(qh[0], kr[0]);
                 for c in 1..NV {
                     d = _mm256_fmadd_ps(qh[c], kr[c], d);
@@ -596,26 +718,8 @@ unsafe fn attend_group_nv<const NV: usize>(job: &AttnJob, q_group: &[f32], out_g
                 i += LANES;
             }
             if vec_path {
-                // ggml's per-key update, vectorised: with the running max M_j,
-                // vs_j = e^(s_j - M_j) and ms_j = e^(M_{j-1} - M_j).
-                let mut mj = m[h];
-                for (s, mprev) in sc.iter().zip(msh.iter_mut()) {
-                    *mprev = mj;
-                    mj = mj.max(*s);
-                }
-                m[h] = mj;
-                let mut i = 0;
-                while i < n {
-                    // SAFETY: `i < n`.
-                    unsafe {
-                        let s = load(sc, i);
-                        let mprev = load(msh, i);
-                        let mcur = _mm256_max_ps(mprev, s);
-                        store(sc, i, exp_ps(_mm256_sub_ps(s, mcur)));
-                        store(msh, i, exp_ps(_mm256_sub_ps(mprev, mcur)));
-                    }
-                    i += LANES;
-                }
+                // ggml's per-key update with libm's expf, shared by every ISA.
+                scalar::per_key_weights(sc, msh, &mut m[h]);
             } else {
                 // ggml's tiled path: one max per block, then e^(s - M).
                 let bmax = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -634,7 +738,7 @@ unsafe fn attend_group_nv<const NV: usize>(job: &AttnJob, q_group: &[f32], out_g
                 while i < n {
                     // SAFETY: `i < n`; tail lanes are masked out of the sum.
                     unsafe {
-                        let e = exp_ps(_mm256_sub_ps(load(sc, i), vm));
+                        let e = exp_ggml_ps(_mm256_sub_ps(load(sc, i), vm));
                         let e = if n - i >= LANES {
                             e
                         } else {
@@ -663,7 +767,8 @@ unsafe fn attend_group_nv<const NV: usize>(job: &AttnJob, q_group: &[f32], out_g
                             *v = if round_acc { round_f16_ps(t) } else { t };
                         }
                     }
-                    s_sum[h] = s_sum[h] * f + p;
+                    // ggml's `S = S*ms + vs`, contracted to an FMA by its compiler.
+                    s_sum[h] = s_sum[h].mul_add(f, p);
                 }
                 let vp = _mm256_set1_ps(p);
                 for c in 0..NV {
@@ -727,6 +832,10 @@ unsafe fn attend_group_any(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]
             unsafe { load_kv_row(&kv.k, off, &mut krow) };
             for h in 0..g {
                 let qh = &q[h * hd..(h + 1) * hd];
+                if vec_path {
+                    scores[h * BLOCK + j] = dot_ggml_slice(qh, &krow);
+                    continue;
+                }
                 let mut d = _mm256_setzero_ps();
                 for c in 0..nv {
                     // SAFETY: `c * 8 < hd`.
@@ -745,26 +854,8 @@ unsafe fn attend_group_any(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]
                 i += LANES;
             }
             if vec_path {
-                // ggml's per-key update, vectorised: with the running max M_j,
-                // vs_j = e^(s_j - M_j) and ms_j = e^(M_{j-1} - M_j).
-                let mut mj = m[h];
-                for (s, mprev) in sc.iter().zip(msh.iter_mut()) {
-                    *mprev = mj;
-                    mj = mj.max(*s);
-                }
-                m[h] = mj;
-                let mut i = 0;
-                while i < n {
-                    // SAFETY: `i < n`.
-                    unsafe {
-                        let s = load(sc, i);
-                        let mprev = load(msh, i);
-                        let mcur = _mm256_max_ps(mprev, s);
-                        store(sc, i, exp_ps(_mm256_sub_ps(s, mcur)));
-                        store(msh, i, exp_ps(_mm256_sub_ps(mprev, mcur)));
-                    }
-                    i += LANES;
-                }
+                // ggml's per-key update with libm's expf, shared by every ISA.
+                scalar::per_key_weights(sc, msh, &mut m[h]);
             } else {
                 // ggml's tiled path: one max per block, then e^(s - M).
                 let bmax = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -786,7 +877,7 @@ unsafe fn attend_group_any(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]
                 while i < n {
                     // SAFETY: `i < n`; tail lanes are masked out of the sum.
                     unsafe {
-                        let e = exp_ps(_mm256_sub_ps(load(sc, i), vm));
+                        let e = exp_ggml_ps(_mm256_sub_ps(load(sc, i), vm));
                         let e = if n - i >= LANES {
                             e
                         } else {
@@ -823,7 +914,8 @@ unsafe fn attend_group_any(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]
                             }
                         }
                     }
-                    s_sum[h] = s_sum[h] * f + p;
+                    // ggml's `S = S*ms + vs`, contracted to an FMA by its compiler.
+                    s_sum[h] = s_sum[h].mul_add(f, p);
                 }
                 let vp = _mm256_set1_ps(p);
                 for c in 0..nv {
@@ -1045,7 +1137,7 @@ unsafe fn attend_tile_rv<const RV: usize>(tile: &AttnTile, q_tile: &[f32], out_t
             // Rows with nothing attended yet keep M = -inf; use 0 so that e^(-inf - 0) = 0.
             let none = _mm256_cmp_ps::<_CMP_EQ_OQ>(m_new, neg_inf);
             let m_safe = _mm256_blendv_ps(m_new, zero, none);
-            ms[vr] = exp_ps(_mm256_sub_ps(m[vr], m_safe));
+            ms[vr] = exp_libm_ps(_mm256_sub_ps(m[vr], m_safe));
             any_rescale |=
                 _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(ms[vr], _mm256_set1_ps(1.0))) != 0;
             let mut sum = zero;
@@ -1053,7 +1145,7 @@ unsafe fn attend_tile_rv<const RV: usize>(tile: &AttnTile, q_tile: &[f32], out_t
                 // SAFETY: as above.
                 unsafe {
                     let p = st.as_mut_ptr().add(j * rp + vr * LANES);
-                    let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(p), m_safe));
+                    let e = exp_ggml_ps(_mm256_sub_ps(_mm256_loadu_ps(p), m_safe));
                     _mm256_storeu_ps(p, e);
                     sum = _mm256_add_ps(sum, e);
                 }

@@ -108,11 +108,59 @@ fn exp_ps(x: __m512) -> __m512 {
     _mm512_scalef_ps(p, n)
 }
 
-/// x / (1 + e^-x).
+/// `scalar::expf_ggml_v` (ggml's `ggml_v_expf` for AVX-512), the same operations: the same bits.
 #[inline]
-#[target_feature(enable = "avx512f,fma")]
+#[target_feature(enable = "avx512f,avx512dq,fma")]
+fn exp_ggml_ps(x: __m512) -> __m512 {
+    let shift = _mm512_set1_ps(12_582_912.0);
+    let z = _mm512_fmadd_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E), shift);
+    let n = _mm512_sub_ps(z, shift);
+    let b = _mm512_fnmadd_ps(n, _mm512_set1_ps(f32::from_bits(0x3f31_7200)), x);
+    let b = _mm512_fnmadd_ps(n, _mm512_set1_ps(f32::from_bits(0x35bf_be8e)), b);
+    let big = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_abs_ps(n), _mm512_set1_ps(192.0));
+    let u = _mm512_mul_ps(b, b);
+    let c = |bits: u32| _mm512_set1_ps(f32::from_bits(bits));
+    let j = _mm512_fmadd_ps(
+        _mm512_fmadd_ps(
+            _mm512_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+            u,
+            _mm512_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+        ),
+        u,
+        _mm512_fmadd_ps(c(0x3f7f_fff6), b, _mm512_set1_ps(1.0)),
+    );
+    let res = _mm512_scalef_ps(j, n);
+    if big == 0 {
+        return res;
+    }
+    let zero = _mm512_setzero_ps();
+    let alt = _mm512_mask_blend_ps(
+        _mm512_cmp_ps_mask::<_CMP_LE_OQ>(n, zero),
+        _mm512_set1_ps(f32::INFINITY),
+        zero,
+    );
+    _mm512_mask_blend_ps(big, res, alt)
+}
+
+/// e^x of each lane with libm's `expf` (what ggml calls where its C code writes `expf`).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn exp_libm_ps(x: __m512) -> __m512 {
+    let mut t = [0.0f32; 16];
+    // SAFETY: `t` holds 16 values.
+    unsafe { _mm512_storeu_ps(t.as_mut_ptr(), x) };
+    for v in t.iter_mut() {
+        *v = v.exp();
+    }
+    // SAFETY: as above.
+    unsafe { _mm512_loadu_ps(t.as_ptr()) }
+}
+
+/// x / (1 + e^-x), ggml's `ggml_v_silu`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,fma")]
 fn silu_ps(x: __m512) -> __m512 {
-    let e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    let e = exp_ggml_ps(_mm512_sub_ps(_mm512_setzero_ps(), x));
     _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e))
 }
 
@@ -263,7 +311,7 @@ pub unsafe fn softmax_inplace(x: &mut [f32]) {
     let mut i = 0;
     while i < x.len() {
         // SAFETY: `i < x.len()`.
-        let e = unsafe { exp_ps(_mm512_sub_ps(load(x, i), max)) };
+        let e = unsafe { exp_ggml_ps(_mm512_sub_ps(load(x, i), max)) };
         let rem = x.len() - i;
         // Zeroed tail lanes would add exp(-max) to the sum: mask them out.
         let e = if rem >= LANES {
@@ -386,11 +434,12 @@ pub unsafe fn rope(
                         unsafe {
                             let v = load(head, i);
                             let cs = load(row, i);
-                            let c = _mm512_moveldup_ps(cs);
-                            let s = _mm512_movehdup_ps(cs);
-                            let swapped = _mm512_permute_ps::<0b1011_0001>(v);
-                            // even lanes: x0 c - x1 s; odd lanes: x1 c + x0 s.
-                            store(head, i, _mm512_fmaddsub_ps(v, c, _mm512_mul_ps(swapped, s)));
+                            // ggml: even lanes fma(x0, cos, -(x1 sin)), odd lanes
+                            // fma(x0, sin, x1 cos) (see `scalar::rope`).
+                            let x0 = _mm512_moveldup_ps(v);
+                            let x1 = _mm512_movehdup_ps(v);
+                            let sc = _mm512_permute_ps::<0b1011_0001>(cs);
+                            store(head, i, _mm512_fmaddsub_ps(x0, cs, _mm512_mul_ps(x1, sc)));
                         }
                         i += LANES;
                     }
@@ -504,6 +553,52 @@ pub unsafe fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]
     }
 }
 
+/// `scalar::dot_ggml` (ggml's AVX-512 `ggml_vec_dot_f16` order) of one query head and one
+/// key row held in vectors: the same operations, so the same bits.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn dot_ggml_nv<const NV: usize>(q: &[__m512; NV], k: &[__m512; NV]) -> f32 {
+    let full = NV / 4 * 4;
+    let mut a = [_mm512_setzero_ps(); 4];
+    for c in (0..full).step_by(4) {
+        for j in 0..4 {
+            a[j] = _mm512_fmadd_ps(q[c + j], k[c + j], a[j]);
+        }
+    }
+    let r = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+    let mut sum = _mm512_reduce_add_ps(r) as f64;
+    let mut t = [0.0f32; LANES];
+    for c in full..NV {
+        // SAFETY: `t` holds 16 values.
+        unsafe { _mm512_storeu_ps(t.as_mut_ptr(), _mm512_mul_ps(q[c], k[c])) };
+        for v in t {
+            sum += v as f64;
+        }
+    }
+    sum as f32
+}
+
+/// [`dot_ggml_nv`] over slices of a multiple of 16 values.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn dot_ggml_slice(q: &[f32], k: &[f32]) -> f32 {
+    let n = q.len().min(k.len());
+    let full = n - n % 64;
+    let mut a = [_mm512_setzero_ps(); 4];
+    for c in (0..full).step_by(64) {
+        for (j, aj) in a.iter_mut().enumerate() {
+            // SAFETY: `c + 16 * j + 16 <= full <= n`.
+            unsafe { *aj = _mm512_fmadd_ps(load(q, c + 16 * j), load(k, c + 16 * j), *aj) };
+        }
+    }
+    let r = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+    let mut sum = _mm512_reduce_add_ps(r) as f64;
+    for i in full..n {
+        sum += (q[i] * k[i]) as f64;
+    }
+    sum as f32
+}
+
 /// One row of `NV * 16` cache values at `off`, as f32 vectors.
 ///
 /// # Safety
@@ -579,6 +674,10 @@ unsafe fn attend_group_nv<const NV: usize>(job: &AttnJob, q_group: &[f32], out_g
             // SAFETY: `start + j < key_hi`, so the row is inside the cache (asserted above).
             let kr = unsafe { load_row_nv::<NV>(&kv.k, (start + j) * row + base) };
             for (h, qh) in qv.iter().enumerate() {
+                if vec_path {
+                    scores[h * BLOCK + j] = dot_ggml_nv(qh, &kr);
+                    continue;
+                }
                 let mut d = _mm512_mul_ps(qh[0], kr[0]);
                 for c in 1..NV {
                     d = _mm512_fmadd_ps(qh[c], kr[c], d);
@@ -596,26 +695,8 @@ unsafe fn attend_group_nv<const NV: usize>(job: &AttnJob, q_group: &[f32], out_g
                 i += LANES;
             }
             if vec_path {
-                // ggml's per-key update, vectorised: with the running max M_j,
-                // vs_j = e^(s_j - M_j) and ms_j = e^(M_{j-1} - M_j).
-                let mut mj = m[h];
-                for (s, mprev) in sc.iter().zip(msh.iter_mut()) {
-                    *mprev = mj;
-                    mj = mj.max(*s);
-                }
-                m[h] = mj;
-                let mut i = 0;
-                while i < n {
-                    // SAFETY: `i < n`.
-                    unsafe {
-                        let s = load(sc, i);
-                        let mprev = load(msh, i);
-                        let mcur = _mm512_max_ps(mprev, s);
-                        store(sc, i, exp_ps(_mm512_sub_ps(s, mcur)));
-                        store(msh, i, exp_ps(_mm512_sub_ps(mprev, mcur)));
-                    }
-                    i += LANES;
-                }
+                // ggml's per-key update with libm's expf, shared by every ISA.
+                scalar::per_key_weights(sc, msh, &mut m[h]);
             } else {
                 // ggml's tiled path: one max per block, then e^(s - M).
                 let bmax = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -634,7 +715,7 @@ unsafe fn attend_group_nv<const NV: usize>(job: &AttnJob, q_group: &[f32], out_g
                 while i < n {
                     // SAFETY: `i < n`; tail lanes are masked out of the sum.
                     unsafe {
-                        let e = exp_ps(_mm512_sub_ps(load(sc, i), vm));
+                        let e = exp_ggml_ps(_mm512_sub_ps(load(sc, i), vm));
                         let e = if n - i >= LANES {
                             e
                         } else {
@@ -663,7 +744,8 @@ unsafe fn attend_group_nv<const NV: usize>(job: &AttnJob, q_group: &[f32], out_g
                             *v = if round_acc { round_f16_ps(t) } else { t };
                         }
                     }
-                    s_sum[h] = s_sum[h] * f + p;
+                    // ggml's `S = S*ms + vs`, contracted to an FMA by its compiler.
+                    s_sum[h] = s_sum[h].mul_add(f, p);
                 }
                 let vp = _mm512_set1_ps(p);
                 for c in 0..NV {
@@ -727,6 +809,10 @@ unsafe fn attend_group_any(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]
             unsafe { load_kv_row(&kv.k, off, &mut krow) };
             for h in 0..g {
                 let qh = &q[h * hd..(h + 1) * hd];
+                if vec_path {
+                    scores[h * BLOCK + j] = dot_ggml_slice(qh, &krow);
+                    continue;
+                }
                 let mut d = _mm512_setzero_ps();
                 for c in 0..nv {
                     // SAFETY: `c * 16 < hd`.
@@ -745,28 +831,8 @@ unsafe fn attend_group_any(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]
                 i += LANES;
             }
             if vec_path {
-                // ggml's per-key update, vectorised: with the running max M_j,
-                // vs_j = e^(s_j - M_j) and ms_j = e^(M_{j-1} - M_j).
-                let mut mj = m[h];
-                for (s, mprev) in sc.iter().zip(msh.iter_mut()) {
-                    *mprev = mj;
-                    mj = mj.max(*s);
-                }
-                let m_last = mj;
-                // Walk back to recover M_j for each j from M_{j-1} and s_j.
-                let mut i = 0;
-                while i < n {
-                    // SAFETY: `i < n`.
-                    unsafe {
-                        let s = load(sc, i);
-                        let mprev = load(msh, i);
-                        let mcur = _mm512_max_ps(mprev, s);
-                        store(sc, i, exp_ps(_mm512_sub_ps(s, mcur)));
-                        store(msh, i, exp_ps(_mm512_sub_ps(mprev, mcur)));
-                    }
-                    i += LANES;
-                }
-                m[h] = m_last;
+                // ggml's per-key update with libm's expf, shared by every ISA.
+                scalar::per_key_weights(sc, msh, &mut m[h]);
             } else {
                 // ggml's tiled path: one max per block, then e^(s - M).
                 let bmax = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -788,7 +854,7 @@ unsafe fn attend_group_any(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]
                 while i < n {
                     // SAFETY: `i < n`; tail lanes are masked out of the sum.
                     unsafe {
-                        let e = exp_ps(_mm512_sub_ps(load(sc, i), vm));
+                        let e = exp_ggml_ps(_mm512_sub_ps(load(sc, i), vm));
                         let e = if n - i >= LANES {
                             e
                         } else {
@@ -825,7 +891,8 @@ unsafe fn attend_group_any(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]
                             }
                         }
                     }
-                    s_sum[h] = s_sum[h] * f + p;
+                    // ggml's `S = S*ms + vs`, contracted to an FMA by its compiler.
+                    s_sum[h] = s_sum[h].mul_add(f, p);
                 }
                 let vp = _mm512_set1_ps(p);
                 for c in 0..nv {
@@ -1042,14 +1109,14 @@ unsafe fn attend_tile_rv<const RV: usize>(tile: &AttnTile, q_tile: &[f32], out_t
             // Rows with nothing attended yet keep M = -inf; use 0 so that e^(-inf - 0) = 0.
             let none = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(m_new, neg_inf);
             let m_safe = _mm512_mask_blend_ps(none, m_new, zero);
-            ms[vr] = exp_ps(_mm512_sub_ps(m[vr], m_safe));
+            ms[vr] = exp_libm_ps(_mm512_sub_ps(m[vr], m_safe));
             any_rescale |= _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(ms[vr], _mm512_set1_ps(1.0)) != 0;
             let mut sum = zero;
             for j in 0..n {
                 // SAFETY: as above.
                 unsafe {
                     let p = st.as_mut_ptr().add(j * rp + vr * LANES);
-                    let e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(p), m_safe));
+                    let e = exp_ggml_ps(_mm512_sub_ps(_mm512_loadu_ps(p), m_safe));
                     _mm512_storeu_ps(p, e);
                     sum = _mm512_add_ps(sum, e);
                 }

@@ -52,6 +52,9 @@ pub fn layer_norm_inplace(x: &mut [f32], weight: &[f32], bias: Option<&[f32]>, e
 }
 
 /// RoPE on `n_tokens × n_heads × head_dim` values with a precomputed cache (ggml `rotate_pairs`).
+/// ggml's `x0*cos - x1*sin` and `x0*sin + x1*cos` are contracted by its compiler (GCC, `-mfma`;
+/// seen in the disassembly of the goldens' build) to `fma(x0, cos, -(x1*sin))` and
+/// `fma(x0, sin, x1*cos)`; every ISA computes exactly these, so they agree bit for bit.
 #[inline]
 pub fn rope(
     x: &mut [f32],
@@ -72,8 +75,8 @@ pub fn rope(
                         let (c, s) = (row[2 * i], row[2 * i + 1]);
                         let x0 = head[2 * i];
                         let x1 = head[2 * i + 1];
-                        head[2 * i] = x0 * c - x1 * s;
-                        head[2 * i + 1] = x0 * s + x1 * c;
+                        head[2 * i] = x0.mul_add(c, -(x1 * s));
+                        head[2 * i + 1] = x0.mul_add(s, x1 * c);
                     }
                 }
                 RopeMode::Neox => {
@@ -82,8 +85,8 @@ pub fn rope(
                         let (c, s) = (row[i], row[half + i]);
                         let x0 = head[i];
                         let x1 = head[i + half];
-                        head[i] = x0 * c - x1 * s;
-                        head[i + half] = x0 * s + x1 * c;
+                        head[i] = x0.mul_add(c, -(x1 * s));
+                        head[i + half] = x0.mul_add(s, x1 * c);
                     }
                 }
             }
@@ -97,7 +100,7 @@ pub fn softmax_inplace(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f64;
     for v in x.iter_mut() {
-        *v = (*v - max).exp();
+        *v = expf_ggml_v(*v - max);
         sum += *v as f64;
     }
     let inv = (1.0 / sum) as f32;
@@ -106,10 +109,45 @@ pub fn softmax_inplace(x: &mut [f32]) {
     }
 }
 
-/// ggml's `ggml_silu_f32`: `x / (1 + exp(-x))`.
+/// e^x as ggml's `ggml_v_expf` computes it for AVX-512 (ARM's optimized-routines `expf`
+/// polynomial: `n = round(x / ln 2)`, `b = x - n ln 2` in two parts, a degree-5 polynomial
+/// `j ≈ e^b`, then `j · 2^n` with one rounding; ±inf beyond |n| > 192; max error ≈ 1.5 ulp).
+/// ggml's SiLU/SwiGLU and softmax (so its tiled flash attention) use it; every ISA here
+/// computes these exact operations (each `mul_add` is one fused multiply-add), so they agree
+/// bit for bit with each other and with ggml on the goldens' machine.
+#[inline]
+pub fn expf_ggml_v(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 0x1.8p23
+    let z = x.mul_add(std::f32::consts::LOG2_E, SHIFT); // 0x1.715476p+0
+    let n = z - SHIFT;
+    // b = x - n·ln2_hi - n·ln2_lo (0x1.62e4p-1, 0x1.7f7d1cp-20), each an FMA.
+    let b = (-n).mul_add(f32::from_bits(0x3f31_7200), x);
+    let b = (-n).mul_add(f32::from_bits(0x35bf_be8e), b);
+    let u = b * b;
+    let c4 = f32::from_bits(0x3c07_2010); // 0x1.0e4020p-7
+    let c3 = f32::from_bits(0x3d2b_9f17); // 0x1.573e2ep-5
+    let c2 = f32::from_bits(0x3e2a_af33); // 0x1.555e66p-3
+    let c1 = f32::from_bits(0x3eff_fedb); // 0x1.fffdb6p-2
+    let c0 = f32::from_bits(0x3f7f_fff6); // 0x1.ffffecp-1
+    let j = c4
+        .mul_add(b, c3)
+        .mul_add(u, c2.mul_add(b, c1))
+        .mul_add(u, c0.mul_add(b, 1.0));
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    if n.is_nan() {
+        return f32::NAN;
+    }
+    // vscalefps: j · 2^n rounded once (n is an integer in [-192, 192]).
+    (j as f64 * (n as f64).exp2()) as f32
+}
+
+/// SiLU as ggml computes it on the goldens' machine (`ggml_v_silu`): `x / (1 + e^-x)` with
+/// [`expf_ggml_v`].
 #[inline]
 pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + expf_ggml_v(-x))
 }
 
 const GELU_COEF_A: f32 = 0.044715;
@@ -325,6 +363,78 @@ pub fn combine_partials<'a>(chunks: impl Iterator<Item = &'a [f32]>, out: &mut [
     }
 }
 
+/// `_mm512_reduce_add_ps` of 16 lanes, in its order (GCC's and Rust's alike): halves, then
+/// quarters, then pairs.
+#[inline]
+pub fn reduce_add_16(r: &[f32; 16]) -> f32 {
+    let mut t1 = [0.0f32; 8];
+    for i in 0..8 {
+        t1[i] = r[i] + r[i + 8];
+    }
+    let t2 = [t1[0] + t1[4], t1[1] + t1[5], t1[2] + t1[6], t1[3] + t1[7]];
+    (t2[0] + t2[2]) + (t2[1] + t2[3])
+}
+
+/// Q·K of ggml's per-key attention path, summed in the order of `ggml_vec_dot_f16` as built
+/// for AVX-512 (the goldens' machine): per 64 values, four accumulators of 16 lanes with a
+/// fused multiply-add each; then `(a0 + a2) + (a1 + a3)`, [`reduce_add_16`], and the values
+/// past the last multiple of 64 added one by one in f64. Every ISA sums in this order, so
+/// scores are bit-identical across ISAs: the f16 accumulator of the per-key path rounds, and a
+/// score one ulp off flips some of those roundings.
+///
+/// With `exact_products` (Q and K hold f16 values: their products are exact in f32) the fused
+/// multiply-add equals a multiply then an add, which is much faster without hardware FMA.
+#[inline]
+pub fn dot_ggml(q: &[f32], k: &[f32], exact_products: bool) -> f32 {
+    let n = q.len().min(k.len());
+    let np = n - n % 64;
+    let mut acc = [[0.0f32; 16]; 4];
+    for c in (0..np).step_by(64) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            let (qc, kc) = (
+                &q[c + 16 * j..c + 16 * j + 16],
+                &k[c + 16 * j..c + 16 * j + 16],
+            );
+            for l in 0..16 {
+                a[l] = if exact_products {
+                    a[l] + qc[l] * kc[l]
+                } else {
+                    qc[l].mul_add(kc[l], a[l])
+                };
+            }
+        }
+    }
+    let mut r = [0.0f32; 16];
+    for (l, v) in r.iter_mut().enumerate() {
+        *v = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    }
+    let mut sum = reduce_add_16(&r) as f64;
+    for i in np..n {
+        sum += (q[i] * k[i]) as f64;
+    }
+    sum as f32
+}
+
+/// ggml's per-key online-softmax update over a run of (already scaled) scores, the one every
+/// ISA uses: with `m` the running max, a key above it becomes the max and rescales what came
+/// before by `ms = e^(m_old - s)` (its own weight `vs` is 1); any other key gets
+/// `vs = e^(s - m)` (and `ms = 1`). One libm `expf` per key, as ggml computes it. On return
+/// `scores[j]` holds `vs_j`, `rescale[j]` holds `ms_j` and `m` the new running max; the caller
+/// then does `acc = acc * ms_j + v_j * vs_j` and `S = fma(S, ms_j, vs_j)`.
+#[inline]
+pub fn per_key_weights(scores: &mut [f32], rescale: &mut [f32], m: &mut f32) {
+    for (s, ms) in scores.iter_mut().zip(rescale.iter_mut()) {
+        if *s > *m {
+            *ms = (*m - *s).exp();
+            *m = *s;
+            *s = 1.0;
+        } else {
+            *ms = 1.0;
+            *s = (*s - *m).exp();
+        }
+    }
+}
+
 /// Keys per block of the blocked (tiled) path; ggml's `GGML_FA_TILE_KV`.
 pub const KV_TILE: usize = 64;
 
@@ -354,21 +464,17 @@ pub fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
             for key in job.key_lo..job.key_hi {
                 let off = key * row + job.kv_head * hd;
                 load_row(&kv.k, off, &mut krow);
-                let dot: f32 = q.iter().zip(&krow).map(|(a, b)| a * b).sum();
-                let s = dot * job.scale;
-                let mut ms = 1.0f32;
-                let mut vs = 1.0f32;
-                if s > m {
-                    ms = (m - s).exp();
-                    m = s;
+                let mut vs = [dot_ggml(&q, &krow, k_f16) * job.scale];
+                let mut ms = [1.0f32];
+                per_key_weights(&mut vs, &mut ms, &mut m);
+                let (ms, vs) = (ms[0], vs[0]);
+                if ms != 1.0 {
                     for a in acc.iter_mut() {
                         *a *= ms;
                         if v_f16 {
                             *a = round_f16(*a);
                         }
                     }
-                } else {
-                    vs = (s - m).exp();
                 }
                 load_row(&kv.v, off, &mut vrow);
                 // ggml_vec_mad_f16 uses an FMA, then rounds to f16.
@@ -378,7 +484,8 @@ pub fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
                         *a = round_f16(*a);
                     }
                 }
-                s_sum = s_sum * ms + vs;
+                // ggml's `S = S*ms + vs`, contracted to an FMA by its compiler.
+                s_sum = s_sum.mul_add(ms, vs);
             }
             finish_head(job.partial, out_group, h, &acc, m, s_sum);
         }
@@ -415,7 +522,7 @@ pub fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
                 m = m_new;
                 let mut bsum = 0.0f64;
                 for sc in scores[..n].iter_mut() {
-                    *sc = (*sc - m).exp();
+                    *sc = expf_ggml_v(*sc - m);
                     bsum += *sc as f64;
                 }
                 s_sum += bsum as f32;
