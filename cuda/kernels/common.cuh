@@ -161,12 +161,12 @@ static_assert(sizeof(BlockQ6_K) == 210, "BlockQ6_K size");
 struct BlockIQ4_NL { uint16_t d; uint8_t qs[16]; };
 static_assert(sizeof(BlockIQ4_NL) == 18, "BlockIQ4_NL size");
 
-// NF4 (QLoRA's NormalFloat4, arXiv:2305.14314) as tinyrt stores it: 64 weights per block,
-// f16 scale, low nibbles hold elements 0..31, high nibbles 32..63; the codebook is the
-// NF4 levels times 127, rounded, so the int8 dot product applies directly.
-#define QK_NF4 64
-struct BlockNF4 { uint16_t d; uint8_t qs[32]; };
-static_assert(sizeof(BlockNF4) == 34, "BlockNF4 size");
+// NF4 (QLoRA's NormalFloat4, arXiv:2305.14314) as tinyrt stores it: IQ4_NL's block layout
+// (32 weights, f16 scale, low nibbles hold elements 0..15, high nibbles 16..31) with the NF4
+// levels times 127, rounded, as the codebook, so the int8 dot product applies directly.
+#define QK_NF4 32
+struct BlockNF4 { uint16_t d; uint8_t qs[16]; };
+static_assert(sizeof(BlockNF4) == 18, "BlockNF4 size");
 
 // ggml's kvalues_iq4nl (ggml-common.h).
 __device__ __constant__ int8_t kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10,

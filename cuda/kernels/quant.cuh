@@ -152,23 +152,23 @@ struct FmtIQ4_NL {
 
 struct FmtNF4 {
     static constexpr int BS = QK_NF4;
-    static constexpr int BYTES = 34;
+    static constexpr int BYTES = 18;
     __device__ static float get(const uint8_t* row, int k) {
         const BlockNF4* b = (const BlockNF4*)row + k / BS;
         const int j = k % BS;
-        const int q = j < 32 ? (b->qs[j] & 0xF) : (b->qs[j - 32] >> 4);
+        const int q = j < 16 ? (b->qs[j] & 0xF) : (b->qs[j - 16] >> 4);
         return f16_to_f32(b->d) * (float)kvalues_nf4[q];
     }
-    // Unit u is half a block: the low nibbles (u even) or the high nibbles (u odd).
+    // FmtIQ4_NL's dot product with the NF4 table.
     __device__ static float dot32(const uint8_t* row, int u, const BlockQ8_1* a) {
-        const BlockNF4* b = (const BlockNF4*)row + u / 2;
-        const int shift = 4 * (u % 2);
+        const BlockNF4* b = (const BlockNF4*)row + u;
         const int* aq = (const int*)a->qs;
         int sumi = 0;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
+        for (int i = 0; i < 4; ++i) {
             const uint32_t v = (uint32_t)load_i32_a2(b->qs + 4 * i);
-            sumi = dp4a(lookup4(kvalues_nf4, (v >> shift) & 0x0F0F0F0F), aq[i], sumi);
+            sumi = dp4a(lookup4(kvalues_nf4, v & 0x0F0F0F0F), aq[i], sumi);
+            sumi = dp4a(lookup4(kvalues_nf4, (v >> 4) & 0x0F0F0F0F), aq[i + 4], sumi);
         }
         return f16_to_f32(b->d) * f16_to_f32(a->d) * (float)sumi;
     }

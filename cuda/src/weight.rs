@@ -5,8 +5,9 @@ use tinyrt_kernels::quant::GgmlType;
 /// A weight format with a CUDA matrix-vector, matrix-matrix and embedding-lookup kernel.
 ///
 /// All but [`WeightType::NF4`] are ggml types with the GGUF block layout. NF4 is tinyrt's
-/// 4-bit NormalFloat format (QLoRA): 64 weights per 34-byte block (f16 scale, 32 bytes of
-/// indices, low nibbles = elements 0..31, high nibbles = 32..63), codebook round(127 × level).
+/// 4-bit NormalFloat format (QLoRA) in IQ4_NL's block layout: 32 weights per 18-byte block
+/// (f16 scale, 16 bytes of indices, low nibbles = elements 0..15, high nibbles = 16..31),
+/// codebook round(127 × level).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types)]
 pub enum WeightType {
@@ -46,8 +47,8 @@ impl WeightType {
             | WeightType::Q4_1
             | WeightType::Q5_0
             | WeightType::Q8_0
-            | WeightType::IQ4_NL => 32,
-            WeightType::NF4 => 64,
+            | WeightType::IQ4_NL
+            | WeightType::NF4 => 32,
             WeightType::Q4_K | WeightType::Q5_K | WeightType::Q6_K => 256,
         }
     }
@@ -57,10 +58,10 @@ impl WeightType {
         match self {
             WeightType::F32 => 4,
             WeightType::F16 => 2,
-            WeightType::Q4_0 | WeightType::IQ4_NL => 18,
+            WeightType::Q4_0 | WeightType::IQ4_NL | WeightType::NF4 => 18,
             WeightType::Q4_1 => 20,
             WeightType::Q5_0 => 22,
-            WeightType::Q8_0 | WeightType::NF4 => 34,
+            WeightType::Q8_0 => 34,
             WeightType::Q4_K => 144,
             WeightType::Q5_K => 176,
             WeightType::Q6_K => 210,
@@ -129,7 +130,8 @@ mod tests {
         assert_eq!(WeightType::Q4_0.row_bytes(64), Some(36));
         assert_eq!(WeightType::Q4_0.row_bytes(48), None);
         assert_eq!(WeightType::Q6_K.row_bytes(512), Some(420));
-        assert_eq!(WeightType::NF4.row_bytes(32), None);
+        assert_eq!(WeightType::NF4.row_bytes(32), Some(18));
+        assert_eq!(WeightType::NF4.row_bytes(48), None);
         assert_eq!(WeightType::F16.row_bytes(7), Some(14));
         assert_eq!(WeightType::F32.row_bytes(0), None);
     }

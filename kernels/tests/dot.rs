@@ -337,6 +337,7 @@ fn avx512_has_four_token_kernels_for_the_main_formats() {
         ] {
             assert!(k.has_vec_dot4(ty), "{ty}");
         }
+        assert!(k.has_vec_dot4(QuantFormat::Nf4), "NF4");
     }
 }
 

@@ -154,7 +154,7 @@ const ALL_FORMATS: [(QuantFormat, f64); 17] = [
     (QuantFormat::Ggml(GgmlType::Q6_K), 0.022),
     (QuantFormat::Ggml(GgmlType::Q8_K), 0.0081),
     (QuantFormat::Ggml(GgmlType::IQ4_NL), 0.093),
-    (QuantFormat::Nf4, 0.115),
+    (QuantFormat::Nf4, 0.096),
 ];
 
 /// splitmix64: deterministic test data without a dependency.

@@ -16,7 +16,7 @@ fn load(path: &std::path::Path, requant: Option<QuantFormat>) -> Model {
 }
 
 /// The logits of every position of a fixed prompt.
-/// Relative RMS logit error allowed for the NF4-requantized tiny fixture (measured 0.258).
+/// Relative RMS logit error allowed for the NF4-requantized tiny fixture (measured 0.256).
 const REL_RMS_BOUND: f64 = 0.35;
 
 fn all_logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
@@ -26,7 +26,7 @@ fn all_logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
 
 /// The tiny Q8_0 fixture loads with NF4 requant, every matrix but the output head is
 /// converted, and its logits over 16 positions stay close to the stored model's: relative RMS
-/// error ‖a − b‖/‖a‖ measured 0.258 (bound 0.35), smaller than that of the same model stored
+/// error ‖a − b‖/‖a‖ measured 0.256 (bound 0.35), smaller than that of the same model stored
 /// as Q4_0 (`llama-tiny-q4_0.gguf`, measured 0.322). Its random weights give flat logits, so
 /// greedy tokens are not compared.
 #[test]
@@ -99,9 +99,11 @@ fn perplexity_4_chunks(model: &Model) -> f64 {
 
 /// SmolLM2 Q4_1 requantized to NF4 (a second 4-bit rounding of 4-bit weights) answers
 /// "The capital of France is" with Paris, and its perplexity on the first 4 chunks of 256 of
-/// the golden text stays within 35% of the stored Q4_1's (measured: 24.12 vs 19.34, +25%;
-/// the issue asked for 15%, which this second 4-bit rounding does not reach; plain absmax NF4
-/// gave 25.64, NF4 of the output head too 29.12).
+/// the golden text stays within 20% of the stored Q4_1's (measured: 22.52 vs 19.34, +16.4%).
+/// The issue asked for 15%; a second 4-bit rounding of Q4_1's grid does not reach it with any
+/// 4-bit format measured (benches/QUALITY.md: Q4_0 and IQ4_NL of the same weights lose as
+/// much). Earlier NF4 forms: blocks of 64 with absmax scales 25.64, with a small scale search
+/// 24.12; NF4 of the output head too 29.12.
 #[test]
 fn smollm2_requantized_to_nf4_stays_coherent() {
     let Some(path) = model(SMOLLM2) else { return };
@@ -133,7 +135,7 @@ fn smollm2_requantized_to_nf4_stays_coherent() {
     let ppl_q4_1 = perplexity_4_chunks(&load(&path, None));
     eprintln!("PPL NF4 {ppl_nf4:.4}, Q4_1 {ppl_q4_1:.4}");
     assert!(
-        ppl_nf4 / ppl_q4_1 < 1.35,
+        ppl_nf4 / ppl_q4_1 < 1.20,
         "NF4 {ppl_nf4} vs Q4_1 {ppl_q4_1}"
     );
 }

@@ -15,7 +15,7 @@
 //! | F32, F16, BF16 (· F32) | reference | FMA | FMA, 512-bit |
 //! | Q4_0, Q5_0, Q8_0, IQ4_NL (· Q8_0) | reference | `maddubs` | `vpdpbusd`, 2 blocks / register |
 //! | Q4_1, Q5_1 (· Q8_1) | reference | `maddubs` | `vpdpbusd`, 2 blocks / register |
-//! | NF4 (· Q8_0) | reference | `maddubs` | `vpdpbusd`, 1 block / register |
+//! | NF4 (· Q8_0) | reference | `maddubs` | `vpdpbusd`, 2 blocks / register (IQ4_NL's, another table) |
 //! | Q4_K, Q5_K, Q6_K (· Q8_K) | reference | `maddubs` | `vpdpbusd`, 64 values / register |
 //! | Q2_K, Q3_K (· Q8_K) | reference | scalar reference | scalar reference |
 //!

@@ -24,7 +24,7 @@
 //! | Q2_K, Q3_K, Q4_K, Q5_K, Q6_K | [`kquants`] | 256 | 84, 110, 144, 176, 210 | Q8_K |
 //! | Q8_K | [`kquants`] | 256 | 292 | (activation only) |
 //! | IQ4_NL | [`lut4`] | 32 | 18 | Q8_0 |
-//! | NF4 (tinyrt's own, no GGUF id) | [`lut4`] | 64 | 34 | Q8_0 |
+//! | NF4 (tinyrt's own, no GGUF id) | [`lut4`] | 32 | 18 | Q8_0 |
 //!
 //! ggml itself pairs F16 and BF16 weights with F16 / BF16 activations; these references take
 //! F32 activations (more accurate, no conversion pass). A kernel table that wants llama.cpp's

@@ -97,7 +97,7 @@ impl CpuWeights {
 
     /// [`CpuWeights::new`], and with `requant` every matmul weight whose row length is a whole
     /// number of `requant` blocks is converted to it in memory (dequantized to f32 row by row,
-    /// then quantized; NF4 with a per-block scale search, see `requant.rs`), in parallel; like
+    /// then quantized with the kernels' quantizer), in parallel; like
     /// bitsandbytes' `load_in_4bit` for [`QuantFormat::Nf4`].
     /// The output head (`output.weight` or the tied token embedding) is kept as stored, as
     /// bitsandbytes keeps `lm_head`: it is the most sensitive matrix, and a tied embedding
@@ -181,8 +181,9 @@ fn is_matmul_weight(table: &WeightTable, e: &crate::backend::WeightEntry) -> boo
 
 /// The output head (`output.weight`, or the token embedding it is tied to): like
 /// bitsandbytes' `load_in_4bit`, which skips `lm_head`, requant keeps it as stored. Measured on
-/// SmolLM2-135M Q4_1 (4 chunks of 256, plain absmax NF4): converting its Q8_0 tied head too
-/// gave perplexity 29.1 against 25.6 without it (19.3 as stored).
+/// SmolLM2-135M Q4_1 (4 chunks of 256, NF4 then in blocks of 64 with absmax scales):
+/// converting its Q8_0 tied head too gave perplexity 29.1 against 25.6 without it (19.3 as
+/// stored).
 fn is_output_head(table: &WeightTable, e: &crate::backend::WeightEntry) -> bool {
     e.name == "output.weight"
         || (e.name == "token_embd.weight"
@@ -194,8 +195,6 @@ fn requant_matrices(
     table: &WeightTable,
     fmt: QuantFormat,
 ) -> (Vec<Option<OwnedMatrix>>, RequantReport) {
-    use bytemuck::Zeroable;
-    use quant::BlockNF4;
     use rayon::prelude::*;
     let block = fmt.block_size();
     let mut report = RequantReport {
@@ -238,14 +237,11 @@ fn requant_matrices(
             out.par_chunks_mut(dst_row)
                 .zip(src.par_chunks(src_row))
                 .for_each_init(
-                    || (vec![0.0f32; cols], vec![BlockNF4::zeroed(); cols / block]),
-                    |(row, blocks), (dst, s)| {
+                    || vec![0.0f32; cols],
+                    |row, (dst, s)| {
                         dequantize_row(e.ty, s, row);
                         // The row length is a whole number of blocks (checked above).
-                        if fmt == QuantFormat::Nf4 {
-                            super::requant::quantize_row_nf4_search(row, blocks);
-                            dst.copy_from_slice(bytemuck::cast_slice(blocks));
-                        } else if let Err(err) = quant::quantize_format(fmt, row, dst) {
+                        if let Err(err) = quant::quantize_format(fmt, row, dst) {
                             panic!("requant {} to {fmt}: {err}", e.name);
                         }
                     },

@@ -13,7 +13,6 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod dump;
-mod requant;
 mod weights;
 
 pub use weights::{WeightEntry, WeightError, WeightTable};

@@ -623,44 +623,29 @@ pub unsafe fn vec_dot_iq4_nl_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     unsafe { blocks_loop(nb, wp, 18, ap, 34, false, block) }
 }
 
-/// NF4 (64 values per block) · Q8_0 (two blocks per NF4 block).
+/// NF4 · Q8_0: IQ4_NL's kernel with the NF4 table (the same 18-byte block layout).
 ///
 /// # Safety
 /// See [`crate::cpu::VecDotFn`]; the CPU supports AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_nf4_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = n / 64;
-    debug_assert!(w.len() >= nb * 34 && a.len() >= nb * 68);
+    let nb = n / 32;
+    debug_assert!(w.len() >= nb * 18 && a.len() >= nb * 34);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
     // SAFETY: the table has 16 bytes.
     let t = unsafe { _mm_loadu_si128(KVALUES_NF4.as_ptr().cast()) };
     let table = _mm256_set_m128i(t, t);
-    let m4 = _mm256_set1_epi8(0x0F);
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
-    for i in 0..nb {
-        // SAFETY: i < nb, so NF4 block i and Q8_0 blocks 2i, 2i+1 lie within the slices.
+    let block = |i: usize| {
+        // SAFETY: `blocks_loop` passes i < nb, so block i lies within both slices.
         unsafe {
-            let (x, y0, y1) = (wp.add(34 * i), ap.add(68 * i), ap.add(68 * i + 34));
-            let qs = _mm256_loadu_si256(x.add(2).cast());
-            let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(qs, m4));
-            let hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(qs, 4), m4));
-            let s0 = dot_i8_i8(lo, _mm256_loadu_si256(y0.add(2).cast()));
-            let s1 = dot_i8_i8(hi, _mm256_loadu_si256(y1.add(2).cast()));
-            let dx = f16_at(x);
-            acc0 = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(s0),
-                _mm256_set1_ps(dx * f16_at(y0)),
-                acc0,
-            );
-            acc1 = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(s1),
-                _mm256_set1_ps(dx * f16_at(y1)),
-                acc1,
-            );
+            let x = wp.add(18 * i);
+            let q = _mm256_shuffle_epi8(table, nibbles_16(x.add(2)));
+            let yv = _mm256_loadu_si256(ap.add(34 * i + 2).cast());
+            dot_i8_i8(q, yv)
         }
-    }
-    hsum_ps(_mm256_add_ps(acc0, acc1))
+    };
+    // SAFETY: the rows hold nb blocks (caller contract).
+    unsafe { blocks_loop(nb, wp, 18, ap, 34, false, block) }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ pub(crate) const VEC_DOTS: &[VecDotEntry] = &[
         weight: QuantFormat::Nf4,
         act: GgmlType::Q8_0,
         f: vec_dot_nf4_q8_0,
-        f4: None,
+        f4: Some(vec_dot4_nf4_q8_0),
     },
 ];
 
@@ -745,35 +745,31 @@ one_and_four!(
     vec_dot_iq4_nl_q8_0, vec_dot4_iq4_nl_q8_0, iq4_nl_q8_0, 18, 34
 );
 
-/// NF4 (34 bytes: f16 d, 32 nibble bytes; 64 values, value = `KVALUES_NF4[q]`·d) · Q8_0 (two
-/// Q8_0 blocks per NF4 block).
-///
 /// # Safety
-/// See [`crate::cpu::VecDotFn`]; the CPU supports AVX-512.
+/// `w` points to n/32 NF4 blocks and each `a[t]` to n/32 Q8_0 blocks.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn vec_dot_nf4_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = n / 64;
-    debug_assert!(w.len() >= nb * 34 && a.len() >= nb * 68);
-    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+unsafe fn nf4_q8_0<const T: usize>(n: usize, wp: *const u8, a: [*const u8; T]) -> [f32; T] {
     // SAFETY: the table has 16 bytes.
     let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(NF4_PLUS_128.as_ptr().cast()) });
     let off = _mm512_set1_epi8(-128);
-    let mut acc = [_mm512_setzero_ps(); 2];
-    for i in 0..nb {
-        // SAFETY: i < nb, so NF4 block i and Q8_0 blocks 2i, 2i+1 lie within the slices.
-        unsafe {
-            let (x, y0, y1) = (wp.add(34 * i), ap.add(68 * i), ap.add(68 * i + 34));
-            let q = _mm512_shuffle_epi8(table, nibbles_32(x.add(2)));
-            let y = load_2x32(y0.add(2), y1.add(2));
-            let z = _mm512_setzero_si512();
-            let s = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y));
-            let dx = f16_at(x);
-            let scale = halves_ps(dx * f16_at(y0), dx * f16_at(y1));
-            acc[i & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[i & 1]);
-        }
-    }
-    _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+    // SAFETY: `legacy_dot` passes block indices < n/32.
+    let unpack = |i: usize, j: usize| unsafe {
+        _mm512_shuffle_epi8(table, nibbles_2x16(wp.add(18 * i + 2), wp.add(18 * j + 2)))
+    };
+    let dot = |q: __m512i, y: __m512i| {
+        let z = _mm512_setzero_si512();
+        _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q, y), _mm512_dpbusd_epi32(z, off, y))
+    };
+    // SAFETY: the rows hold n/32 blocks (caller contract).
+    unsafe { legacy_dot(n / 32, wp, 18, a, 34, 2, false, unpack, dot) }
 }
+
+one_and_four!(
+    /// NF4 (18 bytes: f16 d, 16 nibble bytes; value = `KVALUES_NF4[q]`·d, IQ4_NL's layout) ·
+    /// Q8_0.
+    vec_dot_nf4_q8_0, vec_dot4_nf4_q8_0, nf4_q8_0, 18, 34
+);
 
 // ---------------------------------------------------------------------------------------------
 // K-quants (256-value super-blocks) against Q8_K (f32 d, 256 × i8, 16 × i16 sums of 16).
