@@ -99,13 +99,26 @@ fn check(
                     isa.name(),
                     pool.n_threads()
                 );
-                // The matmul is exactly the row dot product of the same kernel.
+                // The matmul is exactly the row dot product of the same kernel, or, on the
+                // GEMM path, the same integer sums with the float scaling in another order.
                 let (t, r) = (i / rows, i % rows);
                 let rb = w.len() / rows;
                 let d = k
                     .vec_dot(fmt, cols, &w[r * rb..(r + 1) * rb], acts.row(t))
                     .unwrap();
-                assert_eq!(o.to_bits(), d.to_bits());
+                if k.uses_gemm(fmt, n_tokens) {
+                    let s = Kernels::get(Isa::Scalar)
+                        .unwrap()
+                        .vec_dot(fmt, cols, &w[r * rb..(r + 1) * rb], acts.row(t))
+                        .unwrap();
+                    assert!(
+                        (*o as f64 - s as f64).abs() <= 1e-5 * b + 1e-6,
+                        "GEMM {fmt} {} tokens={n_tokens} rows={rows} cols={cols} [{i}]: {o} vs scalar {s}",
+                        isa.name()
+                    );
+                } else {
+                    assert_eq!(o.to_bits(), d.to_bits());
+                }
             }
             // The convenience form quantizes the same way.
             let mut out2 = vec![f32::NAN; rows * n_tokens];
@@ -130,6 +143,71 @@ proptest! {
         let fmt = FORMATS[fi];
         let col_blocks = if fmt.block_size() == 256 { col_blocks.min(2) } else { col_blocks * 3 };
         check(fmt, rows, col_blocks, n_tokens, seed, &pools);
+    }
+}
+
+/// The weight types of the GEMM (`Kernels::uses_gemm`); token counts around and past the tile
+/// of 8 (ragged tails) and row counts around the panel of 16.
+const GEMM_FORMATS: [QuantFormat; 3] = [
+    QuantFormat::Ggml(GgmlType::Q4_0),
+    QuantFormat::Ggml(GgmlType::Q4_1),
+    QuantFormat::Ggml(GgmlType::Q8_0),
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn gemm_matches_scalar(
+        fi in 0usize..GEMM_FORMATS.len(),
+        rows in 1usize..=50,
+        col_blocks in 1usize..=15,
+        n_tokens in 1usize..=41,
+        seed in any::<u64>(),
+    ) {
+        let pools = [ThreadPool::new(1).unwrap(), ThreadPool::new(2).unwrap()];
+        check(GEMM_FORMATS[fi], rows, col_blocks, n_tokens, seed, &pools);
+    }
+}
+
+#[test]
+fn gemm_on_large_matrices_with_both_threads() {
+    let pools = [ThreadPool::new(1).unwrap(), ThreadPool::new(2).unwrap()];
+    for fmt in GEMM_FORMATS {
+        check(fmt, 133, 20, 27, 11, &pools);
+    }
+}
+
+/// A batch gives bit for bit the results of its tokens one at a time (so a prompt's logits do
+/// not depend on how it is split into batches), on every ISA and for every format.
+#[test]
+fn a_batch_equals_its_tokens_one_by_one() {
+    let pool = ThreadPool::new(2).unwrap();
+    let (rows, n_tokens) = (300, 21);
+    for fmt in FORMATS {
+        let cols = 4 * fmt.block_size().max(32);
+        let mut rng = Rng(5);
+        let x: Vec<f32> = (0..rows * cols).map(|_| rng.unit()).collect();
+        let mut w = vec![0u8; rows * cols / fmt.block_size() * fmt.type_size()];
+        quant::quantize_format(fmt, &x, &mut w).unwrap();
+        let m = QMatrix::new(fmt, &w, rows, cols).unwrap();
+        let input: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit()).collect();
+        for isa in Isa::available() {
+            let k = Kernels::get(isa).unwrap();
+            let mut all = vec![0f32; rows * n_tokens];
+            k.matmul(&pool, &m, &input, n_tokens, &mut all).unwrap();
+            for t in 0..n_tokens {
+                let mut one = vec![0f32; rows];
+                k.matmul(&pool, &m, &input[t * cols..(t + 1) * cols], 1, &mut one)
+                    .unwrap();
+                assert_eq!(
+                    one,
+                    all[t * rows..(t + 1) * rows],
+                    "{fmt} {} token {t}",
+                    isa.name()
+                );
+            }
+        }
     }
 }
 

@@ -11,8 +11,9 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::cpu::gemm::{gemm_form, pack_panel, GemmActs, GemmForm, Line, PANEL_ROWS};
 use crate::cpu::pool::ThreadPool;
-use crate::cpu::{row_bytes, KernelError, Kernels, VecDot4Fn, VecDotFn};
+use crate::cpu::{row_bytes, Isa, KernelError, Kernels, VecDot4Fn, VecDotFn};
 use crate::quant::{GgmlType, QuantFormat};
 
 /// A weight matrix in ggml layout: `rows` rows of `cols` values of type `ty` (a ggml type, or
@@ -261,6 +262,10 @@ impl Kernels {
         if need == 0 {
             return Ok(());
         }
+        if self.uses_gemm(w.ty, n_tokens) {
+            self.matmul_gemm(pool, w, wrb, acts, out);
+            return Ok(());
+        }
         let task = MatmulTask {
             f: entry.f,
             f4: entry.f4,
@@ -320,6 +325,150 @@ impl Kernels {
         out: &mut [f32],
     ) -> Result<(), MatmulError> {
         self.matmul(pool, w, x, 1, out)
+    }
+}
+
+impl Kernels {
+    /// Whether [`Kernels::matmul_q`] takes the register-blocked GEMM (`cpu/gemm.rs`) for
+    /// `n_tokens` tokens of weight type `ty`: on AVX-512 for Q4_0, Q4_1 and Q8_0, whose panels
+    /// pack fast enough to serve every token count, decode included. Its results agree with
+    /// the dot products within float rounding (the same integer sums, scaled and added in
+    /// another order) and do not depend on how the tokens are split into calls.
+    pub fn uses_gemm(&self, ty: QuantFormat, n_tokens: usize) -> bool {
+        n_tokens > 0
+            && self.isa == Isa::Avx512
+            && matches!(
+                ty,
+                QuantFormat::Ggml(GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+            )
+    }
+
+    /// The GEMM path of `matmul_q` (sizes already checked).
+    fn matmul_gemm(
+        &self,
+        pool: &ThreadPool,
+        w: &QMatrix<'_>,
+        wrb: usize,
+        acts: &QuantizedActs,
+        out: &mut [f32],
+    ) {
+        thread_local! {
+            static GEMM_ACTS: RefCell<GemmActs> = RefCell::new(GemmActs::default());
+        }
+        let (QuantFormat::Ggml(ty), Some(form)) = (w.ty, gemm_form(w.ty)) else {
+            unreachable!("uses_gemm checked the form");
+        };
+        let n_tokens = acts.n_tokens;
+        GEMM_ACTS.with(|g| {
+            let mut fresh = GemmActs::default();
+            let mut guard = g.try_borrow_mut().ok();
+            let ga = guard.as_deref_mut().unwrap_or(&mut fresh);
+            ga.build(acts.ty, form, n_tokens, w.cols, |t| acts.row(t));
+            let task = GemmTask {
+                ty,
+                form,
+                w,
+                wrb,
+                acts: ga,
+                n_tokens,
+                out: OutPtr(out.as_mut_ptr()),
+                next: AtomicUsize::new(0),
+            };
+            if w.data.len() < MIN_PARALLEL_BYTES || pool.n_threads() == 1 {
+                task.work();
+            } else {
+                pool.run_dynamic(|_, _| task.work());
+            }
+        });
+    }
+}
+
+/// The panel transposition of the ISA that runs the GEMM.
+#[cfg(target_arch = "x86_64")]
+const TRANSPOSE: fn(&[u8], usize, usize, &mut [u8]) = crate::cpu::avx512::gemm::transpose_codes;
+#[cfg(not(target_arch = "x86_64"))]
+const TRANSPOSE: fn(&[u8], usize, usize, &mut [u8]) = crate::cpu::gemm::transpose_codes;
+
+/// One GEMM: panels of 16 rows handed out one at a time.
+struct GemmTask<'a, 'w> {
+    ty: GgmlType,
+    form: GemmForm,
+    w: &'a QMatrix<'w>,
+    wrb: usize,
+    acts: &'a GemmActs,
+    n_tokens: usize,
+    out: OutPtr,
+    next: AtomicUsize,
+}
+
+impl GemmTask<'_, '_> {
+    fn work(&self) {
+        thread_local! {
+            static PANEL: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+        }
+        PANEL.with(|p| {
+            let mut fresh = Vec::new();
+            let mut guard = p.try_borrow_mut().ok();
+            let panel = guard.as_deref_mut().unwrap_or(&mut fresh);
+            self.work_with(panel);
+        });
+    }
+
+    fn work_with(&self, panel: &mut Vec<Line>) {
+        let rows = self.w.rows;
+        loop {
+            let r0 = self.next.fetch_add(PANEL_ROWS, Ordering::Relaxed);
+            if r0 >= rows {
+                return;
+            }
+            let n_rows = (rows - r0).min(PANEL_ROWS);
+            #[cfg(target_arch = "x86_64")]
+            let packed = crate::cpu::avx512::gemm::pack_panel_fast(
+                self.ty,
+                self.w.data,
+                self.wrb,
+                self.w.cols,
+                r0,
+                n_rows,
+                panel,
+            );
+            #[cfg(not(target_arch = "x86_64"))]
+            let packed = false;
+            if !packed {
+                pack_panel(
+                    self.ty,
+                    self.form,
+                    self.w.data,
+                    self.wrb,
+                    self.w.cols,
+                    r0,
+                    n_rows,
+                    panel,
+                    TRANSPOSE,
+                );
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                let tile = crate::cpu::avx512::gemm::Tile {
+                    nsub: self.w.cols / self.form.kb,
+                    panel: panel.as_ptr().cast(),
+                    y: self.acts.y.as_ptr(),
+                    cols: self.w.cols,
+                    side: self.acts.side.as_ptr(),
+                    n_tokens: self.n_tokens,
+                    // SAFETY: r0 < rows, so the offset stays within the n_tokens × rows output.
+                    out: unsafe { self.out.0.add(r0) },
+                    out_stride: rows,
+                    mask: ((1u32 << n_rows) - 1) as u16,
+                };
+                // SAFETY: this path is only taken on an AVX-512 table (`uses_gemm`), which
+                // `Kernels::get` hands out only when the CPU supports it; the panel holds
+                // `nsub` packed sub-blocks, the activations n_tokens × cols values and
+                // n_tokens × nsub side values, and the output rows r0..r0 + n_rows of every
+                // token belong to this panel only.
+                unsafe { crate::cpu::avx512::gemm::panel_times_tokens(self.form, &tile) };
+            }
+        }
     }
 }
 

@@ -31,6 +31,7 @@ use crate::quant::{GgmlType, QuantFormat};
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+pub(crate) mod gemm;
 pub mod matmul;
 pub mod ops;
 pub mod pool;

@@ -2,4 +2,6 @@
 #[clippy::msrv = "1.89"]
 pub mod dot;
 #[clippy::msrv = "1.89"]
+pub(crate) mod gemm;
+#[clippy::msrv = "1.89"]
 pub mod ops;

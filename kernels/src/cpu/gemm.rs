@@ -1,0 +1,339 @@
+//! Prefill matrix products (many tokens at once): a register-blocked integer GEMM.
+//!
+//! The dot-product kernels reduce one (row, token) pair at a time, so every 32-value block
+//! costs a horizontal step per pair. Here every quantized weight type is brought to one common
+//! form, a *panel* of [`PANEL_ROWS`] rows packed so that one 512-bit register holds four
+//! consecutive weight codes of each of the 16 rows (GotoBLAS-style packing, done per panel on
+//! the fly into a per-thread buffer, so no second copy of the weights is ever kept). A
+//! micro-kernel then multiplies the panel with a few tokens at a time: one `vpdpbusd` per four
+//! columns feeds 16 rows × 1 token with a broadcast activation dword, integer sums stay in
+//! registers for a whole sub-block (16 or 32 values with one scale), and one FMA per sub-block
+//! and token applies the float scales of all 16 rows. The panel is unpacked once and reused for
+//! every token.
+//!
+//! The common form of a sub-block of `kb` values of one row: unsigned codes `q` (0..=255), a
+//! float scale `s`, an integer offset `o` (per type) and, for types with a minimum, a float
+//! `mn`: value = s·(q − o) + mn. The activations (Q8_0, Q8_1 or Q8_K, as the dot products use
+//! them) give per token and sub-block the int8 values `y`, their scale `d` and sum Σy:
+//! Σ value·d·y = s·d·(Σ q·y − o·Σy) + mn·d·Σy. The integer part is exactly the integer sum of
+//! the reference dot products (offset folded in before any rounding); only the order of the
+//! float additions differs. Q8_1's stored block sum (an f16 of d·Σy) is used as is, as the
+//! reference does.
+
+use crate::quant::{GgmlType, QuantFormat, KVALUES_IQ4NL};
+
+/// Weight rows per panel (one 512-bit register of i32 lanes).
+pub(crate) const PANEL_ROWS: usize = 16;
+
+/// How a weight type maps onto the common form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GemmForm {
+    /// Values per sub-block (one scale each): 32, or 16 for Q6_K.
+    pub kb: usize,
+    /// The integer offset `o` subtracted from every code.
+    pub offset: i32,
+    /// Whether there is a per-sub-block minimum `mn`.
+    pub mins: bool,
+}
+
+impl GemmForm {
+    /// Bytes of one packed sub-block of a panel: codes (`kb` × 16 rows), 16 f32 scales and,
+    /// with mins, 16 f32 minimums.
+    pub(crate) fn sub_stride(&self) -> usize {
+        self.kb * PANEL_ROWS + 64 + if self.mins { 64 } else { 0 }
+    }
+}
+
+/// The common form of `ty`, or `None` when the GEMM does not handle it (the dot-product path
+/// is used instead).
+pub(crate) fn gemm_form(ty: QuantFormat) -> Option<GemmForm> {
+    let QuantFormat::Ggml(ty) = ty else {
+        return None;
+    };
+    let f = |kb, offset, mins| Some(GemmForm { kb, offset, mins });
+    match ty {
+        GgmlType::Q4_0 => f(32, 8, false),
+        GgmlType::Q4_1 => f(32, 0, true),
+        GgmlType::Q5_0 => f(32, 16, false),
+        GgmlType::Q5_1 => f(32, 0, true),
+        GgmlType::Q8_0 | GgmlType::IQ4_NL => f(32, 128, false),
+        GgmlType::Q4_K | GgmlType::Q5_K => f(32, 0, true),
+        GgmlType::Q6_K => f(16, 32, false),
+        _ => None,
+    }
+}
+
+#[inline]
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
+}
+
+#[inline]
+fn f32_at(b: &[u8], at: usize) -> f32 {
+    f32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The low nibbles of `qs` then the high nibbles, into `codes` (2 × `qs.len()` bytes).
+#[inline]
+fn nibbles(qs: &[u8], codes: &mut [u8]) {
+    let n = qs.len();
+    let (lo, hi) = codes.split_at_mut(n);
+    for ((l, h), &q) in lo.iter_mut().zip(hi.iter_mut()).zip(qs) {
+        *l = q & 0x0F;
+        *h = q >> 4;
+    }
+}
+
+/// Unpacks one weight block `b` of `ty` (its whole `type_size` bytes) into codes (one per
+/// value), and the scale and minimum of each of its sub-blocks (see the module docs).
+/// Block layouts: ggml-common.h.
+fn unpack_block(ty: GgmlType, b: &[u8], codes: &mut [u8], scales: &mut [f32], mins: &mut [f32]) {
+    match ty {
+        GgmlType::Q4_0 => {
+            scales[0] = f16_at(b, 0);
+            nibbles(&b[2..18], codes);
+        }
+        GgmlType::Q4_1 => {
+            scales[0] = f16_at(b, 0);
+            mins[0] = f16_at(b, 2);
+            nibbles(&b[4..20], codes);
+        }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let (qh_at, qs_at) = if ty == GgmlType::Q5_0 {
+                (2, 6)
+            } else {
+                mins[0] = f16_at(b, 2);
+                (4, 8)
+            };
+            scales[0] = f16_at(b, 0);
+            let qh = u32::from_le_bytes([b[qh_at], b[qh_at + 1], b[qh_at + 2], b[qh_at + 3]]);
+            nibbles(&b[qs_at..qs_at + 16], codes);
+            for (j, c) in codes[..32].iter_mut().enumerate() {
+                *c |= (((qh >> j) & 1) << 4) as u8;
+            }
+        }
+        GgmlType::Q8_0 => {
+            scales[0] = f16_at(b, 0);
+            for (c, &q) in codes[..32].iter_mut().zip(&b[2..34]) {
+                *c = q ^ 0x80;
+            }
+        }
+        GgmlType::IQ4_NL => {
+            scales[0] = f16_at(b, 0);
+            for (j, &q) in b[2..18].iter().enumerate() {
+                codes[j] = (KVALUES_IQ4NL[(q & 0x0F) as usize] as u8) ^ 0x80;
+                codes[j + 16] = (KVALUES_IQ4NL[(q >> 4) as usize] as u8) ^ 0x80;
+            }
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+            let sm = crate::cpu::scalar::dot::unpack_scales_mins_k4(&b[4..16]);
+            for k in 0..8 {
+                scales[k] = d * sm[k] as f32;
+                mins[k] = -(dmin * sm[8 + k] as f32);
+            }
+            let qs_at = if ty == GgmlType::Q4_K { 16 } else { 48 };
+            for n in 0..4 {
+                let qs = &b[qs_at + 32 * n..qs_at + 32 * n + 32];
+                nibbles(qs, &mut codes[64 * n..64 * n + 64]);
+            }
+            if ty == GgmlType::Q5_K {
+                let qh = &b[16..48];
+                for n in 0..4 {
+                    for j in 0..32 {
+                        codes[64 * n + j] |= ((qh[j] >> (2 * n)) & 1) << 4;
+                        codes[64 * n + 32 + j] |= ((qh[j] >> (2 * n + 1)) & 1) << 4;
+                    }
+                }
+            }
+        }
+        GgmlType::Q6_K => {
+            let d = f16_at(b, 208);
+            for (k, s) in scales[..16].iter_mut().enumerate() {
+                *s = d * (b[192 + k] as i8) as f32;
+            }
+            for h in 0..2 {
+                let (ql, qh) = (&b[64 * h..64 * h + 64], &b[128 + 32 * h..160 + 32 * h]);
+                let o = &mut codes[128 * h..128 * h + 128];
+                for l in 0..32 {
+                    let (a, c, hb) = (ql[l], ql[l + 32], qh[l]);
+                    o[l] = (a & 0x0F) | ((hb & 3) << 4);
+                    o[l + 32] = (c & 0x0F) | (((hb >> 2) & 3) << 4);
+                    o[l + 64] = (a >> 4) | (((hb >> 4) & 3) << 4);
+                    o[l + 96] = (c >> 4) | (((hb >> 6) & 3) << 4);
+                }
+            }
+        }
+        _ => unreachable!("gemm_form admits only the types above"),
+    }
+}
+
+/// One 64-byte line, the unit of the packed buffers (aligned loads in the micro-kernels).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Line(pub [u8; 64]);
+
+/// Packs rows `r0 .. r0 + n_rows` (`n_rows` ≤ 16) of the weight matrix `data` (`wrb` bytes
+/// per row, `cols` values, type `ty` of form `form`) into `panel`: for each sub-block `b`,
+/// at `b · sub_stride`: codes `[kb/4][16 rows][4]`, then the 16 scales, then the 16 minimums.
+/// Rows past `n_rows` are zero (they contribute nothing and are not stored). Each weight block
+/// of the 16 rows is unpacked into a small row-major scratch, and `transpose` moves one
+/// sub-block of it (16 rows × `kb` codes, `bs` bytes apart) into the panel's order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pack_panel(
+    ty: GgmlType,
+    form: GemmForm,
+    data: &[u8],
+    wrb: usize,
+    cols: usize,
+    r0: usize,
+    n_rows: usize,
+    panel: &mut Vec<Line>,
+    transpose: fn(src: &[u8], src_stride: usize, kb: usize, dst: &mut [u8]),
+) {
+    let kb = form.kb;
+    let stride = form.sub_stride();
+    let nsub = cols / kb;
+    let lines = (nsub * stride).div_ceil(64);
+    panel.clear();
+    panel.resize(lines, Line([0; 64]));
+    let out: &mut [u8] = bytemuck_lines(panel);
+    let info = QuantFormat::Ggml(ty);
+    let (bs, ts) = (info.block_size(), info.type_size());
+    let per = bs / kb;
+    let mut codes = [0u8; PANEL_ROWS * 256];
+    let mut scales = [[0f32; 16]; PANEL_ROWS];
+    let mut mins = [[0f32; 16]; PANEL_ROWS];
+    for wb in 0..cols / bs {
+        for r in 0..n_rows {
+            let at = (r0 + r) * wrb + wb * ts;
+            unpack_block(
+                ty,
+                &data[at..at + ts],
+                &mut codes[r * bs..(r + 1) * bs],
+                &mut scales[r],
+                &mut mins[r],
+            );
+        }
+        for s in 0..per {
+            let b = wb * per + s;
+            let dst = &mut out[b * stride..(b + 1) * stride];
+            transpose(&codes[s * kb..], bs, kb, &mut dst[..kb * PANEL_ROWS]);
+            let sc = kb * PANEL_ROWS;
+            for r in 0..n_rows {
+                dst[sc + 4 * r..sc + 4 * r + 4].copy_from_slice(&scales[r][s].to_le_bytes());
+                if form.mins {
+                    dst[sc + 64 + 4 * r..sc + 68 + 4 * r]
+                        .copy_from_slice(&mins[r][s].to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// The portable form of `pack_panel`'s `transpose`: `dst[j][r][0..4]` = `src[r · src_stride +
+/// 4j ..][..4]` for 16 rows and `kb / 4` dwords.
+#[allow(dead_code)]
+pub(crate) fn transpose_codes(src: &[u8], src_stride: usize, kb: usize, dst: &mut [u8]) {
+    for j in 0..kb / 4 {
+        for r in 0..PANEL_ROWS {
+            let at = r * src_stride + 4 * j;
+            dst[64 * j + 4 * r..64 * j + 4 * r + 4].copy_from_slice(&src[at..at + 4]);
+        }
+    }
+}
+
+/// The bytes of a line buffer.
+fn bytemuck_lines(lines: &mut [Line]) -> &mut [u8] {
+    // SAFETY: `Line` is 64 plain bytes with no padding (repr(C), one [u8; 64] field), so the
+    // buffer is `64 · len` initialised bytes; the borrow is carried over.
+    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<u8>(), lines.len() * 64) }
+}
+
+/// Per token and sub-block: the activation scale, the minimum multiplier (d·Σy, or Q8_1's
+/// stored sum) and the integer start −o·Σy.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub(crate) struct Side {
+    pub d: f32,
+    pub ms: f32,
+    pub init: i32,
+    pub _pad: i32,
+}
+
+/// Activations in the GEMM's form: the int8 values of every token contiguous (`cols` per
+/// token) and the [`Side`] values sub-block-major (`side[b · n_tokens + t]`), so that the
+/// tokens of one micro-tile read adjacent entries.
+#[derive(Default)]
+pub(crate) struct GemmActs {
+    pub y: Vec<i8>,
+    pub side: Vec<Side>,
+}
+
+impl GemmActs {
+    /// Fills `self` from `n_tokens` activation rows (`row(t)`, of type `act`, `cols` values)
+    /// for a weight of form `form`.
+    pub(crate) fn build<'a>(
+        &mut self,
+        act: GgmlType,
+        form: GemmForm,
+        n_tokens: usize,
+        cols: usize,
+        row: impl Fn(usize) -> &'a [u8],
+    ) {
+        let kb = form.kb;
+        let nsub = cols / kb;
+        self.y.clear();
+        self.y.resize(n_tokens * cols, 0);
+        self.side.clear();
+        self.side.resize(n_tokens * nsub, Side::default());
+        for t in 0..n_tokens {
+            let a = row(t);
+            let y = &mut self.y[t * cols..(t + 1) * cols];
+            for b in 0..nsub {
+                let (d, ms_stored, qs, sum) = match act {
+                    GgmlType::Q8_0 | GgmlType::Q8_1 => {
+                        let (ts, q0) = if act == GgmlType::Q8_0 {
+                            (34, 2)
+                        } else {
+                            (36, 4)
+                        };
+                        let blk = &a[b * ts..(b + 1) * ts];
+                        let ms = if act == GgmlType::Q8_1 {
+                            Some(f16_at(blk, 2))
+                        } else {
+                            None
+                        };
+                        let qs = &blk[q0..q0 + 32];
+                        let sum: i32 = qs.iter().map(|&q| q as i8 as i32).sum();
+                        (f16_at(blk, 0), ms, qs, sum)
+                    }
+                    GgmlType::Q8_K => {
+                        let per = 256 / kb;
+                        let (sb, s) = (b / per, b % per);
+                        let blk = &a[sb * 292..(sb + 1) * 292];
+                        let qs = &blk[4 + kb * s..4 + kb * (s + 1)];
+                        let nsums = kb / 16;
+                        let sum: i32 = (0..nsums)
+                            .map(|k| {
+                                let at = 260 + 2 * (nsums * s + k);
+                                i16::from_le_bytes([blk[at], blk[at + 1]]) as i32
+                            })
+                            .sum();
+                        (f32_at(blk, 0), None, qs, sum)
+                    }
+                    _ => unreachable!("GEMM activations are Q8_0, Q8_1 or Q8_K"),
+                };
+                for (o, &q) in y[b * kb..(b + 1) * kb].iter_mut().zip(qs) {
+                    *o = q as i8;
+                }
+                self.side[b * n_tokens + t] = Side {
+                    d,
+                    ms: ms_stored.unwrap_or(d * sum as f32),
+                    init: -form.offset * sum,
+                    _pad: 0,
+                };
+            }
+        }
+    }
+}
