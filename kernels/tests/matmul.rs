@@ -148,10 +148,14 @@ proptest! {
 
 /// The weight types of the GEMM (`Kernels::uses_gemm`); token counts around and past the tile
 /// of 8 (ragged tails) and row counts around the panel of 16.
-const GEMM_FORMATS: [QuantFormat; 3] = [
+const GEMM_FORMATS: [QuantFormat; 7] = [
+    QuantFormat::Ggml(GgmlType::Q4_K),
+    QuantFormat::Ggml(GgmlType::Q6_K),
     QuantFormat::Ggml(GgmlType::Q4_0),
     QuantFormat::Ggml(GgmlType::Q4_1),
+    QuantFormat::Ggml(GgmlType::Q5_0),
     QuantFormat::Ggml(GgmlType::Q8_0),
+    QuantFormat::Ggml(GgmlType::IQ4_NL),
 ];
 
 proptest! {
@@ -166,7 +170,9 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let pools = [ThreadPool::new(1).unwrap(), ThreadPool::new(2).unwrap()];
-        check(GEMM_FORMATS[fi], rows, col_blocks, n_tokens, seed, &pools);
+        let fmt = GEMM_FORMATS[fi];
+        let col_blocks = if fmt.block_size() == 256 { col_blocks.div_ceil(5) } else { col_blocks };
+        check(fmt, rows, col_blocks, n_tokens, seed, &pools);
     }
 }
 
@@ -174,7 +180,8 @@ proptest! {
 fn gemm_on_large_matrices_with_both_threads() {
     let pools = [ThreadPool::new(1).unwrap(), ThreadPool::new(2).unwrap()];
     for fmt in GEMM_FORMATS {
-        check(fmt, 133, 20, 27, 11, &pools);
+        let col_blocks = if fmt.block_size() == 256 { 3 } else { 20 };
+        check(fmt, 133, col_blocks, 27, 11, &pools);
     }
 }
 

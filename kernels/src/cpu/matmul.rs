@@ -330,7 +330,7 @@ impl Kernels {
 
 impl Kernels {
     /// Whether [`Kernels::matmul_q`] takes the register-blocked GEMM (`cpu/gemm.rs`) for
-    /// `n_tokens` tokens of weight type `ty`: on AVX-512 for Q4_0, Q4_1 and Q8_0, whose panels
+    /// `n_tokens` tokens of weight type `ty`: on AVX-512 for Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q4_K and Q6_K, whose panels
     /// pack fast enough to serve every token count, decode included. Its results agree with
     /// the dot products within float rounding (the same integer sums, scaled and added in
     /// another order) and do not depend on how the tokens are split into calls.
@@ -339,7 +339,15 @@ impl Kernels {
             && self.isa == Isa::Avx512
             && matches!(
                 ty,
-                QuantFormat::Ggml(GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+                QuantFormat::Ggml(
+                    GgmlType::Q4_0
+                        | GgmlType::Q4_1
+                        | GgmlType::Q5_0
+                        | GgmlType::Q8_0
+                        | GgmlType::IQ4_NL
+                        | GgmlType::Q4_K
+                        | GgmlType::Q6_K
+                )
             )
     }
 

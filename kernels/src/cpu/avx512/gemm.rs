@@ -5,7 +5,7 @@
 use std::arch::x86_64::*;
 
 use crate::cpu::gemm::{GemmForm, Line, Side, PANEL_ROWS};
-use crate::quant::GgmlType;
+use crate::quant::{GgmlType, KVALUES_IQ4NL};
 
 /// The arguments of one micro-tile.
 #[derive(Clone, Copy)]
@@ -155,7 +155,7 @@ unsafe fn transpose_codes_avx512(src: &[u8], src_stride: usize, kb: usize, dst: 
     }
 }
 
-/// Packs rows `r0 .. r0 + n_rows` (≤ 16) of a Q4_0, Q4_1 or Q8_0 matrix straight from the
+/// Packs rows `r0 .. r0 + n_rows` (≤ 16) of a Q4_0, Q4_1, Q5_0, Q8_0 or IQ4_NL matrix straight from the
 /// GGUF blocks into the panel form of `cpu/gemm.rs` (`pack_panel`'s result, bit for bit),
 /// with one gather per four columns of the 16 rows. Returns `false` for other types.
 ///
@@ -171,9 +171,40 @@ pub(crate) fn pack_panel_fast(
     n_rows: usize,
     panel: &mut Vec<Line>,
 ) -> bool {
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+        let (ts, kb, stride) = if ty == GgmlType::Q4_K {
+            (144, 32, 32 * PANEL_ROWS + 128)
+        } else {
+            (210, 16, 16 * PANEL_ROWS + 64)
+        };
+        assert!(
+            (1..=PANEL_ROWS).contains(&n_rows)
+                && cols.is_multiple_of(256)
+                && wrb == cols / 256 * ts
+                && data.len() >= (r0 + n_rows) * wrb,
+            "pack_panel_fast: bad sizes"
+        );
+        let lines = cols / kb * stride / 64;
+        if panel.len() < lines {
+            panel.resize(lines, Line([0; 64]));
+        }
+        // SAFETY: as below.
+        unsafe {
+            pack_kquant_avx512(
+                ty == GgmlType::Q4_K,
+                data.as_ptr().add(r0 * wrb),
+                wrb,
+                cols / 256,
+                n_rows,
+                panel.as_mut_ptr().cast(),
+            )
+        };
+        return true;
+    }
     let (ts, qs_at, mins) = match ty {
-        GgmlType::Q4_0 => (18, 2, false),
+        GgmlType::Q4_0 | GgmlType::IQ4_NL => (18, 2, false),
         GgmlType::Q4_1 => (20, 4, true),
+        GgmlType::Q5_0 => (22, 6, false),
         GgmlType::Q8_0 => (34, 2, false),
         _ => return false,
     };
@@ -231,6 +262,21 @@ unsafe fn pack_fast_avx512(
     let z = _mm512_setzero_si512();
     let low4 = _mm512_set1_epi8(0x0F);
     let flip = _mm512_set1_epi8(-128);
+    let spread_mul = _mm512_set1_epi32(0x0020_4081);
+    let ones = _mm512_set1_epi32(0x0101_0101);
+    // IQ4_NL's codebook offset by 128 (unsigned for vpdpbusd), in every 128-bit lane; only the
+    // bytes of real rows are looked up (the others stay 0, as the portable packing leaves them).
+    let mut table = [0u8; 16];
+    for (t, &k) in table.iter_mut().zip(&KVALUES_IQ4NL) {
+        *t = (k as u8) ^ 0x80;
+    }
+    // SAFETY: `table` has 16 bytes.
+    let iq4nl = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(table.as_ptr().cast()) });
+    let bytes_m: __mmask64 = if n_rows == PANEL_ROWS {
+        u64::MAX
+    } else {
+        (1u64 << (4 * n_rows)) - 1
+    };
     // SAFETY (whole body): the gathers read 4 bytes at offsets < ts within block b of each
     // of the n_rows rows (masked rows read nothing); the stores write sub-block b of the
     // panel (caller contract).
@@ -256,10 +302,38 @@ unsafe fn pack_fast_avx512(
                     }
                 }
             } else {
+                // Q5_0: bit k of qh is the fifth bit of value k.
+                let qh = if ty == GgmlType::Q5_0 {
+                    _mm512_mask_i32gather_epi32::<1>(z, m, idx, blk.add(2).cast())
+                } else {
+                    z
+                };
+                // Four bits of each lane (at `shift`) as 0x10 in the four bytes of the lane:
+                // x · 0x00204081 puts bit i at bit 8i (the four shifted copies do not overlap).
+                let fifth = |shift: u32| {
+                    let x = _mm512_and_si512(
+                        _mm512_srlv_epi32(qh, _mm512_set1_epi32(shift as i32)),
+                        _mm512_set1_epi32(0xF),
+                    );
+                    let spread = _mm512_and_si512(_mm512_mullo_epi32(x, spread_mul), ones);
+                    _mm512_slli_epi32(spread, 4)
+                };
                 let t = transpose_16x4(blk.add(qs_at), wrb, n_rows);
                 for (j, v) in t.into_iter().enumerate() {
-                    _mm512_store_si512(o.add(64 * j).cast(), _mm512_and_si512(v, low4));
-                    let hi = _mm512_and_si512(_mm512_srli_epi32(v, 4), low4);
+                    let mut lo = _mm512_and_si512(v, low4);
+                    let mut hi = _mm512_and_si512(_mm512_srli_epi32(v, 4), low4);
+                    match ty {
+                        GgmlType::Q5_0 => {
+                            lo = _mm512_or_si512(lo, fifth(4 * j as u32));
+                            hi = _mm512_or_si512(hi, fifth(16 + 4 * j as u32));
+                        }
+                        GgmlType::IQ4_NL => {
+                            lo = _mm512_maskz_shuffle_epi8(bytes_m, iq4nl, lo);
+                            hi = _mm512_maskz_shuffle_epi8(bytes_m, iq4nl, hi);
+                        }
+                        _ => {}
+                    }
+                    _mm512_store_si512(o.add(64 * j).cast(), lo);
                     _mm512_store_si512(o.add(64 * (j + 4)).cast(), hi);
                 }
             }
@@ -269,6 +343,152 @@ unsafe fn pack_fast_avx512(
             if mins {
                 let mn = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
                 _mm512_store_ps(o.add(32 * PANEL_ROWS + 64).cast(), mn);
+            }
+        }
+    }
+}
+
+/// [`pack_panel_fast`] for Q4_K (`q4k`) or Q6_K: `nsb` super-blocks per row.
+///
+/// # Safety
+/// The CPU supports AVX-512; `w` points to `n_rows` rows of `wrb` bytes (`nsb` blocks each)
+/// and `out` to the panel's `nsb · 256 / kb` sub-blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn pack_kquant_avx512(
+    q4k: bool,
+    w: *const u8,
+    wrb: usize,
+    nsb: usize,
+    n_rows: usize,
+    out: *mut u8,
+) {
+    let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(wrb as i32));
+    let m: __mmask16 = ((1u32 << n_rows) - 1) as u16;
+    let z = _mm512_setzero_si512();
+    let low4 = _mm512_set1_epi8(0x0F);
+    let low2 = _mm512_set1_epi8(0x03);
+    let b63 = _mm512_set1_epi32(63);
+    let b15 = _mm512_set1_epi32(15);
+    let b3 = _mm512_set1_epi32(3);
+    // SAFETY (whole body): the gathers and row loads read within super-block sb of each of
+    // the n_rows rows (the f16 d of Q6_K, its last two bytes, as the top half of the dword at
+    // 206); the stores write the panel's sub-blocks of super-block sb (caller contract).
+    unsafe {
+        let gather = |p: *const u8| _mm512_mask_i32gather_epi32::<1>(z, m, idx, p.cast());
+        for sb in 0..nsb {
+            if q4k {
+                let blk = w.add(144 * sb);
+                let o = out.add(8 * sb * 640);
+                let dm = gather(blk);
+                let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
+                let dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
+                let (s0, s1, s2) = (gather(blk.add(4)), gather(blk.add(8)), gather(blk.add(12)));
+                let byte =
+                    |v: __m512i, i: u32| _mm512_srlv_epi32(v, _mm512_set1_epi32(8 * i as i32));
+                for k in 0..8u32 {
+                    let (sc, mn) = if k < 4 {
+                        (
+                            _mm512_and_si512(byte(s0, k), b63),
+                            _mm512_and_si512(byte(s1, k), b63),
+                        )
+                    } else {
+                        let i = k - 4;
+                        let hi_s = _mm512_slli_epi32(
+                            _mm512_and_si512(_mm512_srli_epi32(byte(s0, i), 6), b3),
+                            4,
+                        );
+                        let hi_m = _mm512_slli_epi32(
+                            _mm512_and_si512(_mm512_srli_epi32(byte(s1, i), 6), b3),
+                            4,
+                        );
+                        (
+                            _mm512_or_si512(_mm512_and_si512(byte(s2, i), b15), hi_s),
+                            _mm512_or_si512(
+                                _mm512_and_si512(_mm512_srli_epi32(byte(s2, i), 4), b15),
+                                hi_m,
+                            ),
+                        )
+                    };
+                    let ok = o.add(640 * k as usize);
+                    _mm512_store_ps(ok.add(512).cast(), _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)));
+                    let mins = _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mn));
+                    // -x exactly (also -0.0 for 0), as the portable packing.
+                    _mm512_store_ps(
+                        ok.add(576).cast(),
+                        _mm512_maskz_xor_ps(m, mins, _mm512_set1_ps(-0.0)),
+                    );
+                }
+                for n in 0..4 {
+                    for half in 0..2 {
+                        let t = transpose_16x4(blk.add(16 + 32 * n + 16 * half), wrb, n_rows);
+                        for (j, v) in t.into_iter().enumerate() {
+                            let jj = 4 * half + j;
+                            let lo = _mm512_and_si512(v, low4);
+                            let hi = _mm512_and_si512(_mm512_srli_epi32(v, 4), low4);
+                            _mm512_store_si512(o.add(640 * 2 * n + 64 * jj).cast(), lo);
+                            _mm512_store_si512(o.add(640 * (2 * n + 1) + 64 * jj).cast(), hi);
+                        }
+                    }
+                }
+            } else {
+                let blk = w.add(210 * sb);
+                let o = out.add(16 * sb * 320);
+                let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(
+                    gather(blk.add(206)),
+                    16,
+                )));
+                for q in 0..4 {
+                    let sv = gather(blk.add(192 + 4 * q));
+                    for i in 0..4 {
+                        // Byte i of the lane, sign-extended.
+                        let sc = _mm512_srai_epi32(
+                            _mm512_sllv_epi32(sv, _mm512_set1_epi32(24 - 8 * i)),
+                            24,
+                        );
+                        let k = 4 * q + i as usize;
+                        _mm512_store_ps(
+                            o.add(320 * k + 256).cast(),
+                            _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)),
+                        );
+                    }
+                }
+                for h in 0..2 {
+                    let ql = blk.add(64 * h);
+                    let qh = blk.add(128 + 32 * h);
+                    for e in 0..2 {
+                        let a = transpose_16x4(ql.add(16 * e), wrb, n_rows);
+                        let b = transpose_16x4(ql.add(32 + 16 * e), wrb, n_rows);
+                        let c = transpose_16x4(qh.add(16 * e), wrb, n_rows);
+                        for j in 0..4 {
+                            let hb = |s: u32| {
+                                _mm512_slli_epi32(
+                                    _mm512_and_si512(
+                                        _mm512_srlv_epi32(c[j], _mm512_set1_epi32(s as i32)),
+                                        low2,
+                                    ),
+                                    4,
+                                )
+                            };
+                            let codes = [
+                                _mm512_or_si512(_mm512_and_si512(a[j], low4), hb(0)),
+                                _mm512_or_si512(_mm512_and_si512(b[j], low4), hb(2)),
+                                _mm512_or_si512(
+                                    _mm512_and_si512(_mm512_srli_epi32(a[j], 4), low4),
+                                    hb(4),
+                                ),
+                                _mm512_or_si512(
+                                    _mm512_and_si512(_mm512_srli_epi32(b[j], 4), low4),
+                                    hb(6),
+                                ),
+                            ];
+                            for (g, v) in codes.into_iter().enumerate() {
+                                let k = 8 * h + 2 * g + e;
+                                _mm512_store_si512(o.add(320 * k + 64 * j).cast(), v);
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -323,16 +543,25 @@ mod tests {
             return;
         }
         let mut seed = 0x1234_5678u32;
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::IQ4_NL,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
             let fmt = QuantFormat::Ggml(ty);
-            let (rows, cols) = (37, 96);
-            let wrb = cols / 32 * fmt.type_size();
+            let (rows, cols) = (37, if fmt.block_size() == 256 { 512 } else { 96 });
+            let wrb = cols / fmt.block_size() * fmt.type_size();
             let data: Vec<u8> = (0..rows * wrb)
                 .map(|i| {
                     seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                     // Keep the f16 scales finite: clear their exponent's top bit.
                     let b = (seed >> 24) as u8;
-                    if (i % fmt.type_size()) % 2 == 1 && (i % fmt.type_size()) < 4 {
+                    let o = i % fmt.type_size();
+                    if o % 2 == 1 && (o < 4 || (ty == GgmlType::Q6_K && o == 209)) {
                         b & 0x3F
                     } else {
                         b
