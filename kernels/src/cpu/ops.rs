@@ -745,6 +745,35 @@ pub fn attention_parallel(
     if n_tokens >= GGML_FA_TILE_Q && same_kv_type {
         // ggml's tiled path. A job is (tile of query tokens, kv head) with all the heads of the
         // group, so each K/V block is converted once for tokens × heads rows.
+        //
+        // ggml converts an f16 K/V block to f32 for every tile; the conversion is exact, so
+        // converting the cache rows once per call gives the same bits, and the kernels then
+        // read the f32 rows in place.
+        let n_pos = n_past + n_tokens;
+        let converted = match (kv.k, kv.v) {
+            (KvData::F16(k), KvData::F16(v)) => {
+                let len = n_pos * n_kv * hd;
+                let mut kf = vec![0.0f32; len];
+                let mut vf = vec![0.0f32; len];
+                f16_to_f32_row(isa, &k[..len], &mut kf);
+                f16_to_f32_row(isa, &v[..len], &mut vf);
+                Some((kf, vf))
+            }
+            _ => None,
+        };
+        let kv_f32;
+        let kv = match &converted {
+            Some((kf, vf)) => {
+                kv_f32 = KvView {
+                    k: KvData::F32(kf),
+                    v: KvData::F32(vf),
+                    n_kv_heads: n_kv,
+                    head_dim: hd,
+                };
+                &kv_f32
+            }
+            None => kv,
+        };
         let tile_tokens = (tile_rows(isa) / group).clamp(1, 16);
         let n_jobs = n_tokens.div_ceil(tile_tokens) * n_kv;
         let glen = group * hd;

@@ -1010,10 +1010,18 @@ unsafe fn attend_tile_rv<const RV: usize>(tile: &AttnTile, q_tile: &[f32], out_t
     let mut lo = vec![0i32; rp];
     let mut hi = vec![0i32; rp];
     let (mut key_min, mut key_max) = (usize::MAX, 0usize);
-    for r in 0..rows {
-        for d in 0..hd {
-            qt[d * rp + r] = q_tile[r * hd + d];
+    if hd.is_multiple_of(LANES) {
+        // SAFETY: `rows <= rp`, `q_tile.len() >= rows * hd` and `qt.len() == hd * rp`
+        // (asserted and allocated above); this function's target features.
+        unsafe { transpose_rows_to_cols(q_tile, rows, hd, &mut qt, rp) };
+    } else {
+        for r in 0..rows {
+            for d in 0..hd {
+                qt[d * rp + r] = q_tile[r * hd + d];
+            }
         }
+    }
+    for r in 0..rows {
         let keys = crate::cpu::ops::attended_keys(tile.first_pos + r / g, tile.window);
         lo[r] = keys.start as i32;
         hi[r] = keys.end as i32;
@@ -1056,14 +1064,28 @@ unsafe fn attend_tile_rv<const RV: usize>(tile: &AttnTile, q_tile: &[f32], out_t
     };
     while b0 < key_max {
         let n = (key_max - b0).min(BLOCK);
-        for j in 0..n {
-            let off = (b0 + j) * kv_row + base;
-            // SAFETY: `b0 + j < key_max`: inside the cache (asserted above).
-            unsafe {
-                load_kv_row(&kv.k, off, &mut kf[j * hd..(j + 1) * hd]);
-                load_kv_row(&kv.v, off, &mut vf[j * hd..(j + 1) * hd]);
+        // Key row `j` of the block is at `kp + j * ks`, value row `j` at `vp + j * ks`. An f32
+        // cache (e.g. `attention_parallel`'s f16 cache converted once per call) is read in
+        // place when the score loop's rounding up to 4 keys stays inside it; otherwise the
+        // rows are copied (converted) into `kf`/`vf`.
+        let last_row_end = (b0 + n.next_multiple_of(4) - 1) * kv_row + base + hd;
+        let (kp, vp, ks) = match (&kv.k, &kv.v) {
+            (KvData::F32(k), KvData::F32(v)) if last_row_end <= k.len().min(v.len()) => {
+                let off = b0 * kv_row + base;
+                (k[off..].as_ptr(), v[off..].as_ptr(), kv_row)
             }
-        }
+            _ => {
+                for j in 0..n {
+                    let off = (b0 + j) * kv_row + base;
+                    // SAFETY: `b0 + j < key_max`: inside the cache (asserted above).
+                    unsafe {
+                        load_kv_row(&kv.k, off, &mut kf[j * hd..(j + 1) * hd]);
+                        load_kv_row(&kv.v, off, &mut vf[j * hd..(j + 1) * hd]);
+                    }
+                }
+                (kf.as_ptr(), vf.as_ptr(), hd)
+            }
+        };
         // Scores for 4 keys at a time: 4 × RV independent accumulators.
         let mut j = 0;
         while j < n {
@@ -1075,8 +1097,9 @@ unsafe fn attend_tile_rv<const RV: usize>(tile: &AttnTile, q_tile: &[f32], out_t
                     *q = unsafe { _mm512_loadu_ps(qt.as_ptr().add(d * rp + vr * LANES)) };
                 }
                 for (jj, aj) in a.iter_mut().enumerate() {
-                    // SAFETY: `j + jj <= 63 < BLOCK` (j is a multiple of 4 below n ≤ 64).
-                    let kd = _mm512_set1_ps(unsafe { *kf.as_ptr().add((j + jj) * hd + d) });
+                    // SAFETY: `j + jj <= 63 < BLOCK` (j is a multiple of 4 below n ≤ 64), so
+                    // the row is inside `kf` or, read in place, before `last_row_end`.
+                    let kd = _mm512_set1_ps(unsafe { *kp.add((j + jj) * ks + d) });
                     for vr in 0..RV {
                         aj[vr] = _mm512_fmadd_ps(kd, qd[vr], aj[vr]);
                     }
@@ -1147,8 +1170,8 @@ unsafe fn attend_tile_rv<const RV: usize>(tile: &AttnTile, q_tile: &[f32], out_t
                     *pv = unsafe { _mm512_loadu_ps(st.as_ptr().add(j * rp + vr * LANES)) };
                 }
                 for (dd, ad) in a.iter_mut().enumerate() {
-                    // SAFETY: `j * hd + d + dd < BLOCK * hd`.
-                    let v = _mm512_set1_ps(unsafe { *vf.as_ptr().add(j * hd + d + dd) });
+                    // SAFETY: `j < n`, `d + dd < hd`: inside `vf` or the cache, as for `kp`.
+                    let v = _mm512_set1_ps(unsafe { *vp.add(j * ks + d + dd) });
                     for vr in 0..RV {
                         ad[vr] = _mm512_fmadd_ps(v, p[vr], ad[vr]);
                     }
@@ -1173,9 +1196,127 @@ unsafe fn attend_tile_rv<const RV: usize>(tile: &AttnTile, q_tile: &[f32], out_t
         // SAFETY: `inv` holds `rp` values.
         unsafe { _mm512_storeu_ps(inv.as_mut_ptr().add(vr * LANES), i) };
     }
-    for r in 0..rows {
-        for d in 0..hd {
-            out_tile[r * hd + d] = acc[d * rp + r] * inv[r];
+    if hd.is_multiple_of(LANES) {
+        // SAFETY: `rows <= rp`, `out_tile.len() >= rows * hd`, `acc.len() == hd * rp` and
+        // `inv.len() == rp`; this function's target features.
+        unsafe { transpose_cols_to_rows_scaled(&acc, rp, &inv, rows, hd, out_tile) };
+    } else {
+        for r in 0..rows {
+            for d in 0..hd {
+                out_tile[r * hd + d] = acc[d * rp + r] * inv[r];
+            }
+        }
+    }
+}
+
+/// Transposes 16 vectors in place (`v[i][j]` ↔ `v[j][i]`): for each bit `k` of the index, the
+/// off-diagonal `k × k` blocks of every `2k × 2k` block are swapped (4 stages of 8 two-source
+/// permutes). Pure data movement; replaces the scalar transposes of the tiled attention, which
+/// the compiler turned into scatters and gathers.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn transpose_16x16(v: &mut [__m512; LANES]) {
+    for k in [8usize, 4, 2, 1] {
+        let mut lo_idx = [0i32; LANES];
+        let mut hi_idx = [0i32; LANES];
+        for c in 0..LANES {
+            // Index 0..15 picks from the first source, 16..31 from the second.
+            if c & k == 0 {
+                lo_idx[c] = c as i32;
+                hi_idx[c] = (c + k) as i32;
+            } else {
+                lo_idx[c] = (LANES + c - k) as i32;
+                hi_idx[c] = (LANES + c) as i32;
+            }
+        }
+        // SAFETY: both arrays hold 16 i32.
+        let (lo, hi) = unsafe {
+            (
+                _mm512_loadu_si512(lo_idx.as_ptr() as *const _),
+                _mm512_loadu_si512(hi_idx.as_ptr() as *const _),
+            )
+        };
+        for i in 0..LANES {
+            if i & k == 0 {
+                let (a, b) = (v[i], v[i + k]);
+                v[i] = _mm512_permutex2var_ps(a, lo, b);
+                v[i + k] = _mm512_permutex2var_ps(a, hi, b);
+            }
+        }
+    }
+}
+
+/// `qt[d * rp + r] = q[r * hd + d]` for `r < rows`, `d < hd`, by 16 × 16 blocks; the rows of
+/// `qt`'s last block past `rows` get zeros.
+///
+/// # Safety
+/// `hd % 16 == 0`, `rows <= rp`, `rp % 16 == 0`, `q.len() >= rows * hd`, `qt.len() >= hd * rp`;
+/// the CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+unsafe fn transpose_rows_to_cols(q: &[f32], rows: usize, hd: usize, qt: &mut [f32], rp: usize) {
+    assert!(
+        hd.is_multiple_of(LANES)
+            && rp.is_multiple_of(LANES)
+            && rows <= rp
+            && q.len() >= rows * hd
+            && qt.len() >= hd * rp
+    );
+    let mut v = [_mm512_setzero_ps(); LANES];
+    for r0 in (0..rows).step_by(LANES) {
+        for d0 in (0..hd).step_by(LANES) {
+            for (i, vi) in v.iter_mut().enumerate() {
+                *vi = if r0 + i < rows {
+                    // SAFETY: `(r0 + i) * hd + d0 + 16 <= rows * hd <= q.len()`.
+                    unsafe { _mm512_loadu_ps(q.as_ptr().add((r0 + i) * hd + d0)) }
+                } else {
+                    _mm512_setzero_ps()
+                };
+            }
+            transpose_16x16(&mut v);
+            for (j, vj) in v.iter().enumerate() {
+                // SAFETY: `(d0 + j) * rp + r0 + 16 <= hd * rp` (r0 + 16 <= rp: `rp % 16 == 0`).
+                unsafe { _mm512_storeu_ps(qt.as_mut_ptr().add((d0 + j) * rp + r0), *vj) };
+            }
+        }
+    }
+}
+
+/// `out[r * hd + d] = acc[d * rp + r] * inv[r]` for `r < rows`, `d < hd`, by 16 × 16 blocks.
+///
+/// # Safety
+/// `hd % 16 == 0`, `rows <= rp`, `rp % 16 == 0`, `acc.len() >= hd * rp`, `inv.len() >= rp`,
+/// `out.len() >= rows * hd`; the CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+unsafe fn transpose_cols_to_rows_scaled(
+    acc: &[f32],
+    rp: usize,
+    inv: &[f32],
+    rows: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        hd.is_multiple_of(LANES)
+            && rp.is_multiple_of(LANES)
+            && rows <= rp
+            && acc.len() >= hd * rp
+            && inv.len() >= rp
+            && out.len() >= rows * hd
+    );
+    let mut v = [_mm512_setzero_ps(); LANES];
+    for r0 in (0..rows).step_by(LANES) {
+        for d0 in (0..hd).step_by(LANES) {
+            for (i, vi) in v.iter_mut().enumerate() {
+                // SAFETY: `(d0 + i) * rp + r0 + 16 <= hd * rp <= acc.len()`.
+                *vi = unsafe { _mm512_loadu_ps(acc.as_ptr().add((d0 + i) * rp + r0)) };
+            }
+            transpose_16x16(&mut v);
+            for (j, vj) in v.iter().enumerate().take(rows - r0) {
+                let r = r0 + j;
+                let scaled = _mm512_mul_ps(*vj, _mm512_set1_ps(inv[r]));
+                // SAFETY: `r * hd + d0 + 16 <= rows * hd <= out.len()`.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(r * hd + d0), scaled) };
+            }
         }
     }
 }
