@@ -529,6 +529,24 @@ pub struct AttnTile<'a> {
     pub scale: f32,
 }
 
+impl AttnTile<'_> {
+    /// Token `t` of the tile as a one-token job on ggml's tiled path: the keys its position
+    /// attends (causal, minus the sliding window) for all heads of the group.
+    pub fn token_job(&self, t: usize) -> AttnJob<'_> {
+        let keys = attended_keys(self.first_pos + t, self.window);
+        AttnJob {
+            kv: self.kv,
+            kv_head: self.kv_head,
+            head_dim: self.head_dim,
+            key_lo: keys.start,
+            key_hi: keys.end,
+            scale: self.scale,
+            ggml_vec_path: false,
+            partial: false,
+        }
+    }
+}
+
 /// Query tokens from which ggml's CPU flash attention switches to its tiled path
 /// (`GGML_FA_TILE_Q` in `ggml-cpu/common.h`).
 pub const GGML_FA_TILE_Q: usize = 64;

@@ -551,17 +551,7 @@ pub fn attend_tile(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]) {
         .zip(out_tile.chunks_exact_mut(len))
         .enumerate()
     {
-        let keys = crate::cpu::ops::attended_keys(tile.first_pos + t, tile.window);
-        let job = AttnJob {
-            kv: tile.kv,
-            kv_head: tile.kv_head,
-            head_dim: tile.head_dim,
-            key_lo: keys.start,
-            key_hi: keys.end,
-            scale: tile.scale,
-            ggml_vec_path: false,
-            partial: false,
-        };
+        let job = tile.token_job(t);
         attend_group(&job, qt, ot);
     }
 }
