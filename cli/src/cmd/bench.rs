@@ -21,7 +21,7 @@ use tinyrt::kernels::cpu::{ops, Isa};
 use tinyrt::kv_cache::KvType;
 use tinyrt::model::Device;
 use tinyrt::sampler::argmax;
-use tinyrt::{LoadOptions, Model, Session, SessionOptions};
+use tinyrt::{Model, Session, SessionOptions};
 
 use crate::error::bad_input;
 use crate::output;
@@ -317,16 +317,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let kv_type: KvType = args.kv_type.parse().map_err(bad_input)?;
     let device: Device = args.device.parse().map_err(bad_input)?;
-    let model = Model::load(
-        &args.model,
-        LoadOptions {
-            device,
-            threads: args.threads,
-            isa: None,
-            requant: args.requant.format()?,
-        },
-    )
-    .map_err(|e| bad_input(format!("{}: {e}", args.model.display())))?;
+    let model = super::load_model(&args.model, device, args.threads, args.requant.format()?)?;
     let ttft_tokens = first_token(&model, kv_type)?;
     let ttft_ms = t_start.elapsed().as_secs_f64() * 1e3;
     super::requant::report(&model);

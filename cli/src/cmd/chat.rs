@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use tinyrt::chat::{Assistant, AssistantError, AssistantOptions, Message};
 use tinyrt::kv_cache::KvType;
 use tinyrt::model::Device;
-use tinyrt::{LoadOptions, Model, SessionOptions};
+use tinyrt::SessionOptions;
 
 use crate::error::{as_bad_input, bad_input};
 
@@ -108,16 +108,7 @@ pub fn run(args: Args) -> Result<()> {
     let sampler = args.sampling.options()?;
 
     let t0 = Instant::now();
-    let model = Model::load(
-        &args.model,
-        LoadOptions {
-            device,
-            threads: args.threads,
-            isa: None,
-            requant: args.requant.format()?,
-        },
-    )
-    .map_err(|e| bad_input(format!("{}: {e}", args.model.display())))?;
+    let model = super::load_model(&args.model, device, args.threads, args.requant.format()?)?;
     super::requant::report(&model);
     let opts = AssistantOptions {
         system_prompt: args.system.clone(),

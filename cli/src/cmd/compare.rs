@@ -22,7 +22,7 @@ use tinyrt::kv_cache::KvType;
 use tinyrt::model::Device;
 use tinyrt::perplexity::PerplexityResult;
 use tinyrt::quantize::Target;
-use tinyrt::{LoadOptions, Model, SessionOptions};
+use tinyrt::SessionOptions;
 
 use super::bench::{self, Speed, TokenRng};
 use super::perplexity::{self as ppl, Settings};
@@ -194,16 +194,7 @@ fn measure_row(
 ) -> Result<Row> {
     let peak_reset = bench::reset_peak_rss();
     let start = Instant::now();
-    let model = Model::load(
-        path,
-        LoadOptions {
-            device: Device::Cpu,
-            threads: args.threads,
-            isa: None,
-            requant,
-        },
-    )
-    .map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
+    let model = super::load_model(path, Device::Cpu, args.threads, requant)?;
     let load_s = start.elapsed().as_secs_f64();
     let rss_after_load = bench::rss_bytes();
     super::requant::report(&model);

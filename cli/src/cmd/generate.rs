@@ -13,7 +13,7 @@ use tinyrt::chat::StopMatcher;
 use tinyrt::kv_cache::KvType;
 use tinyrt::model::Device;
 use tinyrt::session::Step;
-use tinyrt::{GenerateOptions, LoadOptions, Model, SessionOptions};
+use tinyrt::{GenerateOptions, SessionOptions};
 
 use crate::error::bad_input;
 use crate::output;
@@ -102,16 +102,7 @@ pub fn run(args: Args) -> Result<()> {
     let text = prompt_bytes(&args)?;
 
     let t0 = Instant::now();
-    let model = Model::load(
-        &args.model,
-        LoadOptions {
-            device,
-            threads: args.threads,
-            isa: None,
-            requant: args.requant.format()?,
-        },
-    )
-    .map_err(|e| bad_input(format!("{}: {e}", args.model.display())))?;
+    let model = super::load_model(&args.model, device, args.threads, args.requant.format()?)?;
     super::requant::report(&model);
     let load_s = t0.elapsed().as_secs_f64();
 

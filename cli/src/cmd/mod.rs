@@ -16,6 +16,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use tinyrt::gguf::{GgufError, GgufFile};
+use tinyrt::kernels::quant::QuantFormat;
+use tinyrt::{Device, LoadOptions, Model};
 
 use crate::error::bad_input;
 
@@ -31,4 +33,24 @@ pub fn open_gguf(path: &Path) -> anyhow::Result<GgufFile> {
         Err(e @ (GgufError::Io { .. } | GgufError::NotAFile { .. })) => Err(e.into()),
         Err(e) => Err(e).with_context(|| path.display().to_string()),
     }
+}
+
+/// Loads the model named on the command line on `device` (every failure is bad input: exit
+/// status 2, one line naming the path), with `requant` applied to its matmul weights.
+pub fn load_model(
+    path: &Path,
+    device: Device,
+    threads: Option<usize>,
+    requant: Option<QuantFormat>,
+) -> anyhow::Result<Model> {
+    Model::load(
+        path,
+        LoadOptions {
+            device,
+            threads,
+            isa: None,
+            requant,
+        },
+    )
+    .map_err(|e| bad_input(format!("{}: {e}", path.display())))
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use tinyrt::kv_cache::KvType;
 use tinyrt::model::Device;
 use tinyrt::perplexity::{perplexity, PerplexityError, PerplexityOptions, PerplexityResult};
-use tinyrt::{LoadOptions, Model, SessionOptions};
+use tinyrt::{Model, SessionOptions};
 
 use crate::error::bad_input;
 use crate::output;
@@ -61,16 +61,7 @@ pub fn run(args: Args) -> Result<()> {
     let device: Device = args.device.parse().map_err(bad_input)?;
     let text = read_text(&args.file)?;
 
-    let model = Model::load(
-        &args.model,
-        LoadOptions {
-            device,
-            threads: args.threads,
-            isa: None,
-            requant: args.requant.format()?,
-        },
-    )
-    .map_err(|e| bad_input(format!("{}: {e}", args.model.display())))?;
+    let model = super::load_model(&args.model, device, args.threads, args.requant.format()?)?;
     super::requant::report(&model);
     let tokens = tokenize_text(&model, &text)?;
     let result = measure(
