@@ -343,7 +343,27 @@ impl Kernels {
         w: &[u8],
         a: &[u8],
     ) -> Result<f32, KernelError> {
-        let weight = weight.into();
+        let (e, need_w, need_a) = self.checked_row(weight.into(), n, w)?;
+        if a.len() < need_a {
+            return Err(KernelError::Size {
+                what: "activation row",
+                need: need_a,
+                got: a.len(),
+            });
+        }
+        // SAFETY: the CPU supports `self.isa` (checked by `Kernels::get`), `n` is a whole number
+        // of blocks of both types (row_bytes succeeded) and both rows have exactly their bytes.
+        Ok(unsafe { (e.f)(n, &w[..need_w], &a[..need_a]) })
+    }
+
+    /// The dot-product entry of `weight`, and the bytes of one weight row and one activation
+    /// row of `n` values, after checking that `w` holds the weight row.
+    fn checked_row(
+        &self,
+        weight: QuantFormat,
+        n: usize,
+        w: &[u8],
+    ) -> Result<(VecDotEntry, usize, usize), KernelError> {
         let e = self
             .entry_for(weight)
             .ok_or(KernelError::UnsupportedWeight {
@@ -359,16 +379,7 @@ impl Kernels {
                 got: w.len(),
             });
         }
-        if a.len() < need_a {
-            return Err(KernelError::Size {
-                what: "activation row",
-                need: need_a,
-                got: a.len(),
-            });
-        }
-        // SAFETY: the CPU supports `self.isa` (checked by `Kernels::get`), `n` is a whole number
-        // of blocks of both types (row_bytes succeeded) and both rows have exactly their bytes.
-        Ok(unsafe { (e.f)(n, &w[..need_w], &a[..need_a]) })
+        Ok((e, need_w, need_a))
     }
 
     /// Whether the kernel of `weight` has a four-token (prefill) form on this ISA.
@@ -386,22 +397,7 @@ impl Kernels {
         w: &[u8],
         a: [&[u8]; 4],
     ) -> Result<[f32; 4], KernelError> {
-        let weight = weight.into();
-        let e = self
-            .entry_for(weight)
-            .ok_or(KernelError::UnsupportedWeight {
-                isa: self.isa.name(),
-                ty: weight,
-            })?;
-        let need_w = row_bytes(weight, n)?;
-        let need_a = row_bytes(e.act, n)?;
-        if w.len() < need_w {
-            return Err(KernelError::Size {
-                what: "weight row",
-                need: need_w,
-                got: w.len(),
-            });
-        }
+        let (e, need_w, need_a) = self.checked_row(weight.into(), n, w)?;
         if let Some(short) = a.iter().find(|a| a.len() < need_a) {
             return Err(KernelError::Size {
                 what: "activation row",
