@@ -373,6 +373,7 @@ impl Kernels {
             let ga = guard.as_deref_mut().unwrap_or(&mut fresh);
             ga.build(acts.ty, form, n_tokens, w.cols, |t| acts.row(t));
             let task = GemmTask {
+                isa: self.isa,
                 ty,
                 form,
                 w,
@@ -399,6 +400,7 @@ const TRANSPOSE: fn(&[u8], usize, usize, &mut [u8]) = crate::cpu::gemm::transpos
 
 /// One GEMM: panels of 16 rows handed out one at a time.
 struct GemmTask<'a, 'w> {
+    isa: Isa,
     ty: GgmlType,
     form: GemmForm,
     w: &'a QMatrix<'w>,
@@ -430,6 +432,25 @@ impl GemmTask<'_, '_> {
                 return;
             }
             let n_rows = (rows - r0).min(PANEL_ROWS);
+            #[cfg(target_arch = "x86_64")]
+            if self.isa == Isa::Avx512 && self.n_tokens == 1 {
+                // SAFETY: r0 + n_rows ≤ rows = the one token's outputs, and rows r0..r0 +
+                // n_rows belong to this panel only (handed out once through `next`).
+                let out = unsafe { std::slice::from_raw_parts_mut(self.out.0.add(r0), n_rows) };
+                if crate::cpu::avx512::gemm::rows_times_one_token(
+                    self.ty,
+                    self.w.data,
+                    self.wrb,
+                    self.w.cols,
+                    r0,
+                    n_rows,
+                    &self.acts.y,
+                    &self.acts.side,
+                    out,
+                ) {
+                    continue;
+                }
+            }
             #[cfg(target_arch = "x86_64")]
             let packed = crate::cpu::avx512::gemm::pack_panel_fast(
                 self.ty,

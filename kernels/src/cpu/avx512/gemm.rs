@@ -155,13 +155,58 @@ unsafe fn transpose_codes_avx512(src: &[u8], src_stride: usize, kb: usize, dst: 
     }
 }
 
-/// Packs rows `r0 .. r0 + n_rows` (≤ 16) of a Q4_0, Q4_1, Q5_0, Q8_0 or IQ4_NL matrix straight from the
-/// GGUF blocks into the panel form of `cpu/gemm.rs` (`pack_panel`'s result, bit for bit),
-/// with one gather per four columns of the 16 rows. Returns `false` for other types.
-///
-/// This is fast enough to run per matrix product even for one token, so these types take the
-/// GEMM for every token count and a prompt gives the same results however it is split into
-/// batches.
+/// Rows `r0 .. r0 + n_rows` (≤ 16) of a weight matrix read straight from its GGUF blocks:
+/// Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q4_K or Q6_K, the types [`unpack_rows`] handles.
+#[derive(Clone, Copy)]
+struct Rows {
+    ty: GgmlType,
+    /// Row r0's first byte.
+    w: *const u8,
+    wrb: usize,
+    cols: usize,
+    n_rows: usize,
+}
+
+/// The common form (`cpu/gemm.rs`) of the types with a fast unpacking, checked against the
+/// sizes of `data`: `None` for the other types.
+fn fast_rows(
+    ty: GgmlType,
+    data: &[u8],
+    wrb: usize,
+    cols: usize,
+    r0: usize,
+    n_rows: usize,
+) -> Option<(Rows, GemmForm)> {
+    let form = crate::cpu::gemm::gemm_form(crate::quant::QuantFormat::Ggml(ty))?;
+    let (bs, ts) = match ty {
+        GgmlType::Q4_0 | GgmlType::IQ4_NL => (32, 18),
+        GgmlType::Q4_1 => (32, 20),
+        GgmlType::Q5_0 => (32, 22),
+        GgmlType::Q8_0 => (32, 34),
+        GgmlType::Q4_K => (256, 144),
+        GgmlType::Q6_K => (256, 210),
+        _ => return None,
+    };
+    assert!(
+        (1..=PANEL_ROWS).contains(&n_rows)
+            && cols.is_multiple_of(bs)
+            && wrb == cols / bs * ts
+            && data.len() >= (r0 + n_rows) * wrb,
+        "fast unpacking: bad sizes"
+    );
+    let rows = Rows {
+        ty,
+        w: data[r0 * wrb..].as_ptr(),
+        wrb,
+        cols,
+        n_rows,
+    };
+    Some((rows, form))
+}
+
+/// Packs rows `r0 .. r0 + n_rows` (≤ 16) of a Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q4_K or Q6_K
+/// matrix straight from the GGUF blocks into the panel form of `cpu/gemm.rs` (`pack_panel`'s
+/// result, bit for bit), with 16-row register transposes. Returns `false` for other types.
 pub(crate) fn pack_panel_fast(
     ty: GgmlType,
     data: &[u8],
@@ -171,91 +216,250 @@ pub(crate) fn pack_panel_fast(
     n_rows: usize,
     panel: &mut Vec<Line>,
 ) -> bool {
-    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
-        let (ts, kb, stride) = if ty == GgmlType::Q4_K {
-            (144, 32, 32 * PANEL_ROWS + 128)
-        } else {
-            (210, 16, 16 * PANEL_ROWS + 64)
-        };
-        assert!(
-            (1..=PANEL_ROWS).contains(&n_rows)
-                && cols.is_multiple_of(256)
-                && wrb == cols / 256 * ts
-                && data.len() >= (r0 + n_rows) * wrb,
-            "pack_panel_fast: bad sizes"
-        );
-        let lines = cols / kb * stride / 64;
-        if panel.len() < lines {
-            panel.resize(lines, Line([0; 64]));
-        }
-        // SAFETY: as below.
-        unsafe {
-            pack_kquant_avx512(
-                ty == GgmlType::Q4_K,
-                data.as_ptr().add(r0 * wrb),
-                wrb,
-                cols / 256,
-                n_rows,
-                panel.as_mut_ptr().cast(),
-            )
-        };
-        return true;
-    }
-    let (ts, qs_at, mins) = match ty {
-        GgmlType::Q4_0 | GgmlType::IQ4_NL => (18, 2, false),
-        GgmlType::Q4_1 => (20, 4, true),
-        GgmlType::Q5_0 => (22, 6, false),
-        GgmlType::Q8_0 => (34, 2, false),
-        _ => return false,
+    let Some((rows, form)) = fast_rows(ty, data, wrb, cols, r0, n_rows) else {
+        return false;
     };
-    assert!(
-        (1..=PANEL_ROWS).contains(&n_rows)
-            && cols.is_multiple_of(32)
-            && wrb == cols / 32 * ts
-            && data.len() >= (r0 + n_rows) * wrb,
-        "pack_panel_fast: bad sizes"
-    );
-    let stride = 32 * PANEL_ROWS + 64 + if mins { 64 } else { 0 };
-    let nsub = cols / 32;
-    // Every byte of the panel is written below (rows past n_rows as zeros): no need to clear.
-    if panel.len() < nsub * stride / 64 {
-        panel.resize(nsub * stride / 64, Line([0; 64]));
+    // Every byte of the panel is written (rows past n_rows as zeros): no need to clear.
+    let lines = cols / form.kb * form.sub_stride() / 64;
+    if panel.len() < lines {
+        panel.resize(lines, Line([0; 64]));
     }
-    // SAFETY: the GEMM runs only on AVX-512 tables, handed out when the CPU supports them; the
-    // sizes were checked above.
-    unsafe {
-        pack_fast_avx512(
-            ty,
-            data.as_ptr().add(r0 * wrb),
-            wrb,
-            nsub,
-            n_rows,
-            ts,
-            qs_at,
-            mins,
-            panel.as_mut_ptr().cast(),
-        )
-    };
+    // SAFETY: the GEMM runs only on AVX-512 tables, handed out when the CPU supports them;
+    // `fast_rows` checked the rows, and the panel holds every sub-block.
+    unsafe { pack_into(rows, form, panel.as_mut_ptr().cast()) };
     true
 }
 
 /// # Safety
-/// The CPU supports AVX-512; `w` points to `n_rows` rows of `wrb` bytes (`nsub` blocks of `ts`
-/// bytes each) and `out` to `nsub` sub-blocks of the panel stride.
-#[allow(clippy::too_many_arguments)]
+/// The CPU supports AVX-512 VNNI; `rows` is as [`fast_rows`] checked it and `out` holds the
+/// panel's `cols / kb` sub-blocks (64-byte aligned).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-unsafe fn pack_fast_avx512(
+unsafe fn pack_into(rows: Rows, form: GemmForm, out: *mut u8) {
+    let mut sink = PanelWriter {
+        out,
+        at: out,
+        stride: form.sub_stride(),
+        kb: form.kb,
+    };
+    // SAFETY: the caller's contract covers the rows and the panel.
+    unsafe { unpack_rows(rows, &mut sink) }
+}
+
+/// The sink that stores a panel (`cpu/gemm.rs`'s packed form).
+struct PanelWriter {
+    out: *mut u8,
+    /// The current weight block's first sub-block.
+    at: *mut u8,
+    stride: usize,
+    kb: usize,
+}
+
+// SAFETY (every method): sub-block `sub0 + slot` of the panel lies within `out` (the
+// contract of `pack_into`); its lines are 64-byte aligned.
+impl Sink for PanelWriter {
+    #[inline(always)]
+    unsafe fn block(&mut self, sub0: usize) {
+        self.at = unsafe { self.out.add(sub0 * self.stride) };
+    }
+    #[inline(always)]
+    unsafe fn codes(&mut self, slot: usize, line: usize, v: __m512i) {
+        unsafe { _mm512_store_si512(self.at.add(slot * self.stride + 64 * line).cast(), v) }
+    }
+    #[inline(always)]
+    unsafe fn scale(&mut self, slot: usize, s: __m512) {
+        unsafe { _mm512_store_ps(self.at.add(slot * self.stride + 16 * self.kb).cast(), s) }
+    }
+    #[inline(always)]
+    unsafe fn min(&mut self, slot: usize, mn: __m512) {
+        let at = slot * self.stride + 16 * self.kb + 64;
+        unsafe { _mm512_store_ps(self.at.add(at).cast(), mn) }
+    }
+    #[inline(always)]
+    unsafe fn done(&mut self, _slot: usize) {}
+}
+
+/// Multiplies rows `r0 .. r0 + n_rows` (≤ 16) of a matrix of a [`pack_panel_fast`] type with
+/// one token, reading the GGUF blocks directly: [`panel_times_tokens`]' operations for that
+/// token on the registers `pack_panel_fast` would have stored, so the results are the same
+/// bits as packing and multiplying (and as any other batch size), without the panel's store
+/// and reload. `y` and `side` are the token's GEMM activations (`GemmActs` of one token) and
+/// the `n_rows` results go to `out`. Returns `false` for other types.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rows_times_one_token(
+    ty: GgmlType,
+    data: &[u8],
+    wrb: usize,
+    cols: usize,
+    r0: usize,
+    n_rows: usize,
+    y: &[i8],
+    side: &[Side],
+    out: &mut [f32],
+) -> bool {
+    let Some((rows, form)) = fast_rows(ty, data, wrb, cols, r0, n_rows) else {
+        return false;
+    };
+    assert!(
+        y.len() >= cols && side.len() >= cols / form.kb && out.len() >= n_rows,
+        "rows_times_one_token: bad sizes"
+    );
+    // SAFETY: as in `pack_panel_fast`; the activations and the output were checked above.
+    unsafe { times_one_token(rows, form, y.as_ptr(), side.as_ptr(), out.as_mut_ptr()) };
+    true
+}
+
+/// # Safety
+/// The CPU supports AVX-512 VNNI; `rows` is as [`fast_rows`] checked it, `y` holds `cols`
+/// values, `side` `cols / kb` entries and `out` `n_rows` floats.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn times_one_token(
+    rows: Rows,
+    form: GemmForm,
+    y: *const i8,
+    side: *const Side,
+    out: *mut f32,
+) {
+    let mut sink = OneToken {
+        y,
+        side,
+        yb: y,
+        sd: side,
+        kb: form.kb,
+        mins: form.mins,
+        iacc: [_mm512_setzero_si512(); 16],
+        scale: [_mm512_setzero_ps(); 16],
+        minimum: [_mm512_setzero_ps(); 16],
+        facc: _mm512_setzero_ps(),
+    };
+    // SAFETY: the caller's contract covers the rows, the activations and the output.
+    unsafe {
+        unpack_rows(rows, &mut sink);
+        let mask = ((1u32 << rows.n_rows) - 1) as u16;
+        _mm512_mask_storeu_ps(out, mask, sink.facc);
+    }
+}
+
+/// The sink that multiplies the unpacked rows with one token as they come: the integer sums
+/// of each sub-block `slot` of the current weight block in `iacc[slot]`, then
+/// [`tile_kernel`]'s float steps for the sub-block once it is done.
+struct OneToken {
+    y: *const i8,
+    side: *const Side,
+    /// The current weight block's first sub-block: its activations and side values.
+    yb: *const i8,
+    sd: *const Side,
+    kb: usize,
+    mins: bool,
+    iacc: [__m512i; 16],
+    scale: [__m512; 16],
+    minimum: [__m512; 16],
+    facc: __m512,
+}
+
+// SAFETY (every method): sub-block `sub0 + slot` < cols / kb, so its activations and side
+// value lie within `y` and `side` (the contract of `times_one_token`).
+impl Sink for OneToken {
+    #[inline(always)]
+    unsafe fn block(&mut self, sub0: usize) {
+        unsafe {
+            self.yb = self.y.add(sub0 * self.kb);
+            self.sd = self.side.add(sub0);
+        }
+    }
+    #[inline(always)]
+    unsafe fn codes(&mut self, slot: usize, line: usize, v: __m512i) {
+        unsafe {
+            let at = self.yb.add(slot * self.kb + 4 * line);
+            let yv = _mm512_set1_epi32(at.cast::<i32>().read_unaligned());
+            self.iacc[slot] = _mm512_dpbusd_epi32(self.iacc[slot], v, yv);
+        }
+    }
+    #[inline(always)]
+    unsafe fn scale(&mut self, slot: usize, s: __m512) {
+        self.scale[slot] = s;
+    }
+    #[inline(always)]
+    unsafe fn min(&mut self, slot: usize, mn: __m512) {
+        self.minimum[slot] = mn;
+    }
+    #[inline(always)]
+    unsafe fn done(&mut self, slot: usize) {
+        // `tile_kernel`'s steps for one sub-block and token, in its order.
+        unsafe {
+            let side = *self.sd.add(slot);
+            let isum = _mm512_add_epi32(self.iacc[slot], _mm512_set1_epi32(side.init));
+            self.iacc[slot] = _mm512_setzero_si512();
+            let s = _mm512_mul_ps(self.scale[slot], _mm512_set1_ps(side.d));
+            self.facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, self.facc);
+            if self.mins {
+                self.facc = _mm512_fmadd_ps(self.minimum[slot], _mm512_set1_ps(side.ms), self.facc);
+            }
+        }
+    }
+}
+
+/// Where [`unpack_rows`] puts 16 rows, one weight block at a time: `block` (the index of the
+/// block's first sub-block), then the codes (one panel line: 4 codes of each of the 16 rows),
+/// scale and minimum of each sub-block `slot` of the block (in any order), and `done(slot)`
+/// once a sub-block is complete, in increasing `slot` order.
+///
+/// # Safety
+/// Implementations may write where the contract of their constructor says; the methods are
+/// called from AVX-512 code only (they are inlined into it).
+trait Sink {
+    unsafe fn block(&mut self, sub0: usize);
+    unsafe fn codes(&mut self, slot: usize, line: usize, v: __m512i);
+    unsafe fn scale(&mut self, slot: usize, s: __m512);
+    unsafe fn min(&mut self, slot: usize, mn: __m512);
+    unsafe fn done(&mut self, slot: usize);
+}
+
+/// Unpacks 16 rows into the panel form, one weight block at a time, into `sink`.
+///
+/// # Safety
+/// The CPU supports AVX-512 VNNI; `rows` is as [`fast_rows`] checked it.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn unpack_rows(rows: Rows, sink: &mut impl Sink) {
+    let Rows {
+        ty,
+        w,
+        wrb,
+        cols,
+        n_rows,
+    } = rows;
+    // SAFETY: the caller's contract is the callees'.
+    unsafe {
+        match ty {
+            GgmlType::Q4_K | GgmlType::Q6_K => {
+                unpack_kquant(ty == GgmlType::Q4_K, w, wrb, cols / 256, n_rows, sink)
+            }
+            _ => unpack_legacy(ty, w, wrb, cols / 32, n_rows, sink),
+        }
+    }
+}
+
+/// [`unpack_rows`] for the 32-value block types (one sub-block per block): `nsub` blocks.
+///
+/// # Safety
+/// The CPU supports AVX-512; `w` points to `n_rows` rows of `wrb` bytes (`nsub` blocks each).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn unpack_legacy(
     ty: GgmlType,
     w: *const u8,
     wrb: usize,
     nsub: usize,
     n_rows: usize,
-    ts: usize,
-    qs_at: usize,
-    mins: bool,
-    out: *mut u8,
+    sink: &mut impl Sink,
 ) {
-    let stride = 32 * PANEL_ROWS + 64 + if mins { 64 } else { 0 };
+    let (ts, qs_at, mins) = match ty {
+        GgmlType::Q4_0 | GgmlType::IQ4_NL => (18, 2, false),
+        GgmlType::Q4_1 => (20, 4, true),
+        GgmlType::Q5_0 => (22, 6, false),
+        GgmlType::Q8_0 => (34, 2, false),
+        _ => unreachable!("unpack_rows admits only the types above"),
+    };
     let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(wrb as i32));
     let m: __mmask16 = ((1u32 << n_rows) - 1) as u16;
@@ -278,16 +482,16 @@ unsafe fn pack_fast_avx512(
         (1u64 << (4 * n_rows)) - 1
     };
     // SAFETY (whole body): the gathers read 4 bytes at offsets < ts within block b of each
-    // of the n_rows rows (masked rows read nothing); the stores write sub-block b of the
-    // panel (caller contract).
+    // of the n_rows rows (masked rows read nothing); prefetches do not fault.
     unsafe {
         // Decode streams every weight once: ask for each row's bytes a few blocks ahead (the
         // hardware prefetcher alone leaves the gathers and loads of 16 rows waiting).
         let ahead = 8 * ts;
         let every = if ts > 32 { 1 } else { 2 };
+        prefetch_row_starts(w, wrb, n_rows, ahead);
         for b in 0..nsub {
             let blk = w.add(b * ts);
-            let o = out.add(b * stride);
+            sink.block(b);
             if b % every == 0 && (b + 8) < nsub {
                 for r in 0..n_rows {
                     _mm_prefetch::<_MM_HINT_T0>(blk.add(r * wrb + ahead).cast());
@@ -297,8 +501,7 @@ unsafe fn pack_fast_avx512(
                 for half in 0..2 {
                     let t = transpose_16x4(blk.add(qs_at + 16 * half), wrb, n_rows);
                     for (j, v) in t.into_iter().enumerate() {
-                        let v = _mm512_maskz_xor_epi32(m, v, flip);
-                        _mm512_store_si512(o.add(64 * (4 * half + j)).cast(), v);
+                        sink.codes(0, 4 * half + j, _mm512_maskz_xor_epi32(m, v, flip));
                     }
                 }
             } else {
@@ -333,34 +536,34 @@ unsafe fn pack_fast_avx512(
                         }
                         _ => {}
                     }
-                    _mm512_store_si512(o.add(64 * j).cast(), lo);
-                    _mm512_store_si512(o.add(64 * (j + 4)).cast(), hi);
+                    sink.codes(0, j, lo);
+                    sink.codes(0, j + 4, hi);
                 }
             }
             let dm = _mm512_mask_i32gather_epi32::<1>(z, m, idx, blk.cast());
-            let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
-            _mm512_store_ps(o.add(32 * PANEL_ROWS).cast(), d);
+            sink.scale(0, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm)));
             if mins {
                 let mn = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
-                _mm512_store_ps(o.add(32 * PANEL_ROWS + 64).cast(), mn);
+                sink.min(0, mn);
             }
+            sink.done(0);
         }
     }
 }
 
-/// [`pack_panel_fast`] for Q4_K (`q4k`) or Q6_K: `nsb` super-blocks per row.
+/// [`unpack_rows`] for Q4_K (`q4k`) or Q6_K: `nsb` super-blocks per row.
 ///
 /// # Safety
-/// The CPU supports AVX-512; `w` points to `n_rows` rows of `wrb` bytes (`nsb` blocks each)
-/// and `out` to the panel's `nsb · 256 / kb` sub-blocks.
+/// The CPU supports AVX-512; `w` points to `n_rows` rows of `wrb` bytes (`nsb` blocks each).
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-unsafe fn pack_kquant_avx512(
+unsafe fn unpack_kquant(
     q4k: bool,
     w: *const u8,
     wrb: usize,
     nsb: usize,
     n_rows: usize,
-    out: *mut u8,
+    sink: &mut impl Sink,
 ) {
     let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(wrb as i32));
@@ -371,15 +574,26 @@ unsafe fn pack_kquant_avx512(
     let b63 = _mm512_set1_epi32(63);
     let b15 = _mm512_set1_epi32(15);
     let b3 = _mm512_set1_epi32(3);
+    let ts = if q4k { 144 } else { 210 };
     // SAFETY (whole body): the gathers and row loads read within super-block sb of each of
     // the n_rows rows (the f16 d of Q6_K, its last two bytes, as the top half of the dword at
-    // 206); the stores write the panel's sub-blocks of super-block sb (caller contract).
+    // 206); prefetches do not fault.
     unsafe {
         let gather = |p: *const u8| _mm512_mask_i32gather_epi32::<1>(z, m, idx, p.cast());
+        prefetch_row_starts(w, wrb, n_rows, 2 * ts);
         for sb in 0..nsb {
+            // As in `unpack_legacy`: each of the 16 rows' next super-blocks, ahead of time.
+            if sb + 2 < nsb {
+                let next = w.add((sb + 2) * ts);
+                for r in 0..n_rows {
+                    for l in 0..=ts / 64 {
+                        _mm_prefetch::<_MM_HINT_T0>(next.add(r * wrb + 64 * l).cast());
+                    }
+                }
+            }
             if q4k {
                 let blk = w.add(144 * sb);
-                let o = out.add(8 * sb * 640);
+                sink.block(8 * sb);
                 let dm = gather(blk);
                 let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
                 let dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
@@ -410,14 +624,11 @@ unsafe fn pack_kquant_avx512(
                             ),
                         )
                     };
-                    let ok = o.add(640 * k as usize);
-                    _mm512_store_ps(ok.add(512).cast(), _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)));
+                    let k = k as usize;
+                    sink.scale(k, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)));
                     let mins = _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mn));
                     // -x exactly (also -0.0 for 0), as the portable packing.
-                    _mm512_store_ps(
-                        ok.add(576).cast(),
-                        _mm512_maskz_xor_ps(m, mins, _mm512_set1_ps(-0.0)),
-                    );
+                    sink.min(k, _mm512_maskz_xor_ps(m, mins, _mm512_set1_ps(-0.0)));
                 }
                 for n in 0..4 {
                     for half in 0..2 {
@@ -426,14 +637,16 @@ unsafe fn pack_kquant_avx512(
                             let jj = 4 * half + j;
                             let lo = _mm512_and_si512(v, low4);
                             let hi = _mm512_and_si512(_mm512_srli_epi32(v, 4), low4);
-                            _mm512_store_si512(o.add(640 * 2 * n + 64 * jj).cast(), lo);
-                            _mm512_store_si512(o.add(640 * (2 * n + 1) + 64 * jj).cast(), hi);
+                            sink.codes(2 * n, jj, lo);
+                            sink.codes(2 * n + 1, jj, hi);
                         }
                     }
+                    sink.done(2 * n);
+                    sink.done(2 * n + 1);
                 }
             } else {
                 let blk = w.add(210 * sb);
-                let o = out.add(16 * sb * 320);
+                sink.block(16 * sb);
                 let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(
                     gather(blk.add(206)),
                     16,
@@ -447,10 +660,7 @@ unsafe fn pack_kquant_avx512(
                             24,
                         );
                         let k = 4 * q + i as usize;
-                        _mm512_store_ps(
-                            o.add(320 * k + 256).cast(),
-                            _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)),
-                        );
+                        sink.scale(k, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)));
                     }
                 }
                 for h in 0..2 {
@@ -483,13 +693,29 @@ unsafe fn pack_kquant_avx512(
                                 ),
                             ];
                             for (g, v) in codes.into_iter().enumerate() {
-                                let k = 8 * h + 2 * g + e;
-                                _mm512_store_si512(o.add(320 * k + 64 * j).cast(), v);
+                                sink.codes(8 * h + 2 * g + e, j, v);
                             }
                         }
                     }
+                    for k in 8 * h..8 * h + 8 {
+                        sink.done(k);
+                    }
                 }
             }
+        }
+    }
+}
+
+/// Prefetches the first `bytes` of each of the `n_rows` rows at `w`: the loops then prefetch a
+/// fixed distance ahead, which leaves the start of every row (most of a short row, such as
+/// SmolLM2's 576 values) to the hardware prefetcher, slow to pick up 16 new streams at once.
+#[inline(always)]
+fn prefetch_row_starts(w: *const u8, wrb: usize, n_rows: usize, bytes: usize) {
+    for r in 0..n_rows {
+        let row = w.wrapping_add(r * wrb);
+        for l in 0..bytes.min(wrb).div_ceil(64) {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64 * l).cast()) };
         }
     }
 }
@@ -500,33 +726,39 @@ unsafe fn pack_kquant_avx512(
 ///
 /// # Safety
 /// The CPU supports AVX-512; 16 bytes are readable at `p + r · wrb` for r < `n_rows`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+///
+/// Not a `target_feature` function, so that it can be `inline(always)`: its intrinsics are
+/// inlined with it into the AVX-512 callers (a call per 16 rows and 16 bytes, passing four
+/// registers through memory, cost a quarter of one-token decode).
+#[inline(always)]
 unsafe fn transpose_16x4(p: *const u8, wrb: usize, n_rows: usize) -> [__m512i; 4] {
-    // SAFETY: only rows below n_rows are read (caller contract).
-    let row = |r: usize| unsafe {
-        if r < n_rows {
-            _mm_loadu_si128(p.add(r * wrb).cast())
-        } else {
-            _mm_setzero_si128()
-        }
-    };
-    let z: [__m512i; 4] = std::array::from_fn(|q| {
-        let v = _mm512_castsi128_si512(row(q));
-        let v = _mm512_inserti32x4::<1>(v, row(q + 4));
-        let v = _mm512_inserti32x4::<2>(v, row(q + 8));
-        _mm512_inserti32x4::<3>(v, row(q + 12))
-    });
-    let t0 = _mm512_unpacklo_epi32(z[0], z[1]);
-    let t1 = _mm512_unpackhi_epi32(z[0], z[1]);
-    let t2 = _mm512_unpacklo_epi32(z[2], z[3]);
-    let t3 = _mm512_unpackhi_epi32(z[2], z[3]);
-    [
-        _mm512_unpacklo_epi64(t0, t2),
-        _mm512_unpackhi_epi64(t0, t2),
-        _mm512_unpacklo_epi64(t1, t3),
-        _mm512_unpackhi_epi64(t1, t3),
-    ]
+    // SAFETY: only rows below n_rows are read (caller contract); the caller runs on AVX-512.
+    unsafe {
+        let row = |r: usize| {
+            if r < n_rows {
+                _mm_loadu_si128(p.add(r * wrb).cast())
+            } else {
+                _mm_setzero_si128()
+            }
+        };
+        let lanes = |q: usize| {
+            let v = _mm512_castsi128_si512(row(q));
+            let v = _mm512_inserti32x4::<1>(v, row(q + 4));
+            let v = _mm512_inserti32x4::<2>(v, row(q + 8));
+            _mm512_inserti32x4::<3>(v, row(q + 12))
+        };
+        let (z0, z1, z2, z3) = (lanes(0), lanes(1), lanes(2), lanes(3));
+        let t0 = _mm512_unpacklo_epi32(z0, z1);
+        let t1 = _mm512_unpackhi_epi32(z0, z1);
+        let t2 = _mm512_unpacklo_epi32(z2, z3);
+        let t3 = _mm512_unpackhi_epi32(z2, z3);
+        [
+            _mm512_unpacklo_epi64(t0, t2),
+            _mm512_unpackhi_epi64(t0, t2),
+            _mm512_unpacklo_epi64(t1, t3),
+            _mm512_unpackhi_epi64(t1, t3),
+        ]
+    }
 }
 
 #[cfg(test)]
@@ -535,6 +767,103 @@ mod tests {
     use crate::cpu::gemm::{gemm_form, pack_panel, transpose_codes as transpose_portable};
     use crate::cpu::Isa;
     use crate::quant::QuantFormat;
+
+    /// Random weight rows of `ty` with finite f16 scales.
+    fn random_rows(ty: GgmlType, rows: usize, cols: usize, seed: &mut u32) -> (Vec<u8>, usize) {
+        let fmt = QuantFormat::Ggml(ty);
+        let wrb = cols / fmt.block_size() * fmt.type_size();
+        let data = (0..rows * wrb)
+            .map(|i| {
+                *seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                // Keep the f16 scales finite: clear their exponent's top bit.
+                let b = (*seed >> 24) as u8;
+                let o = i % fmt.type_size();
+                if o % 2 == 1 && (o < 4 || (ty == GgmlType::Q6_K && o == 209)) {
+                    b & 0x3F
+                } else {
+                    b
+                }
+            })
+            .collect();
+        (data, wrb)
+    }
+
+    /// The one-token kernel gives the bits of packing the panel and multiplying it.
+    #[test]
+    fn one_token_rows_match_pack_and_multiply() {
+        use crate::cpu::gemm::{GemmActs, Side};
+        if !Isa::Avx512.is_supported() {
+            return;
+        }
+        let mut seed = 0x9e37_79b9u32;
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::IQ4_NL,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
+            let fmt = QuantFormat::Ggml(ty);
+            let form = gemm_form(fmt).unwrap();
+            let (rows, cols) = (37, if fmt.block_size() == 256 { 768 } else { 160 });
+            let (data, wrb) = random_rows(ty, rows, cols, &mut seed);
+            // Activations: random int8 values, scales and sums in the side form.
+            let nsub = cols / form.kb;
+            let mut acts = GemmActs::default();
+            acts.y = (0..cols)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 24) as i8
+                })
+                .collect();
+            acts.side = (0..nsub)
+                .map(|b| {
+                    let sum: i32 = acts.y[b * form.kb..(b + 1) * form.kb]
+                        .iter()
+                        .map(|&v| v as i32)
+                        .sum();
+                    let d = 0.01 + b as f32 * 1e-3;
+                    Side {
+                        d,
+                        ms: d * sum as f32,
+                        init: -form.offset * sum,
+                        _pad: 0,
+                    }
+                })
+                .collect();
+            for r0 in [0, 16, 32] {
+                let n_rows = (rows - r0).min(PANEL_ROWS);
+                let mut panel = Vec::new();
+                assert!(pack_panel_fast(
+                    ty, &data, wrb, cols, r0, n_rows, &mut panel
+                ));
+                let mut want = vec![0f32; 16];
+                let tile = Tile {
+                    nsub,
+                    panel: panel.as_ptr().cast(),
+                    y: acts.y.as_ptr(),
+                    cols,
+                    side: acts.side.as_ptr(),
+                    n_tokens: 1,
+                    out: want.as_mut_ptr(),
+                    out_stride: rows,
+                    mask: ((1u32 << n_rows) - 1) as u16,
+                };
+                // SAFETY: AVX-512 checked above; the tile covers the panel, one token's
+                // activations and 16 outputs.
+                unsafe { panel_times_tokens(form, &tile) };
+                let mut got = vec![0f32; n_rows];
+                assert!(rows_times_one_token(
+                    ty, &data, wrb, cols, r0, n_rows, &acts.y, &acts.side, &mut got
+                ));
+                for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.to_bits(), w.to_bits(), "{ty} row {}: {g} vs {w}", r0 + r);
+                }
+            }
+        }
+    }
 
     /// The gather packing gives the bytes of the portable unpack-and-transpose packing.
     #[test]
