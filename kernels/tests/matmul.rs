@@ -283,3 +283,92 @@ fn errors_are_values() {
     // Zero tokens: nothing to do.
     assert!(k.matmul(&pool, &m, &[], 0, &mut []).is_ok());
 }
+
+/// A group of products (one pool hand-out for the GEMM ones) gives bit for bit the results of
+/// its products one at a time, whatever the mix of formats; a bad job fails the whole group
+/// before anything runs.
+#[test]
+fn a_group_equals_its_products_one_by_one() {
+    use tinyrt_kernels::cpu::MatmulJob;
+    let pool = ThreadPool::new(2).unwrap();
+    let fmts = [
+        QuantFormat::Ggml(GgmlType::Q4_K),
+        QuantFormat::Ggml(GgmlType::F16),
+        QuantFormat::Ggml(GgmlType::Q4_0),
+        QuantFormat::Ggml(GgmlType::Q6_K),
+        QuantFormat::Ggml(GgmlType::Q8_0),
+    ];
+    let cols = 512;
+    let rows = [97, 33, 200, 16, 5];
+    let mut rng = Rng(77);
+    let weights: Vec<Vec<u8>> = fmts
+        .iter()
+        .zip(rows)
+        .map(|(&fmt, r)| {
+            let x: Vec<f32> = (0..r * cols).map(|_| rng.unit()).collect();
+            let mut w = vec![0u8; r * cols / fmt.block_size() * fmt.type_size()];
+            quant::quantize_format(fmt, &x, &mut w).unwrap();
+            w
+        })
+        .collect();
+    let mats: Vec<QMatrix> = fmts
+        .iter()
+        .zip(&weights)
+        .zip(rows)
+        .map(|((&fmt, w), r)| QMatrix::new(fmt, w, r, cols).unwrap())
+        .collect();
+    for isa in Isa::available() {
+        let k = Kernels::get(isa).unwrap();
+        for n_tokens in [1, 3, 12] {
+            let input: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit()).collect();
+            let acts: Vec<QuantizedActs> = fmts
+                .iter()
+                .map(|&fmt| {
+                    let mut a = QuantizedActs::new();
+                    k.quantize_acts(k.act_type(fmt).unwrap(), &input, n_tokens, cols, &mut a)
+                        .unwrap();
+                    a
+                })
+                .collect();
+            let mut outs: Vec<Vec<f32>> =
+                rows.iter().map(|&r| vec![f32::NAN; r * n_tokens]).collect();
+            let mut jobs: Vec<MatmulJob> = mats
+                .iter()
+                .zip(&acts)
+                .zip(outs.iter_mut())
+                .map(|((w, acts), out)| MatmulJob { w, acts, out })
+                .collect();
+            k.matmul_q_group(&pool, &mut jobs).unwrap();
+            for ((m, a), out) in mats.iter().zip(&acts).zip(&outs) {
+                let mut one = vec![f32::NAN; m.rows * n_tokens];
+                k.matmul_q(&pool, m, a, &mut one).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(out),
+                    bits(&one),
+                    "{} {} tokens={n_tokens}",
+                    m.ty,
+                    isa.name()
+                );
+            }
+            // The last job's activations are of the wrong type for its weights (when the
+            // types differ): the group fails and leaves every output untouched.
+            let mut fresh: Vec<Vec<f32>> =
+                rows.iter().map(|&r| vec![f32::NAN; r * n_tokens]).collect();
+            let wrong = &acts[1];
+            if wrong.ty() != acts[4].ty() {
+                let mut jobs: Vec<MatmulJob> = mats
+                    .iter()
+                    .zip(acts.iter().take(4).chain([wrong]))
+                    .zip(fresh.iter_mut())
+                    .map(|((w, acts), out)| MatmulJob { w, acts, out })
+                    .collect();
+                assert!(matches!(
+                    k.matmul_q_group(&pool, &mut jobs),
+                    Err(MatmulError::ActsMismatch { .. })
+                ));
+                assert!(fresh.iter().flatten().all(|x| x.is_nan()));
+            }
+        }
+    }
+}

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::cpu::gemm::{gemm_form, pack_panel, GemmActs, GemmForm, Line, PANEL_ROWS};
 use crate::cpu::pool::ThreadPool;
-use crate::cpu::{row_bytes, Isa, KernelError, Kernels, VecDot4Fn, VecDotFn};
+use crate::cpu::{row_bytes, Isa, KernelError, Kernels, VecDot4Fn, VecDotEntry, VecDotFn};
 use crate::quant::{GgmlType, QuantFormat};
 
 /// A weight matrix in ggml layout: `rows` rows of `cols` values of type `ty` (a ggml type, or
@@ -113,6 +113,14 @@ impl QuantizedActs {
     pub fn row(&self, t: usize) -> &[u8] {
         &self.data[t * self.row_bytes..(t + 1) * self.row_bytes]
     }
+}
+
+/// One product of [`Kernels::matmul_q_group`]: `out[t * w.rows + r] = Σ_c w[r][c] ·
+/// acts[t][c]`.
+pub struct MatmulJob<'a, 'w> {
+    pub w: &'a QMatrix<'w>,
+    pub acts: &'a QuantizedActs,
+    pub out: &'a mut [f32],
 }
 
 /// Errors of the matrix products.
@@ -232,6 +240,43 @@ impl Kernels {
         acts: &QuantizedActs,
         out: &mut [f32],
     ) -> Result<(), MatmulError> {
+        self.matmul_q_group(pool, &mut [MatmulJob { w, acts, out }])
+    }
+
+    /// Several products at once, [`Kernels::matmul_q`] for each job: those the GEMM takes
+    /// (`uses_gemm`) share one hand-out of the pool (a decode step's Q, K and V, or gate and
+    /// up: one wake-up and one join instead of one per matrix, and a small matrix's last
+    /// panels do not leave a thread idle), the others run one after another. Every job is
+    /// checked before any runs.
+    pub fn matmul_q_group(
+        &self,
+        pool: &ThreadPool,
+        jobs: &mut [MatmulJob<'_, '_>],
+    ) -> Result<(), MatmulError> {
+        let mut sizes = Vec::with_capacity(jobs.len());
+        for job in jobs.iter() {
+            sizes.push(self.check_job(job)?);
+        }
+        let mut gemm = Vec::new();
+        for (job, &(entry, wrb)) in jobs.iter_mut().zip(&sizes) {
+            if job.acts.n_tokens == 0 || job.w.rows == 0 {
+                continue;
+            }
+            if self.uses_gemm(job.w.ty, job.acts.n_tokens) {
+                gemm.push((job.w, wrb, job.acts, OutPtr(job.out.as_mut_ptr())));
+            } else {
+                self.matmul_dots(pool, entry, job.w, wrb, job.acts, job.out);
+            }
+        }
+        if !gemm.is_empty() {
+            self.matmul_gemm(pool, &gemm);
+        }
+        Ok(())
+    }
+
+    /// The kernel entry and row bytes of `job`, or why it cannot run.
+    fn check_job(&self, job: &MatmulJob<'_, '_>) -> Result<(VecDotEntry, usize), MatmulError> {
+        let (w, acts) = (job.w, job.acts);
         let entry = self.entry_for(w.ty).ok_or(KernelError::UnsupportedWeight {
             isa: self.isa.name(),
             ty: w.ty,
@@ -246,26 +291,32 @@ impl Kernels {
                 need_cols: w.cols,
             });
         }
-        let n_tokens = acts.n_tokens;
-        let need = n_tokens
+        let need = acts
+            .n_tokens
             .checked_mul(w.rows)
             .ok_or(MatmulError::OutputSize {
                 need: usize::MAX,
-                got: out.len(),
+                got: job.out.len(),
             })?;
-        if out.len() < need {
+        if job.out.len() < need {
             return Err(MatmulError::OutputSize {
                 need,
-                got: out.len(),
+                got: job.out.len(),
             });
         }
-        if need == 0 {
-            return Ok(());
-        }
-        if self.uses_gemm(w.ty, n_tokens) {
-            self.matmul_gemm(pool, w, wrb, acts, out);
-            return Ok(());
-        }
+        Ok((entry, wrb))
+    }
+
+    /// The dot-product path of `matmul_q` (sizes already checked).
+    fn matmul_dots(
+        &self,
+        pool: &ThreadPool,
+        entry: VecDotEntry,
+        w: &QMatrix<'_>,
+        wrb: usize,
+        acts: &QuantizedActs,
+        out: &mut [f32],
+    ) {
         let task = MatmulTask {
             f: entry.f,
             f4: entry.f4,
@@ -283,7 +334,6 @@ impl Kernels {
             // descheduled worker does not hold up the caller.
             pool.run_dynamic(|_, _| task.work());
         }
-        Ok(())
     }
 
     /// Converts `x` (`n_tokens × w.cols` floats, token-major) and multiplies:
@@ -351,46 +401,52 @@ impl Kernels {
             )
     }
 
-    /// The GEMM path of `matmul_q` (sizes already checked).
-    fn matmul_gemm(
-        &self,
-        pool: &ThreadPool,
-        w: &QMatrix<'_>,
-        wrb: usize,
-        acts: &QuantizedActs,
-        out: &mut [f32],
-    ) {
+    /// The GEMM path of `matmul_q_group` (sizes already checked): one [`GemmTask`] per job,
+    /// all handed out in one pool run; a thread takes panels of the first task until none is
+    /// left, then of the next.
+    fn matmul_gemm(&self, pool: &ThreadPool, jobs: &[GemmJob<'_, '_>]) {
         thread_local! {
-            static GEMM_ACTS: RefCell<GemmActs> = RefCell::new(GemmActs::default());
+            static GEMM_ACTS: RefCell<Vec<GemmActs>> = const { RefCell::new(Vec::new()) };
         }
-        let (QuantFormat::Ggml(ty), Some(form)) = (w.ty, gemm_form(w.ty)) else {
-            unreachable!("uses_gemm checked the form");
-        };
-        let n_tokens = acts.n_tokens;
         GEMM_ACTS.with(|g| {
-            let mut fresh = GemmActs::default();
+            let mut fresh = Vec::new();
             let mut guard = g.try_borrow_mut().ok();
-            let ga = guard.as_deref_mut().unwrap_or(&mut fresh);
-            ga.build(acts.ty, form, n_tokens, w.cols, |t| acts.row(t));
-            let task = GemmTask {
-                isa: self.isa,
-                ty,
-                form,
-                w,
-                wrb,
-                acts: ga,
-                n_tokens,
-                out: OutPtr(out.as_mut_ptr()),
-                next: AtomicUsize::new(0),
-            };
-            if w.data.len() < MIN_PARALLEL_BYTES || pool.n_threads() == 1 {
-                task.work();
+            let all_acts = guard.as_deref_mut().unwrap_or(&mut fresh);
+            if all_acts.len() < jobs.len() {
+                all_acts.resize_with(jobs.len(), GemmActs::default);
+            }
+            let mut tasks = Vec::with_capacity(jobs.len());
+            let mut bytes = 0;
+            for (&(w, wrb, acts, out), ga) in jobs.iter().zip(all_acts.iter_mut()) {
+                let (QuantFormat::Ggml(ty), Some(form)) = (w.ty, gemm_form(w.ty)) else {
+                    unreachable!("uses_gemm checked the form");
+                };
+                ga.build(acts.ty, form, acts.n_tokens, w.cols, |t| acts.row(t));
+                bytes += w.data.len();
+                tasks.push(GemmTask {
+                    isa: self.isa,
+                    ty,
+                    form,
+                    w,
+                    wrb,
+                    acts: ga,
+                    n_tokens: acts.n_tokens,
+                    out,
+                    next: AtomicUsize::new(0),
+                });
+            }
+            let work = || tasks.iter().for_each(GemmTask::work);
+            if bytes < MIN_PARALLEL_BYTES || pool.n_threads() == 1 {
+                work();
             } else {
-                pool.run_dynamic(|_, _| task.work());
+                pool.run_dynamic(|_, _| work());
             }
         });
     }
 }
+
+/// One product for the GEMM: the weights, their row bytes, the activations and the output.
+type GemmJob<'a, 'w> = (&'a QMatrix<'w>, usize, &'a QuantizedActs, OutPtr);
 
 /// The panel transposition of the ISA that runs the GEMM.
 #[cfg(target_arch = "x86_64")]

@@ -37,7 +37,7 @@ pub mod ops;
 pub mod pool;
 pub mod scalar;
 
-pub use matmul::{MatmulError, QMatrix, QuantizedActs};
+pub use matmul::{MatmulError, MatmulJob, QMatrix, QuantizedActs};
 pub use pool::ThreadPool;
 
 /// An instruction-set level with its own kernel implementations.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{AttnParams, Backend, BufId, RopeParams, WeightId, WeightTable};
 use crate::config::RopeStyle;
-use crate::kernels::cpu::matmul::{QMatrix, QuantizedActs};
+use crate::kernels::cpu::matmul::{MatmulJob, QMatrix, QuantizedActs};
 use crate::kernels::cpu::ops::{self, par_rows_mut, KvView, RopeCache, RopeCfg, RopeMode};
 use crate::kernels::cpu::pool::ThreadPool;
 use crate::kernels::cpu::{Isa, Kernels};
@@ -502,6 +502,7 @@ impl Backend for CpuBackend {
         // Convert the input once per activation type and share it across the products.
         let mut done = std::mem::take(&mut self.act_types);
         done.clear();
+        let mut mats = Vec::with_capacity(outs.len());
         for &(wid, out) in outs {
             let e = w.table.entry(wid);
             let (ty, data) = w.matrix(wid);
@@ -531,13 +532,33 @@ impl Backend for CpuBackend {
                     i
                 }
             };
-            let ob = &mut self.bufs[out.0 as usize];
-            let dst = &mut ob.data[..n * m.rows];
-            if let Err(err) = kernels.matmul_q(&self.pool, &m, &self.acts[slot], dst) {
-                panic!("matmul {}: {err}", e.name);
-            }
+            mats.push((m, slot, out.0 as usize));
         }
         self.act_types = done;
+        // The output buffers, distinct from each other and from the input (model code), as
+        // disjoint borrows of `bufs`.
+        let mut dsts: Vec<Option<&mut Buf>> = (0..outs.len()).map(|_| None).collect();
+        for (i, b) in self.bufs.iter_mut().enumerate() {
+            if let Some(k) = mats.iter().position(|&(_, _, o)| o == i) {
+                dsts[k] = Some(b);
+            }
+        }
+        let mut jobs = Vec::with_capacity(outs.len());
+        for ((m, slot, _), dst) in mats.iter().zip(dsts) {
+            let dst = dst.expect("matmul outputs are distinct buffers");
+            jobs.push(MatmulJob {
+                w: m,
+                acts: &self.acts[*slot],
+                out: &mut dst.data[..n * m.rows],
+            });
+        }
+        if let Err(err) = kernels.matmul_q_group(&self.pool, &mut jobs) {
+            let names: Vec<&str> = outs
+                .iter()
+                .map(|&(wid, _)| w.table.entry(wid).name.as_str())
+                .collect();
+            panic!("matmul {}: {err}", names.join(", "));
+        }
     }
 
     fn add_bias(&mut self, x: BufId, b: WeightId, n: usize) {
