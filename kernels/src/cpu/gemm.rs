@@ -87,7 +87,13 @@ fn nibbles(qs: &[u8], codes: &mut [u8]) {
 /// Unpacks one weight block `b` of `ty` (its whole `type_size` bytes) into codes (one per
 /// value), and the scale and minimum of each of its sub-blocks (see the module docs).
 /// Block layouts: ggml-common.h.
-fn unpack_block(ty: GgmlType, b: &[u8], codes: &mut [u8], scales: &mut [f32], mins: &mut [f32]) {
+pub(crate) fn unpack_block(
+    ty: GgmlType,
+    b: &[u8],
+    codes: &mut [u8],
+    scales: &mut [f32],
+    mins: &mut [f32],
+) {
     match ty {
         GgmlType::Q4_0 => {
             scales[0] = f16_at(b, 0);

@@ -379,14 +379,15 @@ impl Kernels {
 }
 
 impl Kernels {
-    /// Whether [`Kernels::matmul_q`] takes the register-blocked GEMM (`cpu/gemm.rs`) for
-    /// `n_tokens` tokens of weight type `ty`: on AVX-512 for Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q4_K and Q6_K, whose panels
-    /// pack fast enough to serve every token count, decode included. Its results agree with
-    /// the dot products within float rounding (the same integer sums, scaled and added in
-    /// another order) and do not depend on how the tokens are split into calls.
+    /// Whether [`Kernels::matmul_q`] takes the GEMM for `n_tokens` tokens of weight type `ty`:
+    /// Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q4_K and Q6_K, for every token count, decode included
+    /// (their AVX-512 panels pack fast enough). On AVX-512 that is the register-blocked GEMM
+    /// (`cpu/gemm.rs`); scalar and AVX2 compute the same float operations without panels
+    /// (`cpu/gemm_rows.rs`), so every ISA gives the same bits. The results agree with the dot
+    /// products within float rounding (the same integer sums, scaled and added in another
+    /// order) and do not depend on how the tokens are split into calls.
     pub fn uses_gemm(&self, ty: QuantFormat, n_tokens: usize) -> bool {
         n_tokens > 0
-            && self.isa == Isa::Avx512
             && matches!(
                 ty,
                 QuantFormat::Ggml(
@@ -472,6 +473,10 @@ struct GemmTask<'a, 'w> {
 
 impl GemmTask<'_, '_> {
     fn work(&self) {
+        if self.isa != Isa::Avx512 {
+            self.work_rows();
+            return;
+        }
         thread_local! {
             static PANEL: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
         }
@@ -504,6 +509,33 @@ impl GemmTask<'_, '_> {
                 Ok(_) => return Some(cur..end),
                 Err(now) => cur = now,
             }
+        }
+    }
+
+    /// Scalar and AVX2: the GEMM's float operations without panels (`cpu/gemm_rows.rs`).
+    fn work_rows(&self) {
+        let job = crate::cpu::gemm_rows::RowsJob::new(
+            self.ty,
+            self.form,
+            self.w.data,
+            self.wrb,
+            self.w.cols,
+            self.w.rows,
+            self.acts,
+            self.n_tokens,
+            self.out.0,
+        );
+        while let Some(claimed) = self.claim() {
+            // SAFETY: the claimed rows are within the matrix and handed out once (`claim`),
+            // so no other thread writes their outputs.
+            unsafe {
+                crate::cpu::gemm_rows::rows_times_tokens(
+                    self.isa,
+                    &job,
+                    claimed.start,
+                    claimed.len(),
+                )
+            };
         }
     }
 

@@ -32,6 +32,7 @@ pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub(crate) mod gemm;
+pub(crate) mod gemm_rows;
 pub mod matmul;
 pub mod ops;
 pub mod pool;

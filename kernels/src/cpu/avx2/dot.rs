@@ -83,7 +83,7 @@ unsafe fn f32_at(p: *const u8) -> f32 {
 }
 
 #[inline]
-unsafe fn u32_at(p: *const u8) -> u32 {
+pub(super) unsafe fn u32_at(p: *const u8) -> u32 {
     // SAFETY: the caller guarantees four readable bytes at `p`.
     u32::from_le(unsafe { p.cast::<u32>().read_unaligned() })
 }
@@ -109,7 +109,7 @@ fn hsum_epi32(v: __m256i) -> i32 {
 /// 16 nibble bytes (ggml order) as 32 codes in value order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn nibbles_16(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles_16(p: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 16 readable bytes at `p`.
     let q = unsafe { _mm_loadu_si128(p.cast()) };
     let m4 = _mm_set1_epi8(0x0F);
@@ -144,7 +144,7 @@ fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256i {
 /// Bit j of `bits` as byte j (0x10 when set, 0 otherwise).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn bits_to_0x10(bits: u32) -> __m256i {
+pub(super) fn bits_to_0x10(bits: u32) -> __m256i {
     let t = _mm256_set1_epi32(bits as i32);
     let shuf = _mm256_set_epi64x(
         0x0303_0303_0303_0303,
@@ -161,7 +161,7 @@ fn bits_to_0x10(bits: u32) -> __m256i {
 /// The f16 values at `base + idx[k]` (k = 0..8, byte offsets) as 8 f32 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gather_f16(base: *const u8, idx: __m256i) -> __m256 {
+pub(super) unsafe fn gather_f16(base: *const u8, idx: __m256i) -> __m256 {
     // SAFETY: the caller guarantees 4 readable bytes at every base + idx[k].
     let g = unsafe { _mm256_i32gather_epi32::<1>(base.cast(), idx) };
     let g = _mm256_and_si256(g, _mm256_set1_epi32(0xFFFF));

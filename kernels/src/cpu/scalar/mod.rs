@@ -1,2 +1,3 @@
 pub mod dot;
+pub(crate) mod gemm;
 pub mod ops;
