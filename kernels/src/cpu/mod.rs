@@ -8,7 +8,10 @@
 //! Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants, F32 for F32/F16/BF16), plus the activation
 //! converters. [`Kernels::get`] hands out a table only when the CPU supports its ISA;
 //! [`Kernels::best`] is the process default ([`Isa::default_for_process`]). The matrix products
-//! ([`matmul`]) and the thread pool ([`pool`]) sit on top.
+//! ([`matmul`]) and the thread pool ([`pool`]) sit on top. The matrix products of Q4_0, Q4_1,
+//! Q5_0, Q8_0, IQ4_NL, Q4_K and Q6_K take a GEMM instead of the dot products, on every ISA
+//! with the same float operations (`gemm.rs` on AVX-512, `gemm_rows.rs` on scalar and AVX2),
+//! so their results are the same bits everywhere.
 //!
 //! | format | scalar | AVX2 | AVX-512 VNNI |
 //! | --- | --- | --- | --- |
