@@ -550,73 +550,71 @@ impl GemmTask<'_, '_> {
     /// Multiplies the panel of rows `r0 .. r0 + 16` (fewer at the end).
     fn panel_rows(&self, panel: &mut Vec<Line>, r0: usize) {
         let rows = self.w.rows;
-        {
-            let n_rows = (rows - r0).min(PANEL_ROWS);
-            #[cfg(target_arch = "x86_64")]
-            if self.isa == Isa::Avx512 && self.n_tokens == 1 {
-                // SAFETY: r0 + n_rows ≤ rows = the one token's outputs, and rows r0..r0 +
-                // n_rows belong to this panel only (handed out once through `next`).
-                let out = unsafe { std::slice::from_raw_parts_mut(self.out.0.add(r0), n_rows) };
-                if crate::cpu::avx512::gemm::rows_times_one_token(
-                    self.ty,
-                    self.w.data,
-                    self.wrb,
-                    self.w.cols,
-                    r0,
-                    n_rows,
-                    &self.acts.y,
-                    &self.acts.side,
-                    out,
-                ) {
-                    return;
-                }
-            }
-            #[cfg(target_arch = "x86_64")]
-            let packed = crate::cpu::avx512::gemm::pack_panel_fast(
+        let n_rows = (rows - r0).min(PANEL_ROWS);
+        #[cfg(target_arch = "x86_64")]
+        if self.isa == Isa::Avx512 && self.n_tokens == 1 {
+            // SAFETY: r0 + n_rows ≤ rows = the one token's outputs, and rows r0..r0 +
+            // n_rows belong to this panel only (handed out once through `next`).
+            let out = unsafe { std::slice::from_raw_parts_mut(self.out.0.add(r0), n_rows) };
+            if crate::cpu::avx512::gemm::rows_times_one_token(
                 self.ty,
                 self.w.data,
                 self.wrb,
                 self.w.cols,
                 r0,
                 n_rows,
+                &self.acts.y,
+                &self.acts.side,
+                out,
+            ) {
+                return;
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        let packed = crate::cpu::avx512::gemm::pack_panel_fast(
+            self.ty,
+            self.w.data,
+            self.wrb,
+            self.w.cols,
+            r0,
+            n_rows,
+            panel,
+        );
+        #[cfg(not(target_arch = "x86_64"))]
+        let packed = false;
+        if !packed {
+            pack_panel(
+                self.ty,
+                self.form,
+                self.w.data,
+                self.wrb,
+                self.w.cols,
+                r0,
+                n_rows,
                 panel,
+                TRANSPOSE,
             );
-            #[cfg(not(target_arch = "x86_64"))]
-            let packed = false;
-            if !packed {
-                pack_panel(
-                    self.ty,
-                    self.form,
-                    self.w.data,
-                    self.wrb,
-                    self.w.cols,
-                    r0,
-                    n_rows,
-                    panel,
-                    TRANSPOSE,
-                );
-            }
-            #[cfg(target_arch = "x86_64")]
-            {
-                let tile = crate::cpu::avx512::gemm::Tile {
-                    nsub: self.w.cols / self.form.kb,
-                    panel: panel.as_ptr().cast(),
-                    y: self.acts.y.as_ptr(),
-                    cols: self.w.cols,
-                    side: self.acts.side.as_ptr(),
-                    n_tokens: self.n_tokens,
-                    // SAFETY: r0 < rows, so the offset stays within the n_tokens × rows output.
-                    out: unsafe { self.out.0.add(r0) },
-                    out_stride: rows,
-                    mask: ((1u32 << n_rows) - 1) as u16,
-                };
-                // SAFETY: this path is only taken on an AVX-512 table (`uses_gemm`), which
-                // `Kernels::get` hands out only when the CPU supports it; the panel holds
-                // `nsub` packed sub-blocks, the activations n_tokens × cols values and
-                // n_tokens × nsub side values, and the output rows r0..r0 + n_rows of every
-                // token belong to this panel only.
-                unsafe { crate::cpu::avx512::gemm::panel_times_tokens(self.form, &tile) };
-            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let tile = crate::cpu::avx512::gemm::Tile {
+                nsub: self.w.cols / self.form.kb,
+                panel: panel.as_ptr().cast(),
+                y: self.acts.y.as_ptr(),
+                cols: self.w.cols,
+                side: self.acts.side.as_ptr(),
+                n_tokens: self.n_tokens,
+                // SAFETY: r0 < rows, so the offset stays within the n_tokens × rows output.
+                out: unsafe { self.out.0.add(r0) },
+                out_stride: rows,
+                mask: ((1u32 << n_rows) - 1) as u16,
+            };
+            // SAFETY: this path is only taken on an AVX-512 table (`uses_gemm`), which
+            // `Kernels::get` hands out only when the CPU supports it; the panel holds
+            // `nsub` packed sub-blocks, the activations n_tokens × cols values and
+            // n_tokens × nsub side values, and the output rows r0..r0 + n_rows of every
+            // token belong to this panel only.
+            unsafe { crate::cpu::avx512::gemm::panel_times_tokens(self.form, &tile) };
         }
     }
 }

@@ -768,6 +768,17 @@ mod tests {
     use crate::cpu::Isa;
     use crate::quant::QuantFormat;
 
+    /// The types of `pack_panel_fast` and `rows_times_one_token`.
+    const FAST_TYPES: [GgmlType; 7] = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::IQ4_NL,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ];
+
     /// Random weight rows of `ty` with finite f16 scales.
     fn random_rows(ty: GgmlType, rows: usize, cols: usize, seed: &mut u32) -> (Vec<u8>, usize) {
         let fmt = QuantFormat::Ggml(ty);
@@ -796,15 +807,7 @@ mod tests {
             return;
         }
         let mut seed = 0x9e37_79b9u32;
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q8_0,
-            GgmlType::IQ4_NL,
-            GgmlType::Q4_K,
-            GgmlType::Q6_K,
-        ] {
+        for ty in FAST_TYPES {
             let fmt = QuantFormat::Ggml(ty);
             let form = gemm_form(fmt).unwrap();
             let (rows, cols) = (37, if fmt.block_size() == 256 { 768 } else { 160 });
@@ -872,31 +875,10 @@ mod tests {
             return;
         }
         let mut seed = 0x1234_5678u32;
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q8_0,
-            GgmlType::IQ4_NL,
-            GgmlType::Q4_K,
-            GgmlType::Q6_K,
-        ] {
+        for ty in FAST_TYPES {
             let fmt = QuantFormat::Ggml(ty);
             let (rows, cols) = (37, if fmt.block_size() == 256 { 512 } else { 96 });
-            let wrb = cols / fmt.block_size() * fmt.type_size();
-            let data: Vec<u8> = (0..rows * wrb)
-                .map(|i| {
-                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    // Keep the f16 scales finite: clear their exponent's top bit.
-                    let b = (seed >> 24) as u8;
-                    let o = i % fmt.type_size();
-                    if o % 2 == 1 && (o < 4 || (ty == GgmlType::Q6_K && o == 209)) {
-                        b & 0x3F
-                    } else {
-                        b
-                    }
-                })
-                .collect();
+            let (data, wrb) = random_rows(ty, rows, cols, &mut seed);
             let form = gemm_form(fmt).unwrap();
             for r0 in [0, 16, 32] {
                 let n_rows = (rows - r0).min(PANEL_ROWS);
