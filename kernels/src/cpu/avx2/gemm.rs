@@ -206,11 +206,22 @@ fn unpack_group(job: &RowsJob<'_>, g0: usize, gn: usize, wb: usize, gb: &mut Gro
     for r in 0..gn {
         let at = (g0 + r) * job.wrb + wb * ts;
         let blk = &job.data[at..at + ts];
-        // Decode streams every weight once: ask for this row's bytes a few blocks ahead.
-        let ahead = at + 8 * ts.max(64);
-        if ahead < job.data.len() {
-            // SAFETY: a prefetch is only a hint and the address lies within the matrix.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(job.data.as_ptr().add(ahead).cast()) };
+        // Decode streams every weight once: ask for this row's bytes a few hundred bytes
+        // ahead (every line of a K-quant block; one line per small block, which is enough).
+        let ahead = at + (2 * ts).max(512);
+        let prefetch = |at: usize| {
+            if at < job.data.len() {
+                // SAFETY: a prefetch is only a hint and the address lies within the matrix.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(job.data.as_ptr().add(at).cast()) };
+            }
+        };
+        prefetch(ahead);
+        if ts > 64 {
+            prefetch(ahead + 64);
+            prefetch(ahead + 128);
+            if ts > 192 {
+                prefetch(ahead + 192);
+            }
         }
         // SAFETY: `blk` is one whole block of `job.ty`; the code rows hold 256 bytes.
         let done =
