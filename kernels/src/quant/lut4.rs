@@ -296,20 +296,21 @@ fn nf4_best_positive_scale(y: &[f32], w: &[f32], t_lo: f32, t_hi: f32) -> (f32, 
         sumqx += w * q * v;
         sumq2 += w * q * q;
         // The midpoints `t·v` crosses next, outward from level k, while t ≤ t_hi.
-        let outward: &mut dyn Iterator<Item = (usize, usize)> = if v > 0.0 {
-            &mut (k..15).map(|l| (l, l + 1))
-        } else if v < 0.0 {
-            &mut (1..=k).rev().map(|l| (l, l - 1))
-        } else {
-            &mut std::iter::empty()
-        };
-        for (a, b) in outward {
-            let t = 0.5 * (KVALUES_NF4[a] as f32 + KVALUES_NF4[b] as f32) / v;
-            if t > t_hi {
-                break;
+        let mid = |a: usize, b: usize| 0.5 * (KVALUES_NF4[a] as f32 + KVALUES_NF4[b] as f32);
+        let inv_v = 1.0 / v;
+        let mut l = k;
+        if v > 0.0 {
+            while l < 15 && mid(l, l + 1) * inv_v <= t_hi {
+                events[n] = (mid(l, l + 1) * inv_v, j as u8);
+                n += 1;
+                l += 1;
             }
-            events[n] = (t, j as u8);
-            n += 1;
+        } else if v < 0.0 {
+            while l > 0 && mid(l, l - 1) * inv_v <= t_hi {
+                events[n] = (mid(l, l - 1) * inv_v, j as u8);
+                n += 1;
+                l -= 1;
+            }
         }
     }
     let events = &mut events[..n];
