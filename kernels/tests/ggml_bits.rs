@@ -227,6 +227,122 @@ fn per_key_attention_is_identical_on_every_isa() {
     }
 }
 
+/// ggml's tiled attention path (batches of at least 64 query tokens) and the per-key path
+/// below it give the same bits on every ISA, whatever tile each ISA cuts: head dims that fit
+/// the AVX tile kernels (64, 256, 8, 12) and one that does not (6), groups that fill part of a
+/// tile, more than AVX2's 32 rows, or more than AVX-512's 64; windows; f16 and f32 caches; on
+/// one thread and on several.
+#[test]
+fn tiled_attention_is_identical_on_every_isa() {
+    let mut rng = Lcg(11);
+    // (head_dim, n_heads, n_kv_heads, n_past, n_tokens, window, f16)
+    let cases = [
+        (64, 4, 1, 0, 64, None, true),
+        (256, 4, 1, 30, 70, Some(16), true),
+        (256, 8, 2, 70, 65, None, false),
+        (64, 9, 3, 5, 66, Some(40), false),
+        (6, 4, 2, 3, 64, None, true),
+        (6, 3, 1, 64, 67, Some(20), false),
+        (6, 4, 1, 10, 5, None, true),
+        (8, 40, 1, 10, 64, None, true),
+        (12, 80, 1, 1, 68, Some(30), false),
+        (64, 1, 1, 129, 69, Some(70), true),
+        (64, 2, 1, 129, 63, None, false),
+    ];
+    for (hd, nh, nkv, n_past, n_tokens, window, f16_cache) in cases {
+        let n_pos = n_past + n_tokens;
+        let kf: Vec<f32> = (0..n_pos * nkv * hd).map(|_| rng.uniform() * 3.0).collect();
+        let vf: Vec<f32> = (0..n_pos * nkv * hd).map(|_| rng.uniform() * 3.0).collect();
+        let to16 =
+            |x: &[f32]| -> Vec<u16> { x.iter().map(|&v| f16::from_f32(v).to_bits()).collect() };
+        let (k16, v16) = (to16(&kf), to16(&vf));
+        let kv = if f16_cache {
+            KvView {
+                k: KvData::F16(&k16),
+                v: KvData::F16(&v16),
+                n_kv_heads: nkv,
+                head_dim: hd,
+            }
+        } else {
+            KvView {
+                k: KvData::F32(&kf),
+                v: KvData::F32(&vf),
+                n_kv_heads: nkv,
+                head_dim: hd,
+            }
+        };
+        let q: Vec<f32> = (0..n_tokens * nh * hd)
+            .map(|_| rng.uniform() * 4.0)
+            .collect();
+        let params = AttnParams {
+            n_heads: nh,
+            scale: 1.0 / (hd as f32).sqrt(),
+            window,
+        };
+        let what = format!(
+            "attention hd {hd} heads {nh}/{nkv} past {n_past} tokens {n_tokens} window {window:?} f16 {f16_cache}"
+        );
+        let mut want = vec![0.0f32; q.len()];
+        ops::attention(Isa::Scalar, &q, &kv, n_past, &params, &mut want);
+        for isa in Isa::available() {
+            let mut got = vec![0.0f32; q.len()];
+            ops::attention(isa, &q, &kv, n_past, &params, &mut got);
+            assert_bits(&what, isa, &got, &want);
+            let mut got_mt = vec![0.0f32; q.len()];
+            let par = ops::RayonRun(3);
+            ops::attention_parallel(isa, &q, &kv, n_past, &params, &mut got_mt, &par);
+            assert_bits(&format!("{what} on 3 threads"), isa, &got_mt, &want);
+        }
+    }
+}
+
+/// Every prefill batch size from 1 to 70 tokens at a few cache positions (so tiles and key
+/// blocks start and end everywhere), Gemma-3's shape (head dim 256, 4 heads on 1 kv head,
+/// window 512 or none) at a reduced head dim: the same bits on every ISA.
+#[test]
+fn attention_batches_1_to_70_are_identical_on_every_isa() {
+    let mut rng = Lcg(13);
+    let (hd, nh, nkv) = (32, 4, 1);
+    for n_past in [0usize, 37, 64] {
+        for n_tokens in 1..=70 {
+            let n_pos = n_past + n_tokens;
+            let k: Vec<u16> = (0..n_pos * nkv * hd)
+                .map(|_| f16::from_f32(rng.uniform() * 3.0).to_bits())
+                .collect();
+            let v: Vec<u16> = (0..n_pos * nkv * hd)
+                .map(|_| f16::from_f32(rng.uniform() * 3.0).to_bits())
+                .collect();
+            let kv = KvView {
+                k: KvData::F16(&k),
+                v: KvData::F16(&v),
+                n_kv_heads: nkv,
+                head_dim: hd,
+            };
+            let q: Vec<f32> = (0..n_tokens * nh * hd)
+                .map(|_| rng.uniform() * 4.0)
+                .collect();
+            let window = (n_tokens % 3 == 0).then_some(50);
+            let params = AttnParams {
+                n_heads: nh,
+                scale: 1.0 / (hd as f32).sqrt(),
+                window,
+            };
+            let mut want = vec![0.0f32; q.len()];
+            ops::attention(Isa::Scalar, &q, &kv, n_past, &params, &mut want);
+            for isa in Isa::available() {
+                let mut got = vec![0.0f32; q.len()];
+                ops::attention(isa, &q, &kv, n_past, &params, &mut got);
+                assert_bits(
+                    &format!("attention past {n_past} tokens {n_tokens} window {window:?}"),
+                    isa,
+                    &got,
+                    &want,
+                );
+            }
+        }
+    }
+}
+
 // Against ggml itself: `data/ops-ggml/ops_ggml.bin` (inputs and ggml's CPU outputs written by
 // `data/ops-ggml/gen_ops_ggml.c` linked against the reference llama.cpp build).
 fn ggml_records() -> std::collections::HashMap<String, Vec<f32>> {

@@ -520,7 +520,7 @@ pub struct AttnTile<'a> {
     pub kv: &'a KvView<'a>,
     pub kv_head: usize,
     pub head_dim: usize,
-    /// Query heads per token in the tile (the GQA group).
+    /// Query heads per token in the tile: the GQA group of `kv_head`, or a run of its heads.
     pub group: usize,
     /// Position of the tile's first token; token `t` is at `first_pos + t`.
     pub first_pos: usize,
@@ -792,9 +792,16 @@ pub fn attention_parallel(
             }
             None => kv,
         };
-        let tile_tokens = (tile_rows(isa) / group).clamp(1, 16);
-        let n_jobs = n_tokens.div_ceil(tile_tokens) * n_kv;
-        let glen = group * hd;
+        // A group of more query heads than the ISA's tile kernel holds rows is split into runs
+        // of heads (each run still shares the kv head): the AVX kernels then never fall back to
+        // their per-token path, whose sums are ordered per ISA, and every ISA gives the same
+        // bits (each row's result does not depend on the other rows of its tile).
+        let rows_cap = tile_rows(isa);
+        let head_runs = group.div_ceil(rows_cap);
+        let run_heads = group.div_ceil(head_runs);
+        let tile_tokens = (rows_cap / run_heads).clamp(1, 16);
+        let n_jobs = n_tokens.div_ceil(tile_tokens) * n_kv * head_runs;
+        let glen = run_heads * hd;
         let init = || {
             (
                 Vec::with_capacity(tile_tokens * glen),
@@ -802,21 +809,26 @@ pub fn attention_parallel(
             )
         };
         let job = |(q_tile, out_tile): &mut (Vec<f32>, Vec<f32>), job_idx: usize| {
-            let g = job_idx % n_kv;
-            let t0 = job_idx / n_kv * tile_tokens;
+            let run = job_idx % head_runs;
+            let g = job_idx / head_runs % n_kv;
+            let t0 = job_idx / (head_runs * n_kv) * tile_tokens;
             let nt = tile_tokens.min(n_tokens - t0);
+            let h0 = run * run_heads;
+            let nh = run_heads.min(group - h0);
+            let len = nh * hd;
+            let head_off = (g * group + h0) * hd;
             q_tile.clear();
             for t in t0..t0 + nt {
-                let st = t * tok_len + g * glen;
-                q_tile.extend_from_slice(&q[st..st + glen]);
+                let st = t * tok_len + head_off;
+                q_tile.extend_from_slice(&q[st..st + len]);
             }
             out_tile.clear();
-            out_tile.resize(nt * glen, 0.0);
+            out_tile.resize(nt * len, 0.0);
             let tile = AttnTile {
                 kv,
                 kv_head: g,
                 head_dim: hd,
-                group,
+                group: nh,
                 first_pos: n_past + t0,
                 n_tokens: nt,
                 window: params.window,
@@ -824,12 +836,12 @@ pub fn attention_parallel(
             };
             dispatch!(isa, attend_tile(&tile, q_tile, out_tile));
             for (i, t) in (t0..t0 + nt).enumerate() {
-                let st = t * tok_len + g * glen;
-                // SAFETY: `st..st + glen` lies inside `out` (same shape as `q`); distinct
-                // jobs write distinct (token, kv head) ranges and each job runs on exactly
+                let st = t * tok_len + head_off;
+                // SAFETY: `st..st + len` lies inside `out` (same shape as `q`); distinct
+                // jobs write distinct (token, head run) ranges and each job runs on exactly
                 // one thread, so no two live slices overlap.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(st), glen) };
-                dst.copy_from_slice(&out_tile[i * glen..(i + 1) * glen]);
+                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(st), len) };
+                dst.copy_from_slice(&out_tile[i * len..(i + 1) * len]);
             }
         };
         run_jobs(par, n_jobs, init, job);

@@ -139,8 +139,10 @@ pub fn expf_ggml_v(x: f32) -> f32 {
     if n.is_nan() {
         return f32::NAN;
     }
-    // vscalefps: j · 2^n rounded once (n is an integer in [-192, 192]).
-    (j as f64 * (n as f64).exp2()) as f32
+    // vscalefps: j · 2^n rounded once (n is an integer in [-192, 192]: 2^n is an exact f64,
+    // built from its exponent bits, and the f64 product is exact).
+    let pow2 = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (j as f64 * pow2) as f32
 }
 
 /// SiLU as ggml computes it on the goldens' machine (`ggml_v_silu`): `x / (1 + e^-x)` with
@@ -541,17 +543,196 @@ pub fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
 }
 
 /// ggml's tiled path for a tile of query tokens × the query heads of one kv head:
-/// `q_tile` and `out_tile` are `[n_tokens][group][head_dim]`. The reference runs each row
-/// through [`attend_group`]'s tiled path.
+/// `q_tile` and `out_tile` are `[n_tokens][group][head_dim]`.
+///
+/// Head dims that are a multiple of 4 compute, for every row (token × head), exactly the float
+/// operations of the AVX2/AVX-512 tile kernels (`attend_tile_rv`), in their order, so every ISA
+/// gives the same bits:
+/// - blocks of [`KV_TILE`] keys aligned to multiples of it in the cache, over the keys of the
+///   whole tile; keys outside a row's range score -inf (they add nothing to that row: e = 0,
+///   and a block with none of its keys rescales by e^0 = 1);
+/// - score `s = (fma chain over d of k_d · q_d, from 0) · scale`;
+/// - per block: `M' = max(M, max_j s_j)`, `ms = expf(M - M')` (libm, `M' = 0` while it is
+///   -inf), `e_j = expf_ggml_v(s_j - M')`, the block sum `Σ e_j` in f32 key by key,
+///   `S = fma(S, ms, Σ)`, `acc = acc · ms` then `acc = fma(v_j, e_j, acc)` key by key;
+/// - `out = acc · (1 / S)` (0 where S = 0).
+///
+/// Other head dims go one token at a time through [`attend_group`]'s tiled branch, as the AVX
+/// kernels do (their `attend_group` hands such head dims to this scalar one).
 #[inline]
 pub fn attend_tile(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]) {
-    let len = tile.group * tile.head_dim;
-    for (t, (qt, ot)) in q_tile
-        .chunks_exact(len)
-        .zip(out_tile.chunks_exact_mut(len))
-        .enumerate()
-    {
-        let job = tile.token_job(t);
-        attend_group(&job, qt, ot);
+    if !tile.head_dim.is_multiple_of(4) {
+        let len = tile.group * tile.head_dim;
+        for (t, (qt, ot)) in q_tile
+            .chunks_exact(len)
+            .zip(out_tile.chunks_exact_mut(len))
+            .enumerate()
+        {
+            let job = tile.token_job(t);
+            attend_group(&job, qt, ot);
+        }
+        return;
+    }
+    // `f32::mul_add` is one instruction with FMA and a (correctly rounded, so identical but
+    // slow) libm call without it.
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA.
+        unsafe { attend_tile_rows_fma(tile, q_tile, out_tile) };
+        return;
+    }
+    attend_tile_rows(tile, q_tile, out_tile)
+}
+
+/// [`attend_tile_rows`] compiled with FMA.
+///
+/// # Safety
+/// The CPU supports FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn attend_tile_rows_fma(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]) {
+    attend_tile_rows(tile, q_tile, out_tile)
+}
+
+/// `_mm*_max_ps(a, b)`: `a` where `a > b`, else `b`.
+#[inline(always)]
+fn max_ps(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// The rows-in-lanes form of [`attend_tile`] for any number of rows (head dim a multiple of
+/// 4): Q transposed (`qt[d][row]`), scores `st[key][row]` and accumulator `acc[d][row]`, so
+/// the inner loops run over rows and vectorise without reordering any row's operations.
+#[inline(always)]
+fn attend_tile_rows(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]) {
+    let hd = tile.head_dim;
+    let g = tile.group;
+    let rows = tile.n_tokens * g;
+    assert!(q_tile.len() >= rows * hd && out_tile.len() >= rows * hd);
+    if rows == 0 {
+        return;
+    }
+    let mut qt = vec![0.0f32; hd * rows];
+    for r in 0..rows {
+        for d in 0..hd {
+            qt[d * rows + r] = q_tile[r * hd + d];
+        }
+    }
+    let mut lo = vec![0usize; rows];
+    let mut hi = vec![0usize; rows];
+    let (mut key_min, mut key_max) = (usize::MAX, 0usize);
+    for r in 0..rows {
+        let keys = crate::cpu::ops::attended_keys(tile.first_pos + r / g, tile.window);
+        lo[r] = keys.start;
+        hi[r] = keys.end;
+        key_min = key_min.min(keys.start);
+        key_max = key_max.max(keys.end);
+    }
+    let kv = tile.kv;
+    let kv_row = kv.n_kv_heads * hd;
+    let base = tile.kv_head * hd;
+    assert!(
+        (key_max - 1) * kv_row + base + hd <= kv.k.len().min(kv.v.len()),
+        "attention: cache too short"
+    );
+    let mut m = vec![f32::NEG_INFINITY; rows];
+    let mut s_sum = vec![0.0f32; rows];
+    let mut acc = vec![0.0f32; hd * rows];
+    let mut st = vec![0.0f32; KV_TILE * rows];
+    let mut a = vec![0.0f32; rows];
+    let mut bmax = vec![0.0f32; rows];
+    let mut m_safe = vec![0.0f32; rows];
+    let mut ms = vec![0.0f32; rows];
+    let mut sum = vec![0.0f32; rows];
+    let mut kf = vec![0.0f32; KV_TILE * hd];
+    let mut vf = vec![0.0f32; KV_TILE * hd];
+
+    // Blocks aligned to multiples of KV_TILE in the cache, like ggml's tiles.
+    let mut b0 = key_min - key_min % KV_TILE;
+    while b0 < key_max {
+        let n = (key_max - b0).min(KV_TILE);
+        for j in 0..n {
+            let off = (b0 + j) * kv_row + base;
+            load_row(&kv.k, off, &mut kf[j * hd..(j + 1) * hd]);
+            load_row(&kv.v, off, &mut vf[j * hd..(j + 1) * hd]);
+        }
+        // Scores: per row an FMA chain over the head dims, then the scale; -inf outside.
+        for j in 0..n {
+            a.fill(0.0);
+            for (d, &kd) in kf[j * hd..(j + 1) * hd].iter().enumerate() {
+                for (ar, &q) in a.iter_mut().zip(&qt[d * rows..(d + 1) * rows]) {
+                    *ar = kd.mul_add(q, *ar);
+                }
+            }
+            let key = b0 + j;
+            for (r, s) in st[j * rows..(j + 1) * rows].iter_mut().enumerate() {
+                *s = if key >= lo[r] && key < hi[r] {
+                    a[r] * tile.scale
+                } else {
+                    f32::NEG_INFINITY
+                };
+            }
+        }
+        // Online softmax per row: one max per block, e^(s - M), rescale by e^(M_old - M).
+        bmax.fill(f32::NEG_INFINITY);
+        for j in 0..n {
+            for (b, &s) in bmax.iter_mut().zip(&st[j * rows..(j + 1) * rows]) {
+                *b = max_ps(*b, s);
+            }
+        }
+        let mut any_rescale = false;
+        for r in 0..rows {
+            let m_new = max_ps(m[r], bmax[r]);
+            // Rows with nothing attended yet keep M = -inf; use 0 so that e^(-inf - 0) = 0.
+            m_safe[r] = if m_new == f32::NEG_INFINITY {
+                0.0
+            } else {
+                m_new
+            };
+            ms[r] = (m[r] - m_safe[r]).exp();
+            any_rescale |= ms[r] != 1.0;
+            m[r] = m_new;
+        }
+        sum.fill(0.0);
+        for j in 0..n {
+            for ((s, sr), &mr) in st[j * rows..(j + 1) * rows]
+                .iter_mut()
+                .zip(sum.iter_mut())
+                .zip(&m_safe)
+            {
+                *s = expf_ggml_v(*s - mr);
+                *sr += *s;
+            }
+        }
+        for r in 0..rows {
+            s_sum[r] = s_sum[r].mul_add(ms[r], sum[r]);
+        }
+        // acc[d][row] = acc · ms, then fma(v, p, acc) key by key (a factor of 1 is exact).
+        if any_rescale {
+            for ad in acc.chunks_exact_mut(rows) {
+                for (x, &f) in ad.iter_mut().zip(&ms) {
+                    *x *= f;
+                }
+            }
+        }
+        for j in 0..n {
+            let p = &st[j * rows..(j + 1) * rows];
+            for (ad, &v) in acc.chunks_exact_mut(rows).zip(&vf[j * hd..(j + 1) * hd]) {
+                for (x, &pr) in ad.iter_mut().zip(p) {
+                    *x = v.mul_add(pr, *x);
+                }
+            }
+        }
+        b0 += n;
+    }
+    for r in 0..rows {
+        let inv = if s_sum[r] == 0.0 { 0.0 } else { 1.0 / s_sum[r] };
+        for d in 0..hd {
+            out_tile[r * hd + d] = acc[d * rows + r] * inv;
+        }
     }
 }
