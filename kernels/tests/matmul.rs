@@ -372,3 +372,28 @@ fn a_group_equals_its_products_one_by_one() {
         }
     }
 }
+
+/// Converting a batch's activations on the pool gives the bytes of converting them on one
+/// thread, for every activation type and batch size.
+#[test]
+fn pooled_activation_conversion_equals_serial() {
+    let pool = ThreadPool::new(2).unwrap();
+    let cols = 512;
+    let mut rng = Rng(3);
+    for isa in Isa::available() {
+        let k = Kernels::get(isa).unwrap();
+        for act in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
+            for n_tokens in [0, 1, 2, 15, 16, 17, 40] {
+                let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit()).collect();
+                let (mut a, mut b) = (QuantizedActs::new(), QuantizedActs::new());
+                k.quantize_acts(act, &x, n_tokens, cols, &mut a).unwrap();
+                k.quantize_acts_on(Some(&pool), act, &x, n_tokens, cols, &mut b)
+                    .unwrap();
+                assert_eq!(a.n_tokens(), b.n_tokens());
+                for t in 0..n_tokens {
+                    assert_eq!(a.row(t), b.row(t), "{act} {} tokens={n_tokens}", isa.name());
+                }
+            }
+        }
+    }
+}

@@ -20,6 +20,7 @@
 //! float additions differs. Q8_1's stored block sum (an f16 of d·Σy) is used as is, as the
 //! reference does.
 
+use crate::cpu::pool::ThreadPool;
 use crate::quant::{GgmlType, QuantFormat, KVALUES_IQ4NL};
 
 /// Weight rows per panel (one 512-bit register of i32 lanes).
@@ -278,68 +279,124 @@ pub(crate) struct GemmActs {
 
 impl GemmActs {
     /// Fills `self` from `n_tokens` activation rows (`row(t)`, of type `act`, `cols` values)
-    /// for a weight of form `form`.
+    /// for a weight of form `form`, the tokens of a batch shared out on `pool` when one is
+    /// given (each token's values are computed alone: the same result either way).
     pub(crate) fn build<'a>(
         &mut self,
+        pool: Option<&ThreadPool>,
         act: GgmlType,
         form: GemmForm,
         n_tokens: usize,
         cols: usize,
-        row: impl Fn(usize) -> &'a [u8],
+        row: impl Fn(usize) -> &'a [u8] + Sync,
     ) {
-        let kb = form.kb;
-        let nsub = cols / kb;
+        let nsub = cols / form.kb;
         self.y.clear();
         self.y.resize(n_tokens * cols, 0);
         self.side.clear();
         self.side.resize(n_tokens * nsub, Side::default());
-        for t in 0..n_tokens {
-            let a = row(t);
-            let y = &mut self.y[t * cols..(t + 1) * cols];
-            for b in 0..nsub {
-                let (d, ms_stored, qs, sum) = match act {
-                    GgmlType::Q8_0 | GgmlType::Q8_1 => {
-                        let (ts, q0) = if act == GgmlType::Q8_0 {
-                            (34, 2)
-                        } else {
-                            (36, 4)
-                        };
-                        let blk = &a[b * ts..(b + 1) * ts];
-                        let ms = if act == GgmlType::Q8_1 {
-                            Some(f16_at(blk, 2))
-                        } else {
-                            None
-                        };
-                        let qs = &blk[q0..q0 + 32];
-                        let sum: i32 = qs.iter().map(|&q| q as i8 as i32).sum();
-                        (f16_at(blk, 0), ms, qs, sum)
+        let (y, side) = (Shared(self.y.as_mut_ptr()), Shared(self.side.as_mut_ptr()));
+        let token = |t: usize| {
+            // SAFETY: t < n_tokens, and token t's values (`y[t·cols..][..cols]`, `side[b ·
+            // n_tokens + t]`) are written by this call only (each token is handed out once).
+            let yt = unsafe { std::slice::from_raw_parts_mut(y.at(t * cols), cols) };
+            fill_token(act, form, row(t), yt, |b, v| unsafe {
+                *side.at(b * n_tokens + t) = v;
+            });
+        };
+        match pool {
+            Some(pool) if pool.n_threads() > 1 && n_tokens >= 16 => {
+                let chunk = n_tokens.div_ceil(4 * pool.n_threads());
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                pool.run_dynamic(|_, _| loop {
+                    let t0 = next.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
+                    if t0 >= n_tokens {
+                        return;
                     }
-                    GgmlType::Q8_K => {
-                        let per = 256 / kb;
-                        let (sb, s) = (b / per, b % per);
-                        let blk = &a[sb * 292..(sb + 1) * 292];
-                        let qs = &blk[4 + kb * s..4 + kb * (s + 1)];
-                        let nsums = kb / 16;
-                        let sum: i32 = (0..nsums)
-                            .map(|k| {
-                                let at = 260 + 2 * (nsums * s + k);
-                                i16::from_le_bytes([blk[at], blk[at + 1]]) as i32
-                            })
-                            .sum();
-                        (f32_at(blk, 0), None, qs, sum)
-                    }
-                    _ => unreachable!("GEMM activations are Q8_0, Q8_1 or Q8_K"),
-                };
-                for (o, &q) in y[b * kb..(b + 1) * kb].iter_mut().zip(qs) {
-                    *o = q as i8;
-                }
-                self.side[b * n_tokens + t] = Side {
-                    d,
-                    ms: ms_stored.unwrap_or(d * sum as f32),
-                    init: -form.offset * sum,
-                    _pad: 0,
-                };
+                    (t0..(t0 + chunk).min(n_tokens)).for_each(token);
+                });
             }
+            _ => (0..n_tokens).for_each(token),
         }
+    }
+}
+
+/// A buffer written by several threads at disjoint indices.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T);
+// SAFETY: the threads of `GemmActs::build` write disjoint elements (each token's own), of a
+// buffer that outlives the pool run.
+unsafe impl<T> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// Element `i` (a method, so that closures capture the whole wrapper).
+    ///
+    /// # Safety
+    /// `i` lies within the buffer.
+    unsafe fn at(self, i: usize) -> *mut T {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.add(i) }
+    }
+}
+
+/// One token's activations in the GEMM's form: its int8 values into `y` and, per sub-block
+/// `b`, its [`Side`] values through `side(b, ..)`.
+fn fill_token(
+    act: GgmlType,
+    form: GemmForm,
+    a: &[u8],
+    y: &mut [i8],
+    mut side: impl FnMut(usize, Side),
+) {
+    let kb = form.kb;
+    let nsub = y.len() / kb;
+    for b in 0..nsub {
+        let (d, ms_stored, qs, sum) = match act {
+            GgmlType::Q8_0 | GgmlType::Q8_1 => {
+                let (ts, q0) = if act == GgmlType::Q8_0 {
+                    (34, 2)
+                } else {
+                    (36, 4)
+                };
+                let blk = &a[b * ts..(b + 1) * ts];
+                let ms = if act == GgmlType::Q8_1 {
+                    Some(f16_at(blk, 2))
+                } else {
+                    None
+                };
+                let qs = &blk[q0..q0 + 32];
+                let sum: i32 = qs.iter().map(|&q| q as i8 as i32).sum();
+                (f16_at(blk, 0), ms, qs, sum)
+            }
+            GgmlType::Q8_K => {
+                let per = 256 / kb;
+                let (sb, s) = (b / per, b % per);
+                let blk = &a[sb * 292..(sb + 1) * 292];
+                let qs = &blk[4 + kb * s..4 + kb * (s + 1)];
+                let nsums = kb / 16;
+                let sum: i32 = (0..nsums)
+                    .map(|k| {
+                        let at = 260 + 2 * (nsums * s + k);
+                        i16::from_le_bytes([blk[at], blk[at + 1]]) as i32
+                    })
+                    .sum();
+                (f32_at(blk, 0), None, qs, sum)
+            }
+            _ => unreachable!("GEMM activations are Q8_0, Q8_1 or Q8_K"),
+        };
+        for (o, &q) in y[b * kb..(b + 1) * kb].iter_mut().zip(qs) {
+            *o = q as i8;
+        }
+        side(
+            b,
+            Side {
+                d,
+                ms: ms_stored.unwrap_or(d * sum as f32),
+                init: -form.offset * sum,
+                _pad: 0,
+            },
+        );
     }
 }

@@ -524,8 +524,10 @@ impl Backend for CpuBackend {
                     }
                     let i = done.len() - 1;
                     let xb = &self.bufs[x.0 as usize];
+                    let acts = &mut self.acts[i];
+                    let pool = Some(&self.pool);
                     if let Err(err) =
-                        kernels.quantize_acts(act, xb.rows(n), n, xb.cols, &mut self.acts[i])
+                        kernels.quantize_acts_on(pool, act, xb.rows(n), n, xb.cols, acts)
                     {
                         panic!("quantize activations for {}: {err}", e.name);
                     }
