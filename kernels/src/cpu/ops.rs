@@ -545,6 +545,25 @@ impl AttnTile<'_> {
             partial: false,
         }
     }
+
+    /// Runs `attend` on each token of the tile as its one-token job ([`AttnTile::token_job`])
+    /// with its rows of `q_tile` and `out_tile`: every ISA's fallback for tiles its tile kernel
+    /// does not take.
+    pub fn by_token(
+        &self,
+        q_tile: &[f32],
+        out_tile: &mut [f32],
+        mut attend: impl FnMut(&AttnJob, &[f32], &mut [f32]),
+    ) {
+        let len = self.group * self.head_dim;
+        for (t, (qt, ot)) in q_tile
+            .chunks_exact(len)
+            .zip(out_tile.chunks_exact_mut(len))
+            .enumerate()
+        {
+            attend(&self.token_job(t), qt, ot);
+        }
+    }
 }
 
 /// Query tokens from which ggml's CPU flash attention switches to its tiled path

@@ -963,16 +963,10 @@ pub unsafe fn attend_tile(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32])
 /// The CPU supports this module's target features.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 unsafe fn attend_tile_by_token(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]) {
-    let len = tile.group * tile.head_dim;
-    for (t, (qt, ot)) in q_tile
-        .chunks_exact(len)
-        .zip(out_tile.chunks_exact_mut(len))
-        .enumerate()
-    {
-        let job = tile.token_job(t);
-        // SAFETY: this function's target features.
-        unsafe { attend_group(&job, qt, ot) };
-    }
+    // SAFETY: this function's target features.
+    tile.by_token(q_tile, out_tile, |job, qt, ot| unsafe {
+        attend_group(job, qt, ot)
+    });
 }
 
 /// The tiled kernel for `RV * 16` row lanes: Q transposed once per tile (`qt[d][row]`), each

@@ -562,16 +562,7 @@ pub fn attend_group(job: &AttnJob, q_group: &[f32], out_group: &mut [f32]) {
 #[inline]
 pub fn attend_tile(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]) {
     if !tile.head_dim.is_multiple_of(4) {
-        let len = tile.group * tile.head_dim;
-        for (t, (qt, ot)) in q_tile
-            .chunks_exact(len)
-            .zip(out_tile.chunks_exact_mut(len))
-            .enumerate()
-        {
-            let job = tile.token_job(t);
-            attend_group(&job, qt, ot);
-        }
-        return;
+        return tile.by_token(q_tile, out_tile, attend_group);
     }
     // `f32::mul_add` is one instruction with FMA and a (correctly rounded, so identical but
     // slow) libm call without it.
