@@ -183,6 +183,19 @@ fn prefetch(bytes: &[u8]) {
     let _ = bytes;
 }
 
+/// Runs `f` on this thread's scratch value in `key`, or on a fresh one when that is already
+/// borrowed (a matrix product called from inside another on the same thread, e.g. by a
+/// nested pool task), so buffers are reused across calls without ever being shared.
+fn with_scratch<T: Default, R>(
+    key: &'static std::thread::LocalKey<RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut T::default()),
+    })
+}
+
 /// Tokens from which `quantize_acts_on` and the GEMM's activation form use the pool.
 const PAR_MIN_TOKENS: usize = 16;
 
@@ -419,16 +432,9 @@ impl Kernels {
             isa: self.isa.name(),
             ty: w.ty,
         })?;
-        SCRATCH.with(|s| match s.try_borrow_mut() {
-            Ok(mut acts) => {
-                self.quantize_acts(act, x, n_tokens, w.cols, &mut acts)?;
-                self.matmul_q(pool, w, &acts, out)
-            }
-            Err(_) => {
-                let mut acts = QuantizedActs::new();
-                self.quantize_acts(act, x, n_tokens, w.cols, &mut acts)?;
-                self.matmul_q(pool, w, &acts, out)
-            }
+        with_scratch(&SCRATCH, |acts| {
+            self.quantize_acts(act, x, n_tokens, w.cols, acts)?;
+            self.matmul_q(pool, w, acts, out)
         })
     }
 
@@ -475,10 +481,7 @@ impl Kernels {
         thread_local! {
             static GEMM_ACTS: RefCell<Vec<GemmActs>> = const { RefCell::new(Vec::new()) };
         }
-        GEMM_ACTS.with(|g| {
-            let mut fresh = Vec::new();
-            let mut guard = g.try_borrow_mut().ok();
-            let all_acts = guard.as_deref_mut().unwrap_or(&mut fresh);
+        with_scratch(&GEMM_ACTS, |all_acts| {
             if all_acts.len() < jobs.len() {
                 all_acts.resize_with(jobs.len(), GemmActs::default);
             }
@@ -570,12 +573,7 @@ impl GemmTask<'_, '_> {
         thread_local! {
             static PANEL: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
         }
-        PANEL.with(|p| {
-            let mut fresh = Vec::new();
-            let mut guard = p.try_borrow_mut().ok();
-            let panel = guard.as_deref_mut().unwrap_or(&mut fresh);
-            self.work_with(panel);
-        });
+        with_scratch(&PANEL, |panel| self.work_with(panel));
     }
 
     /// Claims the next rows to multiply: a few panels at a time while many are left, one at
