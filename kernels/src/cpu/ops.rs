@@ -546,6 +546,30 @@ impl AttnTile<'_> {
         }
     }
 
+    /// The keys row `r` of the tile attends (rows are token-major, `group` query heads per
+    /// token).
+    pub fn row_keys(&self, r: usize) -> Range<usize> {
+        attended_keys(self.first_pos + r / self.group, self.window)
+    }
+
+    /// The keys the first `rows` rows attend, all together: (lowest first key, highest end),
+    /// `(usize::MAX, 0)` for no rows. Panics unless the cache holds them.
+    pub fn key_span(&self, rows: usize) -> (usize, usize) {
+        let (lo, hi) = (0..rows)
+            .map(|r| self.row_keys(r))
+            .fold((usize::MAX, 0), |(lo, hi), k| {
+                (lo.min(k.start), hi.max(k.end))
+            });
+        let (hd, kv) = (self.head_dim, self.kv);
+        assert!(
+            hi == 0
+                || (hi - 1) * kv.n_kv_heads * hd + (self.kv_head + 1) * hd
+                    <= kv.k.len().min(kv.v.len()),
+            "attention: cache too short"
+        );
+        (lo, hi)
+    }
+
     /// Runs `attend` on each token of the tile as its one-token job ([`AttnTile::token_job`])
     /// with its rows of `q_tile` and `out_tile`: every ISA's fallback for tiles its tile kernel
     /// does not take.

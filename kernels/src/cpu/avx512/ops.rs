@@ -993,7 +993,6 @@ unsafe fn attend_tile_rv<const RV: usize>(tile: &AttnTile, q_tile: &[f32], out_t
     let mut qt = vec![0.0f32; hd * rp];
     let mut lo = vec![0i32; rp];
     let mut hi = vec![0i32; rp];
-    let (mut key_min, mut key_max) = (usize::MAX, 0usize);
     if hd.is_multiple_of(LANES) {
         // SAFETY: `rows <= rp`, `q_tile.len() >= rows * hd` and `qt.len() == hd * rp`
         // (asserted and allocated above); this function's target features.
@@ -1006,19 +1005,14 @@ unsafe fn attend_tile_rv<const RV: usize>(tile: &AttnTile, q_tile: &[f32], out_t
         }
     }
     for r in 0..rows {
-        let keys = crate::cpu::ops::attended_keys(tile.first_pos + r / g, tile.window);
+        let keys = tile.row_keys(r);
         lo[r] = keys.start as i32;
         hi[r] = keys.end as i32;
-        key_min = key_min.min(keys.start);
-        key_max = key_max.max(keys.end);
     }
+    let (key_min, key_max) = tile.key_span(rows);
     let kv = tile.kv;
     let kv_row = kv.n_kv_heads * hd;
     let base = tile.kv_head * hd;
-    assert!(
-        key_max == 0 || (key_max - 1) * kv_row + base + hd <= kv.k.len().min(kv.v.len()),
-        "attention: cache too short"
-    );
     let zero = _mm512_setzero_ps();
     let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
     let mut lo_v = [_mm512_setzero_si512(); RV];
@@ -1061,7 +1055,7 @@ unsafe fn attend_tile_rv<const RV: usize>(tile: &AttnTile, q_tile: &[f32], out_t
             _ => {
                 for j in 0..n {
                     let off = (b0 + j) * kv_row + base;
-                    // SAFETY: `b0 + j < key_max`: inside the cache (asserted above).
+                    // SAFETY: `b0 + j < key_max`: inside the cache (`AttnTile::key_span` checks it).
                     unsafe {
                         load_kv_row(&kv.k, off, &mut kf[j * hd..(j + 1) * hd]);
                         load_kv_row(&kv.v, off, &mut vf[j * hd..(j + 1) * hd]);

@@ -613,23 +613,16 @@ fn attend_tile_rows(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]) {
             qt[d * rows + r] = q_tile[r * hd + d];
         }
     }
-    let mut lo = vec![0usize; rows];
-    let mut hi = vec![0usize; rows];
-    let (mut key_min, mut key_max) = (usize::MAX, 0usize);
-    for r in 0..rows {
-        let keys = crate::cpu::ops::attended_keys(tile.first_pos + r / g, tile.window);
-        lo[r] = keys.start;
-        hi[r] = keys.end;
-        key_min = key_min.min(keys.start);
-        key_max = key_max.max(keys.end);
-    }
+    let (lo, hi): (Vec<usize>, Vec<usize>) = (0..rows)
+        .map(|r| {
+            let keys = tile.row_keys(r);
+            (keys.start, keys.end)
+        })
+        .unzip();
+    let (key_min, key_max) = tile.key_span(rows);
     let kv = tile.kv;
     let kv_row = kv.n_kv_heads * hd;
     let base = tile.kv_head * hd;
-    assert!(
-        (key_max - 1) * kv_row + base + hd <= kv.k.len().min(kv.v.len()),
-        "attention: cache too short"
-    );
     let mut m = vec![f32::NEG_INFINITY; rows];
     let mut s_sum = vec![0.0f32; rows];
     let mut acc = vec![0.0f32; hd * rows];
