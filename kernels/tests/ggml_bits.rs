@@ -40,6 +40,30 @@ fn assert_bits(what: &str, isa: Isa, got: &[f32], want: &[f32]) {
     }
 }
 
+/// `n` random f16 values (bits) in ±`scale`.
+fn random_f16(rng: &mut Lcg, n: usize, scale: f32) -> Vec<u16> {
+    (0..n)
+        .map(|_| f16::from_f32(rng.uniform() * scale).to_bits())
+        .collect()
+}
+
+/// `ops::attention` gives the scalar kernels' bits on every ISA.
+fn assert_attention_on_every_isa(
+    what: &str,
+    q: &[f32],
+    kv: &KvView,
+    n_past: usize,
+    params: &AttnParams,
+) {
+    let mut want = vec![0.0f32; q.len()];
+    ops::attention(Isa::Scalar, q, kv, n_past, params, &mut want);
+    for isa in Isa::available() {
+        let mut got = vec![0.0f32; q.len()];
+        ops::attention(isa, q, kv, n_past, params, &mut got);
+        assert_bits(what, isa, &got, &want);
+    }
+}
+
 /// Inputs for the element-wise ops: a dense sweep over the range where e^x is finite and not
 /// flushed, the edges around it, and special values.
 fn sweep() -> Vec<f32> {
@@ -192,12 +216,8 @@ fn per_key_attention_is_identical_on_every_isa() {
     ];
     for (hd, nh, nkv, n_past, n_tokens, window) in cases {
         let n_pos = n_past + n_tokens;
-        let k: Vec<u16> = (0..n_pos * nkv * hd)
-            .map(|_| f16::from_f32(rng.uniform() * 3.0).to_bits())
-            .collect();
-        let v: Vec<u16> = (0..n_pos * nkv * hd)
-            .map(|_| f16::from_f32(rng.uniform() * 3.0).to_bits())
-            .collect();
+        let k = random_f16(&mut rng, n_pos * nkv * hd, 3.0);
+        let v = random_f16(&mut rng, n_pos * nkv * hd, 3.0);
         let q: Vec<f32> = (0..n_tokens * nh * hd)
             .map(|_| rng.uniform() * 2.0)
             .collect();
@@ -212,18 +232,8 @@ fn per_key_attention_is_identical_on_every_isa() {
             scale: 1.0 / (hd as f32).sqrt(),
             window,
         };
-        let mut want = vec![0.0f32; q.len()];
-        ops::attention(Isa::Scalar, &q, &kv, n_past, &params, &mut want);
-        for isa in Isa::available() {
-            let mut got = vec![0.0f32; q.len()];
-            ops::attention(isa, &q, &kv, n_past, &params, &mut got);
-            assert_bits(
-                &format!("attention hd {hd} heads {nh}/{nkv} past {n_past} tokens {n_tokens}"),
-                isa,
-                &got,
-                &want,
-            );
-        }
+        let what = format!("attention hd {hd} heads {nh}/{nkv} past {n_past} tokens {n_tokens}");
+        assert_attention_on_every_isa(&what, &q, &kv, n_past, &params);
     }
 }
 
@@ -282,12 +292,10 @@ fn tiled_attention_is_identical_on_every_isa() {
         let what = format!(
             "attention hd {hd} heads {nh}/{nkv} past {n_past} tokens {n_tokens} window {window:?} f16 {f16_cache}"
         );
+        assert_attention_on_every_isa(&what, &q, &kv, n_past, &params);
         let mut want = vec![0.0f32; q.len()];
         ops::attention(Isa::Scalar, &q, &kv, n_past, &params, &mut want);
         for isa in Isa::available() {
-            let mut got = vec![0.0f32; q.len()];
-            ops::attention(isa, &q, &kv, n_past, &params, &mut got);
-            assert_bits(&what, isa, &got, &want);
             let mut got_mt = vec![0.0f32; q.len()];
             let par = ops::RayonRun(3);
             ops::attention_parallel(isa, &q, &kv, n_past, &params, &mut got_mt, &par);
@@ -306,12 +314,8 @@ fn attention_batches_1_to_70_are_identical_on_every_isa() {
     for n_past in [0usize, 37, 64] {
         for n_tokens in 1..=70 {
             let n_pos = n_past + n_tokens;
-            let k: Vec<u16> = (0..n_pos * nkv * hd)
-                .map(|_| f16::from_f32(rng.uniform() * 3.0).to_bits())
-                .collect();
-            let v: Vec<u16> = (0..n_pos * nkv * hd)
-                .map(|_| f16::from_f32(rng.uniform() * 3.0).to_bits())
-                .collect();
+            let k = random_f16(&mut rng, n_pos * nkv * hd, 3.0);
+            let v = random_f16(&mut rng, n_pos * nkv * hd, 3.0);
             let kv = KvView {
                 k: KvData::F16(&k),
                 v: KvData::F16(&v),
@@ -327,18 +331,8 @@ fn attention_batches_1_to_70_are_identical_on_every_isa() {
                 scale: 1.0 / (hd as f32).sqrt(),
                 window,
             };
-            let mut want = vec![0.0f32; q.len()];
-            ops::attention(Isa::Scalar, &q, &kv, n_past, &params, &mut want);
-            for isa in Isa::available() {
-                let mut got = vec![0.0f32; q.len()];
-                ops::attention(isa, &q, &kv, n_past, &params, &mut got);
-                assert_bits(
-                    &format!("attention past {n_past} tokens {n_tokens} window {window:?}"),
-                    isa,
-                    &got,
-                    &want,
-                );
-            }
+            let what = format!("attention past {n_past} tokens {n_tokens} window {window:?}");
+            assert_attention_on_every_isa(&what, &q, &kv, n_past, &params);
         }
     }
 }
