@@ -4,23 +4,11 @@
 //! floats and raw random blocks (every code, e.g. Q8_0's −128, with finite scales) are used; the
 //! results are also checked against the scalar dot products within float rounding.
 
+mod common;
+
+use common::Lcg;
 use tinyrt_kernels::cpu::{Isa, Kernels, QMatrix, QuantizedActs, ThreadPool};
 use tinyrt_kernels::quant::{self, GgmlType, QuantFormat};
-
-/// A small deterministic generator.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) as u32
-    }
-    fn unit(&mut self) -> f32 {
-        self.next() as f32 / (1u64 << 31) as f32 - 1.0
-    }
-}
 
 const GEMM_TYPES: [GgmlType; 7] = [
     GgmlType::Q4_0,
@@ -57,7 +45,7 @@ fn weights(ty: GgmlType, rows: usize, cols: usize, raw: bool, rng: &mut Lcg) -> 
             })
             .collect()
     } else {
-        let x: Vec<f32> = (0..rows * cols).map(|_| rng.unit()).collect();
+        let x: Vec<f32> = (0..rows * cols).map(|_| rng.uniform()).collect();
         let mut w = vec![0u8; n];
         quant::quantize_format(fmt, &x, &mut w).unwrap();
         w
@@ -86,7 +74,7 @@ fn gemm_types_give_the_same_bits_on_every_isa() {
                     let rb = w.len() / rows;
                     for n_tokens in [1, 2, 3, 5, 8, 9, 17] {
                         let input: Vec<f32> =
-                            (0..n_tokens * cols).map(|_| 4.0 * rng.unit()).collect();
+                            (0..n_tokens * cols).map(|_| 4.0 * rng.uniform()).collect();
                         let mut want: Option<(Isa, Vec<f32>)> = None;
                         for &isa in &isas {
                             let k = Kernels::get(isa).unwrap();

@@ -5,27 +5,13 @@
 //! activations to 8 bits, so one ulp can flip a rounding and grow through the layers into
 //! differences of tenths of a logit.
 
+mod common;
+
+use common::{ggml_records, Lcg};
 use half::f16;
 use tinyrt_kernels::cpu::ops::{self, AttnParams, KvData, KvView, RopeCache, RopeCfg, RopeMode};
 use tinyrt_kernels::cpu::scalar::ops as scalar;
 use tinyrt_kernels::cpu::Isa;
-
-/// A small deterministic generator (no dependence on proptest's shrinking for bit checks).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) as u32
-    }
-    /// Uniform in [-1, 1).
-    fn uniform(&mut self) -> f32 {
-        self.next() as f32 / (1u64 << 31) as f32 * 2.0 - 1.0
-    }
-}
 
 fn assert_bits(what: &str, isa: Isa, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what} [{}]: length", isa.name());
@@ -335,36 +321,6 @@ fn attention_batches_1_to_70_are_identical_on_every_isa() {
             assert_attention_on_every_isa(&what, &q, &kv, n_past, &params);
         }
     }
-}
-
-// Against ggml itself: `data/ops-ggml/ops_ggml.bin` (inputs and ggml's CPU outputs written by
-// `data/ops-ggml/gen_ops_ggml.c` linked against the reference llama.cpp build).
-fn ggml_records() -> std::collections::HashMap<String, Vec<f32>> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/ops-ggml/ops_ggml.bin"
-    );
-    let bytes = std::fs::read(path).expect("read ops_ggml.bin");
-    let mut map = std::collections::HashMap::new();
-    let mut at = 0usize;
-    let u32_at = |at: &mut usize| {
-        let v = u32::from_le_bytes(bytes[*at..*at + 4].try_into().unwrap()) as usize;
-        *at += 4;
-        v
-    };
-    while at < bytes.len() {
-        let name_len = u32_at(&mut at);
-        let name = String::from_utf8(bytes[at..at + name_len].to_vec()).unwrap();
-        at += name_len;
-        let n = u32_at(&mut at);
-        let data: Vec<f32> = bytes[at..at + 4 * n]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        at += 4 * n;
-        map.insert(name, data);
-    }
-    map
 }
 
 /// ggml's SiLU and SwiGLU (`ggml_v_expf`), RoPE (its compiled FMAs) and flash attention's

@@ -1,6 +1,9 @@
 //! Transformer ops: every ISA against the scalar reference, the scalar reference against direct
 //! formulas (RoPE) and a naive materialised attention, multi-threaded against single-threaded.
 
+mod common;
+
+use common::ggml_records;
 use half::f16;
 use proptest::prelude::*;
 use tinyrt_kernels::cpu::ops::{
@@ -702,34 +705,6 @@ fn window_semantics_match_llama_cpp() {
 // ---------------------------------------------------------------------------------------------
 // Against ggml itself: `data/ops-ggml/ops_ggml.bin` holds inputs and ggml's CPU outputs, written
 // by `data/ops-ggml/gen_ops_ggml.c` linked against the reference llama.cpp build.
-
-fn ggml_records() -> std::collections::HashMap<String, Vec<f32>> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/ops-ggml/ops_ggml.bin"
-    );
-    let bytes = std::fs::read(path).expect("read ops_ggml.bin");
-    let mut map = std::collections::HashMap::new();
-    let mut at = 0usize;
-    let u32_at = |at: &mut usize| {
-        let v = u32::from_le_bytes(bytes[*at..*at + 4].try_into().unwrap()) as usize;
-        *at += 4;
-        v
-    };
-    while at < bytes.len() {
-        let name_len = u32_at(&mut at);
-        let name = String::from_utf8(bytes[at..at + name_len].to_vec()).unwrap();
-        at += name_len;
-        let n = u32_at(&mut at);
-        let data: Vec<f32> = bytes[at..at + 4 * n]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        at += 4 * n;
-        map.insert(name, data);
-    }
-    map
-}
 
 #[test]
 fn unary_ops_match_ggml() {
