@@ -17,7 +17,7 @@
 use std::arch::x86_64::*;
 
 use crate::cpu::avx2::dot::{bits_to_0x10, gather_f16, nibbles_16, u32_at};
-use crate::cpu::gemm::unpack_block;
+use crate::cpu::gemm::{side_index, unpack_block};
 use crate::cpu::gemm_rows::RowsJob;
 use crate::quant::{GgmlType, QuantFormat, KVALUES_IQ4NL};
 
@@ -474,6 +474,7 @@ unsafe fn rows_body<const KB: usize, const MINS: bool, const SIGNED: bool>(
     let bs = fmt.block_size();
     let per = bs / KB;
     let (cols, n_tokens, rows) = (job.cols, job.n_tokens, job.rows);
+    let nsub = cols / KB;
     let mut gb = GroupBlock {
         codes: Codes([[0; 256]; GROUP]),
         signs: Codes([[0; 256]; GROUP]),
@@ -507,8 +508,8 @@ unsafe fn rows_body<const KB: usize, const MINS: bool, const SIGNED: bool>(
                     // SAFETY (whole block): s · KB + 32 ≤ 256 within each row of the codes;
                     // token t0 + t < n_tokens reads its 32 values at b · KB (cols is a
                     // multiple of the block and KB = 16 takes sub-blocks in pairs) and its side
-                    // values at sub-blocks b (and b + 1 < nsub for KB = 16); the side layout is
-                    // sub-block-major (`GemmActs`).
+                    // values of sub-blocks b (and b + 1 < nsub for KB = 16) at `side_index`,
+                    // below n_tokens · nsub.
                     unsafe {
                         let c: [__m256i; GROUP] = std::array::from_fn(|r| {
                             _mm256_load_si256(gb.codes.0[r].as_ptr().add(s * KB).cast())
@@ -534,7 +535,7 @@ unsafe fn rows_body<const KB: usize, const MINS: bool, const SIGNED: bool>(
                             });
                             let (lo, hi) = rows_to_lanes(&p);
                             let step = |a: __m256, isum: __m256i, b: usize, k: usize| {
-                                let sd = &*side0.add(b * n_tokens + t0 + t);
+                                let sd = &*side0.add(side_index(n_tokens, nsub, b, t0 + t));
                                 let isum = if SIGNED {
                                     isum
                                 } else {

@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::cpu::gemm::{GemmForm, Line, Side, PANEL_ROWS};
+use crate::cpu::gemm::{GemmForm, Line, Side, PANEL_ROWS, TILE_TOKENS};
 use crate::quant::{GgmlType, KVALUES_IQ4NL};
 
 /// The arguments of one micro-tile.
@@ -17,8 +17,9 @@ pub(crate) struct Tile {
     /// The int8 activations of the tile's first token; token `t` starts `t · cols` bytes on.
     pub y: *const i8,
     pub cols: usize,
-    /// The side values of the first token at sub-block 0; sub-block `b`, token `t` at
-    /// `b · n_tokens + t`.
+    /// The side values of the first token at sub-block 0, in `GemmActs`' order
+    /// (`gemm::side_index`): for a tile of `C` tokens (one group), sub-block `b`, token `t` at
+    /// `b · C + t`.
     pub side: *const Side,
     pub n_tokens: usize,
     /// Where the first token's 16 results go; token `t` at `t · out_stride` floats on.
@@ -44,7 +45,7 @@ unsafe fn tile_kernel<const C: usize, const KB: usize, const MINS: bool>(tile: &
     unsafe {
         for b in 0..tile.nsub {
             let p = tile.panel.add(b * stride);
-            let sd = tile.side.add(b * tile.n_tokens);
+            let sd = tile.side.add(b * C);
             let mut iacc: [__m512i; C] =
                 std::array::from_fn(|t| _mm512_set1_epi32((*sd.add(t)).init));
             let yb = tile.y.add(KB * b);
@@ -75,9 +76,6 @@ unsafe fn tile_kernel<const C: usize, const KB: usize, const MINS: bool>(tile: &
         }
     }
 }
-
-/// Tokens per micro-tile.
-pub(crate) const TILE_TOKENS: usize = 8;
 
 type TileFn = unsafe fn(&Tile);
 
@@ -116,7 +114,7 @@ pub(crate) unsafe fn panel_times_tokens(form: GemmForm, tile: &Tile) {
         let sub = Tile {
             // SAFETY: t0 < n_tokens: these stay within the buffers (caller contract).
             y: unsafe { tile.y.add(t0 * tile.cols) },
-            side: unsafe { tile.side.add(t0) },
+            side: unsafe { tile.side.add(t0 * tile.nsub) },
             out: unsafe { tile.out.add(t0 * tile.out_stride) },
             ..*tile
         };

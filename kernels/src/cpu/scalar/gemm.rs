@@ -2,7 +2,7 @@
 //! time, each block unpacked once per tile of tokens, the float steps of the AVX-512
 //! micro-kernel for each (row, token).
 
-use crate::cpu::gemm::{unpack_block, Side};
+use crate::cpu::gemm::{side_index, unpack_block};
 use crate::cpu::gemm_rows::RowsJob;
 use crate::quant::QuantFormat;
 
@@ -44,6 +44,7 @@ unsafe fn rows_body(job: &RowsJob<'_>, r0: usize, n_rows: usize) {
     let (bs, ts) = (fmt.block_size(), fmt.type_size());
     let (kb, cols, n_tokens) = (job.form.kb, job.cols, job.n_tokens);
     let per = bs / kb;
+    let nsub = cols / kb;
     let mut codes = [0u8; 256];
     let mut scales = [0f32; 16];
     let mut mins = [0f32; 16];
@@ -64,8 +65,8 @@ unsafe fn rows_body(job: &RowsJob<'_>, r0: usize, n_rows: usize) {
                 for s in 0..per {
                     let b = wb * per + s;
                     let c = &codes[s * kb..(s + 1) * kb];
-                    let side: &[Side] = &job.acts.side[b * n_tokens + t0..][..nt];
-                    for (k, (a, sd)) in acc[..nt].iter_mut().zip(side).enumerate() {
+                    for (k, a) in acc[..nt].iter_mut().enumerate() {
+                        let sd = &job.acts.side[side_index(n_tokens, nsub, b, t0 + k)];
                         let at = (t0 + k) * cols + b * kb;
                         let y = &job.acts.y[at..at + kb];
                         let dot: i32 = c.iter().zip(y).map(|(&q, &y)| q as i32 * y as i32).sum();
