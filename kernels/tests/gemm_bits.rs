@@ -10,16 +10,6 @@ use common::Lcg;
 use tinyrt_kernels::cpu::{Isa, Kernels, QMatrix, QuantizedActs, ThreadPool};
 use tinyrt_kernels::quant::{self, GgmlType, QuantFormat};
 
-const GEMM_TYPES: [GgmlType; 7] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q8_0,
-    GgmlType::IQ4_NL,
-    GgmlType::Q4_K,
-    GgmlType::Q6_K,
-];
-
 /// `rows × cols` weights of `ty`: quantized random floats, or (`raw`) random bytes whose f16
 /// scales are kept finite (the top exponent bit of d, and of Q4_0..Q5_1's m / Q4_K's dmin,
 /// cleared).
@@ -59,7 +49,7 @@ fn gemm_types_give_the_same_bits_on_every_isa() {
     let scalar = Kernels::get(Isa::Scalar).unwrap();
     let mut rng = Lcg(0x5eed);
     let mut checked = 0;
-    for ty in GEMM_TYPES {
+    for ty in common::gemm_types() {
         let fmt = QuantFormat::Ggml(ty);
         let col_counts: &[usize] = if fmt.block_size() == 256 {
             &[256, 512, 768]

@@ -1,6 +1,8 @@
 //! Matrix products against a naive dequantize-and-dot, for 1 and 2 threads, 1 to 9 tokens and
 //! every ISA this CPU has; plus the error cases.
 
+mod common;
+
 use proptest::prelude::*;
 use tinyrt_kernels::cpu::{Isa, Kernels, MatmulError, QMatrix, QuantizedActs, ThreadPool};
 use tinyrt_kernels::quant::{self, GgmlType, QuantFormat};
@@ -146,31 +148,21 @@ proptest! {
     }
 }
 
-/// The weight types of the GEMM (`Kernels::uses_gemm`); token counts around and past the tile
-/// of 8 (ragged tails) and row counts around the panel of 16.
-const GEMM_FORMATS: [QuantFormat; 7] = [
-    QuantFormat::Ggml(GgmlType::Q4_K),
-    QuantFormat::Ggml(GgmlType::Q6_K),
-    QuantFormat::Ggml(GgmlType::Q4_0),
-    QuantFormat::Ggml(GgmlType::Q4_1),
-    QuantFormat::Ggml(GgmlType::Q5_0),
-    QuantFormat::Ggml(GgmlType::Q8_0),
-    QuantFormat::Ggml(GgmlType::IQ4_NL),
-];
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
 
+    /// The weight types of the GEMM (`Kernels::uses_gemm`); token counts around and past the
+    /// tile of 8 (ragged tails) and row counts around the panel of 16.
     #[test]
     fn gemm_matches_scalar(
-        fi in 0usize..GEMM_FORMATS.len(),
+        fi in 0usize..common::gemm_types().len(),
         rows in 1usize..=50,
         col_blocks in 1usize..=15,
         n_tokens in 1usize..=41,
         seed in any::<u64>(),
     ) {
         let pools = [ThreadPool::new(1).unwrap(), ThreadPool::new(2).unwrap()];
-        let fmt = GEMM_FORMATS[fi];
+        let fmt = QuantFormat::Ggml(common::gemm_types()[fi]);
         let col_blocks = if fmt.block_size() == 256 { col_blocks.div_ceil(5) } else { col_blocks };
         check(fmt, rows, col_blocks, n_tokens, seed, &pools);
     }
@@ -179,7 +171,8 @@ proptest! {
 #[test]
 fn gemm_on_large_matrices_with_both_threads() {
     let pools = [ThreadPool::new(1).unwrap(), ThreadPool::new(2).unwrap()];
-    for fmt in GEMM_FORMATS {
+    for ty in common::gemm_types() {
+        let fmt = QuantFormat::Ggml(ty);
         let col_blocks = if fmt.block_size() == 256 { 3 } else { 20 };
         check(fmt, 133, col_blocks, 27, 11, &pools);
     }

@@ -1,6 +1,21 @@
 //! Helpers shared by the kernel test binaries (each uses a part of them).
 #![allow(dead_code)]
 
+use tinyrt_kernels::cpu::{Isa, Kernels};
+use tinyrt_kernels::quant::{GgmlType, QuantFormat};
+
+/// The weight types the GEMM serves (`Kernels::uses_gemm`, the same on every ISA): the tests
+/// take them from there rather than keep copies of the list.
+pub fn gemm_types() -> Vec<GgmlType> {
+    let k = Kernels::get(Isa::Scalar).expect("the scalar table");
+    let types: Vec<GgmlType> = GgmlType::ALL
+        .into_iter()
+        .filter(|&t| k.uses_gemm(QuantFormat::Ggml(t), 1))
+        .collect();
+    assert!(!types.is_empty(), "no GEMM weight types");
+    types
+}
+
 /// A small deterministic generator (no dependence on proptest's shrinking for bit checks).
 pub struct Lcg(pub u64);
 
