@@ -88,7 +88,7 @@ pub fn one_line(e: &anyhow::Error) -> String {
         }
         msg.push_str(&text);
     }
-    msg.split_whitespace().collect::<Vec<_>>().join(" ")
+    crate::output::escape_controls(&msg.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// Prints the error as one line and exits with its status.
@@ -155,7 +155,8 @@ pub fn install_panic_hook() {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+        let msg =
+            crate::output::escape_controls(&msg.split_whitespace().collect::<Vec<_>>().join(" "));
         let _ = writeln!(std::io::stderr(), "error: internal error: {msg}{at}");
         process::exit(EXIT_FAILURE);
     }));

@@ -5,11 +5,37 @@
 //! [`run`]. Errors end as one line on stderr: exit status 2 for bad usage or bad input
 //! (see [`error::bad_input`]), 1 for other failures, 0 quietly when stdout was closed.
 
+// A failed write to stderr (closed, full) must not turn a success into a panic: within this
+// crate `eprintln!`/`eprint!` are these, which drop the error (std's panic on it).
+macro_rules! eprintln {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr());
+    }};
+    ($($arg:tt)+) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)+);
+    }};
+}
+macro_rules! eprint {
+    ($($arg:tt)+) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)+);
+    }};
+}
+
 mod cmd;
 mod error;
 mod output;
+mod signals;
 
 use clap::{Parser, Subcommand};
+
+/// Counts the allocations of a chat-template render against its budget
+/// (`tinyrt::kernels::alloc`): a hostile template fails with one error instead of exhausting
+/// memory.
+#[global_allocator]
+static ALLOC: tinyrt::kernels::alloc::BudgetAlloc = tinyrt::kernels::alloc::BudgetAlloc;
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +71,8 @@ enum Command {
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
+    // Read once, at the edge: a bad value is an error for every command, not a warning.
+    tinyrt::kernels::cpu::Isa::from_env().map_err(error::bad_input)?;
     match command {
         Command::Info(args) => cmd::info::run(args),
         Command::Tokenize(args) => cmd::tokenize::run(args),
@@ -60,6 +88,7 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 fn main() {
     error::install_panic_hook();
+    signals::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => error::exit_on_usage_error(e),

@@ -35,3 +35,17 @@ pub fn write_bytes(bytes: &[u8]) -> anyhow::Result<()> {
     out.write_all(bytes).map_err(map_err)?;
     out.flush().map_err(map_err)
 }
+
+/// `text` with its control characters (ESC, BEL, CR, ... from a model's metadata or tensor
+/// names) written as escapes, so that a file cannot drive the terminal it is described on.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -6,5 +6,6 @@
 //!   matrix products and the transformer ops (norms, RoPE, softmax, attention).
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod alloc;
 pub mod cpu;
 pub mod quant;

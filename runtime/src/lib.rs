@@ -40,6 +40,7 @@ pub mod arch;
 pub mod backend;
 pub mod chat;
 pub mod config;
+pub mod files;
 pub mod gguf;
 pub mod kv_cache;
 pub mod model;

@@ -68,6 +68,27 @@ pub enum ModelError {
     Tokenizer(#[from] TokenizerError),
 }
 
+/// The most worker threads a model may be given: 4 per logical CPU (at least 8, at most 512,
+/// ggml's `GGML_MAX_N_THREADS`). More only adds stacks and scheduling, never speed.
+pub fn max_threads() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (4 * logical).clamp(8, 512)
+}
+
+/// Checks a thread count the user asked for (`-t`): at least 1, at most [`max_threads`].
+pub fn check_threads(n: usize) -> Result<(), String> {
+    let max = max_threads();
+    if n == 0 {
+        Err("-t must be at least 1".into())
+    } else if n > max {
+        Err(format!(
+            "-t {n} is too many threads: at most {max} (4 per logical CPU of this machine)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// The number of physical cores (logical CPUs when that cannot be told).
 pub fn physical_cores() -> usize {
     let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -136,10 +157,16 @@ impl Model {
                 "--requant converts weights for the CPU backend only".into(),
             ));
         }
+        if let Some(n) = opts.threads {
+            check_threads(n).map_err(ModelError::Invalid)?;
+        }
         let file = Arc::new(GgufFile::open(path.as_ref())?);
         let config = ModelConfig::from_metadata(file.metadata())?;
         let mut table = WeightTable::new(Arc::clone(&file));
         let arch = arch::load(&config, &mut table)?;
+        table
+            .check_all_used(&config.arch, config.n_layer)
+            .map_err(ArchError::Weight)?;
         let isa = match opts.isa {
             Some(isa) if isa.is_supported() => isa,
             Some(isa) => {

@@ -12,13 +12,13 @@
 //! [`GgufStreamWriter`] writes a GGUF file one tensor at a time, so that requantizing or
 //! synthesizing a 7B model never holds more than one tensor in memory.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use tinyrt_kernels::quant::{self, GgmlType, QuantError};
 
+use crate::files::AtomicFile;
 use crate::gguf::{GgufError, GgufFile, GgufWriter, Metadata, Value, DEFAULT_ALIGNMENT};
 
 /// Errors of [`quantize_file`], [`crate::synth`] and [`GgufStreamWriter`].
@@ -45,6 +45,8 @@ pub enum QuantizeError {
     },
     #[error("tensor '{name}' has {rows} rows, too many to convert on this machine")]
     TooLarge { name: String, rows: u64 },
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -454,7 +456,7 @@ impl TensorPlan {
 /// tensor at a time, in table order. The layout is [`GgufWriter`]'s (which writes the header and
 /// metadata): tensor offsets relative to the data section, every tensor padded to the alignment.
 pub struct GgufStreamWriter {
-    out: BufWriter<File>,
+    out: AtomicFile,
     path: PathBuf,
     alignment: u64,
     plans: Vec<(TensorPlan, u64)>,
@@ -502,8 +504,8 @@ impl GgufStreamWriter {
             path: path.to_owned(),
             source,
         };
-        let file = File::create(path).map_err(write_err)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        // Written under a temporary name, renamed over `path` by `finish` (see crate::files).
+        let mut out = AtomicFile::create(path).map_err(QuantizeError::File)?;
         out.write_all(&bytes).map_err(write_err)?;
         Ok(GgufStreamWriter {
             out,
@@ -548,7 +550,9 @@ impl GgufStreamWriter {
         Ok(())
     }
 
-    /// Checks that every tensor was written and flushes the file.
+    /// Checks that every tensor was written, then flushes, syncs and renames the file into
+    /// place. Dropped before this, the writer removes its temporary file and leaves the target
+    /// as it was.
     pub fn finish(mut self) -> Result<(), QuantizeError> {
         if let Some((plan, _)) = self.plans.get(self.next) {
             return Err(QuantizeError::Internal(format!(
@@ -559,7 +563,8 @@ impl GgufStreamWriter {
         let path = self.path.clone();
         self.out
             .flush()
-            .map_err(|source| QuantizeError::Write { path, source })
+            .map_err(|source| QuantizeError::Write { path, source })?;
+        self.out.commit().map_err(QuantizeError::File)
     }
 }
 

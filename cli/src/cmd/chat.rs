@@ -8,19 +8,21 @@
 //! session; at the prompt it quits. Notices (template choice, dropped turns, timings with
 //! `--timings`) go to stderr.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use tinyrt::chat::{Assistant, AssistantError, AssistantOptions, Message};
+use tinyrt::files::MAX_INPUT_BYTES;
 use tinyrt::kv_cache::KvType;
 use tinyrt::model::Device;
 use tinyrt::SessionOptions;
 
 use crate::error::{as_bad_input, bad_input};
+use crate::signals::{GENERATING, INTERRUPTED};
 
 use super::sampling::SamplingArgs;
 
@@ -41,8 +43,8 @@ pub struct Args {
     pub max_tokens: i64,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Use a built-in chat format instead of the model's template: chatml, qwen, llama2,
-    /// llama3, gemma, phi3, phi2.
+    /// Use a built-in chat format instead of the model's template (chatml, qwen, llama2,
+    /// llama3, gemma, phi3, phi2), or a Jinja template given as text.
     #[arg(long = "chat-template")]
     pub chat_template: Option<String>,
     /// Stop a reply before this text (repeatable).
@@ -68,23 +70,6 @@ pub struct Args {
     pub timings: bool,
     #[command(flatten)]
     pub requant: super::requant::RequantArgs,
-}
-
-/// Set by Ctrl-C while a reply is being generated.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-/// Whether a reply is being generated (Ctrl-C interrupts it) or not (Ctrl-C quits).
-static GENERATING: AtomicBool = AtomicBool::new(false);
-
-fn install_ctrl_c() {
-    // Failing to install the handler only means Ctrl-C kills the process, as usual.
-    let _ = ctrlc::set_handler(|| {
-        if GENERATING.load(Ordering::SeqCst) {
-            INTERRUPTED.store(true, Ordering::SeqCst);
-        } else {
-            eprintln!();
-            std::process::exit(130);
-        }
-    });
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -136,22 +121,44 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let interactive = std::io::stdin().is_terminal();
-    install_ctrl_c();
     if interactive {
         eprintln!("type a message; /help for commands, Ctrl-C stops a reply, Ctrl-D quits");
     }
     let stdin = std::io::stdin();
     let mut lines = stdin.lock();
-    let mut line = String::new();
+    let mut raw = Vec::new();
+    let mut line_no = 0usize;
     loop {
         if interactive {
             eprint!("> ");
-            let _ = std::io::stderr().flush();
         }
-        line.clear();
-        if lines.read_line(&mut line).context("reading stdin")? == 0 {
+        raw.clear();
+        // One line at most MAX_INPUT_BYTES long: a stream without newlines cannot grow memory
+        // without bound.
+        let n = (&mut lines)
+            .take(MAX_INPUT_BYTES + 1)
+            .read_until(b'\n', &mut raw)
+            .context("reading stdin")?;
+        if n == 0 {
             break;
         }
+        line_no += 1;
+        if raw.len() as u64 > MAX_INPUT_BYTES {
+            return Err(bad_input(format!(
+                "input line {line_no} is longer than {MAX_INPUT_BYTES} bytes"
+            )));
+        }
+        let line = match std::str::from_utf8(&raw) {
+            Ok(l) => l,
+            Err(e) => {
+                let e = bad_input(format!("input line {line_no} is not valid UTF-8 ({e})"));
+                if interactive {
+                    eprintln!("error: {}", crate::error::one_line(&e));
+                    continue;
+                }
+                return Err(e);
+            }
+        };
         let input = line.trim_end_matches(['\n', '\r']);
         if input.trim().is_empty() {
             continue;
@@ -220,14 +227,20 @@ fn command(assistant: &mut Assistant, cmd: &str) -> Result<Command> {
 /// `{"messages": [{"role": ..., "content": ...}, ...]}`
 fn save(messages: &[Message], path: &Path) -> Result<()> {
     let doc = serde_json::json!({ "messages": messages });
-    let text = serde_json::to_string_pretty(&doc)?;
-    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+    let text = serde_json::to_string_pretty(&doc)? + "\n";
+    // A temporary file renamed into place: a failed or interrupted save keeps the old file.
+    tinyrt::files::write_atomic(path, text.as_bytes()).map_err(|e| match e {
+        e @ tinyrt::files::FileError::NotRegular { .. } => bad_input(e),
+        e => anyhow::Error::new(e).context("cannot save the conversation"),
+    })
 }
 
 /// Reads what [`save`] writes (or a bare array of messages).
 fn load(path: &Path) -> Result<Vec<Message>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| bad_input(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = tinyrt::files::read_input(path)
+        .map_err(|e| bad_input(format!("cannot read conversation: {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| bad_input(format!("{}: not UTF-8: {e}", path.display())))?;
     let doc: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| bad_input(format!("{}: not JSON: {e}", path.display())))?;
     let list = doc.get("messages").cloned().unwrap_or(doc);
@@ -264,7 +277,11 @@ fn reply(assistant: &mut Assistant, input: &str, timings: bool) -> Result<()> {
     }
     let r = match result {
         Ok(r) => r,
-        Err(e @ AssistantError::TooLong { .. }) => return Err(bad_input(e)),
+        // A template that fails (a limit passed, an exception) is the model file's or the
+        // user's input: exit status 2.
+        Err(e @ (AssistantError::TooLong { .. } | AssistantError::Chat(_))) => {
+            return Err(bad_input(e))
+        }
         Err(e) => return Err(e.into()),
     };
     writeln!(stdout)?;

@@ -276,7 +276,7 @@ fn render_text(path: &std::path::Path, m: &Map<String, Json>) -> String {
     let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     lines
         .iter()
-        .map(|(label, value)| format!("{label:<width$}  {value}\n"))
+        .map(|(label, value)| format!("{label:<width$}  {}\n", output::escape_controls(value)))
         .collect()
 }
 

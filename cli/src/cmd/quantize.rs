@@ -29,8 +29,8 @@ pub struct Args {
 
 /// A rayon pool of `threads` threads (all cores by default).
 pub fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
-    if threads == Some(0) {
-        return Err(bad_input("-t must be at least 1"));
+    if let Some(n) = threads {
+        tinyrt::model::check_threads(n).map_err(bad_input)?;
     }
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads.unwrap_or(0))
@@ -46,9 +46,12 @@ pub fn run(args: Args) -> Result<()> {
             bad_input(format!("--keep-output: unknown or unsupported type '{s}'"))
         })?),
     };
+    // Files, not spellings: `in.gguf` and `./in.gguf`, a symlink or a hard link are one file,
+    // and writing it would destroy the mapped input.
     if args.input == args.output {
         return Err(bad_input("the output file must differ from the input file"));
     }
+    tinyrt::files::check_not_same(&args.input, &args.output).map_err(bad_input)?;
     let input = super::open_gguf(&args.input)?;
     let pool = thread_pool(args.threads)?;
     let options = QuantizeOptions {
@@ -63,7 +66,7 @@ pub fn run(args: Args) -> Result<()> {
                 stderr,
                 "[{:>4}/{n}] {:<32} {:>6} -> {:<6} {:?}",
                 i + 1,
-                t.name,
+                crate::output::escape_controls(&t.name),
                 t.from.name(),
                 t.to.name(),
                 t.shape
@@ -72,16 +75,18 @@ pub fn run(args: Args) -> Result<()> {
     });
     let report = match result {
         Ok(r) => r,
-        Err(e @ quantize::QuantizeError::UnsupportedSource { .. }) => {
-            let _ = std::fs::remove_file(&args.output);
+        // The output is written to a temporary file that a failure removes: the output path
+        // keeps what it held before (see tinyrt::files::AtomicFile).
+        Err(
+            e @ (quantize::QuantizeError::UnsupportedSource { .. }
+            | quantize::QuantizeError::File(tinyrt::files::FileError::NotRegular { .. })),
+        ) => {
             return Err(bad_input(e));
         }
-        Err(e) => {
-            let _ = std::fs::remove_file(&args.output);
-            return Err(e.into());
-        }
+        Err(e) => return Err(e.into()),
     };
     for (name, wanted, got) in &report.fallbacks {
+        let name = crate::output::escape_controls(name);
         eprintln!("fallback: {name}: rows not a multiple of {wanted}'s block, used {got}");
     }
     eprintln!(

@@ -43,8 +43,26 @@ impl SamplingArgs {
                 return Err(bad_input(format!("{name} must be a finite number")));
             }
         }
+        if self.temp < 0.0 {
+            return Err(bad_input("--temp must be 0 (greedy) or more"));
+        }
+        if self.top_k < 0 {
+            return Err(bad_input("--top-k must be 0 (off) or more"));
+        }
+        for (name, v) in [("--top-p", self.top_p), ("--min-p", self.min_p)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad_input(format!(
+                    "{name} must be between 0 and 1, not {v}"
+                )));
+            }
+        }
         if self.repeat_penalty <= 0.0 {
             return Err(bad_input("--repeat-penalty must be positive"));
+        }
+        if self.repeat_last_n < -1 {
+            return Err(bad_input(
+                "--repeat-last-n must be -1 (the context), 0 (off) or a positive count",
+            ));
         }
         Ok(SamplerOptions {
             temperature: self.temp,

@@ -110,31 +110,42 @@ impl Isa {
             .unwrap_or(Isa::Scalar)
     }
 
-    /// The process default: `TINYRT_ISA=scalar|avx2|avx512` when set (and supported), otherwise
-    /// [`Isa::detect`]. Computed once.
+    /// The ISA `TINYRT_ISA=scalar|avx2|avx512` asks for: `Ok(None)` when it is unset, an error
+    /// (for the caller to report: the CLI exits with status 2) when it names no ISA or one this
+    /// CPU lacks.
+    pub fn from_env() -> Result<Option<Isa>, String> {
+        let Some(v) = std::env::var_os("TINYRT_ISA") else {
+            return Ok(None);
+        };
+        let v = v.to_string_lossy();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        match Isa::from_name(&v) {
+            Some(isa) if isa.is_supported() => Ok(Some(isa)),
+            Some(isa) => Err(format!(
+                "TINYRT_ISA={}: this CPU does not support the {} kernels (it has: {})",
+                isa.name(),
+                isa.name(),
+                Isa::available()
+                    .iter()
+                    .map(|i| i.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            None => Err(format!(
+                "unknown TINYRT_ISA={:?} (expected scalar, avx2 or avx512)",
+                v.escape_debug().to_string()
+            )),
+        }
+    }
+
+    /// The process default: `TINYRT_ISA` when it names a supported ISA ([`Isa::from_env`]),
+    /// otherwise [`Isa::detect`]. Computed once. Programs check [`Isa::from_env`] first and
+    /// report a bad value (the `tinyrt` CLI does, with exit status 2).
     pub fn default_for_process() -> Isa {
         static DEFAULT: OnceLock<Isa> = OnceLock::new();
-        *DEFAULT.get_or_init(|| match std::env::var("TINYRT_ISA") {
-            Ok(v) => match Isa::from_name(&v) {
-                Some(isa) if isa.is_supported() => isa,
-                Some(isa) => {
-                    eprintln!(
-                        "tinyrt: TINYRT_ISA={} is not supported by this CPU, using {}",
-                        isa.name(),
-                        Isa::detect().name()
-                    );
-                    Isa::detect()
-                }
-                None => {
-                    eprintln!(
-                        "tinyrt: unknown TINYRT_ISA={v:?} (expected scalar, avx2 or avx512), using {}",
-                        Isa::detect().name()
-                    );
-                    Isa::detect()
-                }
-            },
-            Err(_) => Isa::detect(),
-        })
+        *DEFAULT.get_or_init(|| Isa::from_env().ok().flatten().unwrap_or_else(Isa::detect))
     }
 }
 

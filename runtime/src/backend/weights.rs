@@ -24,6 +24,12 @@ pub enum WeightError {
         len: usize,
         need: u64,
     },
+    #[error("tensor {name} is not used by a {arch} model of {n_layer} layers (block_count): the file is mislabelled or inconsistent")]
+    Unused {
+        name: String,
+        arch: String,
+        n_layer: usize,
+    },
 }
 
 /// One registered tensor.
@@ -128,6 +134,25 @@ impl WeightTable {
         Ok(Some(WeightId((self.entries.len() - 1) as u32)))
     }
 
+    /// Refuses a file with tensors the architecture did not register: layers past
+    /// `block_count`, or the tensors of another architecture under this one's label, which
+    /// would otherwise run as silent nonsense (llama.cpp refuses such files too).
+    pub fn check_all_used(&self, arch: &str, n_layer: usize) -> Result<(), WeightError> {
+        let used: std::collections::HashSet<&str> =
+            self.entries.iter().map(|e| e.name.as_str()).collect();
+        for t in self.file.tensor_infos() {
+            if used.contains(t.name.as_str()) || ignored_tensor(&t.name) {
+                continue;
+            }
+            return Err(WeightError::Unused {
+                name: t.name.clone(),
+                arch: arch.to_string(),
+                n_layer,
+            });
+        }
+        Ok(())
+    }
+
     pub fn entry(&self, id: WeightId) -> &WeightEntry {
         &self.entries[id.0 as usize]
     }
@@ -146,4 +171,10 @@ impl WeightTable {
     pub fn file(&self) -> &Arc<GgufFile> {
         &self.file
     }
+}
+
+/// Tensors some converters write that no architecture reads (llama.cpp skips them too):
+/// precomputed rotary tables of old conversions.
+fn ignored_tensor(name: &str) -> bool {
+    name.ends_with(".attn_rot_embd") || name.ends_with(".rot_embd.weight")
 }

@@ -35,6 +35,9 @@ pub enum TemplateOrigin {
         name: BuiltinTemplate,
         reason: String,
     },
+    /// A Jinja template given as the override (`--chat-template '{% for ... %}'`, as
+    /// llama.cpp's `--chat-template` takes one); it has no fallback.
+    Custom,
 }
 
 /// The chat template of a model, with a built-in fallback.
@@ -74,6 +77,17 @@ impl ChatFormat {
         let compile =
             |b: BuiltinTemplate| ChatTemplate::new(b.source(), info.bos_token, info.eos_token);
         if let Some(name) = override_name {
+            if BuiltinTemplate::from_name(name).is_none()
+                && (name.contains("{{") || name.contains("{%"))
+            {
+                let t = ChatTemplate::new(name, info.bos_token, info.eos_token)?;
+                return Ok(ChatFormat::from_parts(
+                    t,
+                    TemplateOrigin::Custom,
+                    None,
+                    None,
+                ));
+            }
             let b = BuiltinTemplate::from_name(name).ok_or_else(|| ChatError::UnknownTemplate {
                 name: name.to_string(),
                 known: BuiltinTemplate::names(),
@@ -187,6 +201,7 @@ impl ChatFormat {
             TemplateOrigin::Builtin { name, reason } => {
                 format!("built-in {name} format ({reason})")
             }
+            TemplateOrigin::Custom => "the template given with --chat-template".into(),
         }
     }
 

@@ -17,11 +17,34 @@
 use minijinja::value::{Kwargs, Rest, Value, ValueKind};
 use minijinja::{AutoEscape, Environment, Error as JinjaError, ErrorKind, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use crate::kernels::alloc::Budget;
 
 /// Instructions a template may execute per render: far above what real chat templates use
 /// for long conversations (a few thousand per message), small enough to stop a runaway loop
 /// in a fraction of a second.
 const FUEL: u64 = 5_000_000;
+
+/// The limits of one render (`docs/LIMITS.md`). Fuel alone does not bound a template: one
+/// instruction can double a string, so a render also has
+/// - an output cap: [`RENDER_BASE_BYTES`] plus [`RENDER_PER_INPUT_BYTE`] per byte of the
+///   messages (a real template adds a few dozen bytes of markup per message);
+/// - an allocation budget of [`ALLOC_FACTOR`] times the output cap, counted by
+///   [`crate::kernels::alloc::BudgetAlloc`] where the program installs it (the CLI does): a
+///   render that passes it is stopped inside the allocator;
+/// - a deadline of [`RENDER_DEADLINE`] (the render runs on its own thread).
+///
+/// A template that passes any limit fails its render with one error; such a template is not
+/// rendered again (it is poisoned: a stopped render thread is never reclaimed, so retrying it
+/// would leak one thread and its budget per try).
+pub const RENDER_BASE_BYTES: usize = 1 << 20;
+/// See [`RENDER_BASE_BYTES`].
+pub const RENDER_PER_INPUT_BYTE: usize = 4;
+/// See [`RENDER_BASE_BYTES`].
+pub const ALLOC_FACTOR: u64 = 16;
+/// See [`RENDER_BASE_BYTES`].
+pub const RENDER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One message of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,11 +81,15 @@ pub enum TemplateError {
     Render(String),
     #[error("the chat template raised an exception: {0}")]
     Raised(String),
+    #[error("the chat template failed: {0}")]
+    Limit(String),
 }
 
 /// A compiled chat template with the special-token texts it is rendered with.
 pub struct ChatTemplate {
-    env: Environment<'static>,
+    env: Arc<Environment<'static>>,
+    /// Set when a render passed a limit: later renders fail at once with this message.
+    poisoned: Arc<std::sync::Mutex<Option<String>>>,
     source: String,
     bos_token: String,
     eos_token: String,
@@ -90,11 +117,22 @@ impl ChatTemplate {
         bos_token: &str,
         eos_token: &str,
     ) -> Result<ChatTemplate, TemplateError> {
-        let mut env = sandboxed_environment();
-        env.add_template_owned(TEMPLATE_NAME, source.to_string())
-            .map_err(|e| TemplateError::Syntax(describe(&e)))?;
+        // Compiling folds constant expressions (`'a' * 99999999`), so it runs under the same
+        // limits as a render, with the budget of an empty conversation.
+        let owned = source.to_string();
+        let budget = Budget::new(
+            ((RENDER_BASE_BYTES + source.len() * RENDER_PER_INPUT_BYTE) as u64) * ALLOC_FACTOR,
+        );
+        let env = bounded(budget, move || {
+            let mut env = sandboxed_environment();
+            env.add_template_owned(TEMPLATE_NAME, owned)
+                .map_err(|e| TemplateError::Syntax(describe(&e)))
+                .map(|()| env)
+        })
+        .map_err(|e| TemplateError::Syntax(format!("{e} to compile")))??;
         Ok(ChatTemplate {
-            env,
+            env: Arc::new(env),
+            poisoned: Arc::default(),
             source: source.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
@@ -124,26 +162,154 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
+        if let Some(msg) = self
+            .poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(TemplateError::Limit(msg));
+        }
+        let input: usize = messages
+            .iter()
+            .map(|m| m.role.len() + m.content.len())
+            .sum::<usize>()
+            + self.bos_token.len()
+            + self.eos_token.len();
+        let max_output =
+            RENDER_BASE_BYTES.saturating_add(input.saturating_mul(RENDER_PER_INPUT_BYTE));
+        let budget = Budget::new((max_output as u64).saturating_mul(ALLOC_FACTOR));
+        let job = RenderJob {
+            env: Arc::clone(&self.env),
+            messages: messages.to_vec(),
+            add_generation_prompt,
+            bos_token: self.bos_token.clone(),
+            eos_token: self.eos_token.clone(),
+            now: self.now.unwrap_or_else(unix_now),
+            max_output,
+        };
+        match bounded(budget, move || job.run()) {
+            Ok(result) => result,
+            Err(failure) => {
+                let failure = format!("{failure} (the limit for {input} bytes of messages)");
+                *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure.clone());
+                Err(TemplateError::Limit(failure))
+            }
+        }
+    }
+}
+
+/// Runs `work` on its own thread with its allocations counted against `budget`, waiting at
+/// most [`RENDER_DEADLINE`]. `Err` says which limit was passed; the thread is then left
+/// stopped in the allocator (or, past the deadline, stopped at its next allocation).
+fn bounded<T: Send + 'static>(
+    budget: Arc<Budget>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread_budget = Arc::clone(&budget);
+    std::thread::Builder::new()
+        .name("tinyrt-template".into())
+        .spawn(move || {
+            let guard = Budget::enter(&thread_budget);
+            let result = work();
+            drop(guard);
+            let _ = tx.send(result);
+        })
+        .map_err(|e| format!("cannot start the template thread: {e}"))?;
+    let start = std::time::Instant::now();
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(2)) {
+            Ok(result) => return Ok(result),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err("the template thread ended without a result".into());
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if budget.stopped() {
+            return Err(format!(
+                "the chat template needs more than {} MiB of memory",
+                budget.limit() >> 20
+            ));
+        }
+        if start.elapsed() > RENDER_DEADLINE {
+            budget.cancel();
+            return Err(format!(
+                "the chat template took longer than {} s",
+                RENDER_DEADLINE.as_secs()
+            ));
+        }
+    }
+}
+
+/// What a render thread needs, owned (the thread may outlive the call; see [`ChatTemplate::render`]).
+struct RenderJob {
+    env: Arc<Environment<'static>>,
+    messages: Vec<Message>,
+    add_generation_prompt: bool,
+    bos_token: String,
+    eos_token: String,
+    now: i64,
+    max_output: usize,
+}
+
+impl RenderJob {
+    fn run(self) -> Result<String, TemplateError> {
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| TemplateError::Syntax(describe(&e)))?;
-        let now = self.now.unwrap_or_else(unix_now);
+        let now = self.now;
         let strftime_now = Value::from_function(move |format: &str| strftime(format, now));
         let ctx = minijinja::context! {
-            messages => Value::from_serialize(messages),
-            add_generation_prompt => add_generation_prompt,
+            messages => Value::from_serialize(&self.messages),
+            add_generation_prompt => self.add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
             strftime_now => strftime_now,
         };
-        template.render(ctx).map_err(|e| {
-            if let Some(msg) = raised_message(&e) {
+        let mut out = CappedOutput {
+            bytes: Vec::new(),
+            limit: self.max_output,
+            full: false,
+        };
+        let result = template.render_captured_to(ctx, &mut out).map(|_| ());
+        if out.full {
+            return Err(TemplateError::Limit(format!(
+                "the chat template's output is larger than {} bytes (the limit for these messages)",
+                self.max_output
+            )));
+        }
+        if let Err(e) = result {
+            return Err(if let Some(msg) = raised_message(&e) {
                 TemplateError::Raised(msg)
             } else {
                 TemplateError::Render(describe(&e))
-            }
-        })
+            });
+        }
+        String::from_utf8(out.bytes)
+            .map_err(|_| TemplateError::Render("the output is not UTF-8".into()))
+    }
+}
+
+/// The render's output, refusing bytes past `limit`.
+struct CappedOutput {
+    bytes: Vec<u8>,
+    limit: usize,
+    full: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            self.full = true;
+            return Err(std::io::Error::other("the output limit is reached"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

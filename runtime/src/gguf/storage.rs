@@ -1,11 +1,15 @@
 //! The bytes behind a `GgufFile`: a read-only memory map, or an owned aligned buffer.
 
-use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use memmap2::Mmap;
 
 use super::GgufError;
+
+/// `O_NONBLOCK` of Linux (every architecture tinyrt builds for): opening a FIFO does not wait
+/// for a writer.
+const O_NONBLOCK: i32 = 0o4000;
 
 pub(crate) enum Storage {
     Mapped(Mmap),
@@ -24,7 +28,19 @@ impl Storage {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
+        // A FIFO or a device would block (or never end) in open/read: check the type first,
+        // and open without blocking in case the path is swapped for one in between.
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            return Err(GgufError::NotAFile {
+                path: path.to_owned(),
+            });
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(path)
+            .map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {
             return Err(GgufError::NotAFile {

@@ -177,21 +177,28 @@ impl GgufWriter {
         Ok(out)
     }
 
-    /// Writes the file at `path` (created or truncated).
+    /// Writes the file at `path` through a temporary file renamed into place
+    /// ([`crate::files::AtomicFile`]): a failure leaves what was there before.
     pub fn write_to_path(&self, path: impl AsRef<Path>) -> Result<(), GgufError> {
         let path = path.as_ref();
-        let io = |source| GgufError::Io {
-            path: path.to_owned(),
-            source,
+        let io = |e: std::io::Error| {
+            GgufError::Write(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", path.display()),
+            ))
+        };
+        let file_err = |e: crate::files::FileError| match e {
+            crate::files::FileError::Io { source, .. } => io(source),
+            e => GgufError::Write(std::io::Error::other(e.to_string())),
         };
         // Check the alignment before creating the file.
         self.alignment_value()?;
-        let file = std::fs::File::create(path).map_err(io)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut w = crate::files::AtomicFile::create(path).map_err(file_err)?;
         self.write_to(&mut w).map_err(|e| match e {
             GgufError::Write(source) => io(source),
             e => e,
-        })
+        })?;
+        w.commit().map_err(file_err)
     }
 }
 

@@ -1,0 +1,27 @@
+//! The one SIGINT/SIGTERM/SIGHUP handler of the process (`ctrlc` allows one).
+//!
+//! While `chat` generates a reply, Ctrl-C interrupts the reply ([`interrupt_replies`]); at any
+//! other time the signal removes the temporary files of writes in progress
+//! ([`tinyrt::files::remove_temporaries`]: the target keeps its old contents, or stays absent) and
+//! exits with status 130.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by a signal while a reply is being generated.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Whether a chat reply is being generated (a signal interrupts it) or not (it exits).
+pub static GENERATING: AtomicBool = AtomicBool::new(false);
+
+pub fn install() {
+    // Failing to install the handler only means a signal kills the process, as usual; the
+    // temporary files are then left beside their targets, never in their place.
+    let _ = ctrlc::set_handler(|| {
+        if GENERATING.load(Ordering::SeqCst) {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+        } else {
+            tinyrt::files::remove_temporaries();
+            eprintln!();
+            std::process::exit(130);
+        }
+    });
+}
