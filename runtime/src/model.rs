@@ -248,6 +248,15 @@ impl Model {
         self.inner.tokenizer.is_eog(id)
     }
 
+    /// Whether sessions run on the CUDA backend (their KV cache is in device memory).
+    pub fn uses_cuda(&self) -> bool {
+        #[cfg(feature = "cuda")]
+        if self.inner.cuda_weights.is_some() {
+            return true;
+        }
+        false
+    }
+
     pub(crate) fn new_backend(&self) -> Result<Box<dyn Backend>, CpuError> {
         #[cfg(feature = "cuda")]
         if let Some(w) = &self.inner.cuda_weights {

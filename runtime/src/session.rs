@@ -14,6 +14,14 @@ pub enum SessionError {
     ContextFull { needed: usize, n_ctx: usize },
     #[error("the context size must be at least 1")]
     ZeroContext,
+    #[error("a context of {n_ctx} tokens is too large: its KV cache size overflows")]
+    ContextOverflow { n_ctx: usize },
+    #[error("a context of {n_ctx} tokens needs a {} MiB KV cache, more than the {} MiB of memory available (lower -c)", bytes >> 20, available >> 20)]
+    ContextTooLarge {
+        n_ctx: usize,
+        bytes: u64,
+        available: u64,
+    },
     #[error("token id {id} is outside the vocabulary of {vocab}")]
     BadToken { id: u32, vocab: usize },
     #[error("the prompt is empty (no tokens)")]
@@ -59,17 +67,36 @@ impl Session {
         if n_ctx == 0 {
             return Err(SessionError::ZeroContext);
         }
-        let mut backend = model
-            .new_backend()
-            .map_err(|e| SessionError::Backend(e.to_string()))?;
-        let scratch = Scratch::new(backend.as_mut(), &cfg, opts.n_batch.clamp(1, n_ctx));
-        backend.alloc_kv_cache(&KvCacheSpec {
+        let spec = KvCacheSpec {
             n_layer: cfg.n_layer,
             n_ctx,
             k_width: cfg.k_width(),
             v_width: cfg.v_width(),
             ty: opts.kv_type,
-        });
+        };
+        // Positions are i32 in the kernels (RoPE, masks); sizes are checked before anything
+        // is allocated, and the whole cache must fit the memory left (it is allocated as
+        // positions are written, but a session may fill its context).
+        let bytes = match spec.checked_bytes() {
+            Some(b) if n_ctx <= i32::MAX as usize => b as u64,
+            _ => return Err(SessionError::ContextOverflow { n_ctx }),
+        };
+        if !model.uses_cuda() {
+            if let Some(available) = crate::kv_cache::memory_limit() {
+                if bytes > available {
+                    return Err(SessionError::ContextTooLarge {
+                        n_ctx,
+                        bytes,
+                        available,
+                    });
+                }
+            }
+        }
+        let mut backend = model
+            .new_backend()
+            .map_err(|e| SessionError::Backend(e.to_string()))?;
+        let scratch = Scratch::new(backend.as_mut(), &cfg, opts.n_batch.clamp(1, n_ctx));
+        backend.alloc_kv_cache(&spec);
         if let Some(e) = backend.take_error() {
             return Err(SessionError::Backend(e));
         }

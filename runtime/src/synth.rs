@@ -309,6 +309,8 @@ pub fn tokenizer_keys(file: &GgufFile) -> Metadata {
 
 /// The smallest synthetic vocabulary: the 256 byte tokens and `<|endoftext|>`.
 pub const MIN_SYNTHETIC_VOCAB: u64 = 257;
+/// The largest synthetic vocabulary: four times the largest real one (Gemma-3's 262,144).
+pub const MAX_SYNTHETIC_VOCAB: u64 = 1 << 20;
 
 /// GPT-2's `bytes_to_unicode`: the printable character each byte is written as in a byte-level
 /// BPE vocabulary (printable Latin-1 bytes stand for themselves, the others map to U+0100...).
@@ -333,10 +335,9 @@ fn byte_to_unicode() -> [char; 256] {
 /// then merged tokens, each the concatenation of two earlier tokens with its merge rule, biased
 /// towards letters and the space so that English text gets multi-byte tokens.
 pub fn synthetic_tokenizer(n_vocab: u64, seed: u64) -> Result<Metadata, QuantizeError> {
-    if !(MIN_SYNTHETIC_VOCAB..=(1 << 24)).contains(&n_vocab) {
+    if !(MIN_SYNTHETIC_VOCAB..=MAX_SYNTHETIC_VOCAB).contains(&n_vocab) {
         return Err(QuantizeError::Internal(format!(
-            "a synthetic vocabulary needs {MIN_SYNTHETIC_VOCAB} to {} tokens, not {n_vocab}",
-            1 << 24
+            "a synthetic vocabulary needs {MIN_SYNTHETIC_VOCAB} to {MAX_SYNTHETIC_VOCAB} tokens, not {n_vocab}"
         )));
     }
     let bytes = byte_to_unicode();

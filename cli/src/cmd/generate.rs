@@ -73,9 +73,8 @@ pub struct Args {
 fn prompt_bytes(args: &Args) -> Result<Vec<u8>> {
     match (&args.prompt, &args.file) {
         (Some(p), _) => Ok(p.as_bytes().to_vec()),
-        (None, Some(f)) => {
-            std::fs::read(f).map_err(|e| bad_input(format!("cannot read {}: {e}", f.display())))
-        }
+        (None, Some(f)) => tinyrt::files::read_input(f)
+            .map_err(|e| bad_input(format!("cannot read the prompt: {e}"))),
         (None, None) => Err(bad_input("give a prompt with -p TEXT or --file PATH")),
     }
 }
@@ -107,7 +106,6 @@ pub fn run(args: Args) -> Result<()> {
     let load_s = t0.elapsed().as_secs_f64();
 
     let tok = model.tokenizer();
-    let prompt_ids = tok.encode(&text).map_err(bad_input)?;
     let mut session = model
         .session(SessionOptions {
             n_ctx: args.ctx_size,
@@ -115,6 +113,18 @@ pub fn run(args: Args) -> Result<()> {
             ..SessionOptions::default()
         })
         .map_err(bad_input)?;
+    super::warn_above_trained_context(&model, session.n_ctx());
+    // A prompt with more bytes than the context's tokens could ever cover is refused before
+    // the (linear, but not free) tokenization.
+    let least = tok.min_tokens(text.len());
+    if least > session.n_ctx() {
+        return Err(bad_input(format!(
+            "the prompt ({} bytes, at least {least} tokens) does not fit in the context of {} (raise -c)",
+            text.len(),
+            session.n_ctx()
+        )));
+    }
+    let prompt_ids = tok.encode(&text).map_err(bad_input)?;
     let top_k = args.top_logits.unwrap_or(if args.json { 8 } else { 0 });
     let opts = GenerateOptions {
         max_tokens: args.max_tokens,

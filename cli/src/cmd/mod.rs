@@ -27,11 +27,24 @@ pub fn open_gguf(path: &Path) -> anyhow::Result<GgufFile> {
     if path.as_os_str().is_empty() {
         return Err(bad_input("the model path is empty"));
     }
+    // A FIFO or a device would block the open: checked first.
+    tinyrt::files::check_model_path(path).map_err(bad_input)?;
     match GgufFile::open(path) {
         Ok(f) => Ok(f),
         // These variants already name the path.
         Err(e @ (GgufError::Io { .. } | GgufError::NotAFile { .. })) => Err(e.into()),
         Err(e) => Err(e).with_context(|| path.display().to_string()),
+    }
+}
+
+/// Warns (stderr) when a context is longer than the one the model was trained with: it runs,
+/// but quality past the trained length is not what the model was made for.
+pub fn warn_above_trained_context(model: &Model, n_ctx: usize) {
+    let trained = model.config().n_ctx_train;
+    if n_ctx > trained {
+        eprintln!(
+            "warning: the context of {n_ctx} tokens is longer than the {trained} the model was trained with"
+        );
     }
 }
 
@@ -43,6 +56,11 @@ pub fn load_model(
     threads: Option<usize>,
     requant: Option<QuantFormat>,
 ) -> anyhow::Result<Model> {
+    if path.as_os_str().is_empty() {
+        return Err(bad_input("the model path is empty"));
+    }
+    // A FIFO or a device would block the open: checked first.
+    tinyrt::files::check_model_path(path).map_err(bad_input)?;
     Model::load(
         path,
         LoadOptions {

@@ -95,8 +95,8 @@ pub fn run(args: Args) -> Result<()> {
 
 /// The text of `path` as llama-perplexity's -f reads it: one trailing newline dropped.
 pub fn read_text(path: &Path) -> Result<Vec<u8>> {
-    let mut text = std::fs::read(path)
-        .map_err(|e| bad_input(format!("cannot read {}: {e}", path.display())))?;
+    let mut text = tinyrt::files::read_input(path)
+        .map_err(|e| bad_input(format!("cannot read the text: {e}")))?;
     if text.last() == Some(&b'\n') {
         text.pop();
     }
@@ -136,13 +136,6 @@ pub fn measure(
         bos: if tok.add_bos() { tok.bos() } else { None },
         n_vocab: model.config().vocab_size,
     };
-    let mut session = model
-        .session(SessionOptions {
-            n_ctx: Some(ctx_size),
-            kv_type: settings.kv_type,
-            n_batch: settings.batch_size.unwrap_or(ctx_size).min(ctx_size),
-        })
-        .map_err(bad_input)?;
     if tokens.len() < 2 * ctx_size {
         return Err(bad_input(format!(
             "{} tokenizes to only {} tokens; -c {} needs at least {}",
@@ -152,6 +145,14 @@ pub fn measure(
             2 * ctx_size
         )));
     }
+    super::warn_above_trained_context(model, ctx_size);
+    let mut session = model
+        .session(SessionOptions {
+            n_ctx: Some(ctx_size),
+            kv_type: settings.kv_type,
+            n_batch: settings.batch_size.unwrap_or(ctx_size).min(ctx_size),
+        })
+        .map_err(bad_input)?;
     eprintln!(
         "perplexity: {} tokens, {} chunks of {}, {} threads",
         tokens.len(),

@@ -52,6 +52,12 @@ pub fn run(args: Args) -> Result<()> {
                     synth::MIN_SYNTHETIC_VOCAB
                 )));
             }
+            if n > synth::MAX_SYNTHETIC_VOCAB {
+                return Err(bad_input(format!(
+                    "--vocab {n} is too large: at most {}",
+                    synth::MAX_SYNTHETIC_VOCAB
+                )));
+            }
             TokenizerSource::Synthetic(n)
         }
         (None, None) => TokenizerSource::Default,
@@ -64,6 +70,11 @@ pub fn run(args: Args) -> Result<()> {
             )));
         }
     }
+    if let Some(path) = &args.tokenizer_from {
+        // The output replaces its file only when complete (tinyrt::files), so even the
+        // tokenizer's own file would survive; it is still refused, as quantize's input is.
+        tinyrt::files::check_not_same(path, &args.out).map_err(bad_input)?;
+    }
     let pool = super::quantize::thread_pool(args.threads)?;
     let options = SynthOptions {
         shape,
@@ -73,18 +84,25 @@ pub fn run(args: Args) -> Result<()> {
     };
     let start = Instant::now();
     let mut stderr = std::io::stderr();
-    let report = pool.install(|| {
-        synth::synthesize(&args.out, &options, &mut |i, n, t| {
-            let _ = writeln!(
-                stderr,
-                "[{:>4}/{n}] {:<32} {:<6} {:?}",
-                i + 1,
-                t.name,
-                t.ty.name(),
-                t.shape
-            );
+    let report = pool
+        .install(|| {
+            synth::synthesize(&args.out, &options, &mut |i, n, t| {
+                let _ = writeln!(
+                    stderr,
+                    "[{:>4}/{n}] {:<32} {:<6} {:?}",
+                    i + 1,
+                    t.name,
+                    t.ty.name(),
+                    t.shape
+                );
+            })
         })
-    })?;
+        .map_err(|e| match e {
+            e @ tinyrt::quantize::QuantizeError::File(tinyrt::files::FileError::NotRegular {
+                ..
+            }) => bad_input(e),
+            e => e.into(),
+        })?;
     for (name, wanted, got) in &report.fallbacks {
         eprintln!("fallback: {name}: rows of {wanted} do not fit, used {got}");
     }

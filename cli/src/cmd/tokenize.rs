@@ -34,8 +34,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let text = match (&args.prompt, &args.file) {
         (Some(p), _) => p.as_bytes().to_vec(),
-        (None, Some(path)) => std::fs::read(path)
-            .map_err(|e| bad_input(format!("cannot read {}: {e}", path.display())))?,
+        (None, Some(path)) => tinyrt::files::read_input(path)
+            .map_err(|e| bad_input(format!("cannot read the text: {e}")))?,
         (None, None) => return Err(bad_input("give the text with -p TEXT or --file PATH")),
     };
     let file = super::open_gguf(&args.model)?;

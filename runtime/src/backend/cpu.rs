@@ -631,6 +631,7 @@ impl Backend for CpuBackend {
         let (kw, vw) = (kv.spec.k_width, kv.spec.v_width);
         let kb = &self.bufs[k.0 as usize];
         let vb = &self.bufs[v.0 as usize];
+        kv.reserve(layer, pos0 + n);
         kv.k[layer].write(isa, pos0 * kw, &kb.data[..n * kw]);
         kv.v[layer].write(isa, pos0 * vw, &vb.data[..n * vw]);
         debug_assert_eq!(p.head_dim_k, p.head_dim_v);

@@ -803,7 +803,12 @@ impl CudaBackend {
                     // Plain launches from now on (the capture left nothing behind).
                     self.graphs = false;
                     if std::env::var_os("TINYRT_CUDA_DEBUG").is_some() {
-                        eprintln!("tinyrt: CUDA graph capture failed, using plain launches: {e}");
+                        let _ = std::io::Write::write_fmt(
+                            &mut std::io::stderr(),
+                            format_args!(
+                                "tinyrt: CUDA graph capture failed, using plain launches: {e}\n"
+                            ),
+                        );
                     }
                 }
             }

@@ -37,7 +37,14 @@ impl DumpBackend {
     /// Dump into `dir` (created if missing; files of a previous run are overwritten).
     pub fn new(inner: Box<dyn Backend>, dir: PathBuf, reference: Option<PathBuf>) -> DumpBackend {
         if let Err(e) = std::fs::create_dir_all(&dir) {
-            eprintln!("tinyrt: TINYRT_DUMP: cannot create {}: {e}", dir.display());
+            // A debugging aid: a closed stderr is no reason to panic.
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!(
+                    "tinyrt: TINYRT_DUMP: cannot create {}: {e}\n",
+                    dir.display()
+                ),
+            );
         }
         let index = std::fs::File::create(dir.join("index.txt")).ok();
         DumpBackend {
@@ -62,7 +69,10 @@ impl DumpBackend {
         let name = format!("{:05}-{op}-l{:02}.f32", self.seq, self.layer);
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         if let Err(e) = std::fs::write(self.dir.join(&name), bytes) {
-            eprintln!("tinyrt: TINYRT_DUMP: {name}: {e}");
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("tinyrt: TINYRT_DUMP: {name}: {e}\n"),
+            );
         }
         let mut cmp = String::new();
         if let Some(r) = &self.reference {

@@ -141,7 +141,9 @@ impl WeightTable {
         let used: std::collections::HashSet<&str> =
             self.entries.iter().map(|e| e.name.as_str()).collect();
         for t in self.file.tensor_infos() {
-            if used.contains(t.name.as_str()) || ignored_tensor(&t.name) {
+            if (used.contains(t.name.as_str()) && arch_has(arch, &t.name))
+                || ignored_tensor(&t.name)
+            {
                 continue;
             }
             return Err(WeightError::Unused {
@@ -171,6 +173,19 @@ impl WeightTable {
     pub fn file(&self) -> &Arc<GgufFile> {
         &self.file
     }
+}
+
+/// Whether `arch` has tensors of `name`'s kind in llama.cpp's tables (`LLM_TENSOR_NAMES`): the
+/// shared loaders register some kinds for every architecture (per-head Q/K norms, a fused QKV
+/// matrix), which must not make a file of another architecture run under this label.
+fn arch_has(arch: &str, name: &str) -> bool {
+    if name.ends_with(".attn_q_norm.weight") || name.ends_with(".attn_k_norm.weight") {
+        return matches!(arch, "qwen3" | "gemma3" | "stablelm");
+    }
+    if name.contains(".attn_qkv.") {
+        return arch == "phi2";
+    }
+    true
 }
 
 /// Tensors some converters write that no architecture reads (llama.cpp skips them too):

@@ -699,12 +699,20 @@ mod tests {
     #[test]
     fn runaway_template_runs_out_of_fuel() {
         let t = ChatTemplate::new(
-            "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
             "",
             "",
         )
         .unwrap();
         assert!(matches!(t.render(&[], true), Err(TemplateError::Render(_))));
+        // With output, the output cap stops it first.
+        let t = ChatTemplate::new(
+            "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        assert!(matches!(t.render(&[], true), Err(TemplateError::Limit(_))));
     }
 
     #[test]
@@ -730,5 +738,41 @@ mod tests {
             ChatTemplate::new("{% for %}", "", ""),
             Err(TemplateError::Syntax(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn bounded_work_past_the_deadline_is_an_error_in_time() {
+        let start = std::time::Instant::now();
+        let r = bounded(Budget::new(u64::MAX), || {
+            std::thread::sleep(RENDER_DEADLINE + std::time::Duration::from_secs(3));
+        });
+        assert!(r.unwrap_err().contains("longer than"));
+        assert!(start.elapsed() < RENDER_DEADLINE + std::time::Duration::from_secs(2));
+        assert_eq!(bounded(Budget::new(u64::MAX), || 7), Ok(7));
+    }
+
+    #[test]
+    fn a_render_past_its_output_cap_fails_and_the_template_still_works() {
+        let t = ChatTemplate::new(
+            "{% for m in messages %}{{ m.content * 3 }}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let small = [Message::user("abc")];
+        assert_eq!(t.render(&small, false).unwrap(), "abcabcabc");
+        // 3 × the input is under the cap of 4 × the input + 1 MiB; 40 × is not.
+        let t40 = ChatTemplate::new("{{ messages[0].content * 40 }}", "", "").unwrap();
+        let big = [Message::user("x".repeat(1 << 20))];
+        assert!(matches!(
+            t40.render(&big, false),
+            Err(TemplateError::Limit(_))
+        ));
+        assert_eq!(t.render(&big, false).unwrap().len(), 3 << 20);
     }
 }

@@ -8,19 +8,27 @@ use std::collections::BinaryHeap;
 use super::unicode::utf8_len_from_lead;
 use super::vocab::Vocab;
 
+/// No symbol (the ends of a word's list).
+const NONE: u32 = u32::MAX;
+
+/// One symbol of a word being merged: 16 bytes, so a word costs about 16 bytes per byte here
+/// and 8 per queued pair (`docs/LIMITS.md`: tokenization memory is linear in the input).
 #[derive(Clone, Copy)]
 struct Symbol {
-    start: usize,
-    len: usize,
-    prev: Option<usize>,
-    next: Option<usize>,
+    start: u32,
+    len: u32,
+    prev: u32,
+    next: u32,
 }
 
 /// Reusable buffers for merging words.
 #[derive(Default)]
 pub(crate) struct BpeSession {
     symbols: Vec<Symbol>,
-    queue: BinaryHeap<Reverse<(u32, usize, usize, usize)>>,
+    /// Candidate merges as `rank << 32 | left` (min-heap through `Reverse`): popped in
+    /// llama.cpp's order (lowest rank, then leftmost). A popped pair is checked against the
+    /// symbols as they are now (see `word`), so no right index or size is stored.
+    queue: BinaryHeap<Reverse<u64>>,
     key: Vec<u8>,
 }
 
@@ -46,45 +54,72 @@ impl BpeSession {
                 return;
             }
         }
+        // Offsets are u32: a longer word (past 4 GiB, far past any input cap) is merged in
+        // pieces of u32::MAX - 1 bytes, cut at a UTF-8 boundary.
+        if word.len() >= NONE as usize {
+            let mut cut = NONE as usize - 1;
+            while cut > 0 && (word[cut] & 0xC0) == 0x80 {
+                cut -= 1;
+            }
+            self.word(vocab, &word[..cut], out);
+            self.word(vocab, &word[cut..], out);
+            return;
+        }
         self.symbols.clear();
         self.queue.clear();
         let mut offs = 0;
         while offs < word.len() {
             let len = utf8_len_from_lead(word[offs]).min(word.len() - offs);
-            let index = self.symbols.len();
+            let index = self.symbols.len() as u32;
             self.symbols.push(Symbol {
-                start: offs,
-                len,
-                prev: index.checked_sub(1),
-                next: (offs + len < word.len()).then_some(index + 1),
+                start: offs as u32,
+                len: len as u32,
+                prev: if index == 0 { NONE } else { index - 1 },
+                next: if offs + len < word.len() {
+                    index + 1
+                } else {
+                    NONE
+                },
             });
             offs += len;
         }
-        for i in 1..self.symbols.len() {
-            self.add_bigram(vocab, word, Some(i - 1), Some(i));
+        self.symbols.shrink_to_fit();
+        let mut initial = Vec::with_capacity(self.symbols.len().saturating_sub(1));
+        for i in 1..self.symbols.len() as u32 {
+            if let Some(rank) = self.pair_rank(vocab, word, i - 1) {
+                initial.push(Reverse(u64::from(rank) << 32 | u64::from(i - 1)));
+            }
         }
-        while let Some(Reverse((_rank, left, right, size))) = self.queue.pop() {
-            let (l, r) = (self.symbols[left], self.symbols[right]);
-            // Skip pairs whose symbols changed since they were queued.
-            if l.len == 0 || r.len == 0 || l.len + r.len != size {
+        self.queue = BinaryHeap::from(initial);
+        while let Some(Reverse(entry)) = self.queue.pop() {
+            let (rank, left) = ((entry >> 32) as u32, entry as u32);
+            // A pair queued before one of its symbols changed no longer has its rank: the
+            // pair (left, left.next) now spells another merge line, or left is gone.
+            if self.symbols[left as usize].len == 0
+                || self.pair_rank(vocab, word, left) != Some(rank)
+            {
                 continue;
             }
-            self.symbols[left].len += r.len;
-            self.symbols[right].len = 0;
-            self.symbols[left].next = r.next;
-            if let Some(n) = r.next {
-                self.symbols[n].prev = Some(left);
+            let right = self.symbols[left as usize].next;
+            let r = self.symbols[right as usize];
+            self.symbols[left as usize].len += r.len;
+            self.symbols[right as usize].len = 0;
+            self.symbols[left as usize].next = r.next;
+            if r.next != NONE {
+                self.symbols[r.next as usize].prev = left;
             }
-            let (p, n) = (self.symbols[left].prev, self.symbols[left].next);
-            self.add_bigram(vocab, word, p, Some(left));
-            self.add_bigram(vocab, word, Some(left), n);
+            let prev = self.symbols[left as usize].prev;
+            if prev != NONE {
+                self.push_pair(vocab, word, prev);
+            }
+            self.push_pair(vocab, word, left);
         }
         let byte_encode = vocab.pre.as_ref().is_none_or(|p| p.byte_encode);
         for s in &self.symbols {
             if s.len == 0 {
                 continue;
             }
-            let piece = &word[s.start..s.start + s.len];
+            let piece = &word[s.start as usize..(s.start + s.len) as usize];
             match vocab.find(piece) {
                 Some(id) => out.push(id),
                 // Not a token: each byte that is a token on its own (llama.cpp drops the rest);
@@ -97,25 +132,33 @@ impl BpeSession {
                 ),
             }
         }
+        // A huge word's buffers are not kept for the next one.
+        if self.symbols.capacity() > 1 << 16 {
+            self.symbols = Vec::new();
+            self.queue = BinaryHeap::new();
+        }
     }
 
-    fn add_bigram(
-        &mut self,
-        vocab: &Vocab,
-        word: &[u8],
-        left: Option<usize>,
-        right: Option<usize>,
-    ) {
-        let (Some(left), Some(right)) = (left, right) else {
-            return;
-        };
-        let (l, r) = (self.symbols[left], self.symbols[right]);
+    /// The merge rank of the pair (`left`, its next symbol), if it is a merge line.
+    fn pair_rank(&mut self, vocab: &Vocab, word: &[u8], left: u32) -> Option<u32> {
+        let l = self.symbols[left as usize];
+        if l.next == NONE {
+            return None;
+        }
+        let r = self.symbols[l.next as usize];
         self.key.clear();
-        self.key.extend_from_slice(&word[l.start..l.start + l.len]);
+        self.key
+            .extend_from_slice(&word[l.start as usize..(l.start + l.len) as usize]);
         self.key.push(b' ');
-        self.key.extend_from_slice(&word[r.start..r.start + r.len]);
-        if let Some(rank) = vocab.merge_rank(&self.key) {
-            self.queue.push(Reverse((rank, left, right, l.len + r.len)));
+        self.key
+            .extend_from_slice(&word[r.start as usize..(r.start + r.len) as usize]);
+        vocab.merge_rank(&self.key)
+    }
+
+    fn push_pair(&mut self, vocab: &Vocab, word: &[u8], left: u32) {
+        if let Some(rank) = self.pair_rank(vocab, word, left) {
+            self.queue
+                .push(Reverse(u64::from(rank) << 32 | u64::from(left)));
         }
     }
 }

@@ -271,6 +271,25 @@ impl Tokenizer {
         self.vocab.n_tokens()
     }
 
+    /// A lower bound on the number of tokens `n_bytes` of text encode to, computed without
+    /// tokenizing: no SPM or BPE token covers more input bytes than its text is long (spaces
+    /// become the 3-byte U+2581, bytes their 1-2-byte GPT-2 characters), with a factor of 4 to
+    /// spare. WordPiece and Unigram can turn a whole unknown word into one token: 0 bound.
+    /// Lets a caller refuse a prompt far longer than its context before tokenizing it.
+    pub fn min_tokens(&self, n_bytes: usize) -> usize {
+        match self.vocab.kind {
+            VocabKind::Spm | VocabKind::Bpe => {
+                let longest = (0..self.vocab.n_tokens())
+                    .map(|i| self.vocab.text(i as u32).len())
+                    .max()
+                    .unwrap_or(1)
+                    .max(1);
+                n_bytes / (4 * longest)
+            }
+            VocabKind::Wpm | VocabKind::Ugm => 0,
+        }
+    }
+
     pub fn kind(&self) -> VocabKind {
         self.vocab.kind
     }
