@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use tinyrt::gguf::{GgufFile, GgufWriter, Value};
 use tinyrt_tests::{fixture, model, TempDir, SMOLLM2};
 
+/// The time bounds below are hang guards for a loaded 2-core CI host, not speed targets.
+///
 /// The address-space limit of every command here (KiB): far above what the tiny fixtures and
 /// SmolLM2 need at their default contexts, far below what any of the hostile cases would take.
 const ULIMIT_KB: u64 = 3 << 20;
@@ -173,7 +175,7 @@ fn hostile_templates_in_the_file_fall_back_within_bounds() {
             err.contains("chat template") && err.contains("built-in"),
             "{kind}: no fallback warning: {err}"
         );
-        assert!(took < Duration::from_secs(8), "{kind}: took {took:?}");
+        assert!(took < Duration::from_secs(20), "{kind}: took {took:?}");
     }
 }
 
@@ -198,7 +200,7 @@ fn hostile_templates_given_on_the_command_line_exit_2() {
         );
         let err = assert_chat_error(&o, kind);
         assert!(err.contains("chat template"), "{kind}: {err}");
-        assert!(took < Duration::from_secs(8), "{kind}: took {took:?}");
+        assert!(took < Duration::from_secs(20), "{kind}: took {took:?}");
     }
 }
 
@@ -220,7 +222,7 @@ fn a_template_that_scans_for_long_is_stopped() {
         err.contains("longer than") || err.contains("more than"),
         "{err}"
     );
-    assert!(took < Duration::from_secs(9), "took {took:?}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
 }
 
 #[test]
@@ -391,7 +393,7 @@ fn context_sizes_are_checked_before_anything_is_allocated() {
         let (o, took) = run_limited(&["generate", m, "-p", "hi", "-n", "1", "-c", c], b"", &[]);
         let err = assert_bad_input(&o, c);
         assert!(err.contains("context"), "{c}: {err}");
-        assert!(took < Duration::from_secs(5));
+        assert!(took < Duration::from_secs(20));
     }
     // A large context that fits costs only what is used.
     let o = tinyrt(&[
@@ -433,7 +435,7 @@ fn inputs_are_read_with_a_cap_and_checked_against_the_context_first() {
         &[],
     );
     assert!(assert_bad_input(&o, "40 MB word").contains("does not fit"));
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
     // 8 MB in one word tokenizes in memory linear in the input, well inside the limit.
     let word = dir.write("word8.txt", &vec![b'a'; 8 << 20]);
     let (o, _) = run_limited(&["tokenize", tiny, "--file", path_str(&word)], b"", &[]);
@@ -456,7 +458,7 @@ fn a_fifo_model_is_refused_without_blocking() {
         }
         let (o, took) = run_limited(&args, b"", &[]);
         assert!(assert_bad_input(&o, cmd).contains("FIFO"), "{cmd}");
-        assert!(took < Duration::from_secs(5));
+        assert!(took < Duration::from_secs(20));
     }
 }
 
