@@ -5,41 +5,16 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value as Json;
-use tinyrt_tests::{gguf_oracle, model, unknown_arch_gguf, TempDir, GEMMA3, SMOLLM2, UNKNOWN_ARCH};
+use tinyrt_tests::{
+    assert_bad_input, gguf_oracle, model, stderr, unknown_arch_gguf, TempDir, GEMMA3, SMOLLM2,
+    UNKNOWN_ARCH,
+};
 
 fn tinyrt(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tinyrt"))
         .args(args)
         .output()
         .expect("run tinyrt")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Exit status 2, exactly one line on stderr starting with `error: `, no panic text.
-/// Returns that line.
-fn assert_bad_input(o: &Output, what: &str) -> String {
-    let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{what}: status {:?}, stderr {err:?}",
-        o.status
-    );
-    assert_eq!(
-        err.lines().count(),
-        1,
-        "{what}: stderr is not one line: {err:?}"
-    );
-    assert!(err.starts_with("error: "), "{what}: {err:?}");
-    assert!(err.ends_with('\n'), "{what}: {err:?}");
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{what}: {err:?}"
-    );
-    err
 }
 
 #[test]

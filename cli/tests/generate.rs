@@ -5,22 +5,15 @@ use std::io::Read;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value as Json;
-use tinyrt_tests::{fixture, unknown_arch_gguf, workspace_root, TempDir, UNKNOWN_ARCH};
+use tinyrt_tests::{
+    assert_bad_input, fixture, unknown_arch_gguf, workspace_root, TempDir, UNKNOWN_ARCH,
+};
 
 fn tinyrt(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tinyrt"))
         .args(args)
         .output()
         .expect("run tinyrt")
-}
-
-fn assert_bad_input(o: &Output, what: &str) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(2), "{what}: {err:?}");
-    assert_eq!(err.lines().count(), 1, "{what}: {err:?}");
-    assert!(err.starts_with("error: "), "{what}: {err:?}");
-    assert!(!err.contains("panicked"), "{what}: {err:?}");
-    err
 }
 
 fn llama() -> String {

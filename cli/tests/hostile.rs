@@ -10,7 +10,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tinyrt::gguf::{GgufFile, GgufWriter, Value};
-use tinyrt_tests::{fixture, model, TempDir, SMOLLM2};
+use tinyrt_tests::{
+    assert_bad_input, assert_bad_input_last, fixture, model, stderr, TempDir, SMOLLM2,
+};
 
 /// The time bounds below are hang guards for a loaded 2-core CI host, not speed targets.
 ///
@@ -44,48 +46,6 @@ fn run_limited(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> (Output, Du
 
 fn tinyrt(args: &[&str]) -> Output {
     run_limited(args, b"", &[]).0
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Exit status 2 and exactly one `error: ` line on stderr, no panic. Returns the line.
-fn assert_bad_input(o: &Output, what: &str) -> String {
-    let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{what}: {:?}, stderr {err:?}",
-        o.status
-    );
-    assert_eq!(err.lines().count(), 1, "{what}: not one line: {err:?}");
-    assert!(err.starts_with("error: "), "{what}: {err:?}");
-    assert!(
-        !err.contains("panicked") && !err.contains("internal error"),
-        "{what}: {err:?}"
-    );
-    err
-}
-
-/// For `chat`, whose first stderr line says what it loaded: exit status 2, and one
-/// `error: ` line, the last.
-fn assert_chat_error(o: &Output, what: &str) -> String {
-    let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{what}: {:?}, stderr {err:?}",
-        o.status
-    );
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(errors.len(), 1, "{what}: {err:?}");
-    assert_eq!(err.lines().last(), Some(errors[0]), "{what}: {err:?}");
-    assert!(
-        !err.contains("panicked") && !err.contains("internal error"),
-        "{what}: {err:?}"
-    );
-    errors[0].to_string()
 }
 
 fn path_str(p: &Path) -> &str {
@@ -198,7 +158,7 @@ fn hostile_templates_given_on_the_command_line_exit_2() {
             b"hi\n",
             &[],
         );
-        let err = assert_chat_error(&o, kind);
+        let err = assert_bad_input_last(&o, kind);
         assert!(err.contains("chat template"), "{kind}: {err}");
         assert!(took < Duration::from_secs(20), "{kind}: took {took:?}");
     }
@@ -217,7 +177,7 @@ fn a_template_that_scans_for_long_is_stopped() {
     );
     // Whichever limit it meets first (the deadline, or the budget its loop's bookkeeping
     // adds up to), the render ends in bounded time with one error.
-    let err = assert_chat_error(&o, "deadline");
+    let err = assert_bad_input_last(&o, "deadline");
     assert!(
         err.contains("longer than") || err.contains("more than"),
         "{err}"
@@ -378,7 +338,7 @@ fn chat_save_replaces_the_file_whole() {
         b"/save /dev/null\n",
         &[],
     );
-    assert_chat_error(&o, "/save /dev/null");
+    assert_bad_input_last(&o, "/save /dev/null");
     assert!(std::fs::metadata("/dev/null")
         .unwrap()
         .file_type()
@@ -424,7 +384,7 @@ fn inputs_are_read_with_a_cap_and_checked_against_the_context_first() {
     let o = tinyrt(&["perplexity", tiny, "-f", "/dev/zero"]);
     assert_bad_input(&o, "perplexity /dev/zero");
     let (o, _) = run_limited(&["chat", tiny, "-n", "1"], b"/load /dev/zero\n", &[]);
-    assert_chat_error(&o, "/load /dev/zero");
+    assert_bad_input_last(&o, "/load /dev/zero");
 
     let dir = TempDir::new("hostile-word");
     // 40 MB in one word: refused before tokenizing (it cannot fit the context).
@@ -505,7 +465,7 @@ fn a_non_utf8_line_and_a_closed_stderr_are_handled() {
     let tiny = fixture(TINY);
     let tiny = path_str(&tiny);
     let (o, _) = run_limited(&["chat", tiny, "-n", "1"], b"hi \xff\xfe there\n", &[]);
-    assert!(assert_chat_error(&o, "non-UTF-8").contains("UTF-8"));
+    assert!(assert_bad_input_last(&o, "non-UTF-8").contains("UTF-8"));
     // Stats on a closed or full stderr do not turn success into failure.
     for redirect in ["2>&-", "2>/dev/full"] {
         let status = Command::new("bash")

@@ -4,20 +4,13 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use tinyrt_tests::{fixture, TempDir};
+use tinyrt_tests::{assert_bad_input, fixture, TempDir};
 
 fn tinyrt(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tinyrt"))
         .args(args)
         .output()
         .expect("run tinyrt")
-}
-
-fn assert_bad_input(out: &Output, what: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{what}: {stderr}");
-    assert!(stderr.starts_with("error: "), "{what}: {stderr}");
 }
 
 fn s(p: &Path) -> &str {

@@ -11,8 +11,6 @@
 //!   ./in.gguf` (or a symlink, or a hard link) is refused instead of overwriting its own input.
 //! - [`read_input`]: reads a prompt or text file with a size cap ([`MAX_INPUT_BYTES`]), so
 //!   `/dev/zero` or a huge file is one clear error rather than memory exhaustion.
-//! - [`check_model_path`]: a model path must be a regular file, checked before the (otherwise
-//!   blocking) open of a FIFO.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -52,8 +50,9 @@ impl FileError {
     }
 }
 
-/// What kind of non-regular file `m` is, for messages.
-fn kind_name(m: &fs::Metadata) -> &'static str {
+/// What kind of non-regular file `m` is, for messages (here and in the GGUF reader, which
+/// checks a model path's type before the otherwise blocking open of a FIFO).
+pub(crate) fn kind_name(m: &fs::Metadata) -> &'static str {
     let t = m.file_type();
     if t.is_dir() {
         "a folder"
@@ -67,20 +66,6 @@ fn kind_name(m: &fs::Metadata) -> &'static str {
         "a socket"
     } else {
         "a special file"
-    }
-}
-
-/// Checks that `path` names a regular file (after following symbolic links) without opening it,
-/// so that a FIFO or a device is an error instead of a blocking open.
-pub fn check_model_path(path: &Path) -> Result<(), FileError> {
-    let m = fs::metadata(path).map_err(|e| FileError::io(path, e))?;
-    if m.is_file() {
-        Ok(())
-    } else {
-        Err(FileError::NotRegular {
-            path: path.to_owned(),
-            kind: kind_name(&m),
-        })
     }
 }
 
@@ -357,8 +342,11 @@ mod tests {
             Err(FileError::NotRegular { .. })
         ));
         assert!(matches!(
-            check_model_path(Path::new("/dev/zero")),
-            Err(FileError::NotRegular { .. })
+            crate::gguf::GgufFile::open("/dev/zero"),
+            Err(crate::gguf::GgufError::NotAFile {
+                kind: "a character device",
+                ..
+            })
         ));
         fs::remove_dir_all(&d).unwrap();
     }

@@ -149,8 +149,8 @@ impl KvRows {
         }
     }
 
-    /// Write `src` starting at element `at` (rounded to f16 for an f16 cache), growing the
-    /// rows as needed.
+    /// Write `src` starting at element `at` (rounded to f16 for an f16 cache); the rows must
+    /// hold it ([`CpuKvCache::reserve`]).
     pub fn write(&mut self, isa: Isa, at: usize, src: &[f32]) {
         match self {
             KvRows::F16(d) => ops::f32_to_f16_row(isa, src, &mut d[at..at + src.len()]),

@@ -71,8 +71,12 @@ pub enum ModelError {
 /// The most worker threads a model may be given: 4 per logical CPU (at least 8, at most 512,
 /// ggml's `GGML_MAX_N_THREADS`). More only adds stacks and scheduling, never speed.
 pub fn max_threads() -> usize {
-    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (4 * logical).clamp(8, 512)
+    (4 * logical_cpus()).clamp(8, 512)
+}
+
+/// The number of logical CPUs (1 when that cannot be told).
+fn logical_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Checks a thread count the user asked for (`-t`): at least 1, at most [`max_threads`].
@@ -91,7 +95,7 @@ pub fn check_threads(n: usize) -> Result<(), String> {
 
 /// The number of physical cores (logical CPUs when that cannot be told).
 pub fn physical_cores() -> usize {
-    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let logical = logical_cpus();
     let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
         return logical;
     };

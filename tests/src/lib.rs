@@ -3,6 +3,7 @@
 //! the Python `gguf` oracle (`tests/data/gguf_oracle.json`, made by `tests/scripts/gguf_oracle.py`).
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tinyrt::gguf::{Array, GgmlType, GgufWriter, Value};
@@ -151,4 +152,51 @@ pub fn reference_tool(name: &str) -> Option<PathBuf> {
         eprintln!("skipping: llama.cpp reference tool {name} is not built");
     }
     path
+}
+
+/// A command's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit status 2 and no panic or internal-error text: the start of every bad-input check.
+fn assert_exit_2(o: &Output, what: &str) -> String {
+    let err = stderr(o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{what}: status {:?}, stderr {err:?}",
+        o.status
+    );
+    assert!(
+        !err.contains("panicked")
+            && !err.contains("RUST_BACKTRACE")
+            && !err.contains("internal error"),
+        "{what}: {err:?}"
+    );
+    err
+}
+
+/// The CLI's bad-input contract: exit status 2 and exactly one line on stderr, starting with
+/// `error: `, no panic text. Returns that line.
+pub fn assert_bad_input(o: &Output, what: &str) -> String {
+    let err = assert_exit_2(o, what);
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "{what}: stderr is not one line: {err:?}"
+    );
+    assert!(err.starts_with("error: "), "{what}: {err:?}");
+    assert!(err.ends_with('\n'), "{what}: {err:?}");
+    err
+}
+
+/// The bad-input contract of a command that prints notices before it fails (`chat` says what
+/// it loaded): exit status 2 and one `error: ` line, the last. Returns that line.
+pub fn assert_bad_input_last(o: &Output, what: &str) -> String {
+    let err = assert_exit_2(o, what);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{what}: {err:?}");
+    assert_eq!(err.lines().last(), Some(errors[0]), "{what}: {err:?}");
+    errors[0].to_string()
 }

@@ -27,8 +27,6 @@ pub fn open_gguf(path: &Path) -> anyhow::Result<GgufFile> {
     if path.as_os_str().is_empty() {
         return Err(bad_input("the model path is empty"));
     }
-    // A FIFO or a device would block the open: checked first.
-    tinyrt::files::check_model_path(path).map_err(bad_input)?;
     match GgufFile::open(path) {
         Ok(f) => Ok(f),
         // These variants already name the path.
@@ -56,11 +54,6 @@ pub fn load_model(
     threads: Option<usize>,
     requant: Option<QuantFormat>,
 ) -> anyhow::Result<Model> {
-    if path.as_os_str().is_empty() {
-        return Err(bad_input("the model path is empty"));
-    }
-    // A FIFO or a device would block the open: checked first.
-    tinyrt::files::check_model_path(path).map_err(bad_input)?;
     Model::load(
         path,
         LoadOptions {

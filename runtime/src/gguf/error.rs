@@ -19,8 +19,8 @@ pub enum GgufError {
     },
     #[error("cannot write GGUF: {0}")]
     Write(#[source] std::io::Error),
-    #[error("{} is not a regular file", path.display())]
-    NotAFile { path: PathBuf },
+    #[error("{} is {kind}, not a regular file", path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
 
     // Header.
     #[error("not a GGUF file: the first bytes are {found:02x?}, expected \"GGUF\"")]

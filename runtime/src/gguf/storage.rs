@@ -34,6 +34,7 @@ impl Storage {
         if !meta.is_file() {
             return Err(GgufError::NotAFile {
                 path: path.to_owned(),
+                kind: crate::files::kind_name(&meta),
             });
         }
         let file = std::fs::OpenOptions::new()
@@ -45,6 +46,7 @@ impl Storage {
         if !meta.is_file() {
             return Err(GgufError::NotAFile {
                 path: path.to_owned(),
+                kind: crate::files::kind_name(&meta),
             });
         }
         if meta.len() == 0 {

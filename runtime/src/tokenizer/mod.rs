@@ -278,14 +278,7 @@ impl Tokenizer {
     /// Lets a caller refuse a prompt far longer than its context before tokenizing it.
     pub fn min_tokens(&self, n_bytes: usize) -> usize {
         match self.vocab.kind {
-            VocabKind::Spm | VocabKind::Bpe => {
-                let longest = (0..self.vocab.n_tokens())
-                    .map(|i| self.vocab.text(i as u32).len())
-                    .max()
-                    .unwrap_or(1)
-                    .max(1);
-                n_bytes / (4 * longest)
-            }
+            VocabKind::Spm | VocabKind::Bpe => n_bytes / (4 * self.vocab.max_token_len.max(1)),
             VocabKind::Wpm | VocabKind::Ugm => 0,
         }
     }
