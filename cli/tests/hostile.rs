@@ -20,14 +20,23 @@ use tinyrt_tests::{
 /// SmolLM2 need at their default contexts, far below what any of the hostile cases would take.
 const ULIMIT_KB: u64 = 3 << 20;
 
-/// Runs `tinyrt ARGS` under `ulimit -v`, with `stdin` as its standard input.
-fn run_limited(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> (Output, Duration) {
+/// `tinyrt ARGS` under `ulimit -v`, after the shell commands `setup` (each ended by `&&`) and
+/// with the redirections `redirect`. The shell `exec`s tinyrt: the child's pid is tinyrt's.
+fn limited(setup: &str, redirect: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new("bash");
     cmd.arg("-c")
-        .arg(format!("ulimit -v {ULIMIT_KB} && exec \"$0\" \"$@\""))
+        .arg(format!(
+            "{setup} ulimit -v {ULIMIT_KB} && exec \"$0\" \"$@\" {redirect}"
+        ))
         .arg(env!("CARGO_BIN_EXE_tinyrt"))
-        .args(args)
-        .stdin(Stdio::piped())
+        .args(args);
+    cmd
+}
+
+/// Runs `tinyrt ARGS` under `ulimit -v`, with `stdin` as its standard input.
+fn run_limited(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> (Output, Duration) {
+    let mut cmd = limited("", "", args);
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in env {
@@ -208,9 +217,8 @@ fn quantize_refuses_its_own_input_under_every_spelling() {
         assert_eq!(hash(&input), before, "{}", out.display());
     }
     // Relative spellings from inside the folder.
-    let o = Command::new(env!("CARGO_BIN_EXE_tinyrt"))
+    let o = limited("", "", &["quantize", "in.gguf", "./in.gguf", "q4_0"])
         .current_dir(&sub)
-        .args(["quantize", "in.gguf", "./in.gguf", "q4_0"])
         .output()
         .unwrap();
     assert_bad_input(&o, "./in.gguf");
@@ -235,13 +243,13 @@ fn quantize_never_removes_or_replaces_what_it_cannot_write() {
     // write returns EFBIG) is one error line, leaves the file the user had, and removes the
     // temporary.
     let out = dir.write("out.gguf", b"the user's file");
-    let o = Command::new("bash")
-        .arg("-c")
-        .arg("trap '' XFSZ && ulimit -f 8 && exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_tinyrt"))
-        .args(["quantize", path_str(&input), path_str(&out), "f32"])
-        .output()
-        .unwrap();
+    let o = limited(
+        "trap '' XFSZ && ulimit -f 8 &&",
+        "",
+        &["quantize", path_str(&input), path_str(&out), "f32"],
+    )
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert_eq!(
@@ -268,32 +276,34 @@ fn quantize_never_removes_or_replaces_what_it_cannot_write() {
 #[test]
 fn a_kill_during_a_write_leaves_the_old_file_or_a_complete_one() {
     let dir = TempDir::new("hostile-kill");
-    // A file big enough that a kill lands mid-write: the tiny shape at f32.
+    // A file big enough that a kill lands mid-write: the tiny shape at f32 with a 32k
+    // vocabulary (66 MiB; quantizing it to q8_0 on one thread takes about 0.1 s).
     let src = dir.path().join("src.gguf");
-    let o = tinyrt(&["synth", "tiny", "f32", path_str(&src), "--vocab", "4096"]);
+    let o = tinyrt(&["synth", "tiny", "f32", path_str(&src), "--vocab", "32768"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let reference = dir.path().join("ref.gguf");
     let o = tinyrt(&["quantize", path_str(&src), path_str(&reference), "q8_0"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let complete = hash(&reference);
     for (signal, delay_ms) in [
-        ("TERM", 5),
-        ("KILL", 5),
-        ("TERM", 40),
-        ("KILL", 40),
-        ("INT", 20),
+        ("TERM", 10),
+        ("KILL", 10),
+        ("TERM", 50),
+        ("KILL", 50),
+        ("INT", 30),
+        ("KILL", 90),
     ] {
         let out = dir.path().join(format!("out-{signal}-{delay_ms}.gguf"));
         std::fs::write(&out, b"old").unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tinyrt"))
-            .args([
-                "quantize",
-                path_str(&src),
-                path_str(&out),
-                "q8_0",
-                "-t",
-                "1",
-            ])
+        let args = [
+            "quantize",
+            path_str(&src),
+            path_str(&out),
+            "q8_0",
+            "-t",
+            "1",
+        ];
+        let mut child = limited("", "", &args)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -468,13 +478,9 @@ fn a_non_utf8_line_and_a_closed_stderr_are_handled() {
     assert!(assert_bad_input_last(&o, "non-UTF-8").contains("UTF-8"));
     // Stats on a closed or full stderr do not turn success into failure.
     for redirect in ["2>&-", "2>/dev/full"] {
-        let status = Command::new("bash")
-            .arg("-c")
-            .arg(format!("exec \"$0\" \"$@\" >/dev/null {redirect}"))
-            .arg(env!("CARGO_BIN_EXE_tinyrt"))
-            .args(["generate", tiny, "-p", "hi", "-n", "2", "--temp", "0"])
-            .status()
-            .unwrap();
+        let redirect = format!(">/dev/null {redirect}");
+        let args = ["generate", tiny, "-p", "hi", "-n", "2", "--temp", "0"];
+        let status = limited("", &redirect, &args).status().unwrap();
         assert_eq!(status.code(), Some(0), "{redirect}");
     }
 }
