@@ -24,8 +24,10 @@ macro_rules! eprint {
     }};
 }
 
+mod args;
 mod cmd;
 mod error;
+mod measure;
 mod output;
 mod signals;
 

@@ -218,3 +218,61 @@ fn bad_input_exits_2_with_one_line() {
     );
     assert!(e.contains(UNKNOWN_ARCH), "{e}");
 }
+
+/// `--isa` picks the CPU kernels like `TINYRT_ISA` (the flag wins over the variable), and every
+/// ISA computes the same bits; an unknown name or an ISA the CPU lacks is bad input.
+#[test]
+fn isa_flag_selects_the_kernels_and_wins_over_the_environment() {
+    let run = |isa: Option<&str>, env: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tinyrt"));
+        c.args([
+            "generate",
+            &llama(),
+            "-p",
+            "Once upon",
+            "-n",
+            "3",
+            "--temp",
+            "0",
+            "--json",
+        ]);
+        if let Some(isa) = isa {
+            c.args(["--isa", isa]);
+        }
+        match env {
+            Some(v) => c.env("TINYRT_ISA", v),
+            None => c.env_remove("TINYRT_ISA"),
+        };
+        c.output().expect("run tinyrt")
+    };
+    let base = run(None, None);
+    assert!(
+        base.status.success(),
+        "{}",
+        String::from_utf8_lossy(&base.stderr)
+    );
+    for isa in tinyrt::kernels::cpu::Isa::available() {
+        let o = run(Some(isa.name()), None);
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            isa.name(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            o.stdout,
+            base.stdout,
+            "--isa {} computes other bits",
+            isa.name()
+        );
+        // A bad TINYRT_ISA is refused even beside a good flag (the variable is checked once,
+        // at the edge, for every command); a good one is overridden by the flag.
+        let o = run(Some(isa.name()), Some("scalar"));
+        assert_eq!(o.stdout, base.stdout);
+    }
+    assert_bad_input(&run(Some("neon"), None), "--isa \"neon\": unknown ISA");
+    assert_bad_input(&run(Some("avx512"), Some("bogus")), "TINYRT_ISA");
+    if !tinyrt::kernels::cpu::Isa::Avx512.is_supported() {
+        assert_bad_input(&run(Some("avx512"), None), "does not support");
+    }
+}

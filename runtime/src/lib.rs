@@ -29,9 +29,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Modules: [`gguf`] (file format), [`config`] (hyperparameters), [`arch`] (one file per
-//! architecture), [`backend`] (the ops an architecture runs on; CPU implementation),
-//! [`kv_cache`], [`sampler`], [`session`] (generation API), [`model`] (loading).
+//! Modules, from the file up: [`files`] (atomic writes, bounded reads), [`gguf`] (the file
+//! format: reader, writer, mapped storage), [`config`] (hyperparameters), [`tokenizer`],
+//! [`arch`] (one file per architecture, written against the [`backend::Backend`] trait),
+//! [`backend`] (the CPU, CUDA and dump implementations of the ops and their weights),
+//! [`kv_cache`], [`sampler`], [`model`] (loading) and [`session`] (feeding tokens and
+//! generating); [`chat`] (templates, turns, stop strings) on top, and [`tools`] (quantize,
+//! synth, perplexity) beside the core. `docs/ARCHITECTURE.md` has the map.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub use tinyrt_kernels as kernels;
@@ -44,12 +48,10 @@ pub mod files;
 pub mod gguf;
 pub mod kv_cache;
 pub mod model;
-pub mod perplexity;
-pub mod quantize;
 pub mod sampler;
 pub mod session;
-pub mod synth;
 pub mod tokenizer;
+pub mod tools;
 
 pub use model::{Device, LoadOptions, Model, ModelError};
 pub use sampler::{Sampler, SamplerOptions};

@@ -40,11 +40,24 @@ pub struct LoadOptions {
     pub device: Device,
     /// Worker threads of the CPU backend; `None` = the number of physical cores.
     pub threads: Option<usize>,
-    /// Kernel ISA of the CPU backend; `None` = [`Isa::default_for_process`].
+    /// Kernel ISA of the CPU backend; `None` = the fastest this CPU has ([`Isa::detect`]).
+    /// The library reads no environment: see [`LoadOptions::from_env`].
     pub isa: Option<Isa>,
     /// Convert every matmul weight to this format in memory at load (CPU only; see
     /// [`CpuWeights::with_requant`]). `None` = use the weights as stored.
     pub requant: Option<QuantFormat>,
+}
+
+impl LoadOptions {
+    /// The defaults with the ISA that `TINYRT_ISA=scalar|avx2|avx512` names, for programs that
+    /// honour that variable as the `tinyrt` CLI does; an unknown ISA or one this CPU lacks is an
+    /// error.
+    pub fn from_env() -> Result<LoadOptions, ModelError> {
+        Ok(LoadOptions {
+            isa: Isa::from_env().map_err(ModelError::Invalid)?,
+            ..LoadOptions::default()
+        })
+    }
 }
 
 /// Errors loading a model. All of them mean the input (file, options) is unusable.
@@ -179,7 +192,7 @@ impl Model {
                     isa.name()
                 )))
             }
-            None => Isa::default_for_process(),
+            None => Isa::detect(),
         };
         let table = Arc::new(table);
         #[cfg(feature = "cuda")]

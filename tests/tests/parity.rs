@@ -484,7 +484,7 @@ fn one_and_two_threads_give_the_same_greedy_tokens() {
 
 use tinyrt::gguf::{GgufFile, GgufWriter, Metadata, Value as GgufValue};
 use tinyrt::kernels::quant::{quantize, GgmlType};
-use tinyrt::synth::{synthetic_tokenizer, Arch, Shape};
+use tinyrt::tools::synth::{synthetic_tokenizer, Arch, Shape};
 use tinyrt_tests::TempDir;
 
 /// A seeded N(0, 1) stream (splitmix64 + Box-Muller), so the models are the same on every run.

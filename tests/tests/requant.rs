@@ -72,7 +72,7 @@ fn perplexity_4_chunks(model: &Model) -> f64 {
     }
     let tok = model.tokenizer();
     let tokens = tok.tokenize(&text, true, false).unwrap();
-    let options = tinyrt::perplexity::PerplexityOptions {
+    let options = tinyrt::tools::perplexity::PerplexityOptions {
         n_ctx: 256,
         max_chunks: Some(4),
         bos: if tok.add_bos() { tok.bos() } else { None },
@@ -84,7 +84,7 @@ fn perplexity_4_chunks(model: &Model) -> f64 {
             ..SessionOptions::default()
         })
         .unwrap();
-    let r = tinyrt::perplexity::perplexity(
+    let r = tinyrt::tools::perplexity::perplexity(
         &tokens,
         &options,
         |chunk| {

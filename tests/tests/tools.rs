@@ -1,4 +1,4 @@
-//! `tinyrt::synth` and `tinyrt::quantize`: synthesized files load and match their shape;
+//! `tinyrt::tools::synth` and `tinyrt::tools::quantize`: synthesized files load and match their shape;
 //! requantized files load, keep their metadata and stay within each type's error; the
 //! per-tensor type choice and the bytes match llama-quantize where the reference tools are
 //! installed (`~/.cache/tinyrt-ref/bin`) and the real models are at hand.
@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use tinyrt::gguf::{GgmlType, GgufFile, Value};
 use tinyrt::kernels::quant;
-use tinyrt::quantize::{quantize_file, QuantizeOptions, Target};
-use tinyrt::synth::{self, Shape, SynthOptions, SynthReport, TokenizerSource};
+use tinyrt::tools::quantize::{quantize_file, QuantizeOptions, Target};
+use tinyrt::tools::synth::{self, Shape, SynthOptions, SynthReport, TokenizerSource};
 use tinyrt_tests::{fixture, model, TempDir, GEMMA3, SMOLLM2};
 
 fn synth_to(
@@ -406,7 +406,7 @@ fn quantize_matches_llama_quantize_byte_for_byte() {
     }
 }
 
-/// `tinyrt::perplexity` over a session of SmolLM2 Q4_1 reproduces llama-perplexity on the
+/// `tinyrt::tools::perplexity` over a session of SmolLM2 Q4_1 reproduces llama-perplexity on the
 /// first 4 chunks of the golden text (`llama-perplexity -m SmolLM2-135M-Instruct.Q4_1.gguf
 /// -f tests/golden/perplexity.gpl3.txt -c 256 -b 256 -t 2 --chunks 4`, build 11434:
 /// `[1]16.8243,[2]17.7902,[3]19.8141,[4]19.3583`, `PPL = 19.3583 +/- 2.42715`) within 1%.
@@ -423,7 +423,7 @@ fn perplexity_matches_llama_perplexity_on_smollm2() {
     }
     let tok = model.tokenizer();
     let tokens = tok.tokenize(&text, true, false).unwrap();
-    let options = tinyrt::perplexity::PerplexityOptions {
+    let options = tinyrt::tools::perplexity::PerplexityOptions {
         n_ctx: 256,
         max_chunks: Some(4),
         bos: if tok.add_bos() { tok.bos() } else { None },
@@ -435,7 +435,7 @@ fn perplexity_matches_llama_perplexity_on_smollm2() {
             ..tinyrt::SessionOptions::default()
         })
         .unwrap();
-    let r = tinyrt::perplexity::perplexity(
+    let r = tinyrt::tools::perplexity::perplexity(
         &tokens,
         &options,
         |chunk| {

@@ -13,17 +13,19 @@
 //! (`read_gbps`), after the peak RSS has been read, so the probe's buffer does not count.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
-use serde_json::{json, Value as Json};
-use tinyrt::kernels::cpu::{ops, Isa};
+use serde_json::json;
 use tinyrt::kv_cache::KvType;
-use tinyrt::model::Device;
 use tinyrt::sampler::argmax;
-use tinyrt::{Model, Session, SessionOptions};
+use tinyrt::{Model, SessionOptions};
 
+use crate::args::{KvArgs, LoadArgs};
 use crate::error::bad_input;
+use crate::measure::{
+    measure_pp, measure_tg, peak_rss_bytes, read_bandwidth_gbps, Speed, TokenRng,
+};
 use crate::output;
 
 #[derive(clap::Args)]
@@ -36,157 +38,28 @@ pub struct Args {
     /// Generated tokens of the decode test (0 skips it).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
-    /// CPU threads (default: physical cores).
-    #[arg(short = 't', long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Timed repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
     /// Tokens per forward pass of the prefill test.
     #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
     pub batch_size: usize,
-    /// KV cache type: f16 or f32.
-    #[arg(long, default_value = "f16")]
-    pub kv_type: String,
+    #[command(flatten)]
+    pub kv: KvArgs,
     /// Context size of the pp/tg session (default: the larger of -p and -n); at least that.
     #[arg(short = 'c', long = "ctx-size")]
     pub ctx_size: Option<usize>,
     /// Also measure the memory read bandwidth of the -t threads (adds "read_gbps").
     #[arg(long)]
     pub read_bandwidth: bool,
-    /// Device: cpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
     /// Print one JSON object instead of a table: {"model", "threads", "pp": {"tokens",
     /// "tps_median", "tps_min", "tps_max", "runs", "avg_ts", "stddev_ts"}, "tg": {...}, "rss_bytes",
     /// "n_ctx", "ttft_ms", "ttft_tokens", "decode_bytes_per_token", "read_gbps" (with
     /// --read-bandwidth)}.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub requant: super::requant::RequantArgs,
-}
-
-/// Tokens/s of one test over its runs.
-#[derive(Clone, Debug)]
-pub struct Speed {
-    pub tokens: usize,
-    pub runs: Vec<f64>,
-}
-
-impl Speed {
-    fn sorted(&self) -> Vec<f64> {
-        let mut v = self.runs.clone();
-        v.sort_by(f64::total_cmp);
-        v
-    }
-    pub fn median(&self) -> f64 {
-        let v = self.sorted();
-        match v.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
-    }
-    pub fn min(&self) -> f64 {
-        self.sorted().first().copied().unwrap_or(0.0)
-    }
-    pub fn max(&self) -> f64 {
-        self.sorted().last().copied().unwrap_or(0.0)
-    }
-    /// Mean and standard deviation, as llama-bench reports them.
-    pub fn mean_stddev(&self) -> (f64, f64) {
-        let n = self.runs.len().max(1) as f64;
-        let mean = self.runs.iter().sum::<f64>() / n;
-        let var = self
-            .runs
-            .iter()
-            .map(|r| (r - mean) * (r - mean))
-            .sum::<f64>()
-            / n;
-        (mean, var.sqrt())
-    }
-    fn to_json(&self) -> Json {
-        let (mean, sd) = self.mean_stddev();
-        json!({
-            "tokens": self.tokens,
-            "n": self.tokens,
-            "avg_ts": mean,
-            "stddev_ts": sd,
-            "tps_median": self.median(),
-            "tps_min": self.min(),
-            "tps_max": self.max(),
-            "runs": self.runs,
-        })
-    }
-}
-
-/// A field of `/proc/self/status` in bytes (`VmHWM`, `VmRSS`), if known.
-fn proc_status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status
-        .lines()
-        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// The process's peak resident set size (Linux `VmHWM`), if known.
-pub fn peak_rss_bytes() -> Option<u64> {
-    proc_status_bytes("VmHWM")
-}
-
-/// The process's resident set size now (Linux `VmRSS`), if known.
-pub fn rss_bytes() -> Option<u64> {
-    proc_status_bytes("VmRSS")
-}
-
-/// Restart the peak resident set size from the current one (Linux: writing 5 to
-/// `/proc/self/clear_refs`, see proc(5)), so that [`peak_rss_bytes`] covers what follows.
-/// Returns false where that is not possible; the peak then covers the whole process.
-pub fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// xorshift64*: the random token ids of the tests (llama-bench uses `std::rand()`).
-pub struct TokenRng(u64);
-
-impl TokenRng {
-    /// The fixed seed every run starts from, so runs feed the same tokens.
-    pub fn new() -> TokenRng {
-        TokenRng(0x5eed_1234_abcd_0001)
-    }
-
-    pub fn next(&mut self, n_vocab: usize) -> u32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as u32 % n_vocab.max(1) as u32
-    }
-}
-
-fn run_pp(session: &mut Session, tokens: &[u32]) -> Result<f64> {
-    session.reset();
-    let t = Instant::now();
-    session.feed(tokens)?;
-    Ok(tokens.len() as f64 / t.elapsed().as_secs_f64().max(1e-9))
-}
-
-fn run_tg(
-    session: &mut Session,
-    first: u32,
-    n: usize,
-    rng: &mut TokenRng,
-    n_vocab: usize,
-) -> Result<f64> {
-    session.reset();
-    let mut token = first;
-    let t = Instant::now();
-    for _ in 0..n {
-        session.feed(&[token])?;
-        token = rng.next(n_vocab);
-    }
-    Ok(n as f64 / t.elapsed().as_secs_f64().max(1e-9))
 }
 
 /// Text of the time-to-first-token prompt (its first [`TTFT_TOKENS`] tokens are used).
@@ -237,69 +110,8 @@ fn decode_bytes_per_token(model: &Model) -> u64 {
         .sum()
 }
 
-/// Read bandwidth in GB/s (1e9 bytes/s) of `threads` threads each summing its part of a
-/// 1 GiB buffer (best of 3 passes), with the widest vector loads this CPU has.
-pub fn read_bandwidth_gbps(threads: usize) -> f64 {
-    const BYTES: usize = 1 << 30;
-    let threads = threads.max(1);
-    let isa = Isa::default_for_process();
-    // Non-zero, so every page is really backed (not the shared zero page).
-    let buf = vec![1u64; BYTES / 8];
-    let part = buf.len().div_ceil(threads);
-    let mut best = Duration::MAX;
-    for _ in 0..3 {
-        let t = Instant::now();
-        let sum: u64 = std::thread::scope(|s| {
-            let handles: Vec<_> = buf
-                .chunks(part)
-                .map(|c| s.spawn(move || ops::sum_u64_wrapping(isa, c)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or(0))
-                .fold(0, u64::wrapping_add)
-        });
-        best = best.min(t.elapsed());
-        std::hint::black_box(sum);
-    }
-    BYTES as f64 / best.as_secs_f64().max(1e-9) / 1e9
-}
-
-/// llama-bench's `pp` test: `tokens` fed to an empty cache in one go, one untimed warm-up run
-/// then `reps` timed runs.
-pub fn measure_pp(session: &mut Session, tokens: &[u32], reps: usize) -> Result<Speed> {
-    run_pp(session, tokens)?; // warm-up
-    let runs = (0..reps)
-        .map(|_| run_pp(session, tokens))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Speed {
-        tokens: tokens.len(),
-        runs,
-    })
-}
-
-/// llama-bench's `tg` test: `n` tokens decoded one at a time from an empty cache, starting
-/// with `first` and feeding random tokens; one untimed warm-up step, then `reps` timed runs.
-pub fn measure_tg(
-    session: &mut Session,
-    first: u32,
-    n: usize,
-    reps: usize,
-    rng: &mut TokenRng,
-    n_vocab: usize,
-) -> Result<Speed> {
-    run_tg(session, first, 1, rng, n_vocab)?; // warm-up
-    let runs = (0..reps)
-        .map(|_| run_tg(session, first, n, rng, n_vocab))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Speed { tokens: n, runs })
-}
-
 pub fn run(args: Args) -> Result<()> {
     let t_start = Instant::now();
-    if args.threads == Some(0) {
-        return Err(bad_input("-t must be at least 1"));
-    }
     if args.reps == 0 || args.batch_size == 0 {
         return Err(bad_input("-r and -b must be at least 1"));
     }
@@ -315,12 +127,11 @@ pub fn run(args: Args) -> Result<()> {
             args.n_prompt, args.n_gen
         )));
     }
-    let kv_type: KvType = args.kv_type.parse().map_err(bad_input)?;
-    let device: Device = args.device.parse().map_err(bad_input)?;
-    let model = super::load_model(&args.model, device, args.threads, args.requant.format()?)?;
+    let kv_type = args.kv.kv_type()?;
+    let model = crate::args::load_model(&args.model, args.load.options()?)?;
     let ttft_tokens = first_token(&model, kv_type)?;
     let ttft_ms = t_start.elapsed().as_secs_f64() * 1e3;
-    super::requant::report(&model);
+    crate::args::requant::report(&model);
     let n_vocab = model.config().vocab_size;
     let tok = model.tokenizer();
     let first = if tok.add_bos() { tok.bos() } else { None };
@@ -356,7 +167,7 @@ pub fn run(args: Args) -> Result<()> {
     drop(session);
     let read_gbps = args
         .read_bandwidth
-        .then(|| read_bandwidth_gbps(model.threads()));
+        .then(|| read_bandwidth_gbps(model.isa(), model.threads()));
     let name = args
         .model
         .file_name()

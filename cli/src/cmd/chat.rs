@@ -17,14 +17,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tinyrt::chat::{Assistant, AssistantError, AssistantOptions, Message};
 use tinyrt::files::MAX_INPUT_BYTES;
-use tinyrt::kv_cache::KvType;
-use tinyrt::model::Device;
-use tinyrt::SessionOptions;
 
+use crate::args::{LoadArgs, SamplingArgs, SessionArgs};
 use crate::error::{as_bad_input, bad_input};
 use crate::signals::{GENERATING, INTERRUPTED};
-
-use super::sampling::SamplingArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -50,26 +46,16 @@ pub struct Args {
     /// Stop a reply before this text (repeatable).
     #[arg(long = "stop")]
     pub stop: Vec<String>,
-    /// CPU threads (default: physical cores).
-    #[arg(short = 't', long)]
-    pub threads: Option<usize>,
-    /// Context size (default: the model's, at most 4096).
-    #[arg(short = 'c', long = "ctx-size")]
-    pub ctx_size: Option<usize>,
-    /// KV cache type: f16 or f32.
-    #[arg(long, default_value = "f16")]
-    pub kv_type: String,
-    /// cpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    #[command(flatten)]
+    pub session: SessionArgs,
     /// Re-process the whole conversation every turn instead of reusing the KV cache.
     #[arg(long)]
     pub no_prefix_reuse: bool,
     /// Print per-turn timings (time to first token, tokens reused) to stderr.
     #[arg(long)]
     pub timings: bool,
-    #[command(flatten)]
-    pub requant: super::requant::RequantArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -79,33 +65,23 @@ pub fn run(args: Args) -> Result<()> {
     if args.max_tokens < -1 || args.max_tokens == 0 {
         return Err(bad_input("-n must be -1 or a positive count"));
     }
-    if args.threads == Some(0) {
-        return Err(bad_input("-t must be at least 1"));
-    }
-    if args.ctx_size == Some(0) {
-        return Err(bad_input("-c must be at least 1"));
-    }
     if args.stop.iter().any(String::is_empty) {
         return Err(bad_input("--stop needs a non-empty string"));
     }
-    let kv_type: KvType = args.kv_type.parse().map_err(bad_input)?;
-    let device: Device = args.device.parse().map_err(bad_input)?;
+    let load = args.load.options()?;
+    let session = args.session.options()?;
     let sampler = args.sampling.options()?;
 
     let t0 = Instant::now();
-    let model = super::load_model(&args.model, device, args.threads, args.requant.format()?)?;
-    super::requant::report(&model);
+    let model = crate::args::load_model(&args.model, load)?;
+    crate::args::requant::report(&model);
     let opts = AssistantOptions {
         system_prompt: args.system.clone(),
         chat_template: args.chat_template.clone(),
         sampler,
         max_tokens: args.max_tokens,
         stop: args.stop.clone(),
-        session: SessionOptions {
-            n_ctx: args.ctx_size,
-            kv_type,
-            ..SessionOptions::default()
-        },
+        session,
         reuse_prefix: !args.no_prefix_reuse,
     };
     let mut assistant = Assistant::new(model, opts).map_err(as_bad_input)?;

@@ -3,8 +3,8 @@
 //! parameters, file size, resident memory, load time, prefill tokens/s, decode latency and
 //! perplexity on TEXT — the size/latency/quality table to pick a model by.
 //!
-//! The measurements are those of `tinyrt bench` (llama-bench's `pp` and `tg` tests: median
-//! of `-r` timed runs after one warm-up) and `tinyrt perplexity` (llama-perplexity's method);
+//! The measurements are those of `tinyrt bench` and `tinyrt perplexity` (`crate::measure`: llama-bench's `pp` and `tg` tests: median
+//! of `-r` timed runs after one warm-up, and llama-perplexity's method);
 //! this module only loads each model in turn and lays the numbers out. Prefill feeds the
 //! tokenized PROMPT; decode feeds `-n` tokens one at a time from an empty cache. Rows run one
 //! after another in this process: each model is dropped before the next loads, and the peak
@@ -19,14 +19,13 @@ use serde_json::{json, Value as Json};
 use tinyrt::gguf::GgufFile;
 use tinyrt::kernels::quant::QuantFormat;
 use tinyrt::kv_cache::KvType;
-use tinyrt::model::Device;
-use tinyrt::perplexity::PerplexityResult;
-use tinyrt::quantize::Target;
-use tinyrt::SessionOptions;
+use tinyrt::tools::perplexity::PerplexityResult;
+use tinyrt::tools::quantize::Target;
+use tinyrt::{LoadOptions, SessionOptions};
 
-use super::bench::{self, Speed, TokenRng};
-use super::perplexity::{self as ppl, Settings};
+use crate::args::{open_gguf, CpuArgs};
 use crate::error::bad_input;
+use crate::measure::{self, Settings, Speed, TokenRng};
 use crate::output;
 
 /// The prefill prompt when `-p` is not given: plain English prose of about 100 tokens.
@@ -63,9 +62,8 @@ pub struct Args {
     /// Score only the first N perplexity chunks.
     #[arg(long)]
     pub chunks: Option<usize>,
-    /// CPU threads (default: physical cores).
-    #[arg(short = 't', long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub cpu: CpuArgs,
     /// Print one JSON object {"threads", "text", "ctx_size", "prompt", "rows": [...]} instead of
     /// a Markdown table.
     #[arg(long)]
@@ -146,7 +144,7 @@ fn parse_requant_list(list: &str) -> Result<Vec<Option<QuantFormat>>> {
         let fmt = match item.to_ascii_lowercase().as_str() {
             "none" | "stored" => None,
             "" => return Err(bad_input(format!("--requant {list:?}: empty entry"))),
-            _ => Some(super::requant::parse_format(item)?),
+            _ => Some(crate::args::requant::parse_format(item)?),
         };
         if !out.contains(&fmt) {
             out.push(fmt);
@@ -192,12 +190,18 @@ fn measure_row(
     text: Option<&[u8]>,
     prompt: &str,
 ) -> Result<Row> {
-    let peak_reset = bench::reset_peak_rss();
+    let options = LoadOptions {
+        threads: args.cpu.threads()?,
+        isa: args.cpu.isa()?,
+        requant,
+        ..LoadOptions::default()
+    };
+    let peak_reset = measure::reset_peak_rss();
     let start = Instant::now();
-    let model = super::load_model(path, Device::Cpu, args.threads, requant)?;
+    let model = crate::args::load_model(path, options)?;
     let load_s = start.elapsed().as_secs_f64();
-    let rss_after_load = bench::rss_bytes();
-    super::requant::report(&model);
+    let rss_after_load = measure::rss_bytes();
+    crate::args::requant::report(&model);
 
     let file = model.file();
     let params = file
@@ -221,9 +225,9 @@ fn measure_row(
             n_batch: prompt_tokens.len(),
         })
         .map_err(bad_input)?;
-    let prefill = bench::measure_pp(&mut session, &prompt_tokens, args.reps)?;
+    let prefill = measure::measure_pp(&mut session, &prompt_tokens, args.reps)?;
     let mut rng = TokenRng::new();
-    let decode = bench::measure_tg(
+    let decode = measure::measure_tg(
         &mut session,
         prompt_tokens[0],
         args.n_gen,
@@ -235,14 +239,16 @@ fn measure_row(
 
     let ppl = match (text, &args.file) {
         (Some(text), Some(source)) => {
-            let tokens = ppl::tokenize_text(&model, text)?;
+            let tokens = measure::tokenize_text(&model, text)?;
             let settings = Settings {
                 ctx_size: args.ctx_size,
                 batch_size: None,
                 chunks: args.chunks,
                 kv_type: KvType::F16,
             };
-            Some(ppl::measure(&model, &tokens, &settings, source)?)
+            Some(measure::measure_perplexity(
+                &model, &tokens, &settings, source,
+            )?)
         }
         _ => None,
     };
@@ -255,7 +261,7 @@ fn measure_row(
         matmul_bytes,
         rss_after_load,
         peak_rss: if peak_reset {
-            bench::peak_rss_bytes()
+            measure::peak_rss_bytes()
         } else {
             None
         },
@@ -268,9 +274,8 @@ fn measure_row(
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.threads == Some(0) {
-        return Err(bad_input("-t must be at least 1"));
-    }
+    args.cpu.threads()?;
+    args.cpu.isa()?;
     if args.reps == 0 || args.n_gen == 0 {
         return Err(bad_input("-r and -n must be at least 1"));
     }
@@ -282,12 +287,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     let requants = parse_requant_list(&args.requant)?;
     let text = match &args.file {
-        Some(f) => Some(ppl::read_text(f)?),
+        Some(f) => Some(measure::read_text(f)?),
         None => None,
     };
     // Fail on a missing or malformed file before spending minutes on the others.
     for m in &args.models {
-        super::open_gguf(m)?;
+        open_gguf(m)?;
     }
     let prompt = args.prompt.as_deref().unwrap_or(DEFAULT_PROMPT);
     if prompt.is_empty() {

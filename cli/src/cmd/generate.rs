@@ -2,7 +2,7 @@
 //!
 //! Text streams to stdout as it is generated (the prompt is not echoed); load time and
 //! prompt / generation speed go to stderr. `--json` prints one object instead (the schema of
-//! `tests/golden/*.jsonl`). See ARCHITECTURE.md for the contract.
+//! `../shared/golden/*.jsonl`). The contract is in `docs/ARCHITECTURE.md`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -10,15 +10,12 @@ use std::time::Instant;
 use anyhow::Result;
 use serde_json::json;
 use tinyrt::chat::StopMatcher;
-use tinyrt::kv_cache::KvType;
-use tinyrt::model::Device;
 use tinyrt::session::Step;
-use tinyrt::{GenerateOptions, SessionOptions};
+use tinyrt::GenerateOptions;
 
+use crate::args::{warn_above_trained_context, LoadArgs, SamplingArgs, SessionArgs};
 use crate::error::bad_input;
 use crate::output;
-
-use super::sampling::SamplingArgs;
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "file"])))]
@@ -47,26 +44,16 @@ pub struct Args {
     /// Never end at an end-of-generation token (generate until -n or a full context).
     #[arg(long)]
     pub ignore_eos: bool,
-    /// CPU threads (default: physical cores).
-    #[arg(short = 't', long)]
-    pub threads: Option<usize>,
-    /// Context size (default: the model's, at most 4096).
-    #[arg(short = 'c', long = "ctx-size")]
-    pub ctx_size: Option<usize>,
-    /// KV cache type: f16 or f32.
-    #[arg(long, default_value = "f16")]
-    pub kv_type: String,
-    /// cpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    #[command(flatten)]
+    pub session: SessionArgs,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     pub json: bool,
     /// Raw logits to report per step in --json (default 8).
     #[arg(long)]
     pub top_logits: Option<usize>,
-    #[command(flatten)]
-    pub requant: super::requant::RequantArgs,
 }
 
 /// The prompt's bytes: `-p` as given, `--file` verbatim.
@@ -86,34 +73,22 @@ pub fn run(args: Args) -> Result<()> {
     if args.max_tokens < -1 {
         return Err(bad_input("-n must be -1, 0 or a positive count"));
     }
-    if args.threads == Some(0) {
-        return Err(bad_input("-t must be at least 1"));
-    }
-    if args.ctx_size == Some(0) {
-        return Err(bad_input("-c must be at least 1"));
-    }
     if args.stop.iter().any(String::is_empty) {
         return Err(bad_input("--stop needs a non-empty string"));
     }
-    let kv_type: KvType = args.kv_type.parse().map_err(bad_input)?;
-    let device: Device = args.device.parse().map_err(bad_input)?;
+    let load = args.load.options()?;
+    let session_options = args.session.options()?;
     let sampler = args.sampling.options()?;
     let text = prompt_bytes(&args)?;
 
     let t0 = Instant::now();
-    let model = super::load_model(&args.model, device, args.threads, args.requant.format()?)?;
-    super::requant::report(&model);
+    let model = crate::args::load_model(&args.model, load)?;
+    crate::args::requant::report(&model);
     let load_s = t0.elapsed().as_secs_f64();
 
     let tok = model.tokenizer();
-    let mut session = model
-        .session(SessionOptions {
-            n_ctx: args.ctx_size,
-            kv_type,
-            ..SessionOptions::default()
-        })
-        .map_err(bad_input)?;
-    super::warn_above_trained_context(&model, session.n_ctx());
+    let mut session = model.session(session_options).map_err(bad_input)?;
+    warn_above_trained_context(&model, session.n_ctx());
     // A prompt with more bytes than the context's tokens could ever cover is refused before
     // the (linear, but not free) tokenization.
     let least = tok.min_tokens(text.len());

@@ -24,7 +24,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let file = super::open_gguf(&args.model)?;
+    let file = crate::args::open_gguf(&args.model)?;
     let info = summarize(&file);
     if args.json {
         output::println(&serde_json::to_string_pretty(&Json::Object(info))?)

@@ -1,13 +1,14 @@
 //! `tinyrt quantize IN.gguf OUT.gguf TYPE [--keep-output TYPE] [-t N]`: requantizes a GGUF file
-//! (see `tinyrt::quantize`), with llama-quantize's per-tensor type choice.
+//! (see `tinyrt::tools::quantize`), with llama-quantize's per-tensor type choice.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use tinyrt::quantize::{self, QuantizeOptions, Target};
+use anyhow::Result;
+use tinyrt::tools::quantize::{self, QuantizeOptions, Target};
 
+use crate::args::{open_gguf, rayon_pool};
 use crate::error::bad_input;
 
 #[derive(clap::Args)]
@@ -27,17 +28,6 @@ pub struct Args {
     pub threads: Option<usize>,
 }
 
-/// A rayon pool of `threads` threads (all cores by default).
-pub fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
-    if let Some(n) = threads {
-        tinyrt::model::check_threads(n).map_err(bad_input)?;
-    }
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.unwrap_or(0))
-        .build()
-        .context("cannot start the worker threads")
-}
-
 pub fn run(args: Args) -> Result<()> {
     let target = Target::parse(&args.ty).map_err(bad_input)?;
     let output_type = match &args.keep_output {
@@ -52,8 +42,8 @@ pub fn run(args: Args) -> Result<()> {
         return Err(bad_input("the output file must differ from the input file"));
     }
     tinyrt::files::check_not_same(&args.input, &args.output).map_err(bad_input)?;
-    let input = super::open_gguf(&args.input)?;
-    let pool = thread_pool(args.threads)?;
+    let input = open_gguf(&args.input)?;
+    let pool = rayon_pool(args.threads)?;
     let options = QuantizeOptions {
         target,
         output_type,

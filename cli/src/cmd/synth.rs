@@ -1,13 +1,13 @@
 //! `tinyrt synth SHAPE TYPE OUT.gguf [--tokenizer-from FILE | --vocab N] [--seed S] [-t N]`:
-//! writes a random-weight model of a real model's shape (see `tinyrt::synth`).
+//! writes a random-weight model of a real model's shape (see `tinyrt::tools::synth`).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use tinyrt::quantize::Target;
-use tinyrt::synth::{self, Shape, SynthOptions, TokenizerSource, SHAPE_NAMES};
+use tinyrt::tools::quantize::Target;
+use tinyrt::tools::synth::{self, Shape, SynthOptions, TokenizerSource, SHAPE_NAMES};
 
 use crate::error::bad_input;
 
@@ -44,7 +44,9 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     let target = Target::parse(&args.ty).map_err(bad_input)?;
     let tokenizer = match (&args.tokenizer_from, args.vocab) {
-        (Some(path), _) => TokenizerSource::Copy(synth::tokenizer_keys(&super::open_gguf(path)?)),
+        (Some(path), _) => {
+            TokenizerSource::Copy(synth::tokenizer_keys(&crate::args::open_gguf(path)?))
+        }
         (None, Some(n)) => {
             if n < synth::MIN_SYNTHETIC_VOCAB {
                 return Err(bad_input(format!(
@@ -75,7 +77,7 @@ pub fn run(args: Args) -> Result<()> {
         // tokenizer's own file would survive; it is still refused, as quantize's input is.
         tinyrt::files::check_not_same(path, &args.out).map_err(bad_input)?;
     }
-    let pool = super::quantize::thread_pool(args.threads)?;
+    let pool = crate::args::rayon_pool(args.threads)?;
     let options = SynthOptions {
         shape,
         target,
@@ -98,9 +100,9 @@ pub fn run(args: Args) -> Result<()> {
             })
         })
         .map_err(|e| match e {
-            e @ tinyrt::quantize::QuantizeError::File(tinyrt::files::FileError::NotRegular {
-                ..
-            }) => bad_input(e),
+            e @ tinyrt::tools::quantize::QuantizeError::File(
+                tinyrt::files::FileError::NotRegular { .. },
+            ) => bad_input(e),
             e => e.into(),
         })?;
     for (name, wanted, got) in &report.fallbacks {

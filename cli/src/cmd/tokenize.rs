@@ -38,7 +38,7 @@ pub fn run(args: Args) -> Result<()> {
             .map_err(|e| bad_input(format!("cannot read the text: {e}")))?,
         (None, None) => return Err(bad_input("give the text with -p TEXT or --file PATH")),
     };
-    let file = super::open_gguf(&args.model)?;
+    let file = crate::args::open_gguf(&args.model)?;
     let tok = Tokenizer::from_gguf(file.metadata()).map_err(|e| {
         as_bad_input(anyhow::Error::new(e).context(args.model.display().to_string()))
     })?;

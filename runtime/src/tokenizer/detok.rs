@@ -1,7 +1,8 @@
 //! Token → bytes, and a streaming UTF-8-safe detokenizer.
 
+use super::attr;
 use super::unicode::{decode_lenient, encode_utf8, gpt2_cp_to_byte};
-use super::vocab::{attr, Vocab, VocabKind};
+use super::vocab::{Vocab, VocabKind};
 use super::Tokenizer;
 
 /// The bytes of one token as llama.cpp's `token_to_piece` renders them. With

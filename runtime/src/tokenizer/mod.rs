@@ -16,6 +16,7 @@
 //! Special tokens (control, user-defined, unknown) written in the text are recognised
 //! first, longest text first, as llama.cpp's `tokenize(..., parse_special = true)` does.
 
+pub mod attr;
 mod bpe;
 mod detok;
 mod index;
@@ -23,13 +24,14 @@ mod pretokenize;
 mod regex;
 mod spm;
 mod ugm;
+mod ugm_data;
 mod unicode;
 mod unicode_data;
 mod vocab;
 mod wpm;
 
 pub use detok::StreamDecoder;
-pub use vocab::{attr, SpecialTokens, VocabKind, VocabSource};
+pub use vocab::{SpecialTokens, VocabKind, VocabSource};
 
 use crate::gguf::{Array, GgufError, Metadata, Value};
 use vocab::Vocab;

@@ -239,6 +239,6 @@ fn unigram_picks_the_best_segmentation_and_merges_unknowns() {
         tok.tokenize("ab xy".as_bytes(), false, false).unwrap(),
         vec![4, 3, 2]
     );
-    assert!(super::ugm::CharsMap::parse(&[1, 0]).is_err());
-    assert!(super::ugm::CharsMap::parse(&[8, 0, 0, 0, 1, 2, 3, 4]).is_err());
+    assert!(super::ugm_data::CharsMap::parse(&[1, 0]).is_err());
+    assert!(super::ugm_data::CharsMap::parse(&[8, 0, 0, 0, 1, 2, 3, 4]).is_err());
 }

@@ -6,20 +6,7 @@ use super::index::{OnDuplicate, StringIndex, StringTable};
 use super::pretokenize::{spec_for, PreTokenizer};
 use super::TokenizerError;
 
-/// Token attribute bits (llama.cpp `llama_token_attr`).
-pub mod attr {
-    pub const UNDEFINED: u32 = 0;
-    pub const UNKNOWN: u32 = 1 << 0;
-    pub const UNUSED: u32 = 1 << 1;
-    pub const NORMAL: u32 = 1 << 2;
-    pub const CONTROL: u32 = 1 << 3;
-    pub const USER_DEFINED: u32 = 1 << 4;
-    pub const BYTE: u32 = 1 << 5;
-    pub const NORMALIZED: u32 = 1 << 6;
-    pub const LSTRIP: u32 = 1 << 7;
-    pub const RSTRIP: u32 = 1 << 8;
-    pub const SINGLE_WORD: u32 = 1 << 9;
-}
+use super::attr;
 
 /// The tokenization algorithm of a vocabulary (`tokenizer.ggml.model`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,7 +110,7 @@ pub(crate) struct Vocab {
     pub(crate) add_sep: bool,
     pub(crate) lowercase: bool,
     pub(crate) strip_accents: bool,
-    pub(crate) ugm: Option<super::ugm::UgmData>,
+    pub(crate) ugm: Option<super::ugm_data::UgmData>,
     /// Longest token text in bytes (bounds the WordPiece search).
     pub(crate) max_token_len: usize,
     /// Special/control/user-defined tokens, longest text first.
@@ -462,10 +449,10 @@ impl Vocab {
         let ugm = match kind {
             VocabKind::Ugm => {
                 let charsmap = match src.precompiled_charsmap {
-                    Some(blob) if !blob.is_empty() => super::ugm::CharsMap::parse(blob)?,
+                    Some(blob) if !blob.is_empty() => super::ugm_data::CharsMap::parse(blob)?,
                     _ => Default::default(),
                 };
-                Some(super::ugm::UgmData::new(
+                Some(super::ugm_data::UgmData::new(
                     |i| texts.get(i).to_vec(),
                     &attrs,
                     &scores,

@@ -1,4 +1,4 @@
-//! Requantizing GGUF files, and the per-tensor type choice shared with [`crate::synth`].
+//! Requantizing GGUF files, and the per-tensor type choice shared with [`crate::tools::synth`].
 //!
 //! [`quantize_file`] reads any GGUF file whose tensor types [`tinyrt_kernels::quant`]
 //! supports, dequantizes each weight matrix to f32 and quantizes it again to the target
@@ -21,7 +21,7 @@ use tinyrt_kernels::quant::{self, GgmlType, QuantError};
 use crate::files::AtomicFile;
 use crate::gguf::{GgufError, GgufFile, GgufWriter, Metadata, Value, DEFAULT_ALIGNMENT};
 
-/// Errors of [`quantize_file`], [`crate::synth`] and [`GgufStreamWriter`].
+/// Errors of [`quantize_file`], [`crate::tools::synth`] and [`GgufStreamWriter`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum QuantizeError {

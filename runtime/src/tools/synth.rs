@@ -6,7 +6,7 @@
 //! with that shape's metadata and tensor table (the names and shapes llama.cpp's loader expects
 //! for the architecture), weights drawn from a seeded PRNG (≈ N(0, 0.02) for matrices, 1 for norm
 //! weights, 0 for biases) and quantized with the per-tensor type choice of `llama-quantize`
-//! ([`crate::quantize::TypeChooser`]). The tokenizer is copied from another GGUF file or
+//! ([`crate::tools::quantize::TypeChooser`]). The tokenizer is copied from another GGUF file or
 //! synthesized ([`synthetic_tokenizer`]: a byte-level BPE vocabulary that llama.cpp accepts).
 //!
 //! Every row is drawn from its own PRNG stream (seeded by seed, tensor and row), so the output
@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use tinyrt_kernels::quant::{self, GgmlType};
 
 use crate::gguf::{Array, GgufFile, Metadata, Value};
-use crate::quantize::{
+use crate::tools::quantize::{
     GgufStreamWriter, ModelFacts, QuantizeError, Target, TensorPlan, TypeChooser,
 };
 
@@ -444,8 +444,9 @@ pub fn synthesize(
 
     // llama-quantize's tensor order, so that the mixes' per-layer choices match its own.
     let mut table = shape.tensors(n_vocab);
-    let order =
-        crate::quantize::llama_order(&table.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>());
+    let order = crate::tools::quantize::llama_order(
+        &table.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>(),
+    );
     let mut slots: Vec<Option<_>> = table.into_iter().map(Some).collect();
     table = order.iter().filter_map(|&i| slots[i].take()).collect();
     let facts = ModelFacts::from_parts(&md, table.iter().map(|(n, _, _)| n.as_str()));

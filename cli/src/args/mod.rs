@@ -1,0 +1,182 @@
+//! The flag table shared by the commands (llama.cpp's `common/arg.cpp`): load, session,
+//! sampling and requantization options are declared once here and flattened into each command
+//! (`#[command(flatten)]`), with their checks, so every command spells and checks them alike.
+//! The helpers that turn them into a loaded model live here too; commands never import each
+//! other.
+
+pub mod requant;
+pub mod sampling;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use tinyrt::gguf::{GgufError, GgufFile};
+use tinyrt::kernels::cpu::Isa;
+use tinyrt::kv_cache::KvType;
+use tinyrt::model::Device;
+use tinyrt::{LoadOptions, Model, SessionOptions};
+
+use crate::error::bad_input;
+
+pub use requant::RequantArgs;
+pub use sampling::SamplingArgs;
+
+/// CPU options of every command that computes: `-t` and `--isa`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CpuArgs {
+    /// CPU threads (default: physical cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// CPU kernels: scalar, avx2 or avx512 (default: $TINYRT_ISA, else the fastest this CPU has).
+    #[arg(long, value_name = "ISA")]
+    pub isa: Option<String>,
+}
+
+impl CpuArgs {
+    /// The checked `-t` (at least 1, at most [`tinyrt::model::max_threads`]).
+    pub fn threads(&self) -> Result<Option<usize>> {
+        if let Some(n) = self.threads {
+            tinyrt::model::check_threads(n).map_err(bad_input)?;
+        }
+        Ok(self.threads)
+    }
+
+    /// The ISA asked for: `--isa`, else `TINYRT_ISA` (read here, at the edge, and nowhere in
+    /// the libraries), else `None` (the library picks the fastest the CPU has). One this CPU
+    /// lacks, or an unknown name, is bad input.
+    pub fn isa(&self) -> Result<Option<Isa>> {
+        let Some(name) = self.isa.as_deref() else {
+            return Isa::from_env().map_err(bad_input);
+        };
+        match Isa::from_name(name) {
+            Some(isa) if isa.is_supported() => Ok(Some(isa)),
+            Some(isa) => Err(bad_input(format!(
+                "--isa {}: this CPU does not support the {} kernels (it has: {})",
+                isa.name(),
+                isa.name(),
+                available_isas()
+            ))),
+            None => Err(bad_input(format!(
+                "--isa {:?}: unknown ISA (expected scalar, avx2 or avx512)",
+                name.escape_debug().to_string()
+            ))),
+        }
+    }
+}
+
+/// A rayon pool of `threads` threads (all cores by default) for the file tools (quantize,
+/// synth), which run no model and so have no model pool to share.
+pub fn rayon_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
+    if let Some(n) = threads {
+        tinyrt::model::check_threads(n).map_err(bad_input)?;
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .build()
+        .context("cannot start the worker threads")
+}
+
+fn available_isas() -> String {
+    Isa::available()
+        .iter()
+        .map(|i| i.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How to load a model: CPU options, `--device` and `--requant`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub cpu: CpuArgs,
+    /// Device: cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[command(flatten)]
+    pub requant: RequantArgs,
+}
+
+impl LoadArgs {
+    /// The checked options (every bad value is bad input), before anything is read.
+    pub fn options(&self) -> Result<LoadOptions> {
+        let device: Device = self.device.parse().map_err(bad_input)?;
+        Ok(LoadOptions {
+            device,
+            threads: self.cpu.threads()?,
+            isa: self.cpu.isa()?,
+            requant: self.requant.format()?,
+        })
+    }
+}
+
+/// The KV cache type (`--kv-type`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct KvArgs {
+    /// KV cache type: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    pub kv_type: String,
+}
+
+impl KvArgs {
+    pub fn kv_type(&self) -> Result<KvType> {
+        self.kv_type.parse().map_err(bad_input)
+    }
+}
+
+/// Session options of the commands that hold a conversation or a prompt: `-c` and `--kv-type`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SessionArgs {
+    /// Context size (default: the model's, at most 4096).
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    #[command(flatten)]
+    pub kv: KvArgs,
+}
+
+impl SessionArgs {
+    /// The checked options, before anything is read.
+    pub fn options(&self) -> Result<SessionOptions> {
+        if self.ctx_size == Some(0) {
+            return Err(bad_input("-c must be at least 1"));
+        }
+        Ok(SessionOptions {
+            n_ctx: self.ctx_size,
+            kv_type: self.kv.kv_type()?,
+            ..SessionOptions::default()
+        })
+    }
+}
+
+/// Opens a GGUF file named on the command line. Every failure (missing, unreadable, not a
+/// file, malformed) is bad input: exit status 2, one line naming the path.
+pub fn open_gguf(path: &Path) -> Result<GgufFile> {
+    if path.as_os_str().is_empty() {
+        return Err(bad_input("the model path is empty"));
+    }
+    match GgufFile::open(path) {
+        Ok(f) => Ok(f),
+        // These variants already name the path.
+        Err(e @ (GgufError::Io { .. } | GgufError::NotAFile { .. })) => Err(e.into()),
+        Err(e) => Err(e).with_context(|| path.display().to_string()),
+    }
+}
+
+/// Loads the model named on the command line (every failure is bad input: exit status 2, one
+/// line naming the path).
+pub fn load_model(path: &Path, options: LoadOptions) -> Result<Model> {
+    if path.as_os_str().is_empty() {
+        return Err(bad_input("the model path is empty"));
+    }
+    Model::load(path, options).map_err(|e| bad_input(format!("{}: {e}", path.display())))
+}
+
+/// Warns (stderr) when a context is longer than the one the model was trained with: it runs,
+/// but quality past the trained length is not what the model was made for.
+pub fn warn_above_trained_context(model: &Model, n_ctx: usize) {
+    let trained = model.config().n_ctx_train;
+    if n_ctx > trained {
+        eprintln!(
+            "warning: the context of {n_ctx} tokens is longer than the {trained} the model was trained with"
+        );
+    }
+}
