@@ -248,13 +248,15 @@ pub fn measure_perplexity(
         )));
     }
     warn_above_trained_context(model, ctx_size);
-    let mut session = model
-        .session(SessionOptions {
+    let mut session = Session::new(
+        &model,
+        SessionOptions {
             n_ctx: Some(ctx_size),
             kv_type: settings.kv_type,
             n_batch: settings.batch_size.unwrap_or(ctx_size).min(ctx_size),
-        })
-        .map_err(bad_input)?;
+        },
+    )
+    .map_err(bad_input)?;
     eprintln!(
         "perplexity: {} tokens, {} chunks of {}, {} threads",
         tokens.len(),

@@ -3,7 +3,7 @@
 //! `cargo run --release -p tinyrt --example generate [MODEL]`
 //! (default model: `models/SmolLM2-135M-Instruct.Q4_1.gguf`, fetched by `scripts/fetch-models.sh`).
 use std::io::Write;
-use tinyrt::{GenerateOptions, LoadOptions, Model, SamplerOptions, SessionOptions};
+use tinyrt::{GenerateOptions, LoadOptions, Model, SamplerOptions, Session, SessionOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args()
@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "models/SmolLM2-135M-Instruct.Q4_1.gguf".into());
     let model = Model::load(&path, LoadOptions::default())?;
     let tok = model.tokenizer();
-    let mut session = model.session(SessionOptions::default())?;
+    let mut session = Session::new(&model, SessionOptions::default())?;
     let opts = GenerateOptions {
         max_tokens: 32,
         sampler: SamplerOptions::greedy(),

@@ -4,10 +4,10 @@
 //! tokens and read logits, or generate:
 //!
 //! ```
-//! use tinyrt::{GenerateOptions, LoadOptions, Model, SamplerOptions, SessionOptions};
+//! use tinyrt::{GenerateOptions, LoadOptions, Model, SamplerOptions, Session, SessionOptions};
 //!
 //! let model = Model::load("../tests/fixtures/llama-tiny-q8_0.gguf", LoadOptions::default())?;
-//! let mut session = model.session(SessionOptions::default())?;
+//! let mut session = Session::new(&model, SessionOptions::default())?;
 //!
 //! // Logits of the next token after a prompt.
 //! let prompt = [504, 1408, 1201, 282, 426, 98, 524, 314];

@@ -1,6 +1,6 @@
 //! Loading a model: map the file, read the hyperparameters, build the architecture and its
 //! weights on the chosen device, and the tokenizer. A [`Model`] is loaded once and shared by
-//! any number of [`Session`]s.
+//! any number of sessions (`Session::new(&model, ..)`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +12,6 @@ use crate::config::{ConfigError, ModelConfig};
 use crate::gguf::{GgufError, GgufFile};
 use crate::kernels::cpu::Isa;
 use crate::kernels::quant::QuantFormat;
-use crate::session::{Session, SessionError, SessionOptions};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// Where the forward pass runs.
@@ -75,8 +74,6 @@ pub enum ModelError {
     Device(String),
     #[error("{0}")]
     Invalid(String),
-    #[error(transparent)]
-    Session(#[from] SessionError),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
 }
@@ -248,11 +245,6 @@ impl Model {
 
     pub fn threads(&self) -> usize {
         self.inner.threads
-    }
-
-    /// A new session with its own KV cache.
-    pub fn session(&self, opts: SessionOptions) -> Result<Session, ModelError> {
-        Ok(Session::new(self.clone(), opts)?)
     }
 
     /// The model's tokenizer (from its `tokenizer.ggml.*` metadata).

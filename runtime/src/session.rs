@@ -61,7 +61,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(model: Model, opts: SessionOptions) -> Result<Session, SessionError> {
+    /// A new session over `model` (which it keeps a handle to: the weights are shared) with its
+    /// own KV cache.
+    pub fn new(model: &Model, opts: SessionOptions) -> Result<Session, SessionError> {
+        let model = model.clone();
         let cfg = model.config().clone();
         let n_ctx = opts.n_ctx.unwrap_or(cfg.n_ctx_train.min(4096));
         if n_ctx == 0 {

@@ -299,7 +299,7 @@ fn streaming_emoji_and_cjk_is_utf8_safe() {
 
 use std::ops::ControlFlow;
 use tinyrt::chat::{Assistant, AssistantOptions};
-use tinyrt::{LoadOptions, Model, SamplerOptions, SessionOptions, StopReason};
+use tinyrt::{LoadOptions, Model, SamplerOptions, Session, SessionOptions, StopReason};
 
 fn tiny_model() -> Model {
     Model::load(
@@ -364,14 +364,14 @@ fn prefix_reuse_gives_the_logits_of_a_full_run() {
         .count();
     assert!(common > 5 && common < second.len());
 
-    let mut reused = model.session(SessionOptions::default()).unwrap();
+    let mut reused = Session::new(&model, SessionOptions::default()).unwrap();
     reused.feed(&first).unwrap();
     // Garbage after the common prefix, as a different earlier reply would leave.
     reused.feed(&first[..4]).unwrap();
     reused.truncate(common);
     let a = reused.feed(&second[common..]).unwrap().to_vec();
 
-    let mut full = model.session(SessionOptions::default()).unwrap();
+    let mut full = Session::new(&model, SessionOptions::default()).unwrap();
     let b = full.feed(&second).unwrap().to_vec();
     let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     let diff = max_abs_diff(&a, &b);

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tinyrt::kernels::cpu::Isa;
 use tinyrt::kv_cache::KvType;
 use tinyrt::sampler::{argmax, top_logits};
-use tinyrt::{LoadOptions, Model, SessionOptions};
+use tinyrt::{LoadOptions, Model, Session, SessionOptions};
 
 fn workspace() -> PathBuf {
     tinyrt_tests::workspace_root()
@@ -60,12 +60,14 @@ fn check_parity(
     threads_label: &str,
 ) -> Result<Report, String> {
     let text = std::fs::read_to_string(golden).map_err(|e| format!("{golden:?}: {e}"))?;
-    let mut session = model
-        .session(SessionOptions {
+    let mut session = Session::new(
+        &model,
+        SessionOptions {
             n_ctx: Some(1024),
             ..SessionOptions::default()
-        })
-        .map_err(|e| e.to_string())?;
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let mut rep = Report::default();
     for (line_no, line) in text.lines().enumerate() {
         let g: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
@@ -355,9 +357,9 @@ fn prefill_in_one_batch_matches_token_by_token() {
     let model = Model::load(fixture("llama-tiny-q8_0.gguf"), LoadOptions::default()).unwrap();
     let tokens = llama_tokens();
     let vocab = model.config().vocab_size;
-    let mut batch = model.session(SessionOptions::default()).unwrap();
+    let mut batch = Session::new(&model, SessionOptions::default()).unwrap();
     let all = batch.feed_all(&tokens).unwrap();
-    let mut single = model.session(SessionOptions::default()).unwrap();
+    let mut single = Session::new(&model, SessionOptions::default()).unwrap();
     let mut worst = 0.0f32;
     for (i, &t) in tokens.iter().enumerate() {
         let logits = single.feed(&[t]).unwrap();
@@ -371,12 +373,14 @@ fn prefill_in_one_batch_matches_token_by_token() {
         "batch and single-token logits differ by {worst}"
     );
     // Batches split by n_batch give the same logits too.
-    let mut split = model
-        .session(SessionOptions {
+    let mut split = Session::new(
+        &model,
+        SessionOptions {
             n_batch: 5,
             ..SessionOptions::default()
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     let parts = split.feed_all(&tokens).unwrap();
     let worst = parts
         .iter()
@@ -393,9 +397,9 @@ fn batch_vs_single(model: &Model, tokens: &[u32], kv_type: KvType) -> f32 {
         kv_type,
         ..SessionOptions::default()
     };
-    let mut batch = model.session(opts.clone()).unwrap();
+    let mut batch = Session::new(&model, opts.clone()).unwrap();
     let all = batch.feed_all(tokens).unwrap();
-    let mut single = model.session(opts).unwrap();
+    let mut single = Session::new(&model, opts).unwrap();
     let mut worst = 0.0f32;
     for (i, &t) in tokens.iter().enumerate() {
         let logits = single.feed(&[t]).unwrap();
@@ -440,7 +444,7 @@ fn greedy_ids(threads: usize) -> Vec<u32> {
         },
     )
     .unwrap();
-    let mut s = model.session(SessionOptions::default()).unwrap();
+    let mut s = Session::new(&model, SessionOptions::default()).unwrap();
     let prompt = &llama_tokens()[..8];
     let opts = tinyrt::GenerateOptions {
         max_tokens: 24,
@@ -458,7 +462,7 @@ fn greedy_generation_through_the_backend_argmax_matches_argmax_of_the_logits() {
     // `generate` with plain greedy options takes `Session::feed_argmax` (the backend picks the
     // token); feeding by hand and taking the host argmax of the logits must give the same ids.
     let model = Model::load(fixture("llama-tiny-q4_0.gguf"), LoadOptions::default()).unwrap();
-    let mut s = model.session(SessionOptions::default()).unwrap();
+    let mut s = Session::new(&model, SessionOptions::default()).unwrap();
     let prompt = &llama_tokens()[..8];
     let mut id = argmax(s.feed(prompt).unwrap());
     let mut want = vec![id];
@@ -617,12 +621,11 @@ fn batch_vs_single_greedy(model: &Model, tokens: &[u32], kv_type: KvType, what: 
         kv_type,
         ..SessionOptions::default()
     };
-    let all = model
-        .session(opts.clone())
+    let all = Session::new(&model, opts.clone())
         .unwrap()
         .feed_all(tokens)
         .unwrap();
-    let mut single = model.session(opts).unwrap();
+    let mut single = Session::new(&model, opts).unwrap();
     let mut worst = 0.0f32;
     for (i, &t) in tokens.iter().enumerate() {
         let logits = single.feed(&[t]).unwrap();
@@ -639,7 +642,7 @@ fn batch_vs_single_greedy(model: &Model, tokens: &[u32], kv_type: KvType, what: 
     // The check is not vacuous: the last position's logits depend on the cached context (its
     // token fed alone gives clearly different logits).
     let last = tokens.len() - 1;
-    let mut alone = model.session(SessionOptions::default()).unwrap();
+    let mut alone = Session::new(&model, SessionOptions::default()).unwrap();
     let context_free = alone.feed(&tokens[last..]).unwrap();
     let context_effect = context_free
         .iter()

@@ -1,7 +1,7 @@
 //! `LoadOptions::requant`: matmul weights converted to NF4 in memory at load.
 
 use tinyrt::kernels::quant::QuantFormat;
-use tinyrt::{LoadOptions, Model, SessionOptions};
+use tinyrt::{LoadOptions, Model, Session, SessionOptions};
 use tinyrt_tests::{fixture, model, SMOLLM2};
 
 fn load(path: &std::path::Path, requant: Option<QuantFormat>) -> Model {
@@ -20,7 +20,7 @@ fn load(path: &std::path::Path, requant: Option<QuantFormat>) -> Model {
 const REL_RMS_BOUND: f64 = 0.35;
 
 fn all_logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
-    let mut s = model.session(SessionOptions::default()).unwrap();
+    let mut s = Session::new(&model, SessionOptions::default()).unwrap();
     s.feed_all(tokens).unwrap()
 }
 
@@ -78,12 +78,14 @@ fn perplexity_4_chunks(model: &Model) -> f64 {
         bos: if tok.add_bos() { tok.bos() } else { None },
         n_vocab: model.config().vocab_size,
     };
-    let mut session = model
-        .session(SessionOptions {
+    let mut session = Session::new(
+        &model,
+        SessionOptions {
             n_ctx: Some(256),
             ..SessionOptions::default()
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     let r = tinyrt::tools::perplexity::perplexity(
         &tokens,
         &options,
@@ -115,7 +117,7 @@ fn smollm2_requantized_to_nf4_stays_coherent() {
     let prompt = tok
         .tokenize(b"The capital of France is", true, false)
         .unwrap();
-    let mut s = nf4.session(SessionOptions::default()).unwrap();
+    let mut s = Session::new(&nf4, SessionOptions::default()).unwrap();
     let opts = tinyrt::GenerateOptions {
         max_tokens: 16,
         sampler: tinyrt::SamplerOptions::greedy(),

@@ -429,12 +429,14 @@ fn perplexity_matches_llama_perplexity_on_smollm2() {
         bos: if tok.add_bos() { tok.bos() } else { None },
         n_vocab: model.config().vocab_size,
     };
-    let mut session = model
-        .session(tinyrt::SessionOptions {
+    let mut session = tinyrt::Session::new(
+        &model,
+        tinyrt::SessionOptions {
             n_ctx: Some(256),
             ..tinyrt::SessionOptions::default()
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     let r = tinyrt::tools::perplexity::perplexity(
         &tokens,
         &options,

@@ -19,7 +19,7 @@ use anyhow::Result;
 use serde_json::json;
 use tinyrt::kv_cache::KvType;
 use tinyrt::sampler::argmax;
-use tinyrt::{Model, SessionOptions};
+use tinyrt::{Model, Session, SessionOptions};
 
 use crate::args::{KvArgs, LoadArgs};
 use crate::error::bad_input;
@@ -88,12 +88,14 @@ fn ttft_prompt(model: &Model) -> Result<Vec<u32>> {
 /// first token; returns the prompt length.
 fn first_token(model: &Model, kv_type: KvType) -> Result<usize> {
     let prompt = ttft_prompt(model)?;
-    let mut session = model
-        .session(SessionOptions {
+    let mut session = Session::new(
+        &model,
+        SessionOptions {
             kv_type,
             ..SessionOptions::default()
-        })
-        .map_err(bad_input)?;
+        },
+    )
+    .map_err(bad_input)?;
     let first = argmax(session.feed(&prompt)?);
     std::hint::black_box(first);
     Ok(prompt.len())
@@ -135,13 +137,15 @@ pub fn run(args: Args) -> Result<()> {
     let n_vocab = model.config().vocab_size;
     let tok = model.tokenizer();
     let first = if tok.add_bos() { tok.bos() } else { None };
-    let mut session = model
-        .session(SessionOptions {
+    let mut session = Session::new(
+        &model,
+        SessionOptions {
             n_ctx: Some(n_ctx),
             kv_type,
             n_batch: args.batch_size,
-        })
-        .map_err(bad_input)?;
+        },
+    )
+    .map_err(bad_input)?;
     let mut rng = TokenRng::new();
 
     let pp = if args.n_prompt > 0 {

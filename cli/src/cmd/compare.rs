@@ -21,7 +21,7 @@ use tinyrt::kernels::quant::QuantFormat;
 use tinyrt::kv_cache::KvType;
 use tinyrt::tools::perplexity::PerplexityResult;
 use tinyrt::tools::quantize::Target;
-use tinyrt::{LoadOptions, SessionOptions};
+use tinyrt::{LoadOptions, Session, SessionOptions};
 
 use crate::args::{open_gguf, CpuArgs};
 use crate::error::bad_input;
@@ -218,13 +218,15 @@ fn measure_row(
         return Err(bad_input("the prompt tokenizes to no tokens"));
     }
     let n_vocab = model.config().vocab_size;
-    let mut session = model
-        .session(SessionOptions {
+    let mut session = Session::new(
+        &model,
+        SessionOptions {
             n_ctx: Some(prompt_tokens.len().max(args.n_gen).max(1)),
             kv_type: KvType::F16,
             n_batch: prompt_tokens.len(),
-        })
-        .map_err(bad_input)?;
+        },
+    )
+    .map_err(bad_input)?;
     let prefill = measure::measure_pp(&mut session, &prompt_tokens, args.reps)?;
     let mut rng = TokenRng::new();
     let decode = measure::measure_tg(

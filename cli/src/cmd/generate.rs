@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Result;
 use serde_json::json;
 use tinyrt::chat::StopMatcher;
-use tinyrt::session::Step;
+use tinyrt::session::{Session, Step};
 use tinyrt::GenerateOptions;
 
 use crate::args::{warn_above_trained_context, LoadArgs, SamplingArgs, SessionArgs};
@@ -87,7 +87,7 @@ pub fn run(args: Args) -> Result<()> {
     let load_s = t0.elapsed().as_secs_f64();
 
     let tok = model.tokenizer();
-    let mut session = model.session(session_options).map_err(bad_input)?;
+    let mut session = Session::new(&model, session_options).map_err(bad_input)?;
     warn_above_trained_context(&model, session.n_ctx());
     // A prompt with more bytes than the context's tokens could ever cover is refused before
     // the (linear, but not free) tokenization.

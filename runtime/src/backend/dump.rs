@@ -1,8 +1,9 @@
 //! A debugging wrapper around any [`Backend`]: after every op it writes the op's output rows
 //! to a file, so two runs (two ISAs, or tinyrt and llama.cpp's `llama-eval-callback`) can be
-//! compared op by op. Enabled by `TINYRT_DUMP=DIR` (see `Model::session`): each op writes
-//! `DIR/NNNNN-OP-lLL.f32` (little-endian f32, rows × cols; `LL` is the layer, counted at each
-//! `attention`), and `DIR/index.txt` lists `NNNNN OP rows cols` one a line.
+//! compared op by op. Enabled by `TINYRT_DUMP=DIR` (read when a session makes its backend,
+//! `Model::new_backend`): each op writes `DIR/NNNNN-OP-lLL.f32` (little-endian f32, rows ×
+//! cols; `LL` is the layer, counted at each `attention`), and `DIR/index.txt` lists
+//! `NNNNN OP rows cols` one a line.
 //!
 //! With `TINYRT_DUMP_REF=REFDIR` too (a folder an earlier run dumped, e.g. with another ISA),
 //! each output is compared with the reference's (max |Δ| and max |Δ| / max |ref| go to

@@ -111,7 +111,7 @@ impl Assistant {
     pub fn new(model: Model, opts: AssistantOptions) -> Result<Assistant, AssistantError> {
         let format =
             ChatFormat::from_metadata(model.file().metadata(), opts.chat_template.as_deref())?;
-        let session = model.session(opts.session.clone())?;
+        let session = Session::new(&model, opts.session.clone())?;
         let mut a = Assistant {
             model,
             session,
