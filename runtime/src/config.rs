@@ -35,7 +35,8 @@ pub enum RopeScaling {
     Linear {
         factor: f32,
     },
-    /// YaRN (Peng et al., 2023), with the original training context.
+    /// YaRN (Peng et al., 2023), with the original training context
+    /// (`rope.scaling.original_context_length`, else `context_length`).
     Yarn {
         factor: f32,
         orig_ctx: u32,
@@ -68,6 +69,9 @@ pub struct ModelConfig {
     pub n_rot: usize,
     pub rope_freq_base: f32,
     pub rope_scaling: RopeScaling,
+    /// `rope.scaling.attn_factor`: multiplies RoPE's cos and sin (llama.cpp's
+    /// `rope_attn_factor`, any scaling type); 1 by default.
+    pub rope_attn_factor: f32,
     /// `attention.sliding_window` (0 when absent).
     pub sliding_window: usize,
     /// `attention.sliding_window_pattern`: every n-th layer attends globally (gemma3: 6).
@@ -183,6 +187,11 @@ impl ModelConfig {
             (Some(other), _) => return Err(ConfigError::RopeScaling(other.to_string())),
         };
 
+        let rope_attn_factor = match md.opt_f32(&k("rope.scaling.attn_factor"))? {
+            Some(v) => positive_f32(&k("rope.scaling.attn_factor"), v)?,
+            None => 1.0,
+        };
+
         let sliding_window = opt_count(md, &k("attention.sliding_window"), u32::MAX)?.unwrap_or(0);
         let sliding_window_pattern = match md.get(&k("attention.sliding_window_pattern")) {
             // A per-layer boolean array is not supported yet; a count is.
@@ -220,6 +229,7 @@ impl ModelConfig {
             n_rot,
             rope_freq_base,
             rope_scaling,
+            rope_attn_factor,
             sliding_window,
             sliding_window_pattern,
             rope_freq_base_swa,

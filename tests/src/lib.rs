@@ -200,3 +200,36 @@ pub fn assert_bad_input_last(o: &Output, what: &str) -> String {
     assert_eq!(err.lines().last(), Some(errors[0]), "{what}: {err:?}");
     errors[0].to_string()
 }
+
+/// Writes a copy of the GGUF file `src` to `dst` with `extra` metadata set (added, or replacing
+/// a key of the same name); tensors and the rest of the metadata are kept as they are.
+pub fn copy_with_metadata(src: &Path, dst: &Path, extra: &[(&str, Value)]) {
+    let file = tinyrt::gguf::GgufFile::open(src).unwrap_or_else(|e| panic!("{src:?}: {e}"));
+    let mut w = GgufWriter::new();
+    w.set_all(file.metadata());
+    for (k, v) in extra {
+        w.set(k, v.clone());
+    }
+    for t in file.tensors() {
+        w.add_tensor(t.name, t.ty, t.shape, t.data)
+            .unwrap_or_else(|e| panic!("{}: {e}", t.name));
+    }
+    w.write_to_path(dst)
+        .unwrap_or_else(|e| panic!("{dst:?}: {e}"));
+}
+
+/// The fixture of the YaRN parity test (`tests/golden/qwen2-tiny-q8_0-yarn.jsonl`, made by
+/// `scripts/make-yarn-golden.sh`): `qwen2-tiny-q8_0.gguf` with `rope.scaling.type = yarn`,
+/// factor 4 over an original context of 64 positions (so the prompts run past it), written to
+/// `dst`.
+pub fn write_yarn_fixture(dst: &Path) {
+    copy_with_metadata(
+        &fixture("qwen2-tiny-q8_0.gguf"),
+        dst,
+        &[
+            ("qwen2.rope.scaling.type", Value::String("yarn".into())),
+            ("qwen2.rope.scaling.factor", Value::F32(4.0)),
+            ("qwen2.rope.scaling.original_context_length", Value::U32(64)),
+        ],
+    );
+}

@@ -2,7 +2,7 @@
 //! the output head. Tensor names follow llama.cpp's `LLM_TENSOR_*` table (src/llama-arch.cpp).
 
 use super::{ArchError, Logits};
-use crate::backend::{AttnParams, Backend, BufId, RopeParams, WeightId, WeightTable};
+use crate::backend::{AttnParams, Backend, BufId, RopeParams, WeightId, WeightTable, YarnParams};
 use crate::config::{ModelConfig, RopeScaling, RopeStyle};
 
 /// Activation buffers of one session, allocated once for the largest batch.
@@ -180,23 +180,8 @@ impl AttnConfig {
         style: RopeStyle,
         freq_factors: Option<WeightId>,
     ) -> Result<AttnConfig, ArchError> {
-        let freq_scale = match cfg.rope_scaling {
-            RopeScaling::None => 1.0,
-            RopeScaling::Linear { factor } => 1.0 / factor,
-            RopeScaling::Yarn { .. } => {
-                return Err(ArchError::Hyperparameter(
-                    "YaRN rope scaling is not supported yet".into(),
-                ))
-            }
-        };
-        let rope = RopeParams {
-            n_rot: cfg.n_rot,
-            style,
-            freq_base: cfg.rope_freq_base,
-            freq_scale,
-            freq_factors,
-        };
-        crate::backend::cpu::validate_rope(&rope).map_err(ArchError::Hyperparameter)?;
+        let rope = rope_params(cfg, style, freq_factors);
+        rope.validate().map_err(ArchError::Hyperparameter)?;
         Ok(AttnConfig {
             attn: AttnParams {
                 n_head: cfg.n_head,
@@ -210,6 +195,48 @@ impl AttnConfig {
             qk_norm_eps: cfg.rms_eps,
             q_prescale: None,
         })
+    }
+}
+
+/// The RoPE of `cfg` as llama.cpp derives it (`llama_context` constructor, build 11434): the
+/// scaling factor's inverse as `freq_scale`; for YaRN an extrapolation mix of 1, betas 32 and 1,
+/// and an attention factor of `mscale(factor) / (1 + 0.1 ln factor)` — ggml's `rope_yarn`
+/// multiplies by `1 + 0.1 ln factor` again, so cos and sin end up scaled by HF's `mscale` —
+/// all times `rope.scaling.attn_factor`. The f32 operations are llama.cpp's, in its order.
+fn rope_params(cfg: &ModelConfig, style: RopeStyle, freq_factors: Option<WeightId>) -> RopeParams {
+    let (freq_scale, yarn) = match cfg.rope_scaling {
+        RopeScaling::None => (1.0, None),
+        RopeScaling::Linear { factor } => (1.0 / factor, None),
+        RopeScaling::Yarn { factor, orig_ctx } => (
+            1.0 / factor,
+            Some(YarnParams {
+                ext_factor: 1.0,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                n_ctx_orig: orig_ctx as usize,
+            }),
+        ),
+    };
+    let mut attn_factor = 1.0f32;
+    if yarn.is_some() {
+        let factor = 1.0f32 / freq_scale;
+        let mscale = if factor <= 1.0 {
+            1.0
+        } else {
+            0.1f32 * 1.0 * factor.ln() + 1.0
+        };
+        attn_factor = mscale;
+        attn_factor *= 1.0f32 / (1.0 + 0.1 * factor.ln());
+    }
+    attn_factor *= cfg.rope_attn_factor;
+    RopeParams {
+        n_rot: cfg.n_rot,
+        style,
+        freq_base: cfg.rope_freq_base,
+        freq_scale,
+        freq_factors,
+        attn_factor,
+        yarn,
     }
 }
 

@@ -7,9 +7,8 @@
 use std::sync::Arc;
 
 use super::{AttnParams, Backend, BufId, RopeParams, WeightId, WeightTable};
-use crate::config::RopeStyle;
 use crate::kernels::cpu::matmul::{MatmulJob, QMatrix, QuantizedActs};
-use crate::kernels::cpu::ops::{self, par_rows_mut, KvView, RopeCache, RopeCfg, RopeMode};
+use crate::kernels::cpu::ops::{self, par_rows_mut, KvView, RopeCache};
 use crate::kernels::cpu::pool::ThreadPool;
 use crate::kernels::cpu::{Isa, Kernels};
 use crate::kernels::quant::{self, GgmlType, QuantFormat};
@@ -366,16 +365,8 @@ impl CpuBackend {
         let w = Arc::clone(&self.w);
         let n_ctx = self.kv.as_ref().map_or(1, |kv| kv.spec.n_ctx);
         let max_pos = need.max(256).next_power_of_two().min(n_ctx).max(need);
-        let cfg = RopeCfg {
-            mode: match p.style {
-                RopeStyle::Normal => RopeMode::Normal,
-                RopeStyle::Neox => RopeMode::Neox,
-            },
-            freq_scale: p.freq_scale,
-            freq_factors: p.freq_factors.map(|f| w.vector(f)),
-            ..RopeCfg::new(RopeMode::Normal, p.n_rot, p.freq_base)
-        };
-        // The settings were validated when the architecture was loaded (`validate_rope`).
+        let cfg = p.kernel_cfg(p.freq_factors.map(|f| w.vector(f)));
+        // The settings were validated when the architecture was loaded (`RopeParams::validate`).
         let cache = match RopeCache::new(&cfg, max_pos) {
             Ok(c) => c,
             Err(e) => panic!("rope settings passed validation but fail: {e}"),
@@ -391,17 +382,6 @@ impl CpuBackend {
             }
         }
     }
-}
-
-/// Check RoPE settings the way the CPU kernels will use them (an error here is bad input).
-pub fn validate_rope(p: &RopeParams) -> Result<(), String> {
-    let cfg = RopeCfg {
-        freq_scale: p.freq_scale,
-        ..RopeCfg::new(RopeMode::Normal, p.n_rot, p.freq_base)
-    };
-    RopeCache::new(&cfg, 1)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 impl Backend for CpuBackend {

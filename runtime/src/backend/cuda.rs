@@ -36,7 +36,7 @@ use tinyrt_cuda::{
 
 use super::{AttnParams, Backend, BufId, RopeParams, WeightId, WeightTable};
 use crate::config::RopeStyle;
-use crate::kernels::cpu::ops::{RopeCache, RopeCfg, RopeMode as CpuRopeMode};
+use crate::kernels::cpu::ops::RopeCache;
 use crate::kernels::quant::{self, GgmlType};
 use crate::kv_cache::{KvCacheSpec, KvType};
 
@@ -898,15 +898,7 @@ impl CudaBackend {
             }
             None => None,
         };
-        let cfg = RopeCfg {
-            mode: match p.style {
-                RopeStyle::Normal => CpuRopeMode::Normal,
-                RopeStyle::Neox => CpuRopeMode::Neox,
-            },
-            freq_scale: p.freq_scale,
-            freq_factors: factors.as_deref(),
-            ..RopeCfg::new(CpuRopeMode::Normal, p.n_rot, p.freq_base)
-        };
+        let cfg = p.kernel_cfg(factors.as_deref());
         let cache = RopeCache::new(&cfg, n_pos).map_err(|e| e.to_string())?;
         let mut host = Vec::with_capacity(n_pos * p.n_rot);
         for pos in 0..n_pos {

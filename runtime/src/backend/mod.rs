@@ -18,6 +18,7 @@ mod weights;
 pub use weights::{WeightEntry, WeightError, WeightTable};
 
 use crate::config::RopeStyle;
+use crate::kernels::cpu::ops::{RopeCache, RopeCfg, RopeMode};
 use crate::kv_cache::KvCacheSpec;
 
 /// A weight tensor registered in a [`WeightTable`].
@@ -39,6 +40,56 @@ pub struct RopeParams {
     pub freq_scale: f32,
     /// Per-frequency divisors (`rope_freqs.weight`, Llama-3), `n_rot / 2` values.
     pub freq_factors: Option<WeightId>,
+    /// Multiplies cos and sin (llama.cpp's `attn_factor` of `ggml_rope_ext`); 1 unless the file
+    /// sets `rope.scaling.attn_factor` or uses YaRN.
+    pub attn_factor: f32,
+    /// YaRN's ramp between interpolated and extrapolated frequencies; `None` without YaRN.
+    pub yarn: Option<YarnParams>,
+}
+
+/// The YaRN settings of one RoPE (Peng et al., 2023, "YaRN: Efficient Context Window Extension
+/// of Large Language Models"), as llama.cpp passes them to `ggml_rope_ext`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct YarnParams {
+    /// Mix of extrapolation in the ramp (llama.cpp: 1 for YaRN files).
+    pub ext_factor: f32,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+    /// The context the model was trained with before the extension
+    /// (`rope.scaling.original_context_length`).
+    pub n_ctx_orig: usize,
+}
+
+impl RopeParams {
+    /// The kernels' form of these settings, with the frequency factors' values.
+    pub fn kernel_cfg<'a>(&self, freq_factors: Option<&'a [f32]>) -> RopeCfg<'a> {
+        let mut cfg = RopeCfg {
+            mode: match self.style {
+                RopeStyle::Normal => RopeMode::Normal,
+                RopeStyle::Neox => RopeMode::Neox,
+            },
+            freq_scale: self.freq_scale,
+            freq_factors,
+            attn_factor: self.attn_factor,
+            ..RopeCfg::new(RopeMode::Normal, self.n_rot, self.freq_base)
+        };
+        if let Some(y) = self.yarn {
+            cfg.ext_factor = y.ext_factor;
+            cfg.beta_fast = y.beta_fast;
+            cfg.beta_slow = y.beta_slow;
+            cfg.n_ctx_orig = y.n_ctx_orig;
+        }
+        cfg
+    }
+
+    /// Checks the settings the way every backend's RoPE tables will use them (an error here is
+    /// bad input, reported when the architecture is loaded).
+    pub fn validate(&self) -> Result<(), String> {
+        // The frequency factors' length is checked by the weight table (`n_rot / 2` values).
+        RopeCache::new(&self.kernel_cfg(None), 1)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Causal self-attention of one layer.
