@@ -19,7 +19,7 @@
 //! `quantize_q8_1` → `matvec_q8_1` accumulating → … → final norm → output `matvec_q8_1` →
 //! `argmax`. Record it once with `CudaDevice::capture` and replay the graph every token after
 //! writing the position (and token id, for `get_rows`) with `CudaDevice::write`; the test
-//! `a_decode_layer_graph_matches_the_cpu_layer_over_several_tokens` in `cuda/tests/gpu.rs`
+//! `a_decode_layer_graph_matches_the_cpu_layer_over_several_tokens` in `cuda/tests/gpu/graph.rs`
 //! does exactly this. Prefill: `matmul_q8_1_mma` (int8 tensor cores over Q8_1 activations,
 //! Q4_0/Q4_1/Q5_0/Q8_0/IQ4_NL/Q4_K/Q5_K), `matmul` (f32 tiles) or `matmul_f16_mma` (f16 tensor cores)
 //! over [ntok, ncols] activations, and `attention` with `ntok > 1`. The runtime's decode path
