@@ -189,35 +189,9 @@ impl CudaDevice {
         )
     }
 
-    /// Stores `ntok` rows of K and V (rows of `token_stride` floats, `row` values used) as f16
-    /// at positions `pos0[0] + t` of caches holding `n_ctx` rows of `row` values.
-    #[allow(clippy::too_many_arguments)]
-    pub fn kv_store_f16(
-        &self,
-        k_new: &impl DevicePtr<f32>,
-        v_new: &impl DevicePtr<f32>,
-        k_cache: &mut impl DevicePtrMut<u16>,
-        v_cache: &mut impl DevicePtrMut<u16>,
-        pos0: &impl DevicePtr<i32>,
-        ntok: usize,
-        token_stride: usize,
-        row: usize,
-        n_ctx: usize,
-    ) -> Result<(), CudaError> {
-        self.kv_store::<u16>(
-            k_new,
-            v_new,
-            k_cache,
-            v_cache,
-            pos0,
-            ntok,
-            token_stride,
-            row,
-            n_ctx,
-        )
-    }
-
-    /// [`CudaDevice::kv_store_f16`] for either cache element type (`u16` = f16, or `f32`).
+    /// Stores `ntok` rows of K and V (rows of `token_stride` floats, `row` values used) at
+    /// positions `pos0[0] + t` of caches holding `n_ctx` rows of `row` values, as f16 (`T =
+    /// u16`) or f32.
     #[allow(clippy::too_many_arguments)]
     pub fn kv_store<T: KvElement>(
         &self,
@@ -279,29 +253,6 @@ impl CudaDevice {
         scale: f32,
     ) -> Result<(), CudaError> {
         let k = T::ATTENTION;
-        self.attention_with(
-            k, q, k_cache, v_cache, pos0, out, None, scratch, shape, scale,
-        )
-    }
-
-    /// [`CudaDevice::attention`] with one thread per key and a block-wide softmax per split
-    /// (`attention_split_wide`), meant for long KV ranges; `shape.chunk` at most 256.
-    #[allow(clippy::too_many_arguments)]
-    pub fn attention_wide<T: KvElement>(
-        &self,
-        q: &impl DevicePtr<f32>,
-        k_cache: &impl DevicePtr<T>,
-        v_cache: &impl DevicePtr<T>,
-        pos0: &impl DevicePtr<i32>,
-        out: &mut impl DevicePtrMut<f32>,
-        scratch: &mut impl DevicePtrMut<f32>,
-        shape: AttentionShape,
-        scale: f32,
-    ) -> Result<(), CudaError> {
-        let k = T::ATTENTION_WIDE;
-        if shape.chunk > 256 {
-            return Err(bad(k, format!("chunk {} > 256", shape.chunk)));
-        }
         self.attention_with(
             k, q, k_cache, v_cache, pos0, out, None, scratch, shape, scale,
         )

@@ -43,16 +43,6 @@ impl CudaDevice {
         )
     }
 
-    /// out = x · sigmoid(x).
-    pub fn silu(
-        &self,
-        x: &impl DevicePtr<f32>,
-        out: &mut impl DevicePtrMut<f32>,
-        n: usize,
-    ) -> Result<(), CudaError> {
-        self.unary(Kernel::Silu, x, out, n)
-    }
-
     /// GELU, tanh approximation.
     pub fn gelu(
         &self,
@@ -125,17 +115,6 @@ impl CudaDevice {
         )
     }
 
-    /// out = a · b.
-    pub fn mul(
-        &self,
-        a: &impl DevicePtr<f32>,
-        b: &impl DevicePtr<f32>,
-        out: &mut impl DevicePtrMut<f32>,
-        n: usize,
-    ) -> Result<(), CudaError> {
-        self.binary(Kernel::Mul, a, b, out, n)
-    }
-
     /// out = x · s.
     pub fn scale(
         &self,
@@ -154,21 +133,6 @@ impl CudaDevice {
             ELEMENT_BLOCK as u32,
             &args,
         )
-    }
-
-    /// Softmax of each of `nrows` rows of `ncols`.
-    pub fn softmax_rows(
-        &self,
-        x: &impl DevicePtr<f32>,
-        out: &mut impl DevicePtrMut<f32>,
-        nrows: usize,
-        ncols: usize,
-    ) -> Result<(), CudaError> {
-        let k = Kernel::SoftmaxRows;
-        need(k, "x", x.len(), nrows * ncols)?;
-        need(k, "out", out.len(), nrows * ncols)?;
-        let args = [self.ptr(x), self.ptr_mut(out), int(k, "ncols", ncols)?];
-        self.launch(k, (nrows, 1, 1), 256, &args)
     }
 
     /// Index of the largest of the first `n` values (lowest index on ties) into `out[0]`.

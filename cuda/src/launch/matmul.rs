@@ -21,33 +21,6 @@ impl CudaDevice {
         self.matmul_with(Kernel::matmul(ty), 256, ty, w, x, y, nrows, ncols, ntok)
     }
 
-    /// [`CudaDevice::matmul`] on the tensor cores: W (dequantized) and X rounded to f16,
-    /// products accumulated in f32. X must stay within f16 range (|x| < 65504).
-    #[allow(clippy::too_many_arguments)]
-    pub fn matmul_f16_mma(
-        &self,
-        ty: WeightType,
-        w: &impl DevicePtr<u8>,
-        x: &impl DevicePtr<f32>,
-        y: &mut impl DevicePtrMut<f32>,
-        nrows: usize,
-        ncols: usize,
-        ntok: usize,
-    ) -> Result<(), CudaError> {
-        let k = Kernel::matmul_mma(ty);
-        if !self.supports_mma() {
-            return Err(bad(
-                k,
-                format!(
-                    "needs compute capability 8.0, {} has {}",
-                    self.name(),
-                    self.arch()
-                ),
-            ));
-        }
-        self.matmul_with(k, 128, ty, w, x, y, nrows, ncols, ntok)
-    }
-
     /// Prefill matrix × matrix on the int8 tensor cores (`mma.sync` m16n8k32): `x_q8_1` holds
     /// the `ntok` rows of `ncols` activations quantized to Q8_1 ([`CudaDevice::quantize_q8_1`]
     /// over all `ntok * ncols` values), so the arithmetic is that of the decode kernels and

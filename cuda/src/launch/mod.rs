@@ -59,21 +59,18 @@ mod sealed {
 pub trait KvElement: DeviceRepr + sealed::Sealed {
     const KV_STORE: Kernel;
     const ATTENTION: Kernel;
-    const ATTENTION_WIDE: Kernel;
     const ROPE_KV_STORE: Kernel;
 }
 
 impl KvElement for u16 {
     const KV_STORE: Kernel = Kernel::KvStoreF16;
     const ATTENTION: Kernel = Kernel::AttentionSplit;
-    const ATTENTION_WIDE: Kernel = Kernel::AttentionSplitWide;
     const ROPE_KV_STORE: Kernel = Kernel::RopeKvStoreF16;
 }
 
 impl KvElement for f32 {
     const KV_STORE: Kernel = Kernel::KvStoreF32;
     const ATTENTION: Kernel = Kernel::AttentionSplitF32;
-    const ATTENTION_WIDE: Kernel = Kernel::AttentionSplitWideF32;
     const ROPE_KV_STORE: Kernel = Kernel::RopeKvStoreF32;
 }
 

@@ -75,7 +75,7 @@ fn attention_matches_the_reference_for_decode_and_prefill() {
         let k_new = dev.upload(&k_all[pos0 * row..]).unwrap();
         let v_new = dev.upload(&v_all[pos0 * row..]).unwrap();
         let pd = dev.upload(&[pos0 as i32]).unwrap();
-        dev.kv_store_f16(&k_new, &v_new, &mut kc, &mut vc, &pd, ntok, row, row, n_ctx)
+        dev.kv_store::<u16>(&k_new, &v_new, &mut kc, &mut vc, &pd, ntok, row, row, n_ctx)
             .unwrap();
         assert_eq!(dev.download(&kc).unwrap(), kc_full, "kv_store_f16 K");
         assert_eq!(dev.download(&vc).unwrap(), vc_full, "kv_store_f16 V");
@@ -93,20 +93,13 @@ fn attention_matches_the_reference_for_decode_and_prefill() {
             window,
         };
         let qd = dev.upload(&q).unwrap();
-        for wide in [false, true] {
-            let mut out = poison_f32(dev, ntok * n_head * hd);
-            let mut scratch = poison_f32(dev, shape.scratch_len());
-            if wide {
-                dev.attention_wide(&qd, &kc, &vc, &pd, &mut out, &mut scratch, shape, scale)
-            } else {
-                dev.attention(&qd, &kc, &vc, &pd, &mut out, &mut scratch, shape, scale)
-            }
+        let mut out = poison_f32(dev, ntok * n_head * hd);
+        let mut scratch = poison_f32(dev, shape.scratch_len());
+        dev.attention(&qd, &kc, &vc, &pd, &mut out, &mut scratch, shape, scale)
             .unwrap();
-            let got = dev.download(&out).unwrap();
-            let what = format!("{what} wide={wide}");
-            assert_close(&what, &got, &want, |_| 5e-5);
-            assert_close(&format!("{what} vs ops::attention"), &got, &cpu, |_| 5e-3);
-        }
+        let got = dev.download(&out).unwrap();
+        assert_close(&what, &got, &want, |_| 5e-5);
+        assert_close(&format!("{what} vs ops::attention"), &got, &cpu, |_| 5e-3);
     }
 }
 
@@ -159,23 +152,17 @@ fn attention_over_an_f32_cache_matches_the_reference() {
             window,
         };
         let qd = dev.upload(&q).unwrap();
-        for wide in [false, true] {
-            let mut out = poison_f32(dev, ntok * n_head * hd);
-            let mut scratch = poison_f32(dev, shape.scratch_len());
-            if wide {
-                dev.attention_wide::<f32>(&qd, &kc, &vc, &pd, &mut out, &mut scratch, shape, scale)
-            } else {
-                dev.attention::<f32>(&qd, &kc, &vc, &pd, &mut out, &mut scratch, shape, scale)
-            }
+        let mut out = poison_f32(dev, ntok * n_head * hd);
+        let mut scratch = poison_f32(dev, shape.scratch_len());
+        dev.attention::<f32>(&qd, &kc, &vc, &pd, &mut out, &mut scratch, shape, scale)
             .unwrap();
-            let got = dev.download(&out).unwrap();
-            assert_close(
-                &format!("f32-cache attention {n_head}/{n_kv} hd {hd} pos0 {pos0} ntok {ntok} wide={wide}"),
-                &got,
-                &want,
-                |_| 5e-5,
-            );
-        }
+        let got = dev.download(&out).unwrap();
+        assert_close(
+            &format!("f32-cache attention {n_head}/{n_kv} hd {hd} pos0 {pos0} ntok {ntok}"),
+            &got,
+            &want,
+            |_| 5e-5,
+        );
         // With the output also quantized by the combine pass: the same rows, and the Q8_1
         // bytes quantize_q8_1 makes of them.
         let mut out = poison_f32(dev, ntok * n_head * hd);

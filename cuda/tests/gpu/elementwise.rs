@@ -17,12 +17,6 @@ fn elementwise_kernels_match_the_cpu_ops() {
             want.iter().map(|w| w.abs() * r + 1e-6).collect()
         };
 
-        let mut want = a.clone();
-        ops::silu_inplace(Isa::Scalar, &mut want);
-        dev.silu(&ad, &mut out, n).unwrap();
-        let tol = rel(&want, 1e-5);
-        assert_close("silu", &dev.download(&out).unwrap(), &want, |i| tol[i]);
-
         // ggml's CPU GELU goes through an f16 table; the GPU evaluates the formula (as ggml's
         // CUDA backend does): compare to the formula in f64, and to the CPU op within f16.
         let gelu64 = |x: f32| {
@@ -66,35 +60,9 @@ fn elementwise_kernels_match_the_cpu_ops() {
         }
 
         let mut want = a.clone();
-        ops::mul_inplace(Isa::Scalar, &mut want, &b);
-        dev.mul(&ad, &bd, &mut out, n).unwrap();
-        assert_eq!(dev.download(&out).unwrap(), want, "mul");
-
-        let mut want = a.clone();
         ops::scale_inplace(Isa::Scalar, &mut want, 0.125);
         dev.scale(&ad, &mut out, 0.125, n).unwrap();
         assert_eq!(dev.download(&out).unwrap(), want, "scale");
-    }
-}
-
-#[test]
-fn softmax_rows_matches_the_cpu_op() {
-    let gpu = device();
-    let mut rng = Rng::new(11);
-    for (nrows, ncols) in [(1, 1), (3, 100), (2, 49152)] {
-        let x = rng.vec(nrows * ncols, 20.0);
-        let mut want = x.clone();
-        for row in want.chunks_exact_mut(ncols) {
-            ops::softmax_inplace(Isa::Scalar, row);
-        }
-        let Some(dev) = gpu.as_ref() else { continue };
-        let xd = dev.upload(&x).unwrap();
-        let mut out = poison_f32(dev, x.len());
-        dev.softmax_rows(&xd, &mut out, nrows, ncols).unwrap();
-        let got = dev.download(&out).unwrap();
-        assert_close(&format!("softmax {nrows}x{ncols}"), &got, &want, |i| {
-            want[i] * 5e-5 + 1e-9
-        });
     }
 }
 

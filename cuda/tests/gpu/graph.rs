@@ -214,7 +214,7 @@ fn a_decode_layer_graph_matches_the_cpu_layer_over_several_tokens() {
                 10000.0,
                 1.0,
             )?;
-            dv.kv_store_f16(&k, &v, &mut kc, &mut vc, &pos, 1, kvd, kvd, n_ctx)?;
+            dv.kv_store::<u16>(&k, &v, &mut kc, &mut vc, &pos, 1, kvd, kvd, n_ctx)?;
             dv.attention(&q, &kc, &vc, &pos, &mut att, &mut scratch, shape, scale)?;
             dv.quantize_q8_1(&att, &mut xq, d)?;
             dv.matvec_q8_1(ty, &wo, &xq, &mut x, true, d, d)?;

@@ -216,17 +216,12 @@ fn matvec_f32_and_f16_handle_unaligned_row_lengths() {
 fn matmul_matches_the_dequantized_product_for_every_format() {
     let gpu = device();
     let mut rng = Rng::new(6);
-    let round16 =
-        |v: &[f32]| -> Vec<f32> { v.iter().map(|x| f16::from_f32(*x).to_f32()).collect() };
     for ty in WeightType::ALL {
         for (nrows, ncols, ntok) in [(3, 256, 1), (65, 512, 5), (130, 256, 70), (64, 1024, 64)] {
             let (bytes, deq) = random_weights(&mut rng, ty, nrows, ncols);
             let x = rng.vec(ntok * ncols, 1.0);
-            // f32 kernel: the dequantized product. Tensor-core kernel: the same with W and X
-            // rounded to f16 first (what it multiplies), accumulated in f32.
-            let (deq16, x16) = (round16(&deq), round16(&x));
+            // The dequantized product.
             let mut want = Vec::new();
-            let mut want16 = Vec::new();
             let mut tol = Vec::new();
             for t in 0..ntok {
                 for r in 0..nrows {
@@ -234,12 +229,7 @@ fn matmul_matches_the_dequantized_product_for_every_format() {
                         &deq[r * ncols..(r + 1) * ncols],
                         &x[t * ncols..(t + 1) * ncols],
                     );
-                    let (s16, _) = dot_f64(
-                        &deq16[r * ncols..(r + 1) * ncols],
-                        &x16[t * ncols..(t + 1) * ncols],
-                    );
                     want.push(s);
-                    want16.push(s16);
                     tol.push(a * 5e-5 + 1e-6);
                 }
             }
@@ -255,18 +245,6 @@ fn matmul_matches_the_dequantized_product_for_every_format() {
                 &got,
                 &want,
                 |i| tol[i],
-            );
-            let mut yd = poison_f32(dev, ntok * nrows);
-            dev.matmul_f16_mma(ty, &wd, &xd, &mut yd, nrows, ncols, ntok)
-                .unwrap();
-            let got = dev.download(&yd).unwrap();
-            // An element whose f32 dequantization differs in the last bit may round to the
-            // other f16 neighbour: allow 1e-3 of the largest term on top of f32 accumulation.
-            assert_close(
-                &format!("matmul_f16_mma {ty:?} {nrows}x{ncols} ntok={ntok}"),
-                &got,
-                &want16,
-                |i| tol[i] * 2.0 + 1e-3,
             );
         }
     }
