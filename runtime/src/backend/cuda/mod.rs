@@ -31,7 +31,10 @@ mod plan;
 mod state;
 mod weights;
 
-pub use weights::{upload_plan, CudaBackendError, CudaWeights, UploadPlan};
+pub use weights::{
+    cuda_format, requant_matrices, upload_plan, upload_source, CudaBackendError, CudaWeights,
+    UploadPlan,
+};
 
 use std::sync::Arc;
 
