@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, on this (CPU-only) machine, everything the GPU check runs, into gpu-bundle/
 # (git-ignored; carried to the GPU machine, which has no Rust toolchain):
-#   gpu-bundle/gpu        cuda/tests/gpu.rs        every kernel against its CPU reference
+#   gpu-bundle/gpu        cuda/tests/gpu/main.rs   every kernel against its CPU reference
 #   gpu-bundle/gpu_bench  cuda/tests/gpu_bench.rs  bandwidth and kernel throughput
 #   gpu-bundle/nvrtc      cuda/tests/nvrtc.rs      compile + ptxas register report
 #   gpu-bundle/tinyrt     the CLI, when it has a `--device cuda` path

@@ -141,7 +141,7 @@ else
     SUMMARY+=("| bench | MISSING $B/gpu_bench | - |")
 fi
 
-# 5. End to end with the CLI's CUDA backend (runtime/src/backend/cuda.rs):
+# 5. End to end with the CLI's CUDA backend (runtime/src/backend/cuda/):
 #   a. greedy parity, `--device cuda` against llama.cpp's goldens on the q8_0/q4_0 fixtures
 #      carried in gpu-bundle/fixtures (scripts/gpu-parity.py, the rule of tests/tests/parity.rs);
 #   b. `--device cuda` against `--device cpu` on `tinyrt synth` models (135M, 270M shapes);

@@ -80,17 +80,6 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     v = lane < nwarps ? scratch[lane] : 0.0f;
     return warp_sum(v);
 }
-__device__ __forceinline__ float block_max(float v, float* scratch) {
-    const int lane = threadIdx.x % WARP_SIZE;
-    const int warp = threadIdx.x / WARP_SIZE;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    const int nwarps = blockDim.x / WARP_SIZE;
-    v = lane < nwarps ? scratch[lane] : NEG_INF;
-    return warp_max(v);
-}
 
 // ---- activations ----
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); }

@@ -1,4 +1,4 @@
-// elementwise.cu: activations, gated units, residual add, softmax, embedding lookup, argmax.
+// elementwise.cu: activations, gated units, residual add, embedding lookup, argmax.
 // Prepended by the Rust side: common.cuh, quant.cuh.
 // All element-wise kernels: one thread per element, any n; outputs may alias inputs.
 
@@ -6,10 +6,6 @@
     const int i = blockIdx.x * blockDim.x + threadIdx.x; \
     if (i >= n) return;
 
-extern "C" __global__ void silu(const float* x, float* out, int n) {
-    ELEMENT_INDEX
-    out[i] = silu_f(x[i]);
-}
 extern "C" __global__ void gelu(const float* x, float* out, int n) {
     ELEMENT_INDEX
     out[i] = gelu_f(x[i]);
@@ -34,28 +30,9 @@ extern "C" __global__ void add_rows(const float* x, const float* __restrict__ b,
     if (i >= (size_t)nrows * ncols) return;
     out[i] = x[i] + b[i % ncols];
 }
-extern "C" __global__ void mul(const float* a, const float* b, float* out, int n) {
-    ELEMENT_INDEX
-    out[i] = a[i] * b[i];
-}
 extern "C" __global__ void scale(const float* x, float* out, float s, int n) {
     ELEMENT_INDEX
     out[i] = x[i] * s;
-}
-
-// Softmax of each row with max subtraction; one block per row; x and out may alias.
-extern "C" __global__ void softmax_rows(const float* x, float* out, int ncols) {
-    __shared__ float scratch[32];
-    const float* xr = x + (size_t)blockIdx.x * ncols;
-    float* outr = out + (size_t)blockIdx.x * ncols;
-    float m = NEG_INF;
-    for (int i = threadIdx.x; i < ncols; i += blockDim.x) m = fmaxf(m, xr[i]);
-    m = block_max(m, scratch);
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < ncols; i += blockDim.x) s += expf(xr[i] - m);
-    s = block_sum(s, scratch);
-    const float inv = 1.0f / s;
-    for (int i = threadIdx.x; i < ncols; i += blockDim.x) outr[i] = expf(xr[i] - m) * inv;
 }
 
 // Index of the largest of x[0..n) (the lowest index on ties; NaN never wins), written to out[0].

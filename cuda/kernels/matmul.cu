@@ -87,128 +87,6 @@ MATMUL(matmul_q6_k, FmtQ6_K)
 MATMUL(matmul_iq4_nl, FmtIQ4_NL)
 MATMUL(matmul_nf4, FmtNF4)
 
-// ---- tensor cores: mma.sync m16n8k16, f16 inputs, f32 accumulation ----
-//
-// The same product with W and X rounded to f16 in shared memory (W after dequantization), on
-// the tensor cores (PTX ISA, "Matrix fragments for mma.m16n8k16 with floating point type").
-// 128 threads (2 x 2 warps) per 64-row x 64-token tile; each warp owns 32 rows x 32 tokens as
-// 2 x 4 mma tiles. Rows of the shared tiles are padded by 8 halves so that the fragment loads
-// (8 rows x 4 words per instruction) fall in distinct banks.
-// f16 holds activations up to 65504: callers with larger activations use the f32 kernel above.
-
-#define MMA_BM 64
-#define MMA_BN 64
-#define MMA_BK 32
-#define MMA_LD (MMA_BK + 8)
-#define MMA_THREADS 128
-
-// mma.sync m16n8k16 / m16n8k32 need sm_80: on older devices the module must still assemble
-// (it also holds the f32 kernels), so there the mma kernels trap; the host never launches
-// them there (CudaDevice::supports_mma).
-__device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, const uint32_t* b) {
-#if __CUDA_ARCH__ >= 800
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-    asm volatile("trap;");
-#endif
-}
-
-template <typename F>
-__device__ __forceinline__ void matmul_mma_tile(const uint8_t* __restrict__ w, const float* __restrict__ x,
-                                                float* __restrict__ y, int nrows, int ncols, int ntok) {
-    __shared__ __align__(16) uint16_t ws[MMA_BM][MMA_LD];
-    __shared__ __align__(16) uint16_t xs[MMA_BN][MMA_LD];
-    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
-    const int g = lane / 4, tig = lane % 4;  // PTX's groupID and threadID_in_group
-    const int wm = warp / 2, wn = warp % 2;
-    const int row_base = blockIdx.x * MMA_BM;
-    const int tok_base = blockIdx.y * MMA_BN;
-    const size_t row_bytes = (size_t)(ncols / F::BS) * F::BYTES;
-    float acc[2][4][4];
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.0f;
-
-    for (int k0 = 0; k0 < ncols; k0 += MMA_BK) {
-#pragma unroll 4
-        for (int i = 0; i < (MMA_BM * MMA_BK) / MMA_THREADS; ++i) {
-            const int e = threadIdx.x + i * MMA_THREADS;
-            const int r = e / MMA_BK, kk = e % MMA_BK;
-            const int row = row_base + r, k = k0 + kk;
-            ws[r][kk] = f32_to_f16((row < nrows && k < ncols) ? F::get(w + (size_t)row * row_bytes, k) : 0.0f);
-        }
-#pragma unroll 4
-        for (int i = 0; i < (MMA_BN * MMA_BK) / MMA_THREADS; ++i) {
-            const int e = threadIdx.x + i * MMA_THREADS;
-            const int t = e / MMA_BK, kk = e % MMA_BK;
-            const int tok = tok_base + t, k = k0 + kk;
-            xs[t][kk] = f32_to_f16((tok < ntok && k < ncols) ? x[(size_t)tok * ncols + k] : 0.0f);
-        }
-        __syncthreads();
-#pragma unroll
-        for (int ks = 0; ks < MMA_BK; ks += 16) {
-            uint32_t a[2][4], b[4][2];
-#pragma unroll
-            for (int mt = 0; mt < 2; ++mt) {
-                const int r0 = wm * 32 + mt * 16;
-                a[mt][0] = *(const uint32_t*)&ws[r0 + g][ks + 2 * tig];
-                a[mt][1] = *(const uint32_t*)&ws[r0 + g + 8][ks + 2 * tig];
-                a[mt][2] = *(const uint32_t*)&ws[r0 + g][ks + 2 * tig + 8];
-                a[mt][3] = *(const uint32_t*)&ws[r0 + g + 8][ks + 2 * tig + 8];
-            }
-#pragma unroll
-            for (int nt = 0; nt < 4; ++nt) {
-                const int n0 = wn * 32 + nt * 8;
-                b[nt][0] = *(const uint32_t*)&xs[n0 + g][ks + 2 * tig];
-                b[nt][1] = *(const uint32_t*)&xs[n0 + g][ks + 2 * tig + 8];
-            }
-#pragma unroll
-            for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-                for (int nt = 0; nt < 4; ++nt) mma_16816(acc[mt][nt], a[mt], b[nt]);
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                const int row = row_base + wm * 32 + mt * 16 + g + (c >= 2 ? 8 : 0);
-                const int tok = tok_base + wn * 32 + nt * 8 + 2 * tig + (c & 1);
-                if (row < nrows && tok < ntok) y[(size_t)tok * nrows + row] = acc[mt][nt][c];
-            }
-        }
-    }
-}
-
-#define MATMUL_MMA(name, F)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                                 \
-        name(const uint8_t* __restrict__ w, const float* __restrict__ x, float* __restrict__ y, int nrows,    \
-             int ncols, int ntok) {                                                                           \
-        matmul_mma_tile<F>(w, x, y, nrows, ncols, ntok);                                                      \
-    }
-
-MATMUL_MMA(matmul_mma_f32, FmtF32)
-MATMUL_MMA(matmul_mma_f16, FmtF16)
-MATMUL_MMA(matmul_mma_q4_0, FmtQ4_0)
-MATMUL_MMA(matmul_mma_q4_1, FmtQ4_1)
-MATMUL_MMA(matmul_mma_q5_0, FmtQ5_0)
-MATMUL_MMA(matmul_mma_q8_0, FmtQ8_0)
-MATMUL_MMA(matmul_mma_q4_k, FmtQ4_K)
-MATMUL_MMA(matmul_mma_q5_k, FmtQ5_K)
-MATMUL_MMA(matmul_mma_q6_k, FmtQ6_K)
-MATMUL_MMA(matmul_mma_iq4_nl, FmtIQ4_NL)
-MATMUL_MMA(matmul_mma_nf4, FmtNF4)
-
 // ---- tensor cores, integer: mma.sync m16n8k32 s8 x s8 -> s32 over Q8_1 activations ----
 //
 // Y[t, r] = sum over 32-blocks b of  dw[r,b] * dx[t,b] * sum_k qw[r,k] qx[t,k]
@@ -219,7 +97,7 @@ MATMUL_MMA(matmul_mma_nf4, FmtNF4)
 // scales; each warp owns 32 rows x 32 tokens = 2 x 4 mma tiles.
 // Fragment layouts: PTX ISA, "Matrix fragments for mma.m16n8k32" (.s8): A a0..a3 row g cols
 // 4t..4t+3, a4..a7 row g+8, a8..a11 row g cols 16+4t.., a12..a15 row g+8 cols 16+4t..;
-// B b0..b3 k 4t..4t+3 col g, b4..b7 k 16+4t.. col g; C as for m16n8k16.
+// B b0..b3 k 4t..4t+3 col g, b4..b7 k 16+4t.. col g; C c0, c1 row g cols 2t, 2t+1, c2, c3 row g+8.
 // Requires ncols % 32 == 0 (a whole number of weight and Q8_1 blocks).
 
 #define MMQ_BM 64
@@ -229,6 +107,9 @@ MATMUL_MMA(matmul_mma_nf4, FmtNF4)
 #define MMQ_LD (MMQ_BK + 16)          // bytes per shared row: 36 words, conflict-free fragments
 #define MMQ_THREADS 128
 
+// mma.sync m16n8k32 needs sm_80: on older devices the module must still assemble (it also
+// holds the f32 kernels), so there the mma kernels trap; the host never launches them there
+// (CudaDevice::supports_mma).
 __device__ __forceinline__ void mma_16832_s8(int* c, const int* a, const int* b) {
 #if __CUDA_ARCH__ >= 800
     asm volatile(

@@ -85,7 +85,7 @@ impl CudaDevice {
         &self.arch
     }
 
-    /// Whether the tensor-core `mma.sync` kernels (`matmul_q8_1_mma`, `matmul_f16_mma`) can run:
+    /// Whether the tensor-core `mma.sync` kernel (`matmul_q8_1_mma`) can run:
     /// compute capability 8.0 (Ampere) or newer. Older devices get the f32 tiled kernels.
     pub fn supports_mma(&self) -> bool {
         self.sm >= 80

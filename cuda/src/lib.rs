@@ -11,20 +11,33 @@
 //! `CudaDevice::new` and the first compilation return [`CudaError::NoDriver`] /
 //! [`CudaError::NoNvrtc`]; nothing panics.
 //!
-//! # A decode step with these kernels
-//! hidden x (f32) → `rms_norm_q8_1` → `matvec_q8_1` for Q, K, V → `rope` (positions read from
-//! device memory) → `kv_store_f16` → `attention` (split over the KV range, GQA, optional
-//! sliding window) → `quantize_q8_1` → `matvec_q8_1` with `accumulate = true` (the residual
-//! add) → `rms_norm_q8_1` → `matvec_glu_q8_1` (gate, up and SwiGLU/GeGLU in one launch) →
-//! `quantize_q8_1` → `matvec_q8_1` accumulating → … → final norm → output `matvec_q8_1` →
-//! `argmax`. Record it once with `CudaDevice::capture` and replay the graph every token after
-//! writing the position (and token id, for `get_rows`) with `CudaDevice::write`; the test
-//! `a_decode_layer_graph_matches_the_cpu_layer_over_several_tokens` in `cuda/tests/gpu.rs`
-//! does exactly this. Prefill: `matmul_q8_1_mma` (int8 tensor cores over Q8_1 activations,
-//! Q4_0/Q4_1/Q5_0/Q8_0/IQ4_NL/Q4_K/Q5_K), `matmul` (f32 tiles) or `matmul_f16_mma` (f16 tensor cores)
-//! over [ntok, ncols] activations, and `attention` with `ntok > 1`. The runtime's decode path
-//! also uses the fused `rms_norm_f32_q8_1`, `matvec3_*` (Q, K and V in one launch) and
-//! `rope_kv_store_*` (RoPE from a cos/sin table + KV-cache write, f16 or f32 cache).
+//! # What the runtime calls
+//! `tinyrt`'s CUDA backend (`runtime/src/backend/cuda/`) is the one user of these wrappers.
+//! At load: `upload` of every weight, `repack_q4_0_planar` (a planar copy of each Q4_0 matrix
+//! for 128-bit loads) and `load_all` (every kernel compiled before the first token).
+//!
+//! Decode (one token), recorded and run at the next sync point as one captured graph:
+//! `get_rows` (embedding) → `rms_norm_f32_q8_1` (the normalised row and its Q8_1 copy) →
+//! `matvec3_q8_1` (Q, K and V in one launch) → `rope_kv_store` (RoPE of Q and K from a
+//! cos/sin table, and the KV-cache write, f16 or f32 cache) → `attention_q8_1` (split over
+//! the KV range, GQA, optional sliding window; the combine pass also writes the Q8_1 input of
+//! the output projection) → `matvec_q8_1` with `accumulate` (projection + residual add) →
+//! `rms_norm_f32_q8_1` → `matvec_glu_q8_1` (gate, up and SwiGLU/GeGLU) → `quantize_q8_1` →
+//! `matvec_q8_1` accumulating → … → final norm → output `matvec_q8_1` or
+//! `matvec_q4_0_planar` → `argmax`. Where a fusion does not apply (`TINYRT_CUDA_FUSE=0`,
+//! other shapes or types): `rms_norm`, `quantize_q8_1`, `matvec_q8_1`,
+//! `matvec_q4_0_planar`, `matvec_f32_input` (F32/F16 weights), `rope_cached`, `kv_store`,
+//! `attention`, `swiglu`/`geglu`, `add`.
+//!
+//! Prefill (many tokens), launched at once: `get_rows`, `rms_norm`, `quantize_q8_1` +
+//! `matmul_q8_1_mma` (int8 tensor cores, compute capability 8.0+, the types of
+//! [`Kernel::matmul_mmq`]; `TINYRT_CUDA_MMQ=0` or other types: `matmul`, f32 tiles),
+//! `rope_cached`, `kv_store`, `attention` with `ntok > 1`, `swiglu`/`geglu`, `add`.
+//! Either path, by architecture: `layer_norm`, `add_rows` (biases), `scale`, `gelu`, `copy`.
+//!
+//! Not on those paths: `rms_norm_q8_1` and `rope` (angles computed on the device) serve the
+//! GPU tests' hand-built decode layer (`cuda/tests/gpu/graph.rs`) and `gpu_bench`;
+//! `matvec_q8_1_tpr` is `matvec_q8_1` with a chosen number of threads per row, for the bench.
 //!
 //! Weight formats: see [`WeightType`] (F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K,
 //! IQ4_NL, NF4), as raw GGUF bytes; Q4_0 also in a planar layout for 128-bit loads.

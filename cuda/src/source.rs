@@ -179,17 +179,6 @@ kernels! {
     MatmulQ6_K => ("matmul_q6_k", Matmul, MATMUL_ARGS),
     MatmulIQ4_NL => ("matmul_iq4_nl", Matmul, MATMUL_ARGS),
     MatmulNF4 => ("matmul_nf4", Matmul, MATMUL_ARGS),
-    MatmulMmaF32 => ("matmul_mma_f32", Matmul, MATMUL_ARGS),
-    MatmulMmaF16 => ("matmul_mma_f16", Matmul, MATMUL_ARGS),
-    MatmulMmaQ4_0 => ("matmul_mma_q4_0", Matmul, MATMUL_ARGS),
-    MatmulMmaQ4_1 => ("matmul_mma_q4_1", Matmul, MATMUL_ARGS),
-    MatmulMmaQ5_0 => ("matmul_mma_q5_0", Matmul, MATMUL_ARGS),
-    MatmulMmaQ8_0 => ("matmul_mma_q8_0", Matmul, MATMUL_ARGS),
-    MatmulMmaQ4_K => ("matmul_mma_q4_k", Matmul, MATMUL_ARGS),
-    MatmulMmaQ5_K => ("matmul_mma_q5_k", Matmul, MATMUL_ARGS),
-    MatmulMmaQ6_K => ("matmul_mma_q6_k", Matmul, MATMUL_ARGS),
-    MatmulMmaIQ4_NL => ("matmul_mma_iq4_nl", Matmul, MATMUL_ARGS),
-    MatmulMmaNF4 => ("matmul_mma_nf4", Matmul, MATMUL_ARGS),
     MatmulMmqQ4_0 => ("matmul_mmq_q4_0", Matmul, MATMUL_ARGS),
     MatmulMmqQ4_1 => ("matmul_mmq_q4_1", Matmul, MATMUL_ARGS),
     MatmulMmqQ5_0 => ("matmul_mmq_q5_0", Matmul, MATMUL_ARGS),
@@ -201,18 +190,13 @@ kernels! {
     KvStoreF32 => ("kv_store_f32", Attention, KV_STORE_ARGS),
     AttentionSplit => ("attention_split", Attention, ATTENTION_ARGS),
     AttentionSplitF32 => ("attention_split_f32", Attention, ATTENTION_ARGS),
-    AttentionSplitWide => ("attention_split_wide", Attention, ATTENTION_ARGS),
-    AttentionSplitWideF32 => ("attention_split_wide_f32", Attention, ATTENTION_ARGS),
     AttentionCombine => ("attention_combine", Attention, &[P, P, P, P, I, I, I, I]),
-    Silu => ("silu", Elementwise, UNARY_ARGS),
     Gelu => ("gelu", Elementwise, UNARY_ARGS),
     Swiglu => ("swiglu", Elementwise, BINARY_ARGS),
     Geglu => ("geglu", Elementwise, BINARY_ARGS),
     Add => ("add", Elementwise, BINARY_ARGS),
-    Mul => ("mul", Elementwise, BINARY_ARGS),
     AddRows => ("add_rows", Elementwise, &[P, P, P, I, I]),
     Scale => ("scale", Elementwise, &[P, P, F, I]),
-    SoftmaxRows => ("softmax_rows", Elementwise, &[P, P, I]),
     Argmax => ("argmax", Elementwise, &[P, P, I]),
     GetRowsF32 => ("get_rows_f32", Elementwise, GET_ROWS_ARGS),
     GetRowsF16 => ("get_rows_f16", Elementwise, GET_ROWS_ARGS),
@@ -324,24 +308,8 @@ impl Kernel {
         }
     }
 
-    pub const fn matmul_mma(t: WeightType) -> Kernel {
-        match t {
-            WeightType::F32 => Kernel::MatmulMmaF32,
-            WeightType::F16 => Kernel::MatmulMmaF16,
-            WeightType::Q4_0 => Kernel::MatmulMmaQ4_0,
-            WeightType::Q4_1 => Kernel::MatmulMmaQ4_1,
-            WeightType::Q5_0 => Kernel::MatmulMmaQ5_0,
-            WeightType::Q8_0 => Kernel::MatmulMmaQ8_0,
-            WeightType::Q4_K => Kernel::MatmulMmaQ4_K,
-            WeightType::Q5_K => Kernel::MatmulMmaQ5_K,
-            WeightType::Q6_K => Kernel::MatmulMmaQ6_K,
-            WeightType::IQ4_NL => Kernel::MatmulMmaIQ4_NL,
-            WeightType::NF4 => Kernel::MatmulMmaNF4,
-        }
-    }
-
     /// The int8 tensor-core prefill kernel over Q8_1 activations (`None`: no such kernel for
-    /// the type; use [`Kernel::matmul`] or [`Kernel::matmul_mma`]).
+    /// the type; use [`Kernel::matmul`]).
     pub const fn matmul_mmq(t: WeightType) -> Option<Kernel> {
         Some(match t {
             WeightType::Q4_0 => Kernel::MatmulMmqQ4_0,

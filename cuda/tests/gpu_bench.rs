@@ -342,7 +342,7 @@ fn tinyllama_decode_step(dev: &CudaDevice, pos: usize, copy_gbps: f64) -> Result
                 1.0,
             )?;
             let (k_new, v_new) = (qkv.slice(d..d + kvd), qkv.slice(d + kvd..qkv_rows));
-            dv.kv_store_f16(
+            dv.kv_store::<u16>(
                 &k_new,
                 &v_new,
                 &mut layer.kc,
@@ -401,12 +401,7 @@ fn tinyllama_decode_step(dev: &CudaDevice, pos: usize, copy_gbps: f64) -> Result
     })
 }
 
-fn attention_decode(
-    dev: &CudaDevice,
-    ctx: usize,
-    wide: bool,
-    copy_gbps: f64,
-) -> Result<Row, CudaError> {
+fn attention_decode(dev: &CudaDevice, ctx: usize, copy_gbps: f64) -> Result<Row, CudaError> {
     let (n_head, n_kv, hd) = (32usize, 4usize, 64usize);
     let shape = AttentionShape {
         ntok: 1,
@@ -432,23 +427,12 @@ fn attention_decode(
     let mut out = dev.alloc_zeros::<f32>(n_head * hd)?;
     let mut scratch = dev.alloc_zeros::<f32>(shape.scratch_len())?;
     let us = time_us(dev, 100, |d| {
-        if wide {
-            d.attention_wide(&q, &kc, &vc, &pos, &mut out, &mut scratch, shape, 0.125)
-        } else {
-            d.attention(&q, &kc, &vc, &pos, &mut out, &mut scratch, shape, 0.125)
-        }
+        d.attention(&q, &kc, &vc, &pos, &mut out, &mut scratch, shape, 0.125)
     })?;
     let bytes = 2 * ctx * n_kv * hd * 2;
     let gbps = bytes as f64 / (us * 1e3);
     Ok(Row {
-        bench: format!(
-            "attention decode (f16 KV, {})",
-            if wide {
-                "thread per key"
-            } else {
-                "warp per key"
-            }
-        ),
+        bench: "attention decode (f16 KV, warp per key)".to_string(),
         shape: format!("heads 32/4, hd 64, ctx {ctx}"),
         micros: us,
         gbps: Some(gbps),
@@ -460,7 +444,6 @@ fn attention_decode(
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Prefill {
     F32Tiles,
-    F16Mma,
     /// `quantize_q8_1` of the activations plus `matmul_q8_1_mma` (what the runtime runs).
     Int8Mma,
 }
@@ -479,9 +462,6 @@ fn prefill_matmul(
     let mut xq = dev.alloc_zeros::<u8>(ntok * ncols / 32 * tinyrt_cuda::Q8_1_BLOCK_BYTES)?;
     let mut y = dev.alloc_zeros::<f32>(ntok * nrows)?;
     let us = match kernel {
-        Prefill::F16Mma => time_us(dev, 10, |d| {
-            d.matmul_f16_mma(ty, &w, &x, &mut y, nrows, ncols, ntok)
-        })?,
         Prefill::F32Tiles => time_us(dev, 10, |d| {
             d.matmul(ty, &w, &x, &mut y, nrows, ncols, ntok)
         })?,
@@ -493,7 +473,6 @@ fn prefill_matmul(
     let tflops = 2.0 * (nrows * ncols * ntok) as f64 / (us * 1e6);
     let how = match kernel {
         Prefill::F32Tiles => "f32 FMA tiles",
-        Prefill::F16Mma => "f16 mma.sync",
         Prefill::Int8Mma => "Q8_1 quantize + int8 mma.sync",
     };
     Ok(Row {
@@ -586,14 +565,13 @@ fn gpu_bench() {
         run(tinyllama_decode_step(&dev, pos, copy), "decode step");
     }
     for ctx in [512, 4096, 32768] {
-        for wide in [false, true] {
-            run(attention_decode(&dev, ctx, wide, copy), "attention");
-        }
+        run(attention_decode(&dev, ctx, copy), "attention");
     }
-    for kernel in [Prefill::F32Tiles, Prefill::F16Mma] {
-        for ty in [WeightType::Q4_0, WeightType::Q4_K, WeightType::F16] {
-            run(prefill_matmul(&dev, ty, 5632, 2048, 512, kernel), "matmul");
-        }
+    for ty in [WeightType::Q4_0, WeightType::Q4_K, WeightType::F16] {
+        run(
+            prefill_matmul(&dev, ty, 5632, 2048, 512, Prefill::F32Tiles),
+            "matmul",
+        );
     }
     for ty in [WeightType::Q4_0, WeightType::Q8_0] {
         run(

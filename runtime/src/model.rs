@@ -42,8 +42,9 @@ pub struct LoadOptions {
     /// Kernel ISA of the CPU backend; `None` = the fastest this CPU has ([`Isa::detect`]).
     /// The library reads no environment: see [`LoadOptions::from_env`].
     pub isa: Option<Isa>,
-    /// Convert every matmul weight to this format in memory at load (CPU only; see
-    /// [`CpuWeights::with_requant`]). `None` = use the weights as stored.
+    /// Convert every matmul weight to this format in memory at load (see
+    /// [`CpuWeights::with_requant`]; on CUDA the converted matrices are uploaded, see
+    /// `backend::cuda::requant_matrices`). `None` = use the weights as stored.
     pub requant: Option<QuantFormat>,
 }
 
@@ -134,6 +135,9 @@ pub(crate) struct ModelInner {
     pub(crate) cpu_weights: Arc<CpuWeights>,
     #[cfg(feature = "cuda")]
     pub(crate) cuda_weights: Option<Arc<crate::backend::cuda::CudaWeights>>,
+    /// What `--requant` did when the CUDA backend converted the weights.
+    #[cfg(feature = "cuda")]
+    pub(crate) cuda_requant: Option<RequantReport>,
     pub(crate) file: Arc<GgufFile>,
     pub(crate) isa: Isa,
     pub(crate) threads: usize,
@@ -166,11 +170,6 @@ impl Model {
                     .into(),
             ));
         }
-        if opts.requant.is_some() && opts.device != Device::Cpu {
-            return Err(ModelError::Device(
-                "--requant converts weights for the CPU backend only".into(),
-            ));
-        }
         if let Some(n) = opts.threads {
             check_threads(n).map_err(ModelError::Invalid)?;
         }
@@ -193,14 +192,35 @@ impl Model {
         };
         let table = Arc::new(table);
         #[cfg(feature = "cuda")]
-        let cuda_weights = match cuda_dev {
-            Some(dev) => Some(
-                crate::backend::cuda::CudaWeights::new(dev, Arc::clone(&table))
-                    .map_err(|e| ModelError::Device(format!("--device cuda: {e}")))?,
-            ),
-            None => None,
+        let (cuda_weights, cuda_requant) = match cuda_dev {
+            Some(dev) => {
+                let cuda_err = |e| ModelError::Device(format!("--device cuda: {e}"));
+                let converted = match opts.requant {
+                    Some(fmt) => Some(
+                        crate::backend::cuda::requant_matrices(&table, fmt).map_err(cuda_err)?,
+                    ),
+                    None => None,
+                };
+                let requant = converted
+                    .as_ref()
+                    .zip(opts.requant)
+                    .map(|((slots, _), fmt)| (fmt, slots.as_slice()));
+                let w = crate::backend::cuda::CudaWeights::new(dev, Arc::clone(&table), requant)
+                    .map_err(cuda_err)?;
+                (Some(w), converted.map(|(_, report)| report))
+            }
+            None => (None, None),
         };
-        let cpu_weights = CpuWeights::with_requant(table, isa, opts.requant)?;
+        // On CUDA the converted matrices went to the device; the CPU copy keeps the stored ones.
+        #[cfg(feature = "cuda")]
+        let cpu_requant = if cuda_weights.is_some() {
+            None
+        } else {
+            opts.requant
+        };
+        #[cfg(not(feature = "cuda"))]
+        let cpu_requant = opts.requant;
+        let cpu_weights = CpuWeights::with_requant(table, isa, cpu_requant)?;
         let tokenizer = Tokenizer::from_gguf(file.metadata())?;
         if tokenizer.n_vocab() != config.vocab_size {
             return Err(ModelError::Invalid(format!(
@@ -217,6 +237,8 @@ impl Model {
                 cpu_weights,
                 #[cfg(feature = "cuda")]
                 cuda_weights,
+                #[cfg(feature = "cuda")]
+                cuda_requant,
                 file,
                 isa,
                 threads: opts.threads.unwrap_or_else(physical_cores).max(1),
@@ -235,6 +257,10 @@ impl Model {
 
     /// What `LoadOptions::requant` did, `None` without it.
     pub fn requant_report(&self) -> Option<&RequantReport> {
+        #[cfg(feature = "cuda")]
+        if let Some(r) = &self.inner.cuda_requant {
+            return Some(r);
+        }
         self.inner.cpu_weights.requant_report()
     }
 
