@@ -300,6 +300,18 @@ fn qwen2_tiny_q8_0_matches_llama_cpp() {
     );
 }
 
+/// YaRN end to end (`rope.scaling.type = yarn`, as Qwen2.5/Qwen3 long-context files set it):
+/// the qwen2 fixture with YaRN factor 4 over an original context of 64 against llama.cpp on
+/// the same file (`scripts/make-yarn-golden.sh`). Its logits differ from the plain fixture's by
+/// far more than the tolerance, so a YaRN ignored or misapplied fails here.
+#[test]
+fn qwen2_tiny_yarn_matches_llama_cpp() {
+    let dir = tinyrt_tests::TempDir::new("yarn");
+    let path = dir.path().join("qwen2-tiny-q8_0-yarn.gguf");
+    tinyrt_tests::write_yarn_fixture(&path);
+    check_model(&path, "qwen2-tiny-q8_0-yarn.jsonl", TINY_QUANT);
+}
+
 #[test]
 fn qwen2_tiny_q4_0_matches_llama_cpp() {
     check_model(

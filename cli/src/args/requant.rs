@@ -9,7 +9,7 @@ use crate::error::bad_input;
 
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct RequantArgs {
-    /// Convert every matmul weight to this format in memory at load: nf4 (CPU only).
+    /// Convert every matmul weight to this format in memory at load: nf4.
     #[arg(long, value_name = "FORMAT")]
     pub requant: Option<String>,
 }
