@@ -93,7 +93,7 @@ fn matvec_case(
     let bytes = rows * cols / fmt.block_size() * fmt.type_size();
     let act = k.act_type(fmt).expect("kernel");
     let mut rng = Rng(42);
-    let x: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+    let x: Vec<f32> = (0..cols).map(|_| rng.unit_f32()).collect();
     let mut acts = QuantizedActs::new();
     k.quantize_acts(act, &x, 1, cols, &mut acts)
         .expect("quantize");
@@ -168,7 +168,7 @@ fn bench_matmul(c: &mut Criterion) {
                 }
                 let bytes = rows * cols / fmt.block_size() * fmt.type_size();
                 let mut rng = Rng(5);
-                let x: Vec<f32> = (0..cols * n_tokens).map(|_| rng.unit()).collect();
+                let x: Vec<f32> = (0..cols * n_tokens).map(|_| rng.unit_f32()).collect();
                 let mut acts = QuantizedActs::new();
                 k.quantize_acts(
                     k.act_type(fmt).expect("kernel"),

@@ -33,7 +33,7 @@ fn min_time(budget: Duration, mut f: impl FnMut()) -> Duration {
 
 fn acts_for(k: &Kernels, fmt: QuantFormat, cols: usize, n_tokens: usize) -> QuantizedActs {
     let mut rng = Rng(3);
-    let x: Vec<f32> = (0..cols * n_tokens).map(|_| rng.unit()).collect();
+    let x: Vec<f32> = (0..cols * n_tokens).map(|_| rng.unit_f32()).collect();
     let mut acts = QuantizedActs::new();
     k.quantize_acts(
         k.act_type(fmt).expect("kernel"),

@@ -4,22 +4,8 @@
 
 use tinyrt_kernels::quant::{GgmlType, QuantFormat};
 
-/// SplitMix64: deterministic, fast, good enough for filler data.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    pub fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
+/// The seeded generator of the benchmarks' filler data (the workspace's one generator).
+pub use tinyrt_kernels::rng::SplitMix64 as Rng;
 
 /// Byte offsets of the f16 scale fields of one block (ggml-common.h layouts).
 fn scale_offsets(fmt: QuantFormat) -> &'static [usize] {
@@ -43,17 +29,17 @@ pub fn random_blocks(fmt: QuantFormat, n_blocks: usize, rng: &mut Rng) -> Vec<u8
     match fmt {
         QuantFormat::Ggml(GgmlType::F32) => {
             for c in out.chunks_exact_mut(4) {
-                c.copy_from_slice(&rng.unit().to_le_bytes());
+                c.copy_from_slice(&rng.unit_f32().to_le_bytes());
             }
         }
         QuantFormat::Ggml(GgmlType::F16) => {
             for c in out.chunks_exact_mut(2) {
-                c.copy_from_slice(&half::f16::from_f32(rng.unit()).to_bits().to_le_bytes());
+                c.copy_from_slice(&half::f16::from_f32(rng.unit_f32()).to_bits().to_le_bytes());
             }
         }
         QuantFormat::Ggml(GgmlType::BF16) => {
             for c in out.chunks_exact_mut(2) {
-                c.copy_from_slice(&half::bf16::from_f32(rng.unit()).to_bits().to_le_bytes());
+                c.copy_from_slice(&half::bf16::from_f32(rng.unit_f32()).to_bits().to_le_bytes());
             }
         }
         _ => {
@@ -62,7 +48,7 @@ pub fn random_blocks(fmt: QuantFormat, n_blocks: usize, rng: &mut Rng) -> Vec<u8
             }
             for blk in out.chunks_exact_mut(ts) {
                 for &o in scale_offsets(fmt) {
-                    let d = half::f16::from_f32(rng.unit() * 0.01);
+                    let d = half::f16::from_f32(rng.unit_f32() * 0.01);
                     blk[o..o + 2].copy_from_slice(&d.to_bits().to_le_bytes());
                 }
             }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::{json, Value as Json};
 use tinyrt::kernels::cpu::{ops, Isa};
+use tinyrt::kernels::rng::SplitMix64;
 use tinyrt::kv_cache::KvType;
 use tinyrt::tools::perplexity::{perplexity, PerplexityError, PerplexityOptions, PerplexityResult};
 use tinyrt::{Model, Session, SessionOptions};
@@ -97,20 +98,18 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-/// xorshift64*: the random token ids of the tests (llama-bench uses `std::rand()`).
-pub struct TokenRng(u64);
+/// The random token ids of the tests (llama-bench uses `std::rand()`), from the workspace's
+/// seeded generator.
+pub struct TokenRng(SplitMix64);
 
 impl TokenRng {
     /// The fixed seed every run starts from, so runs feed the same tokens.
     pub fn new() -> TokenRng {
-        TokenRng(0x5eed_1234_abcd_0001)
+        TokenRng(SplitMix64::new(0x5eed_1234_abcd_0001))
     }
 
     pub fn next(&mut self, n_vocab: usize) -> u32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as u32 % n_vocab.max(1) as u32
+        self.0.below(n_vocab as u64) as u32
     }
 }
 
@@ -249,7 +248,7 @@ pub fn measure_perplexity(
     }
     warn_above_trained_context(model, ctx_size);
     let mut session = Session::new(
-        &model,
+        model,
         SessionOptions {
             n_ctx: Some(ctx_size),
             kv_type: settings.kv_type,

@@ -39,16 +39,9 @@ fn info_rejects_unreadable_and_malformed_models_with_exit_2() {
     let empty = dir.write("empty.gguf", &[]);
     assert_bad_input(&tinyrt(&["info", empty.to_str().unwrap()]), "empty file");
 
-    // Deterministic pseudo-random bytes (xorshift), with and without a valid magic.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut random: Vec<u8> = (0..4096)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    // Deterministic pseudo-random bytes, with and without a valid magic.
+    let mut rng = tinyrt::kernels::rng::SplitMix64::new(0x9E37_79B9_7F4A_7C15);
+    let mut random: Vec<u8> = (0..4096).map(|_| rng.next_u64() as u8).collect();
     let noise = dir.write("noise.gguf", &random);
     assert_bad_input(&tinyrt(&["info", noise.to_str().unwrap()]), "random bytes");
     random[..8].copy_from_slice(b"GGUF\x03\0\0\0");

@@ -9,3 +9,4 @@
 pub mod alloc;
 pub mod cpu;
 pub mod quant;
+pub mod rng;

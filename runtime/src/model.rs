@@ -6,11 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::arch::{self, ArchError, Architecture};
-use crate::backend::cpu::{CpuBackend, CpuError, CpuWeights, RequantReport};
+use crate::backend::cpu::{CpuBackend, CpuError, CpuWeights};
+use crate::backend::requant::RequantReport;
 use crate::backend::{Backend, WeightTable};
 use crate::config::{ConfigError, ModelConfig};
 use crate::gguf::{GgufError, GgufFile};
-use crate::kernels::cpu::Isa;
+use crate::kernels::cpu::{Isa, ThreadPool};
 use crate::kernels::quant::QuantFormat;
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
@@ -37,14 +38,16 @@ impl std::str::FromStr for Device {
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     pub device: Device,
-    /// Worker threads of the CPU backend; `None` = the number of physical cores.
+    /// Worker threads of the model's pool (the CPU backend of all its sessions, and the
+    /// conversion at load); `None` = the number of physical cores
+    /// ([`ThreadPool::default_threads`], the one place that decides the default).
     pub threads: Option<usize>,
     /// Kernel ISA of the CPU backend; `None` = the fastest this CPU has ([`Isa::detect`]).
     /// The library reads no environment: see [`LoadOptions::from_env`].
     pub isa: Option<Isa>,
     /// Convert every matmul weight to this format in memory at load (see
-    /// [`CpuWeights::with_requant`]; on CUDA the converted matrices are uploaded, see
-    /// `backend::cuda::requant_matrices`). `None` = use the weights as stored.
+    /// [`crate::backend::requant`]: on the CPU the converted matrices replace the stored ones
+    /// in every product, on CUDA they are uploaded). `None` = use the weights as stored.
     pub requant: Option<QuantFormat>,
 }
 
@@ -104,31 +107,6 @@ pub fn check_threads(n: usize) -> Result<(), String> {
     }
 }
 
-/// The number of physical cores (logical CPUs when that cannot be told).
-pub fn physical_cores() -> usize {
-    let logical = logical_cpus();
-    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
-        return logical;
-    };
-    let mut cores = std::collections::HashSet::new();
-    let mut phys = "";
-    for line in info.lines() {
-        let mut kv = line.splitn(2, ':').map(str::trim);
-        match (kv.next(), kv.next()) {
-            (Some("physical id"), Some(v)) => phys = v,
-            (Some("core id"), Some(v)) => {
-                cores.insert((phys.to_string(), v.to_string()));
-            }
-            _ => {}
-        }
-    }
-    if cores.is_empty() {
-        logical
-    } else {
-        cores.len().min(logical)
-    }
-}
-
 pub(crate) struct ModelInner {
     pub(crate) config: ModelConfig,
     pub(crate) arch: Box<dyn Architecture>,
@@ -140,7 +118,8 @@ pub(crate) struct ModelInner {
     pub(crate) cuda_requant: Option<RequantReport>,
     pub(crate) file: Arc<GgufFile>,
     pub(crate) isa: Isa,
-    pub(crate) threads: usize,
+    /// The model's threads, shared by its sessions (sized by `LoadOptions::threads`).
+    pub(crate) pool: Arc<ThreadPool>,
     pub(crate) tokenizer: Tokenizer,
 }
 
@@ -191,13 +170,22 @@ impl Model {
             None => Isa::detect(),
         };
         let table = Arc::new(table);
+        let threads = opts
+            .threads
+            .unwrap_or_else(ThreadPool::default_threads)
+            .max(1);
+        let pool = Arc::new(
+            ThreadPool::new(threads)
+                .map_err(|e| ModelError::Cpu(CpuError::Threads(e.to_string())))?,
+        );
         #[cfg(feature = "cuda")]
         let (cuda_weights, cuda_requant) = match cuda_dev {
             Some(dev) => {
                 let cuda_err = |e| ModelError::Device(format!("--device cuda: {e}"));
                 let converted = match opts.requant {
                     Some(fmt) => Some(
-                        crate::backend::cuda::requant_matrices(&table, fmt).map_err(cuda_err)?,
+                        crate::backend::cuda::requant_matrices(&table, fmt, &pool)
+                            .map_err(cuda_err)?,
                     ),
                     None => None,
                 };
@@ -220,7 +208,7 @@ impl Model {
         };
         #[cfg(not(feature = "cuda"))]
         let cpu_requant = opts.requant;
-        let cpu_weights = CpuWeights::with_requant(table, isa, cpu_requant)?;
+        let cpu_weights = CpuWeights::with_requant(table, isa, cpu_requant, &pool)?;
         let tokenizer = Tokenizer::from_gguf(file.metadata())?;
         if tokenizer.n_vocab() != config.vocab_size {
             return Err(ModelError::Invalid(format!(
@@ -241,7 +229,7 @@ impl Model {
                 cuda_requant,
                 file,
                 isa,
-                threads: opts.threads.unwrap_or_else(physical_cores).max(1),
+                pool,
             }),
         })
     }
@@ -269,8 +257,9 @@ impl Model {
         self.inner.isa
     }
 
+    /// Threads of the model's pool.
     pub fn threads(&self) -> usize {
-        self.inner.threads
+        self.inner.pool.n_threads()
     }
 
     /// The model's tokenizer (from its `tokenizer.ggml.*` metadata).
@@ -302,7 +291,7 @@ impl Model {
         let cpu: Box<dyn Backend> = Box::new(CpuBackend::new(
             Arc::clone(&self.inner.cpu_weights),
             self.inner.isa,
-            self.inner.threads,
+            Arc::clone(&self.inner.pool),
         )?);
         // Debugging aid: every op's output written to a folder (see backend/dump.rs).
         match std::env::var_os("TINYRT_DUMP") {

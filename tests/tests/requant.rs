@@ -20,7 +20,7 @@ fn load(path: &std::path::Path, requant: Option<QuantFormat>) -> Model {
 const REL_RMS_BOUND: f64 = 0.35;
 
 fn all_logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
-    let mut s = Session::new(&model, SessionOptions::default()).unwrap();
+    let mut s = Session::new(model, SessionOptions::default()).unwrap();
     s.feed_all(tokens).unwrap()
 }
 
@@ -79,7 +79,7 @@ fn perplexity_4_chunks(model: &Model) -> f64 {
         n_vocab: model.config().vocab_size,
     };
     let mut session = Session::new(
-        &model,
+        model,
         SessionOptions {
             n_ctx: Some(256),
             ..SessionOptions::default()

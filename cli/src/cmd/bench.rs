@@ -89,7 +89,7 @@ fn ttft_prompt(model: &Model) -> Result<Vec<u32>> {
 fn first_token(model: &Model, kv_type: KvType) -> Result<usize> {
     let prompt = ttft_prompt(model)?;
     let mut session = Session::new(
-        &model,
+        model,
         SessionOptions {
             kv_type,
             ..SessionOptions::default()

@@ -13,6 +13,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod dump;
+pub mod requant;
 mod weights;
 
 pub use weights::{WeightEntry, WeightError, WeightTable};

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use tinyrt_kernels::quant::{self, GgmlType};
 
 use crate::gguf::{Array, GgufFile, Metadata, Value};
+use crate::kernels::rng::SplitMix64;
 use crate::tools::quantize::{
     GgufStreamWriter, ModelFacts, QuantizeError, Target, TensorPlan, TypeChooser,
 };
@@ -358,7 +359,7 @@ pub fn synthetic_tokenizer(n_vocab: u64, seed: u64) -> Result<Metadata, Quantize
     while (tokens.len() as u64) < n_vocab {
         attempts += 1;
         let pick = |rng: &mut SplitMix64| -> usize {
-            let r = rng.next();
+            let r = rng.next_u64();
             if r % 10 < 8 || attempts > 64 * n_vocab {
                 preferred[(r >> 8) as usize % preferred.len()]
             } else {
@@ -530,10 +531,10 @@ fn tensor_data(plan: &TensorPlan, init: Init, seed: u64, t: u64) -> Result<Vec<u
                 .for_each(|(r, dst)| {
                     let mut rng = SplitMix64(stream_seed(seed, t, (r as u64) | 1 << 62));
                     for block in dst.chunks_exact_mut(block_bytes) {
-                        let x = rng.next();
+                        let x = rng.next_u64();
                         let p = (x % n_pool_blocks) as usize;
                         block.copy_from_slice(&pool[p * block_bytes..(p + 1) * block_bytes]);
-                        let factor = 0.5 + (rng.next() >> 40) as f32 / (1u64 << 24) as f32;
+                        let factor = 0.5 + (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
                         scales.apply(block, factor);
                     }
                 });
@@ -621,24 +622,10 @@ fn block_scales(ty: GgmlType) -> Option<BlockScales> {
     Some(BlockScales { offsets, encoding })
 }
 
-/// SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators",
-/// OOPSLA 2014): one 64-bit state, good enough for random weights and fast.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 fn stream_seed(seed: u64, tensor: u64, row: u64) -> u64 {
     let mut s = SplitMix64(seed ^ tensor.wrapping_mul(0xd1b5_4a32_d192_ed03));
     s.0 ^= row.wrapping_mul(0x8cb9_2ba7_2f3d_8dd7);
-    s.next()
+    s.next_u64()
 }
 
 /// Fills `out` with ≈ N(0, std²) values: the Irwin–Hall sum of four 16-bit uniforms (mean 2,
@@ -647,7 +634,7 @@ fn fill_normal(out: &mut [f32], std: f32, seed: u64) {
     let mut rng = SplitMix64(seed);
     let scale = std * 3f32.sqrt() / 65536.0;
     for x in out.iter_mut() {
-        let r = rng.next();
+        let r = rng.next_u64();
         let sum = (r & 0xffff) + ((r >> 16) & 0xffff) + ((r >> 32) & 0xffff) + (r >> 48);
         *x = (sum as f32 - 131_070.0) * scale;
     }

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use tinyrt_cuda::{CudaDevice, CudaError, DeviceBuffer, WeightType};
 
-use crate::backend::cpu::RequantReport;
-use crate::backend::{WeightEntry, WeightId, WeightTable};
+use crate::backend::requant::{self, Converted, RequantReport};
+use crate::backend::{WeightId, WeightTable};
+use crate::kernels::cpu::pool::ThreadPool;
 use crate::kernels::quant::{self, GgmlType, QuantFormat};
 
 /// Errors preparing weights for the GPU.
@@ -17,6 +18,8 @@ pub enum CudaBackendError {
     UnsupportedType { name: String, ty: GgmlType },
     #[error("the CUDA backend cannot convert weights to {0}")]
     UnsupportedRequant(QuantFormat),
+    #[error("converting the weights: {0}")]
+    Requant(String),
 }
 
 /// How one registered tensor is stored on the device.
@@ -49,101 +52,19 @@ pub fn cuda_format(fmt: QuantFormat) -> Option<WeightType> {
     }
 }
 
-/// The matrices a matrix product reads: every registered tensor of more than one row, except
-/// the token embedding when a separate `output.weight` exists (then it is only looked up).
-/// The same choice as the CPU backend's `--requant` (`CpuWeights::with_requant`).
-fn is_matmul_weight(table: &WeightTable, e: &WeightEntry) -> bool {
-    e.rows() > 1
-        && !(e.name == "token_embd.weight"
-            && table.entries().iter().any(|o| o.name == "output.weight"))
-}
-
-/// The output head (`output.weight`, or the token embedding it is tied to), kept as stored
-/// by `--requant` on either backend.
-fn is_output_head(table: &WeightTable, e: &WeightEntry) -> bool {
-    e.name == "output.weight"
-        || (e.name == "token_embd.weight"
-            && !table.entries().iter().any(|o| o.name == "output.weight"))
-}
-
-/// Per registered tensor, its bytes converted by `--requant` (`None`: kept as stored).
-pub type Converted = Vec<Option<Vec<u8>>>;
-
-/// `--requant` on the host for the CUDA backend: every matmul weight but the output head whose
-/// row length is a whole number of `fmt` blocks, dequantized to f32 row by row and quantized
-/// with the kernels' quantizer (what the CPU backend does), in parallel. Per tensor: the
-/// converted bytes, or `None` (kept as stored).
+/// `--requant` for the CUDA backend: the conversion every backend shares
+/// ([`crate::backend::requant::requant_matrices`]), on the host, admitting only what the CUDA
+/// kernels of `fmt` can hold. Per tensor: the converted bytes, or `None` (kept as stored).
 pub fn requant_matrices(
     table: &WeightTable,
     fmt: QuantFormat,
+    pool: &ThreadPool,
 ) -> Result<(Converted, RequantReport), CudaBackendError> {
-    use rayon::prelude::*;
     let Some(wt) = cuda_format(fmt).filter(|_| fmt.is_supported()) else {
         return Err(CudaBackendError::UnsupportedRequant(fmt));
     };
-    let block = fmt.block_size();
-    let mut report = RequantReport {
-        format: fmt,
-        converted: 0,
-        kept: Vec::new(),
-        head: None,
-        bytes_before: 0,
-        bytes_after: 0,
-        bytes_f16: 0,
-    };
-    let mut todo = Vec::new();
-    for (i, e) in table.entries().iter().enumerate() {
-        if !is_matmul_weight(table, e) {
-            continue;
-        }
-        let stored = table.data(WeightId(i as u32)).len() as u64;
-        report.bytes_before += stored;
-        report.bytes_f16 += 2 * e.numel() as u64;
-        if is_output_head(table, e) {
-            report.bytes_after += stored;
-            report.head = Some(e.name.clone());
-        } else if e.cols() % block == 0 && wt.row_bytes(e.cols()).is_some() {
-            todo.push(i);
-        } else {
-            report.bytes_after += stored;
-            report.kept.push(e.name.clone());
-        }
-    }
-    let converted: Vec<(usize, Result<Vec<u8>, CudaBackendError>)> = todo
-        .par_iter()
-        .map(|&i| {
-            let id = WeightId(i as u32);
-            let e = table.entry(id);
-            let src = table.data(id);
-            let (cols, rows) = (e.cols(), e.rows());
-            let src_row = src.len() / rows;
-            let dst_row = cols / block * fmt.type_size();
-            let mut out = vec![0u8; rows * dst_row];
-            let unsupported = || CudaBackendError::UnsupportedType {
-                name: e.name.clone(),
-                ty: e.ty,
-            };
-            let r = out
-                .par_chunks_mut(dst_row)
-                .zip(src.par_chunks(src_row))
-                .try_for_each_init(
-                    || vec![0.0f32; cols],
-                    |row, (dst, s)| {
-                        quant::dequantize(e.ty, s, row).map_err(|_| unsupported())?;
-                        quant::quantize_format(fmt, row, dst).map_err(|_| unsupported())
-                    },
-                );
-            (i, r.map(|()| out))
-        })
-        .collect();
-    let mut slots = vec![None; table.entries().len()];
-    report.converted = converted.len();
-    for (i, data) in converted {
-        let data = data?;
-        report.bytes_after += data.len() as u64;
-        slots[i] = Some(data);
-    }
-    Ok((slots, report))
+    requant::requant_matrices(table, fmt, pool, |e| wt.row_bytes(e.cols()).is_some())
+        .map_err(|e| CudaBackendError::Requant(e.to_string()))
 }
 
 /// How tensor `i` is uploaded and the bytes that go up: the converted matrix when `requant`
@@ -299,13 +220,15 @@ mod tests {
     fn requant_to_nf4_uploads_nf4_matrices_converted_like_the_cpu_backend() {
         for name in ["llama-tiny-q8_0.gguf", "qwen2-tiny-q4_0.gguf"] {
             let table = fixture_table(name);
-            let (slots, report) = requant_matrices(&table, QuantFormat::Nf4).unwrap();
+            let pool = ThreadPool::new(2).unwrap();
+            let (slots, report) = requant_matrices(&table, QuantFormat::Nf4, &pool).unwrap();
             // The same choice of matrices and the same sizes as the CPU backend's requant.
-            let isa = crate::kernels::cpu::Isa::default_for_process();
+            let isa = crate::kernels::cpu::Isa::detect();
             if let Ok(cpu) = crate::backend::cpu::CpuWeights::with_requant(
                 Arc::clone(&table),
                 isa,
                 Some(QuantFormat::Nf4),
+                &pool,
             ) {
                 assert_eq!(Some(&report), cpu.requant_report(), "{name}");
             }
@@ -365,7 +288,11 @@ mod tests {
     fn requant_to_a_format_without_cuda_kernels_is_refused() {
         let table = fixture_table("llama-tiny-q8_0.gguf");
         assert!(matches!(
-            requant_matrices(&table, QuantFormat::Ggml(GgmlType::Q5_1)),
+            requant_matrices(
+                &table,
+                QuantFormat::Ggml(GgmlType::Q5_1),
+                &ThreadPool::new(1).unwrap()
+            ),
             Err(CudaBackendError::UnsupportedRequant(_))
         ));
     }

@@ -4,258 +4,22 @@
 //! rope frequency factors) are copied to f32 once per model. Activation buffers and the KV
 //! cache are allocated once per session.
 
+mod kv;
+mod weights;
+
+pub use kv::{CpuKvCache, KvRows};
+pub use weights::{CpuError, CpuWeights};
+
 use std::sync::Arc;
 
-use super::{AttnParams, Backend, BufId, RopeParams, WeightId, WeightTable};
+use super::{AttnParams, Backend, BufId, RopeParams, WeightId};
 use crate::kernels::cpu::matmul::{MatmulJob, QMatrix, QuantizedActs};
 use crate::kernels::cpu::ops::{self, par_rows_mut, KvView, RopeCache};
 use crate::kernels::cpu::pool::ThreadPool;
 use crate::kernels::cpu::{Isa, Kernels};
-use crate::kernels::quant::{self, GgmlType, QuantFormat};
-use crate::kv_cache::{CpuKvCache, KvCacheSpec};
-
-/// Errors preparing weights for the CPU.
-#[derive(Debug, thiserror::Error)]
-pub enum CpuError {
-    #[error("tensor {name} has type {ty}, which the CPU backend does not support")]
-    UnsupportedType { name: String, ty: GgmlType },
-    #[error("this CPU cannot run the {0} kernels")]
-    Isa(&'static str),
-    #[error("the CPU backend cannot convert weights to {0}")]
-    UnsupportedRequant(QuantFormat),
-    #[error("cannot start the worker threads: {0}")]
-    Threads(String),
-}
-
-/// A model's weights as the CPU backend uses them; shared by every session.
-pub struct CpuWeights {
-    table: Arc<WeightTable>,
-    /// f32 copies of single-row tensors (norm weights, biases, frequency factors).
-    vectors: Vec<Option<Vec<f32>>>,
-    /// Matmul weights converted at load (`--requant`): they replace the mapped bytes in
-    /// every matrix product; embedding lookups still read the mapped original.
-    requant: Vec<Option<OwnedMatrix>>,
-    report: Option<RequantReport>,
-}
-
-/// A matrix converted at load: its format and bytes.
-type OwnedMatrix = (QuantFormat, Vec<u8>);
-
-/// What converting the matmul weights at load did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequantReport {
-    pub format: QuantFormat,
-    /// Matrices converted.
-    pub converted: usize,
-    /// Matmul weights kept as stored (row length not a whole number of blocks).
-    pub kept: Vec<String>,
-    /// The output head, kept as stored (see [`CpuWeights::with_requant`]).
-    pub head: Option<String>,
-    /// Resident bytes of all matmul weights as stored in the file.
-    pub bytes_before: u64,
-    /// Resident bytes of all matmul weights after the conversion.
-    pub bytes_after: u64,
-    /// What all matmul weights would take as f16.
-    pub bytes_f16: u64,
-}
-
-impl std::fmt::Display for RequantReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        let saved = 100.0 * (1.0 - self.bytes_after as f64 / self.bytes_f16.max(1) as f64);
-        write!(
-            f,
-            "requant {}: {} matrices, matmul weights {:.1} MiB (as stored {:.1} MiB; f16 would be {:.1} MiB, saved {:.0}%)",
-            self.format.name().to_ascii_lowercase(),
-            self.converted,
-            mib(self.bytes_after),
-            mib(self.bytes_before),
-            mib(self.bytes_f16),
-            saved
-        )?;
-        if let Some(h) = &self.head {
-            write!(f, "; output head {h} kept as stored")?;
-        }
-        if !self.kept.is_empty() {
-            write!(
-                f,
-                "; kept as stored (row length not a multiple of {}): {}",
-                self.format.block_size(),
-                self.kept.join(", ")
-            )?;
-        }
-        Ok(())
-    }
-}
-
-impl CpuWeights {
-    /// Check every tensor against the kernels of `isa` and copy the vectors out.
-    pub fn new(table: Arc<WeightTable>, isa: Isa) -> Result<Arc<CpuWeights>, CpuError> {
-        Self::with_requant(table, isa, None)
-    }
-
-    /// [`CpuWeights::new`], and with `requant` every matmul weight whose row length is a whole
-    /// number of `requant` blocks is converted to it in memory (dequantized to f32 row by row,
-    /// then quantized with the kernels' quantizer), in parallel; like
-    /// bitsandbytes' `load_in_4bit` for [`QuantFormat::Nf4`].
-    /// The output head (`output.weight` or the tied token embedding) is kept as stored, as
-    /// bitsandbytes keeps `lm_head`: it is the most sensitive matrix, and a tied embedding
-    /// would otherwise be held twice. Embedding lookups always read the stored original.
-    pub fn with_requant(
-        table: Arc<WeightTable>,
-        isa: Isa,
-        requant: Option<QuantFormat>,
-    ) -> Result<Arc<CpuWeights>, CpuError> {
-        let kernels = Kernels::get(isa).ok_or(CpuError::Isa(isa.name()))?;
-        let mut vectors = Vec::with_capacity(table.entries().len());
-        for (i, e) in table.entries().iter().enumerate() {
-            let usable = if e.rows() == 1 {
-                quant::is_supported(e.ty)
-            } else {
-                // Matrices are multiplied (and embedding rows dequantized).
-                kernels.act_type(e.ty).is_some() && quant::is_supported(e.ty)
-            };
-            if !usable {
-                return Err(CpuError::UnsupportedType {
-                    name: e.name.clone(),
-                    ty: e.ty,
-                });
-            }
-            if e.rows() == 1 {
-                let mut v = vec![0.0f32; e.cols()];
-                dequantize_row(e.ty, table.data(WeightId(i as u32)), &mut v);
-                vectors.push(Some(v));
-            } else {
-                vectors.push(None);
-            }
-        }
-        let (requant, report) = match requant {
-            Some(fmt) => {
-                if kernels.act_type(fmt).is_none() || !fmt.is_supported() {
-                    return Err(CpuError::UnsupportedRequant(fmt));
-                }
-                let (r, rep) = requant_matrices(&table, fmt);
-                (r, Some(rep))
-            }
-            None => (vec![None; table.entries().len()], None),
-        };
-        Ok(Arc::new(CpuWeights {
-            table,
-            vectors,
-            requant,
-            report,
-        }))
-    }
-
-    /// What `--requant` did, `None` without it.
-    pub fn requant_report(&self) -> Option<&RequantReport> {
-        self.report.as_ref()
-    }
-
-    fn vector(&self, id: WeightId) -> &[f32] {
-        self.vectors[id.0 as usize]
-            .as_deref()
-            .expect("weight used as a vector is a matrix")
-    }
-
-    /// The format and bytes a matrix product reads for `id`.
-    fn matrix(&self, id: WeightId) -> (QuantFormat, &[u8]) {
-        match &self.requant[id.0 as usize] {
-            Some((fmt, data)) => (*fmt, data),
-            None => (
-                QuantFormat::Ggml(self.table.entry(id).ty),
-                self.table.data(id),
-            ),
-        }
-    }
-}
-
-/// The matrices a matrix product reads: every registered tensor of more than one row, except
-/// the token embedding when a separate `output.weight` exists (then it is only looked up).
-fn is_matmul_weight(table: &WeightTable, e: &crate::backend::WeightEntry) -> bool {
-    e.rows() > 1
-        && !(e.name == "token_embd.weight"
-            && table.entries().iter().any(|o| o.name == "output.weight"))
-}
-
-/// The output head (`output.weight`, or the token embedding it is tied to): like
-/// bitsandbytes' `load_in_4bit`, which skips `lm_head`, requant keeps it as stored. Measured on
-/// SmolLM2-135M Q4_1 (4 chunks of 256, NF4 then in blocks of 64 with absmax scales):
-/// converting its Q8_0 tied head too gave perplexity 29.1 against 25.6 without it (19.3 as
-/// stored).
-fn is_output_head(table: &WeightTable, e: &crate::backend::WeightEntry) -> bool {
-    e.name == "output.weight"
-        || (e.name == "token_embd.weight"
-            && !table.entries().iter().any(|o| o.name == "output.weight"))
-}
-
-/// Convert the matmul weights of `table` to `fmt` (see [`CpuWeights::with_requant`]).
-fn requant_matrices(
-    table: &WeightTable,
-    fmt: QuantFormat,
-) -> (Vec<Option<OwnedMatrix>>, RequantReport) {
-    use rayon::prelude::*;
-    let block = fmt.block_size();
-    let mut report = RequantReport {
-        format: fmt,
-        converted: 0,
-        kept: Vec::new(),
-        head: None,
-        bytes_before: 0,
-        bytes_after: 0,
-        bytes_f16: 0,
-    };
-    let mut todo = Vec::new();
-    for (i, e) in table.entries().iter().enumerate() {
-        if !is_matmul_weight(table, e) {
-            continue;
-        }
-        let stored = table.data(WeightId(i as u32)).len() as u64;
-        report.bytes_before += stored;
-        report.bytes_f16 += 2 * e.numel() as u64;
-        if is_output_head(table, e) {
-            report.bytes_after += stored;
-            report.head = Some(e.name.clone());
-        } else if e.cols() % block == 0 {
-            todo.push(i);
-        } else {
-            report.bytes_after += stored;
-            report.kept.push(e.name.clone());
-        }
-    }
-    let converted: Vec<(usize, Vec<u8>)> = todo
-        .par_iter()
-        .map(|&i| {
-            let id = WeightId(i as u32);
-            let e = table.entry(id);
-            let src = table.data(id);
-            let (cols, rows) = (e.cols(), e.rows());
-            let src_row = src.len() / rows;
-            let dst_row = cols / block * fmt.type_size();
-            let mut out = vec![0u8; rows * dst_row];
-            out.par_chunks_mut(dst_row)
-                .zip(src.par_chunks(src_row))
-                .for_each_init(
-                    || vec![0.0f32; cols],
-                    |row, (dst, s)| {
-                        dequantize_row(e.ty, s, row);
-                        // The row length is a whole number of blocks (checked above).
-                        if let Err(err) = quant::quantize_format(fmt, row, dst) {
-                            panic!("requant {} to {fmt}: {err}", e.name);
-                        }
-                    },
-                );
-            (i, out)
-        })
-        .collect();
-    let mut slots = vec![None; table.entries().len()];
-    report.converted = converted.len();
-    for (i, data) in converted {
-        report.bytes_after += data.len() as u64;
-        slots[i] = Some((fmt, data));
-    }
-    (slots, report)
-}
+use crate::kernels::quant::GgmlType;
+use crate::kv_cache::KvCacheSpec;
+use weights::dequantize_row;
 
 struct Buf {
     cols: usize,
@@ -289,7 +53,7 @@ pub struct CpuBackend {
     w: Arc<CpuWeights>,
     isa: Isa,
     kernels: &'static Kernels,
-    pool: ThreadPool,
+    pool: Arc<ThreadPool>,
     /// The current matmul input converted for each activation type in use.
     acts: Vec<QuantizedActs>,
     bufs: Vec<Buf>,
@@ -302,18 +66,16 @@ pub struct CpuBackend {
     act_types: Vec<GgmlType>,
 }
 
-/// Dequantize one row; the type was checked by [`CpuWeights::new`] and the length by the
-/// weight table, so a failure is a bug.
-fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
-    if let Err(e) = quant::dequantize(ty, src, out) {
-        panic!("dequantize {ty}: {e}");
-    }
-}
-
 impl CpuBackend {
-    pub fn new(w: Arc<CpuWeights>, isa: Isa, threads: usize) -> Result<CpuBackend, CpuError> {
+    /// A session's backend over the model's weights and thread pool (shared by every session
+    /// of the model: two sessions computing at once take turns on its threads instead of
+    /// oversubscribing the cores).
+    pub fn new(
+        w: Arc<CpuWeights>,
+        isa: Isa,
+        pool: Arc<ThreadPool>,
+    ) -> Result<CpuBackend, CpuError> {
         let kernels = Kernels::get(isa).ok_or(CpuError::Isa(isa.name()))?;
-        let pool = ThreadPool::new(threads.max(1)).map_err(|e| CpuError::Threads(e.to_string()))?;
         Ok(CpuBackend {
             w,
             isa,
@@ -420,7 +182,7 @@ impl Backend for CpuBackend {
         let (wv, isa) = (self.weights(), self.isa);
         let g = wv.vector(w);
         // Element-wise ops of a batch run on the pool (`par_rows_mut` keeps small ones serial).
-        let pool = &self.pool;
+        let pool = &*self.pool;
         if x == out {
             let b = &mut self.bufs[x.0 as usize];
             let cols = b.cols;
@@ -471,7 +233,7 @@ impl Backend for CpuBackend {
         debug_assert_eq!(g.len(), head_dim);
         let b = &mut self.bufs[x.0 as usize];
         let cols = b.cols;
-        par_rows_mut(&self.pool, &mut b.data[..n * cols], cols, &|_, rows| {
+        par_rows_mut(&*self.pool, &mut b.data[..n * cols], cols, &|_, rows| {
             ops::rms_norm_inplace(isa, rows, g, eps)
         });
     }
@@ -505,7 +267,7 @@ impl Backend for CpuBackend {
                     let i = done.len() - 1;
                     let xb = &self.bufs[x.0 as usize];
                     let acts = &mut self.acts[i];
-                    let pool = Some(&self.pool);
+                    let pool = Some(&*self.pool);
                     if let Err(err) =
                         kernels.quantize_acts_on(pool, act, xb.rows(n), n, xb.cols, acts)
                     {
@@ -558,7 +320,7 @@ impl Backend for CpuBackend {
         let (s, d) = (src.0 as usize, dst.0 as usize);
         let (sb, db) = pair_mut(&mut self.bufs, s, d);
         let (cols, src) = (sb.cols, sb.rows(n));
-        par_rows_mut(&self.pool, db.rows_mut(n), cols, &|r0, rows| {
+        par_rows_mut(&*self.pool, db.rows_mut(n), cols, &|r0, rows| {
             ops::add_inplace(isa, rows, &src[r0 * cols..r0 * cols + rows.len()])
         });
     }
@@ -567,7 +329,7 @@ impl Backend for CpuBackend {
         let isa = self.isa;
         let b = &mut self.bufs[x.0 as usize];
         let cols = b.cols;
-        par_rows_mut(&self.pool, &mut b.data[..n * cols], cols, &|_, rows| {
+        par_rows_mut(&*self.pool, &mut b.data[..n * cols], cols, &|_, rows| {
             ops::scale_inplace(isa, rows, s)
         });
     }
@@ -589,7 +351,7 @@ impl Backend for CpuBackend {
         let cache = &self.rope_caches[ci].1;
         let buf = &mut self.bufs[x.0 as usize];
         let row = n_heads * head_dim;
-        par_rows_mut(&self.pool, &mut buf.data[..n * row], row, &|r0, rows| {
+        par_rows_mut(&*self.pool, &mut buf.data[..n * row], row, &|r0, rows| {
             let pos = &positions[r0..r0 + rows.len() / row];
             ops::rope(isa, rows, n_heads, head_dim, pos, cache)
         });
@@ -643,7 +405,7 @@ impl Backend for CpuBackend {
             pos0,
             &params,
             &mut ob.data[..n * width],
-            &self.pool,
+            &*self.pool,
         );
         self.kv = Some(kv);
     }
@@ -653,7 +415,7 @@ impl Backend for CpuBackend {
         let (u, g) = (up.0 as usize, gate.0 as usize);
         let (ub, gb) = pair_mut(&mut self.bufs, u, g);
         let (cols, up) = (ub.cols, ub.rows(n));
-        par_rows_mut(&self.pool, gb.rows_mut(n), cols, &|r0, rows| {
+        par_rows_mut(&*self.pool, gb.rows_mut(n), cols, &|r0, rows| {
             ops::swiglu_inplace(isa, rows, &up[r0 * cols..r0 * cols + rows.len()])
         });
     }
@@ -663,7 +425,7 @@ impl Backend for CpuBackend {
         let (u, g) = (up.0 as usize, gate.0 as usize);
         let (ub, gb) = pair_mut(&mut self.bufs, u, g);
         let (cols, up) = (ub.cols, ub.rows(n));
-        par_rows_mut(&self.pool, gb.rows_mut(n), cols, &|r0, rows| {
+        par_rows_mut(&*self.pool, gb.rows_mut(n), cols, &|r0, rows| {
             ops::geglu_tanh_inplace(isa, rows, &up[r0 * cols..r0 * cols + rows.len()])
         });
     }
@@ -672,7 +434,7 @@ impl Backend for CpuBackend {
         let isa = self.isa;
         let b = &mut self.bufs[x.0 as usize];
         let cols = b.cols;
-        par_rows_mut(&self.pool, &mut b.data[..n * cols], cols, &|_, rows| {
+        par_rows_mut(&*self.pool, &mut b.data[..n * cols], cols, &|_, rows| {
             ops::gelu_tanh_inplace(isa, rows)
         });
     }

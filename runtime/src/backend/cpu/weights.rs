@@ -1,0 +1,144 @@
+//! A model's weights as the CPU backend reads them: the mapped tensors checked against the
+//! kernels of the model's ISA, vectors copied to f32, and the matrices `--requant` converted.
+
+use std::sync::Arc;
+
+use super::super::requant::{requant_matrices, RequantReport};
+use super::super::{WeightId, WeightTable};
+use crate::kernels::cpu::pool::ThreadPool;
+use crate::kernels::cpu::{Isa, Kernels};
+use crate::kernels::quant::{self, GgmlType, QuantFormat};
+
+/// Errors preparing weights for the CPU.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuError {
+    #[error("tensor {name} has type {ty}, which the CPU backend does not support")]
+    UnsupportedType { name: String, ty: GgmlType },
+    #[error("this CPU cannot run the {0} kernels")]
+    Isa(&'static str),
+    #[error("the CPU backend cannot convert weights to {0}")]
+    UnsupportedRequant(QuantFormat),
+    #[error("cannot start the worker threads: {0}")]
+    Threads(String),
+    #[error("converting the weights: {0}")]
+    Requant(String),
+}
+
+pub(crate) fn threads_error(e: std::io::Error) -> CpuError {
+    CpuError::Threads(e.to_string())
+}
+
+/// A model's weights as the CPU backend uses them; shared by every session.
+pub struct CpuWeights {
+    pub(super) table: Arc<WeightTable>,
+    /// f32 copies of single-row tensors (norm weights, biases, frequency factors).
+    vectors: Vec<Option<Vec<f32>>>,
+    /// Matmul weights converted at load (`--requant`): they replace the mapped bytes in
+    /// every matrix product; embedding lookups still read the mapped original.
+    requant: Vec<Option<OwnedMatrix>>,
+    report: Option<RequantReport>,
+}
+
+/// A matrix converted at load: its format and bytes.
+type OwnedMatrix = (QuantFormat, Vec<u8>);
+
+impl CpuWeights {
+    /// Check every tensor against the kernels of `isa` and copy the vectors out.
+    pub fn new(table: Arc<WeightTable>, isa: Isa) -> Result<Arc<CpuWeights>, CpuError> {
+        Self::with_requant(
+            table,
+            isa,
+            None,
+            &ThreadPool::new(1).map_err(threads_error)?,
+        )
+    }
+
+    /// [`CpuWeights::new`], and with `requant` every matmul weight whose row length is a whole
+    /// number of `requant` blocks is converted to it in memory (dequantized to f32 row by row,
+    /// then quantized with the kernels' quantizer; [`requant_matrices`]), on `pool`; like
+    /// bitsandbytes' `load_in_4bit` for [`QuantFormat::Nf4`].
+    /// The output head (`output.weight` or the tied token embedding) is kept as stored, as
+    /// bitsandbytes keeps `lm_head`: it is the most sensitive matrix, and a tied embedding
+    /// would otherwise be held twice. Embedding lookups always read the stored original.
+    pub fn with_requant(
+        table: Arc<WeightTable>,
+        isa: Isa,
+        requant: Option<QuantFormat>,
+        pool: &ThreadPool,
+    ) -> Result<Arc<CpuWeights>, CpuError> {
+        let kernels = Kernels::get(isa).ok_or(CpuError::Isa(isa.name()))?;
+        let mut vectors = Vec::with_capacity(table.entries().len());
+        for (i, e) in table.entries().iter().enumerate() {
+            let usable = if e.rows() == 1 {
+                quant::is_supported(e.ty)
+            } else {
+                // Matrices are multiplied (and embedding rows dequantized).
+                kernels.act_type(e.ty).is_some() && quant::is_supported(e.ty)
+            };
+            if !usable {
+                return Err(CpuError::UnsupportedType {
+                    name: e.name.clone(),
+                    ty: e.ty,
+                });
+            }
+            if e.rows() == 1 {
+                let mut v = vec![0.0f32; e.cols()];
+                dequantize_row(e.ty, table.data(WeightId(i as u32)), &mut v);
+                vectors.push(Some(v));
+            } else {
+                vectors.push(None);
+            }
+        }
+        let (requant, report) = match requant {
+            Some(fmt) => {
+                if kernels.act_type(fmt).is_none() || !fmt.is_supported() {
+                    return Err(CpuError::UnsupportedRequant(fmt));
+                }
+                let (converted, rep) = requant_matrices(&table, fmt, pool, |_| true)
+                    .map_err(|e| CpuError::Requant(e.to_string()))?;
+                let owned = converted
+                    .into_iter()
+                    .map(|c| c.map(|data| (fmt, data)))
+                    .collect();
+                (owned, Some(rep))
+            }
+            None => (vec![None; table.entries().len()], None),
+        };
+        Ok(Arc::new(CpuWeights {
+            table,
+            vectors,
+            requant,
+            report,
+        }))
+    }
+
+    /// What `--requant` did, `None` without it.
+    pub fn requant_report(&self) -> Option<&RequantReport> {
+        self.report.as_ref()
+    }
+
+    pub(super) fn vector(&self, id: WeightId) -> &[f32] {
+        self.vectors[id.0 as usize]
+            .as_deref()
+            .expect("weight used as a vector is a matrix")
+    }
+
+    /// The format and bytes a matrix product reads for `id`.
+    pub(super) fn matrix(&self, id: WeightId) -> (QuantFormat, &[u8]) {
+        match &self.requant[id.0 as usize] {
+            Some((fmt, data)) => (*fmt, data),
+            None => (
+                QuantFormat::Ggml(self.table.entry(id).ty),
+                self.table.data(id),
+            ),
+        }
+    }
+}
+
+/// Dequantize one row; the type was checked by [`CpuWeights::new`] and the length by the
+/// weight table, so a failure is a bug.
+pub(super) fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
+    if let Err(e) = quant::dequantize(ty, src, out) {
+        panic!("dequantize {ty}: {e}");
+    }
+}
