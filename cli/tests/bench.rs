@@ -122,7 +122,7 @@ fn bench_json_reports_ttft_context_and_bandwidth() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bench JSON");
-    // The contract of ARCHITECTURE.md stays; the new keys come on top.
+    // The contract of docs/CONTRACTS.md stays; the new keys come on top.
     for key in ["model", "threads", "pp", "tg", "rss_bytes"] {
         assert!(!v[key].is_null(), "{key} missing: {v}");
     }

@@ -2,7 +2,7 @@
 //!
 //! Text streams to stdout as it is generated (the prompt is not echoed); load time and
 //! prompt / generation speed go to stderr. `--json` prints one object instead (the schema of
-//! `../shared/golden/*.jsonl`). The contract is in `docs/ARCHITECTURE.md`.
+//! `tests/golden/*.jsonl`). The contract is in `docs/CONTRACTS.md`.
 
 use std::path::PathBuf;
 use std::time::Instant;
