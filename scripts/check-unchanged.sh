@@ -157,10 +157,25 @@ if [ "$mode" = record ]; then
   echo "recorded $cases cases in $dir" >&2
   exit 0
 fi
-if diff -r "$dir" "$out" > "$work/diff"; then
+changed=0
+for f in "$out"/*; do
+  key=$(basename "$f")
+  if [ ! -f "$dir/$key" ]; then
+    echo "new case (not in the record): $key" >> "$work/diff"; changed=$((changed + 1))
+  elif ! cmp -s "$f" "$dir/$key"; then
+    { echo "== $key"; diff "$dir/$key" "$f" | head -c 600; echo; } >> "$work/diff"
+    changed=$((changed + 1))
+  fi
+done
+if [ "${QUICK:-0}" != 1 ]; then
+  for f in "$dir"/*; do
+    [ -f "$out/$(basename "$f")" ] || { echo "missing case: $(basename "$f")" >> "$work/diff"; changed=$((changed + 1)); }
+  done
+fi
+if [ "$changed" = 0 ]; then
   echo "unchanged: $cases cases bit-identical to $dir" >&2
 else
-  echo "CHANGED: $(grep -c '^diff\|^Only' "$work/diff" || true) case(s) differ from $dir:" >&2
+  echo "CHANGED: $changed case(s) differ from $dir:" >&2
   head -c 4000 "$work/diff" >&2
   exit 1
 fi

@@ -61,7 +61,7 @@ fn check_parity(
 ) -> Result<Report, String> {
     let text = std::fs::read_to_string(golden).map_err(|e| format!("{golden:?}: {e}"))?;
     let mut session = Session::new(
-        &model,
+        model,
         SessionOptions {
             n_ctx: Some(1024),
             ..SessionOptions::default()
@@ -409,9 +409,9 @@ fn batch_vs_single(model: &Model, tokens: &[u32], kv_type: KvType) -> f32 {
         kv_type,
         ..SessionOptions::default()
     };
-    let mut batch = Session::new(&model, opts.clone()).unwrap();
+    let mut batch = Session::new(model, opts.clone()).unwrap();
     let all = batch.feed_all(tokens).unwrap();
-    let mut single = Session::new(&model, opts).unwrap();
+    let mut single = Session::new(model, opts).unwrap();
     let mut worst = 0.0f32;
     for (i, &t) in tokens.iter().enumerate() {
         let logits = single.feed(&[t]).unwrap();
@@ -500,30 +500,12 @@ fn one_and_two_threads_give_the_same_greedy_tokens() {
 
 use tinyrt::gguf::{GgufFile, GgufWriter, Metadata, Value as GgufValue};
 use tinyrt::kernels::quant::{quantize, GgmlType};
+use tinyrt::kernels::rng::SplitMix64;
 use tinyrt::tools::synth::{synthetic_tokenizer, Arch, Shape};
 use tinyrt_tests::TempDir;
 
-/// A seeded N(0, 1) stream (splitmix64 + Box-Muller), so the models are the same on every run.
-struct Normal(u64);
-
-impl Normal {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn sample(&mut self) -> f32 {
-        let (u1, u2) = (self.unit(), self.unit());
-        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-    }
-}
+/// A seeded N(0, 1) stream, so the models are the same on every run.
+type Normal = SplitMix64;
 
 /// Values for one tensor: matrices ≈ N(0, 1/row_len) (activations keep unit scale, so logits
 /// have a spread of about 1 and greedy picks are not near-ties), norm weights 1 + N(0, 0.1),
@@ -540,7 +522,7 @@ fn tensor_values(name: &str, shape: &[u64], rng: &mut Normal) -> Vec<f32> {
     } else {
         (0.0, 0.1)
     };
-    (0..n).map(|_| offset + std * rng.sample()).collect()
+    (0..n).map(|_| offset + std * rng.gauss_f32()).collect()
 }
 
 /// Writes a random-weight model with `metadata` and the tensor table `tensors` (name, shape):
@@ -558,7 +540,7 @@ fn random_model(
             w.set(k, v.clone());
         }
     }
-    let mut rng = Normal(0x7157_2024);
+    let mut rng = Normal::new(0x7157_2024);
     for (name, shape) in tensors {
         let values = tensor_values(name, shape, &mut rng);
         let ty = if shape.len() >= 2 {
@@ -633,11 +615,11 @@ fn batch_vs_single_greedy(model: &Model, tokens: &[u32], kv_type: KvType, what: 
         kv_type,
         ..SessionOptions::default()
     };
-    let all = Session::new(&model, opts.clone())
+    let all = Session::new(model, opts.clone())
         .unwrap()
         .feed_all(tokens)
         .unwrap();
-    let mut single = Session::new(&model, opts).unwrap();
+    let mut single = Session::new(model, opts).unwrap();
     let mut worst = 0.0f32;
     for (i, &t) in tokens.iter().enumerate() {
         let logits = single.feed(&[t]).unwrap();
@@ -654,7 +636,7 @@ fn batch_vs_single_greedy(model: &Model, tokens: &[u32], kv_type: KvType, what: 
     // The check is not vacuous: the last position's logits depend on the cached context (its
     // token fed alone gives clearly different logits).
     let last = tokens.len() - 1;
-    let mut alone = Session::new(&model, SessionOptions::default()).unwrap();
+    let mut alone = Session::new(model, SessionOptions::default()).unwrap();
     let context_free = alone.feed(&tokens[last..]).unwrap();
     let context_effect = context_free
         .iter()
