@@ -21,7 +21,7 @@ with open(out, "w", encoding="utf-8") as f:
         row = json.loads(line)
         r = subprocess.run([ref, "gen", model, "16"], input=row["prompt"].encode(),
                            capture_output=True, check=True)
-        d = json.loads(r.stdout)
+        d = json.loads(r.stdout.decode("utf-8", errors="replace"))
         d = {"prompt_file": row["prompt_file"], "prompt": row["prompt"], **d}
         f.write(json.dumps(d, ensure_ascii=False) + "\n")
 PY
