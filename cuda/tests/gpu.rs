@@ -790,7 +790,7 @@ fn elementwise_kernels_match_the_cpu_ops() {
         };
 
         let mut want = a.clone();
-        ops::silu_inplace(Isa::Scalar, &mut want);
+        tinyrt_kernels::cpu::scalar::ops::silu_inplace(&mut want);
         dev.silu(&ad, &mut out, n).unwrap();
         let tol = rel(&want, 1e-5);
         assert_close("silu", &dev.download(&out).unwrap(), &want, |i| tol[i]);
@@ -838,7 +838,7 @@ fn elementwise_kernels_match_the_cpu_ops() {
         }
 
         let mut want = a.clone();
-        ops::mul_inplace(Isa::Scalar, &mut want, &b);
+        tinyrt_kernels::cpu::scalar::ops::mul_inplace(&mut want, &b);
         dev.mul(&ad, &bd, &mut out, n).unwrap();
         assert_eq!(dev.download(&out).unwrap(), want, "mul");
 
@@ -857,7 +857,7 @@ fn softmax_rows_matches_the_cpu_op() {
         let x = rng.vec(nrows * ncols, 20.0);
         let mut want = x.clone();
         for row in want.chunks_exact_mut(ncols) {
-            ops::softmax_inplace(Isa::Scalar, row);
+            tinyrt_kernels::cpu::scalar::ops::softmax_inplace(row);
         }
         let Some(dev) = gpu.as_ref() else { continue };
         let xd = dev.upload(&x).unwrap();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde_json::{json, Value as Json};
-use tinyrt::kernels::cpu::{ops, Isa};
+use tinyrt::kernels::cpu::Kernels;
 use tinyrt::kv_cache::KvType;
 use tinyrt::model::Device;
 use tinyrt::sampler::argmax;
@@ -237,14 +237,14 @@ fn decode_bytes_per_token(model: &Model) -> u64 {
         .sum()
 }
 
-/// Read bandwidth in GB/s (1e9 bytes/s) of `threads` threads each summing its part of a
+/// Read bandwidth in GB/s (1e9 bytes/s) of `threads` threads each reading its part of a
 /// 1 GiB buffer (best of 3 passes), with the widest vector loads this CPU has.
 pub fn read_bandwidth_gbps(threads: usize) -> f64 {
     const BYTES: usize = 1 << 30;
     let threads = threads.max(1);
-    let isa = Isa::default_for_process();
+    let k = Kernels::best();
     // Non-zero, so every page is really backed (not the shared zero page).
-    let buf = vec![1u64; BYTES / 8];
+    let buf = vec![1u8; BYTES];
     let part = buf.len().div_ceil(threads);
     let mut best = Duration::MAX;
     for _ in 0..3 {
@@ -252,7 +252,7 @@ pub fn read_bandwidth_gbps(threads: usize) -> f64 {
         let sum: u64 = std::thread::scope(|s| {
             let handles: Vec<_> = buf
                 .chunks(part)
-                .map(|c| s.spawn(move || ops::sum_u64_wrapping(isa, c)))
+                .map(|c| s.spawn(move || k.read_probe(c)))
                 .collect();
             handles
                 .into_iter()

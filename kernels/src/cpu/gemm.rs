@@ -60,9 +60,8 @@ pub(crate) fn gemm_form(ty: QuantFormat) -> Option<GemmForm> {
         GgmlType::Q4_0 => f(32, 8, false),
         GgmlType::Q4_1 => f(32, 0, true),
         GgmlType::Q5_0 => f(32, 16, false),
-        GgmlType::Q5_1 => f(32, 0, true),
         GgmlType::Q8_0 | GgmlType::IQ4_NL => f(32, 128, false),
-        GgmlType::Q4_K | GgmlType::Q5_K => f(32, 0, true),
+        GgmlType::Q4_K => f(32, 0, true),
         GgmlType::Q6_K => f(16, 32, false),
         _ => None,
     }
@@ -109,16 +108,10 @@ pub(crate) fn unpack_block(
             mins[0] = f16_at(b, 2);
             nibbles(&b[4..20], codes);
         }
-        GgmlType::Q5_0 | GgmlType::Q5_1 => {
-            let (qh_at, qs_at) = if ty == GgmlType::Q5_0 {
-                (2, 6)
-            } else {
-                mins[0] = f16_at(b, 2);
-                (4, 8)
-            };
+        GgmlType::Q5_0 => {
             scales[0] = f16_at(b, 0);
-            let qh = u32::from_le_bytes([b[qh_at], b[qh_at + 1], b[qh_at + 2], b[qh_at + 3]]);
-            nibbles(&b[qs_at..qs_at + 16], codes);
+            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+            nibbles(&b[6..22], codes);
             for (j, c) in codes[..32].iter_mut().enumerate() {
                 *c |= (((qh >> j) & 1) << 4) as u8;
             }
@@ -136,26 +129,16 @@ pub(crate) fn unpack_block(
                 codes[j + 16] = (KVALUES_IQ4NL[(q >> 4) as usize] as u8) ^ 0x80;
             }
         }
-        GgmlType::Q4_K | GgmlType::Q5_K => {
+        GgmlType::Q4_K => {
             let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
             let sm = crate::cpu::scalar::dot::unpack_scales_mins_k4(&b[4..16]);
             for k in 0..8 {
                 scales[k] = d * sm[k] as f32;
                 mins[k] = -(dmin * sm[8 + k] as f32);
             }
-            let qs_at = if ty == GgmlType::Q4_K { 16 } else { 48 };
             for n in 0..4 {
-                let qs = &b[qs_at + 32 * n..qs_at + 32 * n + 32];
+                let qs = &b[16 + 32 * n..16 + 32 * n + 32];
                 nibbles(qs, &mut codes[64 * n..64 * n + 64]);
-            }
-            if ty == GgmlType::Q5_K {
-                let qh = &b[16..48];
-                for n in 0..4 {
-                    for j in 0..32 {
-                        codes[64 * n + j] |= ((qh[j] >> (2 * n)) & 1) << 4;
-                        codes[64 * n + 32 + j] |= ((qh[j] >> (2 * n + 1)) & 1) << 4;
-                    }
-                }
             }
         }
         GgmlType::Q6_K => {

@@ -459,19 +459,7 @@ impl Kernels {
     /// products within float rounding (the same integer sums, scaled and added in another
     /// order) and do not depend on how the tokens are split into calls.
     pub fn uses_gemm(&self, ty: QuantFormat, n_tokens: usize) -> bool {
-        n_tokens > 0
-            && matches!(
-                ty,
-                QuantFormat::Ggml(
-                    GgmlType::Q4_0
-                        | GgmlType::Q4_1
-                        | GgmlType::Q5_0
-                        | GgmlType::Q8_0
-                        | GgmlType::IQ4_NL
-                        | GgmlType::Q4_K
-                        | GgmlType::Q6_K
-                )
-            )
+        n_tokens > 0 && gemm_form(ty).is_some()
     }
 
     /// The GEMM path of `matmul_q_group` (sizes already checked): one [`GemmTask`] per job,

@@ -355,29 +355,11 @@ pub fn rope(
 // ---------------------------------------------------------------------------------------------
 // Softmax, activations, element-wise
 
-/// Softmax of `x` in place, max-subtracted. An empty slice is left alone.
-pub fn softmax_inplace(isa: Isa, x: &mut [f32]) {
-    if x.is_empty() {
-        return;
-    }
-    dispatch!(isa, softmax_inplace(x))
-}
-
-/// `x / (1 + exp(-x))` in place.
-pub fn silu_inplace(isa: Isa, x: &mut [f32]) {
-    dispatch!(isa, silu_inplace(x))
-}
-
 /// GELU, tanh approximation, as ggml's CPU backend computes it for f32 (input and result
 /// rounded to f16 through its lookup table; see `scalar::gelu_tanh_ggml`): the same table on
 /// every ISA, so the bits equal ggml's.
 pub fn gelu_tanh_inplace(isa: Isa, x: &mut [f32]) {
     dispatch!(isa, gelu_tanh_inplace(x))
-}
-
-/// GELU with erf (`0.5 x (1 + erf(x / sqrt 2))`), in place.
-pub fn gelu_erf_inplace(isa: Isa, x: &mut [f32]) {
-    dispatch!(isa, gelu_erf_inplace(x))
 }
 
 /// `out = silu(gate) * up`.
@@ -412,20 +394,9 @@ pub fn add_inplace(isa: Isa, x: &mut [f32], y: &[f32]) {
     dispatch!(isa, add_inplace(x, y))
 }
 
-/// `x *= y` element-wise.
-pub fn mul_inplace(isa: Isa, x: &mut [f32], y: &[f32]) {
-    assert_eq!(x.len(), y.len(), "mul_inplace: lengths");
-    dispatch!(isa, mul_inplace(x, y))
-}
-
 /// `x *= s`.
 pub fn scale_inplace(isa: Isa, x: &mut [f32], s: f32) {
     dispatch!(isa, scale_inplace(x, s))
-}
-
-/// Wrapping sum of `x` (it reads `x` once): the memory-read-bandwidth probe of `tinyrt bench`.
-pub fn sum_u64_wrapping(isa: Isa, x: &[u64]) -> u64 {
-    dispatch!(isa, sum_u64_wrapping(x))
 }
 
 /// f32 → f16 bits, round to nearest even (F16C's rounding), e.g. to store K/V rows.

@@ -27,17 +27,7 @@ macro_rules! compiled_for_isa {
 
 compiled_for_isa! {
     add_inplace(x: &mut [f32], y: &[f32]);
-    mul_inplace(x: &mut [f32], y: &[f32]);
     scale_inplace(x: &mut [f32], s: f32);
-}
-
-/// The scalar reference's wrapping sum compiled for this ISA (memory-read probe).
-///
-/// # Safety
-/// The CPU supports this module's target features.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn sum_u64_wrapping(x: &[u64]) -> u64 {
-    scalar::sum_u64_wrapping(x)
 }
 
 const LANES: usize = 8;
@@ -94,50 +84,6 @@ fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn hmax(v: __m256) -> f32 {
-    let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_max_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
-}
-
-/// e^x, Cephes `expf` polynomial (≈2 ulp) in the normal range; 0 below e^-87.3 (ggml would give
-/// a subnormal), +inf above 88.72, and the top of the range (88.3..88.72) is clamped to e^88.3.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn exp_ps(x: __m256) -> __m256 {
-    let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(-87.336_54));
-    let over = _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(88.722_84));
-    let xc = _mm256_min_ps(
-        _mm256_max_ps(x, _mm256_set1_ps(-87.336_54)),
-        _mm256_set1_ps(88.3),
-    );
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-        xc,
-        _mm256_set1_ps(std::f32::consts::LOG2_E),
-    ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), xc);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm256_set1_ps(1.987_569_1e-4);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_2e-3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
-    let r2 = _mm256_mul_ps(r, r);
-    let p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
-    // 2^n for n in [-126, 127] built in the exponent field.
-    let pow2n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
-        _mm256_cvtps_epi32(n),
-        _mm256_set1_epi32(127),
-    )));
-    let y = _mm256_mul_ps(p, pow2n);
-    let y = _mm256_andnot_ps(under, y);
-    _mm256_blendv_ps(y, _mm256_set1_ps(f32::INFINITY), over)
 }
 
 /// `scalar::expf_ggml_v` (ggml's `ggml_v_expf` for AVX-512), the same operations: the same
@@ -233,30 +179,6 @@ fn gelu_tanh_ggml_ps(x: __m256) -> __m256 {
     _mm256_blendv_ps(g, x, hi)
 }
 
-/// 0.5 x (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26 like the scalar reference.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn gelu_erf_ps(x: __m256) -> __m256 {
-    let z = _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
-    let sign_bit = _mm256_set1_ps(-0.0);
-    let az = _mm256_andnot_ps(sign_bit, z);
-    let t = _mm256_div_ps(
-        _mm256_set1_ps(1.0),
-        _mm256_fmadd_ps(_mm256_set1_ps(0.327_591_1), az, _mm256_set1_ps(1.0)),
-    );
-    let mut p = _mm256_set1_ps(1.061_405_4);
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453_152_1));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421_413_8));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284_496_74));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254_829_6));
-    p = _mm256_mul_ps(p, t);
-    let e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(az, az)));
-    let erf_abs = _mm256_fnmadd_ps(p, e, _mm256_set1_ps(1.0));
-    let erf = _mm256_or_ps(erf_abs, _mm256_and_ps(z, sign_bit));
-    let half_x = _mm256_mul_ps(_mm256_set1_ps(0.5), x);
-    _mm256_fmadd_ps(half_x, erf, half_x)
-}
-
 /// Applies `$f` to every 8-lane chunk of `$x` in place.
 macro_rules! map_inplace {
     ($x:expr, $f:ident) => {{
@@ -295,22 +217,8 @@ macro_rules! map_gated {
 /// # Safety
 /// The CPU supports this module's target features.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn silu_inplace(x: &mut [f32]) {
-    map_inplace!(x, silu_ps)
-}
-
-/// # Safety
-/// The CPU supports this module's target features.
-#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gelu_tanh_inplace(x: &mut [f32]) {
     map_inplace!(x, gelu_tanh_ggml_ps)
-}
-
-/// # Safety
-/// The CPU supports this module's target features.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gelu_erf_inplace(x: &mut [f32]) {
-    map_inplace!(x, gelu_erf_ps)
 }
 
 /// # Safety
@@ -325,43 +233,6 @@ pub unsafe fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn geglu_tanh_inplace(gate: &mut [f32], up: &[f32]) {
     map_gated!(gate, up, gelu_tanh_ggml_ps)
-}
-
-/// Max-subtracted softmax; like ggml, each vector's sum is added to an f64 total.
-///
-/// # Safety
-/// The CPU supports this module's target features.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn softmax_inplace(x: &mut [f32]) {
-    let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
-    let mut i = 0;
-    while i + LANES <= x.len() {
-        // SAFETY: `i + 8 <= x.len()`.
-        vmax = _mm256_max_ps(vmax, unsafe { _mm256_loadu_ps(x.as_ptr().add(i)) });
-        i += LANES;
-    }
-    let max = x[i..].iter().copied().fold(hmax(vmax), f32::max);
-    let vm = _mm256_set1_ps(max);
-    let mut sum = 0.0f64;
-    let mut i = 0;
-    while i < x.len() {
-        let rem = x.len() - i;
-        // SAFETY: `i < x.len()`.
-        let e = unsafe { exp_ggml_ps(_mm256_sub_ps(load(x, i), vm)) };
-        // Zeroed tail lanes would add exp(-max) to the sum: mask them out.
-        let e = if rem >= LANES {
-            e
-        } else {
-            _mm256_and_ps(e, _mm256_castsi256_ps(tail_mask(rem)))
-        };
-        // SAFETY: `i < x.len()`.
-        unsafe { store(x, i, e) };
-        sum += hsum(e) as f64;
-        i += LANES;
-    }
-    let inv = (1.0 / sum) as f32;
-    // SAFETY: AVX2 is enabled (this function's target features).
-    unsafe { scale_inplace(x, inv) }
 }
 
 /// f64 sum of `f(lane)` over `x`, each 8-lane f32 chunk widened to f64 before adding.

@@ -27,17 +27,7 @@ macro_rules! compiled_for_isa {
 
 compiled_for_isa! {
     add_inplace(x: &mut [f32], y: &[f32]);
-    mul_inplace(x: &mut [f32], y: &[f32]);
     scale_inplace(x: &mut [f32], s: f32);
-}
-
-/// The scalar reference's wrapping sum compiled for this ISA (memory-read probe).
-///
-/// # Safety
-/// The CPU supports this module's target features.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-pub unsafe fn sum_u64_wrapping(x: &[u64]) -> u64 {
-    scalar::sum_u64_wrapping(x)
 }
 
 const LANES: usize = 16;
@@ -83,29 +73,6 @@ unsafe fn store(x: &mut [f32], i: usize, v: __m512) {
             _mm512_mask_storeu_ps(x.as_mut_ptr().add(i), tail_mask(rem), v)
         }
     }
-}
-
-/// e^x, Cephes `expf` polynomial (≈2 ulp); 2^n applied with `vscalefps`, which handles overflow
-/// (→ inf) and underflow (→ 0) itself. −inf gives 0.
-#[inline]
-#[target_feature(enable = "avx512f,fma")]
-fn exp_ps(x: __m512) -> __m512 {
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
-    let x = _mm512_min_ps(x, _mm512_set1_ps(89.0));
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-    );
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm512_set1_ps(1.987_569_1e-4);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_2e-3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666_666_5e-1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
-    let r2 = _mm512_mul_ps(r, r);
-    let p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
-    _mm512_scalef_ps(p, n)
 }
 
 /// `scalar::expf_ggml_v` (ggml's `ggml_v_expf` for AVX-512), the same operations: the same bits.
@@ -190,31 +157,6 @@ fn gelu_tanh_ggml_ps(x: __m512) -> __m512 {
     _mm512_mask_blend_ps(hi, g, x)
 }
 
-/// 0.5 x (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26 like the scalar reference.
-#[inline]
-#[target_feature(enable = "avx512f,fma")]
-fn gelu_erf_ps(x: __m512) -> __m512 {
-    let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
-    let az = _mm512_abs_ps(z);
-    let t = _mm512_div_ps(
-        _mm512_set1_ps(1.0),
-        _mm512_fmadd_ps(_mm512_set1_ps(0.327_591_1), az, _mm512_set1_ps(1.0)),
-    );
-    let mut p = _mm512_set1_ps(1.061_405_4);
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453_152_1));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421_413_8));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284_496_74));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254_829_6));
-    p = _mm512_mul_ps(p, t);
-    let e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(az, az)));
-    let erf_abs = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.0));
-    // erf is odd: copy the sign of z.
-    let sign = _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(i32::MIN));
-    let erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(erf_abs), sign));
-    let half_x = _mm512_mul_ps(_mm512_set1_ps(0.5), x);
-    _mm512_fmadd_ps(half_x, erf, half_x)
-}
-
 /// Applies `$f` to every 16-lane chunk of `$x` in place.
 macro_rules! map_inplace {
     ($x:expr, $f:ident) => {{
@@ -253,22 +195,8 @@ macro_rules! map_gated {
 /// # Safety
 /// The CPU supports this module's target features.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-pub unsafe fn silu_inplace(x: &mut [f32]) {
-    map_inplace!(x, silu_ps)
-}
-
-/// # Safety
-/// The CPU supports this module's target features.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 pub unsafe fn gelu_tanh_inplace(x: &mut [f32]) {
     map_inplace!(x, gelu_tanh_ggml_ps)
-}
-
-/// # Safety
-/// The CPU supports this module's target features.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-pub unsafe fn gelu_erf_inplace(x: &mut [f32]) {
-    map_inplace!(x, gelu_erf_ps)
 }
 
 /// # Safety
@@ -283,50 +211,6 @@ pub unsafe fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 pub unsafe fn geglu_tanh_inplace(gate: &mut [f32], up: &[f32]) {
     map_gated!(gate, up, gelu_tanh_ggml_ps)
-}
-
-/// Max-subtracted softmax; like ggml, each vector's sum is added to an f64 total.
-///
-/// # Safety
-/// The CPU supports this module's target features.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-pub unsafe fn softmax_inplace(x: &mut [f32]) {
-    let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
-    let mut i = 0;
-    while i < x.len() {
-        let rem = x.len() - i;
-        // SAFETY: `i < x.len()`; masked lanes keep -inf.
-        let v = unsafe {
-            if rem >= LANES {
-                _mm512_loadu_ps(x.as_ptr().add(i))
-            } else {
-                _mm512_mask_loadu_ps(vmax, tail_mask(rem), x.as_ptr().add(i))
-            }
-        };
-        vmax = _mm512_max_ps(vmax, v);
-        i += LANES;
-    }
-    let max = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
-    let mut sum = 0.0f64;
-    let mut i = 0;
-    while i < x.len() {
-        // SAFETY: `i < x.len()`.
-        let e = unsafe { exp_ggml_ps(_mm512_sub_ps(load(x, i), max)) };
-        let rem = x.len() - i;
-        // Zeroed tail lanes would add exp(-max) to the sum: mask them out.
-        let e = if rem >= LANES {
-            e
-        } else {
-            _mm512_maskz_mov_ps(tail_mask(rem), e)
-        };
-        // SAFETY: `i < x.len()`.
-        unsafe { store(x, i, e) };
-        sum += _mm512_reduce_add_ps(e) as f64;
-        i += LANES;
-    }
-    let inv = (1.0 / sum) as f32;
-    // SAFETY: AVX-512 is enabled (this function's target features).
-    unsafe { scale_inplace(x, inv) }
 }
 
 /// f64 sum of `f(lane)` over `x`, each 16-lane f32 chunk widened to f64 before adding.

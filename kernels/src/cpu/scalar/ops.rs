@@ -154,7 +154,6 @@ pub fn silu(x: f32) -> f32 {
 
 const GELU_COEF_A: f32 = 0.044715;
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-const SQRT_2_INV: f32 = std::f32::consts::FRAC_1_SQRT_2;
 
 /// The tanh approximation of GELU in f32 (ggml's `ggml_gelu_f32`).
 #[inline]
@@ -187,30 +186,6 @@ pub fn gelu_tanh_ggml(x: f32) -> f32 {
     }
 }
 
-/// erf(x) by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7); Rust's `f32::erf` is unstable.
-#[inline]
-pub fn erf(x: f32) -> f32 {
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        0.254_829_6,
-        -0.284_496_74,
-        1.421_413_8,
-        -1.453_152_1,
-        1.061_405_4,
-    ];
-    let ax = x.abs();
-    let t = 1.0 / (1.0 + P * ax);
-    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    let y = 1.0 - poly * (-ax * ax).exp();
-    y.copysign(x)
-}
-
-/// Exact-erf GELU (ggml's `ggml_vec_gelu_erf_f32`).
-#[inline]
-pub fn gelu_erf(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * SQRT_2_INV))
-}
-
 #[inline]
 pub fn silu_inplace(x: &mut [f32]) {
     for v in x {
@@ -222,13 +197,6 @@ pub fn silu_inplace(x: &mut [f32]) {
 pub fn gelu_tanh_inplace(x: &mut [f32]) {
     for v in x {
         *v = gelu_tanh_ggml(*v);
-    }
-}
-
-#[inline]
-pub fn gelu_erf_inplace(x: &mut [f32]) {
-    for v in x {
-        *v = gelu_erf(*v);
     }
 }
 
@@ -267,25 +235,6 @@ pub fn scale_inplace(x: &mut [f32], s: f32) {
     for a in x {
         *a *= s;
     }
-}
-
-/// Wrapping sum of `x`: streams `x` once, for the memory-read-bandwidth probe of `tinyrt bench`.
-/// 32 independent lanes, so the compiled SIMD versions keep several vector loads in flight.
-#[inline]
-pub fn sum_u64_wrapping(x: &[u64]) -> u64 {
-    const LANES: usize = 32;
-    let mut acc = [0u64; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a = a.wrapping_add(v);
-        }
-    }
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold(0u64, |s, &v| s.wrapping_add(v));
-    acc.iter().fold(tail, |s, &v| s.wrapping_add(v))
 }
 
 /// Round to nearest even, like F16C's `vcvtps2ph` with imm 0.
