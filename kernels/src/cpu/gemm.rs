@@ -401,3 +401,97 @@ fn fill_token(
         );
     }
 }
+
+/// The arguments of one micro-tile of the panel GEMM (`PanelGemm::multiply`).
+#[derive(Clone, Copy)]
+pub(crate) struct Tile {
+    /// Sub-blocks along the row.
+    pub nsub: usize,
+    /// The packed panel (64-byte aligned, `nsub` sub-blocks of the form's stride).
+    pub panel: *const u8,
+    /// The int8 activations of the tile's first token; token `t` starts `t · cols` bytes on.
+    pub y: *const i8,
+    pub cols: usize,
+    /// The side values of the first token at sub-block 0, in `GemmActs`' order
+    /// (`gemm::side_index`): for a tile of `C` tokens (one group), sub-block `b`, token `t` at
+    /// `b · C + t`.
+    pub side: *const Side,
+    pub n_tokens: usize,
+    /// Where the first token's 16 results go; token `t` at `t · out_stride` floats on.
+    pub out: *mut f32,
+    pub out_stride: usize,
+    /// Which of the 16 rows are real.
+    pub mask: u16,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The GEMM's arithmetic on the ISAs without its AVX-512 micro-kernel (scalar, AVX2).
+//
+// On AVX-512 the GEMM types take the register-blocked GEMM of `cpu/gemm.rs` for every token
+// count. For a model to give the same logits on every ISA, the other ISAs must compute those
+// matrix products with the very same float operations, not merely the same integer sums.
+// Per output (row, token), for each sub-block `b` in order:
+//
+// ```text
+// isum  = init[b] + Σ code·y                 (exact integer; any method)
+// scale = s_row[b] · d_tok[b]                (f32 multiply)
+// acc   = fma(f32(isum), scale, acc)
+// acc   = fma(mn_row[b], ms_tok[b], acc)     (forms with minimums only)
+// ```
+//
+// starting from `acc = +0.0`. The per-ISA kernels (`scalar/gemm.rs`, `avx2/gemm.rs`) work on
+// the row-major codes of `gemm::unpack_block` (or a SIMD unpack of the same bytes), so no panel
+// is packed; `matmul.rs` hands out the rows to the threads as it does the panels.
+
+/// One matrix product in the GEMM's form.
+pub(crate) struct RowsJob<'a> {
+    pub ty: GgmlType,
+    pub form: GemmForm,
+    /// The weight matrix: `rows` rows of `wrb` bytes, `cols` values each.
+    pub data: &'a [u8],
+    pub wrb: usize,
+    pub cols: usize,
+    pub rows: usize,
+    pub acts: &'a GemmActs,
+    pub n_tokens: usize,
+    /// `n_tokens × rows` outputs, token-major.
+    pub out: *mut f32,
+}
+
+impl<'a> RowsJob<'a> {
+    /// The job of `matmul_q`'s checked sizes (checked again here: the kernels index the
+    /// buffers unchecked).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        ty: GgmlType,
+        form: GemmForm,
+        data: &'a [u8],
+        wrb: usize,
+        cols: usize,
+        rows: usize,
+        acts: &'a GemmActs,
+        n_tokens: usize,
+        out: *mut f32,
+    ) -> RowsJob<'a> {
+        let fmt = QuantFormat::Ggml(ty);
+        assert!(
+            cols.is_multiple_of(fmt.block_size())
+                && wrb == cols / fmt.block_size() * fmt.type_size()
+                && data.len() >= rows * wrb
+                && acts.y.len() >= n_tokens * cols
+                && acts.side.len() >= n_tokens * (cols / form.kb),
+            "gemm_rows: bad sizes"
+        );
+        RowsJob {
+            ty,
+            form,
+            data,
+            wrb,
+            cols,
+            rows,
+            acts,
+            n_tokens,
+            out,
+        }
+    }
+}

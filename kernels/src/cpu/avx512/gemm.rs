@@ -4,30 +4,8 @@
 
 use std::arch::x86_64::*;
 
-use crate::cpu::gemm::{GemmForm, Line, Side, PANEL_ROWS, TILE_TOKENS};
+use crate::cpu::gemm::{GemmForm, Line, Side, Tile, PANEL_ROWS, TILE_TOKENS};
 use crate::quant::{GgmlType, KVALUES_IQ4NL};
-
-/// The arguments of one micro-tile.
-#[derive(Clone, Copy)]
-pub(crate) struct Tile {
-    /// Sub-blocks along the row.
-    pub nsub: usize,
-    /// The packed panel (64-byte aligned, `nsub` sub-blocks of the form's stride).
-    pub panel: *const u8,
-    /// The int8 activations of the tile's first token; token `t` starts `t · cols` bytes on.
-    pub y: *const i8,
-    pub cols: usize,
-    /// The side values of the first token at sub-block 0, in `GemmActs`' order
-    /// (`gemm::side_index`): for a tile of `C` tokens (one group), sub-block `b`, token `t` at
-    /// `b · C + t`.
-    pub side: *const Side,
-    pub n_tokens: usize,
-    /// Where the first token's 16 results go; token `t` at `t · out_stride` floats on.
-    pub out: *mut f32,
-    pub out_stride: usize,
-    /// Which of the 16 rows are real.
-    pub mask: u16,
-}
 
 /// One micro-tile of `C` tokens over sub-blocks of `KB` values.
 ///

@@ -7,7 +7,8 @@
 
 use std::arch::x86_64::*;
 
-use crate::cpu::ops::{AttnJob, AttnTile, KvData, RopeCache, RopeMode};
+use crate::cpu::attention::job::{AttnJob, AttnTile, KvData};
+use crate::cpu::rope::{RopeCache, RopeMode};
 use crate::cpu::scalar::ops as scalar;
 
 /// Ops the compiler vectorises well from the scalar reference once the target features are

@@ -7,7 +7,8 @@
 
 use half::f16;
 
-use crate::cpu::ops::{AttnJob, AttnTile, KvData, RopeCache, RopeMode};
+use crate::cpu::attention::job::{AttnJob, AttnTile, KvData};
+use crate::cpu::rope::{RopeCache, RopeMode};
 
 /// ggml's `ggml_rms_norm` followed by `ggml_mul` with the weight, in place on each row of
 /// `weight.len()` values: the sum of squares is accumulated in f64 (`ggml_float`),
