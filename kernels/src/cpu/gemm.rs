@@ -480,7 +480,7 @@ impl<'a> RowsJob<'a> {
                 && data.len() >= rows * wrb
                 && acts.y.len() >= n_tokens * cols
                 && acts.side.len() >= n_tokens * (cols / form.kb),
-            "gemm_rows: bad sizes"
+            "RowsJob: bad sizes"
         );
         RowsJob {
             ty,

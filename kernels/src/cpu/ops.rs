@@ -15,7 +15,7 @@
 //!
 //! # Numerics
 //! The ops follow ggml's CPU backend (llama.cpp build 11434), which made the goldens; see the
-//! scalar reference `cpu/scalar/ops.rs` for each op's exact recipe. The ops a model runs give
+//! scalar reference `cpu/scalar/ops/` for each op's exact recipe. The ops a model runs give
 //! the same bits on every ISA (`tests/ggml_bits.rs`): GELU/GeGLU, SiLU/SwiGLU, the norms, RoPE
 //! and the per-key attention path (every decode step) are computed with the very operations
 //! of ggml's AVX-512 build, and match ggml's own outputs bit for bit on data written by
