@@ -30,16 +30,7 @@ pub(crate) const PANEL_ROWS: usize = 16;
 /// ([`side_index`]).
 pub(crate) const TILE_TOKENS: usize = 8;
 
-/// How a weight type maps onto the common form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct GemmForm {
-    /// Values per sub-block (one scale each): 32, or 16 for Q6_K.
-    pub kb: usize,
-    /// The integer offset `o` subtracted from every code.
-    pub offset: i32,
-    /// Whether there is a per-sub-block minimum `mn`.
-    pub mins: bool,
-}
+pub(crate) use crate::quant::GemmForm;
 
 impl GemmForm {
     /// Bytes of one packed sub-block of a panel: codes (`kb` × 16 rows), 16 f32 scales and,
@@ -49,22 +40,10 @@ impl GemmForm {
     }
 }
 
-/// The common form of `ty`, or `None` when the GEMM does not handle it (the dot-product path
-/// is used instead).
+/// The common form of `ty` (its row in [`crate::quant::FORMATS`]), or `None` when the GEMM
+/// does not handle it (the dot-product path is used instead).
 pub(crate) fn gemm_form(ty: QuantFormat) -> Option<GemmForm> {
-    let QuantFormat::Ggml(ty) = ty else {
-        return None;
-    };
-    let f = |kb, offset, mins| Some(GemmForm { kb, offset, mins });
-    match ty {
-        GgmlType::Q4_0 => f(32, 8, false),
-        GgmlType::Q4_1 => f(32, 0, true),
-        GgmlType::Q5_0 => f(32, 16, false),
-        GgmlType::Q8_0 | GgmlType::IQ4_NL => f(32, 128, false),
-        GgmlType::Q4_K => f(32, 0, true),
-        GgmlType::Q6_K => f(16, 32, false),
-        _ => None,
-    }
+    crate::quant::format(ty).and_then(|f| f.gemm)
 }
 
 #[inline]
@@ -158,7 +137,7 @@ pub(crate) fn unpack_block(
                 }
             }
         }
-        _ => unreachable!("gemm_form admits only the types above"),
+        _ => unreachable!("FORMATS gives a GEMM form to the types above only"),
     }
 }
 

@@ -193,6 +193,33 @@ mod tests {
         assert_eq!(Isa::from_name("neon"), None);
     }
 
+    /// Every ISA table has a kernel for every weight format of `quant::FORMATS`, taking its
+    /// `vec_dot_type`, and the AVX2 / AVX-512 tables have their own kernel exactly for the
+    /// formats marked `simd` (the others run the scalar reference).
+    #[test]
+    fn every_table_covers_the_format_table() {
+        let scalar = Kernels::get(Isa::Scalar).unwrap();
+        for isa in Isa::available() {
+            let k = Kernels::get(isa).unwrap();
+            for f in crate::quant::FORMATS.iter().filter(|f| f.vec_dot.is_some()) {
+                let e = k
+                    .entry_for(f.format)
+                    .unwrap_or_else(|| panic!("{} has no {} dot product", isa.name(), f.format));
+                assert_eq!(Some(e.act), f.vec_dot_type, "{} {}", isa.name(), f.format);
+                if isa != Isa::Scalar {
+                    let own = e.f as usize != scalar.entry_for(f.format).unwrap().f as usize;
+                    assert_eq!(own, f.simd, "{} {}: own SIMD kernel", isa.name(), f.format);
+                }
+            }
+            assert_eq!(
+                k.weight_types().count(),
+                crate::quant::weight_formats().count(),
+                "{}: a dot product for a format outside FORMATS",
+                isa.name()
+            );
+        }
+    }
+
     #[test]
     fn detection_never_picks_scalar_on_a_simd_cpu() {
         #[cfg(target_arch = "x86_64")]

@@ -745,15 +745,10 @@ mod tests {
     use crate::quant::QuantFormat;
 
     /// The types of `pack_panel_fast` and `rows_times_one_token`.
-    const FAST_TYPES: [GgmlType; 7] = [
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q8_0,
-        GgmlType::IQ4_NL,
-        GgmlType::Q4_K,
-        GgmlType::Q6_K,
-    ];
+    /// The GEMM types (`FORMATS` rows with a GEMM form); `fast_rows` unpacks every one.
+    fn fast_types() -> Vec<GgmlType> {
+        crate::quant::gemm_formats().map(|(t, _)| t).collect()
+    }
 
     /// Random weight rows of `ty` with finite f16 scales.
     fn random_rows(ty: GgmlType, rows: usize, cols: usize, seed: &mut u32) -> (Vec<u8>, usize) {
@@ -783,7 +778,7 @@ mod tests {
             return;
         }
         let mut seed = 0x9e37_79b9u32;
-        for ty in FAST_TYPES {
+        for ty in fast_types() {
             let fmt = QuantFormat::Ggml(ty);
             let form = gemm_form(fmt).unwrap();
             let (rows, cols) = (37, if fmt.block_size() == 256 { 768 } else { 160 });
@@ -851,7 +846,7 @@ mod tests {
             return;
         }
         let mut seed = 0x1234_5678u32;
-        for ty in FAST_TYPES {
+        for ty in fast_types() {
             let fmt = QuantFormat::Ggml(ty);
             let (rows, cols) = (37, if fmt.block_size() == 256 { 512 } else { 96 });
             let (data, wrb) = random_rows(ty, rows, cols, &mut seed);

@@ -573,6 +573,14 @@ pub fn quantize_row_q8_K(x: &[f32], y: &mut [BlockQ8K]) {
     }
 }
 
+block_format!(
+    Q8_K,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::Q8_K),
+    BlockQ8K,
+    dequantize_row_q8_K,
+    quantize_row_q8_K
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

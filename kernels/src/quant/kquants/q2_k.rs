@@ -112,3 +112,13 @@ pub fn vec_dot_q2_K_q8_K(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
     }
     sumf
 }
+
+weight_format!(
+    Q2_K,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::Q2_K),
+    BlockQ2K,
+    dequantize_row_q2_K,
+    quantize_row_q2_K,
+    Q8_K,
+    vec_dot_q2_K_q8_K
+);

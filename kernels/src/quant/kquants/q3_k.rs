@@ -104,3 +104,13 @@ pub fn vec_dot_q3_K_q8_K(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
     }
     sumf
 }
+
+weight_format!(
+    Q3_K,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::Q3_K),
+    BlockQ3K,
+    dequantize_row_q3_K,
+    quantize_row_q3_K,
+    Q8_K,
+    vec_dot_q3_K_q8_K
+);

@@ -48,3 +48,13 @@ pub fn vec_dot_q4_K_q8_K(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     }
     sumf
 }
+
+weight_format!(
+    Q4_K,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::Q4_K),
+    BlockQ4K,
+    dequantize_row_q4_K,
+    quantize_row_q4_K,
+    Q8_K,
+    vec_dot_q4_K_q8_K
+);

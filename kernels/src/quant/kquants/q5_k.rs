@@ -55,3 +55,13 @@ pub fn vec_dot_q5_K_q8_K(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     }
     sumf
 }
+
+weight_format!(
+    Q5_K,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::Q5_K),
+    BlockQ5K,
+    dequantize_row_q5_K,
+    quantize_row_q5_K,
+    Q8_K,
+    vec_dot_q5_K_q8_K
+);

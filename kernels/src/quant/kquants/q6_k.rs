@@ -109,3 +109,13 @@ pub fn vec_dot_q6_K_q8_K(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     }
     sumf
 }
+
+weight_format!(
+    Q6_K,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::Q6_K),
+    BlockQ6K,
+    dequantize_row_q6_K,
+    quantize_row_q6_K,
+    Q8_K,
+    vec_dot_q6_K_q8_K
+);
