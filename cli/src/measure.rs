@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde_json::{json, Value as Json};
-use tinyrt::kernels::cpu::{ops, Isa};
+use tinyrt::kernels::cpu::{Isa, Kernels};
 use tinyrt::kernels::rng::SplitMix64;
 use tinyrt::kv_cache::KvType;
 use tinyrt::tools::perplexity::{perplexity, PerplexityError, PerplexityOptions, PerplexityResult};
@@ -137,13 +137,18 @@ fn run_tg(
     Ok(n as f64 / t.elapsed().as_secs_f64().max(1e-9))
 }
 
-/// Read bandwidth in GB/s (1e9 bytes/s) of `threads` threads each summing its part of a
-/// 1 GiB buffer (best of 3 passes), with the widest vector loads this CPU has.
+/// Read bandwidth in GB/s (1e9 bytes/s) of `threads` threads each reading its part of a
+/// 1 GiB buffer (best of 3 passes), with the widest vector loads of `isa` (the kernels' one
+/// read probe, `Kernels::read_probe`).
 pub fn read_bandwidth_gbps(isa: Isa, threads: usize) -> f64 {
     const BYTES: usize = 1 << 30;
     let threads = threads.max(1);
+    // The model's ISA, which the CPU was checked to support when the model was loaded.
+    let Some(k) = Kernels::get(isa) else {
+        return 0.0;
+    };
     // Non-zero, so every page is really backed (not the shared zero page).
-    let buf = vec![1u64; BYTES / 8];
+    let buf = vec![1u8; BYTES];
     let part = buf.len().div_ceil(threads);
     let mut best = Duration::MAX;
     for _ in 0..3 {
@@ -151,7 +156,7 @@ pub fn read_bandwidth_gbps(isa: Isa, threads: usize) -> f64 {
         let sum: u64 = std::thread::scope(|s| {
             let handles: Vec<_> = buf
                 .chunks(part)
-                .map(|c| s.spawn(move || ops::sum_u64_wrapping(isa, c)))
+                .map(|c| s.spawn(move || k.read_probe(c)))
                 .collect();
             handles
                 .into_iter()

@@ -15,24 +15,6 @@ fn formats() -> Vec<QuantFormat> {
     Kernels::get(Isa::Scalar).unwrap().weight_types().collect()
 }
 
-/// The formats that must have a SIMD (not scalar) kernel on AVX2 and AVX-512.
-/// (Q2_K and Q3_K run the scalar reference on every ISA.)
-const SIMD_FORMATS: [QuantFormat; 13] = [
-    QuantFormat::Ggml(GgmlType::F32),
-    QuantFormat::Ggml(GgmlType::F16),
-    QuantFormat::Ggml(GgmlType::BF16),
-    QuantFormat::Ggml(GgmlType::Q4_0),
-    QuantFormat::Ggml(GgmlType::Q4_1),
-    QuantFormat::Ggml(GgmlType::Q5_0),
-    QuantFormat::Ggml(GgmlType::Q5_1),
-    QuantFormat::Ggml(GgmlType::Q8_0),
-    QuantFormat::Ggml(GgmlType::Q4_K),
-    QuantFormat::Ggml(GgmlType::Q5_K),
-    QuantFormat::Ggml(GgmlType::Q6_K),
-    QuantFormat::Ggml(GgmlType::IQ4_NL),
-    QuantFormat::Nf4,
-];
-
 /// A small deterministic generator (SplitMix64), so a proptest case is just a seed.
 struct Rng(u64);
 impl Rng {
@@ -312,7 +294,7 @@ fn every_isa_covers_the_same_formats_with_the_same_activation_types() {
     for isa in Isa::available() {
         let k = Kernels::get(isa).unwrap();
         for fmt in formats() {
-            if isa != Isa::Scalar && SIMD_FORMATS.contains(&fmt) {
+            if isa != Isa::Scalar && quant::simd_formats().any(|f| f == fmt) {
                 assert!(k.act_type(fmt).is_some(), "{fmt} on {}", isa.name());
             }
             if let Some(act) = k.act_type(fmt) {

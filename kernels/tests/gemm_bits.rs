@@ -1,6 +1,6 @@
 //! The GEMM weight types give the same bits on every ISA: scalar and AVX2 compute the AVX-512
-//! GEMM's float operations (`cpu/gemm_rows.rs`), for every token count (decode included), every
-//! row count (ragged 8- and 16-row groups) and 1 or 2 threads. Both quantized weights of random
+//! GEMM's float operations (`RowsJob` in `cpu/gemm.rs`), for every token count (decode
+//! included), every row count (ragged 8- and 16-row groups) and 1 or 2 threads. Both quantized weights of random
 //! floats and raw random blocks (every code, e.g. Q8_0's −128, with finite scales) are used; the
 //! results are also checked against the scalar dot products within float rounding.
 

@@ -338,28 +338,10 @@ fn check_dot(fmt: QuantFormat, w: &[f32], a: &[f32]) -> Result<(), String> {
     Ok(())
 }
 
-const DOT_FORMATS: [QuantFormat; 15] = [
-    QuantFormat::Ggml(GgmlType::F32),
-    QuantFormat::Ggml(GgmlType::F16),
-    QuantFormat::Ggml(GgmlType::BF16),
-    QuantFormat::Ggml(GgmlType::Q4_0),
-    QuantFormat::Ggml(GgmlType::Q4_1),
-    QuantFormat::Ggml(GgmlType::Q5_0),
-    QuantFormat::Ggml(GgmlType::Q5_1),
-    QuantFormat::Ggml(GgmlType::Q8_0),
-    QuantFormat::Ggml(GgmlType::Q2_K),
-    QuantFormat::Ggml(GgmlType::Q3_K),
-    QuantFormat::Ggml(GgmlType::Q4_K),
-    QuantFormat::Ggml(GgmlType::Q5_K),
-    QuantFormat::Ggml(GgmlType::Q6_K),
-    QuantFormat::Ggml(GgmlType::IQ4_NL),
-    QuantFormat::Nf4,
-];
-
 #[test]
 fn vec_dot_equals_dot_of_dequantized_values() {
     let mut rng = Rng(6);
-    for fmt in DOT_FORMATS {
+    for fmt in quant::weight_formats() {
         for n_blocks_k in [1usize, 2, 5] {
             let n = 256 * n_blocks_k;
             let w = rng.gaussian(n, 0.05);
@@ -388,13 +370,13 @@ mod props {
 
         #[test]
         fn vec_dot_matches_dequantized_dot(
-            fmt_index in 0..DOT_FORMATS.len(),
+            fmt_index in 0..quant::weight_formats().count(),
             seed in any::<u64>(),
             n_blocks_k in 1usize..4,
             w_scale in -6i32..3,
             a_scale in -3i32..3,
         ) {
-            let fmt = DOT_FORMATS[fmt_index];
+            let fmt = quant::weight_formats().nth(fmt_index).unwrap();
             let mut rng = Rng(seed);
             let n = 256 * n_blocks_k;
             let w = rng.gaussian(n, 10f32.powi(w_scale));

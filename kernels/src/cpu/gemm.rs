@@ -30,16 +30,7 @@ pub(crate) const PANEL_ROWS: usize = 16;
 /// ([`side_index`]).
 pub(crate) const TILE_TOKENS: usize = 8;
 
-/// How a weight type maps onto the common form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct GemmForm {
-    /// Values per sub-block (one scale each): 32, or 16 for Q6_K.
-    pub kb: usize,
-    /// The integer offset `o` subtracted from every code.
-    pub offset: i32,
-    /// Whether there is a per-sub-block minimum `mn`.
-    pub mins: bool,
-}
+pub(crate) use crate::quant::GemmForm;
 
 impl GemmForm {
     /// Bytes of one packed sub-block of a panel: codes (`kb` × 16 rows), 16 f32 scales and,
@@ -49,23 +40,10 @@ impl GemmForm {
     }
 }
 
-/// The common form of `ty`, or `None` when the GEMM does not handle it (the dot-product path
-/// is used instead).
+/// The common form of `ty` (its row in [`crate::quant::FORMATS`]), or `None` when the GEMM
+/// does not handle it (the dot-product path is used instead).
 pub(crate) fn gemm_form(ty: QuantFormat) -> Option<GemmForm> {
-    let QuantFormat::Ggml(ty) = ty else {
-        return None;
-    };
-    let f = |kb, offset, mins| Some(GemmForm { kb, offset, mins });
-    match ty {
-        GgmlType::Q4_0 => f(32, 8, false),
-        GgmlType::Q4_1 => f(32, 0, true),
-        GgmlType::Q5_0 => f(32, 16, false),
-        GgmlType::Q5_1 => f(32, 0, true),
-        GgmlType::Q8_0 | GgmlType::IQ4_NL => f(32, 128, false),
-        GgmlType::Q4_K | GgmlType::Q5_K => f(32, 0, true),
-        GgmlType::Q6_K => f(16, 32, false),
-        _ => None,
-    }
+    crate::quant::format(ty).and_then(|f| f.gemm)
 }
 
 #[inline]
@@ -109,16 +87,10 @@ pub(crate) fn unpack_block(
             mins[0] = f16_at(b, 2);
             nibbles(&b[4..20], codes);
         }
-        GgmlType::Q5_0 | GgmlType::Q5_1 => {
-            let (qh_at, qs_at) = if ty == GgmlType::Q5_0 {
-                (2, 6)
-            } else {
-                mins[0] = f16_at(b, 2);
-                (4, 8)
-            };
+        GgmlType::Q5_0 => {
             scales[0] = f16_at(b, 0);
-            let qh = u32::from_le_bytes([b[qh_at], b[qh_at + 1], b[qh_at + 2], b[qh_at + 3]]);
-            nibbles(&b[qs_at..qs_at + 16], codes);
+            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+            nibbles(&b[6..22], codes);
             for (j, c) in codes[..32].iter_mut().enumerate() {
                 *c |= (((qh >> j) & 1) << 4) as u8;
             }
@@ -136,26 +108,16 @@ pub(crate) fn unpack_block(
                 codes[j + 16] = (KVALUES_IQ4NL[(q >> 4) as usize] as u8) ^ 0x80;
             }
         }
-        GgmlType::Q4_K | GgmlType::Q5_K => {
+        GgmlType::Q4_K => {
             let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
             let sm = crate::cpu::scalar::dot::unpack_scales_mins_k4(&b[4..16]);
             for k in 0..8 {
                 scales[k] = d * sm[k] as f32;
                 mins[k] = -(dmin * sm[8 + k] as f32);
             }
-            let qs_at = if ty == GgmlType::Q4_K { 16 } else { 48 };
             for n in 0..4 {
-                let qs = &b[qs_at + 32 * n..qs_at + 32 * n + 32];
+                let qs = &b[16 + 32 * n..16 + 32 * n + 32];
                 nibbles(qs, &mut codes[64 * n..64 * n + 64]);
-            }
-            if ty == GgmlType::Q5_K {
-                let qh = &b[16..48];
-                for n in 0..4 {
-                    for j in 0..32 {
-                        codes[64 * n + j] |= ((qh[j] >> (2 * n)) & 1) << 4;
-                        codes[64 * n + 32 + j] |= ((qh[j] >> (2 * n + 1)) & 1) << 4;
-                    }
-                }
             }
         }
         GgmlType::Q6_K => {
@@ -175,7 +137,7 @@ pub(crate) fn unpack_block(
                 }
             }
         }
-        _ => unreachable!("gemm_form admits only the types above"),
+        _ => unreachable!("FORMATS gives a GEMM form to the types above only"),
     }
 }
 
@@ -416,5 +378,99 @@ fn fill_token(
                 _pad: 0,
             },
         );
+    }
+}
+
+/// The arguments of one micro-tile of the panel GEMM (`PanelGemm::multiply`).
+#[derive(Clone, Copy)]
+pub(crate) struct Tile {
+    /// Sub-blocks along the row.
+    pub nsub: usize,
+    /// The packed panel (64-byte aligned, `nsub` sub-blocks of the form's stride).
+    pub panel: *const u8,
+    /// The int8 activations of the tile's first token; token `t` starts `t · cols` bytes on.
+    pub y: *const i8,
+    pub cols: usize,
+    /// The side values of the first token at sub-block 0, in `GemmActs`' order
+    /// (`gemm::side_index`): for a tile of `C` tokens (one group), sub-block `b`, token `t` at
+    /// `b · C + t`.
+    pub side: *const Side,
+    pub n_tokens: usize,
+    /// Where the first token's 16 results go; token `t` at `t · out_stride` floats on.
+    pub out: *mut f32,
+    pub out_stride: usize,
+    /// Which of the 16 rows are real.
+    pub mask: u16,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The GEMM's arithmetic on the ISAs without its AVX-512 micro-kernel (scalar, AVX2).
+//
+// On AVX-512 the GEMM types take the register-blocked GEMM of `cpu/gemm.rs` for every token
+// count. For a model to give the same logits on every ISA, the other ISAs must compute those
+// matrix products with the very same float operations, not merely the same integer sums.
+// Per output (row, token), for each sub-block `b` in order:
+//
+// ```text
+// isum  = init[b] + Σ code·y                 (exact integer; any method)
+// scale = s_row[b] · d_tok[b]                (f32 multiply)
+// acc   = fma(f32(isum), scale, acc)
+// acc   = fma(mn_row[b], ms_tok[b], acc)     (forms with minimums only)
+// ```
+//
+// starting from `acc = +0.0`. The per-ISA kernels (`scalar/gemm.rs`, `avx2/gemm.rs`) work on
+// the row-major codes of `gemm::unpack_block` (or a SIMD unpack of the same bytes), so no panel
+// is packed; `matmul.rs` hands out the rows to the threads as it does the panels.
+
+/// One matrix product in the GEMM's form.
+pub(crate) struct RowsJob<'a> {
+    pub ty: GgmlType,
+    pub form: GemmForm,
+    /// The weight matrix: `rows` rows of `wrb` bytes, `cols` values each.
+    pub data: &'a [u8],
+    pub wrb: usize,
+    pub cols: usize,
+    pub rows: usize,
+    pub acts: &'a GemmActs,
+    pub n_tokens: usize,
+    /// `n_tokens × rows` outputs, token-major.
+    pub out: *mut f32,
+}
+
+impl<'a> RowsJob<'a> {
+    /// The job of `matmul_q`'s checked sizes (checked again here: the kernels index the
+    /// buffers unchecked).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        ty: GgmlType,
+        form: GemmForm,
+        data: &'a [u8],
+        wrb: usize,
+        cols: usize,
+        rows: usize,
+        acts: &'a GemmActs,
+        n_tokens: usize,
+        out: *mut f32,
+    ) -> RowsJob<'a> {
+        let fmt = QuantFormat::Ggml(ty);
+        assert!(
+            cols.is_multiple_of(fmt.block_size())
+                && wrb == cols / fmt.block_size() * fmt.type_size()
+                && data.len() >= rows * wrb
+                && acts.y.len() >= n_tokens * cols
+                && acts.side.len() >= n_tokens * (cols / form.kb),
+            "RowsJob: bad sizes"
+        );
+        RowsJob {
+            ty,
+            form,
+            data,
+            wrb,
+            cols,
+            rows,
+            acts,
+            n_tokens,
+            out,
+        }
     }
 }

@@ -11,9 +11,13 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::cpu::gemm::{gemm_form, pack_panel, GemmActs, GemmForm, Line, PANEL_ROWS};
+use crate::cpu::gemm::{
+    gemm_form, pack_panel, GemmActs, GemmForm, Line, RowsJob, Tile, PANEL_ROWS,
+};
 use crate::cpu::pool::ThreadPool;
-use crate::cpu::{row_bytes, Isa, KernelError, Kernels, VecDot4Fn, VecDotEntry, VecDotFn};
+use crate::cpu::{
+    row_bytes, GemmKernels, KernelError, Kernels, PanelGemm, VecDot4Fn, VecDotEntry, VecDotFn,
+};
 use crate::quant::{GgmlType, QuantFormat};
 
 /// A weight matrix in ggml layout: `rows` rows of `cols` values of type `ty` (a ggml type, or
@@ -455,23 +459,11 @@ impl Kernels {
     /// Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q4_K and Q6_K, for every token count, decode included
     /// (their AVX-512 panels pack fast enough). On AVX-512 that is the register-blocked GEMM
     /// (`cpu/gemm.rs`); scalar and AVX2 compute the same float operations without panels
-    /// (`cpu/gemm_rows.rs`), so every ISA gives the same bits. The results agree with the dot
+    /// (`RowsJob` in `cpu/gemm.rs`), so every ISA gives the same bits. The results agree with the dot
     /// products within float rounding (the same integer sums, scaled and added in another
     /// order) and do not depend on how the tokens are split into calls.
     pub fn uses_gemm(&self, ty: QuantFormat, n_tokens: usize) -> bool {
-        n_tokens > 0
-            && matches!(
-                ty,
-                QuantFormat::Ggml(
-                    GgmlType::Q4_0
-                        | GgmlType::Q4_1
-                        | GgmlType::Q5_0
-                        | GgmlType::Q8_0
-                        | GgmlType::IQ4_NL
-                        | GgmlType::Q4_K
-                        | GgmlType::Q6_K
-                )
-            )
+        n_tokens > 0 && gemm_form(ty).is_some()
     }
 
     /// The GEMM path of `matmul_q_group` (sizes already checked): one [`GemmTask`] per job,
@@ -518,7 +510,7 @@ impl Kernels {
                 let ga = &all_acts[built[i]];
                 bytes += w.data.len();
                 tasks.push(GemmTask {
-                    isa: self.isa,
+                    kernels: &self.gemm,
                     n_threads: pool.n_threads(),
                     ty,
                     form,
@@ -543,15 +535,10 @@ impl Kernels {
 /// One product for the GEMM: the weights, their row bytes, the activations and the output.
 type GemmJob<'a, 'w> = (&'a QMatrix<'w>, usize, &'a QuantizedActs, OutPtr);
 
-/// The panel transposition of the ISA that runs the GEMM.
-#[cfg(target_arch = "x86_64")]
-const TRANSPOSE: fn(&[u8], usize, usize, &mut [u8]) = crate::cpu::avx512::gemm::transpose_codes;
-#[cfg(not(target_arch = "x86_64"))]
-const TRANSPOSE: fn(&[u8], usize, usize, &mut [u8]) = crate::cpu::gemm::transpose_codes;
-
 /// One GEMM: panels of 16 rows handed out one at a time.
 struct GemmTask<'a, 'w> {
-    isa: Isa,
+    /// The GEMM kernels of the table that runs it.
+    kernels: &'a GemmKernels,
     /// The pool's threads (for the claim sizes).
     n_threads: usize,
     ty: GgmlType,
@@ -566,14 +553,15 @@ struct GemmTask<'a, 'w> {
 
 impl GemmTask<'_, '_> {
     fn work(&self) {
-        if self.isa != Isa::Avx512 {
-            self.work_rows();
-            return;
+        match self.kernels {
+            GemmKernels::Rows(f) => self.work_rows(*f),
+            GemmKernels::Panels(p) => {
+                thread_local! {
+                    static PANEL: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+                }
+                with_scratch(&PANEL, |panel| self.work_with(p, panel));
+            }
         }
-        thread_local! {
-            static PANEL: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
-        }
-        with_scratch(&PANEL, |panel| self.work_with(panel));
     }
 
     /// Claims the next rows to multiply: a few panels at a time while many are left, one at
@@ -600,9 +588,9 @@ impl GemmTask<'_, '_> {
         }
     }
 
-    /// Scalar and AVX2: the GEMM's float operations without panels (`cpu/gemm_rows.rs`).
-    fn work_rows(&self) {
-        let job = crate::cpu::gemm_rows::RowsJob::new(
+    /// The GEMM's float operations without panels (`RowsJob` in `cpu/gemm.rs`).
+    fn work_rows(&self, rows_times_tokens: crate::cpu::table::RowsFn) {
+        let job = RowsJob::new(
             self.ty,
             self.form,
             self.w.data,
@@ -614,37 +602,31 @@ impl GemmTask<'_, '_> {
             self.out.0,
         );
         while let Some(claimed) = self.claim() {
-            // SAFETY: the claimed rows are within the matrix and handed out once (`claim`),
-            // so no other thread writes their outputs.
-            unsafe {
-                crate::cpu::gemm_rows::rows_times_tokens(
-                    self.isa,
-                    &job,
-                    claimed.start,
-                    claimed.len(),
-                )
-            };
+            assert!(claimed.end <= job.rows);
+            // SAFETY: the table's ISA is supported (it came from `Kernels::get`); the claimed
+            // rows are within the matrix and handed out once (`claim`), so no other thread
+            // writes their outputs.
+            unsafe { rows_times_tokens(&job, claimed.start, claimed.len()) };
         }
     }
 
-    fn work_with(&self, panel: &mut Vec<Line>) {
+    fn work_with(&self, gemm: &PanelGemm, panel: &mut Vec<Line>) {
         while let Some(claimed) = self.claim() {
             for r0 in claimed.step_by(PANEL_ROWS) {
-                self.panel_rows(panel, r0);
+                self.panel_rows(gemm, panel, r0);
             }
         }
     }
 
     /// Multiplies the panel of rows `r0 .. r0 + 16` (fewer at the end).
-    fn panel_rows(&self, panel: &mut Vec<Line>, r0: usize) {
+    fn panel_rows(&self, gemm: &PanelGemm, panel: &mut Vec<Line>, r0: usize) {
         let rows = self.w.rows;
         let n_rows = (rows - r0).min(PANEL_ROWS);
-        #[cfg(target_arch = "x86_64")]
-        if self.isa == Isa::Avx512 && self.n_tokens == 1 {
+        if self.n_tokens == 1 {
             // SAFETY: r0 + n_rows ≤ rows = the one token's outputs, and rows r0..r0 +
             // n_rows belong to this panel only (handed out once through `next`).
             let out = unsafe { std::slice::from_raw_parts_mut(self.out.0.add(r0), n_rows) };
-            if crate::cpu::avx512::gemm::rows_times_one_token(
+            if (gemm.one_token)(
                 self.ty,
                 self.w.data,
                 self.wrb,
@@ -658,8 +640,7 @@ impl GemmTask<'_, '_> {
                 return;
             }
         }
-        #[cfg(target_arch = "x86_64")]
-        let packed = crate::cpu::avx512::gemm::pack_panel_fast(
+        let packed = (gemm.pack_fast)(
             self.ty,
             self.w.data,
             self.wrb,
@@ -668,8 +649,6 @@ impl GemmTask<'_, '_> {
             n_rows,
             panel,
         );
-        #[cfg(not(target_arch = "x86_64"))]
-        let packed = false;
         if !packed {
             pack_panel(
                 self.ty,
@@ -680,30 +659,26 @@ impl GemmTask<'_, '_> {
                 r0,
                 n_rows,
                 panel,
-                TRANSPOSE,
+                gemm.transpose,
             );
         }
-        #[cfg(target_arch = "x86_64")]
-        {
-            let tile = crate::cpu::avx512::gemm::Tile {
-                nsub: self.w.cols / self.form.kb,
-                panel: panel.as_ptr().cast(),
-                y: self.acts.y.as_ptr(),
-                cols: self.w.cols,
-                side: self.acts.side.as_ptr(),
-                n_tokens: self.n_tokens,
-                // SAFETY: r0 < rows, so the offset stays within the n_tokens × rows output.
-                out: unsafe { self.out.0.add(r0) },
-                out_stride: rows,
-                mask: ((1u32 << n_rows) - 1) as u16,
-            };
-            // SAFETY: this path is only taken on an AVX-512 table (`uses_gemm`), which
-            // `Kernels::get` hands out only when the CPU supports it; the panel holds
-            // `nsub` packed sub-blocks, the activations n_tokens × cols values and
-            // n_tokens × nsub side values, and the output rows r0..r0 + n_rows of every
-            // token belong to this panel only.
-            unsafe { crate::cpu::avx512::gemm::panel_times_tokens(self.form, &tile) };
-        }
+        let tile = Tile {
+            nsub: self.w.cols / self.form.kb,
+            panel: panel.as_ptr().cast(),
+            y: self.acts.y.as_ptr(),
+            cols: self.w.cols,
+            side: self.acts.side.as_ptr(),
+            n_tokens: self.n_tokens,
+            // SAFETY: r0 < rows, so the offset stays within the n_tokens × rows output.
+            out: unsafe { self.out.0.add(r0) },
+            out_stride: rows,
+            mask: ((1u32 << n_rows) - 1) as u16,
+        };
+        // SAFETY: the table's ISA is supported (it came from `Kernels::get`); the panel holds
+        // `nsub` packed sub-blocks, the activations n_tokens × cols values and n_tokens × nsub
+        // side values, and the output rows r0..r0 + n_rows of every token belong to this
+        // panel only.
+        unsafe { (gemm.multiply)(self.form, &tile) };
     }
 }
 

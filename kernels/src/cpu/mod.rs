@@ -1,16 +1,20 @@
 //! CPU kernels. One folder per ISA (`scalar/`, `avx2/`, `avx512/`) with the same function names
 //! in each; the ISA is chosen at run time (never with `target-cpu`), so a stock build reaches the
-//! fastest path the CPU has.
+//! fastest path the CPU has. Adding an ISA is one folder with its `static KERNELS`, one [`Isa`]
+//! variant (with its feature check in [`Isa::is_supported`]) and one arm in [`Kernels::get`].
 //!
 //! # Dot products and matrix products
-//! [`Kernels`] is the table of one ISA: for each weight format its dot-product kernel and the
-//! activation type it consumes (ggml's `vec_dot_type`: Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL/NF4,
-//! Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants, F32 for F32/F16/BF16), plus the activation
-//! converters. [`Kernels::get`] hands out a table only when the CPU supports its ISA;
+//! [`Kernels`] (`cpu/table.rs`) is the table of one ISA, filled by the `static KERNELS` of its
+//! folder: the transformer ops, the GEMM kernels, the read probe and, for each weight format,
+//! its dot-product kernel and the activation type it consumes (ggml's `vec_dot_type`: Q8_0 for
+//! Q4_0/Q5_0/Q8_0/IQ4_NL/NF4, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants, F32 for F32/F16/BF16),
+//! plus the activation converters. [`Kernels::get`] hands out a table only when the CPU
+//! supports its ISA, the one such check (everything else calls through a table);
 //! [`Kernels::best`] is the process default ([`Isa::default_for_process`]). The matrix products
-//! ([`matmul`]) and the thread pool ([`pool`]) sit on top. The matrix products of Q4_0, Q4_1,
-//! Q5_0, Q8_0, IQ4_NL, Q4_K and Q6_K take a GEMM instead of the dot products, on every ISA
-//! with the same float operations (`gemm.rs` on AVX-512, `gemm_rows.rs` on scalar and AVX2),
+//! ([`matmul`]), the ops ([`ops`], [`attention`]) and the thread pool ([`pool`]) sit on top and
+//! never name an ISA. The matrix products of Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q4_K and Q6_K take
+//! a GEMM instead of the dot products, on every ISA with the same float operations (packed
+//! panels on AVX-512, row by row on scalar and AVX2; `gemm.rs`),
 //! so their results are the same bits everywhere.
 //!
 //! | format | scalar | AVX2 | AVX-512 VNNI |
@@ -28,21 +32,25 @@
 
 use std::sync::OnceLock;
 
-use crate::quant::{GgmlType, QuantFormat};
-
+pub mod attention;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub(crate) mod gemm;
-pub(crate) mod gemm_rows;
 pub mod matmul;
 pub mod ops;
 pub mod pool;
+pub mod rope;
 pub mod scalar;
+pub(crate) mod table;
 
 pub use matmul::{MatmulError, MatmulJob, QMatrix, QuantizedActs};
 pub use pool::ThreadPool;
+pub(crate) use table::{
+    dot_entry, dot_entry4, row_bytes, GemmKernels, OpKernels, PanelGemm, QuantizeEntry, VecDotEntry,
+};
+pub use table::{KernelError, Kernels, QuantizeRowFn, VecDot4Fn, VecDotFn};
 
 /// An instruction-set level with its own kernel implementations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -149,138 +157,6 @@ impl Isa {
     }
 }
 
-/// A dot product of `n` values: a weight row `w` (ggml layout of the weight type) with an
-/// activation row `a` (ggml layout of the activation type the kernel wants).
-///
-/// # Safety
-/// The CPU supports the ISA of the kernel; `n` is a multiple of the block size of both types;
-/// `w` and `a` hold at least the bytes of `n` values of their types.
-pub type VecDotFn = unsafe fn(n: usize, w: &[u8], a: &[u8]) -> f32;
-
-/// Four dot products of one weight row with four activation rows (prefill): the weight row is
-/// unpacked once for all four. Each result equals the [`VecDotFn`] result bit for bit.
-///
-/// # Safety
-/// As [`VecDotFn`], for each of the four activation rows.
-pub type VecDot4Fn = unsafe fn(n: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4];
-
-/// Converts `x` (a multiple of the block size of the activation type) into `out` (at least the
-/// bytes of `x.len()` values of that type).
-///
-/// # Safety
-/// The CPU supports the ISA of the kernel and the sizes hold as above.
-pub type QuantizeRowFn = unsafe fn(x: &[f32], out: &mut [u8]);
-
-/// One row of a kernel table: the weight type, the activation type its dot product wants
-/// (ggml's `vec_dot_type`) and the kernel.
-#[derive(Clone, Copy)]
-pub(crate) struct VecDotEntry {
-    pub weight: QuantFormat,
-    pub act: GgmlType,
-    pub f: VecDotFn,
-    /// The four-token form, where the ISA has one.
-    pub f4: Option<VecDot4Fn>,
-}
-
-/// A kernel-table row for a ggml weight type.
-pub(crate) const fn dot_entry(weight: GgmlType, act: GgmlType, f: VecDotFn) -> VecDotEntry {
-    VecDotEntry {
-        weight: QuantFormat::Ggml(weight),
-        act,
-        f,
-        f4: None,
-    }
-}
-
-/// A kernel-table row with a four-token kernel.
-pub(crate) const fn dot_entry4(
-    weight: GgmlType,
-    act: GgmlType,
-    f: VecDotFn,
-    f4: VecDot4Fn,
-) -> VecDotEntry {
-    VecDotEntry {
-        weight: QuantFormat::Ggml(weight),
-        act,
-        f,
-        f4: Some(f4),
-    }
-}
-
-/// One activation converter: the activation type and the kernel.
-#[derive(Clone, Copy)]
-pub(crate) struct QuantizeEntry {
-    pub act: GgmlType,
-    pub f: QuantizeRowFn,
-}
-
-/// Errors of the kernel-level API (single dot products and row conversions).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KernelError {
-    #[error("no {isa} dot-product kernel for weight type {ty}")]
-    UnsupportedWeight { isa: &'static str, ty: QuantFormat },
-    #[error("{ty} is not an activation type the {isa} kernels can produce")]
-    UnsupportedActivation { isa: &'static str, ty: GgmlType },
-    #[error("{n} values is not a multiple of the {ty} block size {block}")]
-    NotBlockMultiple {
-        ty: QuantFormat,
-        n: usize,
-        block: usize,
-    },
-    #[error("{what}: need {need} bytes/values, got {got}")]
-    Size {
-        what: &'static str,
-        need: usize,
-        got: usize,
-    },
-}
-
-/// The kernels of one ISA. Handed out only by [`Kernels::get`] / [`Kernels::best`], which check
-/// that the CPU supports the ISA first; every method is therefore safe to call.
-pub struct Kernels {
-    pub isa: Isa,
-    dots: &'static [VecDotEntry],
-    quantizers: &'static [QuantizeEntry],
-    read_probe: unsafe fn(&[u8]) -> u64,
-}
-
-static SCALAR: Kernels = Kernels {
-    isa: Isa::Scalar,
-    dots: scalar::dot::VEC_DOTS,
-    quantizers: scalar::dot::QUANTIZERS,
-    read_probe: scalar::dot::read_probe,
-};
-#[cfg(target_arch = "x86_64")]
-static AVX2: Kernels = Kernels {
-    isa: Isa::Avx2,
-    dots: avx2::dot::VEC_DOTS,
-    quantizers: avx2::dot::QUANTIZERS,
-    read_probe: avx2::dot::read_probe,
-};
-#[cfg(target_arch = "x86_64")]
-static AVX512: Kernels = Kernels {
-    isa: Isa::Avx512,
-    dots: avx512::dot::VEC_DOTS,
-    quantizers: avx512::dot::QUANTIZERS,
-    read_probe: avx512::dot::read_probe,
-};
-
-/// Bytes taken by `n` values of `ty`, or an error when `n` is not a whole number of blocks.
-pub(crate) fn row_bytes(ty: impl Into<QuantFormat>, n: usize) -> Result<usize, KernelError> {
-    let ty = ty.into();
-    let block = ty.block_size();
-    if !n.is_multiple_of(block) {
-        return Err(KernelError::NotBlockMultiple { ty, n, block });
-    }
-    (n / block)
-        .checked_mul(ty.type_size())
-        .ok_or(KernelError::Size {
-            what: "row bytes overflow",
-            need: usize::MAX,
-            got: n,
-        })
-}
-
 impl Kernels {
     /// The table of `isa`, or `None` when this CPU cannot run it.
     pub fn get(isa: Isa) -> Option<&'static Kernels> {
@@ -288,11 +164,11 @@ impl Kernels {
             return None;
         }
         match isa {
-            Isa::Scalar => Some(&SCALAR),
+            Isa::Scalar => Some(&scalar::KERNELS),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => Some(&AVX2),
+            Isa::Avx2 => Some(&avx2::KERNELS),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => Some(&AVX512),
+            Isa::Avx512 => Some(&avx512::KERNELS),
             #[cfg(not(target_arch = "x86_64"))]
             _ => None,
         }
@@ -300,154 +176,7 @@ impl Kernels {
 
     /// The table of [`Isa::default_for_process`] (the fastest ISA unless `TINYRT_ISA` says otherwise).
     pub fn best() -> &'static Kernels {
-        Kernels::get(Isa::default_for_process()).unwrap_or(&SCALAR)
-    }
-
-    pub(crate) fn entry_for(&self, weight: QuantFormat) -> Option<VecDotEntry> {
-        self.dots.iter().copied().find(|e| e.weight == weight)
-    }
-
-    pub(crate) fn quantize_entry(&self, act: GgmlType) -> Option<QuantizeEntry> {
-        self.quantizers.iter().copied().find(|e| e.act == act)
-    }
-
-    /// The weight types this table has a dot-product kernel for.
-    pub fn weight_types(&self) -> impl Iterator<Item = QuantFormat> + '_ {
-        self.dots.iter().map(|e| e.weight)
-    }
-
-    /// The activation type the dot product of weight type `weight` consumes (ggml's
-    /// `vec_dot_type`), or `None` when there is no kernel for `weight`.
-    pub fn act_type(&self, weight: impl Into<QuantFormat>) -> Option<GgmlType> {
-        self.entry_for(weight.into()).map(|e| e.act)
-    }
-
-    /// Converts `x` to activation type `act` (F32, F16, BF16, Q8_0, Q8_1 or Q8_K) into `out`.
-    pub fn quantize_row(
-        &self,
-        act: GgmlType,
-        x: &[f32],
-        out: &mut [u8],
-    ) -> Result<(), KernelError> {
-        let e = self
-            .quantize_entry(act)
-            .ok_or(KernelError::UnsupportedActivation {
-                isa: self.isa.name(),
-                ty: act,
-            })?;
-        let need = row_bytes(act, x.len())?;
-        if out.len() < need {
-            return Err(KernelError::Size {
-                what: "quantized row buffer",
-                need,
-                got: out.len(),
-            });
-        }
-        // SAFETY: `self` was handed out by `Kernels::get`, which checked that the CPU supports
-        // `self.isa`; the length of `x` is a whole number of blocks and `out` is large enough.
-        unsafe { (e.f)(x, out) };
-        Ok(())
-    }
-
-    /// The dot product of `n` values of weight row `w` (type `weight`) with activation row `a`
-    /// (already in [`Kernels::act_type`] of `weight`).
-    pub fn vec_dot(
-        &self,
-        weight: impl Into<QuantFormat>,
-        n: usize,
-        w: &[u8],
-        a: &[u8],
-    ) -> Result<f32, KernelError> {
-        let (e, need_w, need_a) = self.checked_row(weight.into(), n, w)?;
-        if a.len() < need_a {
-            return Err(KernelError::Size {
-                what: "activation row",
-                need: need_a,
-                got: a.len(),
-            });
-        }
-        // SAFETY: the CPU supports `self.isa` (checked by `Kernels::get`), `n` is a whole number
-        // of blocks of both types (row_bytes succeeded) and both rows have exactly their bytes.
-        Ok(unsafe { (e.f)(n, &w[..need_w], &a[..need_a]) })
-    }
-
-    /// The dot-product entry of `weight`, and the bytes of one weight row and one activation
-    /// row of `n` values, after checking that `w` holds the weight row.
-    fn checked_row(
-        &self,
-        weight: QuantFormat,
-        n: usize,
-        w: &[u8],
-    ) -> Result<(VecDotEntry, usize, usize), KernelError> {
-        let e = self
-            .entry_for(weight)
-            .ok_or(KernelError::UnsupportedWeight {
-                isa: self.isa.name(),
-                ty: weight,
-            })?;
-        let need_w = row_bytes(weight, n)?;
-        let need_a = row_bytes(e.act, n)?;
-        if w.len() < need_w {
-            return Err(KernelError::Size {
-                what: "weight row",
-                need: need_w,
-                got: w.len(),
-            });
-        }
-        Ok((e, need_w, need_a))
-    }
-
-    /// Whether the kernel of `weight` has a four-token (prefill) form on this ISA.
-    pub fn has_vec_dot4(&self, weight: impl Into<QuantFormat>) -> bool {
-        self.entry_for(weight.into())
-            .is_some_and(|e| e.f4.is_some())
-    }
-
-    /// [`Kernels::vec_dot`] of one weight row against four activation rows (the four-token
-    /// kernel where there is one, otherwise four single calls; the results are the same).
-    pub fn vec_dot4(
-        &self,
-        weight: impl Into<QuantFormat>,
-        n: usize,
-        w: &[u8],
-        a: [&[u8]; 4],
-    ) -> Result<[f32; 4], KernelError> {
-        let (e, need_w, need_a) = self.checked_row(weight.into(), n, w)?;
-        if let Some(short) = a.iter().find(|a| a.len() < need_a) {
-            return Err(KernelError::Size {
-                what: "activation row",
-                need: need_a,
-                got: short.len(),
-            });
-        }
-        let a = a.map(|a| &a[..need_a]);
-        let w = &w[..need_w];
-        // SAFETY: as in `vec_dot`, for each of the four activation rows.
-        Ok(unsafe {
-            match e.f4 {
-                Some(f4) => f4(n, w, a),
-                None => a.map(|a| (e.f)(n, w, a)),
-            }
-        })
-    }
-}
-
-impl Kernels {
-    /// Reads every byte of `data` with this ISA's widest loads and returns an XOR of its 64-bit
-    /// words (a memory read-bandwidth probe for the benchmarks; the result only keeps the
-    /// reads from being optimised away). A tail of fewer than 8 bytes is ignored.
-    pub fn read_probe(&self, data: &[u8]) -> u64 {
-        // SAFETY: the CPU supports `self.isa` (checked by `Kernels::get`); the probe reads only
-        // within `data`.
-        unsafe { (self.read_probe)(data) }
-    }
-}
-
-impl std::fmt::Debug for Kernels {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kernels")
-            .field("isa", &self.isa)
-            .finish_non_exhaustive()
+        Kernels::get(Isa::default_for_process()).unwrap_or(&scalar::KERNELS)
     }
 }
 
@@ -462,6 +191,33 @@ mod tests {
         }
         assert_eq!(Isa::from_name("AVX512"), Some(Isa::Avx512));
         assert_eq!(Isa::from_name("neon"), None);
+    }
+
+    /// Every ISA table has a kernel for every weight format of `quant::FORMATS`, taking its
+    /// `vec_dot_type`, and the AVX2 / AVX-512 tables have their own kernel exactly for the
+    /// formats marked `simd` (the others run the scalar reference).
+    #[test]
+    fn every_table_covers_the_format_table() {
+        let scalar = Kernels::get(Isa::Scalar).unwrap();
+        for isa in Isa::available() {
+            let k = Kernels::get(isa).unwrap();
+            for f in crate::quant::FORMATS.iter().filter(|f| f.vec_dot.is_some()) {
+                let e = k
+                    .entry_for(f.format)
+                    .unwrap_or_else(|| panic!("{} has no {} dot product", isa.name(), f.format));
+                assert_eq!(Some(e.act), f.vec_dot_type, "{} {}", isa.name(), f.format);
+                if isa != Isa::Scalar {
+                    let own = e.f as usize != scalar.entry_for(f.format).unwrap().f as usize;
+                    assert_eq!(own, f.simd, "{} {}: own SIMD kernel", isa.name(), f.format);
+                }
+            }
+            assert_eq!(
+                k.weight_types().count(),
+                crate::quant::weight_formats().count(),
+                "{}: a dot product for a format outside FORMATS",
+                isa.name()
+            );
+        }
     }
 
     #[test]

@@ -284,6 +284,138 @@ impl std::fmt::Debug for ThreadPool {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The seam through which ops use a pool, and a row-parallel helper.
+
+/// Runs `f(thread_idx, n_threads)` once on each of `n_threads()` threads and returns when all
+/// calls have returned. The seam through which ops use a thread pool.
+pub trait ParallelRun: Sync {
+    fn n_threads(&self) -> usize;
+    fn run(&self, f: &(dyn Fn(usize, usize) + Sync));
+    /// Runs `f` on the calling thread and on any other threads that join before it returns
+    /// (`cpu::ThreadPool::run_dynamic`): `f` must share its work out dynamically, so that any
+    /// subset of the calls completes it. By default the same as [`ParallelRun::run`].
+    fn run_dynamic(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        self.run(f)
+    }
+}
+
+/// Runs on the calling thread only.
+pub struct Sequential;
+
+impl ParallelRun for Sequential {
+    fn n_threads(&self) -> usize {
+        1
+    }
+    fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        f(0, 1)
+    }
+}
+
+/// The persistent pool of `cpu::pool` (workers spin briefly, so back-to-back ops avoid wake-ups).
+impl ParallelRun for crate::cpu::ThreadPool {
+    fn n_threads(&self) -> usize {
+        crate::cpu::ThreadPool::n_threads(self)
+    }
+    fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        crate::cpu::ThreadPool::run(self, f)
+    }
+    fn run_dynamic(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        crate::cpu::ThreadPool::run_dynamic(self, f)
+    }
+}
+
+/// Values below which [`par_rows_mut`] stays on the calling thread: a pool round trip costs a
+/// few microseconds, about what an element-wise op takes on this many values.
+pub const PAR_MIN_VALUES: usize = 16 * 1024;
+
+/// Runs `f(first_row, rows)` over consecutive runs of whole rows of `x` (rows of `row_len`
+/// values) on `par`'s threads, taken dynamically in chunks: the caller alone completes the work
+/// when the other threads are busy, so a descheduled worker never stalls it. Below
+/// [`PAR_MIN_VALUES`] values (e.g. every decode step) `f(0, x)` runs on the calling thread.
+/// `f` must give the same result for any split into runs of rows (a per-row op).
+pub fn par_rows_mut<T: Send>(
+    par: &dyn ParallelRun,
+    x: &mut [T],
+    row_len: usize,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    assert!(
+        row_len > 0 && x.len().is_multiple_of(row_len),
+        "par_rows_mut: length {} is not a multiple of the row length {row_len}",
+        x.len()
+    );
+    let n_rows = x.len() / row_len;
+    let n_threads = par.n_threads();
+    if n_threads <= 1 || n_rows <= 1 || x.len() < PAR_MIN_VALUES {
+        f(0, x);
+        return;
+    }
+    // A few chunks per thread, each at least PAR_MIN_VALUES / 4 values.
+    let chunk_rows = n_rows
+        .div_ceil(4 * n_threads)
+        .max((PAR_MIN_VALUES / 4).div_ceil(row_len))
+        .max(1);
+    let n_chunks = n_rows.div_ceil(chunk_rows);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let base = SendPtr(x.as_mut_ptr());
+    par.run_dynamic(&|_, _| loop {
+        let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if c >= n_chunks {
+            break;
+        }
+        let r0 = c * chunk_rows;
+        let r1 = (r0 + chunk_rows).min(n_rows);
+        // SAFETY: rows `r0..r1` lie inside `x` (r1 <= n_rows); each chunk index is taken by
+        // exactly one call (atomic counter), so no two live slices overlap, and `x` is borrowed
+        // mutably for the whole of `run_dynamic`, which returns only after every call has.
+        let rows = unsafe {
+            std::slice::from_raw_parts_mut(base.get().add(r0 * row_len), (r1 - r0) * row_len)
+        };
+        f(r0, rows);
+    });
+}
+
+/// A raw pointer that may cross threads; the user guarantees disjoint access.
+struct SendPtr<T>(*mut T);
+
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+// SAFETY: only used by `par_rows_mut`, whose calls write disjoint runs of rows of `T: Send`.
+unsafe impl<T: Send> Send for SendPtr<T> {}
+// SAFETY: as above; the pointer itself is only copied, never dereferenced concurrently at
+// overlapping places.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+/// `n` rayon tasks on rayon's global pool.
+pub struct RayonRun(pub usize);
+
+impl ParallelRun for RayonRun {
+    fn n_threads(&self) -> usize {
+        self.0.max(1)
+    }
+    fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        let n = self.n_threads();
+        rayon::scope(|s| {
+            for i in 1..n {
+                s.spawn(move |_| f(i, n));
+            }
+            f(0, n);
+        });
+    }
+}
+
 /// Distinct (physical id, core id) pairs of /proc/cpuinfo (Linux only).
 fn physical_cores() -> Option<usize> {
     let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;

@@ -86,6 +86,34 @@ pub fn vec_dot_bf16_f32(x: &[u16], y: &[f32]) -> f32 {
         .sum::<f64>() as f32
 }
 
+weight_format!(
+    F32,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::F32),
+    f32,
+    dequantize_row_f32,
+    quantize_row_f32,
+    F32,
+    vec_dot_f32
+);
+weight_format!(
+    F16,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::F16),
+    u16,
+    dequantize_row_f16,
+    quantize_row_f16,
+    F32,
+    vec_dot_f16_f32
+);
+weight_format!(
+    BF16,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::BF16),
+    u16,
+    dequantize_row_bf16,
+    quantize_row_bf16,
+    F32,
+    vec_dot_bf16_f32
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

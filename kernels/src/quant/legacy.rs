@@ -398,6 +398,59 @@ pub fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
     }
 }
 
+weight_format!(
+    Q4_0,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::Q4_0),
+    BlockQ4_0,
+    dequantize_row_q4_0,
+    quantize_row_q4_0,
+    Q8_0,
+    vec_dot_q4_0_q8_0
+);
+weight_format!(
+    Q4_1,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::Q4_1),
+    BlockQ4_1,
+    dequantize_row_q4_1,
+    quantize_row_q4_1,
+    Q8_1,
+    vec_dot_q4_1_q8_1
+);
+weight_format!(
+    Q5_0,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::Q5_0),
+    BlockQ5_0,
+    dequantize_row_q5_0,
+    quantize_row_q5_0,
+    Q8_0,
+    vec_dot_q5_0_q8_0
+);
+weight_format!(
+    Q5_1,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::Q5_1),
+    BlockQ5_1,
+    dequantize_row_q5_1,
+    quantize_row_q5_1,
+    Q8_1,
+    vec_dot_q5_1_q8_1
+);
+weight_format!(
+    Q8_0,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::Q8_0),
+    BlockQ8_0,
+    dequantize_row_q8_0,
+    quantize_row_q8_0,
+    Q8_0,
+    vec_dot_q8_0_q8_0
+);
+block_format!(
+    Q8_1,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::Q8_1),
+    BlockQ8_1,
+    dequantize_row_q8_1,
+    quantize_row_q8_1
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -406,6 +406,25 @@ pub fn vec_dot_nf4_q8_0(x: &[BlockNF4], y: &[BlockQ8_0]) -> f32 {
     sumf
 }
 
+weight_format!(
+    IQ4_NL,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::IQ4_NL),
+    BlockIQ4NL,
+    dequantize_row_iq4_nl,
+    quantize_row_iq4_nl,
+    super::legacy::Q8_0,
+    vec_dot_iq4_nl_q8_0
+);
+weight_format!(
+    NF4,
+    crate::quant::QuantFormat::Nf4,
+    BlockNF4,
+    dequantize_row_nf4,
+    quantize_row_nf4,
+    super::legacy::Q8_0,
+    vec_dot_nf4_q8_0
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,12 @@
 //! block times the block scales, f32 accumulation across blocks, as ggml's scalar path).
 //! Fast per-ISA kernels live in [`crate::cpu`] and are tested against these references.
 //!
+//! Each format is a marker type implementing [`BlockFormat`] (and [`WeightFormat`] for weight
+//! formats: activation type and dot product), declared next to its references, and one row of
+//! [`FORMATS`]. Every list of formats is a query on that table: [`format`], [`weight_formats`],
+//! [`simd_formats`], [`gemm_formats`], [`is_supported`], [`vec_dot_type`], and the byte-level
+//! [`dequantize`] / [`quantize`] / [`vec_dot`] dispatch.
+//!
 //! | weight type | module | elements / block | bytes / block | activation type of its dot |
 //! | --- | --- | --- | --- | --- |
 //! | F32 | [`float`] | 1 | 4 | F32 ([`vec_dot_f32`]) |
@@ -44,6 +50,8 @@
 //! lengths instead of panicking. The typed row functions panic on mismatched slice lengths:
 //! that is a programming error, not bad input.
 
+#[macro_use]
+mod format;
 pub mod float;
 pub mod kquants;
 pub mod legacy;
@@ -53,6 +61,10 @@ mod types;
 pub use float::{
     dequantize_row_bf16, dequantize_row_f16, dequantize_row_f32, quantize_row_bf16,
     quantize_row_f16, quantize_row_f32, vec_dot_bf16_f32, vec_dot_f16_f32, vec_dot_f32,
+};
+pub use format::{
+    activation, format, gemm_formats, simd_formats, weight, weight_formats, BlockFormat,
+    DotBytesFn, Format, GemmForm, WeightFormat, FORMATS,
 };
 pub use kquants::{
     dequantize_row_q2_K, dequantize_row_q3_K, dequantize_row_q4_K, dequantize_row_q5_K,
@@ -75,8 +87,6 @@ pub use lut4::{
     QK4_NL, QK_NF4,
 };
 pub use types::{GgmlType, TypeInfo};
-
-use bytemuck::Pod;
 
 /// An error from the byte-level entry points.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,18 +139,12 @@ impl QuantFormat {
     }
     /// Whether this crate has block struct and references for the format.
     pub fn is_supported(self) -> bool {
-        match self {
-            QuantFormat::Ggml(t) => is_supported(t),
-            QuantFormat::Nf4 => true,
-        }
+        format(self).is_some()
     }
     /// The activation format this weight format's dot product takes, `None` for
     /// activation-only or unsupported formats.
     pub fn vec_dot_type(self) -> Option<GgmlType> {
-        match self {
-            QuantFormat::Ggml(t) => vec_dot_type(t),
-            QuantFormat::Nf4 => Some(GgmlType::Q8_0),
-        }
+        format(self).and_then(|f| f.vec_dot_type)
     }
 }
 
@@ -156,40 +160,15 @@ impl std::fmt::Display for QuantFormat {
     }
 }
 
-/// Whether [`dequantize`] and [`quantize`] handle this type.
+/// Whether [`dequantize`] and [`quantize`] handle this type (it has a row in [`FORMATS`]).
 pub fn is_supported(ty: GgmlType) -> bool {
-    use GgmlType::*;
-    matches!(
-        ty,
-        F32 | F16
-            | BF16
-            | Q4_0
-            | Q4_1
-            | Q5_0
-            | Q5_1
-            | Q8_0
-            | Q8_1
-            | Q2_K
-            | Q3_K
-            | Q4_K
-            | Q5_K
-            | Q6_K
-            | Q8_K
-            | IQ4_NL
-    )
+    format(ty).is_some()
 }
 
 /// The activation type a weight type's dot product takes (ggml's `vec_dot_type`), or `None`
 /// for types that are only activations (Q8_1, Q8_K) or are not supported.
 pub fn vec_dot_type(ty: GgmlType) -> Option<GgmlType> {
-    use GgmlType::*;
-    match ty {
-        F32 | F16 | BF16 => Some(F32),
-        Q4_0 | Q5_0 | Q8_0 | IQ4_NL => Some(Q8_0),
-        Q4_1 | Q5_1 => Some(Q8_1),
-        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Some(Q8_K),
-        _ => None,
-    }
+    format(ty).and_then(|f| f.vec_dot_type)
 }
 
 /// Checks that `n_values` values in `n_bytes` bytes are whole blocks of `fmt`.
@@ -214,39 +193,6 @@ fn check_lengths(fmt: QuantFormat, n_values: usize, n_bytes: usize) -> Result<()
     Ok(())
 }
 
-/// Runs a typed row dequantizer over raw bytes; blocks are copied out one at a time when the
-/// bytes are not aligned for `B` (GGUF data is usually aligned, arbitrary slices need not be).
-fn dequantize_bytes<B: Pod>(data: &[u8], out: &mut [f32], bs: usize, row: fn(&[B], &mut [f32])) {
-    match bytemuck::try_cast_slice::<u8, B>(data) {
-        Ok(blocks) => row(blocks, out),
-        Err(_) => {
-            for (chunk, o) in data
-                .chunks_exact(std::mem::size_of::<B>())
-                .zip(out.chunks_exact_mut(bs))
-            {
-                let b: B = bytemuck::pod_read_unaligned(chunk);
-                row(std::slice::from_ref(&b), o);
-            }
-        }
-    }
-}
-
-fn quantize_bytes<B: Pod>(x: &[f32], out: &mut [u8], bs: usize, row: fn(&[f32], &mut [B])) {
-    match bytemuck::try_cast_slice_mut::<u8, B>(out) {
-        Ok(blocks) => row(x, blocks),
-        Err(_) => {
-            for (xs, chunk) in x
-                .chunks_exact(bs)
-                .zip(out.chunks_exact_mut(std::mem::size_of::<B>()))
-            {
-                let mut b = B::zeroed();
-                row(xs, std::slice::from_mut(&mut b));
-                chunk.copy_from_slice(bytemuck::bytes_of(&b));
-            }
-        }
-    }
-}
-
 /// Dequantizes whole blocks of `ty` from raw GGUF bytes into `out` (`out.len()` values).
 pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
     dequantize_format(QuantFormat::Ggml(ty), data, out)
@@ -259,119 +205,32 @@ pub fn quantize(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), QuantErro
 
 /// [`dequantize`] for any [`QuantFormat`], NF4 included.
 pub fn dequantize_format(fmt: QuantFormat, data: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
-    if !fmt.is_supported() {
-        return Err(QuantError::Unsupported(fmt.name()));
-    }
+    let f = format(fmt).ok_or(QuantError::Unsupported(fmt.name()))?;
     check_lengths(fmt, out.len(), data.len())?;
-    let bs = fmt.block_size();
-    use GgmlType::*;
-    let QuantFormat::Ggml(ty) = fmt else {
-        dequantize_bytes(data, out, bs, dequantize_row_nf4);
-        return Ok(());
-    };
-    match ty {
-        F32 => dequantize_bytes(data, out, bs, dequantize_row_f32),
-        F16 => dequantize_bytes(data, out, bs, dequantize_row_f16),
-        BF16 => dequantize_bytes(data, out, bs, dequantize_row_bf16),
-        Q4_0 => dequantize_bytes(data, out, bs, dequantize_row_q4_0),
-        Q4_1 => dequantize_bytes(data, out, bs, dequantize_row_q4_1),
-        Q5_0 => dequantize_bytes(data, out, bs, dequantize_row_q5_0),
-        Q5_1 => dequantize_bytes(data, out, bs, dequantize_row_q5_1),
-        Q8_0 => dequantize_bytes(data, out, bs, dequantize_row_q8_0),
-        Q8_1 => dequantize_bytes(data, out, bs, dequantize_row_q8_1),
-        Q2_K => dequantize_bytes(data, out, bs, dequantize_row_q2_K),
-        Q3_K => dequantize_bytes(data, out, bs, dequantize_row_q3_K),
-        Q4_K => dequantize_bytes(data, out, bs, dequantize_row_q4_K),
-        Q5_K => dequantize_bytes(data, out, bs, dequantize_row_q5_K),
-        Q6_K => dequantize_bytes(data, out, bs, dequantize_row_q6_K),
-        Q8_K => dequantize_bytes(data, out, bs, dequantize_row_q8_K),
-        IQ4_NL => dequantize_bytes(data, out, bs, dequantize_row_iq4_nl),
-        _ => return Err(QuantError::Unsupported(ty.name())),
-    }
+    (f.dequantize)(data, out);
     Ok(())
 }
 
 /// [`quantize`] for any [`QuantFormat`], NF4 included.
 pub fn quantize_format(fmt: QuantFormat, x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
-    if !fmt.is_supported() {
-        return Err(QuantError::Unsupported(fmt.name()));
-    }
+    let f = format(fmt).ok_or(QuantError::Unsupported(fmt.name()))?;
     check_lengths(fmt, x.len(), out.len())?;
-    let bs = fmt.block_size();
-    use GgmlType::*;
-    let QuantFormat::Ggml(ty) = fmt else {
-        quantize_bytes(x, out, bs, quantize_row_nf4);
-        return Ok(());
-    };
-    match ty {
-        F32 => quantize_bytes(x, out, bs, quantize_row_f32),
-        F16 => quantize_bytes(x, out, bs, quantize_row_f16),
-        BF16 => quantize_bytes(x, out, bs, quantize_row_bf16),
-        Q4_0 => quantize_bytes(x, out, bs, quantize_row_q4_0),
-        Q4_1 => quantize_bytes(x, out, bs, quantize_row_q4_1),
-        Q5_0 => quantize_bytes(x, out, bs, quantize_row_q5_0),
-        Q5_1 => quantize_bytes(x, out, bs, quantize_row_q5_1),
-        Q8_0 => quantize_bytes(x, out, bs, quantize_row_q8_0),
-        Q8_1 => quantize_bytes(x, out, bs, quantize_row_q8_1),
-        Q2_K => quantize_bytes(x, out, bs, quantize_row_q2_K),
-        Q3_K => quantize_bytes(x, out, bs, quantize_row_q3_K),
-        Q4_K => quantize_bytes(x, out, bs, quantize_row_q4_K),
-        Q5_K => quantize_bytes(x, out, bs, quantize_row_q5_K),
-        Q6_K => quantize_bytes(x, out, bs, quantize_row_q6_K),
-        Q8_K => quantize_bytes(x, out, bs, quantize_row_q8_K),
-        IQ4_NL => quantize_bytes(x, out, bs, quantize_row_iq4_nl),
-        _ => return Err(QuantError::Unsupported(ty.name())),
-    }
+    (f.quantize)(x, out);
     Ok(())
-}
-
-/// Views bytes as blocks, copying them out when they are not aligned for `B`.
-fn blocks_of<B: Pod>(data: &[u8]) -> std::borrow::Cow<'_, [B]> {
-    match bytemuck::try_cast_slice::<u8, B>(data) {
-        Ok(blocks) => std::borrow::Cow::Borrowed(blocks),
-        Err(_) => std::borrow::Cow::Owned(
-            data.chunks_exact(std::mem::size_of::<B>())
-                .map(bytemuck::pod_read_unaligned)
-                .collect(),
-        ),
-    }
-}
-
-fn dot_bytes<W: Pod, A: Pod>(w: &[u8], a: &[u8], dot: fn(&[W], &[A]) -> f32) -> f32 {
-    dot(&blocks_of::<W>(w), &blocks_of::<A>(a))
 }
 
 /// The scalar reference dot product of `n` weights of format `fmt` (raw bytes `w`) with `n`
 /// activations already quantized to `fmt.vec_dot_type()` (raw bytes `a`), `n` implied by the
 /// lengths. For tests and fallbacks: the fast kernels are in [`crate::cpu`].
 pub fn vec_dot(fmt: QuantFormat, w: &[u8], a: &[u8]) -> Result<f32, QuantError> {
-    let act = fmt
-        .vec_dot_type()
-        .ok_or(QuantError::Unsupported(fmt.name()))?;
+    let f = format(fmt).ok_or(QuantError::Unsupported(fmt.name()))?;
+    let (Some(act), Some(dot)) = (f.vec_dot_type, f.vec_dot) else {
+        return Err(QuantError::Unsupported(fmt.name()));
+    };
     let n = w.len() / fmt.type_size() * fmt.block_size();
     check_lengths(fmt, n, w.len())?;
     check_lengths(QuantFormat::Ggml(act), n, a.len())?;
-    use GgmlType::*;
-    let QuantFormat::Ggml(ty) = fmt else {
-        return Ok(dot_bytes(w, a, vec_dot_nf4_q8_0));
-    };
-    Ok(match ty {
-        F32 => dot_bytes(w, a, vec_dot_f32),
-        F16 => dot_bytes(w, a, vec_dot_f16_f32),
-        BF16 => dot_bytes(w, a, vec_dot_bf16_f32),
-        Q4_0 => dot_bytes(w, a, vec_dot_q4_0_q8_0),
-        Q4_1 => dot_bytes(w, a, vec_dot_q4_1_q8_1),
-        Q5_0 => dot_bytes(w, a, vec_dot_q5_0_q8_0),
-        Q5_1 => dot_bytes(w, a, vec_dot_q5_1_q8_1),
-        Q8_0 => dot_bytes(w, a, vec_dot_q8_0_q8_0),
-        Q2_K => dot_bytes(w, a, vec_dot_q2_K_q8_K),
-        Q3_K => dot_bytes(w, a, vec_dot_q3_K_q8_K),
-        Q4_K => dot_bytes(w, a, vec_dot_q4_K_q8_K),
-        Q5_K => dot_bytes(w, a, vec_dot_q5_K_q8_K),
-        Q6_K => dot_bytes(w, a, vec_dot_q6_K_q8_K),
-        IQ4_NL => dot_bytes(w, a, vec_dot_iq4_nl_q8_0),
-        _ => return Err(QuantError::Unsupported(ty.name())),
-    })
+    Ok(dot(w, a))
 }
 
 /// IEEE half bits to f32 (exact).

@@ -181,8 +181,7 @@ pub fn parse_tensor_type(s: &str) -> Option<GgmlType> {
     GgmlType::ALL
         .iter()
         .copied()
-        .find(|t| t.name().eq_ignore_ascii_case(s) && quant::is_supported(*t))
-        .filter(|t| !matches!(t, GgmlType::Q8_1 | GgmlType::Q8_K))
+        .find(|t| t.name().eq_ignore_ascii_case(s) && quant::vec_dot_type(*t).is_some())
 }
 
 // ---------------------------------------------------------------------------------------------

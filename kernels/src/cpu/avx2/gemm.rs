@@ -1,4 +1,4 @@
-//! The AVX2 + FMA form of the GEMM's arithmetic (see `cpu/gemm_rows.rs`): groups of 8 weight
+//! The AVX2 + FMA form of the GEMM's arithmetic (see `RowsJob` in `cpu/gemm.rs`): groups of 8 weight
 //! rows, one row per f32 lane, so that the float steps are the AVX-512 micro-kernel's, lane for
 //! lane.
 //!
@@ -17,8 +17,7 @@
 use std::arch::x86_64::*;
 
 use crate::cpu::avx2::dot::{bits_to_0x10, gather_f16, nibbles_16, u32_at};
-use crate::cpu::gemm::{side_index, unpack_block};
-use crate::cpu::gemm_rows::RowsJob;
+use crate::cpu::gemm::{side_index, unpack_block, RowsJob};
 use crate::quant::{GgmlType, QuantFormat, KVALUES_IQ4NL};
 
 /// Rows per group (f32 lanes of a 256-bit register).

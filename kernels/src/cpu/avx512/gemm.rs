@@ -4,30 +4,8 @@
 
 use std::arch::x86_64::*;
 
-use crate::cpu::gemm::{GemmForm, Line, Side, PANEL_ROWS, TILE_TOKENS};
+use crate::cpu::gemm::{GemmForm, Line, Side, Tile, PANEL_ROWS, TILE_TOKENS};
 use crate::quant::{GgmlType, KVALUES_IQ4NL};
-
-/// The arguments of one micro-tile.
-#[derive(Clone, Copy)]
-pub(crate) struct Tile {
-    /// Sub-blocks along the row.
-    pub nsub: usize,
-    /// The packed panel (64-byte aligned, `nsub` sub-blocks of the form's stride).
-    pub panel: *const u8,
-    /// The int8 activations of the tile's first token; token `t` starts `t · cols` bytes on.
-    pub y: *const i8,
-    pub cols: usize,
-    /// The side values of the first token at sub-block 0, in `GemmActs`' order
-    /// (`gemm::side_index`): for a tile of `C` tokens (one group), sub-block `b`, token `t` at
-    /// `b · C + t`.
-    pub side: *const Side,
-    pub n_tokens: usize,
-    /// Where the first token's 16 results go; token `t` at `t · out_stride` floats on.
-    pub out: *mut f32,
-    pub out_stride: usize,
-    /// Which of the 16 rows are real.
-    pub mask: u16,
-}
 
 /// One micro-tile of `C` tokens over sub-blocks of `KB` values.
 ///
@@ -767,15 +745,10 @@ mod tests {
     use crate::quant::QuantFormat;
 
     /// The types of `pack_panel_fast` and `rows_times_one_token`.
-    const FAST_TYPES: [GgmlType; 7] = [
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q8_0,
-        GgmlType::IQ4_NL,
-        GgmlType::Q4_K,
-        GgmlType::Q6_K,
-    ];
+    /// The GEMM types (`FORMATS` rows with a GEMM form); `fast_rows` unpacks every one.
+    fn fast_types() -> Vec<GgmlType> {
+        crate::quant::gemm_formats().map(|(t, _)| t).collect()
+    }
 
     /// Random weight rows of `ty` with finite f16 scales.
     fn random_rows(ty: GgmlType, rows: usize, cols: usize, seed: &mut u32) -> (Vec<u8>, usize) {
@@ -805,7 +778,7 @@ mod tests {
             return;
         }
         let mut seed = 0x9e37_79b9u32;
-        for ty in FAST_TYPES {
+        for ty in fast_types() {
             let fmt = QuantFormat::Ggml(ty);
             let form = gemm_form(fmt).unwrap();
             let (rows, cols) = (37, if fmt.block_size() == 256 { 768 } else { 160 });
@@ -873,7 +846,7 @@ mod tests {
             return;
         }
         let mut seed = 0x1234_5678u32;
-        for ty in FAST_TYPES {
+        for ty in fast_types() {
             let fmt = QuantFormat::Ggml(ty);
             let (rows, cols) = (37, if fmt.block_size() == 256 { 512 } else { 96 });
             let (data, wrb) = random_rows(ty, rows, cols, &mut seed);

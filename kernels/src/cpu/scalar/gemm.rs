@@ -1,9 +1,8 @@
-//! The portable form of the GEMM's arithmetic (see `cpu/gemm_rows.rs`): one weight row at a
+//! The portable form of the GEMM's arithmetic (see `RowsJob` in `cpu/gemm.rs`): one weight row at a
 //! time, each block unpacked once per tile of tokens, the float steps of the AVX-512
 //! micro-kernel for each (row, token).
 
-use crate::cpu::gemm::{side_index, unpack_block};
-use crate::cpu::gemm_rows::RowsJob;
+use crate::cpu::gemm::{side_index, unpack_block, RowsJob};
 use crate::quant::QuantFormat;
 
 /// Tokens whose accumulators are kept while one row is walked.

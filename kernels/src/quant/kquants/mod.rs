@@ -17,6 +17,18 @@
 use super::{f16_to_f32, f32_to_f16, nearest_int, GROUP_MAX_EPS};
 use bytemuck::{Pod, Zeroable};
 
+mod q2_k;
+mod q3_k;
+mod q4_k;
+mod q5_k;
+mod q6_k;
+
+pub use self::q2_k::*;
+pub use self::q3_k::*;
+pub use self::q4_k::*;
+pub use self::q5_k::*;
+pub use self::q6_k::*;
+
 /// Elements per k-quant super-block.
 pub const QK_K: usize = 256;
 
@@ -372,7 +384,7 @@ fn q3k_scales(s: &[u8; 12]) -> [u8; 16] {
     out
 }
 
-// ---------------------------------------------------------------- Q2_K
+// 2-bit planes (Q2_K, Q3_K) and the integer sums of the scalar dot products.
 
 /// The 256 two-bit fields of a Q2_K / Q3_K `qs` array in element order: element
 /// `128 * h + 32 * i + l` is bits `2i..2i+2` of `qs[32 * h + l]`.
@@ -399,25 +411,6 @@ fn dot_i8_i8(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&a, &b)| a as i32 * b as i32).sum()
 }
 
-pub fn dequantize_row_q2_K(x: &[BlockQ2K], y: &mut [f32]) {
-    check_row(x.len(), y.len());
-    for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
-        let (d, dmin) = (f16_to_f32(b.d), f16_to_f32(b.dmin));
-        let q = unpack_2bit(&b.qs);
-        for ((ys, qs), &sc) in y
-            .chunks_exact_mut(16)
-            .zip(q.chunks_exact(16))
-            .zip(&b.scales)
-        {
-            let dl = d * (sc & 0xf) as f32;
-            let ml = dmin * (sc >> 4) as f32;
-            for (o, &q) in ys.iter_mut().zip(qs) {
-                *o = dl * q as f32 - ml;
-            }
-        }
-    }
-}
-
 /// Packs 256 2-bit values as Q2_K / Q3_K `qs`.
 fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8; 64]) {
     for n in 0..2 {
@@ -428,219 +421,7 @@ fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8; 64]) {
     }
 }
 
-pub fn quantize_row_q2_K(x: &[f32], y: &mut [BlockQ2K]) {
-    check_row(y.len(), x.len());
-    const Q4SCALE: f32 = 15.0;
-    let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 16];
-    let mut weights = [0f32; 16];
-    for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
-        let mut scales = [0f32; 16];
-        let mut mins = [0f32; 16];
-        let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
-        for j in 0..16 {
-            let xs = &x[16 * j..16 * j + 16];
-            for (w, &v) in weights.iter_mut().zip(xs) {
-                *w = v.abs();
-            }
-            let (s, m) = make_qkx2_quants(
-                3,
-                xs,
-                &weights,
-                &mut l[16 * j..16 * j + 16],
-                &mut laux,
-                -0.5,
-                0.1,
-                15,
-                true,
-            );
-            scales[j] = s;
-            mins[j] = m;
-            if s > max_scale {
-                max_scale = s;
-            }
-            if m > max_min {
-                max_min = m;
-            }
-        }
-        if max_scale > 0.0 {
-            let iscale = Q4SCALE / max_scale;
-            for j in 0..16 {
-                b.scales[j] = nearest_int(iscale * scales[j]) as u8;
-            }
-            b.d = f32_to_f16(max_scale / Q4SCALE);
-        } else {
-            b.scales = [0; 16];
-            b.d = f32_to_f16(0.0);
-        }
-        if max_min > 0.0 {
-            let iscale = Q4SCALE / max_min;
-            for j in 0..16 {
-                b.scales[j] |= (nearest_int(iscale * mins[j]) << 4) as u8;
-            }
-            b.dmin = f32_to_f16(max_min / Q4SCALE);
-        } else {
-            b.dmin = f32_to_f16(0.0);
-        }
-        for j in 0..16 {
-            let d = f16_to_f32(b.d) * (b.scales[j] & 0xf) as f32;
-            if d == 0.0 {
-                continue;
-            }
-            let dm = f16_to_f32(b.dmin) * (b.scales[j] >> 4) as f32;
-            for i in 0..16 {
-                l[16 * j + i] = nearest_int((x[16 * j + i] + dm) / d).clamp(0, 3) as u8;
-            }
-        }
-        pack_2bit(&l, &mut b.qs);
-    }
-}
-
-pub fn vec_dot_q2_K_q8_K(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
-    assert_eq!(x.len(), y.len());
-    let mut sumf = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        let mut summs = 0i32;
-        for (&s, &sc) in by.bsums.iter().zip(&bx.scales) {
-            summs += s as i32 * (sc >> 4) as i32;
-        }
-        let q = unpack_2bit(&bx.qs);
-        let mut isum = 0i32;
-        for ((qs, ys), &sc) in q
-            .chunks_exact(16)
-            .zip(by.qs.chunks_exact(16))
-            .zip(&bx.scales)
-        {
-            isum += (sc & 0xf) as i32 * dot_u8_i8(qs, ys);
-        }
-        let dall = by.d * f16_to_f32(bx.d);
-        let dmin = by.d * f16_to_f32(bx.dmin);
-        sumf += dall * isum as f32 - dmin * summs as f32;
-    }
-    sumf
-}
-
-// ---------------------------------------------------------------- Q3_K
-
-/// The 256 signed 3-bit values (-4..=3) of a Q3_K block in element order.
-#[inline]
-pub fn unpack_q3k(b: &BlockQ3K) -> [i8; QK_K] {
-    let low = unpack_2bit(&b.qs);
-    let mut out = [0i8; QK_K];
-    for (c, (o, lo)) in out
-        .chunks_exact_mut(32)
-        .zip(low.chunks_exact(32))
-        .enumerate()
-    {
-        for ((o, &lo), &hm) in o.iter_mut().zip(lo).zip(&b.hmask) {
-            let high = (hm >> c) & 1;
-            *o = lo as i8 - if high != 0 { 0 } else { 4 };
-        }
-    }
-    out
-}
-
-pub fn dequantize_row_q3_K(x: &[BlockQ3K], y: &mut [f32]) {
-    check_row(x.len(), y.len());
-    for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
-        let d_all = f16_to_f32(b.d);
-        let scales = q3k_scales(&b.scales);
-        let q = unpack_q3k(b);
-        for ((ys, qs), &sc) in y.chunks_exact_mut(16).zip(q.chunks_exact(16)).zip(&scales) {
-            let dl = d_all * (sc as i32 - 32) as f32;
-            for (o, &q) in ys.iter_mut().zip(qs) {
-                *o = dl * q as f32;
-            }
-        }
-    }
-}
-
-pub fn quantize_row_q3_K(x: &[f32], y: &mut [BlockQ3K]) {
-    check_row(y.len(), x.len());
-    let mut l = [0i8; QK_K];
-    for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
-        let mut scales = [0f32; 16];
-        let (mut max_scale, mut amax) = (0.0f32, 0.0f32);
-        for j in 0..16 {
-            scales[j] = make_q3_quants(4, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
-            let s = scales[j].abs();
-            if s > amax {
-                amax = s;
-                max_scale = scales[j];
-            }
-        }
-        b.scales = [0; 12];
-        if max_scale != 0.0 {
-            let iscale = -32.0 / max_scale;
-            for (j, &s) in scales.iter().enumerate() {
-                // ggml stores nearest_int into an int8_t before clamping.
-                let q = ((nearest_int(iscale * s) as i8).clamp(-32, 31) + 32) as u8;
-                if j < 8 {
-                    b.scales[j] = q & 0xf;
-                } else {
-                    b.scales[j - 8] |= (q & 0xf) << 4;
-                }
-                b.scales[j % 4 + 8] |= (q >> 4) << (2 * (j / 4));
-            }
-            b.d = f32_to_f16(1.0 / iscale);
-        } else {
-            b.d = f32_to_f16(0.0);
-        }
-        let packed = q3k_scales(&b.scales);
-        for j in 0..16 {
-            let d = f16_to_f32(b.d) * (packed[j] as i32 - 32) as f32;
-            if d == 0.0 {
-                continue;
-            }
-            for i in 0..16 {
-                l[16 * j + i] = (nearest_int(x[16 * j + i] / d).clamp(-4, 3) + 4) as i8;
-            }
-        }
-        b.hmask = [0; 32];
-        let mut low = [0u8; QK_K];
-        for (e, (&q, lo)) in l.iter().zip(low.iter_mut()).enumerate() {
-            let mut q = q as u8;
-            if q > 3 {
-                b.hmask[e % 32] |= 1 << (e / 32);
-                q -= 4;
-            }
-            *lo = q;
-        }
-        pack_2bit(&low, &mut b.qs);
-    }
-}
-
-pub fn vec_dot_q3_K_q8_K(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
-    assert_eq!(x.len(), y.len());
-    let mut sumf = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        let scales = q3k_scales(&bx.scales);
-        let q = unpack_q3k(bx);
-        let mut isum = 0i32;
-        for ((qs, ys), &sc) in q.chunks_exact(16).zip(by.qs.chunks_exact(16)).zip(&scales) {
-            isum += (sc as i32 - 32) * dot_i8_i8(qs, ys);
-        }
-        sumf += f16_to_f32(bx.d) * by.d * isum as f32;
-    }
-    sumf
-}
-
-// ---------------------------------------------------------------- Q4_K
-
-/// The 256 nibbles of a Q4_K / Q5_K `qs` array in element order: element `64 * n + l` is the
-/// low nibble of `qs[32 * n + l]`, element `64 * n + 32 + l` its high nibble.
-#[inline]
-pub fn unpack_q4k(qs: &[u8; 128]) -> [u8; QK_K] {
-    let mut out = [0u8; QK_K];
-    for (o, q) in out.chunks_exact_mut(64).zip(qs.chunks_exact(32)) {
-        let (lo, hi) = o.split_at_mut(32);
-        for ((lo, hi), &q) in lo.iter_mut().zip(hi).zip(q) {
-            *lo = q & 0xf;
-            *hi = q >> 4;
-        }
-    }
-    out
-}
+// The Q4_K / Q5_K super-block form (`make_qkx2_quants` scales and mins).
 
 /// `d * sc * q - dmin * m` per 32-element sub-block: shared by Q4_K and Q5_K.
 #[inline]
@@ -652,13 +433,6 @@ fn dequantize_superblock_qkx(d: u16, dmin: u16, scales: &[u8; 12], q: &[u8; QK_K
         for (o, &q) in ys.iter_mut().zip(qs) {
             *o = d1 * q as f32 - m1;
         }
-    }
-}
-
-pub fn dequantize_row_q4_K(x: &[BlockQ4K], y: &mut [f32]) {
-    check_row(x.len(), y.len());
-    for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
-        dequantize_superblock_qkx(b.d, b.dmin, &b.scales, &unpack_q4k(&b.qs), y);
     }
 }
 
@@ -736,22 +510,6 @@ fn quantize_superblock_qkx(
     (d, dmin, packed)
 }
 
-pub fn quantize_row_q4_K(x: &[f32], y: &mut [BlockQ4K]) {
-    check_row(y.len(), x.len());
-    let mut l = [0u8; QK_K];
-    for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
-        let (d, dmin, scales) = quantize_superblock_qkx(x, 15, -1.0, 20, &mut l);
-        b.d = d;
-        b.dmin = dmin;
-        b.scales = scales;
-        for n in 0..4 {
-            for j in 0..32 {
-                b.qs[32 * n + j] = l[64 * n + j] | (l[64 * n + j + 32] << 4);
-            }
-        }
-    }
-}
-
 /// Σ over sub-blocks of `m[s] * (bsums[2s] + bsums[2s+1])`: the min term of Q4_K / Q5_K dots.
 #[inline]
 fn kquant_min_sum(scales: &[u8; 12], bsums: &[i16; 16]) -> i32 {
@@ -781,181 +539,6 @@ fn vec_dot_superblock_qkx(
     let d = f16_to_f32(d) * by.d;
     let dmin = f16_to_f32(dmin) * by.d;
     d * isum as f32 - dmin * summs as f32
-}
-
-pub fn vec_dot_q4_K_q8_K(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    assert_eq!(x.len(), y.len());
-    let mut sumf = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        sumf += vec_dot_superblock_qkx(bx.d, bx.dmin, &bx.scales, &unpack_q4k(&bx.qs), by);
-    }
-    sumf
-}
-
-// ---------------------------------------------------------------- Q5_K
-
-/// The 256 five-bit values of a Q5_K block in element order.
-#[inline]
-pub fn unpack_q5k(b: &BlockQ5K) -> [u8; QK_K] {
-    let mut out = unpack_q4k(&b.qs);
-    for (c, o) in out.chunks_exact_mut(32).enumerate() {
-        for (o, &h) in o.iter_mut().zip(&b.qh) {
-            *o |= ((h >> c) & 1) << 4;
-        }
-    }
-    out
-}
-
-pub fn dequantize_row_q5_K(x: &[BlockQ5K], y: &mut [f32]) {
-    check_row(x.len(), y.len());
-    for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
-        dequantize_superblock_qkx(b.d, b.dmin, &b.scales, &unpack_q5k(b), y);
-    }
-}
-
-pub fn quantize_row_q5_K(x: &[f32], y: &mut [BlockQ5K]) {
-    check_row(y.len(), x.len());
-    let mut l = [0u8; QK_K];
-    for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
-        let (d, dmin, scales) = quantize_superblock_qkx(x, 31, -0.5, 15, &mut l);
-        b.d = d;
-        b.dmin = dmin;
-        b.scales = scales;
-        b.qh = [0; 32];
-        for n in 0..4 {
-            for j in 0..32 {
-                let (mut l1, mut l2) = (l[64 * n + j], l[64 * n + j + 32]);
-                if l1 > 15 {
-                    l1 -= 16;
-                    b.qh[j] |= 1 << (2 * n);
-                }
-                if l2 > 15 {
-                    l2 -= 16;
-                    b.qh[j] |= 2 << (2 * n);
-                }
-                b.qs[32 * n + j] = l1 | (l2 << 4);
-            }
-        }
-    }
-}
-
-pub fn vec_dot_q5_K_q8_K(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
-    assert_eq!(x.len(), y.len());
-    let mut sumf = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        sumf += vec_dot_superblock_qkx(bx.d, bx.dmin, &bx.scales, &unpack_q5k(bx), by);
-    }
-    sumf
-}
-
-// ---------------------------------------------------------------- Q6_K
-
-/// The 256 signed 6-bit values (-32..=31) of a Q6_K block in element order. In each half
-/// `h` of 128 elements, element `32 * i + l` takes the low (`i < 2`) or high nibble of
-/// `ql[64 * h + 32 * (i % 2) + l]` and bits `2i..2i+2` of `qh[32 * h + l]`.
-#[inline]
-pub fn unpack_q6k(b: &BlockQ6K) -> [i8; QK_K] {
-    let mut out = [0i8; QK_K];
-    for ((o, ql), qh) in out
-        .chunks_exact_mut(128)
-        .zip(b.ql.chunks_exact(64))
-        .zip(b.qh.chunks_exact(32))
-    {
-        for l in 0..32 {
-            let (a, c, h) = (ql[l], ql[l + 32], qh[l]);
-            o[l] = ((a & 0xf) | ((h & 3) << 4)) as i8 - 32;
-            o[l + 32] = ((c & 0xf) | (((h >> 2) & 3) << 4)) as i8 - 32;
-            o[l + 64] = ((a >> 4) | (((h >> 4) & 3) << 4)) as i8 - 32;
-            o[l + 96] = ((c >> 4) | (((h >> 6) & 3) << 4)) as i8 - 32;
-        }
-    }
-    out
-}
-
-pub fn dequantize_row_q6_K(x: &[BlockQ6K], y: &mut [f32]) {
-    check_row(x.len(), y.len());
-    for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
-        let d = f16_to_f32(b.d);
-        let q = unpack_q6k(b);
-        for ((ys, qs), &sc) in y
-            .chunks_exact_mut(16)
-            .zip(q.chunks_exact(16))
-            .zip(&b.scales)
-        {
-            let dl = d * sc as f32;
-            for (o, &q) in ys.iter_mut().zip(qs) {
-                *o = dl * q as f32;
-            }
-        }
-    }
-}
-
-pub fn quantize_row_q6_K(x: &[f32], y: &mut [BlockQ6K]) {
-    check_row(y.len(), x.len());
-    let mut l = [0i8; QK_K];
-    for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
-        let mut scales = [0f32; 16];
-        let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
-        for j in 0..16 {
-            let s = make_qx_quants(32, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16], 1);
-            scales[j] = s;
-            if s.abs() > max_abs_scale {
-                max_abs_scale = s.abs();
-                max_scale = s;
-            }
-        }
-        if max_abs_scale < GROUP_MAX_EPS {
-            *b = BlockQ6K::zeroed();
-            continue;
-        }
-        let iscale = -128.0 / max_scale;
-        b.d = f32_to_f16(1.0 / iscale);
-        for (o, &s) in b.scales.iter_mut().zip(&scales) {
-            *o = nearest_int(iscale * s).min(127) as i8;
-        }
-        for j in 0..16 {
-            let d = f16_to_f32(b.d) * b.scales[j] as f32;
-            if d == 0.0 {
-                continue;
-            }
-            for i in 0..16 {
-                l[16 * j + i] = (nearest_int(x[16 * j + i] / d).clamp(-32, 31) + 32) as i8;
-            }
-        }
-        for half in 0..2 {
-            for j in 0..32 {
-                let e = 128 * half + j;
-                let q = [
-                    l[e] as u8,
-                    l[e + 32] as u8,
-                    l[e + 64] as u8,
-                    l[e + 96] as u8,
-                ];
-                b.ql[64 * half + j] = (q[0] & 0xf) | ((q[2] & 0xf) << 4);
-                b.ql[64 * half + j + 32] = (q[1] & 0xf) | ((q[3] & 0xf) << 4);
-                b.qh[32 * half + j] =
-                    (q[0] >> 4) | ((q[1] >> 4) << 2) | ((q[2] >> 4) << 4) | ((q[3] >> 4) << 6);
-            }
-        }
-    }
-}
-
-pub fn vec_dot_q6_K_q8_K(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
-    assert_eq!(x.len(), y.len());
-    let mut sumf = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        let q = unpack_q6k(bx);
-        let mut isum = 0i32;
-        for ((qs, ys), &sc) in q
-            .chunks_exact(16)
-            .zip(by.qs.chunks_exact(16))
-            .zip(&bx.scales)
-        {
-            isum += sc as i32 * dot_i8_i8(qs, ys);
-        }
-        sumf += f16_to_f32(bx.d) * by.d * isum as f32;
-    }
-    sumf
 }
 
 // ---------------------------------------------------------------- Q8_K
@@ -989,6 +572,14 @@ pub fn quantize_row_q8_K(x: &[f32], y: &mut [BlockQ8K]) {
         b.d = 1.0 / iscale;
     }
 }
+
+block_format!(
+    Q8_K,
+    crate::quant::QuantFormat::Ggml(crate::quant::GgmlType::Q8_K),
+    BlockQ8K,
+    dequantize_row_q8_K,
+    quantize_row_q8_K
+);
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,322 @@
+//! Causal GQA attention over a KV cache: the ISA-neutral driver that cuts a call into jobs
+//! ([`job`]) and runs them on a thread pool through the kernels of one ISA ([`crate::cpu::Kernels`]).
+
+pub mod job;
+
+pub use job::{attended_keys, AttnJob, AttnParams, AttnTile, KvData, KvView, GGML_FA_TILE_Q};
+
+use crate::cpu::pool::{ParallelRun, Sequential};
+use crate::cpu::scalar::ops as scalar;
+use crate::cpu::Isa;
+
+/// Causal multi-head attention of `n_tokens` new query tokens over the cache.
+///
+/// - `q`: `n_tokens × n_heads × head_dim`, already roped and unscaled.
+/// - `kv`: the layer's cache; the batch's own K/V are already stored at positions
+///   `n_past..n_past + n_tokens`; token `t` sits at position `n_past + t` and attends keys
+///   `0..=n_past + t` (minus those outside the sliding window).
+/// - `out`: `n_tokens × n_heads × head_dim`.
+///
+/// Numerics follow llama.cpp's default on the CPU, flash attention (`ggml_compute_forward_flash_attn_ext_f16`):
+/// - batches of fewer than [`GGML_FA_TILE_Q`] tokens (so every decode step) take ggml's per-key
+///   path: Q is rounded to f16 when K is f16 (ggml converts Q to K's `vec_dot_type`), scores and
+///   the running softmax are f32, and with an f16 V the output accumulator is rounded to f16
+///   after every key, as ggml's `ggml_vec_mad_f16` does;
+/// - larger batches take ggml's tiled path (when K and V have the same type, as in ggml):
+///   f32 Q·K over K converted to f32, online softmax over blocks of 64 keys, f32 accumulator.
+///
+/// - a single query token over at least [`GGML_SPLIT_KV_MIN_KEYS`] keys takes ggml's split-KV
+///   decode: the keys are cut into [`DECODE_KV_CHUNKS`] chunks (ggml: one per thread; the
+///   goldens used 2), each run on the per-key path, merged in f32 like
+///   `ggml_flash_attn_ext_reduce_partials`.
+///
+/// The chunk count does not depend on the thread count, so [`attention_parallel`] gives the
+/// same bits on any number of threads. Tested against ggml's own `ggml_flash_attn_ext`
+/// (`tests/data/ops-ggml`).
+pub fn attention(
+    isa: Isa,
+    q: &[f32],
+    kv: &KvView,
+    n_past: usize,
+    params: &AttnParams,
+    out: &mut [f32],
+) {
+    attention_parallel(isa, q, kv, n_past, params, out, &Sequential)
+}
+
+/// [`attention`] with the (query token, GQA group) pairs split across `par`'s threads. The
+/// result is identical to [`attention`] for any thread count (each pair is computed by the
+/// same code, independent of the split).
+pub fn attention_parallel(
+    isa: Isa,
+    q: &[f32],
+    kv: &KvView,
+    n_past: usize,
+    params: &AttnParams,
+    out: &mut [f32],
+    par: &dyn ParallelRun,
+) {
+    let hd = kv.head_dim;
+    let n_heads = params.n_heads;
+    let n_kv = kv.n_kv_heads;
+    assert!(hd > 0 && n_kv > 0, "attention: empty head shape");
+    assert!(
+        n_heads > 0 && n_heads.is_multiple_of(n_kv),
+        "attention: n_heads {n_heads} is not a multiple of n_kv_heads {n_kv}"
+    );
+    let tok_len = n_heads * hd;
+    assert!(
+        q.len().is_multiple_of(tok_len),
+        "attention: q length {} is not a multiple of n_heads × head_dim",
+        q.len()
+    );
+    assert_eq!(q.len(), out.len(), "attention: out length");
+    let n_tokens = q.len() / tok_len;
+    assert!(
+        n_past + n_tokens <= kv.capacity(),
+        "attention: {} positions needed, the cache holds {}",
+        n_past + n_tokens,
+        kv.capacity()
+    );
+    if let Some(w) = params.window {
+        assert!(w > 0, "attention: window of 0");
+    }
+    let group = n_heads / n_kv;
+    let kern = crate::cpu::ops::kernels(isa);
+    let out_ptr = SharedMut(out.as_mut_ptr());
+    // ggml takes its tiled and split-KV paths only when K and V have the same type.
+    let same_kv_type = matches!(
+        (kv.k, kv.v),
+        (KvData::F32(_), KvData::F32(_)) | (KvData::F16(_), KvData::F16(_))
+    );
+    if n_tokens >= GGML_FA_TILE_Q && same_kv_type {
+        // ggml's tiled path. A job is (tile of query tokens, kv head) with all the heads of the
+        // group, so each K/V block is converted once for tokens × heads rows.
+        //
+        // ggml converts an f16 K/V block to f32 for every tile; the conversion is exact, so
+        // converting the cache rows once per call gives the same bits, and the kernels then
+        // read the f32 rows in place.
+        let n_pos = n_past + n_tokens;
+        let converted = match (kv.k, kv.v) {
+            (KvData::F16(k), KvData::F16(v)) => {
+                let len = n_pos * n_kv * hd;
+                let mut kf = vec![0.0f32; len];
+                let mut vf = vec![0.0f32; len];
+                // SAFETY: a supported ISA (`Kernels::get`); source and destination have
+                // the same length.
+                unsafe {
+                    (kern.ops.f16_to_f32_row)(&k[..len], &mut kf);
+                    (kern.ops.f16_to_f32_row)(&v[..len], &mut vf);
+                }
+                Some((kf, vf))
+            }
+            _ => None,
+        };
+        let kv_f32;
+        let kv = match &converted {
+            Some((kf, vf)) => {
+                kv_f32 = KvView {
+                    k: KvData::F32(kf),
+                    v: KvData::F32(vf),
+                    n_kv_heads: n_kv,
+                    head_dim: hd,
+                };
+                &kv_f32
+            }
+            None => kv,
+        };
+        // A group of more query heads than the ISA's tile kernel holds rows is split into runs
+        // of heads (each run still shares the kv head): the AVX kernels then never fall back to
+        // their per-token path, whose sums are ordered per ISA, and every ISA gives the same
+        // bits (each row's result does not depend on the other rows of its tile).
+        let rows_cap = kern.ops.attn_tile_rows;
+        let head_runs = group.div_ceil(rows_cap);
+        let run_heads = group.div_ceil(head_runs);
+        let tile_tokens = (rows_cap / run_heads).clamp(1, 16);
+        let n_jobs = n_tokens.div_ceil(tile_tokens) * n_kv * head_runs;
+        let glen = run_heads * hd;
+        let init = || {
+            (
+                Vec::with_capacity(tile_tokens * glen),
+                Vec::with_capacity(tile_tokens * glen),
+            )
+        };
+        let job = |(q_tile, out_tile): &mut (Vec<f32>, Vec<f32>), job_idx: usize| {
+            let run = job_idx % head_runs;
+            let g = job_idx / head_runs % n_kv;
+            let t0 = job_idx / (head_runs * n_kv) * tile_tokens;
+            let nt = tile_tokens.min(n_tokens - t0);
+            let h0 = run * run_heads;
+            let nh = run_heads.min(group - h0);
+            let len = nh * hd;
+            let head_off = (g * group + h0) * hd;
+            q_tile.clear();
+            for t in t0..t0 + nt {
+                let st = t * tok_len + head_off;
+                q_tile.extend_from_slice(&q[st..st + len]);
+            }
+            out_tile.clear();
+            out_tile.resize(nt * len, 0.0);
+            let tile = AttnTile {
+                kv,
+                kv_head: g,
+                head_dim: hd,
+                group: nh,
+                first_pos: n_past + t0,
+                n_tokens: nt,
+                window: params.window,
+                scale: params.scale,
+            };
+            // SAFETY: `k` came from `Kernels::get` (the CPU supports its ISA); the tile's rows
+            // lie within `q_tile` / `out_tile` (built above) and its keys within the cache.
+            unsafe { (kern.ops.attend_tile)(&tile, q_tile, out_tile) };
+            for (i, t) in (t0..t0 + nt).enumerate() {
+                let st = t * tok_len + head_off;
+                // SAFETY: `st..st + len` lies inside `out` (same shape as `q`); distinct
+                // jobs write distinct (token, head run) ranges and each job runs on exactly
+                // one thread, so no two live slices overlap.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(st), len) };
+                dst.copy_from_slice(&out_tile[i * len..(i + 1) * len]);
+            }
+        };
+        run_jobs(par, n_jobs, init, job);
+        return;
+    }
+    // ggml's per-key path. A job is (query token, kv head, run of that group's query heads,
+    // key chunk). Groups are split only when there are fewer (token, group, chunk) triples than
+    // threads (decode with few kv heads, e.g. Gemma-3-270M's single one); a head's result does
+    // not depend on that split.
+    //
+    // A single query token over at least GGML_SPLIT_KV_MIN_KEYS keys splits its keys into
+    // DECODE_KV_CHUNKS chunks, as ggml's split-KV decode does (one chunk per thread; the goldens
+    // were made with 2 threads): f16 accumulators per chunk, merged in f32. The chunk count is
+    // fixed, so the result does not depend on `par`.
+    let n_keys = attended_keys(n_past, params.window).len();
+    let chunks = if n_tokens == 1 && n_keys >= GGML_SPLIT_KV_MIN_KEYS && same_kv_type {
+        DECODE_KV_CHUNKS
+    } else {
+        1
+    };
+    let partial = chunks > 1;
+    // Per chunk and head: the unnormalised accumulator, M and S.
+    let mut scratch = vec![
+        0.0f32;
+        if partial {
+            chunks * n_heads * (hd + 2)
+        } else {
+            0
+        }
+    ];
+    let scratch_ptr = SharedMut(scratch.as_mut_ptr());
+    let triples = n_tokens * n_kv * chunks;
+    let splits = par.n_threads().div_ceil(triples.max(1)).clamp(1, group);
+    let heads_per_job = group.div_ceil(splits);
+    let jobs_per_group = group.div_ceil(heads_per_job);
+    let n_jobs = triples * jobs_per_group;
+    let job = |_: &mut (), job_idx: usize| {
+        let part = job_idx % jobs_per_group;
+        let triple = job_idx / jobs_per_group;
+        let chunk = triple % chunks;
+        let pair = triple / chunks;
+        let t = pair / n_kv;
+        let g = pair % n_kv;
+        let keys = attended_keys(n_past + t, params.window);
+        let chunk_keys = keys.len().div_ceil(chunks);
+        let key_lo = (keys.start + chunk * chunk_keys).min(keys.end);
+        let job = AttnJob {
+            kv,
+            kv_head: g,
+            head_dim: hd,
+            key_lo,
+            key_hi: (key_lo + chunk_keys).min(keys.end),
+            scale: params.scale,
+            ggml_vec_path: true,
+            partial,
+        };
+        let first_head = g * group + part * heads_per_job;
+        let n_job_heads = heads_per_job.min((g + 1) * group - first_head);
+        let start = t * tok_len + first_head * hd;
+        let q_heads = &q[start..start + n_job_heads * hd];
+        let out_heads = if partial {
+            let at = (chunk * n_heads + first_head) * (hd + 2);
+            // SAFETY: `at..at + n_job_heads*(hd+2)` lies inside `scratch` (chunk < chunks,
+            // first_head + n_job_heads <= n_heads); distinct jobs write distinct
+            // (chunk, head run) ranges, each on exactly one thread.
+            unsafe {
+                std::slice::from_raw_parts_mut(scratch_ptr.get().add(at), n_job_heads * (hd + 2))
+            }
+        } else {
+            // SAFETY: `start..start + n_job_heads*hd` lies inside `out` (same shape as `q`,
+            // checked above); distinct job indices map to disjoint head runs and each job
+            // index runs on exactly one thread, so no two live slices overlap.
+            unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), n_job_heads * hd) }
+        };
+        // SAFETY: as for the tiled path: a supported ISA, and the heads and keys of `job`
+        // lie within `q_heads`, `out_heads` and the cache (checked above).
+        unsafe { (kern.ops.attend_group)(&job, q_heads, out_heads) };
+    };
+    run_jobs(par, n_jobs, || (), job);
+    if partial {
+        // One token: `out` is `n_heads × hd`.
+        for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
+            let parts = (0..chunks).map(|c| {
+                let at = (c * n_heads + h) * (hd + 2);
+                &scratch[at..at + hd + 2]
+            });
+            scalar::combine_partials(parts, oh);
+        }
+    }
+}
+
+/// Keys from which ggml's CPU flash attention splits one query token's keys across threads
+/// (`use_split_kv_path` in `ggml_compute_forward_flash_attn_ext_f16`).
+pub const GGML_SPLIT_KV_MIN_KEYS: usize = 512;
+
+/// Key chunks of a long decode (ggml uses one per thread; 2 = the goldens' thread count).
+pub const DECODE_KV_CHUNKS: usize = 2;
+
+/// Runs `job(state, job_idx)` for every job index below `n_jobs` on `par`'s threads, each
+/// thread with its own `init()` state. Jobs are taken from an atomic counter, highest index
+/// first (with causal attention later tokens attend more keys: the biggest jobs go first and
+/// the small ones fill the gaps), and the caller alone finishes them when the other threads are
+/// busy ([`ParallelRun::run_dynamic`]). A job's result does not depend on who runs it.
+fn run_jobs<S>(
+    par: &dyn ParallelRun,
+    n_jobs: usize,
+    init: impl Fn() -> S + Sync,
+    job: impl Fn(&mut S, usize) + Sync,
+) {
+    if par.n_threads() <= 1 || n_jobs <= 1 {
+        let mut state = init();
+        for j in (0..n_jobs).rev() {
+            job(&mut state, j);
+        }
+        return;
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    par.run_dynamic(&|_, _| {
+        let mut state = None;
+        loop {
+            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if k >= n_jobs {
+                break;
+            }
+            job(state.get_or_insert_with(&init), n_jobs - 1 - k);
+        }
+    });
+}
+
+/// A raw pointer that may cross threads; the user guarantees disjoint access.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+
+impl SharedMut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: only used by `attention_parallel`, whose jobs write disjoint ranges.
+unsafe impl Send for SharedMut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMut {}
