@@ -1,6 +1,6 @@
 //! The weight formats the CUDA kernels read.
 
-use tinyrt_kernels::quant::GgmlType;
+use tinyrt_kernels::quant::{GgmlType, QuantFormat};
 
 /// A weight format with a CUDA matrix-vector, matrix-matrix and embedding-lookup kernel.
 ///
@@ -39,33 +39,32 @@ impl WeightType {
         WeightType::NF4,
     ];
 
+    /// The kernels' storage format this CUDA type reads: block size, bytes and layout come
+    /// from `tinyrt_kernels::quant` (the one format table), not restated here.
+    pub const fn format(self) -> QuantFormat {
+        match self {
+            WeightType::F32 => QuantFormat::Ggml(GgmlType::F32),
+            WeightType::F16 => QuantFormat::Ggml(GgmlType::F16),
+            WeightType::Q4_0 => QuantFormat::Ggml(GgmlType::Q4_0),
+            WeightType::Q4_1 => QuantFormat::Ggml(GgmlType::Q4_1),
+            WeightType::Q5_0 => QuantFormat::Ggml(GgmlType::Q5_0),
+            WeightType::Q8_0 => QuantFormat::Ggml(GgmlType::Q8_0),
+            WeightType::Q4_K => QuantFormat::Ggml(GgmlType::Q4_K),
+            WeightType::Q5_K => QuantFormat::Ggml(GgmlType::Q5_K),
+            WeightType::Q6_K => QuantFormat::Ggml(GgmlType::Q6_K),
+            WeightType::IQ4_NL => QuantFormat::Ggml(GgmlType::IQ4_NL),
+            WeightType::NF4 => QuantFormat::Nf4,
+        }
+    }
+
     /// Elements per block.
     pub const fn block_size(self) -> usize {
-        match self {
-            WeightType::F32 | WeightType::F16 => 1,
-            WeightType::Q4_0
-            | WeightType::Q4_1
-            | WeightType::Q5_0
-            | WeightType::Q8_0
-            | WeightType::IQ4_NL
-            | WeightType::NF4 => 32,
-            WeightType::Q4_K | WeightType::Q5_K | WeightType::Q6_K => 256,
-        }
+        self.format().block_size()
     }
 
     /// Bytes per block.
     pub const fn block_bytes(self) -> usize {
-        match self {
-            WeightType::F32 => 4,
-            WeightType::F16 => 2,
-            WeightType::Q4_0 | WeightType::IQ4_NL | WeightType::NF4 => 18,
-            WeightType::Q4_1 => 20,
-            WeightType::Q5_0 => 22,
-            WeightType::Q8_0 => 34,
-            WeightType::Q4_K => 144,
-            WeightType::Q5_K => 176,
-            WeightType::Q6_K => 210,
-        }
+        self.format().type_size()
     }
 
     /// Whether the matrix-vector kernel takes the activation quantized to Q8_1 (all but F32/F16).
@@ -87,21 +86,14 @@ impl WeightType {
         (ncols / self.block_size()).checked_mul(self.block_bytes())
     }
 
+    /// The CUDA type reading `fmt`, if there is one.
+    pub fn from_format(fmt: QuantFormat) -> Option<WeightType> {
+        WeightType::ALL.into_iter().find(|w| w.format() == fmt)
+    }
+
     /// The CUDA format for a ggml tensor type, if there is one.
     pub fn from_ggml(t: GgmlType) -> Option<WeightType> {
-        Some(match t {
-            GgmlType::F32 => WeightType::F32,
-            GgmlType::F16 => WeightType::F16,
-            GgmlType::Q4_0 => WeightType::Q4_0,
-            GgmlType::Q4_1 => WeightType::Q4_1,
-            GgmlType::Q5_0 => WeightType::Q5_0,
-            GgmlType::Q8_0 => WeightType::Q8_0,
-            GgmlType::Q4_K => WeightType::Q4_K,
-            GgmlType::Q5_K => WeightType::Q5_K,
-            GgmlType::Q6_K => WeightType::Q6_K,
-            GgmlType::IQ4_NL => WeightType::IQ4_NL,
-            _ => return None,
-        })
+        WeightType::from_format(QuantFormat::Ggml(t))
     }
 }
 
@@ -112,6 +104,7 @@ mod tests {
     #[test]
     fn block_sizes_match_the_ggml_table() {
         for w in WeightType::ALL {
+            assert_eq!(WeightType::from_format(w.format()), Some(w));
             if let Some(g) = GgmlType::ALL
                 .iter()
                 .copied()
@@ -123,6 +116,13 @@ mod tests {
                 assert_eq!(w, WeightType::NF4);
             }
         }
+        // The sizes the .cu sources hard-code (common.cuh's block structs).
+        assert_eq!(WeightType::Q4_0.block_bytes(), 18);
+        assert_eq!(WeightType::NF4.block_bytes(), 18);
+        assert_eq!(WeightType::Q8_0.block_bytes(), 34);
+        assert_eq!(WeightType::Q4_K.block_bytes(), 144);
+        assert_eq!(WeightType::Q5_K.block_bytes(), 176);
+        assert_eq!(WeightType::Q6_K.block_bytes(), 210);
     }
 
     #[test]

@@ -46,10 +46,7 @@ pub fn upload_plan(ty: GgmlType, rows: usize, cols: usize) -> Option<UploadPlan>
 
 /// The CUDA format of a storage format (`NF4`, or a ggml type with CUDA kernels).
 pub fn cuda_format(fmt: QuantFormat) -> Option<WeightType> {
-    match fmt {
-        QuantFormat::Nf4 => Some(WeightType::NF4),
-        QuantFormat::Ggml(t) => WeightType::from_ggml(t),
-    }
+    WeightType::from_format(fmt)
 }
 
 /// `--requant` for the CUDA backend: the conversion every backend shares
