@@ -15,29 +15,16 @@ fn formats() -> Vec<QuantFormat> {
     Kernels::get(Isa::Scalar).unwrap().weight_types().collect()
 }
 
-/// A small deterministic generator (SplitMix64), so a proptest case is just a seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
+/// The workspace's seeded generator, so a proptest case is just a seed.
+use tinyrt_kernels::rng::SplitMix64 as Rng;
 
 /// How the values of one block are drawn.
 fn fill(rng: &mut Rng, out: &mut [f32], block: usize, scale: f32) {
     for chunk in out.chunks_mut(block) {
-        match rng.next() % 8 {
+        match rng.next_u64() % 8 {
             0 => chunk.fill(0.0),
             1 => {
-                let v = if rng.next().is_multiple_of(2) {
+                let v = if rng.next_u64().is_multiple_of(2) {
                     scale
                 } else {
                     -scale
@@ -47,12 +34,12 @@ fn fill(rng: &mut Rng, out: &mut [f32], block: usize, scale: f32) {
             2 => {
                 // Half-integers: ties for the rounding of the quantizers.
                 for v in chunk.iter_mut() {
-                    *v = ((rng.next() % 255) as f32 - 127.0) * 0.5 * scale / 64.0;
+                    *v = ((rng.next_u64() % 255) as f32 - 127.0) * 0.5 * scale / 64.0;
                 }
             }
             _ => {
                 for v in chunk.iter_mut() {
-                    *v = rng.unit() * scale;
+                    *v = rng.unit_f32() * scale;
                 }
             }
         }
@@ -78,10 +65,10 @@ fn random_blocks(rng: &mut Rng, fmt: QuantFormat, n_blocks: usize) -> Option<Vec
         },
     };
     let ts = fmt.type_size();
-    let mut bytes: Vec<u8> = (0..n_blocks * ts).map(|_| rng.next() as u8).collect();
+    let mut bytes: Vec<u8> = (0..n_blocks * ts).map(|_| rng.next_u64() as u8).collect();
     for b in bytes.chunks_exact_mut(ts) {
         for &o in scale_offsets {
-            let d = rng.unit() * 0.05;
+            let d = rng.unit_f32() * 0.05;
             b[o..o + 2].copy_from_slice(&f16_bytes(d));
         }
     }

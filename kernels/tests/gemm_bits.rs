@@ -6,21 +6,21 @@
 
 mod common;
 
-use common::Lcg;
+use common::Rng;
 use tinyrt_kernels::cpu::{Isa, Kernels, QMatrix, QuantizedActs, ThreadPool};
 use tinyrt_kernels::quant::{self, GgmlType, QuantFormat};
 
 /// `rows × cols` weights of `ty`: quantized random floats, or (`raw`) random bytes whose f16
 /// scales are kept finite (the top exponent bit of d, and of Q4_0..Q5_1's m / Q4_K's dmin,
 /// cleared).
-fn weights(ty: GgmlType, rows: usize, cols: usize, raw: bool, rng: &mut Lcg) -> Vec<u8> {
+fn weights(ty: GgmlType, rows: usize, cols: usize, raw: bool, rng: &mut Rng) -> Vec<u8> {
     let fmt = QuantFormat::Ggml(ty);
     let n = rows * cols / fmt.block_size() * fmt.type_size();
     if raw {
         let ts = fmt.type_size();
         (0..n)
             .map(|i| {
-                let b = (rng.next() >> 8) as u8;
+                let b = ((rng.next_u64() >> 32) as u32 >> 8) as u8;
                 let o = i % ts;
                 let scale_hi = if ty == GgmlType::Q6_K {
                     o == 209
@@ -35,7 +35,7 @@ fn weights(ty: GgmlType, rows: usize, cols: usize, raw: bool, rng: &mut Lcg) -> 
             })
             .collect()
     } else {
-        let x: Vec<f32> = (0..rows * cols).map(|_| rng.uniform()).collect();
+        let x: Vec<f32> = (0..rows * cols).map(|_| rng.unit_f32()).collect();
         let mut w = vec![0u8; n];
         quant::quantize_format(fmt, &x, &mut w).unwrap();
         w
@@ -47,7 +47,7 @@ fn gemm_types_give_the_same_bits_on_every_isa() {
     let isas = Isa::available();
     let pools = [ThreadPool::new(1).unwrap(), ThreadPool::new(2).unwrap()];
     let scalar = Kernels::get(Isa::Scalar).unwrap();
-    let mut rng = Lcg(0x5eed);
+    let mut rng = Rng(0x5eed);
     let mut checked = 0;
     for ty in common::gemm_types() {
         let fmt = QuantFormat::Ggml(ty);
@@ -64,7 +64,7 @@ fn gemm_types_give_the_same_bits_on_every_isa() {
                     let rb = w.len() / rows;
                     for n_tokens in [1, 2, 3, 5, 8, 9, 17] {
                         let input: Vec<f32> =
-                            (0..n_tokens * cols).map(|_| 4.0 * rng.uniform()).collect();
+                            (0..n_tokens * cols).map(|_| 4.0 * rng.unit_f32()).collect();
                         let mut want: Option<(Isa, Vec<f32>)> = None;
                         for &isa in &isas {
                             let k = Kernels::get(isa).unwrap();

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{ggml_records, Lcg};
+use common::{ggml_records, Rng};
 use half::f16;
 use tinyrt_kernels::cpu::ops::{self, AttnParams, KvData, KvView, RopeCache, RopeCfg, RopeMode};
 use tinyrt_kernels::cpu::scalar::ops as scalar;
@@ -27,9 +27,9 @@ fn assert_bits(what: &str, isa: Isa, got: &[f32], want: &[f32]) {
 }
 
 /// `n` random f16 values (bits) in ±`scale`.
-fn random_f16(rng: &mut Lcg, n: usize, scale: f32) -> Vec<u16> {
+fn random_f16(rng: &mut Rng, n: usize, scale: f32) -> Vec<u16> {
     (0..n)
-        .map(|_| f16::from_f32(rng.uniform() * scale).to_bits())
+        .map(|_| f16::from_f32(rng.unit_f32() * scale).to_bits())
         .collect()
 }
 
@@ -56,8 +56,8 @@ fn sweep() -> Vec<f32> {
     let mut x: Vec<f32> = (0..200_000)
         .map(|i| -110.0 + 220.0 * i as f32 / 200_000.0)
         .collect();
-    let mut rng = Lcg(7);
-    x.extend((0..20_000).map(|_| rng.uniform() * 1e-3));
+    let mut rng = Rng(7);
+    x.extend((0..20_000).map(|_| rng.unit_f32() * 1e-3));
     x.extend([
         0.0,
         -0.0,
@@ -100,8 +100,8 @@ fn expf_ggml_v_is_within_two_ulp_of_exp() {
 #[test]
 fn swiglu_is_identical_on_every_isa() {
     let x = sweep();
-    let mut rng = Lcg(11);
-    let up: Vec<f32> = x.iter().map(|_| rng.uniform() * 3.0).collect();
+    let mut rng = Rng(11);
+    let up: Vec<f32> = x.iter().map(|_| rng.unit_f32() * 3.0).collect();
     let mut swiglu_ref = vec![0.0f32; x.len()];
     ops::swiglu(Isa::Scalar, &x, &up, &mut swiglu_ref);
     for isa in Isa::available() {
@@ -113,7 +113,7 @@ fn swiglu_is_identical_on_every_isa() {
 
 #[test]
 fn rope_is_identical_on_every_isa() {
-    let mut rng = Lcg(3);
+    let mut rng = Rng(3);
     let positions: Vec<usize> = vec![0, 1, 5, 77, 511, 1000];
     for (mode, head_dim, n_rot) in [
         (RopeMode::Neox, 64, 64),
@@ -125,7 +125,7 @@ fn rope_is_identical_on_every_isa() {
         let cache = RopeCache::new(&RopeCfg::new(mode, n_rot, 10000.0), 1001).unwrap();
         let n_heads = 3;
         let x: Vec<f32> = (0..positions.len() * n_heads * head_dim)
-            .map(|_| rng.uniform() * 8.0)
+            .map(|_| rng.unit_f32() * 8.0)
             .collect();
         let mut want = x.clone();
         ops::rope(
@@ -148,7 +148,7 @@ fn rope_is_identical_on_every_isa() {
 /// single token takes the split-KV decode) gives the same bits on every ISA.
 #[test]
 fn per_key_attention_is_identical_on_every_isa() {
-    let mut rng = Lcg(5);
+    let mut rng = Rng(5);
     // (head_dim, n_heads, n_kv_heads, n_past, n_tokens, window)
     let cases = [
         (64, 9, 3, 0, 5, None),
@@ -166,7 +166,7 @@ fn per_key_attention_is_identical_on_every_isa() {
         let k = random_f16(&mut rng, n_pos * nkv * hd, 3.0);
         let v = random_f16(&mut rng, n_pos * nkv * hd, 3.0);
         let q: Vec<f32> = (0..n_tokens * nh * hd)
-            .map(|_| rng.uniform() * 2.0)
+            .map(|_| rng.unit_f32() * 2.0)
             .collect();
         let kv = KvView {
             k: KvData::F16(&k),
@@ -191,7 +191,7 @@ fn per_key_attention_is_identical_on_every_isa() {
 /// one thread and on several.
 #[test]
 fn tiled_attention_is_identical_on_every_isa() {
-    let mut rng = Lcg(11);
+    let mut rng = Rng(11);
     // (head_dim, n_heads, n_kv_heads, n_past, n_tokens, window, f16)
     let cases = [
         (64, 4, 1, 0, 64, None, true),
@@ -208,8 +208,12 @@ fn tiled_attention_is_identical_on_every_isa() {
     ];
     for (hd, nh, nkv, n_past, n_tokens, window, f16_cache) in cases {
         let n_pos = n_past + n_tokens;
-        let kf: Vec<f32> = (0..n_pos * nkv * hd).map(|_| rng.uniform() * 3.0).collect();
-        let vf: Vec<f32> = (0..n_pos * nkv * hd).map(|_| rng.uniform() * 3.0).collect();
+        let kf: Vec<f32> = (0..n_pos * nkv * hd)
+            .map(|_| rng.unit_f32() * 3.0)
+            .collect();
+        let vf: Vec<f32> = (0..n_pos * nkv * hd)
+            .map(|_| rng.unit_f32() * 3.0)
+            .collect();
         let to16 =
             |x: &[f32]| -> Vec<u16> { x.iter().map(|&v| f16::from_f32(v).to_bits()).collect() };
         let (k16, v16) = (to16(&kf), to16(&vf));
@@ -229,7 +233,7 @@ fn tiled_attention_is_identical_on_every_isa() {
             }
         };
         let q: Vec<f32> = (0..n_tokens * nh * hd)
-            .map(|_| rng.uniform() * 4.0)
+            .map(|_| rng.unit_f32() * 4.0)
             .collect();
         let params = AttnParams {
             n_heads: nh,
@@ -256,7 +260,7 @@ fn tiled_attention_is_identical_on_every_isa() {
 /// window 512 or none) at a reduced head dim: the same bits on every ISA.
 #[test]
 fn attention_batches_1_to_70_are_identical_on_every_isa() {
-    let mut rng = Lcg(13);
+    let mut rng = Rng(13);
     let (hd, nh, nkv) = (32, 4, 1);
     for n_past in [0usize, 37, 64] {
         for n_tokens in 1..=70 {
@@ -270,7 +274,7 @@ fn attention_batches_1_to_70_are_identical_on_every_isa() {
                 head_dim: hd,
             };
             let q: Vec<f32> = (0..n_tokens * nh * hd)
-                .map(|_| rng.uniform() * 4.0)
+                .map(|_| rng.unit_f32() * 4.0)
                 .collect();
             let window = (n_tokens % 3 == 0).then_some(50);
             let params = AttnParams {

@@ -7,17 +7,7 @@ use proptest::prelude::*;
 use tinyrt_kernels::cpu::{Isa, Kernels, MatmulError, QMatrix, QuantizedActs, ThreadPool};
 use tinyrt_kernels::quant::{self, GgmlType, QuantFormat};
 
-struct Rng(u64);
-impl Rng {
-    fn unit(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
+use tinyrt_kernels::rng::SplitMix64 as Rng;
 
 const FORMATS: [QuantFormat; 10] = [
     QuantFormat::Ggml(GgmlType::F32),
@@ -74,10 +64,10 @@ fn check(
 ) {
     let mut rng = Rng(seed);
     let cols = col_blocks * fmt.block_size().max(32);
-    let x: Vec<f32> = (0..rows * cols).map(|_| rng.unit()).collect();
+    let x: Vec<f32> = (0..rows * cols).map(|_| rng.unit_f32()).collect();
     let mut w = vec![0u8; rows * cols / fmt.block_size() * fmt.type_size()];
     quant::quantize_format(fmt, &x, &mut w).unwrap();
-    let input: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit()).collect();
+    let input: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit_f32()).collect();
     let m = QMatrix::new(fmt, &w, rows, cols).unwrap();
     for isa in Isa::available() {
         let k = Kernels::get(isa).unwrap();
@@ -187,11 +177,11 @@ fn a_batch_equals_its_tokens_one_by_one() {
     for fmt in FORMATS {
         let cols = 4 * fmt.block_size().max(32);
         let mut rng = Rng(5);
-        let x: Vec<f32> = (0..rows * cols).map(|_| rng.unit()).collect();
+        let x: Vec<f32> = (0..rows * cols).map(|_| rng.unit_f32()).collect();
         let mut w = vec![0u8; rows * cols / fmt.block_size() * fmt.type_size()];
         quant::quantize_format(fmt, &x, &mut w).unwrap();
         let m = QMatrix::new(fmt, &w, rows, cols).unwrap();
-        let input: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit()).collect();
+        let input: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit_f32()).collect();
         for isa in Isa::available() {
             let k = Kernels::get(isa).unwrap();
             let mut all = vec![0f32; rows * n_tokens];
@@ -298,7 +288,7 @@ fn a_group_equals_its_products_one_by_one() {
         .iter()
         .zip(rows)
         .map(|(&fmt, r)| {
-            let x: Vec<f32> = (0..r * cols).map(|_| rng.unit()).collect();
+            let x: Vec<f32> = (0..r * cols).map(|_| rng.unit_f32()).collect();
             let mut w = vec![0u8; r * cols / fmt.block_size() * fmt.type_size()];
             quant::quantize_format(fmt, &x, &mut w).unwrap();
             w
@@ -313,7 +303,7 @@ fn a_group_equals_its_products_one_by_one() {
     for isa in Isa::available() {
         let k = Kernels::get(isa).unwrap();
         for n_tokens in [1, 3, 12] {
-            let input: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit()).collect();
+            let input: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit_f32()).collect();
             let acts: Vec<QuantizedActs> = fmts
                 .iter()
                 .map(|&fmt| {
@@ -377,7 +367,7 @@ fn pooled_activation_conversion_equals_serial() {
         let k = Kernels::get(isa).unwrap();
         for act in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
             for n_tokens in [0, 1, 2, 15, 16, 17, 40] {
-                let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit()).collect();
+                let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit_f32()).collect();
                 let (mut a, mut b) = (QuantizedActs::new(), QuantizedActs::new());
                 k.quantize_acts(act, &x, n_tokens, cols, &mut a).unwrap();
                 k.quantize_acts_on(Some(&pool), act, &x, n_tokens, cols, &mut b)

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::ggml_records;
+use common::{ggml_records, uniform_vec, Rng};
 use half::f16;
 use proptest::prelude::*;
 use tinyrt_kernels::cpu::ops::{
@@ -147,11 +147,11 @@ proptest! {
 
     #[test]
     fn norms_match_scalar(rows in 1usize..4, n in 1usize..200, seed in any::<u64>(), big in any::<bool>()) {
-        let mut rng = Lcg(seed);
+        let mut rng = Rng(seed);
         let mag = if big { 1e3 } else { 1.0 };
-        let x: Vec<f32> = (0..rows * n).map(|_| rng.uniform() * mag + 0.1 * mag).collect();
-        let w: Vec<f32> = (0..n).map(|_| rng.uniform() + 1.0).collect();
-        let b: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
+        let x: Vec<f32> = (0..rows * n).map(|_| rng.unit_f32() * mag + 0.1 * mag).collect();
+        let w: Vec<f32> = (0..n).map(|_| rng.unit_f32() + 1.0).collect();
+        let b: Vec<f32> = (0..n).map(|_| rng.unit_f32()).collect();
         let mut rms_ref = vec![0.0; x.len()];
         ops::rms_norm(Isa::Scalar, &x, &w, 1e-6, &mut rms_ref);
         let mut ln_ref = vec![0.0; x.len()];
@@ -194,22 +194,6 @@ proptest! {
                 prop_assert!((yr[i] as f64 - want).abs() <= 1e-3 * (1.0 + want.abs()), "{} vs {}", yr[i], want);
             }
         }
-    }
-}
-
-/// A tiny deterministic generator, uniform in [-1, 1).
-struct Lcg(u64);
-
-impl Lcg {
-    fn uniform(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.uniform()).collect()
     }
 }
 
@@ -269,8 +253,8 @@ proptest! {
         // Partial rotary: n_rot ∈ {head_dim/4.., head_dim}, even.
         let n_rot = (2 * (head_dim_half * rot_frac).div_ceil(4)).max(2);
         let mode = if neox { RopeMode::Neox } else { RopeMode::Normal };
-        let mut rng = Lcg(seed);
-        let x = rng.vec(n_tokens * n_heads * head_dim);
+        let mut rng = Rng(seed);
+        let x = uniform_vec(&mut rng, n_tokens * n_heads * head_dim);
         let ff: Vec<f32> = (0..n_rot / 2).map(|i| 1.0 + (i % 5) as f32).collect();
         let base = if scaled { 1e6 } else { 1e4 };
         let freq_scale = if scaled { 0.25 } else { 1.0 };
@@ -346,9 +330,9 @@ struct Cache {
 }
 
 impl Cache {
-    fn new(rng: &mut Lcg, n: usize, extra: usize) -> Cache {
-        let k32 = rng.vec(n + extra);
-        let v32 = rng.vec(n + extra);
+    fn new(rng: &mut Rng, n: usize, extra: usize) -> Cache {
+        let k32 = uniform_vec(rng, n + extra);
+        let v32 = uniform_vec(rng, n + extra);
         let to16 = |v: &[f32]| {
             v.iter()
                 .map(|&x| f16::from_f32(x).to_bits())
@@ -429,15 +413,14 @@ fn attention_naive(c: &AttnCase, q: &[f32], kv: &KvView, round_q: bool, scale: f
 }
 
 fn check_attention(c: &AttnCase) {
-    let mut rng = Lcg(c.seed);
+    let mut rng = Rng(c.seed);
     let hd = c.head_dim;
     let n_pos = c.n_past + c.n_tokens;
     // Spare capacity past the used positions: must be ignored.
     let cache = Cache::new(&mut rng, n_pos * c.n_kv_heads * hd, 3 * c.n_kv_heads * hd);
     let kv = cache.view(c);
     // Larger q so that the softmax is not flat.
-    let q: Vec<f32> = rng
-        .vec(c.n_tokens * c.n_heads * hd)
+    let q: Vec<f32> = uniform_vec(&mut rng, c.n_tokens * c.n_heads * hd)
         .iter()
         .map(|v| v * 3.0)
         .collect();
@@ -565,7 +548,7 @@ fn attention_mixed_kv_types() {
             f16_cache: true,
             seed: 11,
         };
-        let mut rng = Lcg(c.seed);
+        let mut rng = Rng(c.seed);
         let n = (n_past + n_tokens) * c.n_kv_heads * c.head_dim;
         let cache = Cache::new(&mut rng, n, 0);
         let kv = KvView {
@@ -574,7 +557,7 @@ fn attention_mixed_kv_types() {
             n_kv_heads: c.n_kv_heads,
             head_dim: c.head_dim,
         };
-        let q = rng.vec(n_tokens * c.n_heads * c.head_dim);
+        let q = uniform_vec(&mut rng, n_tokens * c.n_heads * c.head_dim);
         let params = AttnParams {
             n_heads: c.n_heads,
             scale: 0.2,

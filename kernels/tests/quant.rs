@@ -157,27 +157,16 @@ const ALL_FORMATS: [(QuantFormat, f64); 17] = [
     (QuantFormat::Nf4, 0.096),
 ];
 
-/// splitmix64: deterministic test data without a dependency.
-struct Rng(u64);
+use tinyrt_kernels::rng::SplitMix64 as Rng;
 
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in (0, 1).
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn gauss(&mut self) -> f32 {
-        let (u, v) = (self.uniform(), self.uniform());
-        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
-    }
+/// `n` values ≈ N(0, scale²).
+trait Gaussian {
+    fn gaussian(&mut self, n: usize, scale: f32) -> Vec<f32>;
+}
+
+impl Gaussian for Rng {
     fn gaussian(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.gauss() * scale).collect()
+        (0..n).map(|_| self.gauss_f32() * scale).collect()
     }
 }
 

@@ -8,6 +8,7 @@ pub use tinyrt_cuda::{
 pub use tinyrt_kernels::cpu::ops;
 pub use tinyrt_kernels::cpu::Isa;
 pub use tinyrt_kernels::quant::{self, BlockQ8_1, GgmlType, QuantFormat};
+use tinyrt_kernels::rng::SplitMix64;
 
 pub fn required() -> bool {
     std::env::var("TINYRT_REQUIRE_GPU").is_ok_and(|v| v == "1")
@@ -25,22 +26,16 @@ pub fn device() -> Option<CudaDevice> {
     }
 }
 
-/// xorshift64*: deterministic, dependency-free.
-pub struct Rng(u64);
+/// Test data from the workspace's seeded generator (`tinyrt_kernels::rng`).
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        Rng(SplitMix64::new(seed))
     }
     /// Uniform in [-1, 1).
     pub fn f32(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        self.0.unit_f32()
     }
     pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n).map(|_| self.f32() * scale).collect()

@@ -456,13 +456,8 @@ mod tests {
 
     /// Heavy-tailed blocks, as weight rows are: a few large values among small ones.
     fn heavy_tailed_blocks(n: usize) -> Vec<Vec<f32>> {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
+        let mut rng = crate::rng::SplitMix64::new(0x2545_f491_4f6c_dd1d);
+        let mut next = || 0.5 * rng.unit_f32();
         (0..n)
             .map(|round| {
                 (0..QK_NF4)
@@ -574,12 +569,9 @@ mod tests {
             let m = (KVALUES_NF4[k] as f32 + KVALUES_NF4[k + 1] as f32) * 0.5;
             xs.extend([m, m.next_down(), m.next_up()]);
         }
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = crate::rng::SplitMix64::new(0x9e37_79b9_7f4a_7c15);
         for _ in 0..100_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            xs.push(((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 300.0);
+            xs.push(rng.unit_f32() * 150.0);
         }
         xs.extend([f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30, 0.0, -0.0]);
         for x in xs {

@@ -16,21 +16,13 @@ pub fn gemm_types() -> Vec<GgmlType> {
     types
 }
 
-/// A small deterministic generator (no dependence on proptest's shrinking for bit checks).
-pub struct Lcg(pub u64);
+/// The workspace's seeded generator (no dependence on proptest's shrinking for bit checks),
+/// with the test data helpers the kernel tests share.
+pub use tinyrt_kernels::rng::SplitMix64 as Rng;
 
-impl Lcg {
-    pub fn next(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) as u32
-    }
-    /// Uniform in [-1, 1).
-    pub fn uniform(&mut self) -> f32 {
-        self.next() as f32 / (1u64 << 31) as f32 * 2.0 - 1.0
-    }
+/// `n` values uniform in [-1, 1).
+pub fn uniform_vec(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.unit_f32()).collect()
 }
 
 /// The records of `data/ops-ggml/ops_ggml.bin`: inputs and ggml's CPU outputs, written by

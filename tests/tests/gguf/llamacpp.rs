@@ -19,7 +19,7 @@ fn llama_cpp_loads_a_model_written_by_the_writer() {
         .set("tinyrt.test.u16s", Value::Array(Array::U16(vec![1, 2, 3])))
         .set("tinyrt.test.bools", Value::Array(Array::Bool(vec![true])))
         .alignment(64);
-    let mut x = 0x853C_49E6_748F_EA9Bu64;
+    let mut rng = tinyrt::kernels::rng::SplitMix64::new(0x853C_49E6_748F_EA9B);
     for t in src.tensors() {
         let keep = t.name == "output.weight" || t.name == "rope_freqs.weight";
         if keep {
@@ -29,13 +29,10 @@ fn llama_cpp_loads_a_model_written_by_the_writer() {
         let n = t.n_elements() as usize;
         let data: Vec<u8> = (0..n)
             .flat_map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
                 let v = if t.shape.len() == 1 {
                     1.0 // norm weights
                 } else {
-                    ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+                    rng.unit_f32() * 0.05
                 };
                 v.to_le_bytes()
             })

@@ -131,14 +131,9 @@ fn sampled_truncations_of_real_model_headers_are_errors() {
         let bytes = f.bytes();
         let header = f.data_offset() as usize;
         // Deterministic sample: the first 256 lengths, then 40 spread over the header.
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut rng = tinyrt::kernels::rng::SplitMix64::new(0x2545_F491_4F6C_DD1D);
         let mut lengths: Vec<usize> = (0..256).collect();
-        lengths.extend((0..40).map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % header as u64) as usize
-        }));
+        lengths.extend((0..40).map(|_| rng.below(header as u64) as usize));
         lengths.push(header - 1);
         for n in lengths {
             assert!(
