@@ -10,7 +10,7 @@
 //! Q4_0/Q5_0/Q8_0/IQ4_NL/NF4, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants, F32 for F32/F16/BF16),
 //! plus the activation converters. [`Kernels::get`] hands out a table only when the CPU
 //! supports its ISA, the one such check (everything else calls through a table);
-//! [`Kernels::best`] is the process default ([`Isa::default_for_process`]). The matrix products
+//! [`Kernels::best`] is the fastest table this CPU has. The matrix products
 //! ([`matmul`]), the ops ([`ops`], [`attention`]) and the thread pool ([`pool`]) sit on top and
 //! never name an ISA. The matrix products of Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q4_K and Q6_K take
 //! a GEMM instead of the dot products, on every ISA with the same float operations (packed
@@ -29,8 +29,6 @@
 //! The scalar dot products are the references of [`crate::quant`]. The activation quantizers
 //! (Q8_0, Q8_1, Q8_K) give the same bytes on every ISA; Q8_0/Q8_1 follow what llama.cpp runs on
 //! x86 (`127/amax`, round half to even), Q8_K is ggml's reference (see `scalar/dot.rs`).
-
-use std::sync::OnceLock;
 
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
@@ -147,14 +145,6 @@ impl Isa {
             )),
         }
     }
-
-    /// The process default: `TINYRT_ISA` when it names a supported ISA ([`Isa::from_env`]),
-    /// otherwise [`Isa::detect`]. Computed once. Programs check [`Isa::from_env`] first and
-    /// report a bad value (the `tinyrt` CLI does, with exit status 2).
-    pub fn default_for_process() -> Isa {
-        static DEFAULT: OnceLock<Isa> = OnceLock::new();
-        *DEFAULT.get_or_init(|| Isa::from_env().ok().flatten().unwrap_or_else(Isa::detect))
-    }
 }
 
 impl Kernels {
@@ -174,9 +164,11 @@ impl Kernels {
         }
     }
 
-    /// The table of [`Isa::default_for_process`] (the fastest ISA unless `TINYRT_ISA` says otherwise).
+    /// The table of the fastest ISA this CPU has ([`Isa::detect`]). The library reads no
+    /// environment: programs that honour `TINYRT_ISA` read it at their edge with
+    /// [`Isa::from_env`] and pass the ISA down.
     pub fn best() -> &'static Kernels {
-        Kernels::get(Isa::default_for_process()).unwrap_or(&scalar::KERNELS)
+        Kernels::get(Isa::detect()).unwrap_or(&scalar::KERNELS)
     }
 }
 
