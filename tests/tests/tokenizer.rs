@@ -340,6 +340,8 @@ fn generation_goldens_prompt_ids_and_gen_text() {
         let model_path = match stem.as_str() {
             "smollm2-135m-instruct-q4_1" => model("SmolLM2-135M-Instruct.Q4_1.gguf"),
             "gemma-3-270m-q4_k_m" => model("gemma-3-270m-q4_k_m.gguf"),
+            // The YaRN fixture is written by its test; its tokenizer is qwen2-tiny's.
+            "qwen2-tiny-q8_0-yarn" => Some(workspace().join("tests/fixtures/qwen2-tiny-q8_0.gguf")),
             _ => Some(workspace().join(format!("tests/fixtures/{stem}.gguf"))),
         };
         let Some(model_path) = model_path else {
