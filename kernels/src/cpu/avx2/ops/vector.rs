@@ -138,7 +138,7 @@ unsafe impl F32Vec for Avx2F32 {
             let mut acc_hi = _mm256_setzero_pd();
             let mut i = 0;
             while i < x.len() {
-                // `i < x.len()`.
+                // `load` stays in bounds: `i < x.len()`.
                 let t = f(load(x, i));
                 acc_lo = _mm256_add_pd(acc_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(t)));
                 acc_hi = _mm256_add_pd(acc_hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(t)));

@@ -136,7 +136,7 @@ unsafe impl F32Vec for Avx512F32 {
             let mut acc_hi = _mm512_setzero_pd();
             let mut i = 0;
             while i < x.len() {
-                // `i < x.len()`.
+                // `load` stays in bounds: `i < x.len()`.
                 let t = f(load(x, i));
                 acc_lo = _mm512_add_pd(acc_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(t)));
                 acc_hi = _mm512_add_pd(
