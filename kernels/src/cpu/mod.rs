@@ -41,6 +41,8 @@ pub mod ops;
 pub mod pool;
 pub mod rope;
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod simd;
 pub(crate) mod table;
 
 pub use matmul::{MatmulError, MatmulJob, QMatrix, QuantizedActs};

@@ -7,8 +7,8 @@
 
 use std::arch::x86_64::*;
 
-use crate::cpu::attention::job::{AttnJob, AttnTile, KvData};
-use crate::cpu::rope::{RopeCache, RopeMode};
+use crate::cpu::attention::job::{AttnJob, AttnTile};
+use crate::cpu::rope::RopeCache;
 use crate::cpu::scalar::ops as scalar;
 
 mod activations;
@@ -16,12 +16,14 @@ mod attention;
 mod elementwise;
 mod norms;
 mod rope;
+mod vector;
 
 pub use self::activations::{geglu_tanh_inplace, gelu_tanh_inplace, swiglu_inplace};
 pub use self::attention::{attend_group, attend_tile};
 pub use self::elementwise::{add_inplace, f16_to_f32_row, f32_to_f16_row, scale_inplace};
 pub use self::norms::{layer_norm_inplace, rms_norm_inplace};
 pub use self::rope::rope;
+pub(crate) use self::vector::Avx512F32;
 
 const LANES: usize = 16;
 
