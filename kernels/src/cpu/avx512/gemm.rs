@@ -750,15 +750,21 @@ mod tests {
         crate::quant::gemm_formats().map(|(t, _)| t).collect()
     }
 
+    use crate::rng::SplitMix64;
+
     /// Random weight rows of `ty` with finite f16 scales.
-    fn random_rows(ty: GgmlType, rows: usize, cols: usize, seed: &mut u32) -> (Vec<u8>, usize) {
+    fn random_rows(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        rng: &mut SplitMix64,
+    ) -> (Vec<u8>, usize) {
         let fmt = QuantFormat::Ggml(ty);
         let wrb = cols / fmt.block_size() * fmt.type_size();
         let data = (0..rows * wrb)
             .map(|i| {
-                *seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                 // Keep the f16 scales finite: clear their exponent's top bit.
-                let b = (*seed >> 24) as u8;
+                let b = (rng.next_u64() >> 56) as u8;
                 let o = i % fmt.type_size();
                 if o % 2 == 1 && (o < 4 || (ty == GgmlType::Q6_K && o == 209)) {
                     b & 0x3F
@@ -777,21 +783,16 @@ mod tests {
         if !Isa::Avx512.is_supported() {
             return;
         }
-        let mut seed = 0x9e37_79b9u32;
+        let mut rng = SplitMix64::new(0x9e37_79b9);
         for ty in fast_types() {
             let fmt = QuantFormat::Ggml(ty);
             let form = gemm_form(fmt).unwrap();
             let (rows, cols) = (37, if fmt.block_size() == 256 { 768 } else { 160 });
-            let (data, wrb) = random_rows(ty, rows, cols, &mut seed);
+            let (data, wrb) = random_rows(ty, rows, cols, &mut rng);
             // Activations: random int8 values, scales and sums in the side form.
             let nsub = cols / form.kb;
             let mut acts = GemmActs::default();
-            acts.y = (0..cols)
-                .map(|_| {
-                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (seed >> 24) as i8
-                })
-                .collect();
+            acts.y = (0..cols).map(|_| (rng.next_u64() >> 56) as i8).collect();
             acts.side = (0..nsub)
                 .map(|b| {
                     let sum: i32 = acts.y[b * form.kb..(b + 1) * form.kb]
@@ -845,11 +846,11 @@ mod tests {
         if !Isa::Avx512.is_supported() {
             return;
         }
-        let mut seed = 0x1234_5678u32;
+        let mut rng = SplitMix64::new(0x1234_5678);
         for ty in fast_types() {
             let fmt = QuantFormat::Ggml(ty);
             let (rows, cols) = (37, if fmt.block_size() == 256 { 512 } else { 96 });
-            let (data, wrb) = random_rows(ty, rows, cols, &mut seed);
+            let (data, wrb) = random_rows(ty, rows, cols, &mut rng);
             let form = gemm_form(fmt).unwrap();
             for r0 in [0, 16, 32] {
                 let n_rows = (rows - r0).min(PANEL_ROWS);
