@@ -20,13 +20,10 @@ struct Row {
 }
 
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
+    let mut rng = tinyrt_kernels::rng::SplitMix64::new(seed);
     let mut out = Vec::with_capacity(n + 8);
     while out.len() < n {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        out.extend_from_slice(&s.to_le_bytes());
+        out.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
     out.truncate(n);
     out
