@@ -67,9 +67,9 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    /// A session's backend over the model's weights and thread pool (shared by every session
-    /// of the model: two sessions computing at once take turns on its threads instead of
-    /// oversubscribing the cores).
+    /// A session's backend over the model's weights and thread pool, shared by every session
+    /// of the model: an op that finds the pool busy with another session's op runs on its own
+    /// calling thread alone (`ThreadPool::run`), so sessions never oversubscribe the cores.
     pub fn new(
         w: Arc<CpuWeights>,
         isa: Isa,
