@@ -175,6 +175,7 @@ fn per_key_attention_is_identical_on_every_isa() {
             head_dim: hd,
         };
         let params = AttnParams {
+            causal: true,
             n_heads: nh,
             scale: 1.0 / (hd as f32).sqrt(),
             window,
@@ -236,6 +237,7 @@ fn tiled_attention_is_identical_on_every_isa() {
             .map(|_| rng.unit_f32() * 4.0)
             .collect();
         let params = AttnParams {
+            causal: true,
             n_heads: nh,
             scale: 1.0 / (hd as f32).sqrt(),
             window,
@@ -278,6 +280,7 @@ fn attention_batches_1_to_70_are_identical_on_every_isa() {
                 .collect();
             let window = (n_tokens % 3 == 0).then_some(50);
             let params = AttnParams {
+                causal: true,
                 n_heads: nh,
                 scale: 1.0 / (hd as f32).sqrt(),
                 window,
@@ -367,6 +370,7 @@ fn silu_rope_and_per_key_attention_match_ggml_bit_for_bit() {
                 }
             };
             let params = AttnParams {
+                causal: true,
                 n_heads,
                 scale: 0.125,
                 window,

@@ -426,6 +426,7 @@ fn check_attention(c: &AttnCase) {
         .collect();
     let scale = 1.0 / (hd as f32).sqrt();
     let params = AttnParams {
+        causal: true,
         n_heads: c.n_heads,
         scale,
         window: c.window,
@@ -559,6 +560,7 @@ fn attention_mixed_kv_types() {
         };
         let q = uniform_vec(&mut rng, n_tokens * c.n_heads * c.head_dim);
         let params = AttnParams {
+            causal: true,
             n_heads: c.n_heads,
             scale: 0.2,
             window: None,
@@ -601,6 +603,7 @@ fn f16_accumulator_saturates_like_ggml() {
     let ones: Vec<u16> = vec![f16::from_f32(1.0).to_bits(); n_cache * hd];
     let ones32 = vec![1.0f32; n_cache * hd];
     let params = |n_heads| AttnParams {
+        causal: true,
         n_heads,
         scale: 0.125,
         window: None,
@@ -798,6 +801,7 @@ fn attention_matches_ggml_flash_attn() {
             }
         };
         let params = AttnParams {
+            causal: true,
             n_heads,
             scale: 0.125,
             window,

@@ -80,6 +80,50 @@ pub struct ModelConfig {
     pub rope_freq_base_swa: f32,
     /// Number of tokens (`tokenizer.ggml.tokens`).
     pub vocab_size: usize,
+    /// `attention.causal`: false for encoders (BERT); true when absent.
+    pub causal: bool,
+    /// `pooling_type`: how an encoder's token states become one vector; `None` when absent or
+    /// 0 (no pooling: a decoder, or per-token output).
+    pub pooling: Option<Pooling>,
+}
+
+/// How per-token hidden states become one vector (llama.cpp's `llama_pooling_type`, the values
+/// of `<arch>.pooling_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// The mean over the sequence's tokens (sentence-transformers' default).
+    Mean,
+    /// The first token (`[CLS]`).
+    Cls,
+    /// The last token.
+    Last,
+    /// A cross-encoder's relevance score (the classifier head on `[CLS]`).
+    Rank,
+}
+
+impl Pooling {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Last => "last",
+            Pooling::Rank => "rank",
+        }
+    }
+
+    /// A name as `--pooling` takes it; `Ok(None)` for `none`.
+    pub fn parse(s: &str) -> Result<Option<Pooling>, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(None),
+            "mean" => Ok(Some(Pooling::Mean)),
+            "cls" => Ok(Some(Pooling::Cls)),
+            "last" => Ok(Some(Pooling::Last)),
+            "rank" => Ok(Some(Pooling::Rank)),
+            other => Err(format!(
+                "unknown pooling {other:?} (expected none, mean, cls, last or rank)"
+            )),
+        }
+    }
 }
 
 fn bad(key: &str, why: impl Into<String>) -> ConfigError {
@@ -214,6 +258,16 @@ impl ModelConfig {
             }
         };
 
+        let causal = md.opt_bool(&k("attention.causal"))?.unwrap_or(true);
+        let pooling = match md.opt_u32(&k("pooling_type"))? {
+            None | Some(0) => None,
+            Some(1) => Some(Pooling::Mean),
+            Some(2) => Some(Pooling::Cls),
+            Some(3) => Some(Pooling::Last),
+            Some(4) => Some(Pooling::Rank),
+            Some(v) => return Err(bad(&k("pooling_type"), format!("unknown pooling type {v}"))),
+        };
+
         Ok(ModelConfig {
             arch,
             n_ctx_train,
@@ -234,6 +288,8 @@ impl ModelConfig {
             sliding_window_pattern,
             rope_freq_base_swa,
             vocab_size,
+            causal,
+            pooling,
         })
     }
 

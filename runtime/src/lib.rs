@@ -44,6 +44,7 @@ pub mod arch;
 pub mod backend;
 pub mod chat;
 pub mod config;
+pub mod embed;
 pub mod files;
 pub mod gguf;
 pub mod kv_cache;

@@ -28,6 +28,12 @@ pub enum SessionError {
     EmptyPrompt,
     #[error("backend: {0}")]
     Backend(String),
+    #[error("this model is an encoder: it has no next-token logits (use embed or classify)")]
+    Encoder,
+    #[error("this model is not an encoder (no pooled embeddings)")]
+    NotEncoder,
+    #[error("token type {ty} is outside the model's {n} token types")]
+    BadTokenType { ty: u32, n: usize },
 }
 
 /// Per-session settings.
@@ -158,6 +164,13 @@ impl Session {
     }
 
     fn check(&self, tokens: &[u32]) -> Result<(), SessionError> {
+        if self.model.inner.arch.is_encoder() {
+            return Err(SessionError::Encoder);
+        }
+        self.check_tokens(tokens)
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<(), SessionError> {
         let needed = self.tokens.len() + tokens.len();
         if needed > self.n_ctx {
             return Err(SessionError::ContextFull {
@@ -237,6 +250,50 @@ impl Session {
             self.logits.extend_from_slice(&all[last..]);
         }
         Ok(all)
+    }
+
+    /// An encoder's final hidden states of one whole sequence (`tokens.len() × n_embd`, row
+    /// per token), with token types `types` (empty: all 0). The session is reset first: a
+    /// sequence is encoded from position 0, all of it in one pass (bidirectional attention
+    /// sees every token), so it must fit in the batch and the model's positions.
+    pub fn encode(&mut self, tokens: &[u32], types: &[u32]) -> Result<Vec<f32>, SessionError> {
+        let model = self.model.clone();
+        let arch = &model.inner.arch;
+        if !arch.is_encoder() {
+            return Err(SessionError::NotEncoder);
+        }
+        if tokens.is_empty() {
+            return Err(SessionError::EmptyPrompt);
+        }
+        self.reset();
+        let limit = self
+            .n_ctx
+            .min(self.scratch.max_batch)
+            .min(arch.max_positions());
+        if tokens.len() > limit {
+            return Err(SessionError::ContextFull {
+                needed: tokens.len(),
+                n_ctx: limit,
+            });
+        }
+        self.check_tokens(tokens)?;
+        let n_types = arch.n_token_types();
+        if let Some(&ty) = types.iter().find(|&&t| t as usize >= n_types.max(1)) {
+            return Err(SessionError::BadTokenType { ty, n: n_types });
+        }
+        let mut out = Vec::new();
+        arch.encode(
+            self.backend.as_mut(),
+            &self.scratch,
+            tokens,
+            types,
+            0,
+            &mut out,
+        );
+        if let Some(e) = self.backend.take_error() {
+            return Err(SessionError::Backend(e));
+        }
+        Ok(out)
     }
 
     /// Feed `prompt`, then sample up to `opts.max_tokens` tokens. The context is checked

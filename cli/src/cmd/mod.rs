@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod chat;
 pub mod compare;
+pub mod embed;
 pub mod generate;
 pub mod info;
 pub mod perplexity;

@@ -48,6 +48,7 @@ fn attention_matches_the_reference_for_decode_and_prefill() {
             head_dim: hd,
         };
         let params = ops::AttnParams {
+            causal: true,
             n_heads: n_head,
             scale,
             window,

@@ -190,6 +190,7 @@ impl AttnConfig {
                 head_dim_v: cfg.head_dim_v,
                 scale: 1.0 / (cfg.head_dim_k as f32).sqrt(),
                 window: None,
+                causal: true,
             },
             rope,
             qk_norm_eps: cfg.rms_eps,

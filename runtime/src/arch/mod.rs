@@ -4,6 +4,7 @@
 //! its tensors (shape-checked) in the [`WeightTable`], and describes its forward pass with the
 //! shared layers of [`layers`] as [`Backend`] calls.
 
+mod bert;
 mod gemma3;
 pub mod layers;
 mod llama;
@@ -28,7 +29,9 @@ pub enum ArchError {
 }
 
 /// Every value of `general.architecture` tinyrt runs.
-pub const SUPPORTED: &[&str] = &["llama", "qwen2", "qwen3", "phi2", "stablelm", "gemma3"];
+pub const SUPPORTED: &[&str] = &[
+    "llama", "qwen2", "qwen3", "phi2", "stablelm", "gemma3", "bert",
+];
 
 /// Which rows of the batch produce logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +58,37 @@ pub trait Architecture: Send + Sync {
         which: Logits,
         logits: &mut Vec<f32>,
     );
+
+    /// Whether this is an encoder (bidirectional: a sequence runs whole through
+    /// [`Architecture::encode`], there are no next-token logits).
+    fn is_encoder(&self) -> bool {
+        false
+    }
+
+    /// Positions an encoder has embeddings for (its longest sequence); decoders: unbounded.
+    fn max_positions(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Token types an encoder embeds (0: none).
+    fn n_token_types(&self) -> usize {
+        0
+    }
+
+    /// An encoder's final hidden state of every token of `tokens` (`tokens.len() × n_embd`
+    /// into `out`), with token types `types` (empty: all 0), the whole sequence in one call.
+    /// Decoders have none and write nothing.
+    fn encode(
+        &self,
+        _b: &mut dyn Backend,
+        _s: &Scratch,
+        _tokens: &[u32],
+        _types: &[u32],
+        _pos0: usize,
+        out: &mut Vec<f32>,
+    ) {
+        out.clear();
+    }
 }
 
 /// Build the architecture named by `cfg.arch`, registering its weights in `w`.
@@ -66,6 +100,7 @@ pub fn load(cfg: &ModelConfig, w: &mut WeightTable) -> Result<Box<dyn Architectu
         "phi2" => Ok(Box::new(phi2::Phi2::load(cfg, w)?)),
         "stablelm" => Ok(Box::new(stablelm::StableLm::load(cfg, w)?)),
         "gemma3" => Ok(Box::new(gemma3::Gemma3::load(cfg, w)?)),
+        "bert" => Ok(Box::new(bert::Bert::load(cfg, w)?)),
         other => Err(ArchError::Unsupported(other.to_string())),
     }
 }

@@ -222,6 +222,11 @@ impl Backend for DumpBackend {
         self.dump("gelu", x, n);
     }
 
+    fn gelu_erf(&mut self, x: BufId, n: usize) {
+        self.inner.gelu_erf(x, n);
+        self.dump("gelu_erf", x, n);
+    }
+
     fn copy_cols(
         &mut self,
         src: BufId,

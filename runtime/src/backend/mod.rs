@@ -93,7 +93,7 @@ impl RopeParams {
     }
 }
 
-/// Causal self-attention of one layer.
+/// Self-attention of one layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttnParams {
     pub n_head: usize,
@@ -104,6 +104,9 @@ pub struct AttnParams {
     pub scale: f32,
     /// Sliding window: a query at position p sees keys in `(p - window, p]`; `None` = all.
     pub window: Option<usize>,
+    /// Causal (decoders). Not causal (encoders): every token of the call also sees the keys of
+    /// the tokens after it in the call, so a sequence must come in one call.
+    pub causal: bool,
 }
 
 /// The operations an architecture's forward pass is made of.
@@ -182,6 +185,10 @@ pub trait Backend: Send {
 
     /// `gate[t] = silu(gate[t]) * up[t]`.
     fn swiglu(&mut self, gate: BufId, up: BufId, n: usize);
+
+    /// `x = gelu_erf(x)`, the exact GELU (BERT). Backends without it report an error through
+    /// [`Backend::take_error`].
+    fn gelu_erf(&mut self, x: BufId, n: usize);
 
     /// `gate[t] = gelu_tanh(gate[t]) * up[t]`.
     fn geglu(&mut self, gate: BufId, up: BufId, n: usize);

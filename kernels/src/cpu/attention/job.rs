@@ -53,6 +53,10 @@ pub struct AttnParams {
     /// Sliding window (llama.cpp `LLAMA_SWA_TYPE_STANDARD`, Gemma-3 local layers): the query at
     /// position `p` attends keys at positions `p' ` with `p - p' < window`, i.e. `(p - window, p]`.
     pub window: Option<usize>,
+    /// Causal (decoders): token `t` attends keys up to its own position. Not causal (encoders,
+    /// BERT's bidirectional attention): every token of the call attends every key of the call
+    /// and before it, `0..n_past + n_tokens`; `window` must then be `None`.
+    pub causal: bool,
 }
 
 /// The work of one query token and one kv head (for all or a run of the query heads that share

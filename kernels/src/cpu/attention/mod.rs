@@ -80,6 +80,7 @@ pub fn attention_parallel(
     );
     if let Some(w) = params.window {
         assert!(w > 0, "attention: window of 0");
+        assert!(params.causal, "attention: a sliding window is causal");
     }
     let group = n_heads / n_kv;
     let kern = crate::cpu::ops::kernels(isa);
@@ -89,7 +90,9 @@ pub fn attention_parallel(
         (kv.k, kv.v),
         (KvData::F32(_), KvData::F32(_)) | (KvData::F16(_), KvData::F16(_))
     );
-    if n_tokens >= GGML_FA_TILE_Q && same_kv_type {
+    // The tiled kernels mask by position (causal); bidirectional attention takes the per-key
+    // path, whose key range per token is set here.
+    if n_tokens >= GGML_FA_TILE_Q && same_kv_type && params.causal {
         // ggml's tiled path. A job is (tile of query tokens, kv head) with all the heads of the
         // group, so each K/V block is converted once for tokens × heads rows.
         //
@@ -191,7 +194,14 @@ pub fn attention_parallel(
     // DECODE_KV_CHUNKS chunks, as ggml's split-KV decode does (one chunk per thread; the goldens
     // were made with 2 threads): f16 accumulators per chunk, merged in f32. The chunk count is
     // fixed, so the result does not depend on `par`.
-    let n_keys = attended_keys(n_past, params.window).len();
+    let keys_of = |t: usize| {
+        if params.causal {
+            attended_keys(n_past + t, params.window)
+        } else {
+            0..n_past + n_tokens
+        }
+    };
+    let n_keys = keys_of(0).len();
     let chunks = if n_tokens == 1 && n_keys >= GGML_SPLIT_KV_MIN_KEYS && same_kv_type {
         DECODE_KV_CHUNKS
     } else {
@@ -220,7 +230,7 @@ pub fn attention_parallel(
         let pair = triple / chunks;
         let t = pair / n_kv;
         let g = pair % n_kv;
-        let keys = attended_keys(n_past + t, params.window);
+        let keys = keys_of(t);
         let chunk_keys = keys.len().div_ceil(chunks);
         let key_lo = (keys.start + chunk * chunk_keys).min(keys.end);
         let job = AttnJob {

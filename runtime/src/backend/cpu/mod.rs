@@ -384,6 +384,7 @@ impl Backend for CpuBackend {
             head_dim: p.head_dim_k,
         };
         let params = ops::AttnParams {
+            causal: p.causal,
             n_heads: p.n_head,
             scale: p.scale,
             window: p.window,
@@ -436,6 +437,14 @@ impl Backend for CpuBackend {
         let cols = b.cols;
         par_rows_mut(&*self.pool, &mut b.data[..n * cols], cols, &|_, rows| {
             ops::gelu_tanh_inplace(isa, rows)
+        });
+    }
+
+    fn gelu_erf(&mut self, x: BufId, n: usize) {
+        let b = &mut self.bufs[x.0 as usize];
+        let cols = b.cols;
+        par_rows_mut(&*self.pool, &mut b.data[..n * cols], cols, &|_, rows| {
+            crate::kernels::cpu::scalar::ops::gelu_erf_inplace(rows)
         });
     }
 

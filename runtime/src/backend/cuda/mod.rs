@@ -283,6 +283,12 @@ impl Backend for CudaBackend {
         p: &AttnParams,
         out: BufId,
     ) {
+        if !p.causal {
+            self.error.get_or_insert_with(|| {
+                "bidirectional (encoder) attention is not on CUDA yet".into()
+            });
+            return;
+        }
         let n_ctx = self.st.kv_spec.map_or(pos0 + n, |s| s.n_ctx);
         let max_kv_len = (pos0 + n)
             .next_multiple_of(ATTENTION_CHUNK)
@@ -328,6 +334,11 @@ impl Backend for CudaBackend {
 
     fn gelu(&mut self, x: BufId, n: usize) {
         self.submit(Op::Gelu { x, n }, 0);
+    }
+
+    fn gelu_erf(&mut self, _x: BufId, _n: usize) {
+        self.error
+            .get_or_insert_with(|| "the erf GELU (encoders) is not on CUDA yet".into());
     }
 
     fn copy_cols(

@@ -395,6 +395,7 @@ mod tests {
             head_dim_v: 32,
             scale: 0.25,
             window: None,
+            causal: true,
         }
     }
 

@@ -125,3 +125,32 @@ pub fn geglu_tanh_inplace(gate: &mut [f32], up: &[f32]) {
         *g = gelu_tanh_ggml(*g) * u;
     }
 }
+
+/// erf(x), Abramowitz & Stegun 7.1.26 evaluated in f64 (absolute error below 1.5e-7, under
+/// half an f32 ulp of erf's values near 1).
+#[inline]
+pub fn erf(x: f32) -> f32 {
+    const P: f64 = 0.327_591_1;
+    const A: [f64; 5] = [
+        0.254_829_592,
+        -0.284_496_736,
+        1.421_413_741,
+        -1.453_152_027,
+        1.061_405_429,
+    ];
+    let ax = (x as f64).abs();
+    let t = 1.0 / (1.0 + P * ax);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let y = 1.0 - poly * (-ax * ax).exp();
+    (y as f32).copysign(x)
+}
+
+/// The exact (erf) GELU, `x/2 · (1 + erf(x/√2))`: Hugging Face's `gelu`, which BERT models are
+/// trained with (llama.cpp runs them with the tanh approximation instead). Scalar only: the
+/// encoders' FFN is a small share of their time.
+#[inline]
+pub fn gelu_erf_inplace(x: &mut [f32]) {
+    for v in x {
+        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}

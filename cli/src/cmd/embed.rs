@@ -1,0 +1,124 @@
+//! `tinyrt embed MODEL (-p TEXT | -f FILE) [--json] [--pooling P] [--normalize l2|none]
+//! [--max-length N]`: sentence embeddings from an encoder (BERT), one per input. `-f` reads one
+//! text per line. `--json` prints the OpenAI embeddings shape: `{"model", "dim", "data":
+//! [{"index", "embedding"}], "usage": {"prompt_tokens"}}`; without it, one line of numbers per
+//! input. A text longer than the maximum length is truncated, with a warning on stderr.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::json;
+use tinyrt::config::Pooling;
+use tinyrt::embed::{EmbedOptions, Embedder, Normalize};
+
+use crate::args::LoadArgs;
+use crate::error::bad_input;
+use crate::output;
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "file"])))]
+pub struct Args {
+    /// The GGUF model file (an encoder).
+    pub model: PathBuf,
+    /// One text to embed.
+    #[arg(short = 'p', long)]
+    pub prompt: Option<String>,
+    /// A file of texts, one per line.
+    #[arg(short = 'f', long)]
+    pub file: Option<PathBuf>,
+    /// Pooling: mean, cls, last (default: the model's pooling_type).
+    #[arg(long)]
+    pub pooling: Option<String>,
+    /// l2 (unit length, the default) or none.
+    #[arg(long, default_value = "l2")]
+    pub normalize: String,
+    /// Longest token sequence, [CLS] and [SEP] included (default: the model's positions).
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Print one JSON object (OpenAI's embeddings shape).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let pooling = match &args.pooling {
+        Some(p) => Pooling::parse(p).map_err(bad_input)?,
+        None => None,
+    };
+    if args.pooling.is_some() && pooling.is_none() {
+        return Err(bad_input("--pooling none gives no sentence embedding"));
+    }
+    let normalize = match args.normalize.to_ascii_lowercase().as_str() {
+        "l2" => Normalize::L2,
+        "none" => Normalize::None,
+        other => {
+            return Err(bad_input(format!(
+                "--normalize {other:?}: expected l2 or none"
+            )))
+        }
+    };
+    let load = args.load.options()?;
+    let texts: Vec<Vec<u8>> = match (&args.prompt, &args.file) {
+        (Some(p), _) => vec![p.as_bytes().to_vec()],
+        (None, Some(f)) => {
+            let bytes = tinyrt::files::read_input(f)
+                .map_err(|e| bad_input(format!("cannot read the texts: {e}")))?;
+            let mut lines: Vec<Vec<u8>> = bytes
+                .split(|&b| b == b'\n')
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+                .collect();
+            if bytes.ends_with(b"\n") {
+                lines.pop();
+            }
+            lines
+        }
+        (None, None) => return Err(bad_input("give a text with -p TEXT or -f FILE")),
+    };
+    let model = crate::args::load_model(&args.model, load)?;
+    crate::args::requant::report(&model);
+    let opts = EmbedOptions {
+        pooling,
+        normalize,
+        max_length: args.max_length,
+    };
+    let mut embedder = Embedder::new(&model, &opts).map_err(bad_input)?;
+    let mut data = Vec::with_capacity(texts.len());
+    let mut prompt_tokens = 0usize;
+    let mut text_out = String::new();
+    for (i, t) in texts.iter().enumerate() {
+        let e = embedder.embed(t).map_err(bad_input)?;
+        if e.truncated {
+            eprintln!(
+                "warning: input {i} is longer than {} tokens and was truncated",
+                e.n_tokens
+            );
+        }
+        prompt_tokens += e.n_tokens;
+        if args.json {
+            data.push(json!({"object": "embedding", "index": i, "embedding": e.vector}));
+        } else {
+            let line: Vec<String> = e.vector.iter().map(|v| format!("{v}")).collect();
+            text_out.push_str(&line.join(" "));
+            text_out.push('\n');
+        }
+    }
+    if args.json {
+        let name = args
+            .model
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let obj = json!({
+            "object": "list",
+            "model": name,
+            "dim": model.config().n_embd,
+            "data": data,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        });
+        output::println(&obj.to_string())
+    } else {
+        output::print(&text_out)
+    }
+}

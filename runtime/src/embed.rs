@@ -1,0 +1,192 @@
+//! Sentence embeddings from encoders (BERT: all-MiniLM-L6-v2 and the like): tokenize with the
+//! model's WordPiece rules (`[CLS] … [SEP]`), truncate to a maximum length the way Hugging Face
+//! does (`[CLS]`, the first pieces, `[SEP]`), run the whole sequence through the encoder, pool
+//! the token states (the model's `pooling_type`, or the caller's) and L2-normalise, as
+//! sentence-transformers' `encode(normalize_embeddings=True)` does.
+
+use crate::config::Pooling;
+use crate::kv_cache::KvType;
+use crate::model::Model;
+use crate::session::{Session, SessionError, SessionOptions};
+use crate::tokenizer::TokenizerError;
+
+/// Errors of embedding a text.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("this model is not an encoder: it has no embeddings (llama.cpp-style decoder pooling is not supported yet)")]
+    NotEncoder,
+    #[error("the model sets no pooling type: give one (mean, cls or last)")]
+    NoPooling,
+    #[error("pooling {0} needs a classifier head, which this file does not have")]
+    Unsupported(&'static str),
+    #[error(
+        "--max-length {max} must be at least 2 (and at most the model's {positions} positions)"
+    )]
+    MaxLength { max: usize, positions: usize },
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// How the vector is normalised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Normalize {
+    /// Unit Euclidean length (sentence-transformers' `normalize_embeddings=True`).
+    #[default]
+    L2,
+    None,
+}
+
+/// Options of [`Embedder`].
+#[derive(Clone, Debug, Default)]
+pub struct EmbedOptions {
+    /// `None`: the model's own pooling type.
+    pub pooling: Option<Pooling>,
+    pub normalize: Normalize,
+    /// Longest token sequence, `[CLS]` and `[SEP]` included; longer texts are truncated.
+    /// `None`: the model's position count.
+    pub max_length: Option<usize>,
+}
+
+/// One text's embedding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embedding {
+    pub vector: Vec<f32>,
+    /// Tokens embedded (after truncation), special tokens included.
+    pub n_tokens: usize,
+    /// Whether the text was longer than the maximum length.
+    pub truncated: bool,
+}
+
+/// Embeds texts with one session over an encoder.
+pub struct Embedder {
+    model: Model,
+    session: Session,
+    pooling: Pooling,
+    normalize: Normalize,
+    max_length: usize,
+}
+
+impl Embedder {
+    pub fn new(model: &Model, opts: &EmbedOptions) -> Result<Embedder, EmbedError> {
+        let arch = &model.inner.arch;
+        if !arch.is_encoder() {
+            return Err(EmbedError::NotEncoder);
+        }
+        let pooling = opts
+            .pooling
+            .or(model.config().pooling)
+            .ok_or(EmbedError::NoPooling)?;
+        if pooling == Pooling::Rank {
+            return Err(EmbedError::Unsupported("rank"));
+        }
+        let positions = arch.max_positions().min(model.config().n_ctx_train);
+        let max_length = opts.max_length.unwrap_or(positions);
+        if max_length < 2 || max_length > positions {
+            return Err(EmbedError::MaxLength {
+                max: max_length,
+                positions,
+            });
+        }
+        // An f32 cache: an encoder's keys and values are used once, in the same pass, and
+        // rounding them to f16 would only lose accuracy.
+        let session = Session::new(
+            model,
+            SessionOptions {
+                n_ctx: Some(max_length),
+                kv_type: KvType::F32,
+                n_batch: max_length,
+            },
+        )?;
+        Ok(Embedder {
+            model: model.clone(),
+            session,
+            pooling,
+            normalize: opts.normalize,
+            max_length,
+        })
+    }
+
+    /// The pooling in use.
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// The token ids of `text` as they are embedded: the model's tokenization (`[CLS] … [SEP]`)
+    /// truncated to the maximum length, keeping the last (`[SEP]`) token; and whether it was cut.
+    pub fn tokens(&self, text: &[u8]) -> Result<(Vec<u32>, bool), EmbedError> {
+        let mut ids = self.model.tokenizer().encode(text)?;
+        let tok = self.model.tokenizer();
+        let truncated = ids.len() > self.max_length;
+        if truncated {
+            let last = *ids.last().expect("longer than the maximum, so not empty");
+            ids.truncate(self.max_length - 1);
+            if tok.add_eos() && Some(last) == tok.eos() {
+                ids.push(last);
+            } else {
+                ids.truncate(self.max_length);
+            }
+        }
+        Ok((ids, truncated))
+    }
+
+    /// The embedding of one text.
+    pub fn embed(&mut self, text: &[u8]) -> Result<Embedding, EmbedError> {
+        let (ids, truncated) = self.tokens(text)?;
+        let states = self.session.encode(&ids, &[])?;
+        let dim = self.model.config().n_embd;
+        let n = ids.len();
+        let mut v: Vec<f64> = vec![0.0; dim];
+        match self.pooling {
+            Pooling::Mean => {
+                for row in states.chunks_exact(dim) {
+                    for (a, &x) in v.iter_mut().zip(row) {
+                        *a += x as f64;
+                    }
+                }
+                for a in &mut v {
+                    *a /= n as f64;
+                }
+            }
+            Pooling::Cls => v
+                .iter_mut()
+                .zip(&states[..dim])
+                .for_each(|(a, &x)| *a = x as f64),
+            Pooling::Last => v
+                .iter_mut()
+                .zip(&states[(n - 1) * dim..])
+                .for_each(|(a, &x)| *a = x as f64),
+            Pooling::Rank => unreachable!("refused in Embedder::new"),
+        }
+        if self.normalize == Normalize::L2 {
+            // torch.nn.functional.normalize: x / max(|x|, 1e-12).
+            let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+            for a in &mut v {
+                *a /= norm;
+            }
+        }
+        Ok(Embedding {
+            vector: v.into_iter().map(|a| a as f32).collect(),
+            n_tokens: n,
+            truncated,
+        })
+    }
+}
+
+impl Model {
+    /// Whether the model is an encoder (embeddings, no generation).
+    pub fn is_encoder(&self) -> bool {
+        self.inner.arch.is_encoder()
+    }
+
+    /// The embeddings of `texts` with the model's pooling and L2 normalisation (see
+    /// [`Embedder`] for other options).
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut e = Embedder::new(self, &EmbedOptions::default())?;
+        texts
+            .iter()
+            .map(|t| e.embed(t.as_bytes()).map(|x| x.vector))
+            .collect()
+    }
+}
