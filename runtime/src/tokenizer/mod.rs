@@ -17,6 +17,7 @@
 //! first, longest text first, as llama.cpp's `tokenize(..., parse_special = true)` does.
 
 pub mod attr;
+mod bert_data;
 mod bpe;
 mod detok;
 mod index;

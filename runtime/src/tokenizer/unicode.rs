@@ -79,6 +79,28 @@ pub(crate) fn nfd_first(cp: u32) -> u32 {
     }
 }
 
+/// Unicode's arithmetic decomposition of a precomposed Hangul syllable into its leading
+/// consonant, vowel and (when there is one) trailing consonant jamo; `None` for any other
+/// code point.
+pub(crate) fn hangul_jamo(cp: u32) -> Option<([u32; 3], usize)> {
+    const S_BASE: u32 = 0xAC00;
+    const L_BASE: u32 = 0x1100;
+    const V_BASE: u32 = 0x1161;
+    const T_BASE: u32 = 0x11A7;
+    const V_COUNT: u32 = 21;
+    const T_COUNT: u32 = 28;
+    const S_COUNT: u32 = 19 * V_COUNT * T_COUNT;
+    let s = cp.checked_sub(S_BASE).filter(|&s| s < S_COUNT)?;
+    let l = L_BASE + s / (V_COUNT * T_COUNT);
+    let v = V_BASE + (s % (V_COUNT * T_COUNT)) / T_COUNT;
+    let t = s % T_COUNT;
+    Some(if t == 0 {
+        ([l, v, 0], 2)
+    } else {
+        ([l, v, T_BASE + t], 3)
+    })
+}
+
 /// Byte length of a UTF-8 sequence judged by its first byte alone (llama.cpp's
 /// `unicode_len_utf8`: continuation bytes count as 1, 0xF8..=0xFF as 4).
 #[inline]
@@ -224,6 +246,15 @@ mod tests {
         assert_eq!(nfd_first(0x00E9), 'e' as u32); // é
         assert_eq!(nfd_first('e' as u32), 'e' as u32);
         assert_eq!(nfd_first(0xAC00), 0x1100); // 가 → ᄀ
+    }
+
+    #[test]
+    fn hangul_syllables_decompose_arithmetically() {
+        assert_eq!(hangul_jamo(0xAC00), Some(([0x1100, 0x1161, 0], 2))); // 가
+        assert_eq!(hangul_jamo(0xC548), Some(([0x110B, 0x1161, 0x11AB], 3))); // 안
+        assert_eq!(hangul_jamo(0xD7A3), Some(([0x1112, 0x1175, 0x11C2], 3))); // 힣
+        assert_eq!(hangul_jamo(0xD7A4), None);
+        assert_eq!(hangul_jamo(0xABFF), None);
     }
 
     #[test]
