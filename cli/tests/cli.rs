@@ -180,3 +180,56 @@ fn info_json_matches_the_oracle_on_gemma3() {
     let Some(path) = model(GEMMA3) else { return };
     check_info_against_oracle(GEMMA3, &path);
 }
+
+/// `tinyrt embed -f FILE --json`: one embedding per line in the OpenAI embeddings shape, equal
+/// to sentence-transformers' for the oracle's first sentences.
+#[test]
+fn embed_prints_openai_shaped_json_per_line() {
+    let Some(model) = tinyrt_tests::model("all-MiniLM-L6-v2-f32.gguf") else {
+        return;
+    };
+    let reference = std::fs::read_to_string(
+        tinyrt_tests::workspace_root().join("../shared/oracles/minilm/reference.jsonl"),
+    )
+    .expect("the MiniLM oracle");
+    let rows: Vec<serde_json::Value> = reference
+        .lines()
+        .take(3)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dir = tinyrt_tests::TempDir::new("embed");
+    let mut lines = String::new();
+    for r in &rows {
+        lines.push_str(r["text"].as_str().unwrap());
+        lines.push('\n');
+    }
+    let file = dir.write("texts.txt", lines.as_bytes());
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tinyrt"))
+        .args([
+            "embed",
+            model.to_str().unwrap(),
+            "-f",
+            file.to_str().unwrap(),
+        ])
+        .args(["--json", "--max-length", "256"])
+        .output()
+        .expect("run tinyrt");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(j["dim"], 384);
+    assert_eq!(j["model"], "all-MiniLM-L6-v2-f32.gguf");
+    let data = j["data"].as_array().unwrap();
+    assert_eq!(data.len(), rows.len());
+    let mut tokens = 0;
+    for (i, (d, r)) in data.iter().zip(&rows).enumerate() {
+        assert_eq!(d["index"], i);
+        let got = d["embedding"].as_array().unwrap();
+        let want = r["embedding"]["f32"].as_array().unwrap();
+        assert_eq!(got.len(), 384);
+        for (g, w) in got.iter().zip(want) {
+            assert!((g.as_f64().unwrap() - w.as_f64().unwrap()).abs() <= 1e-4);
+        }
+        tokens += r["ids"].as_array().unwrap().len();
+    }
+    assert_eq!(j["usage"]["prompt_tokens"], tokens);
+}

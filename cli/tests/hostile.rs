@@ -548,3 +548,23 @@ fn control_characters_in_names_never_reach_the_terminal() {
     let err = assert_bad_input(&o, "evil tensor name");
     assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
 }
+
+/// Generation on an encoder, and embeddings from a decoder, are one-line errors with exit 2.
+#[test]
+fn encoders_do_not_generate_and_decoders_do_not_embed() {
+    let decoder = tinyrt_tests::fixture("llama-tiny-q8_0.gguf");
+    let (o, _) = run_limited(&["embed", decoder.to_str().unwrap(), "-p", "hi"], b"", &[]);
+    assert_bad_input(&o, "not an encoder");
+    let Some(encoder) = tinyrt_tests::model("all-MiniLM-L6-v2-q8_0.gguf") else {
+        return;
+    };
+    let enc = encoder.to_str().unwrap();
+    let (o, _) = run_limited(&["generate", enc, "-p", "hi", "-n", "2"], b"", &[]);
+    assert_bad_input(&o, "encoder");
+    let (o, _) = run_limited(&["chat", enc], b"hi\n", &[]);
+    assert_bad_input(&o, "encoder");
+    let (o, _) = run_limited(&["embed", enc, "-p", "hi", "--max-length", "1"], b"", &[]);
+    assert_bad_input(&o, "--max-length");
+    let (o, _) = run_limited(&["embed", enc, "-p", "hi", "--pooling", "bogus"], b"", &[]);
+    assert_bad_input(&o, "unknown pooling");
+}

@@ -28,7 +28,7 @@ pub enum SessionError {
     EmptyPrompt,
     #[error("backend: {0}")]
     Backend(String),
-    #[error("this model is an encoder: it has no next-token logits (use embed or classify)")]
+    #[error("this model is an encoder: it has no next-token logits (use tinyrt embed)")]
     Encoder,
     #[error("this model is not an encoder (no pooled embeddings)")]
     NotEncoder,

@@ -1,6 +1,6 @@
 //! WordPiece parity with Hugging Face's `BertTokenizer` for all-MiniLM-L6-v2.
 //!
-//! `tests/golden/minilm-tokenize.jsonl` holds the `text` and `ids_full` (Hugging Face's ids,
+//! `tests/golden/tokenize.minilm-hf.jsonl` holds the `text` and `ids_full` (Hugging Face's ids,
 //! `[CLS] … [SEP]`, no truncation) of the 25 sentences of
 //! `../shared/oracles/minilm/reference.jsonl`: Korean (jamo under NFD), control whitespace,
 //! a 120-letter word ([UNK]), special tokens written in the text, CJK, emoji, accents.
@@ -10,7 +10,7 @@ use tinyrt::gguf::GgufFile;
 use tinyrt::tokenizer::Tokenizer;
 
 fn golden() -> Vec<(usize, String, Vec<u32>)> {
-    let path = tinyrt_tests::workspace_root().join("tests/golden/minilm-tokenize.jsonl");
+    let path = tinyrt_tests::workspace_root().join("tests/golden/tokenize.minilm-hf.jsonl");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .map(|line| {

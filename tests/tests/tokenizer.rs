@@ -64,10 +64,23 @@ fn golden_lines(name: &str) -> Vec<(String, Vec<u32>)> {
 
 /// Compares every line; reports all mismatches before failing.
 fn check_golden(tok: &Tokenizer, golden: &str) {
+    check_golden_except(tok, golden, |_| false)
+}
+
+/// Hangul syllables (U+AC00..=U+D7A3).
+fn has_hangul(text: &str) -> bool {
+    text.chars().any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c))
+}
+
+/// [`check_golden`] on the lines `skip` does not exclude.
+fn check_golden_except(tok: &Tokenizer, golden: &str, skip: impl Fn(&str) -> bool) {
     let lines = golden_lines(golden);
     assert!(lines.len() >= 90, "{golden}: only {} lines", lines.len());
     let mut failures = Vec::new();
     for (i, (text, want)) in lines.iter().enumerate() {
+        if skip(text) {
+            continue;
+        }
         let got = tok.encode(text.as_bytes()).expect("tokenize");
         if &got != want {
             failures.push(format!(
@@ -231,7 +244,16 @@ fn vectors_of_other_llama_cpp_vocabularies() {
         check_vectors(&tok, vocab);
         let golden = format!("vocab-vectors/tokenize.vocab-{vocab}.jsonl");
         if workspace().join("tests/golden").join(&golden).exists() {
-            check_golden(&tok, &golden);
+            if vocab == "bert-bge" {
+                // WordPiece follows Hugging Face's BertTokenizer, which decomposes a Hangul
+                // syllable into all its jamo; llama.cpp keeps only the first, so its ids for
+                // Korean text are not the reference (Hugging Face's own ids for Korean are
+                // checked in bert_tokenizer.rs, on all-MiniLM-L6-v2's vocabulary, and by the
+                // .inp/.out vectors above).
+                check_golden_except(&tok, &golden, has_hangul);
+            } else {
+                check_golden(&tok, &golden);
+            }
         }
     }
     // Vocabularies without vectors: llama.cpp's ids (add_special, parse_special) for the

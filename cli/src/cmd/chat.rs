@@ -74,6 +74,9 @@ pub fn run(args: Args) -> Result<()> {
 
     let t0 = Instant::now();
     let model = crate::args::load_model(&args.model, load)?;
+    if model.is_encoder() {
+        return Err(bad_input(tinyrt::SessionError::Encoder));
+    }
     crate::args::requant::report(&model);
     let opts = AssistantOptions {
         system_prompt: args.system.clone(),
