@@ -77,7 +77,9 @@ pub fn run(args: Args) -> Result<()> {
         (None, None) => return Err(bad_input("give a text with -p TEXT or -f FILE")),
     };
     let model = crate::args::load_model(&args.model, load)?;
-    crate::args::requant::report(&model);
+    if args.load.requant.requant.is_some() {
+        crate::args::requant::report(&model);
+    }
     let opts = EmbedOptions {
         pooling,
         normalize,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::super::requant::{requant_matrices, RequantReport};
-use super::super::{WeightId, WeightTable};
+use super::super::{WeightEntry, WeightId, WeightTable};
 use crate::kernels::cpu::pool::ThreadPool;
 use crate::kernels::cpu::{Isa, Kernels};
 use crate::kernels::quant::{self, GgmlType, QuantFormat};
@@ -66,6 +66,17 @@ impl CpuWeights {
         requant: Option<QuantFormat>,
         pool: &ThreadPool,
     ) -> Result<Arc<CpuWeights>, CpuError> {
+        Self::with_conversion(table, isa, requant, pool, &|_| true)
+    }
+
+    /// [`CpuWeights::with_requant`] converting only the matmul weights `admit` accepts.
+    pub fn with_conversion(
+        table: Arc<WeightTable>,
+        isa: Isa,
+        requant: Option<QuantFormat>,
+        pool: &ThreadPool,
+        admit: &(dyn Fn(&WeightEntry) -> bool + Sync),
+    ) -> Result<Arc<CpuWeights>, CpuError> {
         let kernels = Kernels::get(isa).ok_or(CpuError::Isa(isa.name()))?;
         let mut vectors = Vec::with_capacity(table.entries().len());
         for (i, e) in table.entries().iter().enumerate() {
@@ -94,7 +105,7 @@ impl CpuWeights {
                 if kernels.act_type(fmt).is_none() || !fmt.is_supported() {
                     return Err(CpuError::UnsupportedRequant(fmt));
                 }
-                let (converted, rep) = requant_matrices(&table, fmt, pool, |_| true)
+                let (converted, rep) = requant_matrices(&table, fmt, pool, admit)
                     .map_err(|e| CpuError::Requant(e.to_string()))?;
                 let owned = converted
                     .into_iter()
