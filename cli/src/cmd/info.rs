@@ -199,6 +199,31 @@ fn render_text(path: &std::path::Path, m: &Map<String, Json>) -> String {
     push("KV heads", s("attention.head_count_kv"));
     push("head dim", s("head_dim"));
     push("feed-forward", s("feed_forward_length"));
+    push(
+        "attention",
+        m.get("attention.causal").and_then(Json::as_bool).map(|c| {
+            if c {
+                "causal"
+            } else {
+                "bidirectional (encoder)"
+            }
+            .to_string()
+        }),
+    );
+    push(
+        "pooling",
+        m.get("pooling_type").and_then(Json::as_u64).map(|p| {
+            match p {
+                0 => "none",
+                1 => "mean",
+                2 => "cls",
+                3 => "last",
+                4 => "rank",
+                _ => "unknown",
+            }
+            .to_string()
+        }),
+    );
     let rope: Vec<String> = [
         ("dims", "rope.dimension_count"),
         ("freq base", "rope.freq_base"),
