@@ -101,3 +101,30 @@ else
     mv "$tmp/minilm/out/$name" "$models/$name"
   done
 fi
+
+# Tiny random-weight BERT and DistilBERT sequence classifiers (f32): llama.cpp's conversion of
+# the Hugging Face folders in ../shared/oracles/cls, rebuilt byte for byte by its make-gguf.py.
+cls_files=(
+  "bert-tiny-cls-f32.gguf 8979584 5493063381453b41f64cbdc14bcf1b9a2190b9a5220812a9d2a90e1bf3118c20"
+  "distilbert-tiny-cls-f32.gguf 8995744 33d749b5de3603c4a9569809590947cda92cfed2ea6284dd69e43697d20298de"
+)
+cls_missing=0
+for f in "${cls_files[@]}"; do
+  read -r name size sha <<<"$f"
+  have "$models/$name" "$size" "$sha" || cls_missing=1
+done
+if [ $cls_missing = 0 ]; then
+  echo "fetch-models: $models/{bert,distilbert}-tiny-cls-f32.gguf are present"
+else
+  echo "fetch-models: building the tiny classifiers from ../shared/oracles/cls" >&2
+  maker=$root/../shared/oracles/cls/make-gguf.py
+  [ -f "$maker" ] || { echo "fetch-models: $maker is missing (../shared beside the repository)" >&2; exit 1; }
+  "$py" -c 'import numpy' 2>/dev/null || "$py" -m pip install -q numpy
+  mkdir -p "$tmp/cls"
+  "$py" "$maker" "$tmp/cls" >&2
+  for f in "${cls_files[@]}"; do
+    read -r name size sha <<<"$f"
+    verify "$tmp/cls/$name" "$size" "$sha"
+    mv "$tmp/cls/$name" "$models/$name"
+  done
+fi

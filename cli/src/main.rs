@@ -62,6 +62,8 @@ enum Command {
     Synth(cmd::synth::Args),
     /// Complete a prompt (streams text; --json for ids and logits).
     Generate(cmd::generate::Args),
+    /// Classification logits (and labels) from an encoder with a classification head.
+    Classify(cmd::classify::Args),
     /// Sentence embeddings from an encoder (BERT), one per input.
     Embed(cmd::embed::Args),
     /// Talk with a model: a REPL on a terminal, one user turn per input line otherwise.
@@ -85,6 +87,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Generate(args) => cmd::generate::run(args),
         Command::Chat(args) => cmd::chat::run(args),
         Command::Embed(args) => cmd::embed::run(args),
+        Command::Classify(args) => cmd::classify::run(args),
         Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Compare(args) => cmd::compare::run(args),

@@ -567,4 +567,10 @@ fn encoders_do_not_generate_and_decoders_do_not_embed() {
     assert_bad_input(&o, "--max-length");
     let (o, _) = run_limited(&["embed", enc, "-p", "hi", "--pooling", "bogus"], b"", &[]);
     assert_bad_input(&o, "unknown pooling");
+    let (o, _) = run_limited(&["classify", enc, "-p", "hi"], b"", &[]);
+    assert_bad_input(&o, "no classification head");
+    if let Some(bert) = tinyrt_tests::model("bert-tiny-cls-f32.gguf") {
+        let (o, _) = run_limited(&["classify", bert.to_str().unwrap(), "-p", "hi"], b"", &[]);
+        assert_bad_input(&o, "pooler");
+    }
 }

@@ -190,3 +190,121 @@ impl Model {
             .collect()
     }
 }
+
+/// One input's classification.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Classification {
+    pub logits: Vec<f32>,
+    /// Softmax of the logits.
+    pub scores: Vec<f32>,
+    /// The label of the largest logit, when the file names its labels.
+    pub label: Option<String>,
+    pub n_tokens: usize,
+    pub truncated: bool,
+}
+
+/// Errors of classifying.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("this model has no classification head (cls.output)")]
+    NoHead,
+    #[error("{0}")]
+    IncompleteHead(String),
+    #[error("the pair takes {tokens} tokens, more than the maximum length {max}")]
+    PairTooLong { tokens: usize, max: usize },
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+}
+
+/// Classifies texts (or text pairs, cross-encoder style) with an encoder's head on `[CLS]`.
+pub struct Classifier {
+    inner: Embedder,
+}
+
+impl Classifier {
+    pub fn new(model: &Model, max_length: Option<usize>) -> Result<Classifier, ClassifyError> {
+        match model.inner.arch.classifier() {
+            None => return Err(ClassifyError::NoHead),
+            Some(Err(why)) => return Err(ClassifyError::IncompleteHead(why.to_string())),
+            Some(Ok(_)) => {}
+        }
+        let opts = EmbedOptions {
+            pooling: Some(Pooling::Cls),
+            normalize: Normalize::None,
+            max_length,
+        };
+        Ok(Classifier {
+            inner: Embedder::new(model, &opts)?,
+        })
+    }
+
+    /// The head's labels (empty when the file has none).
+    pub fn labels(&self) -> Vec<String> {
+        match self.inner.model.inner.arch.classifier() {
+            Some(Ok(h)) => h.labels.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The logits of `text`, or of the pair `[CLS] text [SEP] pair [SEP]` (token type 1 for
+    /// the second part where the model has token types; llama.cpp gives every token type 0).
+    pub fn classify(
+        &mut self,
+        text: &[u8],
+        pair: Option<&[u8]>,
+    ) -> Result<Classification, ClassifyError> {
+        let e = &mut self.inner;
+        let (ids, types, truncated) = match pair {
+            None => {
+                let (ids, truncated) = e.tokens(text)?;
+                (ids, Vec::new(), truncated)
+            }
+            Some(second) => {
+                let tok = e.model.tokenizer();
+                let mut ids = tok.encode(text).map_err(EmbedError::from)?;
+                let first = ids.len();
+                let rest = tok.encode(second).map_err(EmbedError::from)?;
+                let skip = usize::from(tok.add_bos() && rest.first().copied() == tok.bos());
+                ids.extend_from_slice(&rest[skip..]);
+                if ids.len() > e.max_length {
+                    return Err(ClassifyError::PairTooLong {
+                        tokens: ids.len(),
+                        max: e.max_length,
+                    });
+                }
+                let types = if e.model.inner.arch.n_token_types() >= 2 {
+                    (0..ids.len()).map(|i| u32::from(i >= first)).collect()
+                } else {
+                    Vec::new()
+                };
+                (ids, types, false)
+            }
+        };
+        let states = e.session.encode(&ids, &types).map_err(EmbedError::from)?;
+        let dim = e.model.config().n_embd;
+        let head = match e.model.inner.arch.classifier() {
+            Some(Ok(h)) => h,
+            _ => unreachable!("checked in Classifier::new"),
+        };
+        let logits = head.logits(&states[..dim]);
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
+        let sum: f64 = exps.iter().sum();
+        let scores = exps.iter().map(|&x| (x / sum) as f32).collect();
+        let best = logits
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &l)| if l > b.1 { (i, l) } else { b },
+            )
+            .0;
+        Ok(Classification {
+            label: head.labels.get(best).cloned(),
+            logits,
+            scores,
+            n_tokens: ids.len(),
+            truncated,
+        })
+    }
+}

@@ -120,6 +120,8 @@ pub(crate) struct ModelInner {
     pub(crate) isa: Isa,
     /// The model's threads, shared by its sessions (sized by `LoadOptions::threads`).
     pub(crate) pool: Arc<ThreadPool>,
+    /// `LoadOptions::requant` (an encoder's own f16 conversion is not reported as one).
+    pub(crate) requested_requant: Option<QuantFormat>,
     pub(crate) tokenizer: Tokenizer,
 }
 
@@ -246,6 +248,7 @@ impl Model {
                 file,
                 isa,
                 pool,
+                requested_requant: opts.requant,
             }),
         })
     }
@@ -261,6 +264,7 @@ impl Model {
 
     /// What `LoadOptions::requant` did, `None` without it.
     pub fn requant_report(&self) -> Option<&RequantReport> {
+        self.inner.requested_requant?;
         #[cfg(feature = "cuda")]
         if let Some(r) = &self.inner.cuda_requant {
             return Some(r);

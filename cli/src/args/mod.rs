@@ -180,3 +180,24 @@ pub fn warn_above_trained_context(model: &Model, n_ctx: usize) {
         );
     }
 }
+
+/// The inputs of `-p TEXT` (one) or `-f FILE` (one per line, `\r\n` too; a final newline ends
+/// the last line rather than starting an empty one).
+pub fn read_texts(prompt: Option<&str>, file: Option<&std::path::Path>) -> Result<Vec<Vec<u8>>> {
+    match (prompt, file) {
+        (Some(p), _) => Ok(vec![p.as_bytes().to_vec()]),
+        (None, Some(f)) => {
+            let bytes = tinyrt::files::read_input(f)
+                .map_err(|e| bad_input(format!("cannot read the texts: {e}")))?;
+            let mut lines: Vec<Vec<u8>> = bytes
+                .split(|&b| b == b'\n')
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+                .collect();
+            if bytes.ends_with(b"\n") {
+                lines.pop();
+            }
+            Ok(lines)
+        }
+        (None, None) => Err(bad_input("give a text with -p TEXT or -f FILE")),
+    }
+}

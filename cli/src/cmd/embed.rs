@@ -60,26 +60,9 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let load = args.load.options()?;
-    let texts: Vec<Vec<u8>> = match (&args.prompt, &args.file) {
-        (Some(p), _) => vec![p.as_bytes().to_vec()],
-        (None, Some(f)) => {
-            let bytes = tinyrt::files::read_input(f)
-                .map_err(|e| bad_input(format!("cannot read the texts: {e}")))?;
-            let mut lines: Vec<Vec<u8>> = bytes
-                .split(|&b| b == b'\n')
-                .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
-                .collect();
-            if bytes.ends_with(b"\n") {
-                lines.pop();
-            }
-            lines
-        }
-        (None, None) => return Err(bad_input("give a text with -p TEXT or -f FILE")),
-    };
+    let texts = crate::args::read_texts(args.prompt.as_deref(), args.file.as_deref())?;
     let model = crate::args::load_model(&args.model, load)?;
-    if args.load.requant.requant.is_some() {
-        crate::args::requant::report(&model);
-    }
+    crate::args::requant::report(&model);
     let opts = EmbedOptions {
         pooling,
         normalize,

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod classify;
 pub mod compare;
 pub mod embed;
 pub mod generate;

@@ -10,6 +10,136 @@ use super::{ArchError, Architecture, Logits};
 use crate::backend::{AttnParams, Backend, WeightId, WeightTable};
 use crate::config::ModelConfig;
 
+/// A sequence-classification head on the `[CLS]` state, as llama.cpp's converter stores it:
+/// `cls.output` (the classifier) after, where present, `cls` (DistilBERT's pre-classifier, or a
+/// BERT pooler kept by another converter), with the activation Hugging Face uses between them.
+#[derive(Clone, Debug)]
+pub struct ClassifierHead {
+    /// `cls` weight (`e × e`, row per output) and bias, and its activation.
+    pre: Option<(Vec<f32>, Vec<f32>, Activation)>,
+    /// `cls.output` weight (`labels × e`) and bias.
+    out_w: Vec<f32>,
+    out_b: Vec<f32>,
+    n_embd: usize,
+    /// `classifier.output_labels`, one per logit (empty when the file has none).
+    pub labels: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Activation {
+    /// DistilBERT's `pre_classifier` (`DistilBertForSequenceClassification`).
+    Relu,
+    /// BERT's pooler (`BertPooler`).
+    Tanh,
+}
+
+impl ClassifierHead {
+    /// The logits of one `[CLS]` state (f32, as Hugging Face computes them).
+    pub fn logits(&self, cls: &[f32]) -> Vec<f32> {
+        let e = self.n_embd;
+        let linear = |w: &[f32], b: &[f32], x: &[f32]| -> Vec<f32> {
+            w.chunks_exact(e)
+                .zip(b)
+                .map(|(row, &bias)| row.iter().zip(x).map(|(a, b)| a * b).sum::<f32>() + bias)
+                .collect()
+        };
+        let h = match &self.pre {
+            Some((w, b, act)) => linear(w, b, cls)
+                .into_iter()
+                .map(|v| match act {
+                    Activation::Relu => v.max(0.0),
+                    Activation::Tanh => v.tanh(),
+                })
+                .collect(),
+            None => cls.to_vec(),
+        };
+        linear(&self.out_w, &self.out_b, &h)
+    }
+
+    pub fn n_labels(&self) -> usize {
+        self.out_b.len()
+    }
+}
+
+/// A registered tensor's values as f32 (the head is tiny and computed on the host).
+fn values(w: &WeightTable, id: WeightId) -> Result<Vec<f32>, ArchError> {
+    let e = w.entry(id);
+    let mut v = vec![0.0f32; e.numel()];
+    crate::kernels::quant::dequantize(e.ty, w.data(id), &mut v)
+        .map_err(|err| ArchError::Hyperparameter(format!("{}: {err}", e.name)))?;
+    Ok(v)
+}
+
+/// The classifier head of the file, `Ok(None)` without one, `Err` (a message for the user)
+/// when the file lacks part of the head the model needs.
+fn load_head(
+    cfg: &ModelConfig,
+    w: &mut WeightTable,
+    has_token_types: bool,
+) -> Result<Option<Result<ClassifierHead, String>>, ArchError> {
+    let e = cfg.n_embd;
+    let Some(n_labels) = w
+        .file()
+        .tensor_info("cls.output.weight")
+        .and_then(|t| (t.shape.len() == 2).then(|| t.shape[1] as usize))
+    else {
+        return Ok(None);
+    };
+    if n_labels == 0 || n_labels > 1 << 16 {
+        return Err(ArchError::Hyperparameter(format!(
+            "cls.output.weight has {n_labels} labels"
+        )));
+    }
+    let out = w.require("cls.output.weight", &[e, n_labels])?;
+    let out_bias = w.optional("cls.output.bias", &[n_labels])?;
+    let pre = w.optional("cls.weight", &[e, e])?;
+    let pre_bias = w.optional("cls.bias", &[e])?;
+    let labels = match w
+        .file()
+        .metadata()
+        .opt_str_array(&format!("{}.classifier.output_labels", cfg.arch))
+    {
+        Ok(Some(l)) if l.len() == n_labels => l.to_vec(),
+        _ => Vec::new(),
+    };
+    let out_w = values(w, out)?;
+    let out_b = match out_bias {
+        Some(b) => values(w, b)?,
+        None => vec![0.0; n_labels],
+    };
+    let pre = match pre {
+        Some(pw) => {
+            let pb = match pre_bias {
+                Some(b) => values(w, b)?,
+                None => vec![0.0; e],
+            };
+            // DistilBERT files (no token-type table) hold its pre-classifier, followed by ReLU;
+            // with token types, `cls` is a BERT pooler, followed by tanh.
+            let act = if has_token_types {
+                Activation::Tanh
+            } else {
+                Activation::Relu
+            };
+            Some((values(w, pw)?, pb, act))
+        }
+        None if has_token_types => {
+            // BERT's classifier reads the pooler's output (dense + tanh over [CLS]), which
+            // llama.cpp's converter drops: logits without it would be wrong.
+            return Ok(Some(Err(
+                "this BERT classifier lacks its pooler (bert.pooler.dense, dropped by llama.cpp's converter), so its logits cannot be computed from this file".into(),
+            )));
+        }
+        None => None,
+    };
+    Ok(Some(Ok(ClassifierHead {
+        pre,
+        out_w,
+        out_b,
+        n_embd: e,
+        labels,
+    })))
+}
+
 struct Layer {
     attn: AttnWeights,
     attn_output_norm: Norm,
@@ -28,6 +158,7 @@ pub struct Bert {
     embd_norm: Norm,
     layers: Vec<Layer>,
     attn: AttnParams,
+    head: Option<Result<ClassifierHead, String>>,
 }
 
 impl Bert {
@@ -70,7 +201,9 @@ impl Bert {
                 })
             })
             .collect::<Result<Vec<_>, ArchError>>()?;
+        let head = load_head(cfg, w, token_types.is_some())?;
         Ok(Bert {
+            head,
             n_embd: e,
             tok_embd: w.require("token_embd.weight", &[e, cfg.vocab_size])?,
             position_embd,
@@ -116,6 +249,12 @@ impl Architecture for Bert {
 
     fn n_token_types(&self) -> usize {
         self.n_types
+    }
+
+    fn classifier(&self) -> Option<Result<&ClassifierHead, &str>> {
+        self.head
+            .as_ref()
+            .map(|h| h.as_ref().map_err(String::as_str))
     }
 
     fn encode(

@@ -4,7 +4,7 @@
 //! its tensors (shape-checked) in the [`WeightTable`], and describes its forward pass with the
 //! shared layers of [`layers`] as [`Backend`] calls.
 
-mod bert;
+pub mod bert;
 mod gemma3;
 pub mod layers;
 mod llama;
@@ -73,6 +73,12 @@ pub trait Architecture: Send + Sync {
     /// Token types an encoder embeds (0: none).
     fn n_token_types(&self) -> usize {
         0
+    }
+
+    /// An encoder's sequence-classification head: `None` without one, `Err` with a message
+    /// when the file lacks part of it.
+    fn classifier(&self) -> Option<Result<&bert::ClassifierHead, &str>> {
+        None
     }
 
     /// An encoder's final hidden state of every token of `tokens` (`tokens.len() × n_embd`
