@@ -117,7 +117,6 @@ pub(crate) struct ModelInner {
     #[cfg(feature = "cuda")]
     pub(crate) cuda_requant: Option<RequantReport>,
     pub(crate) file: Arc<GgufFile>,
-    pub(crate) isa: Isa,
     /// The model's threads, shared by its sessions (sized by `LoadOptions::threads`).
     pub(crate) pool: Arc<ThreadPool>,
     /// `LoadOptions::requant` (an encoder's own f16 conversion is not reported as one).
@@ -161,16 +160,8 @@ impl Model {
         table
             .check_all_used(&config.arch, config.n_layer)
             .map_err(ArchError::Weight)?;
-        let isa = match opts.isa {
-            Some(isa) if isa.is_supported() => isa,
-            Some(isa) => {
-                return Err(ModelError::Device(format!(
-                    "this CPU does not support the {} kernels",
-                    isa.name()
-                )))
-            }
-            None => Isa::detect(),
-        };
+        // Checked against the CPU once, by the weights (`Kernels::get`).
+        let isa = opts.isa.unwrap_or_else(Isa::detect);
         let table = Arc::new(table);
         let threads = opts
             .threads
@@ -246,7 +237,6 @@ impl Model {
                 #[cfg(feature = "cuda")]
                 cuda_requant,
                 file,
-                isa,
                 pool,
                 requested_requant: opts.requant,
             }),
@@ -274,7 +264,7 @@ impl Model {
 
     /// The kernel ISA the CPU backend uses.
     pub fn isa(&self) -> Isa {
-        self.inner.isa
+        self.inner.cpu_weights.kernels().isa
     }
 
     /// Threads of the model's pool.
@@ -310,9 +300,8 @@ impl Model {
         }
         let cpu: Box<dyn Backend> = Box::new(CpuBackend::new(
             Arc::clone(&self.inner.cpu_weights),
-            self.inner.isa,
             Arc::clone(&self.inner.pool),
-        )?);
+        ));
         // Debugging aid: every op's output written to a folder (see backend/dump.rs).
         match std::env::var_os("TINYRT_DUMP") {
             Some(dir) if !dir.is_empty() => Ok(Box::new(crate::backend::dump::DumpBackend::new(

@@ -70,15 +70,12 @@ impl CpuBackend {
     /// A session's backend over the model's weights and thread pool, shared by every session
     /// of the model: an op that finds the pool busy with another session's op runs on its own
     /// calling thread alone (`ThreadPool::run`), so sessions never oversubscribe the cores.
-    pub fn new(
-        w: Arc<CpuWeights>,
-        isa: Isa,
-        pool: Arc<ThreadPool>,
-    ) -> Result<CpuBackend, CpuError> {
-        let kernels = Kernels::get(isa).ok_or(CpuError::Isa(isa.name()))?;
-        Ok(CpuBackend {
+    /// The kernels are the weights' (whose ISA was checked when they were made).
+    pub fn new(w: Arc<CpuWeights>, pool: Arc<ThreadPool>) -> CpuBackend {
+        let kernels = w.kernels();
+        CpuBackend {
             w,
-            isa,
+            isa: kernels.isa,
             kernels,
             pool,
             acts: Vec::new(),
@@ -88,7 +85,7 @@ impl CpuBackend {
             positions: Vec::new(),
             tmp: Vec::new(),
             act_types: Vec::new(),
-        })
+        }
     }
 
     /// `(&a, &mut b)` for two distinct buffers.

@@ -30,6 +30,8 @@ pub(crate) fn threads_error(e: std::io::Error) -> CpuError {
 
 /// A model's weights as the CPU backend uses them; shared by every session.
 pub struct CpuWeights {
+    /// The kernels of the model's ISA, checked against the CPU once, here.
+    kernels: &'static Kernels,
     pub(super) table: Arc<WeightTable>,
     /// f32 copies of single-row tensors (norm weights, biases, frequency factors).
     vectors: Vec<Option<Vec<f32>>>,
@@ -116,11 +118,17 @@ impl CpuWeights {
             None => (vec![None; table.entries().len()], None),
         };
         Ok(Arc::new(CpuWeights {
+            kernels,
             table,
             vectors,
             requant,
             report,
         }))
+    }
+
+    /// The kernel table the weights were checked against (every session's CPU backend uses it).
+    pub fn kernels(&self) -> &'static Kernels {
+        self.kernels
     }
 
     /// What `--requant` did, `None` without it.
