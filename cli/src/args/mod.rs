@@ -48,19 +48,10 @@ impl CpuArgs {
         let Some(name) = self.isa.as_deref() else {
             return Isa::from_env().map_err(bad_input);
         };
-        match Isa::from_name(name) {
-            Some(isa) if isa.is_supported() => Ok(Some(isa)),
-            Some(isa) => Err(bad_input(format!(
-                "--isa {}: this CPU does not support the {} kernels (it has: {})",
-                isa.name(),
-                isa.name(),
-                available_isas()
-            ))),
-            None => Err(bad_input(format!(
-                "--isa {:?}: unknown ISA (expected scalar, avx2 or avx512)",
-                name.escape_debug().to_string()
-            ))),
-        }
+        let setting = format!("--isa {name:?}");
+        Isa::parse_supported(name, &setting)
+            .map(Some)
+            .map_err(bad_input)
     }
 }
 
@@ -74,14 +65,6 @@ pub fn rayon_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
         .num_threads(threads.unwrap_or(0))
         .build()
         .context("cannot start the worker threads")
-}
-
-fn available_isas() -> String {
-    Isa::available()
-        .iter()
-        .map(|i| i.name())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// How to load a model: CPU options, `--device` and `--requant`.

@@ -129,21 +129,31 @@ impl Isa {
         if v.is_empty() {
             return Ok(None);
         }
-        match Isa::from_name(&v) {
-            Some(isa) if isa.is_supported() => Ok(Some(isa)),
+        let setting = format!("TINYRT_ISA={}", v.escape_debug());
+        Isa::parse_supported(&v, &setting).map(Some)
+    }
+
+    /// The ISA `name` names, when this CPU supports it; otherwise an error that starts with
+    /// `setting` (how the user gave the name, e.g. `--isa "neon"`), says what is wrong and lists
+    /// what this CPU has.
+    pub fn parse_supported(name: &str, setting: &str) -> Result<Isa, String> {
+        let available = || {
+            Isa::available()
+                .iter()
+                .map(|i| i.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match Isa::from_name(name) {
+            Some(isa) if isa.is_supported() => Ok(isa),
             Some(isa) => Err(format!(
-                "TINYRT_ISA={}: this CPU does not support the {} kernels (it has: {})",
+                "{setting}: this CPU does not support the {} kernels (it has: {})",
                 isa.name(),
-                isa.name(),
-                Isa::available()
-                    .iter()
-                    .map(|i| i.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                available()
             )),
             None => Err(format!(
-                "unknown TINYRT_ISA={:?} (expected scalar, avx2 or avx512)",
-                v.escape_debug().to_string()
+                "{setting}: unknown ISA (expected scalar, avx2 or avx512; this CPU has: {})",
+                available()
             )),
         }
     }
