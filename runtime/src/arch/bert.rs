@@ -5,7 +5,7 @@
 //! every token's final hidden state; pooling is the caller's (`crate::embed`). Mirrors
 //! Hugging Face's `BertModel` (modeling_bert.py) with the exact erf GELU it is trained with.
 
-use super::layers::{blk, AttnWeights, Ffn, Norm, Qkv, Scratch};
+use super::layers::{self, blk, AttnConfig, AttnWeights, Ffn, Gelu, Norm, Qkv, Scratch};
 use super::{ArchError, Architecture, Logits};
 use crate::backend::{AttnParams, Backend, WeightId, WeightTable};
 use crate::config::ModelConfig;
@@ -157,7 +157,7 @@ pub struct Bert {
     n_types: usize,
     embd_norm: Norm,
     layers: Vec<Layer>,
-    attn: AttnParams,
+    attn: AttnConfig,
     head: Option<Result<ClassifierHead, String>>,
 }
 
@@ -212,14 +212,20 @@ impl Bert {
             n_types,
             embd_norm: Norm::layer(w, "token_embd_norm", e, eps)?,
             layers,
-            attn: AttnParams {
-                n_head: cfg.n_head,
-                n_head_kv: cfg.n_head_kv,
-                head_dim_k: cfg.head_dim_k,
-                head_dim_v: cfg.head_dim_v,
-                scale: 1.0 / (cfg.head_dim_k as f32).sqrt(),
-                window: None,
-                causal: false,
+            attn: AttnConfig {
+                attn: AttnParams {
+                    n_head: cfg.n_head,
+                    n_head_kv: cfg.n_head_kv,
+                    head_dim_k: cfg.head_dim_k,
+                    head_dim_v: cfg.head_dim_v,
+                    scale: 1.0 / (cfg.head_dim_k as f32).sqrt(),
+                    window: None,
+                    causal: false,
+                },
+                // Learned absolute positions, added to the embeddings.
+                rope: None,
+                qk_norm_eps: cfg.norm_eps,
+                q_prescale: None,
             },
         })
     }
@@ -280,42 +286,11 @@ impl Architecture for Bert {
         }
         self.embd_norm.apply(b, s.x, s.xn, n);
         for (l, layer) in self.layers.iter().enumerate() {
-            // The block's input is s.xn (post-norm blocks: the normed residual stream).
-            let Qkv::Separate {
-                wq,
-                wk,
-                wv,
-                bq,
-                bk,
-                bv,
-            } = layer.attn.qkv
-            else {
-                unreachable!("checked at load");
-            };
-            b.matmul(s.xn, &[(wq, s.q), (wk, s.k), (wv, s.v)], n);
-            for (bias, buf) in [(bq, s.q), (bk, s.k), (bv, s.v)] {
-                if let Some(bias) = bias {
-                    b.add_bias(buf, bias, n);
-                }
-            }
-            b.attention(l, s.q, s.k, s.v, pos0, n, &self.attn, s.att);
-            b.matmul(s.att, &[(layer.attn.wo, s.out)], n);
-            if let Some(bo) = layer.attn.bo {
-                b.add_bias(s.out, bo, n);
-            }
+            // Post-norm blocks: the block's input is the normed residual stream in s.xn.
+            layers::attention(b, s, &layer.attn, &self.attn, l, pos0, n);
             b.add(s.xn, s.out, n);
             layer.attn_output_norm.apply(b, s.xn, s.x, n);
-            // FFN on s.x (the attention block's normed output), residual into s.x.
-            let f = &layer.ffn;
-            b.matmul(s.x, &[(f.up, s.gate)], n);
-            if let Some(bias) = f.up_b {
-                b.add_bias(s.gate, bias, n);
-            }
-            b.gelu_erf(s.gate, n);
-            b.matmul(s.gate, &[(f.down, s.out)], n);
-            if let Some(bias) = f.down_b {
-                b.add_bias(s.out, bias, n);
-            }
+            layer.ffn.forward(b, s, s.x, Gelu::Erf, n);
             b.add(s.x, s.out, n);
             layer.layer_output_norm.apply(b, s.x, s.xn, n);
         }

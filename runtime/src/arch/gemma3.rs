@@ -59,8 +59,10 @@ impl Gemma3 {
         let mut attn_global = AttnConfig::new(cfg, RopeStyle::Neox, None)?;
         attn_global.q_prescale = Some(attn_global.attn.scale);
         let mut attn_local = attn_global;
-        attn_local.rope.freq_base = cfg.rope_freq_base_swa;
-        attn_local.rope.freq_scale = 1.0;
+        if let Some(rope) = &mut attn_local.rope {
+            rope.freq_base = cfg.rope_freq_base_swa;
+            rope.freq_scale = 1.0;
+        }
         attn_local.attn.window = Some(cfg.sliding_window.max(1));
         Ok(Gemma3 {
             vocab: cfg.vocab_size,

@@ -166,7 +166,8 @@ impl AttnWeights {
 #[derive(Clone, Copy, Debug)]
 pub struct AttnConfig {
     pub attn: AttnParams,
-    pub rope: RopeParams,
+    /// RoPE of Q and K; `None` for models with learned absolute positions (BERT).
+    pub rope: Option<RopeParams>,
     /// Epsilon of the per-head Q/K norms.
     pub qk_norm_eps: f32,
     /// Multiply Q by this after RoPE and attend with scale 1 (phi2 does, for precision).
@@ -192,7 +193,7 @@ impl AttnConfig {
                 window: None,
                 causal: true,
             },
-            rope,
+            rope: Some(rope),
             qk_norm_eps: cfg.rms_eps,
             q_prescale: None,
         })
@@ -287,8 +288,10 @@ pub fn attention(
     if let Some(kn) = w.k_norm {
         b.head_rms_norm(s.k, kn, c.qk_norm_eps, a.head_dim_k, n);
     }
-    b.rope(s.q, a.n_head, a.head_dim_k, pos0, n, &c.rope);
-    b.rope(s.k, a.n_head_kv, a.head_dim_k, pos0, n, &c.rope);
+    if let Some(rope) = &c.rope {
+        b.rope(s.q, a.n_head, a.head_dim_k, pos0, n, rope);
+        b.rope(s.k, a.n_head_kv, a.head_dim_k, pos0, n, rope);
+    }
     match c.q_prescale {
         Some(q_scale) => {
             b.scale(s.q, q_scale, n);
@@ -301,6 +304,15 @@ pub fn attention(
     if let Some(bo) = w.bo {
         b.add_bias(s.out, bo, n);
     }
+}
+
+/// Which GELU an FFN applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gelu {
+    /// ggml's tanh approximation (phi2, and how llama.cpp runs every GELU model).
+    Tanh,
+    /// The exact erf form (Hugging Face's `gelu`, BERT).
+    Erf,
 }
 
 /// Gated feed-forward weights: `down(act(gate(x)) * up(x))`.
@@ -358,11 +370,19 @@ impl Ffn {
 
     /// tanh-GELU FFN of `s.xn` into `s.out`.
     pub fn gelu(&self, b: &mut dyn Backend, s: &Scratch, n: usize) {
-        b.matmul(s.xn, &[(self.up, s.gate)], n);
+        self.forward(b, s, s.xn, Gelu::Tanh, n);
+    }
+
+    /// The FFN of `x` (`s.xn` or `s.x`) with GELU `act`, into `s.out`.
+    pub fn forward(&self, b: &mut dyn Backend, s: &Scratch, x: BufId, act: Gelu, n: usize) {
+        b.matmul(x, &[(self.up, s.gate)], n);
         if let Some(bias) = self.up_b {
             b.add_bias(s.gate, bias, n);
         }
-        b.gelu(s.gate, n);
+        match act {
+            Gelu::Tanh => b.gelu(s.gate, n),
+            Gelu::Erf => b.gelu_erf(s.gate, n),
+        }
         b.matmul(s.gate, &[(self.down, s.out)], n);
         if let Some(bias) = self.down_b {
             b.add_bias(s.out, bias, n);
