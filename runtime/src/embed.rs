@@ -291,14 +291,7 @@ impl Classifier {
         let exps: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
         let sum: f64 = exps.iter().sum();
         let scores = exps.iter().map(|&x| (x / sum) as f32).collect();
-        let best = logits
-            .iter()
-            .enumerate()
-            .fold(
-                (0, f32::NEG_INFINITY),
-                |b, (i, &l)| if l > b.1 { (i, l) } else { b },
-            )
-            .0;
+        let best = crate::sampler::argmax(&logits) as usize;
         Ok(Classification {
             label: head.labels.get(best).cloned(),
             logits,
