@@ -3,6 +3,7 @@
 //! them out. Everything ISA-neutral (the matrix products, the ops, attention) calls through
 //! these pointers and never names an ISA.
 
+use crate::cpu::attention::packed::PackedJob;
 use crate::cpu::attention::{AttnJob, AttnTile};
 use crate::cpu::gemm::{GemmForm, Line, RowsJob, Side, Tile};
 use crate::cpu::rope::RopeCache;
@@ -126,6 +127,9 @@ pub(crate) struct OpKernels {
     pub attend_tile: unsafe fn(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]),
     /// Query rows (tokens × heads) per tile that `attend_tile` holds in registers.
     pub attn_tile_rows: usize,
+    /// Bidirectional attention of one (sequence, head) of a packed batch (encoders), into
+    /// `out` (`rows × head_dim`).
+    pub attend_packed: unsafe fn(job: &PackedJob, out: &mut [f32]),
 }
 
 /// Rows `r0 .. r0 + n_rows` of a GEMM-form product for every token, without panels.

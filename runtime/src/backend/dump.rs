@@ -16,7 +16,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::{AttnParams, Backend, BufId, RopeParams, WeightId};
+use super::{AttnParams, Backend, BufId, PoolKind, RopeParams, WeightId};
 use crate::kv_cache::KvCacheSpec;
 
 /// [`Backend`] that forwards every call to `inner` and dumps each output.
@@ -220,6 +220,24 @@ impl Backend for DumpBackend {
     fn gelu(&mut self, x: BufId, n: usize) {
         self.inner.gelu(x, n);
         self.dump("gelu", x, n);
+    }
+
+    fn attention_packed(
+        &mut self,
+        q: BufId,
+        k: BufId,
+        v: BufId,
+        seqs: &[u32],
+        p: &AttnParams,
+        out: BufId,
+    ) {
+        self.inner.attention_packed(q, k, v, seqs, p, out);
+        self.dump("attention", out, seqs.last().map_or(0, |&n| n as usize));
+    }
+
+    fn pool(&mut self, x: BufId, seqs: &[u32], kind: PoolKind, out: BufId) {
+        self.inner.pool(x, seqs, kind, out);
+        self.dump("pool", out, seqs.len().saturating_sub(1));
     }
 
     fn gelu_erf(&mut self, x: BufId, n: usize) {

@@ -30,6 +30,17 @@ pub struct WeightId(pub(crate) u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BufId(pub(crate) u32);
 
+/// How [`Backend::pool`] reduces a sequence's rows to one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    /// The mean of the rows (sequential f32 sums in row order, then one division).
+    Mean,
+    /// The first row (`[CLS]`).
+    First,
+    /// The last row.
+    Last,
+}
+
 /// Rotary position embedding of one Q or K buffer.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RopeParams {
@@ -182,6 +193,25 @@ pub trait Backend: Send {
         p: &AttnParams,
         out: BufId,
     );
+
+    /// Bidirectional attention of packed sequences, without a cache (encoders): rows
+    /// `seqs[i]..seqs[i + 1]` of `q`, `k` and `v` are sequence `i` (`seqs[0] = 0`, the last
+    /// entry is the row count), and each row attends every row of its own sequence:
+    /// `out[t] = softmax(scale · q[t] · K[seq]) · V[seq]` per head (GQA as in
+    /// [`Backend::attention`]). `p.causal` and `p.window` are ignored.
+    fn attention_packed(
+        &mut self,
+        q: BufId,
+        k: BufId,
+        v: BufId,
+        seqs: &[u32],
+        p: &AttnParams,
+        out: BufId,
+    );
+
+    /// `out[i]` = the pooling of rows `seqs[i]..seqs[i + 1]` of `x` (same boundaries as
+    /// [`Backend::attention_packed`]): their mean, the first row or the last.
+    fn pool(&mut self, x: BufId, seqs: &[u32], kind: PoolKind, out: BufId);
 
     /// `gate[t] = silu(gate[t]) * up[t]`.
     fn swiglu(&mut self, gate: BufId, up: BufId, n: usize);

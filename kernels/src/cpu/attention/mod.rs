@@ -2,6 +2,7 @@
 //! ([`job`]) and runs them on a thread pool through the kernels of one ISA ([`crate::cpu::Kernels`]).
 
 pub mod job;
+pub mod packed;
 
 pub use job::{attended_keys, AttnJob, AttnParams, AttnTile, KvData, KvView, GGML_FA_TILE_Q};
 

@@ -25,6 +25,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
         f16_to_f32_row: ops::f16_to_f32_row,
         attend_group: ops::attend_group,
         attend_tile: ops::attend_tile,
+        attend_packed: ops::attend_packed,
         attn_tile_rows: 32,
     },
     gemm: GemmKernels::Rows(gemm::rows_times_tokens),

@@ -11,6 +11,7 @@
 
 pub(crate) mod attention;
 pub(crate) mod ops;
+pub(crate) mod packed;
 
 use crate::cpu::attention::job::KvData;
 

@@ -12,7 +12,7 @@ pub use weights::{CpuError, CpuWeights};
 
 use std::sync::Arc;
 
-use super::{AttnParams, Backend, BufId, RopeParams, WeightId};
+use super::{AttnParams, Backend, BufId, PoolKind, RopeParams, WeightId};
 use crate::kernels::cpu::matmul::{MatmulJob, QMatrix, QuantizedActs};
 use crate::kernels::cpu::ops::{self, par_rows_mut, KvView, RopeCache};
 use crate::kernels::cpu::pool::ThreadPool;
@@ -406,6 +406,60 @@ impl Backend for CpuBackend {
             &*self.pool,
         );
         self.kv = Some(kv);
+    }
+
+    fn attention_packed(
+        &mut self,
+        q: BufId,
+        k: BufId,
+        v: BufId,
+        seqs: &[u32],
+        p: &AttnParams,
+        out: BufId,
+    ) {
+        let n = seqs.last().map_or(0, |&n| n as usize);
+        let (qi, oi) = (q.0 as usize, out.0 as usize);
+        assert!(qi != oi && k.0 as usize != oi && v.0 as usize != oi);
+        let mut ob = std::mem::take(&mut self.bufs[oi].data);
+        let (qb, kb, vb) = (
+            &self.bufs[qi],
+            &self.bufs[k.0 as usize],
+            &self.bufs[v.0 as usize],
+        );
+        crate::kernels::cpu::attention::packed::attention_packed(
+            self.isa,
+            &qb.data[..n * qb.cols],
+            &kb.data[..n * kb.cols],
+            &vb.data[..n * vb.cols],
+            seqs,
+            (p.n_head, p.n_head_kv, p.head_dim_k),
+            p.scale,
+            &mut ob[..n * p.n_head * p.head_dim_v],
+            &*self.pool,
+        );
+        self.bufs[oi].data = ob;
+    }
+
+    fn pool(&mut self, x: BufId, seqs: &[u32], kind: PoolKind, out: BufId) {
+        let (xb, ob) = self.pair(x, out);
+        let e = xb.cols;
+        for (i, w) in seqs.windows(2).enumerate() {
+            let (r0, r1) = (w[0] as usize, w[1] as usize);
+            let dst = &mut ob.data[i * ob.cols..i * ob.cols + e];
+            match kind {
+                PoolKind::First | PoolKind::Last if r0 == r1 => dst.fill(0.0),
+                PoolKind::First => dst.copy_from_slice(&xb.data[r0 * e..(r0 + 1) * e]),
+                PoolKind::Last => dst.copy_from_slice(&xb.data[(r1 - 1) * e..r1 * e]),
+                PoolKind::Mean => {
+                    dst.fill(0.0);
+                    for row in xb.data[r0 * e..r1 * e].chunks_exact(e) {
+                        dst.iter_mut().zip(row).for_each(|(a, &b)| *a += b);
+                    }
+                    let n = (r1 - r0).max(1) as f32;
+                    dst.iter_mut().for_each(|a| *a /= n);
+                }
+            }
+        }
     }
 
     fn swiglu(&mut self, gate: BufId, up: BufId, n: usize) {

@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 use tinyrt_cuda::GluActivation;
 
-use super::{AttnParams, Backend, BufId, RopeParams, WeightId};
+use super::{AttnParams, Backend, BufId, PoolKind, RopeParams, WeightId};
 use crate::kv_cache::KvCacheSpec;
 use exec::Recorder;
 use plan::{Exec, Op};
@@ -334,6 +334,24 @@ impl Backend for CudaBackend {
 
     fn gelu(&mut self, x: BufId, n: usize) {
         self.submit(Op::Gelu { x, n }, 0);
+    }
+
+    fn attention_packed(
+        &mut self,
+        _q: BufId,
+        _k: BufId,
+        _v: BufId,
+        _seqs: &[u32],
+        _p: &AttnParams,
+        _out: BufId,
+    ) {
+        self.error
+            .get_or_insert_with(|| "bidirectional (encoder) attention is not on CUDA yet".into());
+    }
+
+    fn pool(&mut self, _x: BufId, _seqs: &[u32], _kind: PoolKind, _out: BufId) {
+        self.error
+            .get_or_insert_with(|| "pooling (encoders) is not on CUDA yet".into());
     }
 
     fn gelu_erf(&mut self, _x: BufId, _n: usize) {

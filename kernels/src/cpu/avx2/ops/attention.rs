@@ -166,3 +166,15 @@ unsafe fn attend_tile_rv<const RV: usize>(tile: &AttnTile, q_tile: &[f32], out_t
     // SAFETY: this function's target features are Avx2F32's; the tile's shape is the caller's.
     unsafe { simd::attention::attend_tile_rv::<_, RV>(Avx2F32::new(), tile, q_tile, out_tile) }
 }
+
+/// Bidirectional attention of one (sequence, head) of a packed batch
+/// (`simd::packed::attend_packed`, the bits of `attention::packed::attend_packed_ref`).
+///
+/// # Safety
+/// The CPU supports this module's target features; the job passed `PackedJob::check` and
+/// `out` holds its rows × head_dim values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn attend_packed(job: &crate::cpu::attention::packed::PackedJob, out: &mut [f32]) {
+    // SAFETY: this function's target features; the caller's contract.
+    unsafe { simd::packed::attend_packed(Avx2F32::new(), job, out) }
+}

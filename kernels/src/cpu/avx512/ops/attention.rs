@@ -273,3 +273,15 @@ pub(super) unsafe fn transpose_cols_to_rows_scaled(
         }
     }
 }
+
+/// Bidirectional attention of one (sequence, head) of a packed batch
+/// (`simd::packed::attend_packed`, the bits of `attention::packed::attend_packed_ref`).
+///
+/// # Safety
+/// The CPU supports this module's target features; the job passed `PackedJob::check` and
+/// `out` holds its rows × head_dim values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn attend_packed(job: &crate::cpu::attention::packed::PackedJob, out: &mut [f32]) {
+    // SAFETY: this function's target features; the caller's contract.
+    unsafe { simd::packed::attend_packed(Avx512F32::new(), job, out) }
+}

@@ -420,3 +420,11 @@ fn attend_tile_rows(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]) {
         }
     }
 }
+
+/// Bidirectional attention of one (sequence, head) of a packed batch: the reference.
+///
+/// # Safety
+/// None beyond the signature's (safe to call; `unsafe` for the kernel table's type).
+pub unsafe fn attend_packed(job: &crate::cpu::attention::packed::PackedJob, out: &mut [f32]) {
+    crate::cpu::attention::packed::attend_packed_ref(job, out)
+}
