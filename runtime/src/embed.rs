@@ -4,10 +4,11 @@
 //! the token states (the model's `pooling_type`, or the caller's) and L2-normalise, as
 //! sentence-transformers' `encode(normalize_embeddings=True)` does.
 
+use crate::backend::PoolKind;
 use crate::config::Pooling;
 use crate::kv_cache::KvType;
 use crate::model::Model;
-use crate::session::{Session, SessionError, SessionOptions};
+use crate::session::{EncoderInput, Session, SessionError, SessionOptions};
 use crate::tokenizer::TokenizerError;
 
 /// Errors of embedding a text.
@@ -23,6 +24,8 @@ pub enum EmbedError {
         "--max-length {max} must be at least 2 (and at most the model's {positions} positions)"
     )]
     MaxLength { max: usize, positions: usize },
+    #[error("the batch size must be at least 1")]
+    BatchSize,
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
@@ -47,7 +50,15 @@ pub struct EmbedOptions {
     /// Longest token sequence, `[CLS]` and `[SEP]` included; longer texts are truncated.
     /// `None`: the model's position count.
     pub max_length: Option<usize>,
+    /// Texts per forward pass (packed, each attending only itself); `None`: 32.
+    pub batch_size: Option<usize>,
 }
+
+/// Texts per forward pass by default.
+pub const DEFAULT_BATCH: usize = 32;
+/// Tokens per forward pass at most (more when one text needs more): bounds the activation
+/// memory (about 27 KB a token for all-MiniLM-L6-v2) while keeping the products large.
+const PASS_TOKENS: usize = 1024;
 
 /// One text's embedding.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +77,7 @@ pub struct Embedder {
     pooling: Pooling,
     normalize: Normalize,
     max_length: usize,
+    batch_size: usize,
 }
 
 impl Embedder {
@@ -89,14 +101,18 @@ impl Embedder {
                 positions,
             });
         }
-        // An f32 cache: an encoder's keys and values are used once, in the same pass, and
-        // rounding them to f16 would only lose accuracy.
+        let batch_size = opts.batch_size.unwrap_or(DEFAULT_BATCH);
+        if batch_size == 0 {
+            return Err(EmbedError::BatchSize);
+        }
+        // An encoder session holds no cache; its context is the tokens of one pass.
+        let pass = max_length.max(PASS_TOKENS.min(batch_size.saturating_mul(max_length)));
         let session = Session::new(
             model,
             SessionOptions {
-                n_ctx: Some(max_length),
+                n_ctx: Some(pass),
                 kv_type: KvType::F32,
-                n_batch: max_length,
+                n_batch: pass,
             },
         )?;
         Ok(Embedder {
@@ -105,6 +121,7 @@ impl Embedder {
             pooling,
             normalize: opts.normalize,
             max_length,
+            batch_size,
         })
     }
 
@@ -133,44 +150,72 @@ impl Embedder {
 
     /// The embedding of one text.
     pub fn embed(&mut self, text: &[u8]) -> Result<Embedding, EmbedError> {
-        let (ids, truncated) = self.tokens(text)?;
-        let states = self.session.encode(&ids, &[])?;
+        let mut v = self.embed_batch(&[text])?;
+        Ok(v.pop().expect("one embedding per text"))
+    }
+
+    /// The embeddings of `texts`, in order: packed into forward passes of up to the batch
+    /// size (and the pass's token budget); the results do not depend on the packing.
+    pub fn embed_batch(&mut self, texts: &[&[u8]]) -> Result<Vec<Embedding>, EmbedError> {
+        let tokenized = texts
+            .iter()
+            .map(|t| self.tokens(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let budget = self.session.max_batch();
         let dim = self.model.config().n_embd;
-        let n = ids.len();
-        let mut v: Vec<f64> = vec![0.0; dim];
-        match self.pooling {
-            Pooling::Mean => {
-                for row in states.chunks_exact(dim) {
-                    for (a, &x) in v.iter_mut().zip(row) {
-                        *a += x as f64;
-                    }
-                }
-                for a in &mut v {
-                    *a /= n as f64;
-                }
-            }
-            Pooling::Cls => v
-                .iter_mut()
-                .zip(&states[..dim])
-                .for_each(|(a, &x)| *a = x as f64),
-            Pooling::Last => v
-                .iter_mut()
-                .zip(&states[(n - 1) * dim..])
-                .for_each(|(a, &x)| *a = x as f64),
+        let kind = match self.pooling {
+            Pooling::Mean => PoolKind::Mean,
+            Pooling::Cls => PoolKind::First,
+            Pooling::Last => PoolKind::Last,
             Pooling::Rank => unreachable!("refused in Embedder::new"),
+        };
+        let mut out = Vec::with_capacity(texts.len());
+        let mut start = 0;
+        while start < tokenized.len() {
+            let mut end = start;
+            let mut tokens = 0;
+            while end < tokenized.len()
+                && end - start < self.batch_size
+                && (end == start || tokens + tokenized[end].0.len() <= budget)
+            {
+                tokens += tokenized[end].0.len();
+                end += 1;
+            }
+            let seqs: Vec<EncoderInput> = tokenized[start..end]
+                .iter()
+                .map(|(ids, _)| EncoderInput {
+                    tokens: ids,
+                    types: &[],
+                })
+                .collect();
+            let pooled = self.session.encode_packed(&seqs, Some(kind))?;
+            for (row, (ids, truncated)) in pooled.chunks_exact(dim).zip(&tokenized[start..end]) {
+                out.push(Embedding {
+                    vector: self.finish(row),
+                    n_tokens: ids.len(),
+                    truncated: *truncated,
+                });
+            }
+            start = end;
         }
-        if self.normalize == Normalize::L2 {
-            // torch.nn.functional.normalize: x / max(|x|, 1e-12).
-            let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
-            for a in &mut v {
-                *a /= norm;
+        Ok(out)
+    }
+
+    /// A pooled row, normalised as asked.
+    fn finish(&self, row: &[f32]) -> Vec<f32> {
+        match self.normalize {
+            Normalize::None => row.to_vec(),
+            Normalize::L2 => {
+                // torch.nn.functional.normalize: x / max(|x|, 1e-12), the norm in f64.
+                let norm = row
+                    .iter()
+                    .map(|&a| (a as f64) * (a as f64))
+                    .sum::<f64>()
+                    .sqrt()
+                    .max(1e-12);
+                row.iter().map(|&a| (a as f64 / norm) as f32).collect()
             }
         }
-        Ok(Embedding {
-            vector: v.into_iter().map(|a| a as f32).collect(),
-            n_tokens: n,
-            truncated,
-        })
     }
 }
 
@@ -184,10 +229,11 @@ impl Model {
     /// [`Embedder`] for other options).
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut e = Embedder::new(self, &EmbedOptions::default())?;
-        texts
-            .iter()
-            .map(|t| e.embed(t.as_bytes()).map(|x| x.vector))
-            .collect()
+        let texts: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+        Ok(e.embed_batch(&texts)?
+            .into_iter()
+            .map(|x| x.vector)
+            .collect())
     }
 }
 
@@ -232,6 +278,7 @@ impl Classifier {
             pooling: Some(Pooling::Cls),
             normalize: Normalize::None,
             max_length,
+            batch_size: Some(1),
         };
         Ok(Classifier {
             inner: Embedder::new(model, &opts)?,

@@ -57,5 +57,6 @@ pub mod tools;
 pub use model::{Device, LoadOptions, Model, ModelError};
 pub use sampler::{Sampler, SamplerOptions};
 pub use session::{
-    GenerateOptions, Generation, Session, SessionError, SessionOptions, Step, StopReason,
+    EncoderInput, GenerateOptions, Generation, Session, SessionError, SessionOptions, Step,
+    StopReason,
 };

@@ -2,7 +2,7 @@
 //! and generation, an iterator of sampled tokens.
 
 use crate::arch::{Logits, Scratch};
-use crate::backend::Backend;
+use crate::backend::{Backend, PoolKind};
 use crate::kv_cache::{KvCacheSpec, KvType};
 use crate::model::Model;
 use crate::sampler::{top_logits, Sampler, SamplerOptions};
@@ -66,6 +66,14 @@ pub struct Session {
     logits: Vec<f32>,
 }
 
+/// One sequence of an encoder's packed batch ([`Session::encode_packed`]).
+#[derive(Clone, Copy, Debug)]
+pub struct EncoderInput<'a> {
+    pub tokens: &'a [u32],
+    /// One token type per token (empty, or shorter: type 0 for the rest).
+    pub types: &'a [u32],
+}
+
 impl Session {
     /// A new session over `model` (which it keeps a handle to: the weights are shared) with its
     /// own KV cache.
@@ -90,7 +98,7 @@ impl Session {
             Some(b) if n_ctx <= i32::MAX as usize => b as u64,
             _ => return Err(SessionError::ContextOverflow { n_ctx }),
         };
-        if !model.uses_cuda() {
+        if !model.uses_cuda() && !model.is_encoder() {
             if let Some(available) = crate::kv_cache::memory_limit() {
                 if bytes > available {
                     return Err(SessionError::ContextTooLarge {
@@ -105,7 +113,10 @@ impl Session {
             .new_backend()
             .map_err(|e| SessionError::Backend(e.to_string()))?;
         let scratch = Scratch::new(backend.as_mut(), &cfg, opts.n_batch.clamp(1, n_ctx));
-        backend.alloc_kv_cache(&spec);
+        // An encoder's attention reads the batch itself (`Backend::attention_packed`).
+        if !model.is_encoder() {
+            backend.alloc_kv_cache(&spec);
+        }
         if let Some(e) = backend.take_error() {
             return Err(SessionError::Backend(e));
         }
@@ -253,47 +264,95 @@ impl Session {
     }
 
     /// An encoder's final hidden states of one whole sequence (`tokens.len() × n_embd`, row
-    /// per token), with token types `types` (empty: all 0). The session is reset first: a
-    /// sequence is encoded from position 0, all of it in one pass (bidirectional attention
-    /// sees every token), so it must fit in the batch and the model's positions.
+    /// per token), with token types `types` (empty: all 0): [`Session::encode_packed`] of one
+    /// sequence without pooling.
     pub fn encode(&mut self, tokens: &[u32], types: &[u32]) -> Result<Vec<f32>, SessionError> {
+        self.encode_packed(&[EncoderInput { tokens, types }], None)
+    }
+
+    /// An encoder's forward pass over several sequences at once, packed back to back (no
+    /// padding): each starts at position 0 and attends only itself, and every matrix product
+    /// serves all of them. Returns every token's final hidden state (`Σ len × n_embd`, in
+    /// order) or, with `pool`, one pooled row per sequence (`seqs.len() × n_embd`). Each
+    /// sequence must fit the model's positions and all of them the session's batch
+    /// ([`Session::max_batch`]). The session keeps no state between calls.
+    pub fn encode_packed(
+        &mut self,
+        seqs: &[EncoderInput<'_>],
+        pool: Option<PoolKind>,
+    ) -> Result<Vec<f32>, SessionError> {
         let model = self.model.clone();
         let arch = &model.inner.arch;
         if !arch.is_encoder() {
             return Err(SessionError::NotEncoder);
         }
-        if tokens.is_empty() {
+        if seqs.is_empty() || seqs.iter().any(|s| s.tokens.is_empty()) {
             return Err(SessionError::EmptyPrompt);
         }
         self.reset();
-        let limit = self
-            .n_ctx
-            .min(self.scratch.max_batch)
-            .min(arch.max_positions());
-        if tokens.len() > limit {
+        let positions = arch.max_positions();
+        let total: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+        for s in seqs {
+            if s.tokens.len() > positions {
+                return Err(SessionError::ContextFull {
+                    needed: s.tokens.len(),
+                    n_ctx: positions,
+                });
+            }
+        }
+        if total > self.scratch.max_batch {
             return Err(SessionError::ContextFull {
-                needed: tokens.len(),
-                n_ctx: limit,
+                needed: total,
+                n_ctx: self.scratch.max_batch,
             });
         }
-        self.check_tokens(tokens)?;
+        let vocab = model.config().vocab_size;
         let n_types = arch.n_token_types();
-        if let Some(&ty) = types.iter().find(|&&t| t as usize >= n_types.max(1)) {
-            return Err(SessionError::BadTokenType { ty, n: n_types });
+        let mut tokens = Vec::with_capacity(total);
+        let mut types = Vec::new();
+        let mut bounds = Vec::with_capacity(seqs.len() + 1);
+        bounds.push(0u32);
+        let any_types = seqs.iter().any(|s| !s.types.is_empty());
+        for s in seqs {
+            if let Some(&id) = s.tokens.iter().find(|&&id| id as usize >= vocab) {
+                return Err(SessionError::BadToken { id, vocab });
+            }
+            if let Some(&ty) = s.types.iter().find(|&&t| t as usize >= n_types.max(1)) {
+                return Err(SessionError::BadTokenType { ty, n: n_types });
+            }
+            tokens.extend_from_slice(s.tokens);
+            if any_types {
+                let n = s.tokens.len();
+                types.extend((0..n).map(|i| s.types.get(i).copied().unwrap_or(0)));
+            }
+            bounds.push(tokens.len() as u32);
         }
+        let b = self.backend.as_mut();
+        let Some(states) = arch.encode(b, &self.scratch, &tokens, &types, &bounds) else {
+            return Err(SessionError::NotEncoder);
+        };
+        let e = model.config().n_embd;
         let mut out = Vec::new();
-        arch.encode(
-            self.backend.as_mut(),
-            &self.scratch,
-            tokens,
-            types,
-            0,
-            &mut out,
-        );
+        match pool {
+            Some(kind) => {
+                b.pool(states, &bounds, kind, self.scratch.out);
+                out.resize(seqs.len() * e, 0.0);
+                b.read(self.scratch.out, 0, &mut out);
+            }
+            None => {
+                out.resize(total * e, 0.0);
+                b.read(states, 0, &mut out);
+            }
+        }
         if let Some(e) = self.backend.take_error() {
             return Err(SessionError::Backend(e));
         }
         Ok(out)
+    }
+
+    /// The most tokens one forward pass takes (an encoder's packed batch, a prompt's chunk).
+    pub fn max_batch(&self) -> usize {
+        self.scratch.max_batch
     }
 
     /// Feed `prompt`, then sample up to `opts.max_tokens` tokens. The context is checked

@@ -1,5 +1,5 @@
 //! `tinyrt embed MODEL (-p TEXT | -f FILE) [--json] [--pooling P] [--normalize l2|none]
-//! [--max-length N]`: sentence embeddings from an encoder (BERT), one per input. `-f` reads one
+//! [--max-length N] [-b BATCH]`: sentence embeddings from an encoder (BERT), one per input. `-f` reads one
 //! text per line. `--json` prints the OpenAI embeddings shape: `{"model", "dim", "data":
 //! [{"index", "embedding"}], "usage": {"prompt_tokens"}}`; without it, one line of numbers per
 //! input. A text longer than the maximum length is truncated, with a warning on stderr.
@@ -35,6 +35,9 @@ pub struct Args {
     /// Longest token sequence, [CLS] and [SEP] included (default: the model's positions).
     #[arg(long)]
     pub max_length: Option<usize>,
+    /// Texts per forward pass (packed without padding; the results do not depend on it).
+    #[arg(short = 'b', long, default_value_t = tinyrt::embed::DEFAULT_BATCH)]
+    pub batch_size: usize,
     /// Print one JSON object (OpenAI's embeddings shape).
     #[arg(long)]
     pub json: bool,
@@ -67,13 +70,15 @@ pub fn run(args: Args) -> Result<()> {
         pooling,
         normalize,
         max_length: args.max_length,
+        batch_size: Some(args.batch_size),
     };
     let mut embedder = Embedder::new(&model, &opts).map_err(bad_input)?;
     let mut data = Vec::with_capacity(texts.len());
     let mut prompt_tokens = 0usize;
     let mut text_out = String::new();
-    for (i, t) in texts.iter().enumerate() {
-        let e = embedder.embed(t).map_err(bad_input)?;
+    let inputs: Vec<&[u8]> = texts.iter().map(|t| t.as_slice()).collect();
+    let embeddings = embedder.embed_batch(&inputs).map_err(bad_input)?;
+    for (i, e) in embeddings.into_iter().enumerate() {
         if e.truncated {
             eprintln!(
                 "warning: input {i} is longer than {} tokens and was truncated",

@@ -35,6 +35,7 @@ pub mod attention;
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+pub mod fgemm;
 pub(crate) mod gemm;
 pub mod matmul;
 pub mod ops;

@@ -196,6 +196,8 @@ pub struct Kernels {
     pub(crate) read_probe: unsafe fn(&[u8]) -> u64,
     pub(crate) ops: OpKernels,
     pub(crate) gemm: GemmKernels,
+    /// The float GEMM's panel kernel (`cpu/fgemm.rs`).
+    pub(crate) float_panel: crate::cpu::fgemm::FloatPanelFn,
 }
 
 /// Bytes taken by `n` values of `ty`, or an error when `n` is not a whole number of blocks.

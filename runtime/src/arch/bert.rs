@@ -7,7 +7,7 @@
 
 use super::layers::{self, blk, AttnConfig, AttnWeights, Ffn, Gelu, Norm, Qkv, Scratch};
 use super::{ArchError, Architecture, Logits};
-use crate::backend::{AttnParams, Backend, WeightId, WeightTable};
+use crate::backend::{AttnParams, Backend, BufId, WeightId, WeightTable};
 use crate::config::ModelConfig;
 
 /// A sequence-classification head on the `[CLS]` state, as llama.cpp's converter stores it:
@@ -237,12 +237,19 @@ impl Architecture for Bert {
         b: &mut dyn Backend,
         s: &Scratch,
         tokens: &[u32],
-        pos0: usize,
+        _pos0: usize,
         _which: Logits,
         out: &mut Vec<f32>,
     ) {
-        // An encoder has no next-token logits; the session routes it through `encode`.
-        self.encode(b, s, tokens, &[], pos0, out);
+        // An encoder has no next-token logits; the session routes it through `encode`. Here:
+        // the hidden states of `tokens` as one sequence.
+        let n = tokens.len();
+        let x = self.encode(b, s, tokens, &[], &[0, n as u32]);
+        out.clear();
+        out.resize(n * self.n_embd, 0.0);
+        if let Some(x) = x {
+            b.read(x, 0, out);
+        }
     }
 
     fn is_encoder(&self) -> bool {
@@ -269,13 +276,14 @@ impl Architecture for Bert {
         s: &Scratch,
         tokens: &[u32],
         types: &[u32],
-        pos0: usize,
-        out: &mut Vec<f32>,
-    ) {
+        seqs: &[u32],
+    ) -> Option<BufId> {
         let n = tokens.len();
-        // x = token + position (+ type) embeddings, then LayerNorm.
+        // x = token + position (+ type) embeddings, then LayerNorm. Positions restart at 0 in
+        // every sequence (the session checked each against the position table).
         b.embed(self.tok_embd, tokens, s.x);
-        let positions: Vec<u32> = (pos0..pos0 + n).map(|p| p as u32).collect();
+        let positions: Vec<u32> = seqs.windows(2).flat_map(|w| 0..w[1] - w[0]).collect();
+        debug_assert_eq!(positions.len(), n);
         b.embed(self.position_embd, &positions, s.out);
         b.add(s.x, s.out, n);
         if let Some(tt) = self.token_types {
@@ -285,17 +293,15 @@ impl Architecture for Bert {
             b.add(s.x, s.out, n);
         }
         self.embd_norm.apply(b, s.x, s.xn, n);
-        for (l, layer) in self.layers.iter().enumerate() {
+        for layer in &self.layers {
             // Post-norm blocks: the block's input is the normed residual stream in s.xn.
-            layers::attention(b, s, &layer.attn, &self.attn, l, pos0, n);
+            layers::attention_packed(b, s, &layer.attn, &self.attn, seqs);
             b.add(s.xn, s.out, n);
             layer.attn_output_norm.apply(b, s.xn, s.x, n);
             layer.ffn.forward(b, s, s.x, Gelu::Erf, n);
             b.add(s.x, s.out, n);
             layer.layer_output_norm.apply(b, s.x, s.xn, n);
         }
-        out.clear();
-        out.resize(n * self.n_embd, 0.0);
-        b.read(s.xn, 0, out);
+        Some(s.xn)
     }
 }

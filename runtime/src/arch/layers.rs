@@ -252,6 +252,58 @@ pub fn attention(
     pos0: usize,
     n: usize,
 ) {
+    project_qkv(b, s, w, c, pos0, n);
+    let a = &c.attn;
+    match c.q_prescale {
+        Some(q_scale) => {
+            b.scale(s.q, q_scale, n);
+            let a = AttnParams { scale: 1.0, ..*a };
+            b.attention(layer, s.q, s.k, s.v, pos0, n, &a, s.att);
+        }
+        None => b.attention(layer, s.q, s.k, s.v, pos0, n, a, s.att),
+    }
+    project_out(b, s, w, n);
+}
+
+/// Self-attention of packed sequences on `s.xn` (`seqs`: the boundaries of
+/// [`Backend::attention_packed`]; each sequence attends only itself, no cache); result in
+/// `s.out`. Positions restart at 0 in every sequence (RoPE models: not used by any encoder yet).
+pub fn attention_packed(
+    b: &mut dyn Backend,
+    s: &Scratch,
+    w: &AttnWeights,
+    c: &AttnConfig,
+    seqs: &[u32],
+) {
+    let n = seqs.last().map_or(0, |&n| n as usize);
+    assert!(
+        c.rope.is_none(),
+        "packed attention with RoPE: positions per sequence"
+    );
+    project_qkv(b, s, w, c, 0, n);
+    match c.q_prescale {
+        Some(q_scale) => {
+            b.scale(s.q, q_scale, n);
+            let a = AttnParams {
+                scale: 1.0,
+                ..c.attn
+            };
+            b.attention_packed(s.q, s.k, s.v, seqs, &a, s.att);
+        }
+        None => b.attention_packed(s.q, s.k, s.v, seqs, &c.attn, s.att),
+    }
+    project_out(b, s, w, n);
+}
+
+/// Q, K and V of `s.xn` (biases, QK norms and RoPE applied) into `s.q`, `s.k`, `s.v`.
+fn project_qkv(
+    b: &mut dyn Backend,
+    s: &Scratch,
+    w: &AttnWeights,
+    c: &AttnConfig,
+    pos0: usize,
+    n: usize,
+) {
     let a = &c.attn;
     match w.qkv {
         Qkv::Separate {
@@ -292,14 +344,10 @@ pub fn attention(
         b.rope(s.q, a.n_head, a.head_dim_k, pos0, n, rope);
         b.rope(s.k, a.n_head_kv, a.head_dim_k, pos0, n, rope);
     }
-    match c.q_prescale {
-        Some(q_scale) => {
-            b.scale(s.q, q_scale, n);
-            let a = AttnParams { scale: 1.0, ..*a };
-            b.attention(layer, s.q, s.k, s.v, pos0, n, &a, s.att);
-        }
-        None => b.attention(layer, s.q, s.k, s.v, pos0, n, a, s.att),
-    }
+}
+
+/// The output projection of `s.att` into `s.out`.
+fn project_out(b: &mut dyn Backend, s: &Scratch, w: &AttnWeights, n: usize) {
     b.matmul(s.att, &[(w.wo, s.out)], n);
     if let Some(bo) = w.bo {
         b.add_bias(s.out, bo, n);

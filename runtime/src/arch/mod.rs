@@ -13,7 +13,7 @@ mod qwen2;
 mod qwen3;
 mod stablelm;
 
-use crate::backend::{Backend, WeightError, WeightTable};
+use crate::backend::{Backend, BufId, WeightError, WeightTable};
 use crate::config::ModelConfig;
 pub use layers::Scratch;
 
@@ -81,19 +81,20 @@ pub trait Architecture: Send + Sync {
         None
     }
 
-    /// An encoder's final hidden state of every token of `tokens` (`tokens.len() × n_embd`
-    /// into `out`), with token types `types` (empty: all 0), the whole sequence in one call.
-    /// Decoders have none and write nothing.
+    /// An encoder's forward pass over packed sequences: `tokens` holds the sequences back to
+    /// back, `seqs` their boundaries (as [`Backend::attention_packed`] takes them), `types` one
+    /// token type per token (empty: all 0). Every sequence starts at position 0 and attends only
+    /// itself. Returns the buffer holding every token's final hidden state (`tokens.len() ×
+    /// n_embd`); decoders have none.
     fn encode(
         &self,
         _b: &mut dyn Backend,
         _s: &Scratch,
         _tokens: &[u32],
         _types: &[u32],
-        _pos0: usize,
-        out: &mut Vec<f32>,
-    ) {
-        out.clear();
+        _seqs: &[u32],
+    ) -> Option<BufId> {
+        None
     }
 }
 

@@ -1,6 +1,7 @@
 //! AVX2 + FMA + F16C kernels.
 
 pub mod dot;
+pub(crate) mod fgemm;
 pub(crate) mod gemm;
 pub mod ops;
 
@@ -29,4 +30,5 @@ pub(crate) static KERNELS: Kernels = Kernels {
         attn_tile_rows: 32,
     },
     gemm: GemmKernels::Rows(gemm::rows_times_tokens),
+    float_panel: fgemm::float_panel,
 };

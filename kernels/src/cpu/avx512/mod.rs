@@ -2,6 +2,7 @@
 //! workspace's `rust-version`.)
 
 pub mod dot;
+pub(crate) mod fgemm;
 pub(crate) mod gemm;
 pub mod ops;
 
@@ -35,4 +36,5 @@ pub(crate) static KERNELS: Kernels = Kernels {
         transpose: gemm::transpose_codes,
         multiply: gemm::panel_times_tokens,
     }),
+    float_panel: fgemm::float_panel,
 };

@@ -29,4 +29,5 @@ pub(crate) static KERNELS: Kernels = Kernels {
         attn_tile_rows: 16,
     },
     gemm: GemmKernels::Rows(gemm::rows_times_tokens),
+    float_panel: crate::cpu::fgemm::panel_ref,
 };

@@ -10,6 +10,7 @@
 //! The methods with an ISA-specific reduction order say so.
 
 pub(crate) mod attention;
+pub(crate) mod fgemm;
 pub(crate) mod ops;
 pub(crate) mod packed;
 

@@ -13,6 +13,7 @@ pub use weights::{CpuError, CpuWeights};
 use std::sync::Arc;
 
 use super::{AttnParams, Backend, BufId, PoolKind, RopeParams, WeightId};
+use crate::kernels::cpu::fgemm::FloatPanels;
 use crate::kernels::cpu::matmul::{MatmulJob, QMatrix, QuantizedActs};
 use crate::kernels::cpu::ops::{self, par_rows_mut, KvView, RopeCache};
 use crate::kernels::cpu::pool::ThreadPool;
@@ -89,6 +90,36 @@ impl CpuBackend {
     }
 
     /// `(&a, &mut b)` for two distinct buffers.
+    /// The products of weights packed for the float GEMM (f32 activations read in place).
+    fn matmul_packed(&mut self, w: &CpuWeights, x: BufId, outs: &[(WeightId, BufId)], n: usize) {
+        let xi = x.0 as usize;
+        let mut dsts: Vec<Option<Vec<f32>>> = Vec::with_capacity(outs.len());
+        for &(_, out) in outs {
+            assert_ne!(
+                out.0 as usize, xi,
+                "matmul output must differ from its input"
+            );
+            dsts.push(Some(std::mem::take(&mut self.bufs[out.0 as usize].data)));
+        }
+        {
+            let xb = &self.bufs[xi];
+            let mut jobs: Vec<(&FloatPanels, &mut [f32])> = outs
+                .iter()
+                .zip(dsts.iter_mut())
+                .map(|(&(wid, _), d)| {
+                    let p = w.panels(wid).expect("partitioned on panels");
+                    let d = d.as_mut().expect("distinct outputs");
+                    (p, &mut d[..n * p.rows])
+                })
+                .collect();
+            self.kernels
+                .matmul_panels_group(&self.pool, &mut jobs, xb.rows(n), n);
+        }
+        for (&(_, out), d) in outs.iter().zip(dsts) {
+            self.bufs[out.0 as usize].data = d.expect("distinct outputs");
+        }
+    }
+
     fn pair(&mut self, a: BufId, b: BufId) -> (&Buf, &mut Buf) {
         let (a, b) = (a.0 as usize, b.0 as usize);
         assert_ne!(a, b, "input and output buffers must differ");
@@ -237,6 +268,15 @@ impl Backend for CpuBackend {
 
     fn matmul(&mut self, x: BufId, outs: &[(WeightId, BufId)], n: usize) {
         let w = Arc::clone(&self.w);
+        let (packed, rest): (Vec<_>, Vec<_>) =
+            outs.iter().partition(|&&(wid, _)| w.panels(wid).is_some());
+        if !packed.is_empty() {
+            self.matmul_packed(&w, x, &packed, n);
+            if rest.is_empty() {
+                return;
+            }
+        }
+        let outs = &rest[..];
         let kernels = self.kernels;
         // Convert the input once per activation type and share it across the products.
         let mut done = std::mem::take(&mut self.act_types);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::super::requant::{requant_matrices, RequantReport};
 use super::super::{WeightEntry, WeightId, WeightTable};
+use crate::kernels::cpu::fgemm::FloatPanels;
 use crate::kernels::cpu::pool::ThreadPool;
 use crate::kernels::cpu::{Isa, Kernels};
 use crate::kernels::quant::{self, GgmlType, QuantFormat};
@@ -38,6 +39,9 @@ pub struct CpuWeights {
     /// Matmul weights converted at load (`--requant`): they replace the mapped bytes in
     /// every matrix product; embedding lookups still read the mapped original.
     requant: Vec<Option<OwnedMatrix>>,
+    /// Matrices packed for the float GEMM at load ([`CpuWeights::with_panels`]): their
+    /// products take f32 activations and run on `Kernels::matmul_panels`.
+    panels: Vec<Option<FloatPanels>>,
     report: Option<RequantReport>,
 }
 
@@ -117,13 +121,52 @@ impl CpuWeights {
             }
             None => (vec![None; table.entries().len()], None),
         };
+        let panels = vec![None; table.entries().len()];
         Ok(Arc::new(CpuWeights {
             kernels,
             table,
             vectors,
             requant,
+            panels,
             report,
         }))
+    }
+
+    /// [`CpuWeights::new`], with the matrices `admit` accepts packed for the float GEMM (f32
+    /// activations, one FMA chain per output): f32 matrices as f32, f16 ones as f16, and
+    /// block-quantized ones dequantized and rounded to f16 (half the memory of f32). For
+    /// encoders, whose accuracy target the 8-bit activations of the quantized products miss.
+    pub fn with_panels(
+        table: Arc<WeightTable>,
+        isa: Isa,
+        admit: &(dyn Fn(&WeightEntry) -> bool + Sync),
+    ) -> Result<Arc<CpuWeights>, CpuError> {
+        let pool = ThreadPool::new(1).map_err(threads_error)?;
+        let base = Self::with_conversion(Arc::clone(&table), isa, None, &pool, &|_| false)?;
+        let mut w = Arc::into_inner(base).expect("not shared yet");
+        let entries = table.entries();
+        let packed: Vec<Option<FloatPanels>> = {
+            let pack = |i: usize| -> Option<FloatPanels> {
+                let e = &entries[i];
+                if e.rows() == 1 || !admit(e) {
+                    return None;
+                }
+                let data = table.data(WeightId(i as u32));
+                let rb = data.len() / e.rows();
+                let f16 = e.ty != GgmlType::F32;
+                Some(FloatPanels::pack(e.rows(), e.cols(), f16, |r, buf| {
+                    dequantize_row(e.ty, &data[r * rb..(r + 1) * rb], buf)
+                }))
+            };
+            (0..entries.len()).map(pack).collect()
+        };
+        w.panels = packed;
+        Ok(Arc::new(w))
+    }
+
+    /// The float-GEMM panels of `id`, where it was packed at load.
+    pub(super) fn panels(&self, id: WeightId) -> Option<&FloatPanels> {
+        self.panels[id.0 as usize].as_ref()
     }
 
     /// The kernel table the weights were checked against (every session's CPU backend uses it).
