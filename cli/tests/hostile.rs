@@ -549,12 +549,32 @@ fn control_characters_in_names_never_reach_the_terminal() {
     assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
 }
 
-/// Generation on an encoder, and embeddings from a decoder, are one-line errors with exit 2.
+/// Generation on an encoder, and embeddings from a decoder without a pooling, are one-line
+/// errors with exit 2; with `--pooling last` a decoder embeds (llama.cpp's way).
 #[test]
 fn encoders_do_not_generate_and_decoders_do_not_embed() {
     let decoder = tinyrt_tests::fixture("llama-tiny-q8_0.gguf");
-    let (o, _) = run_limited(&["embed", decoder.to_str().unwrap(), "-p", "hi"], b"", &[]);
-    assert_bad_input(&o, "not an encoder");
+    let dec = decoder.to_str().unwrap();
+    let (o, _) = run_limited(&["embed", dec, "-p", "hi"], b"", &[]);
+    assert_bad_input(&o, "--pooling last or mean");
+    let (o, _) = run_limited(
+        &["embed", dec, "-p", "hi", "--pooling", "last", "--json"],
+        b"",
+        &[],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let dim = v["dim"].as_u64().unwrap() as usize;
+    let emb = v["data"][0]["embedding"].as_array().unwrap();
+    assert_eq!(emb.len(), dim);
+    // L2-normalised by default.
+    let norm: f64 = emb.iter().map(|x| x.as_f64().unwrap().powi(2)).sum();
+    assert!((norm - 1.0).abs() < 1e-5, "norm² {norm}");
     let Some(encoder) = tinyrt_tests::model("all-MiniLM-L6-v2-q8_0.gguf") else {
         return;
     };

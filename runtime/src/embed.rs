@@ -14,7 +14,7 @@ use crate::tokenizer::TokenizerError;
 /// Errors of embedding a text.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
-    #[error("this model is not an encoder: it has no embeddings (llama.cpp-style decoder pooling is not supported yet)")]
+    #[error("this model is a decoder and sets no pooling type: give one (--pooling last or mean) for its embeddings")]
     NotEncoder,
     #[error("the model sets no pooling type: give one (mean, cls or last)")]
     NoPooling,
@@ -54,6 +54,9 @@ pub struct EmbedOptions {
     pub batch_size: Option<usize>,
 }
 
+/// The longest text a decoder embeds by default (its cache holds this many positions).
+const DECODER_MAX_LENGTH: usize = 4096;
+
 /// Texts per forward pass by default.
 pub const DEFAULT_BATCH: usize = 32;
 /// Tokens per forward pass at most (more when one text needs more): bounds the activation
@@ -83,17 +86,21 @@ pub struct Embedder {
 impl Embedder {
     pub fn new(model: &Model, opts: &EmbedOptions) -> Result<Embedder, EmbedError> {
         let arch = &model.inner.arch;
-        if !arch.is_encoder() {
-            return Err(EmbedError::NotEncoder);
-        }
-        let pooling = opts
-            .pooling
-            .or(model.config().pooling)
-            .ok_or(EmbedError::NoPooling)?;
+        let encoder = arch.is_encoder();
+        // A decoder has embeddings only with a pooling the caller (or the file) chooses, as in
+        // llama.cpp: its final hidden states after the output norm, pooled.
+        let pooling = opts.pooling.or(model.config().pooling).ok_or(if encoder {
+            EmbedError::NoPooling
+        } else {
+            EmbedError::NotEncoder
+        })?;
         if pooling == Pooling::Rank {
             return Err(EmbedError::Unsupported("rank"));
         }
-        let positions = arch.max_positions().min(model.config().n_ctx_train);
+        let mut positions = arch.max_positions().min(model.config().n_ctx_train);
+        if !encoder {
+            positions = positions.min(DECODER_MAX_LENGTH);
+        }
         let max_length = opts.max_length.unwrap_or(positions);
         if max_length < 2 || max_length > positions {
             return Err(EmbedError::MaxLength {
@@ -105,16 +112,27 @@ impl Embedder {
         if batch_size == 0 {
             return Err(EmbedError::BatchSize);
         }
-        // An encoder session holds no cache; its context is the tokens of one pass.
-        let pass = max_length.max(PASS_TOKENS.min(batch_size.saturating_mul(max_length)));
-        let session = Session::new(
-            model,
-            SessionOptions {
-                n_ctx: Some(pass),
-                kv_type: KvType::F32,
-                n_batch: pass,
-            },
-        )?;
+        let session = if encoder {
+            // An encoder session holds no cache; its context is the tokens of one pass.
+            let pass = max_length.max(PASS_TOKENS.min(batch_size.saturating_mul(max_length)));
+            Session::new(
+                model,
+                SessionOptions {
+                    n_ctx: Some(pass),
+                    kv_type: KvType::F32,
+                    n_batch: pass,
+                },
+            )?
+        } else {
+            // One text at a time through the causal model, with llama.cpp's default cache.
+            Session::new(
+                model,
+                SessionOptions {
+                    n_ctx: Some(max_length),
+                    ..SessionOptions::default()
+                },
+            )?
+        };
         Ok(Embedder {
             model: model.clone(),
             session,
@@ -170,6 +188,18 @@ impl Embedder {
             Pooling::Rank => unreachable!("refused in Embedder::new"),
         };
         let mut out = Vec::with_capacity(texts.len());
+        if !self.model.is_encoder() {
+            for (ids, truncated) in &tokenized {
+                let states = self.session.hidden_states(ids)?;
+                let row = pool_rows(&states, dim, kind);
+                out.push(Embedding {
+                    vector: self.finish(&row),
+                    n_tokens: ids.len(),
+                    truncated: *truncated,
+                });
+            }
+            return Ok(out);
+        }
         let mut start = 0;
         while start < tokenized.len() {
             let mut end = start;
@@ -215,6 +245,23 @@ impl Embedder {
                     .max(1e-12);
                 row.iter().map(|&a| (a as f64 / norm) as f32).collect()
             }
+        }
+    }
+}
+
+/// `Backend::pool`'s reduction of one sequence's rows on the host (decoders).
+fn pool_rows(states: &[f32], dim: usize, kind: PoolKind) -> Vec<f32> {
+    let n = states.len() / dim;
+    match kind {
+        PoolKind::First => states[..dim].to_vec(),
+        PoolKind::Last => states[(n - 1) * dim..].to_vec(),
+        PoolKind::Mean => {
+            let mut v = vec![0.0f32; dim];
+            for row in states.chunks_exact(dim) {
+                v.iter_mut().zip(row).for_each(|(a, &b)| *a += b);
+            }
+            v.iter_mut().for_each(|a| *a /= n as f32);
+            v
         }
     }
 }

@@ -246,6 +246,26 @@ impl Session {
         Ok(id)
     }
 
+    /// A decoder's final hidden states (after the output norm) of `tokens` fed from the start
+    /// (`tokens.len() × n_embd`): what llama.cpp pools for a decoder's embeddings. The session
+    /// is reset first and after.
+    pub fn hidden_states(&mut self, tokens: &[u32]) -> Result<Vec<f32>, SessionError> {
+        self.reset();
+        if tokens.is_empty() {
+            return Err(SessionError::EmptyPrompt);
+        }
+        self.check(tokens)?;
+        let mut all = Vec::with_capacity(tokens.len() * self.scratch.n_embd);
+        let mut part = Vec::new();
+        let r = tokens.chunks(self.scratch.max_batch).try_for_each(|chunk| {
+            self.run(chunk, Logits::Hidden, &mut part)?;
+            all.extend_from_slice(&part);
+            Ok(())
+        });
+        self.reset();
+        r.map(|()| all)
+    }
+
     /// Feed tokens and return the logits of every one of them (`tokens.len() × vocab`).
     pub fn feed_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>, SessionError> {
         self.check(tokens)?;

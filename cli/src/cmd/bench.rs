@@ -1,4 +1,5 @@
-//! `tinyrt bench MODEL [-p 512] [-n 128] [-t N] [-r 3] [--device cpu|cuda] [--json]`: prefill
+//! `tinyrt bench MODEL [-p 512] [-n 128] [-t N] [-r 3] [--device cpu|cuda] [--json]`
+//! (`--embed`, the default for encoders: the embeddings test of `bench_embed`): prefill
 //! and decode speed, measured as llama-bench measures `pp` and `tg` (tools/llama-bench,
 //! build 11434): `pp` feeds N random tokens to an empty cache in one go; `tg` decodes N tokens
 //! one at a time from an empty cache, starting from BOS (or a random token) and feeding random
@@ -60,6 +61,16 @@ pub struct Args {
     /// --read-bandwidth)}.
     #[arg(long)]
     pub json: bool,
+    /// The embeddings test instead of pp/tg (the default for an encoder; a decoder needs
+    /// its pooling from the file): sentences/s and tokens/s at each batch size.
+    #[arg(long)]
+    pub embed: bool,
+    /// Texts per forward pass of the embeddings test, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    pub embed_batches: Vec<usize>,
+    /// Texts of the embeddings test, one per line (default: a built-in mix).
+    #[arg(long)]
+    pub texts: Option<PathBuf>,
 }
 
 /// Text of the time-to-first-token prompt (its first [`TTFT_TOKENS`] tokens are used).
@@ -131,6 +142,25 @@ pub fn run(args: Args) -> Result<()> {
     }
     let kv_type = args.kv.kv_type()?;
     let model = crate::args::load_model(&args.model, args.load.options()?)?;
+    if args.embed || model.is_encoder() {
+        let texts = match &args.texts {
+            Some(f) => Some(crate::args::read_texts(None, Some(f))?),
+            None => None,
+        };
+        let name = args
+            .model
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return super::bench_embed::run(super::bench_embed::EmbedBench {
+            model: &model,
+            name: &name,
+            texts,
+            batches: &args.embed_batches,
+            reps: args.reps,
+            json: args.json,
+        });
+    }
     let ttft_tokens = first_token(&model, kv_type)?;
     let ttft_ms = t_start.elapsed().as_secs_f64() * 1e3;
     crate::args::requant::report(&model);

@@ -2,6 +2,7 @@
 //! `crate::args`, shared measuring code in `crate::measure`; commands never import each other.
 
 pub mod bench;
+pub mod bench_embed;
 pub mod chat;
 pub mod classify;
 pub mod compare;

@@ -9,6 +9,7 @@ use crate::config::{ModelConfig, RopeScaling, RopeStyle};
 #[derive(Clone, Debug)]
 pub struct Scratch {
     pub max_batch: usize,
+    pub n_embd: usize,
     /// Residual stream, `max_batch × n_embd`.
     pub x: BufId,
     /// Normalised input of a block, `max_batch × n_embd`.
@@ -40,6 +41,7 @@ impl Scratch {
         let e = cfg.n_embd;
         Scratch {
             max_batch,
+            n_embd: e,
             x: b.alloc(max_batch, e),
             xn: b.alloc(max_batch, e),
             out: b.alloc(max_batch, e),
@@ -462,8 +464,22 @@ pub fn output_logits(
 ) {
     let rows = match which {
         Logits::Last | Logits::KeepLast => n - 1..n,
-        Logits::All => 0..n,
+        Logits::All | Logits::Hidden => 0..n,
     };
+    if which == Logits::Hidden {
+        let e = s.n_embd;
+        logits.clear();
+        logits.resize(n * e, 0.0);
+        for start in rows.step_by(s.logit_rows) {
+            let m = s.logit_rows.min(n - start);
+            for i in 0..m {
+                b.copy_row(s.x, start + i, s.xo, i);
+            }
+            norm.apply(b, s.xo, s.xo, m);
+            b.read(s.xo, 0, &mut logits[start * e..(start + m) * e]);
+        }
+        return;
+    }
     let keep = which == Logits::KeepLast;
     logits.clear();
     logits.resize(if keep { 0 } else { rows.len() * vocab }, 0.0);

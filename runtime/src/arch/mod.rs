@@ -43,6 +43,9 @@ pub enum Logits {
     /// Only the last token, left on the backend in row 0 of `Scratch::logits` instead of read
     /// back (greedy decoding takes `Backend::argmax` of it); the logits vector stays empty.
     KeepLast,
+    /// No logits: every token's final hidden state after the output norm (`n × n_embd`), the
+    /// decoder embeddings llama.cpp pools.
+    Hidden,
 }
 
 /// A loaded architecture: weight handles plus hyperparameters.
