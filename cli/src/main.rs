@@ -64,6 +64,8 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Classification logits (and labels) from an encoder with a classification head.
     Classify(cmd::classify::Args),
+    /// Score documents against a query with a cross-encoder, best first.
+    Rerank(cmd::rerank::Args),
     /// Sentence embeddings from an encoder (BERT), one per input.
     Embed(cmd::embed::Args),
     /// Talk with a model: a REPL on a terminal, one user turn per input line otherwise.
@@ -88,6 +90,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Chat(args) => cmd::chat::run(args),
         Command::Embed(args) => cmd::embed::run(args),
         Command::Classify(args) => cmd::classify::run(args),
+        Command::Rerank(args) => cmd::rerank::run(args),
         Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Compare(args) => cmd::compare::run(args),

@@ -303,7 +303,8 @@ pub enum ClassifyError {
     NoHead,
     #[error("{0}")]
     IncompleteHead(String),
-    #[error("the pair takes {tokens} tokens, more than the maximum length {max}")]
+    /// Even the pair's special tokens (`tokens` of them) do not fit in the maximum length.
+    #[error("a pair needs at least {tokens} tokens, more than the maximum length {max}")]
     PairTooLong { tokens: usize, max: usize },
     #[error(transparent)]
     Embed(#[from] EmbedError),
@@ -355,23 +356,35 @@ impl Classifier {
             }
             Some(second) => {
                 let tok = e.model.tokenizer();
-                let mut ids = tok.encode(text).map_err(EmbedError::from)?;
-                let first = ids.len();
-                let rest = tok.encode(second).map_err(EmbedError::from)?;
-                let skip = usize::from(tok.add_bos() && rest.first().copied() == tok.bos());
-                ids.extend_from_slice(&rest[skip..]);
-                if ids.len() > e.max_length {
+                let (cls, mut a, sep) =
+                    split_specials(tok, tok.encode(text).map_err(EmbedError::from)?);
+                let (_, mut b, sep_b) =
+                    split_specials(tok, tok.encode(second).map_err(EmbedError::from)?);
+                let specials = usize::from(cls.is_some())
+                    + usize::from(sep.is_some())
+                    + usize::from(sep_b.is_some());
+                let Some(budget) = e.max_length.checked_sub(specials) else {
                     return Err(ClassifyError::PairTooLong {
-                        tokens: ids.len(),
+                        tokens: specials,
                         max: e.max_length,
                     });
-                }
+                };
+                let (na, nb) = longest_first(a.len(), b.len(), budget);
+                let truncated = (na, nb) != (a.len(), b.len());
+                a.truncate(na);
+                b.truncate(nb);
+                let mut ids: Vec<u32> = cls.into_iter().collect();
+                ids.extend_from_slice(&a);
+                ids.extend(sep);
+                let first = ids.len();
+                ids.extend_from_slice(&b);
+                ids.extend(sep_b);
                 let types = if e.model.inner.arch.n_token_types() >= 2 {
                     (0..ids.len()).map(|i| u32::from(i >= first)).collect()
                 } else {
                     Vec::new()
                 };
-                (ids, types, false)
+                (ids, types, truncated)
             }
         };
         let states = e.session.encode(&ids, &types).map_err(EmbedError::from)?;
@@ -393,5 +406,62 @@ impl Classifier {
             n_tokens: ids.len(),
             truncated,
         })
+    }
+}
+
+/// `ids` (one text's tokenization) split into the model's leading special token (`[CLS]`),
+/// the text's own tokens and the trailing one (`[SEP]`).
+fn split_specials(
+    tok: &crate::tokenizer::Tokenizer,
+    mut ids: Vec<u32>,
+) -> (Option<u32>, Vec<u32>, Option<u32>) {
+    let first = (tok.add_bos() && !ids.is_empty() && ids.first().copied() == tok.bos())
+        .then(|| ids.remove(0));
+    let last = (tok.add_eos() && !ids.is_empty() && ids.last().copied() == tok.eos())
+        .then(|| ids.pop())
+        .flatten();
+    (first, ids, last)
+}
+
+/// The lengths two texts of `a` and `b` tokens are cut to so that they fit in `budget`, as
+/// Hugging Face's tokenizers do with `truncation=True` (`TruncationStrategy::LongestFirst` in
+/// the `tokenizers` crate's `truncate_encodings`): the longer text loses tokens until both are
+/// equally long, then both lose in turn; when both are cut, the longer (the second on a tie)
+/// keeps the odd token.
+fn longest_first(a: usize, b: usize, budget: usize) -> (usize, usize) {
+    if a + b <= budget {
+        return (a, b);
+    }
+    let short = a.min(b);
+    let (short, long) = if short >= budget / 2 {
+        (budget / 2, budget - budget / 2)
+    } else {
+        (short, budget - short)
+    };
+    if a > b {
+        (long, short)
+    } else {
+        (short, long)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::longest_first;
+
+    #[test]
+    fn longest_first_cuts_the_longer_text_first() {
+        // Fits: untouched.
+        assert_eq!(longest_first(3, 4, 7), (3, 4));
+        // Only the longer one is cut: 3 + 10 into 8 leaves 3 + 5.
+        assert_eq!(longest_first(3, 10, 8), (3, 5));
+        assert_eq!(longest_first(10, 3, 8), (5, 3));
+        // Both cut: 6 + 5 into 9 → half each, the odd token to the longer text: 5 + 4.
+        assert_eq!(longest_first(6, 5, 9), (5, 4));
+        // A tie: the second text keeps the odd token.
+        assert_eq!(longest_first(5, 5, 9), (4, 5));
+        assert_eq!(longest_first(20, 30, 10), (5, 5));
+        // Nothing fits but the special tokens.
+        assert_eq!(longest_first(4, 2, 0), (0, 0));
     }
 }

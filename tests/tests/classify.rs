@@ -98,3 +98,48 @@ fn a_bert_classifier_without_its_pooler_is_refused() {
         ));
     }
 }
+
+/// A pair over the maximum length is cut as Hugging Face's `truncation=True` cuts it
+/// (longest first, special tokens kept): oracle pair 0 is `[CLS]` + 7 query tokens + `[SEP]` +
+/// 18 document tokens + `[SEP]`; into 12 tokens the 9 text tokens split 4 + 5 (both texts are
+/// over half, the longer keeps the odd one), which is the untruncated pair of the texts of those
+/// tokens: "how do i reset" and "to reset your password ,".
+#[test]
+fn pairs_over_the_maximum_length_are_cut_longest_first() {
+    let Some(path) = model("distilbert-tiny-cls-f32.gguf") else {
+        return;
+    };
+    let rows = reference("distilbert-tiny-cls");
+    let pair0 = rows
+        .iter()
+        .find(|r| r["kind"] == "pair" && r["index"] == 0)
+        .unwrap();
+    let ids: Vec<u64> = pair0["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!((ids.len(), ids[8]), (28, 102), "7 query tokens, then [SEP]");
+    let m = Model::load(&path, LoadOptions::default()).unwrap();
+    let query = pair0["query"].as_str().unwrap().as_bytes();
+    let doc = pair0["document"].as_str().unwrap().as_bytes();
+    let mut short = Classifier::new(&m, Some(12)).unwrap();
+    let cut = short.classify(query, Some(doc)).unwrap();
+    assert_eq!((cut.n_tokens, cut.truncated), (12, true));
+    let mut full = Classifier::new(&m, None).unwrap();
+    let want = full
+        .classify(b"How do I reset", Some(b"To reset your password,"))
+        .unwrap();
+    assert_eq!((want.n_tokens, want.truncated), (12, false));
+    assert_eq!(cut.logits, want.logits);
+    // A pair that fits is untouched; one whose special tokens do not fit is an error.
+    let fits = short.classify(b"a", Some(b"b")).unwrap();
+    assert_eq!((fits.n_tokens, fits.truncated), (5, false));
+    let mut tiny = Classifier::new(&m, Some(2)).unwrap();
+    assert!(matches!(
+        tiny.classify(b"a", Some(b"b")),
+        Err(ClassifyError::PairTooLong { tokens: 3, max: 2 })
+    ));
+    assert_eq!(tiny.classify(b"a", None).unwrap().n_tokens, 2);
+}

@@ -11,5 +11,6 @@ pub mod generate;
 pub mod info;
 pub mod perplexity;
 pub mod quantize;
+pub mod rerank;
 pub mod synth;
 pub mod tokenize;

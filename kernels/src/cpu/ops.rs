@@ -147,6 +147,12 @@ pub fn gelu_tanh_inplace(isa: Isa, x: &mut [f32]) {
     run!(isa, gelu_tanh_inplace(x))
 }
 
+/// The exact GELU, `x/2 · (1 + erf(x/√2))` (BERT; see `scalar::gelu_erf` for the recipe): the
+/// same bits on every ISA.
+pub fn gelu_erf_inplace(isa: Isa, x: &mut [f32]) {
+    run!(isa, gelu_erf_inplace(x))
+}
+
 /// `out = silu(gate) * up`.
 pub fn swiglu(isa: Isa, gate: &[f32], up: &[f32], out: &mut [f32]) {
     assert_eq!(gate.len(), out.len(), "swiglu: lengths");

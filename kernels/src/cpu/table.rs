@@ -115,6 +115,7 @@ pub(crate) struct OpKernels {
         cache: &RopeCache,
     ),
     pub gelu_tanh_inplace: unsafe fn(x: &mut [f32]),
+    pub gelu_erf_inplace: unsafe fn(x: &mut [f32]),
     pub swiglu_inplace: unsafe fn(gate: &mut [f32], up: &[f32]),
     pub geglu_tanh_inplace: unsafe fn(gate: &mut [f32], up: &[f32]),
     pub add_inplace: unsafe fn(x: &mut [f32], y: &[f32]),

@@ -18,6 +18,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
         layer_norm_inplace: ops::layer_norm_inplace,
         rope: ops::rope,
         gelu_tanh_inplace: ops::gelu_tanh_inplace,
+        gelu_erf_inplace: ops::gelu_erf_inplace,
         swiglu_inplace: ops::swiglu_inplace,
         geglu_tanh_inplace: ops::geglu_tanh_inplace,
         add_inplace: ops::add_inplace,

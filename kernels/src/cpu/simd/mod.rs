@@ -52,6 +52,10 @@ pub(crate) unsafe trait F32Vec: Copy {
     fn swap_pairs(self, a: Self::Reg) -> Self::Reg;
     /// Lanes `n..` set to 0 (`n < LANES`).
     fn zero_tail(self, a: Self::Reg, n: usize) -> Self::Reg;
+    /// `|a|` (the sign bit cleared).
+    fn abs(self, a: Self::Reg) -> Self::Reg;
+    /// `x` in the lanes where `a < b` (ordered: not where either is NaN), `y` elsewhere.
+    fn select_lt(self, a: Self::Reg, b: Self::Reg, x: Self::Reg, y: Self::Reg) -> Self::Reg;
     /// `c` in the lanes where `a == b` (ordered), `a` elsewhere.
     fn replace_eq(self, a: Self::Reg, b: Self::Reg, c: Self::Reg) -> Self::Reg;
     /// Whether any lane of `a` differs from `b`'s (NaN differs).

@@ -4,6 +4,7 @@
 
 use super::F32Vec;
 use crate::cpu::rope::{RopeCache, RopeMode};
+use crate::cpu::scalar::ops::{GELU_ERFC_LARGE, GELU_ERFC_P, GELU_ERF_CUTOFF, GELU_ERF_SMALL};
 
 #[inline(always)]
 pub(crate) fn rms_norm_inplace<V: F32Vec>(v: V, x: &mut [f32], weight: &[f32], eps: f32) {
@@ -127,6 +128,35 @@ pub(crate) fn rope<V: F32Vec>(
 pub(crate) fn silu<V: F32Vec>(v: V, x: V::Reg) -> V::Reg {
     let e = v.exp_ggml(v.sub(v.zero(), x));
     v.div(x, v.add(v.splat(1.0), e))
+}
+
+/// `scalar::gelu_erf`, bit for bit: both branches for every lane, then a select.
+#[inline(always)]
+pub(crate) fn gelu_erf<V: F32Vec>(v: V, x: V::Reg) -> V::Reg {
+    let horner = |c: &[f32], u: V::Reg| {
+        let (last, rest) = c.split_last().expect("coefficients");
+        rest.iter()
+            .rev()
+            .fold(v.splat(*last), |p, &c| v.fmadd(p, u, v.splat(c)))
+    };
+    let h = v.mul(v.splat(0.5), x);
+    let ax = v.abs(x);
+    let u = v.mul(x, x);
+    let small = v.fmadd(h, v.mul(x, horner(&GELU_ERF_SMALL, u)), h);
+    let one = v.splat(1.0);
+    let t = v.div(one, v.fmadd(v.splat(GELU_ERFC_P), ax, one));
+    let q = horner(&GELU_ERFC_LARGE, t);
+    let ds = v.fmsub(x, x, u);
+    let e = v.exp_ggml(v.mul(v.splat(-0.5), u));
+    let e = v.fmadd(e, v.mul(v.splat(-0.5), ds), e);
+    // `max` gives its second operand where x is NaN: 0, as Rust's `f32::max`.
+    let pos = v.max(x, v.zero());
+    let large = v.fmadd(v.sub(v.zero(), v.abs(h)), v.mul(e, q), pos);
+    let cutoff = v.splat(GELU_ERF_CUTOFF);
+    // NaN is not below either bound and stays NaN (x itself) beyond the cutoff.
+    let far = v.select_lt(v.zero(), x, x, v.select_lt(x, v.zero(), v.zero(), x));
+    let r = v.select_lt(ax, cutoff, large, far);
+    v.select_lt(ax, one, small, r)
 }
 
 /// Applies `f` to every chunk of `x` in place.

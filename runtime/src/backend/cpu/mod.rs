@@ -532,10 +532,11 @@ impl Backend for CpuBackend {
     }
 
     fn gelu_erf(&mut self, x: BufId, n: usize) {
+        let isa = self.isa;
         let b = &mut self.bufs[x.0 as usize];
         let cols = b.cols;
         par_rows_mut(&*self.pool, &mut b.data[..n * cols], cols, &|_, rows| {
-            crate::kernels::cpu::scalar::ops::gelu_erf_inplace(rows)
+            ops::gelu_erf_inplace(isa, rows)
         });
     }
 

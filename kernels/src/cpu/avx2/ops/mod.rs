@@ -18,7 +18,9 @@ mod norms;
 mod rope;
 mod vector;
 
-pub use self::activations::{geglu_tanh_inplace, gelu_tanh_inplace, swiglu_inplace};
+pub use self::activations::{
+    geglu_tanh_inplace, gelu_erf_inplace, gelu_tanh_inplace, swiglu_inplace,
+};
 pub use self::attention::{attend_group, attend_packed, attend_tile};
 pub use self::elementwise::{add_inplace, f16_to_f32_row, f32_to_f16_row, scale_inplace};
 pub use self::norms::{layer_norm_inplace, rms_norm_inplace};

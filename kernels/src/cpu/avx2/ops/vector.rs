@@ -96,6 +96,14 @@ unsafe impl F32Vec for Avx2F32 {
         feat!(_mm256_and_ps(a, _mm256_castsi256_ps(tail_mask(n))))
     }
     #[inline(always)]
+    fn abs(self, a: __m256) -> __m256 {
+        feat!(_mm256_andnot_ps(_mm256_set1_ps(-0.0), a))
+    }
+    #[inline(always)]
+    fn select_lt(self, a: __m256, b: __m256, x: __m256, y: __m256) -> __m256 {
+        feat!(_mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)))
+    }
+    #[inline(always)]
     fn replace_eq(self, a: __m256, b: __m256, c: __m256) -> __m256 {
         feat!(_mm256_blendv_ps(a, c, _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b)))
     }

@@ -30,6 +30,17 @@ pub unsafe fn gelu_tanh_inplace(x: &mut [f32]) {
     simd::ops::map_inplace(v, x, |a| v.gelu_tanh_ggml(a))
 }
 
+/// The exact GELU, `scalar::gelu_erf`'s bits.
+///
+/// # Safety
+/// The CPU supports this module's target features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+pub unsafe fn gelu_erf_inplace(x: &mut [f32]) {
+    // SAFETY: this function's target features are Avx512F32's.
+    let v = unsafe { Avx512F32::new() };
+    simd::ops::map_inplace(v, x, |a| simd::ops::gelu_erf(v, a))
+}
+
 /// # Safety
 /// The CPU supports this module's target features.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]

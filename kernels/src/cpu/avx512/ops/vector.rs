@@ -96,6 +96,18 @@ unsafe impl F32Vec for Avx512F32 {
         feat!(_mm512_maskz_mov_ps(tail_mask(n), a))
     }
     #[inline(always)]
+    fn abs(self, a: __m512) -> __m512 {
+        feat!(_mm512_abs_ps(a))
+    }
+    #[inline(always)]
+    fn select_lt(self, a: __m512, b: __m512, x: __m512, y: __m512) -> __m512 {
+        feat!(_mm512_mask_blend_ps(
+            _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b),
+            y,
+            x
+        ))
+    }
+    #[inline(always)]
     fn replace_eq(self, a: __m512, b: __m512, c: __m512) -> __m512 {
         feat!(_mm512_mask_blend_ps(
             _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, b),
