@@ -29,7 +29,7 @@ fn decoder_embeddings_match_llama_embedding() {
         models.dedup();
         for name in models {
             let m = Model::load(
-                &fixture(name),
+                fixture(name),
                 LoadOptions {
                     isa: Some(isa),
                     ..LoadOptions::default()
@@ -86,7 +86,7 @@ fn decoder_embeddings_match_llama_embedding() {
 
 #[test]
 fn a_decoder_without_a_pooling_has_no_embeddings() {
-    let m = Model::load(&fixture("llama-tiny-q8_0.gguf"), LoadOptions::default()).unwrap();
+    let m = Model::load(fixture("llama-tiny-q8_0.gguf"), LoadOptions::default()).unwrap();
     assert!(matches!(
         Embedder::new(&m, &EmbedOptions::default()),
         Err(EmbedError::NotEncoder)
