@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes tests/golden/embed-decoder.jsonl: llama-embedding's L2-normalised embeddings of decoder
+# Makes tests/golden/embeddings/decoders.jsonl: llama-embedding's L2-normalised embeddings of decoder
 # fixtures with --pooling last and mean (the final hidden states after the output norm,
 # pooled), one JSON object per (model, pooling, text). The test tests/tests/embed_decoder.rs
 # checks `tinyrt::embed::Embedder` on a decoder against it.
@@ -8,7 +8,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LLAMA_EMBEDDING=${LLAMA_EMBEDDING:-$HOME/.cache/tinyrt-ref/bin/llama-embedding}
 [ -x "$LLAMA_EMBEDDING" ] || { echo "error: $LLAMA_EMBEDDING is missing (run ../shared/reference/build-llamacpp.sh)" >&2; exit 2; }
-out=$ROOT/tests/golden/embed-decoder.jsonl
+out=$ROOT/tests/golden/embeddings/decoders.jsonl
 python3 - "$LLAMA_EMBEDDING" "$ROOT/tests/fixtures" "$out.tmp" <<'PY'
 import json, subprocess, sys, tempfile, os
 tool, fixtures, out = sys.argv[1:4]

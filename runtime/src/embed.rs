@@ -326,7 +326,7 @@ impl Classifier {
             pooling: Some(Pooling::Cls),
             normalize: Normalize::None,
             max_length,
-            batch_size: Some(1),
+            batch_size: None,
         };
         Ok(Classifier {
             inner: Embedder::new(model, &opts)?,
@@ -348,8 +348,75 @@ impl Classifier {
         text: &[u8],
         pair: Option<&[u8]>,
     ) -> Result<Classification, ClassifyError> {
+        let mut v = self.classify_batch(&[(text, pair)])?;
+        Ok(v.pop().expect("one result per input"))
+    }
+
+    /// [`Classifier::classify`] of many inputs, packed into forward passes (the results do
+    /// not depend on the packing).
+    pub fn classify_batch(
+        &mut self,
+        inputs: &[(&[u8], Option<&[u8]>)],
+    ) -> Result<Vec<Classification>, ClassifyError> {
+        let prepared = inputs
+            .iter()
+            .map(|&(text, pair)| self.prepare(text, pair))
+            .collect::<Result<Vec<_>, _>>()?;
         let e = &mut self.inner;
-        let (ids, types, truncated) = match pair {
+        let dim = e.model.config().n_embd;
+        let head = match e.model.inner.arch.classifier() {
+            Some(Ok(h)) => h.clone(),
+            _ => unreachable!("checked in Classifier::new"),
+        };
+        let budget = e.session.max_batch();
+        let mut out = Vec::with_capacity(inputs.len());
+        let mut start = 0;
+        while start < prepared.len() {
+            let mut end = start;
+            let mut tokens = 0;
+            while end < prepared.len()
+                && end - start < e.batch_size
+                && (end == start || tokens + prepared[end].0.len() <= budget)
+            {
+                tokens += prepared[end].0.len();
+                end += 1;
+            }
+            let seqs: Vec<EncoderInput> = prepared[start..end]
+                .iter()
+                .map(|(ids, types, _)| EncoderInput { tokens: ids, types })
+                .collect();
+            let cls = e
+                .session
+                .encode_packed(&seqs, Some(PoolKind::First))
+                .map_err(EmbedError::from)?;
+            for (row, (ids, _, truncated)) in cls.chunks_exact(dim).zip(&prepared[start..end]) {
+                let logits = head.logits(row);
+                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let exps: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
+                let sum: f64 = exps.iter().sum();
+                let scores = exps.iter().map(|&x| (x / sum) as f32).collect();
+                let best = crate::sampler::argmax(&logits) as usize;
+                out.push(Classification {
+                    label: head.labels.get(best).cloned(),
+                    logits,
+                    scores,
+                    n_tokens: ids.len(),
+                    truncated: *truncated,
+                });
+            }
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// The token ids and types of one input, and whether it was cut.
+    fn prepare(
+        &self,
+        text: &[u8],
+        pair: Option<&[u8]>,
+    ) -> Result<(Vec<u32>, Vec<u32>, bool), ClassifyError> {
+        let e = &self.inner;
+        Ok(match pair {
             None => {
                 let (ids, truncated) = e.tokens(text)?;
                 (ids, Vec::new(), truncated)
@@ -386,25 +453,6 @@ impl Classifier {
                 };
                 (ids, types, truncated)
             }
-        };
-        let states = e.session.encode(&ids, &types).map_err(EmbedError::from)?;
-        let dim = e.model.config().n_embd;
-        let head = match e.model.inner.arch.classifier() {
-            Some(Ok(h)) => h,
-            _ => unreachable!("checked in Classifier::new"),
-        };
-        let logits = head.logits(&states[..dim]);
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exps: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
-        let sum: f64 = exps.iter().sum();
-        let scores = exps.iter().map(|&x| (x / sum) as f32).collect();
-        let best = crate::sampler::argmax(&logits) as usize;
-        Ok(Classification {
-            label: head.labels.get(best).cloned(),
-            logits,
-            scores,
-            n_tokens: ids.len(),
-            truncated,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! Decoder embeddings (`--pooling last|mean`, as llama.cpp allows them): the final hidden
 //! states after the output norm, pooled and L2-normalised, against llama-embedding on the
-//! decoder fixtures (`tests/golden/embed-decoder.jsonl`, made by
+//! decoder fixtures (`tests/golden/embeddings/decoders.jsonl`, made by
 //! `scripts/make-decoder-embed-golden.sh`), on every ISA. Both run the same quantized kernels
 //! and an f16 cache; llama-embedding runs the four texts as one batch of four sequences, so its
 //! attention takes ggml's tiled path (f32 sums) where tinyrt, one text at a time, takes the
@@ -16,7 +16,7 @@ use tinyrt_tests::{fixture, workspace_root};
 
 #[test]
 fn decoder_embeddings_match_llama_embedding() {
-    let path = workspace_root().join("tests/golden/embed-decoder.jsonl");
+    let path = workspace_root().join("tests/golden/embeddings/decoders.jsonl");
     let text = std::fs::read_to_string(&path).unwrap();
     let rows: Vec<Value> = text
         .lines()

@@ -47,10 +47,10 @@ pub fn run(args: Args) -> Result<()> {
     let labels = classifier.labels();
     let mut data = Vec::with_capacity(texts.len());
     let mut text_out = String::new();
-    for (i, t) in texts.iter().enumerate() {
-        let c = classifier
-            .classify(t, args.pair.as_deref().map(str::as_bytes))
-            .map_err(bad_input)?;
+    let pair = args.pair.as_deref().map(str::as_bytes);
+    let inputs: Vec<(&[u8], Option<&[u8]>)> = texts.iter().map(|t| (t.as_slice(), pair)).collect();
+    let classified = classifier.classify_batch(&inputs).map_err(bad_input)?;
+    for (i, c) in classified.into_iter().enumerate() {
         if c.truncated {
             eprintln!("warning: input {i} was truncated to {} tokens", c.n_tokens);
         }

@@ -102,10 +102,12 @@ pub fn run(args: Args) -> Result<()> {
     let mut score = None;
     let mut results = Vec::with_capacity(docs.len());
     let mut prompt_tokens = 0usize;
-    for (i, d) in docs.iter().enumerate() {
-        let c = classifier
-            .classify(args.query.as_bytes(), Some(d))
-            .map_err(bad_input)?;
+    let pairs: Vec<(&[u8], Option<&[u8]>)> = docs
+        .iter()
+        .map(|d| (args.query.as_bytes(), Some(d.as_slice())))
+        .collect();
+    let classified = classifier.classify_batch(&pairs).map_err(bad_input)?;
+    for (i, c) in classified.into_iter().enumerate() {
         if c.truncated {
             eprintln!(
                 "warning: the pair of document {i} was truncated to {} tokens",
