@@ -71,6 +71,6 @@ pub use device::{driver_available, CudaDevice, DeviceBuffer};
 pub use graph::DeviceGraph;
 #[cfg(feature = "cuda")]
 pub use launch::{
-    matvec_threads_per_row, AttentionShape, DevicePtrF32, GluActivation, KvElement, RopeKvShape,
-    RopeMode, Q8_1_BLOCK_BYTES,
+    matvec_threads_per_row, AttentionShape, DevicePtrF32, GluActivation, KvElement,
+    PackedAttentionShape, PoolMode, RopeKvShape, RopeMode, Q8_1_BLOCK_BYTES,
 };
