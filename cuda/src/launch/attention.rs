@@ -393,6 +393,7 @@ impl CudaDevice {
     /// attends every row of its own sequence, GQA as [`CudaDevice::attention`]. Whatever `seqs`
     /// holds, the kernel touches only `shape.rows` rows (bad boundaries give wrong rows, never
     /// an access outside the buffers).
+    #[allow(clippy::too_many_arguments)]
     pub fn attention_packed(
         &self,
         q: &impl DevicePtr<f32>,
