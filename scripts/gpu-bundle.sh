@@ -6,7 +6,8 @@
 #   gpu-bundle/nvrtc      cuda/tests/nvrtc.rs      compile + ptxas register report
 #   gpu-bundle/tinyrt     the CLI, when it has a `--device cuda` path
 #   gpu-bundle/fixtures   the q8_0/q4_0 tiny fixtures and their llama.cpp goldens (step 5 of
-#                         gpu-check.sh), so that tests/fixtures need not travel
+#                         gpu-check.sh), so that tests/fixtures need not travel, and the tiny
+#                         BERT/DistilBERT classifiers of models/ (the encoder step)
 # Then run scripts/gpu-check.sh on the GPU machine. Total must stay under 64 MiB.
 # CLI_PROFILE=ci builds the CLI without LTO (faster here; default: release).
 set -euo pipefail
@@ -59,6 +60,10 @@ for f in tests/fixtures/*-q8_0.gguf tests/fixtures/*-q4_0.gguf; do
     g="tests/golden/$(basename "${f%.gguf}").jsonl"
     [ -e "$f" ] && [ -e "$g" ] || continue
     cp "$f" "$g" "$out/fixtures/"
+done
+# The tiny encoder classifiers (9 MB each) for the encoder step, when models/ has them.
+for f in models/bert-tiny-cls-f32.gguf models/distilbert-tiny-cls-f32.gguf; do
+    if [ -e "$f" ]; then cp -L "$f" "$out/fixtures/"; fi
 done
 {
     echo "commit: $(git rev-parse HEAD)$(git diff --quiet || echo ' (dirty)')"

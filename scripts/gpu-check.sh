@@ -147,6 +147,8 @@ fi
 #   b. `--device cuda` against `--device cpu` on `tinyrt synth` models (135M, 270M shapes);
 #   b'. the backend's switches against its defaults (scripts/gpu-modes.py): graph off must be
 #      identical, fusions / int8 prefill / f32 KV within tolerance, device argmax same ids;
+#   b''. encoders (scripts' e2e_encoders): `embed` and `classify` on the *bert* fixtures, CUDA
+#      against CPU;
 #   c. speed on 135M- and TinyLlama-1.1B-shaped Q4_0 synth models: pp and tg, and tg as a
 #      fraction of the roofline (weight bytes read per token / copy bandwidth of step 4), with
 #      tg without the CUDA graph and pp without the int8 tensor-core prefill for comparison.
@@ -182,6 +184,49 @@ e2e_modes() {
     local models=("$FIX/llama-tiny-q4_0.gguf")
     [ -e "$SYNTH/gemma3-270m-q4_0.gguf" ] && models+=("$SYNTH/gemma3-270m-q4_0.gguf")
     python3 scripts/gpu-modes.py --tinyrt "$B/tinyrt" "${models[@]/#/--model=}" --timeout 60
+}
+# Encoders (BERT, DistilBERT) on CUDA against the CPU: `embed` (mean pooling, not normalised)
+# and `classify` logits on the *bert* fixtures gpu-bundle.sh carries, several inputs of
+# different lengths (the erf GELU, LayerNorm with bias, bidirectional attention, pooling).
+e2e_encoders() {
+    local f n=0 bad=0 cmd
+    printf '%s\n' "hello" "the quick brown fox jumps over the lazy dog" \
+        "$(python3 -c 'print(" ".join(["a longer input of many words"] * 40))')" >/tmp/enc-texts.txt
+    for f in "$FIX"/*bert*.gguf; do
+        [ -e "$f" ] || continue
+        for cmd in "embed --pooling mean --normalize none" "classify"; do
+            # shellcheck disable=SC2086
+            "$B/tinyrt" $cmd "$f" -f /tmp/enc-texts.txt --json --device cpu >/tmp/enc-cpu.json 2>/tmp/enc-cpu.err
+            local rc_cpu=$?
+            # shellcheck disable=SC2086
+            "$B/tinyrt" $cmd "$f" -f /tmp/enc-texts.txt --json --device cuda >/tmp/enc-cuda.json 2>/tmp/enc-cuda.err
+            local rc_cuda=$?
+            if [ $rc_cpu -ne 0 ]; then
+                echo "| $(basename "$f") | ${cmd%% *} | CPU run failed ($rc_cpu): $(tail -1 /tmp/enc-cpu.err) |"
+                continue # the CPU path is checked elsewhere; not this step's failure
+            fi
+            n=$((n + 1))
+            if [ $rc_cuda -ne 0 ]; then
+                echo "| $(basename "$f") | ${cmd%% *} | CUDA FAILED ($rc_cuda): $(tail -1 /tmp/enc-cuda.err) |"
+                bad=$((bad + 1))
+                continue
+            fi
+            python3 - "$(basename "$f")" "${cmd%% *}" /tmp/enc-cpu.json /tmp/enc-cuda.json <<'PY' || bad=$((bad + 1))
+import json, sys
+name, what, a, b = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3])), json.load(open(sys.argv[4]))
+key = "embedding" if what == "embed" else "logits"
+worst, scale = 0.0, 0.0
+for x, y in zip(a["data"], b["data"]):
+    for u, v in zip(x[key], y[key]):
+        worst, scale = max(worst, abs(u - v)), max(scale, abs(u))
+ok = len(a["data"]) == len(b["data"]) and worst <= 1e-3 * max(scale, 1.0)
+print(f"| {name} | {what} | max |CUDA - CPU| {worst:.2e} (max |CPU| {scale:.2f}) | {'ok' if ok else 'MISMATCH'} |")
+sys.exit(0 if ok else 1)
+PY
+        done
+    done
+    echo "encoder runs on CUDA differing from the CPU: $bad of $n"
+    [ "$n" -gt 0 ] && [ "$bad" -eq 0 ]
 }
 # tok/s of prompt and generation from generate's stats line (stderr); ENV... (e.g.
 # TINYRT_CUDA_GRAPH=0) set for the run.
@@ -231,6 +276,11 @@ if [ -x "$B/tinyrt" ] && "$B/tinyrt" generate --help 2>&1 | grep -q -- '--device
     step "end to end: CUDA vs llama.cpp goldens (fixtures)" e2e-golden show_all 90 e2e_golden
     step "end to end: CUDA vs CPU (synth 135M, 270M)" e2e-synth show_all 90 e2e_synth
     step "CUDA switches: graph, fusions, int8 prefill, f32 KV, device argmax" e2e-modes show_all 120 e2e_modes
+    if ls "$FIX"/*bert*.gguf >/dev/null 2>&1; then
+        step "encoders: embed + classify, CUDA vs CPU (bert fixtures)" e2e-encoders show_all 90 e2e_encoders
+    else
+        SUMMARY+=("| encoders | skipped: no *bert*.gguf in $FIX | - |")
+    fi
     step "speed: pp/tg and tg vs roofline (synth Q4_0)" speed show_all 150 speed
 else
     SUMMARY+=("| end to end | skipped: no CLI with --device cuda in $B | - |")

@@ -1,6 +1,7 @@
 // attention.cu: causal attention over an f16 (or f32) KV cache, for decode and prefill, with the KV range
 // split across blocks (flash-decoding: partial softmax per split, then a combine pass) and
-// grouped-query attention (query head h reads KV head h / (n_head / n_kv)).
+// grouped-query attention (query head h reads KV head h / (n_head / n_kv)); and the
+// bidirectional attention of packed sequences without a cache (encoders, attention_packed).
 // Prepended by the Rust side: common.cuh, quant.cuh.
 //
 // KV cache layout: [n_ctx][n_kv][head_dim] f16 (the *_f32 kernels: f32), one row per position.
@@ -163,5 +164,80 @@ extern "C" __global__ void attention_combine(const float* __restrict__ part_o, c
         out[at] = acc * inv;
         // A warp's lanes are all in or all out of the loop (head_dim % 32 == 0 here).
         if (out_q8) quantize_q8_1_warp(acc * inv, out_q8 + at / QK8_1);
+    }
+}
+
+// Bidirectional attention of packed sequences, without a cache (encoders): rows
+// seqs[i] .. seqs[i + 1] of q, k and v are sequence i (seqs[0] = 0, seqs[n_seq] = the row
+// count), and each row attends every row of its own sequence and none of the others:
+//   out[t] = softmax(scale * q[t] . K[seq(t)]) . V[seq(t)], per query head, GQA as above.
+// rows is the host's row count: every access stays within rows rows whatever seqs holds (a
+// row whose sequence is then empty gets zeros).
+// q: rows of q_stride floats (head h at h * head_dim), k and v: rows of kv_stride floats (kv
+// head at kvh * head_dim), out: rows of out_stride floats.
+// Grid (ceil(rows / PACKED_WARPS), n_head), PACKED_WARPS warps: warp w of block b takes query
+// row b * PACKED_WARPS + w and walks the keys of its sequence with an online softmax, lanes
+// over the head dimension. The warps of a block take neighbouring rows, which mostly share a
+// sequence, so their K/V reads hit the same cache lines.
+#define PACKED_WARPS 4
+extern "C" __global__ void __launch_bounds__(PACKED_WARPS * WARP_SIZE)
+    attention_packed(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                     const int* __restrict__ seqs, float* __restrict__ out, int n_seq, int rows,
+                     int q_stride, int kv_stride, int out_stride, int n_head, int n_kv, int head_dim,
+                     float scale) {
+    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    const int t = blockIdx.x * PACKED_WARPS + warp, h = blockIdx.y;
+    // Whole warps leave together, and nothing below synchronises the block.
+    if (t >= rows) return;
+    // The sequence holding row t: seqs[lo] <= t < seqs[lo + 1] (empty sequences are skipped,
+    // since their two equal bounds cannot straddle t).
+    int lo = 0, hi = n_seq;
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (seqs[mid] <= t) lo = mid;
+        else hi = mid;
+    }
+    const int start = min(max(seqs[lo], 0), rows);
+    const int end = min(max(seqs[lo + 1], start), rows);
+    const int kvh = h / (n_head / n_kv);
+
+    float qr[ATT_MAX_PER_LANE], o[ATT_MAX_PER_LANE];
+    const float* qh = q + (size_t)t * q_stride + (size_t)h * head_dim;
+#pragma unroll
+    for (int i = 0; i < ATT_MAX_PER_LANE; ++i) {
+        const int e = lane + WARP_SIZE * i;
+        qr[i] = e < head_dim ? qh[e] : 0.0f;
+        o[i] = 0.0f;
+    }
+    float m = NEG_INF, l = 0.0f;
+    for (int p = start; p < end; ++p) {
+        const float* kp = k + (size_t)p * kv_stride + (size_t)kvh * head_dim;
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ATT_MAX_PER_LANE; ++i) {
+            const int e = lane + WARP_SIZE * i;
+            if (e < head_dim) dot += qr[i] * kp[e];
+        }
+        // The scale after the dot product, as the CPU reference applies it.
+        const float s = warp_sum(dot) * scale;
+        const float m_new = fmaxf(m, s);
+        const float corr = expf(m - m_new);
+        const float pexp = expf(s - m_new);
+        l = l * corr + pexp;
+        const float* vp = v + (size_t)p * kv_stride + (size_t)kvh * head_dim;
+#pragma unroll
+        for (int i = 0; i < ATT_MAX_PER_LANE; ++i) {
+            const int e = lane + WARP_SIZE * i;
+            if (e < head_dim) o[i] = o[i] * corr + pexp * vp[e];
+        }
+        m = m_new;
+    }
+    // l >= 1 when the row's own key is in its sequence (the largest weight is exp(0)).
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    float* oh = out + (size_t)t * out_stride + (size_t)h * head_dim;
+#pragma unroll
+    for (int i = 0; i < ATT_MAX_PER_LANE; ++i) {
+        const int e = lane + WARP_SIZE * i;
+        if (e < head_dim) oh[e] = o[i] * inv;
     }
 }

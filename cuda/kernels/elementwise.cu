@@ -1,4 +1,5 @@
-// elementwise.cu: activations, gated units, residual add, embedding lookup, argmax.
+// elementwise.cu: activations, gated units, residual add, embedding lookup, argmax, pooling of
+// packed sequences.
 // Prepended by the Rust side: common.cuh, quant.cuh.
 // All element-wise kernels: one thread per element, any n; outputs may alias inputs.
 
@@ -9,6 +10,12 @@
 extern "C" __global__ void gelu(const float* x, float* out, int n) {
     ELEMENT_INDEX
     out[i] = gelu_f(x[i]);
+}
+// The exact GELU, x/2 (1 + erf(x / sqrt 2)) (Hugging Face's "gelu", which BERT is trained with).
+extern "C" __global__ void gelu_erf(const float* x, float* out, int n) {
+    ELEMENT_INDEX
+    const float v = x[i];
+    out[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
 }
 // SwiGLU: silu(gate) * up.
 extern "C" __global__ void swiglu(const float* gate, const float* up, float* out, int n) {
@@ -111,3 +118,31 @@ GET_ROWS(get_rows_q5_k, FmtQ5_K)
 GET_ROWS(get_rows_q6_k, FmtQ6_K)
 GET_ROWS(get_rows_iq4_nl, FmtIQ4_NL)
 GET_ROWS(get_rows_nf4, FmtNF4)
+
+// Pooling of packed sequences (boundaries as attention_packed's: rows seqs[i] .. seqs[i + 1]
+// of x are sequence i): out row i = the mean (kind 0), the first row (1) or the last row (2)
+// of sequence i; an empty sequence gives zeros. x: rows of x_stride floats, out: rows of
+// out_stride floats, ncols columns of each pooled. The mean sums the rows in order in f32 and
+// divides once, as the CPU backend does. Bounds are clipped to the nrows rows of x, so reads
+// stay within them whatever seqs holds. Grid (ceil(ncols / blockDim.x), n_seq).
+extern "C" __global__ void pool_rows(const float* __restrict__ x, const int* __restrict__ seqs,
+                                     float* __restrict__ out, int nrows, int ncols, int x_stride, int out_stride,
+                                     int kind) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= ncols) return;
+    const int s = blockIdx.y;
+    const int r0 = min(max(seqs[s], 0), nrows);
+    const int r1 = min(max(seqs[s + 1], r0), nrows);
+    float acc = 0.0f;
+    if (r1 > r0) {
+        if (kind == 1) {
+            acc = x[(size_t)r0 * x_stride + c];
+        } else if (kind == 2) {
+            acc = x[(size_t)(r1 - 1) * x_stride + c];
+        } else {
+            for (int r = r0; r < r1; ++r) acc += x[(size_t)r * x_stride + c];
+            acc /= (float)(r1 - r0);
+        }
+    }
+    out[(size_t)s * out_stride + c] = acc;
+}

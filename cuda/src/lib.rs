@@ -34,6 +34,9 @@
 //! [`Kernel::matmul_mmq`]; `TINYRT_CUDA_MMQ=0` or other types: `matmul`, f32 tiles),
 //! `rope_cached`, `kv_store`, `attention` with `ntok > 1`, `swiglu`/`geglu`, `add`.
 //! Either path, by architecture: `layer_norm`, `add_rows` (biases), `scale`, `gelu`, `copy`.
+//! Encoders (BERT), launched at once: `attention_packed` (bidirectional attention of packed
+//! sequences, boundaries in device memory), `pool_rows` (mean / first / last row per
+//! sequence), `gelu_erf`, besides `get_rows`, `layer_norm` (with bias), `matmul`, `add_rows`.
 //!
 //! Not on those paths: `rms_norm_q8_1` and `rope` (angles computed on the device) serve the
 //! GPU tests' hand-built decode layer (`cuda/tests/gpu/graph.rs`) and `gpu_bench`;
@@ -71,6 +74,6 @@ pub use device::{driver_available, CudaDevice, DeviceBuffer};
 pub use graph::DeviceGraph;
 #[cfg(feature = "cuda")]
 pub use launch::{
-    matvec_threads_per_row, AttentionShape, DevicePtrF32, GluActivation, KvElement, RopeKvShape,
-    RopeMode, Q8_1_BLOCK_BYTES,
+    matvec_threads_per_row, AttentionShape, DevicePtrF32, GluActivation, KvElement,
+    PackedAttentionShape, PoolMode, RopeKvShape, RopeMode, Q8_1_BLOCK_BYTES,
 };

@@ -386,4 +386,58 @@ impl CudaDevice {
         ];
         self.launch(kc, (s.n_head, s.ntok, 1), 128, &args)
     }
+
+    /// Bidirectional attention of packed sequences, without a cache (encoders): rows
+    /// `seqs[i]..seqs[i + 1]` of `q`, `k`, `v` are sequence `i` (`seqs`: `n_seq + 1` boundaries
+    /// on the device, `seqs[0] = 0`, the last `shape.rows`, not decreasing), and each row
+    /// attends every row of its own sequence, GQA as [`CudaDevice::attention`]. Whatever `seqs`
+    /// holds, the kernel touches only `shape.rows` rows (bad boundaries give wrong rows, never
+    /// an access outside the buffers).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_packed(
+        &self,
+        q: &impl DevicePtr<f32>,
+        k: &impl DevicePtr<f32>,
+        v: &impl DevicePtr<f32>,
+        seqs: &impl DevicePtr<i32>,
+        out: &mut impl DevicePtrMut<f32>,
+        shape: PackedAttentionShape,
+        scale: f32,
+    ) -> Result<(), CudaError> {
+        let kn = Kernel::AttentionPacked;
+        let s = shape;
+        if s.n_kv == 0 || !s.n_head.is_multiple_of(s.n_kv) || s.head_dim == 0 || s.head_dim > 256 {
+            return Err(bad(kn, format!("unsupported shape {s:?}")));
+        }
+        let (q_row, kv_row) = (s.n_head * s.head_dim, s.n_kv * s.head_dim);
+        if s.q_stride < q_row || s.out_stride < q_row || s.kv_stride < kv_row {
+            return Err(bad(kn, format!("strides shorter than the heads in {s:?}")));
+        }
+        need(kn, "seqs", seqs.len(), s.n_seq + 1)?;
+        if s.rows == 0 {
+            return Ok(());
+        }
+        need(kn, "q", q.len(), (s.rows - 1) * s.q_stride + q_row)?;
+        need(kn, "k", k.len(), (s.rows - 1) * s.kv_stride + kv_row)?;
+        need(kn, "v", v.len(), (s.rows - 1) * s.kv_stride + kv_row)?;
+        need(kn, "out", out.len(), (s.rows - 1) * s.out_stride + q_row)?;
+        let args = [
+            self.ptr(q),
+            self.ptr(k),
+            self.ptr(v),
+            self.ptr(seqs),
+            self.ptr_mut(out),
+            int(kn, "n_seq", s.n_seq)?,
+            int(kn, "rows", s.rows)?,
+            int(kn, "q_stride", s.q_stride)?,
+            int(kn, "kv_stride", s.kv_stride)?,
+            int(kn, "out_stride", s.out_stride)?,
+            int(kn, "n_head", s.n_head)?,
+            int(kn, "n_kv", s.n_kv)?,
+            int(kn, "head_dim", s.head_dim)?,
+            Arg::F32(scale),
+        ];
+        // PACKED_WARPS (4) query rows per block, one per warp.
+        self.launch(kn, (s.rows.div_ceil(4), s.n_head, 1), 128, &args)
+    }
 }

@@ -53,6 +53,16 @@ impl CudaDevice {
         self.unary(Kernel::Gelu, x, out, n)
     }
 
+    /// The exact GELU, `x/2 · (1 + erf(x/√2))` (BERT).
+    pub fn gelu_erf(
+        &self,
+        x: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        self.unary(Kernel::GeluErf, x, out, n)
+    }
+
     /// out = silu(gate) · up.
     pub fn swiglu(
         &self,
@@ -176,6 +186,60 @@ impl CudaDevice {
         self.launch(
             k,
             (ncols.div_ceil(ELEMENT_BLOCK), n_ids, 1),
+            ELEMENT_BLOCK as u32,
+            &args,
+        )
+    }
+
+    /// Row `i` of `out` (rows of `out_stride`) = the pooling of rows `seqs[i]..seqs[i + 1]` of
+    /// `x` (`nrows` rows of `x_stride`), first `ncols` columns: their mean, the first or the
+    /// last row; an empty sequence gives zeros. `seqs`: `n_seq + 1` boundaries on the device
+    /// (as [`CudaDevice::attention_packed`]'s); they are clipped to the `nrows` rows.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pool_rows(
+        &self,
+        x: &impl DevicePtr<f32>,
+        seqs: &impl DevicePtr<i32>,
+        out: &mut impl DevicePtrMut<f32>,
+        mode: PoolMode,
+        n_seq: usize,
+        nrows: usize,
+        ncols: usize,
+        x_stride: usize,
+        out_stride: usize,
+    ) -> Result<(), CudaError> {
+        let k = Kernel::PoolRows;
+        if ncols > x_stride || ncols > out_stride {
+            return Err(bad(
+                k,
+                format!("{ncols} columns of rows of {x_stride} into rows of {out_stride}"),
+            ));
+        }
+        need(k, "seqs", seqs.len(), n_seq + 1)?;
+        if nrows > 0 {
+            need(k, "x", x.len(), (nrows - 1) * x_stride + ncols)?;
+        }
+        if n_seq > 0 {
+            need(k, "out", out.len(), (n_seq - 1) * out_stride + ncols)?;
+        }
+        let kind = match mode {
+            PoolMode::Mean => 0,
+            PoolMode::First => 1,
+            PoolMode::Last => 2,
+        };
+        let args = [
+            self.ptr(x),
+            self.ptr(seqs),
+            self.ptr_mut(out),
+            int(k, "nrows", nrows)?,
+            int(k, "ncols", ncols)?,
+            int(k, "x_stride", x_stride)?,
+            int(k, "out_stride", out_stride)?,
+            Arg::I32(kind),
+        ];
+        self.launch(
+            k,
+            (ncols.div_ceil(ELEMENT_BLOCK), n_seq, 1),
             ELEMENT_BLOCK as u32,
             &args,
         )

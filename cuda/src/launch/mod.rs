@@ -138,6 +138,37 @@ impl AttentionShape {
     }
 }
 
+/// Shapes of one bidirectional attention of packed sequences ([`CudaDevice::attention_packed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackedAttentionShape {
+    /// Rows of the batch: the last sequence boundary.
+    pub rows: usize,
+    /// Sequences in the batch (the boundary buffer holds `n_seq + 1` values).
+    pub n_seq: usize,
+    pub n_head: usize,
+    /// KV heads; must divide `n_head` (grouped-query attention).
+    pub n_kv: usize,
+    /// At most 256.
+    pub head_dim: usize,
+    /// Floats between consecutive rows in `q` (≥ n_head × head_dim).
+    pub q_stride: usize,
+    /// Floats between consecutive rows in `k` and in `v` (≥ n_kv × head_dim).
+    pub kv_stride: usize,
+    /// Floats between consecutive rows in the output (≥ n_head × head_dim).
+    pub out_stride: usize,
+}
+
+/// How [`CudaDevice::pool_rows`] reduces a sequence's rows to one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolMode {
+    /// Their mean (f32 sums in row order, then one division).
+    Mean,
+    /// The first row.
+    First,
+    /// The last row.
+    Last,
+}
+
 fn bad(kernel: Kernel, what: String) -> CudaError {
     CudaError::BadArgument {
         kernel: kernel.name(),

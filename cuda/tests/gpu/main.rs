@@ -8,6 +8,7 @@
 mod attention;
 mod common;
 mod elementwise;
+mod encoder;
 mod graph;
 mod norm_rope;
 mod products;

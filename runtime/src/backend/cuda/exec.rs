@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use tinyrt_cuda::{CudaError, GluActivation, RopeKvShape, RopeMode, WeightType};
+use tinyrt_cuda::{
+    CudaError, GluActivation, PackedAttentionShape, PoolMode, RopeKvShape, RopeMode, WeightType,
+};
 
 use super::plan::{plan, Exec, Op};
 use super::state::{raw_of, DeviceState, KvCache};
 use super::weights::DeviceWeight;
-use crate::backend::{AttnParams, BufId, WeightId};
+use crate::backend::{AttnParams, BufId, PoolKind, WeightId};
 use crate::config::RopeStyle;
 
 /// The captured graph of the last decode step and the ops it was recorded from.
@@ -334,6 +336,50 @@ impl DeviceState {
         self.attend(*layer, *q, *n, p, *out, *max_kv_len, q8)
     }
 
+    /// Bidirectional attention of the packed sequences whose boundaries are on the device.
+    fn exec_attention_packed(&self, op: &Op) -> Result<(), String> {
+        let Op::AttentionPacked {
+            q,
+            k,
+            v,
+            n_seq,
+            n,
+            p,
+            out,
+        } = op
+        else {
+            return Err("exec_attention_packed of another op".into());
+        };
+        if [q, k, v].contains(&out) {
+            return Err("packed attention into one of its inputs".into());
+        }
+        if p.head_dim_k != p.head_dim_v {
+            return Err(format!(
+                "the CUDA attention kernel needs equal K and V head sizes ({} != {})",
+                p.head_dim_k, p.head_dim_v
+            ));
+        }
+        if self.cols(*k) != self.cols(*v) {
+            return Err("K and V rows of different widths".into());
+        }
+        let shape = PackedAttentionShape {
+            rows: *n,
+            n_seq: *n_seq,
+            n_head: p.n_head,
+            n_kv: p.n_head_kv,
+            head_dim: p.head_dim_k,
+            q_stride: self.cols(*q),
+            kv_stride: self.cols(*k),
+            out_stride: self.cols(*out),
+        };
+        let (qv, kv, vv) = (self.rows(*q, *n)?, self.rows(*k, *n)?, self.rows(*v, *n)?);
+        let mut ov = self.rows(*out, *n)?;
+        let sd = self.seqs_raw()?;
+        self.dev()
+            .attention_packed(&qv, &kv, &vv, &sd, &mut ov, shape, p.scale)
+            .map_err(|e| e.to_string())
+    }
+
     fn exec_op(&self, op: &Op, q8_ready: bool) -> Result<(), String> {
         let dev = self.dev();
         let err = |e: CudaError| e.to_string();
@@ -462,6 +508,34 @@ impl DeviceState {
                 let len = n * self.cols(*x);
                 let (a, mut o) = (self.view(*x, 0, len)?, self.view(*x, 0, len)?);
                 dev.gelu(&a, &mut o, len).map_err(err)
+            }
+            Op::GeluErf { x, n } => {
+                let len = n * self.cols(*x);
+                let (a, mut o) = (self.view(*x, 0, len)?, self.view(*x, 0, len)?);
+                dev.gelu_erf(&a, &mut o, len).map_err(err)
+            }
+            Op::AttentionPacked { .. } => self.exec_attention_packed(op),
+            Op::Pool {
+                x,
+                n_seq,
+                rows,
+                kind,
+                out,
+            } => {
+                if x == out {
+                    return Err("pooling into its own input".into());
+                }
+                let (xc, oc) = (self.cols(*x), self.cols(*out));
+                let xv = self.rows(*x, *rows)?;
+                let mut ov = self.rows(*out, *n_seq)?;
+                let mode = match kind {
+                    PoolKind::Mean => PoolMode::Mean,
+                    PoolKind::First => PoolMode::First,
+                    PoolKind::Last => PoolMode::Last,
+                };
+                let sd = self.seqs_raw()?;
+                dev.pool_rows(&xv, &sd, &mut ov, mode, *n_seq, *rows, xc, xc, oc)
+                    .map_err(err)
             }
             Op::CopyCols {
                 src,

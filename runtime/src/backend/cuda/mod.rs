@@ -30,6 +30,8 @@
 mod exec;
 mod plan;
 mod state;
+#[cfg(test)]
+mod tests;
 mod weights;
 
 pub use weights::{
@@ -80,7 +82,9 @@ impl CudaBackend {
             return;
         }
         let r = (|| {
-            let single = op.n() == 1;
+            // The packed encoder ops read the sequence boundaries written for them just
+            // before: they run now, never recorded.
+            let single = op.n() == 1 && !matches!(op, Op::AttentionPacked { .. } | Op::Pool { .. });
             // A second embed or another position range cannot share the device-side ids and
             // positions with the ops already recorded: run those first.
             let clash = matches!(op, Op::Embed { .. }) && self.rec.ops_embed
@@ -284,10 +288,16 @@ impl Backend for CudaBackend {
         out: BufId,
     ) {
         if !p.causal {
-            self.error.get_or_insert_with(|| {
-                "bidirectional (encoder) attention is not on CUDA yet".into()
-            });
-            return;
+            // An encoder's sequence in one call from position 0 sees exactly its own rows: the
+            // packed attention of one sequence (the cache is not written; nothing reads it).
+            if pos0 != 0 {
+                self.error.get_or_insert_with(|| {
+                    "bidirectional attention after position 0 is not on CUDA".into()
+                });
+                return;
+            }
+            let rows = u32::try_from(n).unwrap_or(u32::MAX);
+            return self.attention_packed(q, k, v, &[0, rows], p, out);
         }
         let n_ctx = self.st.kv_spec.map_or(pos0 + n, |s| s.n_ctx);
         let max_kv_len = (pos0 + n)
@@ -338,25 +348,54 @@ impl Backend for CudaBackend {
 
     fn attention_packed(
         &mut self,
-        _q: BufId,
-        _k: BufId,
-        _v: BufId,
-        _seqs: &[u32],
-        _p: &AttnParams,
-        _out: BufId,
+        q: BufId,
+        k: BufId,
+        v: BufId,
+        seqs: &[u32],
+        p: &AttnParams,
+        out: BufId,
     ) {
-        self.error
-            .get_or_insert_with(|| "bidirectional (encoder) attention is not on CUDA yet".into());
+        if self.error.is_some() {
+            return;
+        }
+        match self.st.write_seqs(seqs) {
+            Ok(n_seq) => self.submit(
+                Op::AttentionPacked {
+                    q,
+                    k,
+                    v,
+                    n_seq,
+                    n: seqs.last().map_or(0, |&n| n as usize),
+                    p: *p,
+                    out,
+                },
+                0,
+            ),
+            Err(e) => self.error = Some(e),
+        }
     }
 
-    fn pool(&mut self, _x: BufId, _seqs: &[u32], _kind: PoolKind, _out: BufId) {
-        self.error
-            .get_or_insert_with(|| "pooling (encoders) is not on CUDA yet".into());
+    fn pool(&mut self, x: BufId, seqs: &[u32], kind: PoolKind, out: BufId) {
+        if self.error.is_some() {
+            return;
+        }
+        match self.st.write_seqs(seqs) {
+            Ok(n_seq) => self.submit(
+                Op::Pool {
+                    x,
+                    n_seq,
+                    rows: seqs.last().map_or(0, |&n| n as usize),
+                    kind,
+                    out,
+                },
+                0,
+            ),
+            Err(e) => self.error = Some(e),
+        }
     }
 
-    fn gelu_erf(&mut self, _x: BufId, _n: usize) {
-        self.error
-            .get_or_insert_with(|| "the erf GELU (encoders) is not on CUDA yet".into());
+    fn gelu_erf(&mut self, x: BufId, n: usize) {
+        self.submit(Op::GeluErf { x, n }, 0);
     }
 
     fn copy_cols(

@@ -3,7 +3,7 @@
 
 use tinyrt_cuda::GluActivation;
 
-use crate::backend::{AttnParams, BufId, WeightId};
+use crate::backend::{AttnParams, BufId, PoolKind, WeightId};
 
 /// One recorded operation of a decode step: buffer and weight handles and shapes, never a
 /// position or a token id (those live in device memory), so the same step replays as a graph.
@@ -86,6 +86,31 @@ pub(super) enum Op {
         x: BufId,
         n: usize,
     },
+    GeluErf {
+        x: BufId,
+        n: usize,
+    },
+    /// Bidirectional attention of `n_seq` packed sequences of `n` rows in all, their
+    /// boundaries in the device's sequence buffer (`DeviceState::write_seqs`). Never recorded:
+    /// it runs when submitted, before the boundaries can change.
+    AttentionPacked {
+        q: BufId,
+        k: BufId,
+        v: BufId,
+        n_seq: usize,
+        n: usize,
+        p: AttnParams,
+        out: BufId,
+    },
+    /// `out` row i = the pooling of sequence i of the `rows` rows of `x` (boundaries as
+    /// `AttentionPacked`'s; never recorded either).
+    Pool {
+        x: BufId,
+        n_seq: usize,
+        rows: usize,
+        kind: PoolKind,
+        out: BufId,
+    },
     CopyCols {
         src: BufId,
         src_col: usize,
@@ -123,7 +148,10 @@ impl Op {
             | Op::Attention { n, .. }
             | Op::Glu { n, .. }
             | Op::Gelu { n, .. }
+            | Op::GeluErf { n, .. }
+            | Op::AttentionPacked { n, .. }
             | Op::CopyCols { n, .. } => n,
+            Op::Pool { n_seq, .. } => n_seq,
             Op::CopyRow { .. } | Op::Argmax { .. } => 1,
         }
     }
@@ -185,10 +213,14 @@ fn touches(op: &Op, b: BufId) -> bool {
         | Op::AddBias { x, .. }
         | Op::Scale { x, .. }
         | Op::Rope { x, .. }
-        | Op::Gelu { x, .. } => *x == b,
+        | Op::Gelu { x, .. }
+        | Op::GeluErf { x, .. } => *x == b,
         Op::Matmul { x, outs, .. } => *x == b || outs.iter().any(|(_, o)| *o == b),
         Op::Add { dst, src, .. } => *dst == b || *src == b,
-        Op::Attention { q, k, v, out, .. } => [*q, *k, *v, *out].contains(&b),
+        Op::Attention { q, k, v, out, .. } | Op::AttentionPacked { q, k, v, out, .. } => {
+            [*q, *k, *v, *out].contains(&b)
+        }
+        Op::Pool { x, out, .. } => *x == b || *out == b,
         Op::Glu { gate, up, .. } => *gate == b || *up == b,
         Op::CopyCols { src, dst, .. } | Op::CopyRow { src, dst, .. } => *src == b || *dst == b,
         Op::Argmax { buf, .. } => *buf == b,

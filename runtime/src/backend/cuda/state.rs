@@ -107,6 +107,9 @@ pub(super) struct DeviceState {
     /// Positions `pos0..pos0+n` of the current pass, and which ones they are.
     pub(super) pos: Option<DeviceBuffer<i32>>,
     pub(super) pos_written: Option<(usize, usize)>,
+    /// Sequence boundaries of the packed encoder ops, and the host copy last written.
+    pub(super) seqs: Option<DeviceBuffer<i32>>,
+    pub(super) seqs_written: Vec<u32>,
     pub(super) attn_scratch: Option<DeviceBuffer<f32>>,
     pub(super) argmax_out: Option<DeviceBuffer<i32>>,
     pub(super) rope_tables: Vec<RopeTable>,
@@ -192,6 +195,8 @@ impl DeviceState {
             ids: None,
             pos: None,
             pos_written: None,
+            seqs: None,
+            seqs_written: Vec::new(),
             attn_scratch: None,
             argmax_out: None,
             rope_tables: Vec::new(),
@@ -267,6 +272,35 @@ impl DeviceState {
         dev.write(&host, pos).map_err(|e| e.to_string())?;
         self.pos_written = Some((pos0, n));
         Ok(())
+    }
+
+    /// Write the sequence boundaries of a packed op to the device unless they are there
+    /// already; returns the number of sequences. The boundaries start at 0 and never decrease.
+    pub(super) fn write_seqs(&mut self, seqs: &[u32]) -> Result<usize, String> {
+        if seqs.first().is_some_and(|&s| s != 0) || seqs.windows(2).any(|w| w[0] > w[1]) {
+            return Err(format!(
+                "packed sequence boundaries must start at 0 and not decrease: {seqs:?}"
+            ));
+        }
+        let n_seq = seqs.len().saturating_sub(1);
+        if self.seqs_written == seqs {
+            return Ok(n_seq);
+        }
+        let host: Vec<i32> = seqs
+            .iter()
+            .map(|&s| i32::try_from(s).map_err(|_| format!("sequence boundary {s} too large")))
+            .collect::<Result<_, _>>()?;
+        let dev = Arc::clone(&self.w.dev);
+        Self::grow(&dev, &mut self.seqs, host.len(), &mut self.alloc_gen)?;
+        let buf = self.seqs.as_mut().ok_or("no sequence buffer")?;
+        dev.write(&host, buf).map_err(|e| e.to_string())?;
+        self.seqs_written = seqs.to_vec();
+        Ok(n_seq)
+    }
+
+    pub(super) fn seqs_raw(&self) -> Result<Raw, String> {
+        let seqs = self.seqs.as_ref().ok_or("no sequence buffer")?;
+        Ok(raw_of(self.dev(), seqs))
     }
 
     /// The index of the device RoPE table for `p` holding at least `n_pos` positions.
