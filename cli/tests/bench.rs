@@ -139,3 +139,42 @@ fn bench_json_reports_ttft_context_and_bandwidth() {
         "{per_token} of {file_bytes}"
     );
 }
+
+/// The embeddings mode on an encoder: one row per batch size, the same texts and tokens in
+/// each, positive speeds; `--texts` counts the file's lines; and a zero batch is refused.
+#[test]
+fn bench_embeddings_mode_reports_each_batch_size() {
+    let Some(path) = model("all-MiniLM-L6-v2-q8_0.gguf") else {
+        return;
+    };
+    let dir = tinyrt_tests::TempDir::new("bench-embed");
+    let texts = dir.path().join("texts.txt");
+    std::fs::write(&texts, "hello world\nthe cat sat on the mat\nok\n").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["bench", path.to_str().unwrap(), "-r", "1", "--json"];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_tinyrt"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--embed-batches", "1,2", "--texts", texts.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["embed"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, batch) in rows.iter().zip([1, 2]) {
+        assert_eq!(row["batch"], batch);
+        assert_eq!(row["texts"], 3);
+        // [CLS] hello world [SEP], [CLS] the cat sat on the mat [SEP], [CLS] ok [SEP].
+        assert_eq!(row["tokens"], 4 + 8 + 3);
+        assert!(row["sentences_per_s"]["median"].as_f64().unwrap() > 0.0);
+    }
+    let o = run(&["--embed-batches", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+}

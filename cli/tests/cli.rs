@@ -175,6 +175,32 @@ fn info_json_matches_the_oracle_on_smollm2() {
     assert_eq!(info["tensor_count"], 272);
 }
 
+/// An encoder's info: bidirectional attention, its pooling, and a classifier's outputs and
+/// labels (as the oracle folder's config.json names them: negative, neutral, positive).
+#[test]
+fn info_shows_an_encoder_s_attention_pooling_and_labels() {
+    let Some(path) = model("distilbert-tiny-cls-f32.gguf") else {
+        return;
+    };
+    let o = tinyrt(&["info", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("bidirectional (encoder)"), "{text}");
+    assert!(
+        text.contains("3 outputs: negative, neutral, positive"),
+        "{text}"
+    );
+    let o = tinyrt(&["info", "--json", path.to_str().unwrap()]);
+    let info: Json = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["classifier_outputs"], 3);
+    assert_eq!(info["attention.causal"], false);
+    if let Some(minilm) = model("all-MiniLM-L6-v2-q8_0.gguf") {
+        let o = tinyrt(&["info", minilm.to_str().unwrap()]);
+        let text = String::from_utf8(o.stdout).unwrap();
+        assert!(text.contains("pooling         mean"), "{text}");
+    }
+}
+
 #[test]
 fn info_json_matches_the_oracle_on_gemma3() {
     let Some(path) = model(GEMMA3) else { return };

@@ -70,6 +70,13 @@ pub fn summarize(file: &GgufFile) -> Map<String, Json> {
         }
     }
 
+    // A sequence-classification head (encoders): its output count.
+    if let Some(t) = file.tensor_info("cls.output.weight") {
+        if let Some(&n) = t.shape.get(1) {
+            m.insert("classifier_outputs".into(), n.into());
+        }
+    }
+
     let shape = arch.map(|a| Shape::read(md, a)).unwrap_or_default();
     if let Some(head_dim) = shape.head_dim {
         m.insert("head_dim".into(), head_dim.into());
@@ -222,6 +229,21 @@ fn render_text(path: &std::path::Path, m: &Map<String, Json>) -> String {
                 _ => "unknown",
             }
             .to_string()
+        }),
+    );
+    push(
+        "classifier",
+        m.get("classifier_outputs").and_then(Json::as_u64).map(|n| {
+            let labels: Vec<&str> = m
+                .get("classifier.output_labels")
+                .and_then(Json::as_array)
+                .map(|l| l.iter().filter_map(Json::as_str).collect())
+                .unwrap_or_default();
+            if labels.is_empty() {
+                format!("{n} outputs")
+            } else {
+                format!("{n} outputs: {}", labels.join(", "))
+            }
         }),
     );
     let rope: Vec<String> = [
