@@ -202,11 +202,11 @@ impl Model {
         #[cfg(not(feature = "cuda"))]
         let cpu_requant = opts.requant;
         // Encoders run their block matrices on the float GEMM with f32 activations, packed at
-        // load (f32 as f32; f16 and block-quantized ones as f16): their matrices are small (a
-        // 22M model is 44 MB in f16), and the 8-bit activations the quantized dot products take
+        // load (as f32 when small, `CpuWeights::with_panels`): their matrices are small (a 22M
+        // model is 42 MB in f32), and the 8-bit activations the quantized dot products take
         // cost accuracy that embeddings and classifier logits keep (all-MiniLM-L6-v2 q8_0: max
-        // |Δ| 1.3e-2 from the true model with 8-bit activations, llama.cpp's way; 5.0e-3 in
-        // f16). The embedding tables are only looked up and stay as stored.
+        // |Δ| 1.3e-2 from the true model with 8-bit activations, llama.cpp's way). The
+        // embedding tables are only looked up and stay as stored.
         let encoder = arch.is_encoder();
         let cpu_weights = if encoder && cpu_requant.is_none() {
             CpuWeights::with_panels(table, isa, &|e| e.name.starts_with("blk."))?

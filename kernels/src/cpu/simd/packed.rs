@@ -4,7 +4,7 @@
 //! each of `LANES` keys, and four queries share every key and value load.
 
 use super::F32Vec;
-use crate::cpu::attention::packed::{softmax_weights, PackedJob};
+use crate::cpu::attention::packed::PackedJob;
 
 /// Queries computed together.
 const QB: usize = 4;
@@ -48,16 +48,25 @@ pub(crate) unsafe fn attend_packed<V: F32Vec>(v: V, job: &PackedJob, out: &mut [
         }
         let mut inv = [v.zero(); QB];
         for (i, w) in inv.iter_mut().enumerate().take(nq) {
-            *w = v.splat(softmax_weights(&mut p[i * np..i * np + n]));
+            *w = v.splat(softmax_v(v, &mut p[i * np..(i + 1) * np], n));
         }
         // Outputs: one FMA chain per (query, dimension) over the keys, in order.
+        let stride = job.n_kv_heads * hd;
+        let base = job.kv_offset(0);
+        assert!(base + (n - 1) * stride + hd <= job.v.len());
         for d in (0..hd).step_by(lanes) {
             let mut acc = [v.zero(); QB];
+            let full = d + lanes <= hd;
             for j in 0..n {
-                let off = job.kv_offset(j);
-                // SAFETY: d < hd, so `d` is inside the key's row of `hd` values (`load` zeroes
-                // the lanes past its end).
-                let vv = unsafe { v.load(&job.v[off..off + hd], d) };
+                let off = base + j * stride;
+                let vv = if full {
+                    // SAFETY: off + d + lanes <= off + hd <= v.len() (asserted above).
+                    unsafe { v.loadu(job.v.as_ptr().add(off + d)) }
+                } else {
+                    // SAFETY: d < hd, so `d` is inside the key's row of `hd` values (`load`
+                    // zeroes the lanes past its end).
+                    unsafe { v.load(&job.v[off..off + hd], d) }
+                };
                 for (i, a) in acc.iter_mut().enumerate() {
                     *a = v.fmadd(v.splat(p[i * np + j]), vv, *a);
                 }
@@ -69,4 +78,25 @@ pub(crate) unsafe fn attend_packed<V: F32Vec>(v: V, job: &PackedJob, out: &mut [
             }
         }
     }
+}
+
+/// `packed::softmax_weights` of the first `n` scores of `s` (`s.len()` a multiple of `LANES`),
+/// with the exponentials in vectors: `exp_ggml` has `scalar::expf_ggml_v`'s bits, and the sum
+/// is taken in key order as there.
+#[inline(always)]
+fn softmax_v<V: F32Vec>(v: V, s: &mut [f32], n: usize) -> f32 {
+    let m = s[..n].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mv = v.splat(m);
+    for j in (0..s.len()).step_by(V::LANES) {
+        // SAFETY: j + LANES <= s.len() (a multiple of LANES).
+        unsafe {
+            let x = v.loadu(s.as_ptr().add(j));
+            v.storeu(s.as_mut_ptr().add(j), v.exp_ggml(v.sub(x, mv)));
+        }
+    }
+    let mut sum = 0.0f32;
+    for &x in &s[..n] {
+        sum += x;
+    }
+    sum
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::super::requant::{requant_matrices, RequantReport};
 use super::super::{WeightEntry, WeightId, WeightTable};
-use crate::kernels::cpu::fgemm::FloatPanels;
+use crate::kernels::cpu::fgemm::{FloatPanels, FPANEL};
 use crate::kernels::cpu::pool::ThreadPool;
 use crate::kernels::cpu::{Isa, Kernels};
 use crate::kernels::quant::{self, GgmlType, QuantFormat};
@@ -44,6 +44,10 @@ pub struct CpuWeights {
     panels: Vec<Option<FloatPanels>>,
     report: Option<RequantReport>,
 }
+
+/// Packed encoder matrices up to this size are all held as f32 (see
+/// [`CpuWeights::with_panels`]): all-MiniLM-L6-v2's are 42 MB, DistilBERT's 170 MB.
+pub const F32_PANEL_BYTES: usize = 256 << 20;
 
 /// A matrix converted at load: its format and bytes.
 type OwnedMatrix = (QuantFormat, Vec<u8>);
@@ -133,9 +137,11 @@ impl CpuWeights {
     }
 
     /// [`CpuWeights::new`], with the matrices `admit` accepts packed for the float GEMM (f32
-    /// activations, one FMA chain per output): f32 matrices as f32, f16 ones as f16, and
-    /// block-quantized ones dequantized and rounded to f16 (half the memory of f32). For
-    /// encoders, whose accuracy target the 8-bit activations of the quantized products miss.
+    /// activations, one FMA chain per output), for encoders, whose accuracy target the 8-bit
+    /// activations of the quantized products miss. Up to [`F32_PANEL_BYTES`] of packed
+    /// matrices every one is dequantized exactly to f32 (the f16 panels' widening costs 15% of
+    /// the GEMM's speed: `benches/examples/fgemm_speed.rs`); above, f32 matrices stay f32 and
+    /// the others are held as f16 (half the memory; block-quantized ones rounded to f16).
     pub fn with_panels(
         table: Arc<WeightTable>,
         isa: Isa,
@@ -145,6 +151,12 @@ impl CpuWeights {
         let base = Self::with_conversion(Arc::clone(&table), isa, None, &pool, &|_| false)?;
         let mut w = Arc::into_inner(base).expect("not shared yet");
         let entries = table.entries();
+        let f32_bytes: usize = entries
+            .iter()
+            .filter(|e| e.rows() > 1 && admit(e))
+            .map(|e| e.rows().next_multiple_of(FPANEL) * e.cols() * 4)
+            .sum();
+        let all_f32 = f32_bytes <= F32_PANEL_BYTES;
         let packed: Vec<Option<FloatPanels>> = {
             let pack = |i: usize| -> Option<FloatPanels> {
                 let e = &entries[i];
@@ -153,7 +165,7 @@ impl CpuWeights {
                 }
                 let data = table.data(WeightId(i as u32));
                 let rb = data.len() / e.rows();
-                let f16 = e.ty != GgmlType::F32;
+                let f16 = !all_f32 && e.ty != GgmlType::F32;
                 Some(FloatPanels::pack(e.rows(), e.cols(), f16, |r, buf| {
                     dequantize_row(e.ty, &data[r * rb..(r + 1) * rb], buf)
                 }))
