@@ -282,6 +282,15 @@ impl Model {
             .map(|x| x.vector)
             .collect())
     }
+
+    /// The classification of each of `texts` by the model's head (see [`Classifier`] for
+    /// pairs and a maximum length).
+    pub fn classify(&self, texts: &[&str]) -> Result<Vec<Classification>, ClassifyError> {
+        let mut c = Classifier::new(self, None)?;
+        let inputs: Vec<(&[u8], Option<&[u8]>)> =
+            texts.iter().map(|t| (t.as_bytes(), None)).collect();
+        c.classify_batch(&inputs)
+    }
 }
 
 /// One input's classification.

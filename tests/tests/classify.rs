@@ -143,3 +143,44 @@ fn pairs_over_the_maximum_length_are_cut_longest_first() {
     ));
     assert_eq!(tiny.classify(b"a", None).unwrap().n_tokens, 2);
 }
+
+/// Singles and pairs packed into one pass give each input's logits alone, bit for bit, and
+/// `Model::classify` gives the singles' (the Hugging Face comparison is above).
+#[test]
+fn packed_classification_equals_one_by_one() {
+    let Some(path) = model("distilbert-tiny-cls-f32.gguf") else {
+        return;
+    };
+    let rows = reference("distilbert-tiny-cls");
+    let m = Model::load(&path, LoadOptions::default()).unwrap();
+    let mut c = Classifier::new(&m, None).unwrap();
+    let inputs: Vec<(&[u8], Option<&[u8]>)> = rows
+        .iter()
+        .map(|r| match r["kind"].as_str().unwrap() {
+            "single" => (r["text"].as_str().unwrap().as_bytes(), None),
+            _ => (
+                r["query"].as_str().unwrap().as_bytes(),
+                Some(r["document"].as_str().unwrap().as_bytes()),
+            ),
+        })
+        .collect();
+    let packed = c.classify_batch(&inputs).unwrap();
+    assert_eq!(packed.len(), inputs.len());
+    for (&(text, pair), got) in inputs.iter().zip(&packed) {
+        let alone = c.classify(text, pair).unwrap();
+        assert_eq!(alone, *got);
+    }
+    let singles: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["kind"] == "single")
+        .map(|r| r["text"].as_str().unwrap())
+        .collect();
+    let lib = m.classify(&singles).unwrap();
+    let from_packed: Vec<_> = inputs
+        .iter()
+        .zip(&packed)
+        .filter(|((_, pair), _)| pair.is_none())
+        .map(|(_, g)| g.clone())
+        .collect();
+    assert_eq!(lib, from_packed);
+}
