@@ -40,6 +40,7 @@
 
 pub use tinyrt_kernels as kernels;
 
+pub mod adapters;
 pub mod arch;
 pub mod backend;
 pub mod chat;

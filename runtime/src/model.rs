@@ -238,6 +238,15 @@ impl Model {
         })
     }
 
+    /// Reads a LoRA adapter for this model (llama.cpp's GGUF form), once; sessions pick it
+    /// with [`crate::Session::set_adapters`].
+    pub fn load_adapter(
+        &self,
+        path: impl AsRef<Path>,
+    ) -> Result<Arc<crate::adapters::LoraAdapter>, crate::adapters::AdapterError> {
+        crate::adapters::LoraAdapter::from_gguf(path.as_ref(), &self.inner.file).map(Arc::new)
+    }
+
     pub fn config(&self) -> &ModelConfig {
         &self.inner.config
     }

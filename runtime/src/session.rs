@@ -28,6 +28,8 @@ pub enum SessionError {
     EmptyPrompt,
     #[error("backend: {0}")]
     Backend(String),
+    #[error("{0}")]
+    Adapter(String),
     #[error("this model is an encoder: it has no next-token logits (use tinyrt embed)")]
     Encoder,
     #[error("this model is not an encoder (no pooled embeddings)")]
@@ -172,6 +174,48 @@ impl Session {
     pub fn reset(&mut self) {
         self.tokens.clear();
         self.logits.clear();
+    }
+
+    /// The LoRA adapters of every later forward pass, with their user scales (empty: the base
+    /// alone), replacing the previous set; the base weights are untouched and shared. The
+    /// cache was computed with the old set, so the session starts over. Adapters come from
+    /// [`Model::load_adapter`] of this model.
+    pub fn set_adapters(
+        &mut self,
+        adapters: &[(std::sync::Arc<crate::adapters::LoraAdapter>, f32)],
+    ) -> Result<(), SessionError> {
+        let table = self.model.inner.cpu_weights.table();
+        let mut terms = Vec::new();
+        for (adapter, user_scale) in adapters {
+            if !user_scale.is_finite() {
+                return Err(SessionError::Adapter(format!(
+                    "{}: scale {user_scale} is not a number",
+                    adapter.path.display()
+                )));
+            }
+            for (i, p) in adapter.pairs.iter().enumerate() {
+                let Some(weight) = table.id_of(&p.target) else {
+                    return Err(SessionError::Adapter(format!(
+                        "{}: {} is not a matrix this model multiplies",
+                        adapter.path.display(),
+                        p.target
+                    )));
+                };
+                terms.push(crate::backend::LoraTerm {
+                    weight,
+                    adapter: std::sync::Arc::clone(adapter),
+                    pair: i,
+                    scale: adapter.scale(p, *user_scale),
+                });
+            }
+        }
+        self.reset();
+        self.backend.set_lora(&terms);
+        if let Some(e) = self.backend.take_error() {
+            self.backend.set_lora(&[]);
+            return Err(SessionError::Backend(e));
+        }
+        Ok(())
     }
 
     fn check(&self, tokens: &[u32]) -> Result<(), SessionError> {

@@ -240,6 +240,10 @@ impl Backend for DumpBackend {
         self.dump("pool", out, seqs.len().saturating_sub(1));
     }
 
+    fn set_lora(&mut self, terms: &[super::LoraTerm]) {
+        self.inner.set_lora(terms);
+    }
+
     fn gelu_erf(&mut self, x: BufId, n: usize) {
         self.inner.gelu_erf(x, n);
         self.dump("gelu_erf", x, n);

@@ -30,6 +30,16 @@ pub struct WeightId(pub(crate) u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BufId(pub(crate) u32);
 
+/// One LoRA term of a session: `matmul` outputs for `weight` get `scale · B·(A·x)` added, with
+/// `A`, `B` pair `pair` of `adapter`.
+#[derive(Clone, Debug)]
+pub struct LoraTerm {
+    pub weight: WeightId,
+    pub adapter: std::sync::Arc<crate::adapters::LoraAdapter>,
+    pub pair: usize,
+    pub scale: f32,
+}
+
 /// How [`Backend::pool`] reduces a sequence's rows to one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
@@ -130,6 +140,11 @@ pub trait Backend: Send {
 
     /// A zeroed `rows × cols` activation buffer.
     fn alloc(&mut self, rows: usize, cols: usize) -> BufId;
+
+    /// The LoRA terms every later `matmul` adds (replacing the previous set; empty: none).
+    /// Backends without adapters report an error through [`Backend::take_error`] for a
+    /// non-empty set.
+    fn set_lora(&mut self, terms: &[LoraTerm]);
 
     /// Allocate the KV cache (once per session, before any `attention`).
     fn alloc_kv_cache(&mut self, spec: &KvCacheSpec);

@@ -159,6 +159,14 @@ impl WeightTable {
         &self.entries[id.0 as usize]
     }
 
+    /// The handle of the registered tensor `name`.
+    pub fn id_of(&self, name: &str) -> Option<WeightId> {
+        self.entries
+            .iter()
+            .position(|e| e.name == name)
+            .map(|i| WeightId(i as u32))
+    }
+
     pub fn entries(&self) -> &[WeightEntry] {
         &self.entries
     }

@@ -12,7 +12,7 @@ pub use weights::{CpuError, CpuWeights};
 
 use std::sync::Arc;
 
-use super::{AttnParams, Backend, BufId, PoolKind, RopeParams, WeightId};
+use super::{AttnParams, Backend, BufId, LoraTerm, PoolKind, RopeParams, WeightId};
 use crate::kernels::cpu::fgemm::FloatPanels;
 use crate::kernels::cpu::matmul::{MatmulJob, QMatrix, QuantizedActs};
 use crate::kernels::cpu::ops::{self, par_rows_mut, KvView, RopeCache};
@@ -65,6 +65,8 @@ pub struct CpuBackend {
     positions: Vec<usize>,
     tmp: Vec<f32>,
     act_types: Vec<GgmlType>,
+    /// The session's LoRA terms (`Backend::set_lora`).
+    lora: Vec<LoraTerm>,
 }
 
 impl CpuBackend {
@@ -86,6 +88,104 @@ impl CpuBackend {
             positions: Vec::new(),
             tmp: Vec::new(),
             act_types: Vec::new(),
+            lora: Vec::new(),
+        }
+    }
+
+    /// The base products of `Backend::matmul` (no adapters).
+    fn matmul_base(&mut self, x: BufId, outs: &[(WeightId, BufId)], n: usize) {
+        let w = Arc::clone(&self.w);
+        let (packed, rest): (Vec<_>, Vec<_>) =
+            outs.iter().partition(|&&(wid, _)| w.panels(wid).is_some());
+        if !packed.is_empty() {
+            self.matmul_packed(&w, x, &packed, n);
+            if rest.is_empty() {
+                return;
+            }
+        }
+        let outs = &rest[..];
+        let kernels = self.kernels;
+        // Convert the input once per activation type and share it across the products.
+        let mut done = std::mem::take(&mut self.act_types);
+        done.clear();
+        let mut mats = Vec::with_capacity(outs.len());
+        for &(wid, out) in outs {
+            let e = w.table.entry(wid);
+            let (ty, data) = w.matrix(wid);
+            let m = QMatrix {
+                ty,
+                data,
+                rows: e.rows(),
+                cols: e.cols(),
+            };
+            let Some(act) = kernels.act_type(ty) else {
+                panic!("{}: no {ty} kernel (checked at load)", e.name);
+            };
+            let slot = match done.iter().position(|&t| t == act) {
+                Some(i) => i,
+                None => {
+                    done.push(act);
+                    if self.acts.len() < done.len() {
+                        self.acts.push(QuantizedActs::new());
+                    }
+                    let i = done.len() - 1;
+                    let xb = &self.bufs[x.0 as usize];
+                    let acts = &mut self.acts[i];
+                    let pool = Some(&*self.pool);
+                    if let Err(err) =
+                        kernels.quantize_acts_on(pool, act, xb.rows(n), n, xb.cols, acts)
+                    {
+                        panic!("quantize activations for {}: {err}", e.name);
+                    }
+                    i
+                }
+            };
+            mats.push((m, slot, out.0 as usize));
+        }
+        self.act_types = done;
+        // The output buffers, distinct from each other and from the input (model code), as
+        // disjoint borrows of `bufs`.
+        let mut dsts: Vec<Option<&mut Buf>> = (0..outs.len()).map(|_| None).collect();
+        for (i, b) in self.bufs.iter_mut().enumerate() {
+            if let Some(k) = mats.iter().position(|&(_, _, o)| o == i) {
+                dsts[k] = Some(b);
+            }
+        }
+        let mut jobs = Vec::with_capacity(outs.len());
+        for ((m, slot, _), dst) in mats.iter().zip(dsts) {
+            let dst = dst.expect("matmul outputs are distinct buffers");
+            jobs.push(MatmulJob {
+                w: m,
+                acts: &self.acts[*slot],
+                out: &mut dst.data[..n * m.rows],
+            });
+        }
+        if let Err(err) = kernels.matmul_q_group(&self.pool, &mut jobs) {
+            let names: Vec<&str> = outs
+                .iter()
+                .map(|&(wid, _)| w.table.entry(wid).name.as_str())
+                .collect();
+            panic!("matmul {}: {err}", names.join(", "));
+        }
+    }
+
+    /// Adds the LoRA terms of the weights of `outs` to their outputs: `out += s · B·(A·x)`,
+    /// the adapters in their order (llama.cpp's: the product scaled, then added).
+    fn apply_lora(&mut self, x: BufId, outs: &[(WeightId, BufId)], n: usize) {
+        for &(wid, out) in outs {
+            for term in self.lora.iter().filter(|t| t.weight == wid) {
+                let p = &term.adapter.pairs[term.pair];
+                let xb = &self.bufs[x.0 as usize];
+                let mut t = vec![0.0f32; n * p.rank];
+                self.kernels
+                    .matmul_panels(&self.pool, &p.a, xb.rows(n), n, &mut t);
+                let mut u = vec![0.0f32; n * p.n_out];
+                self.kernels.matmul_panels(&self.pool, &p.b, &t, n, &mut u);
+                let ob = &mut self.bufs[out.0 as usize];
+                for (o, &v) in ob.data[..n * p.n_out].iter_mut().zip(&u) {
+                    *o += term.scale * v;
+                }
+            }
         }
     }
 
@@ -266,79 +366,14 @@ impl Backend for CpuBackend {
         });
     }
 
+    fn set_lora(&mut self, terms: &[LoraTerm]) {
+        self.lora = terms.to_vec();
+    }
+
     fn matmul(&mut self, x: BufId, outs: &[(WeightId, BufId)], n: usize) {
-        let w = Arc::clone(&self.w);
-        let (packed, rest): (Vec<_>, Vec<_>) =
-            outs.iter().partition(|&&(wid, _)| w.panels(wid).is_some());
-        if !packed.is_empty() {
-            self.matmul_packed(&w, x, &packed, n);
-            if rest.is_empty() {
-                return;
-            }
-        }
-        let outs = &rest[..];
-        let kernels = self.kernels;
-        // Convert the input once per activation type and share it across the products.
-        let mut done = std::mem::take(&mut self.act_types);
-        done.clear();
-        let mut mats = Vec::with_capacity(outs.len());
-        for &(wid, out) in outs {
-            let e = w.table.entry(wid);
-            let (ty, data) = w.matrix(wid);
-            let m = QMatrix {
-                ty,
-                data,
-                rows: e.rows(),
-                cols: e.cols(),
-            };
-            let Some(act) = kernels.act_type(ty) else {
-                panic!("{}: no {ty} kernel (checked at load)", e.name);
-            };
-            let slot = match done.iter().position(|&t| t == act) {
-                Some(i) => i,
-                None => {
-                    done.push(act);
-                    if self.acts.len() < done.len() {
-                        self.acts.push(QuantizedActs::new());
-                    }
-                    let i = done.len() - 1;
-                    let xb = &self.bufs[x.0 as usize];
-                    let acts = &mut self.acts[i];
-                    let pool = Some(&*self.pool);
-                    if let Err(err) =
-                        kernels.quantize_acts_on(pool, act, xb.rows(n), n, xb.cols, acts)
-                    {
-                        panic!("quantize activations for {}: {err}", e.name);
-                    }
-                    i
-                }
-            };
-            mats.push((m, slot, out.0 as usize));
-        }
-        self.act_types = done;
-        // The output buffers, distinct from each other and from the input (model code), as
-        // disjoint borrows of `bufs`.
-        let mut dsts: Vec<Option<&mut Buf>> = (0..outs.len()).map(|_| None).collect();
-        for (i, b) in self.bufs.iter_mut().enumerate() {
-            if let Some(k) = mats.iter().position(|&(_, _, o)| o == i) {
-                dsts[k] = Some(b);
-            }
-        }
-        let mut jobs = Vec::with_capacity(outs.len());
-        for ((m, slot, _), dst) in mats.iter().zip(dsts) {
-            let dst = dst.expect("matmul outputs are distinct buffers");
-            jobs.push(MatmulJob {
-                w: m,
-                acts: &self.acts[*slot],
-                out: &mut dst.data[..n * m.rows],
-            });
-        }
-        if let Err(err) = kernels.matmul_q_group(&self.pool, &mut jobs) {
-            let names: Vec<&str> = outs
-                .iter()
-                .map(|&(wid, _)| w.table.entry(wid).name.as_str())
-                .collect();
-            panic!("matmul {}: {err}", names.join(", "));
+        self.matmul_base(x, outs, n);
+        if !self.lora.is_empty() {
+            self.apply_lora(x, outs, n);
         }
     }
 

@@ -181,6 +181,11 @@ impl CpuWeights {
         self.panels[id.0 as usize].as_ref()
     }
 
+    /// The registered tensors.
+    pub fn table(&self) -> &WeightTable {
+        &self.table
+    }
+
     /// The kernel table the weights were checked against (every session's CPU backend uses it).
     pub fn kernels(&self) -> &'static Kernels {
         self.kernels

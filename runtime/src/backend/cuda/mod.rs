@@ -394,6 +394,13 @@ impl Backend for CudaBackend {
         }
     }
 
+    fn set_lora(&mut self, terms: &[super::LoraTerm]) {
+        if !terms.is_empty() {
+            self.error
+                .get_or_insert_with(|| "LoRA adapters are not on CUDA yet".into());
+        }
+    }
+
     fn gelu_erf(&mut self, x: BufId, n: usize) {
         self.submit(Op::GeluErf { x, n }, 0);
     }

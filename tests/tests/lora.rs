@@ -1,0 +1,199 @@
+//! LoRA adapters at run time (llama.cpp's GGUF form) on the tiny Llama base of
+//! `../shared/oracles/lora/`: Hugging Face + PEFT's teacher-forced logits (f32 base, f32 cache)
+//! and llama.cpp's greedy paths and logits (its default f16 cache, flash attention), for each
+//! adapter at scales 1, 0.5 and 0 and two adapters at once; scale 0 gives the base's bits;
+//! bad adapters are refused.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tinyrt::adapters::LoraAdapter;
+use tinyrt::kv_cache::KvType;
+use tinyrt::sampler::argmax;
+use tinyrt::{LoadOptions, Model, Session, SessionOptions};
+use tinyrt_tests::workspace_root;
+
+fn oracle() -> PathBuf {
+    workspace_root().join("../shared/oracles/lora")
+}
+
+fn rows(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(oracle().join(file)).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// The adapters of a row: `[[file or name, scale], ...]`, loaded once per file.
+fn adapters(
+    m: &Model,
+    set: &Value,
+    cache: &mut Vec<(String, Arc<LoraAdapter>)>,
+) -> Vec<(Arc<LoraAdapter>, f32)> {
+    set.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let mut name = a[0].as_str().unwrap().to_string();
+            if !name.ends_with(".gguf") {
+                name = format!("{name}-f32.gguf");
+            }
+            let scale = a[1].as_f64().unwrap() as f32;
+            let adapter = match cache.iter().find(|(n, _)| *n == name) {
+                Some((_, a)) => Arc::clone(a),
+                None => {
+                    let a = m.load_adapter(oracle().join("gguf").join(&name)).unwrap();
+                    cache.push((name, Arc::clone(&a)));
+                    a
+                }
+            };
+            (adapter, scale)
+        })
+        .collect()
+}
+
+/// Max |Δ| between our logits and a reference top-8 list.
+fn top_diff(logits: &[f32], top: &Value) -> f32 {
+    top.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (logits[p[0].as_u64().unwrap() as usize] - p[1].as_f64().unwrap() as f32).abs())
+        .fold(0.0, f32::max)
+}
+
+fn base(kv: KvType) -> (Model, Session) {
+    let m = Model::load(
+        oracle().join("llama-lora-tiny-f32.gguf"),
+        LoadOptions::default(),
+    )
+    .unwrap();
+    let s = Session::new(
+        &m,
+        SessionOptions {
+            kv_type: kv,
+            ..SessionOptions::default()
+        },
+    )
+    .unwrap();
+    (m, s)
+}
+
+#[test]
+fn teacher_forced_logits_match_hugging_face_and_peft() {
+    let (m, mut s) = base(KvType::F32);
+    let mut cache = Vec::new();
+    let mut worst = 0.0f32;
+    for r in rows("hf.jsonl") {
+        let set = adapters(&m, &r["adapters"], &mut cache);
+        s.set_adapters(&set).unwrap();
+        let mut seq = ids(&r["prompt_ids"]);
+        seq.extend(ids(&r["gen_ids"]));
+        let vocab = m.config().vocab_size;
+        let all = s.feed_all(&seq).unwrap();
+        for (i, pos) in r["positions"].as_array().unwrap().iter().enumerate() {
+            let d = top_diff(&all[i * vocab..(i + 1) * vocab], &pos["top"]);
+            worst = worst.max(d);
+            assert!(
+                d <= 1e-4,
+                "{} {}: position {i}: |Δ| {d}",
+                r["prompt_file"],
+                r["adapters"]
+            );
+        }
+    }
+    eprintln!("HF + PEFT: max |Δ| {worst:.3e}");
+}
+
+#[test]
+fn greedy_paths_and_logits_match_llama_cpp() {
+    let (m, mut s) = base(KvType::F16);
+    let mut cache = Vec::new();
+    let (mut worst, mut worst_f16) = (0.0f32, 0.0f32);
+    let mut runs = 0;
+    for r in rows("llamacpp.jsonl") {
+        if r["base"] != "llama-lora-tiny-f32.gguf" || r["kv"] != "f16" || r["flash_attn"] != true {
+            continue;
+        }
+        let set = adapters(&m, &r["adapters"], &mut cache);
+        s.set_adapters(&set).unwrap();
+        let mut logits = s.feed(&ids(&r["prompt_ids"])).unwrap().to_vec();
+        let mut got = Vec::new();
+        // llama.cpp multiplies an f16 adapter with activations rounded to f16 (ggml's
+        // vec_dot_type); tinyrt keeps them in f32, so those runs differ more.
+        let f16 = r["adapters"].to_string().contains("-f16.gguf");
+        for step in r["steps"].as_array().unwrap() {
+            let d = top_diff(&logits, &step["top"]);
+            if f16 {
+                worst_f16 = worst_f16.max(d);
+            } else {
+                worst = worst.max(d);
+            }
+            let id = argmax(&logits);
+            got.push(id);
+            logits = s.feed(&[id]).unwrap().to_vec();
+        }
+        assert_eq!(
+            got,
+            ids(&r["gen_ids"]),
+            "{} {}",
+            r["prompt_file"],
+            r["adapters"]
+        );
+        runs += 1;
+    }
+    assert!(runs >= 20, "{runs} runs");
+    // Measured: 2.2e-3 with f32 adapters (the base alone: 4.4e-4; both use an f16 cache),
+    // 7.1e-3 with f16 ones.
+    assert!(worst <= 3e-3, "max |Δ| {worst} from llama.cpp's logits");
+    assert!(
+        worst_f16 <= 1e-2,
+        "max |Δ| {worst_f16} from llama.cpp's logits (f16 adapters)"
+    );
+    eprintln!("llama.cpp: {runs} runs, max |Δ| {worst:.3e} (f16 adapters {worst_f16:.3e})");
+}
+
+#[test]
+fn scale_zero_is_the_base_bit_for_bit() {
+    let (m, mut s) = base(KvType::F16);
+    let a = m
+        .load_adapter(oracle().join("gguf/b-all-r16-f32.gguf"))
+        .unwrap();
+    let prompt = [5u32, 77, 300, 12, 9];
+    let plain = s.feed(&prompt).unwrap().to_vec();
+    s.set_adapters(&[(Arc::clone(&a), 0.0)]).unwrap();
+    let zero = s.feed(&prompt).unwrap().to_vec();
+    assert!(plain
+        .iter()
+        .zip(&zero)
+        .all(|(x, y)| x.to_bits() == y.to_bits()));
+    s.set_adapters(&[(a, 1.0)]).unwrap();
+    let one = s.feed(&prompt).unwrap().to_vec();
+    assert_ne!(plain, one);
+    // Back to the base: the same bits again (hot swap).
+    s.set_adapters(&[]).unwrap();
+    assert_eq!(s.feed(&prompt).unwrap(), &plain[..]);
+}
+
+#[test]
+fn adapters_for_another_model_are_refused() {
+    let (m, _) = base(KvType::F16);
+    // A base model file is not an adapter.
+    let e = m
+        .load_adapter(oracle().join("llama-lora-tiny-f32.gguf"))
+        .unwrap_err();
+    assert!(e.to_string().contains("adapter"), "{e}");
+    // The SmolLM2 adapter's targets have other shapes.
+    let e = m
+        .load_adapter(oracle().join("smollm2-qv-r8-f16.gguf"))
+        .unwrap_err();
+    assert!(e.to_string().contains("→"), "{e}");
+}
