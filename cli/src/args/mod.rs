@@ -7,7 +7,7 @@
 pub mod requant;
 pub mod sampling;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use tinyrt::gguf::{GgufError, GgufFile};
@@ -127,6 +127,46 @@ impl SessionArgs {
             kv_type: self.kv.kv_type()?,
             ..SessionOptions::default()
         })
+    }
+}
+
+/// LoRA adapters (llama.cpp's GGUF form) applied at run time over the unchanged base.
+#[derive(clap::Args, Debug, Default)]
+pub struct LoraArgs {
+    /// A LoRA adapter (GGUF) at scale 1 (repeatable; their terms add up).
+    #[arg(long = "lora", value_name = "FILE")]
+    pub lora: Vec<PathBuf>,
+    /// A LoRA adapter at a scale: --lora-scaled FILE SCALE (repeatable).
+    #[arg(long = "lora-scaled", num_args = 2, value_names = ["FILE", "SCALE"])]
+    pub lora_scaled: Vec<String>,
+}
+
+impl LoraArgs {
+    /// Loads the adapters for `model` and sets them on `session`; any failure is bad input.
+    pub fn apply(&self, model: &tinyrt::Model, session: &mut tinyrt::Session) -> Result<()> {
+        let mut set = Vec::new();
+        for f in &self.lora {
+            set.push((model.load_adapter(f).map_err(bad_input)?, 1.0f32));
+        }
+        for pair in self.lora_scaled.chunks(2) {
+            let [file, scale] = pair else {
+                return Err(bad_input("--lora-scaled takes FILE SCALE"));
+            };
+            let s: f32 = scale
+                .parse()
+                .ok()
+                .filter(|s: &f32| s.is_finite())
+                .ok_or_else(|| {
+                    bad_input(format!(
+                        "--lora-scaled {file} {scale}: the scale is not a number"
+                    ))
+                })?;
+            set.push((model.load_adapter(file).map_err(bad_input)?, s));
+        }
+        if !set.is_empty() {
+            session.set_adapters(&set).map_err(bad_input)?;
+        }
+        Ok(())
     }
 }
 

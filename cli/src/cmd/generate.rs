@@ -48,6 +48,8 @@ pub struct Args {
     pub load: LoadArgs,
     #[command(flatten)]
     pub session: SessionArgs,
+    #[command(flatten)]
+    pub lora: crate::args::LoraArgs,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -88,6 +90,7 @@ pub fn run(args: Args) -> Result<()> {
 
     let tok = model.tokenizer();
     let mut session = Session::new(&model, session_options).map_err(bad_input)?;
+    args.lora.apply(&model, &mut session)?;
     warn_above_trained_context(&model, session.n_ctx());
     // A prompt with more bytes than the context's tokens could ever cover is refused before
     // the (linear, but not free) tokenization.
