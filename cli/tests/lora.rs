@@ -88,3 +88,30 @@ fn bad_adapters_are_one_line_errors() {
         assert!(err.starts_with("error:"), "{err}");
     }
 }
+
+/// `tinyrt info ADAPTER`: kind, pair count, rank, alpha and targets as the oracle README
+/// describes the adapter (b-all-r16: rank 16, alpha 32, q/k/v/o/gate/up/down of 2 layers).
+#[test]
+fn info_describes_an_adapter() {
+    let f = workspace_root().join("../shared/oracles/lora/gguf/b-all-r16-f32.gguf");
+    let o = tinyrt(&["info", "--json", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["type"], "adapter");
+    assert_eq!(v["adapter_type"], "lora");
+    assert_eq!(v["lora_pairs"], 14);
+    assert_eq!(v["lora_ranks"], serde_json::json!([16]));
+    assert_eq!(v["lora_alpha"], 32.0);
+    assert_eq!(
+        v["lora_targets"],
+        serde_json::json!([
+            "attn_k",
+            "attn_output",
+            "attn_q",
+            "attn_v",
+            "ffn_down",
+            "ffn_gate",
+            "ffn_up"
+        ])
+    );
+}

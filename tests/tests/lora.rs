@@ -197,3 +197,30 @@ fn adapters_for_another_model_are_refused() {
         .unwrap_err();
     assert!(e.to_string().contains("→"), "{e}");
 }
+
+/// Two sessions of one model on two adapters, run at the same time on two threads, each get
+/// that adapter's own logits (computed alone first); the base is shared and untouched.
+#[test]
+fn two_sessions_on_two_adapters_concurrently() {
+    let (m, _) = base(KvType::F16);
+    let a = m
+        .load_adapter(oracle().join("gguf/a-qv-r8-f32.gguf"))
+        .unwrap();
+    let b = m
+        .load_adapter(oracle().join("gguf/b-all-r16-f32.gguf"))
+        .unwrap();
+    let prompt: Vec<u32> = (0..24).map(|i| (i * 37 + 5) % 2048).collect();
+    let alone = |ad: &Arc<LoraAdapter>| {
+        let mut s = Session::new(&m, SessionOptions::default()).unwrap();
+        s.set_adapters(&[(Arc::clone(ad), 1.0)]).unwrap();
+        s.feed_all(&prompt).unwrap()
+    };
+    let (want_a, want_b) = (alone(&a), alone(&b));
+    assert_ne!(want_a, want_b);
+    std::thread::scope(|sc| {
+        let ha = sc.spawn(|| alone(&a));
+        let hb = sc.spawn(|| alone(&b));
+        assert_eq!(ha.join().unwrap(), want_a);
+        assert_eq!(hb.join().unwrap(), want_b);
+    });
+}

@@ -49,6 +49,8 @@ pub struct Args {
     pub batch_size: usize,
     #[command(flatten)]
     pub kv: KvArgs,
+    #[command(flatten)]
+    pub lora: crate::args::LoraArgs,
     /// Context size of the pp/tg session (default: the larger of -p and -n); at least that.
     #[arg(short = 'c', long = "ctx-size")]
     pub ctx_size: Option<usize>,
@@ -176,6 +178,7 @@ pub fn run(args: Args) -> Result<()> {
         },
     )
     .map_err(bad_input)?;
+    args.lora.apply(&model, &mut session)?;
     let mut rng = TokenRng::new();
 
     let pp = if args.n_prompt > 0 {

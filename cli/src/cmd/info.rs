@@ -70,6 +70,45 @@ pub fn summarize(file: &GgufFile) -> Map<String, Json> {
         }
     }
 
+    // A LoRA adapter (llama.cpp's GGUF form): its kind, alpha, ranks, targets and bytes.
+    if md.opt_str("general.type").ok().flatten() == Some("adapter") {
+        m.insert("type".into(), "adapter".into());
+        if let Some(t) = md.opt_str("adapter.type").ok().flatten() {
+            m.insert("adapter_type".into(), t.into());
+        }
+        if let Some(a) = md.opt_f32("adapter.lora.alpha").ok().flatten() {
+            m.insert("lora_alpha".into(), f32_json(a));
+        }
+        let mut ranks = std::collections::BTreeSet::new();
+        let mut kinds = std::collections::BTreeSet::new();
+        let mut pairs = 0u64;
+        let mut bytes = 0u64;
+        for t in file.tensor_infos() {
+            bytes = bytes.saturating_add(t.size);
+            if let Some(target) = t.name.strip_suffix(".lora_a") {
+                pairs += 1;
+                if let Some(&r) = t.shape.get(1) {
+                    ranks.insert(r);
+                }
+                let kind = target
+                    .strip_prefix("blk.")
+                    .and_then(|r| r.split_once('.'))
+                    .map_or(target, |(_, k)| k);
+                kinds.insert(kind.trim_end_matches(".weight").to_string());
+            }
+        }
+        m.insert("lora_pairs".into(), pairs.into());
+        m.insert(
+            "lora_ranks".into(),
+            json!(ranks.into_iter().collect::<Vec<_>>()),
+        );
+        m.insert(
+            "lora_targets".into(),
+            json!(kinds.into_iter().collect::<Vec<_>>()),
+        );
+        m.insert("adapter_bytes".into(), bytes.into());
+    }
+
     // A sequence-classification head (encoders): its output count.
     if let Some(t) = file.tensor_info("cls.output.weight") {
         if let Some(&n) = t.shape.get(1) {
@@ -231,6 +270,33 @@ fn render_text(path: &std::path::Path, m: &Map<String, Json>) -> String {
             .to_string()
         }),
     );
+    if m.get("type").and_then(Json::as_str) == Some("adapter") {
+        let list = |k: &str| {
+            m.get(k).and_then(Json::as_array).map(|v| {
+                v.iter()
+                    .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+        };
+        push(
+            "adapter",
+            Some(format!(
+                "{} ({} pairs)",
+                m.get("adapter_type").and_then(Json::as_str).unwrap_or("?"),
+                m.get("lora_pairs").and_then(Json::as_u64).unwrap_or(0)
+            )),
+        );
+        push("LoRA rank", list("lora_ranks"));
+        push("LoRA alpha", s("lora_alpha"));
+        push("LoRA targets", list("lora_targets"));
+        push(
+            "adapter size",
+            m.get("adapter_bytes")
+                .and_then(Json::as_u64)
+                .map(|b| format!("{:.1} KiB ({b} bytes)", b as f64 / 1024.0)),
+        );
+    }
     push(
         "classifier",
         m.get("classifier_outputs").and_then(Json::as_u64).map(|n| {
