@@ -128,3 +128,21 @@ else
     mv "$tmp/cls/$name" "$models/$name"
   done
 fi
+
+# The rank-16 all-linear LoRA adapter for SmolLM2 (9.8 MB, not committed in ../shared): made by
+# the oracle's maker (numpy + gguf), checked against its sha256.
+adapter=adapters/smollm2-all-r16-f16.gguf
+adapter_sha=b88f31207a9bbdeddf8de84abf60777a1c43c5854554e21fabbec879309fa542
+if have "$models/$adapter" 9797696 "$adapter_sha"; then
+  echo "fetch-models: $models/$adapter is present"
+else
+  echo "fetch-models: making $adapter with ../shared/oracles/lora/make-smollm2-adapters.py" >&2
+  maker=$root/../shared/oracles/lora/make-smollm2-adapters.py
+  [ -f "$maker" ] || { echo "fetch-models: $maker is missing (../shared beside the repository)" >&2; exit 1; }
+  "$py" -c 'import numpy' 2>/dev/null || "$py" -m pip install -q numpy
+  "$py" -c 'import gguf' 2>/dev/null || "$py" -m pip install -q "gguf==0.19.0"
+  mkdir -p "$tmp/lora" "$models/adapters"
+  "$py" "$maker" "$tmp/lora" all-r16 >&2
+  verify "$tmp/lora/smollm2-all-r16-f16.gguf" 9797696 "$adapter_sha"
+  mv "$tmp/lora/smollm2-all-r16-f16.gguf" "$models/$adapter"
+fi

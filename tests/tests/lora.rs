@@ -224,3 +224,91 @@ fn two_sessions_on_two_adapters_concurrently() {
         assert_eq!(hb.join().unwrap(), want_b);
     });
 }
+
+/// SmolLM2-135M-Instruct Q4_1 with the oracle's random adapters against llama.cpp
+/// (`smollm2.jsonl`), under the rule of `tests/parity.rs` for this base (the Q4_1 kernels'
+/// tolerances: logits of ids in both top-8 lists within 1.5, mean within 0.4; the greedy paths
+/// may part only where llama.cpp's margin is below 1). The rank-16 all-linear adapter is made by
+/// `scripts/fetch-models.sh` (the oracle's maker); runs that need it are skipped without it.
+#[test]
+fn smollm2_with_adapters_matches_llama_cpp() {
+    let Some(path) = tinyrt_tests::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let m = Model::load(&path, LoadOptions::default()).unwrap();
+    let find = |name: &str| -> Option<PathBuf> {
+        [
+            oracle().join(name),
+            workspace_root().join("models/adapters").join(name),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
+    };
+    let mut s = Session::new(
+        &m,
+        SessionOptions {
+            n_ctx: Some(1024),
+            ..SessionOptions::default()
+        },
+    )
+    .unwrap();
+    let (mut runs, mut sum, mut compared, mut worst) = (0, 0.0f64, 0usize, 0.0f32);
+    for r in rows("smollm2.jsonl") {
+        let mut set = Vec::new();
+        for a in r["adapters"].as_array().unwrap() {
+            let Some(f) = find(a[0].as_str().unwrap()) else {
+                assert!(
+                    !tinyrt_tests::models_required(),
+                    "{a} is missing (scripts/fetch-models.sh)"
+                );
+                set.clear();
+                break;
+            };
+            set.push((m.load_adapter(f).unwrap(), a[1].as_f64().unwrap() as f32));
+        }
+        if set.len() != r["adapters"].as_array().unwrap().len() {
+            continue;
+        }
+        s.set_adapters(&set).unwrap();
+        let gen = ids(&r["gen_ids"]);
+        let mut logits = s.feed(&ids(&r["prompt_ids"])).unwrap().to_vec();
+        for (i, step) in r["steps"].as_array().unwrap().iter().enumerate() {
+            let top = step["top"].as_array().unwrap();
+            let ours = tinyrt::sampler::top_logits(&logits, top.len());
+            for p in top {
+                let id = p[0].as_u64().unwrap() as u32;
+                if ours.iter().any(|&(o, _)| o == id) {
+                    let d = (logits[id as usize] - p[1].as_f64().unwrap() as f32).abs();
+                    assert!(
+                        d <= 1.5,
+                        "{} {} step {i}: |Δ| {d}",
+                        r["prompt_file"],
+                        r["adapters"]
+                    );
+                    worst = worst.max(d);
+                    sum += d as f64;
+                    compared += 1;
+                }
+            }
+            let id = argmax(&logits);
+            if id != gen[i] {
+                let margin = top[0][1].as_f64().unwrap() - top[1][1].as_f64().unwrap();
+                assert!(
+                    margin < 1.0,
+                    "{} {} step {i}: parted with margin {margin}",
+                    r["prompt_file"],
+                    r["adapters"]
+                );
+                break;
+            }
+            if i + 1 < gen.len() {
+                logits = s.feed(&[id]).unwrap().to_vec();
+            }
+        }
+        runs += 1;
+    }
+    assert!(runs >= 6, "{runs} runs");
+    let mean = sum / compared.max(1) as f64;
+    assert!(mean <= 0.4, "mean |Δ| {mean}");
+    eprintln!("SmolLM2 + adapters: {runs} runs, max |Δ| {worst:.3}, mean {mean:.4}");
+}
