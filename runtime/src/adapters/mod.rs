@@ -13,7 +13,7 @@ mod peft;
 
 use std::path::{Path, PathBuf};
 
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, GgufWriter};
 use crate::kernels::cpu::fgemm::FloatPanels;
 use crate::kernels::quant;
 
@@ -108,6 +108,12 @@ impl LoraAdapter {
     /// rsLoRA's alpha), so that it computes the same as its GGUF conversion.
     pub fn from_peft(dir: &Path, base: &GgufFile) -> Result<LoraAdapter, AdapterError> {
         peft::load(dir, base)
+    }
+
+    /// The PEFT folder `dir` in llama.cpp's GGUF adapter form, ready to write (the bytes
+    /// [`LoraAdapter::from_gguf`] reads back into what [`LoraAdapter::from_peft`] gives).
+    pub fn peft_to_gguf(dir: &Path, base: &GgufFile) -> Result<GgufWriter, AdapterError> {
+        peft::to_gguf(dir, base)
     }
 
     /// Reads a GGUF adapter for `base` (checked: architecture, every target exists with the

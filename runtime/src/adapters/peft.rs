@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
-use serde_json::Value;
+use serde_json::Value as Json;
 
 use super::{AdapterError, LoraAdapter, LoraPair};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgmlType, GgufFile, GgufWriter, Value};
 
 /// PEFT's module names (after `model.layers.N.`) and the base tensors they adapt.
 const MODULES: [(&str, &str); 7] = [
@@ -30,7 +30,66 @@ const MODULES: [(&str, &str); 7] = [
 /// memory.
 const MAX_SAFETENSORS_BYTES: u64 = 8 << 30;
 
+/// One pair as llama.cpp's GGUF holds it: `A` (`r × n_in`) and `B` (`n_out × r`, Q/K rows
+/// already permuted), row-major f32.
+struct RawPair {
+    target: String,
+    n_in: usize,
+    n_out: usize,
+    r: usize,
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
 pub(super) fn load(dir: &Path, base: &GgufFile) -> Result<LoraAdapter, AdapterError> {
+    let (alpha, raw) = read(dir, base)?;
+    Ok(LoraAdapter {
+        path: dir.to_path_buf(),
+        alpha,
+        pairs: raw
+            .into_iter()
+            .map(|p| LoraPair::new(p.target, p.n_in, p.n_out, p.r, &p.a, &p.b))
+            .collect(),
+    })
+}
+
+/// llama.cpp's GGUF adapter form of the folder (what `convert_lora_to_gguf.py --outtype f32`
+/// writes, with rsLoRA's alpha corrected): `general.architecture` of the base,
+/// `general.type = adapter`, `adapter.type = lora`, `adapter.lora.alpha`, and per pair
+/// `<target>.lora_a` (ne `[n_in, r]`) / `.lora_b` (ne `[r, n_out]`), f32.
+pub(super) fn to_gguf(dir: &Path, base: &GgufFile) -> Result<GgufWriter, AdapterError> {
+    let (alpha, raw) = read(dir, base)?;
+    let arch = base.architecture().map_err(|e| AdapterError::Invalid {
+        path: dir.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::String(arch.to_string()))
+        .set("general.type", Value::String("adapter".into()))
+        .set("adapter.type", Value::String("lora".into()))
+        .set("adapter.lora.alpha", Value::F32(alpha));
+    for p in raw {
+        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let (n_in, n_out, r) = (p.n_in as u64, p.n_out as u64, p.r as u64);
+        for (suffix, shape, v) in [("lora_a", [n_in, r], &p.a), ("lora_b", [r, n_out], &p.b)] {
+            w.add_tensor(
+                &format!("{}.{suffix}", p.target),
+                GgmlType::F32,
+                &shape,
+                bytes(v),
+            )
+            .map_err(|e| AdapterError::Invalid {
+                path: dir.display().to_string(),
+                msg: e.to_string(),
+            })?;
+        }
+    }
+    Ok(w)
+}
+
+/// The folder checked against `base`: alpha as the GGUF's `adapter.lora.alpha` and the pairs,
+/// sorted by target.
+fn read(dir: &Path, base: &GgufFile) -> Result<(f32, Vec<RawPair>), AdapterError> {
     let bad = |msg: String| AdapterError::Invalid {
         path: dir.display().to_string(),
         msg,
@@ -38,7 +97,7 @@ pub(super) fn load(dir: &Path, base: &GgufFile) -> Result<LoraAdapter, AdapterEr
     let cfg_path = dir.join("adapter_config.json");
     let cfg_text =
         std::fs::read_to_string(&cfg_path).map_err(|e| bad(format!("adapter_config.json: {e}")))?;
-    let cfg: Value =
+    let cfg: Json =
         serde_json::from_str(&cfg_text).map_err(|e| bad(format!("adapter_config.json: {e}")))?;
     let cfg = Config::parse(&cfg).map_err(|m| bad(format!("adapter_config.json: {m}")))?;
 
@@ -128,13 +187,16 @@ pub(super) fn load(dir: &Path, base: &GgufFile) -> Result<LoraAdapter, AdapterEr
             })?,
             None => bv,
         };
-        pairs.push(LoraPair::new(target, n_in, n_out, r, &av, &bv));
+        pairs.push(RawPair {
+            target,
+            n_in,
+            n_out,
+            r,
+            a: av,
+            b: bv,
+        });
     }
-    Ok(LoraAdapter {
-        path: dir.to_path_buf(),
-        alpha: cfg.alpha,
-        pairs,
-    })
+    Ok((cfg.alpha, pairs))
 }
 
 struct Config {
@@ -144,9 +206,9 @@ struct Config {
 }
 
 impl Config {
-    fn parse(v: &Value) -> Result<Config, String> {
+    fn parse(v: &Json) -> Result<Config, String> {
         let get = |k: &str| v.get(k).filter(|x| !x.is_null());
-        match get("peft_type").and_then(Value::as_str) {
+        match get("peft_type").and_then(Json::as_str) {
             Some("LORA") => {}
             Some(t) => return Err(format!("peft_type {t:?} is not supported (only LORA)")),
             None => return Err("no peft_type".into()),
@@ -154,7 +216,7 @@ impl Config {
         let flag = |k: &str| -> Result<bool, String> {
             match get(k) {
                 None => Ok(false),
-                Some(Value::Bool(b)) => Ok(*b),
+                Some(Json::Bool(b)) => Ok(*b),
                 Some(x) => Err(format!("{k} is {x}, expected true or false")),
             }
         };
@@ -173,10 +235,10 @@ impl Config {
                 ));
             }
         }
-        let nonempty = |x: &Value| match x {
-            Value::Array(a) => !a.is_empty(),
-            Value::Object(o) => !o.is_empty(),
-            Value::String(s) => !s.is_empty(),
+        let nonempty = |x: &Json| match x {
+            Json::Array(a) => !a.is_empty(),
+            Json::Object(o) => !o.is_empty(),
+            Json::String(s) => !s.is_empty(),
             _ => true,
         };
         for k in [
@@ -192,7 +254,7 @@ impl Config {
             }
         }
         let r = get("r")
-            .and_then(Value::as_u64)
+            .and_then(Json::as_u64)
             .filter(|&r| r > 0)
             .ok_or("r must be a positive integer")? as usize;
         // PEFT's default when the key is absent.
