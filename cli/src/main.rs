@@ -60,6 +60,8 @@ enum Command {
     Quantize(cmd::quantize::Args),
     /// Write a random-weight model of a real model's shape.
     Synth(cmd::synth::Args),
+    /// Write a PEFT LoRA folder as a llama.cpp GGUF adapter (f32).
+    ConvertLora(cmd::convert_lora::Args),
     /// Complete a prompt (streams text; --json for ids and logits).
     Generate(cmd::generate::Args),
     /// Classification logits (and labels) from an encoder with a classification head.
@@ -86,6 +88,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Tokenize(args) => cmd::tokenize::run(args),
         Command::Quantize(args) => cmd::quantize::run(args),
         Command::Synth(args) => cmd::synth::run(args),
+        Command::ConvertLora(args) => cmd::convert_lora::run(args),
         Command::Generate(args) => cmd::generate::run(args),
         Command::Chat(args) => cmd::chat::run(args),
         Command::Embed(args) => cmd::embed::run(args),

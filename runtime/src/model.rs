@@ -238,13 +238,13 @@ impl Model {
         })
     }
 
-    /// Reads a LoRA adapter for this model (llama.cpp's GGUF form), once; sessions pick it
-    /// with [`crate::Session::set_adapters`].
+    /// Reads a LoRA adapter for this model (a llama.cpp GGUF adapter file, or a PEFT folder),
+    /// once; sessions pick it with [`crate::Session::set_adapters`].
     pub fn load_adapter(
         &self,
         path: impl AsRef<Path>,
     ) -> Result<Arc<crate::adapters::LoraAdapter>, crate::adapters::AdapterError> {
-        crate::adapters::LoraAdapter::from_gguf(path.as_ref(), &self.inner.file).map(Arc::new)
+        crate::adapters::LoraAdapter::load(path.as_ref(), &self.inner.file).map(Arc::new)
     }
 
     pub fn config(&self) -> &ModelConfig {

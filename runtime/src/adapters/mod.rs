@@ -9,9 +9,11 @@
 //! adapter loaded at `user_scale` is `user_scale · alpha / r` (`user_scale` alone when alpha is
 //! 0), llama.cpp's rule.
 
+mod peft;
+
 use std::path::{Path, PathBuf};
 
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, GgufWriter};
 use crate::kernels::cpu::fgemm::FloatPanels;
 use crate::kernels::quant;
 
@@ -34,6 +36,31 @@ pub struct LoraPair {
     pub a: FloatPanels,
     /// `B` (rows `n_out`, columns `r`).
     pub b: FloatPanels,
+}
+
+impl LoraPair {
+    /// Packs `A` (`r × n_in`, row-major) and `B` (`n_out × r`, row-major).
+    pub(crate) fn new(
+        target: String,
+        n_in: usize,
+        n_out: usize,
+        r: usize,
+        av: &[f32],
+        bv: &[f32],
+    ) -> LoraPair {
+        LoraPair {
+            target,
+            rank: r,
+            n_in,
+            n_out,
+            a: FloatPanels::pack(r, n_in, false, |i, buf| {
+                buf.copy_from_slice(&av[i * n_in..(i + 1) * n_in])
+            }),
+            b: FloatPanels::pack(n_out, r, false, |i, buf| {
+                buf.copy_from_slice(&bv[i * r..(i + 1) * r])
+            }),
+        }
+    }
 }
 
 /// A LoRA adapter, loaded once per model and shared by the sessions that use it.
@@ -64,6 +91,29 @@ impl LoraAdapter {
     /// Bytes of its matrices as held (f32 panels).
     pub fn bytes(&self) -> usize {
         self.pairs.iter().map(|p| p.a.bytes() + p.b.bytes()).sum()
+    }
+
+    /// Reads an adapter for `base`: a folder is a PEFT adapter ([`LoraAdapter::from_peft`]),
+    /// a file a GGUF one ([`LoraAdapter::from_gguf`]).
+    pub fn load(path: &Path, base: &GgufFile) -> Result<LoraAdapter, AdapterError> {
+        if path.is_dir() {
+            LoraAdapter::from_peft(path, base)
+        } else {
+            LoraAdapter::from_gguf(path, base)
+        }
+    }
+
+    /// Reads a PEFT LoRA folder (`adapter_config.json` + `adapter_model.safetensors`) for
+    /// `base`, into what llama.cpp's converter would have made of it (names, Q/K row order,
+    /// rsLoRA's alpha), so that it computes the same as its GGUF conversion.
+    pub fn from_peft(dir: &Path, base: &GgufFile) -> Result<LoraAdapter, AdapterError> {
+        peft::load(dir, base)
+    }
+
+    /// The PEFT folder `dir` in llama.cpp's GGUF adapter form, ready to write (the bytes
+    /// [`LoraAdapter::from_gguf`] reads back into what [`LoraAdapter::from_peft`] gives).
+    pub fn peft_to_gguf(dir: &Path, base: &GgufFile) -> Result<GgufWriter, AdapterError> {
+        peft::to_gguf(dir, base)
     }
 
     /// Reads a GGUF adapter for `base` (checked: architecture, every target exists with the
@@ -177,18 +227,7 @@ impl LoraAdapter {
             };
             let av = values(a)?;
             let bv = values(b)?;
-            pairs.push(LoraPair {
-                target: target.to_string(),
-                rank: r,
-                n_in,
-                n_out,
-                a: FloatPanels::pack(r, n_in, false, |i, buf| {
-                    buf.copy_from_slice(&av[i * n_in..(i + 1) * n_in])
-                }),
-                b: FloatPanels::pack(n_out, r, false, |i, buf| {
-                    buf.copy_from_slice(&bv[i * r..(i + 1) * r])
-                }),
-            });
+            pairs.push(LoraPair::new(target.to_string(), n_in, n_out, r, &av, &bv));
         }
         if pairs.is_empty() {
             return Err(bad("the adapter adapts no matrix".into()));
