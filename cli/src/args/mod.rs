@@ -133,7 +133,7 @@ impl SessionArgs {
 /// LoRA adapters (llama.cpp's GGUF form) applied at run time over the unchanged base.
 #[derive(clap::Args, Debug, Default)]
 pub struct LoraArgs {
-    /// A LoRA adapter (GGUF) at scale 1 (repeatable; their terms add up).
+    /// A LoRA adapter (llama.cpp GGUF file or PEFT folder) at scale 1 (repeatable; their terms add up).
     #[arg(long = "lora", value_name = "FILE")]
     pub lora: Vec<PathBuf>,
     /// A LoRA adapter at a scale: --lora-scaled FILE SCALE (repeatable).
