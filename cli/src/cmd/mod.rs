@@ -7,6 +7,7 @@ pub mod chat;
 pub mod classify;
 pub mod compare;
 pub mod embed;
+pub mod export_lora;
 pub mod generate;
 pub mod info;
 pub mod perplexity;
