@@ -271,7 +271,9 @@ mod tests {
                 *x = value(r, c);
             }
         };
-        let want: Vec<f32> = (0..rows * cols).map(|i| value(i / cols, i % cols)).collect();
+        let want: Vec<f32> = (0..rows * cols)
+            .map(|i| value(i / cols, i % cols))
+            .collect();
         assert_eq!(FloatPanels::pack(rows, cols, false, fill).to_rows(), want);
         let want16: Vec<f32> = want.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
         assert_eq!(FloatPanels::pack(rows, cols, true, fill).to_rows(), want16);

@@ -147,24 +147,22 @@ fn merge(
         .iter()
         .map(|(p, s)| (p.a.to_rows(), p.b.to_rows(), p.rank, *s))
         .collect();
-    w.par_chunks_mut(n_in.max(1))
-        .enumerate()
-        .for_each_init(
-            || vec![0.0f32; n_in],
-            |delta, (o, row)| {
-                for (a, b, r, s) in &mats {
-                    delta.fill(0.0);
-                    for (k, &bk) in b[o * r..(o + 1) * r].iter().enumerate() {
-                        for (d, &x) in delta.iter_mut().zip(&a[k * n_in..(k + 1) * n_in]) {
-                            *d = bk.mul_add(x, *d);
-                        }
-                    }
-                    for (x, d) in row.iter_mut().zip(delta.iter()) {
-                        *x += s * d;
+    w.par_chunks_mut(n_in.max(1)).enumerate().for_each_init(
+        || vec![0.0f32; n_in],
+        |delta, (o, row)| {
+            for (a, b, r, s) in &mats {
+                delta.fill(0.0);
+                for (k, &bk) in b[o * r..(o + 1) * r].iter().enumerate() {
+                    for (d, &x) in delta.iter_mut().zip(&a[k * n_in..(k + 1) * n_in]) {
+                        *d = bk.mul_add(x, *d);
                     }
                 }
-            },
-        );
+                for (x, d) in row.iter_mut().zip(delta.iter()) {
+                    *x += s * d;
+                }
+            }
+        },
+    );
     let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
     drop(w);
     convert(name, GgmlType::F32, &bytes, n_in as u64, ty)
@@ -204,7 +202,10 @@ mod tests {
                 let want = f64::from(w[o * n_in + c]) + 1.5 * d;
                 let i = (o * n_in + c) * 4;
                 let got = f32::from_le_bytes(out[i..i + 4].try_into().unwrap());
-                assert!((f64::from(got) - want).abs() < 1e-6, "{o},{c}: {got} {want}");
+                assert!(
+                    (f64::from(got) - want).abs() < 1e-6,
+                    "{o},{c}: {got} {want}"
+                );
             }
         }
     }
