@@ -58,6 +58,8 @@ enum Command {
     Tokenize(cmd::tokenize::Args),
     /// Requantize a GGUF file to another weight type (llama-quantize's per-tensor choices).
     Quantize(cmd::quantize::Args),
+    /// Merge LoRA adapters into a model's weights, each tensor in its own type again.
+    ExportLora(cmd::export_lora::Args),
     /// Write a random-weight model of a real model's shape.
     Synth(cmd::synth::Args),
     /// Write a PEFT LoRA folder as a llama.cpp GGUF adapter (f32).
@@ -87,6 +89,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Info(args) => cmd::info::run(args),
         Command::Tokenize(args) => cmd::tokenize::run(args),
         Command::Quantize(args) => cmd::quantize::run(args),
+        Command::ExportLora(args) => cmd::export_lora::run(args),
         Command::Synth(args) => cmd::synth::run(args),
         Command::ConvertLora(args) => cmd::convert_lora::run(args),
         Command::Generate(args) => cmd::generate::run(args),

@@ -144,9 +144,26 @@ pub struct LoraArgs {
 impl LoraArgs {
     /// Loads the adapters for `model` and sets them on `session`; any failure is bad input.
     pub fn apply(&self, model: &tinyrt::Model, session: &mut tinyrt::Session) -> Result<()> {
+        let set = self.load(model.file())?;
+        if !set.is_empty() {
+            session.set_adapters(&set).map_err(bad_input)?;
+        }
+        Ok(())
+    }
+
+    /// Loads the adapters for the model `base` with their scales; any failure is bad input.
+    pub fn load(
+        &self,
+        base: &GgufFile,
+    ) -> Result<Vec<(std::sync::Arc<tinyrt::adapters::LoraAdapter>, f32)>> {
+        let load = |f: &Path| {
+            tinyrt::adapters::LoraAdapter::from_gguf(f, base)
+                .map(std::sync::Arc::new)
+                .map_err(bad_input)
+        };
         let mut set = Vec::new();
         for f in &self.lora {
-            set.push((model.load_adapter(f).map_err(bad_input)?, 1.0f32));
+            set.push((load(f)?, 1.0f32));
         }
         for pair in self.lora_scaled.chunks(2) {
             let [file, scale] = pair else {
@@ -161,12 +178,9 @@ impl LoraArgs {
                         "--lora-scaled {file} {scale}: the scale is not a number"
                     ))
                 })?;
-            set.push((model.load_adapter(file).map_err(bad_input)?, s));
+            set.push((load(Path::new(file))?, s));
         }
-        if !set.is_empty() {
-            session.set_adapters(&set).map_err(bad_input)?;
-        }
-        Ok(())
+        Ok(set)
     }
 }
 

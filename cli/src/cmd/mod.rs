@@ -8,6 +8,7 @@ pub mod classify;
 pub mod compare;
 pub mod convert_lora;
 pub mod embed;
+pub mod export_lora;
 pub mod generate;
 pub mod info;
 pub mod perplexity;

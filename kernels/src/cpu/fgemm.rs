@@ -73,6 +73,24 @@ impl FloatPanels {
         }
     }
 
+    /// The matrix back as row-major f32 (`rows × cols`), f16 values widened exactly: for code
+    /// that needs the values themselves, e.g. merging a LoRA pair into its base weight.
+    pub fn to_rows(&self) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.rows * self.cols];
+        for (r, row) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
+            let (p, lane) = (r / FPANEL, r % FPANEL);
+            let base = p * FPANEL * self.cols;
+            for (c, x) in row.iter_mut().enumerate() {
+                let i = base + c * FPANEL + lane;
+                *x = match &self.data {
+                    PanelData::F32(v) => v[i],
+                    PanelData::F16(v) => f16::from_bits(v[i]).to_f32(),
+                };
+            }
+        }
+        out
+    }
+
     /// Panel `p`'s values.
     pub fn panel(&self, p: usize) -> PanelRef<'_> {
         let n = FPANEL * self.cols;
@@ -235,5 +253,29 @@ impl Kernels {
         } else {
             pool.run_dynamic(|_, _| work());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows past one panel and a partial last panel come back as packed, in f32 exactly and in
+    /// f16 as the f16 rounding of each value.
+    #[test]
+    fn to_rows_reads_back_what_was_packed() {
+        let (rows, cols) = (70, 5);
+        let value = |r: usize, c: usize| (r * cols + c) as f32 * 0.37 - 11.0;
+        let fill = |r: usize, buf: &mut [f32]| {
+            for (c, x) in buf.iter_mut().enumerate() {
+                *x = value(r, c);
+            }
+        };
+        let want: Vec<f32> = (0..rows * cols)
+            .map(|i| value(i / cols, i % cols))
+            .collect();
+        assert_eq!(FloatPanels::pack(rows, cols, false, fill).to_rows(), want);
+        let want16: Vec<f32> = want.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+        assert_eq!(FloatPanels::pack(rows, cols, true, fill).to_rows(), want16);
     }
 }
