@@ -191,7 +191,8 @@ impl Embedder {
         if !self.model.is_encoder() {
             for (ids, truncated) in &tokenized {
                 let states = self.session.hidden_states(ids)?;
-                let row = pool_rows(&states, dim, kind);
+                let mut row = vec![0.0f32; dim];
+                kind.reduce(&states, &mut row);
                 out.push(Embedding {
                     vector: self.finish(&row),
                     n_tokens: ids.len(),
@@ -200,17 +201,9 @@ impl Embedder {
             }
             return Ok(out);
         }
-        let mut start = 0;
-        while start < tokenized.len() {
-            let mut end = start;
-            let mut tokens = 0;
-            while end < tokenized.len()
-                && end - start < self.batch_size
-                && (end == start || tokens + tokenized[end].0.len() <= budget)
-            {
-                tokens += tokenized[end].0.len();
-                end += 1;
-            }
+        let lens: Vec<usize> = tokenized.iter().map(|(ids, _)| ids.len()).collect();
+        for pass in passes(&lens, self.batch_size, budget) {
+            let (start, end) = (pass.start, pass.end);
             let seqs: Vec<EncoderInput> = tokenized[start..end]
                 .iter()
                 .map(|(ids, _)| EncoderInput {
@@ -226,7 +219,6 @@ impl Embedder {
                     truncated: *truncated,
                 });
             }
-            start = end;
         }
         Ok(out)
     }
@@ -249,21 +241,24 @@ impl Embedder {
     }
 }
 
-/// `Backend::pool`'s reduction of one sequence's rows on the host (decoders).
-fn pool_rows(states: &[f32], dim: usize, kind: PoolKind) -> Vec<f32> {
-    let n = states.len() / dim;
-    match kind {
-        PoolKind::First => states[..dim].to_vec(),
-        PoolKind::Last => states[(n - 1) * dim..].to_vec(),
-        PoolKind::Mean => {
-            let mut v = vec![0.0f32; dim];
-            for row in states.chunks_exact(dim) {
-                v.iter_mut().zip(row).for_each(|(a, &b)| *a += b);
-            }
-            v.iter_mut().for_each(|a| *a /= n as f32);
-            v
+/// The forward passes of a packed batch: consecutive inputs of `lens` tokens, at most `batch`
+/// of them and `budget` tokens a pass (an input alone may take a pass of its own).
+fn passes(lens: &[usize], batch: usize, budget: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < lens.len() {
+        let (mut end, mut tokens) = (start, 0);
+        while end < lens.len()
+            && end - start < batch
+            && (end == start || tokens + lens[end] <= budget)
+        {
+            tokens += lens[end];
+            end += 1;
         }
+        out.push(start..end);
+        start = end;
     }
+    out
 }
 
 impl Model {
@@ -379,17 +374,9 @@ impl Classifier {
         };
         let budget = e.session.max_batch();
         let mut out = Vec::with_capacity(inputs.len());
-        let mut start = 0;
-        while start < prepared.len() {
-            let mut end = start;
-            let mut tokens = 0;
-            while end < prepared.len()
-                && end - start < e.batch_size
-                && (end == start || tokens + prepared[end].0.len() <= budget)
-            {
-                tokens += prepared[end].0.len();
-                end += 1;
-            }
+        let lens: Vec<usize> = prepared.iter().map(|(ids, ..)| ids.len()).collect();
+        for pass in passes(&lens, e.batch_size, budget) {
+            let (start, end) = (pass.start, pass.end);
             let seqs: Vec<EncoderInput> = prepared[start..end]
                 .iter()
                 .map(|(ids, types, _)| EncoderInput { tokens: ids, types })
@@ -413,7 +400,6 @@ impl Classifier {
                     truncated: *truncated,
                 });
             }
-            start = end;
         }
         Ok(out)
     }

@@ -184,6 +184,14 @@ impl LoraArgs {
     }
 }
 
+/// A file's name as JSON outputs report it (`"model"`): its last path component, empty for
+/// none.
+pub fn file_label(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Opens a GGUF file named on the command line. Every failure (missing, unreadable, not a
 /// file, malformed) is bad input: exit status 2, one line naming the path.
 pub fn open_gguf(path: &Path) -> Result<GgufFile> {

@@ -149,11 +149,7 @@ pub fn run(args: Args) -> Result<()> {
             Some(f) => Some(crate::args::read_texts(None, Some(f))?),
             None => None,
         };
-        let name = args
-            .model
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = crate::args::file_label(&args.model);
         return super::bench_embed::run(super::bench_embed::EmbedBench {
             model: &model,
             name: &name,
@@ -205,11 +201,7 @@ pub fn run(args: Args) -> Result<()> {
     let read_gbps = args
         .read_bandwidth
         .then(|| read_bandwidth_gbps(model.isa(), model.threads()));
-    let name = args
-        .model
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = crate::args::file_label(&args.model);
 
     if args.json {
         let obj = json!({

@@ -62,11 +62,7 @@ pub fn run(args: Args) -> Result<()> {
         data.push(json!({"index": i, "logits": c.logits, "scores": c.scores, "label": c.label}));
     }
     if args.json {
-        let name = args
-            .model
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = crate::args::file_label(&args.model);
         output::println(&json!({"model": name, "labels": labels, "data": data}).to_string())
     } else {
         output::print(&text_out)

@@ -95,11 +95,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     if args.json {
-        let name = args
-            .model
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = crate::args::file_label(&args.model);
         let obj = json!({
             "object": "list",
             "model": name,

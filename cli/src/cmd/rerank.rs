@@ -121,11 +121,7 @@ pub fn run(args: Args) -> Result<()> {
     sort_best_first(&mut results);
     results.truncate(args.top.unwrap_or(usize::MAX));
     if args.json {
-        let name = args
-            .model
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = crate::args::file_label(&args.model);
         let results: Vec<_> = results
             .iter()
             .map(|&(i, s)| {

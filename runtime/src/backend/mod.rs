@@ -51,6 +51,27 @@ pub enum PoolKind {
     Last,
 }
 
+impl PoolKind {
+    /// `dst` (`dst.len()` columns) = the pooling of `rows` (row-major, `dst.len()` values per
+    /// row); zeros for no rows. The host backends' reduction, one for all.
+    pub fn reduce(self, rows: &[f32], dst: &mut [f32]) {
+        let e = dst.len();
+        let n = rows.len() / e.max(1);
+        match self {
+            _ if n == 0 => dst.fill(0.0),
+            PoolKind::First => dst.copy_from_slice(&rows[..e]),
+            PoolKind::Last => dst.copy_from_slice(&rows[(n - 1) * e..n * e]),
+            PoolKind::Mean => {
+                dst.fill(0.0);
+                for row in rows.chunks_exact(e) {
+                    dst.iter_mut().zip(row).for_each(|(a, &b)| *a += b);
+                }
+                dst.iter_mut().for_each(|a| *a /= n as f32);
+            }
+        }
+    }
+}
+
 /// Rotary position embedding of one Q or K buffer.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RopeParams {

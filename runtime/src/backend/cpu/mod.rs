@@ -521,19 +521,7 @@ impl Backend for CpuBackend {
         for (i, w) in seqs.windows(2).enumerate() {
             let (r0, r1) = (w[0] as usize, w[1] as usize);
             let dst = &mut ob.data[i * ob.cols..i * ob.cols + e];
-            match kind {
-                PoolKind::First | PoolKind::Last if r0 == r1 => dst.fill(0.0),
-                PoolKind::First => dst.copy_from_slice(&xb.data[r0 * e..(r0 + 1) * e]),
-                PoolKind::Last => dst.copy_from_slice(&xb.data[(r1 - 1) * e..r1 * e]),
-                PoolKind::Mean => {
-                    dst.fill(0.0);
-                    for row in xb.data[r0 * e..r1 * e].chunks_exact(e) {
-                        dst.iter_mut().zip(row).for_each(|(a, &b)| *a += b);
-                    }
-                    let n = (r1 - r0).max(1) as f32;
-                    dst.iter_mut().for_each(|a| *a /= n);
-                }
-            }
+            kind.reduce(&xb.data[r0 * e..r1 * e], dst);
         }
     }
 
