@@ -863,3 +863,85 @@ fn rope_cache_rows_do_not_depend_on_the_table_size() {
         }
     }
 }
+
+#[test]
+fn invariant_attention_does_not_depend_on_how_tokens_are_cut() {
+    // The batch-invariant path: a sequence's rows computed in one call, in uneven chunks and
+    // token by token give the same bits, on every ISA and thread count; with enough tokens it
+    // is `attention`'s tiled path itself; and it is close to the f64 reference.
+    let cases = [
+        // (n_heads, n_kv_heads, head_dim, f16, window, n_tokens)
+        (4, 2, 32, true, None, 150),
+        (4, 2, 32, false, Some(50), 90),
+        (9, 3, 64, true, None, 70),
+        (3, 1, 16, false, Some(9), 40),
+        (80, 1, 8, true, None, 33),
+        (2, 2, 12, true, None, 20),
+    ];
+    let mut rng = Rng::new(4242);
+    for (n_heads, n_kv_heads, head_dim, f16_cache, window, n_tokens) in cases {
+        let c = AttnCase {
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            n_past: 0,
+            n_tokens,
+            window,
+            f16_cache,
+            seed: 0,
+        };
+        let cache = Cache::new(&mut rng, n_tokens * n_kv_heads * head_dim, 0);
+        let kv = cache.view(&c);
+        let q: Vec<f32> = uniform_vec(&mut rng, n_tokens * n_heads * head_dim)
+            .iter()
+            .map(|v| v * 3.0)
+            .collect();
+        let params = AttnParams {
+            causal: true,
+            n_heads,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            window,
+        };
+        let row = n_heads * head_dim;
+        let naive = attention_naive(&c, &q, &kv, false, params.scale);
+        let mut first: Option<Vec<f32>> = None;
+        for isa in Isa::available() {
+            let mut whole = vec![0.0f32; q.len()];
+            let pool = ThreadPool::new(2).unwrap();
+            ops::attention_invariant(isa, &q, &kv, 0, &params, &mut whole, &pool);
+            assert_close("invariant vs f64", isa, &whole, &naive, 2e-5, 0.0);
+            if n_tokens >= ops::GGML_FA_TILE_Q {
+                let mut tiled = vec![0.0f32; q.len()];
+                ops::attention(isa, &q, &kv, 0, &params, &mut tiled);
+                assert_eq!(tiled, whole, "invariant vs tiled [{}]", isa.name());
+            }
+            for cut in [1usize, 5, 17, 64] {
+                let mut pieces = vec![0.0f32; q.len()];
+                let mut t0 = 0;
+                let mut k = 0;
+                while t0 < n_tokens {
+                    // Uneven chunks: cut, cut + 1, cut + 2, ...
+                    let nt = (cut + k % 3).min(n_tokens - t0);
+                    let (a, b) = (t0 * row, (t0 + nt) * row);
+                    let par = RayonRun(1 + k % 3);
+                    ops::attention_invariant(
+                        isa,
+                        &q[a..b],
+                        &kv,
+                        t0,
+                        &params,
+                        &mut pieces[a..b],
+                        &par,
+                    );
+                    t0 += nt;
+                    k += 1;
+                }
+                assert_eq!(pieces, whole, "chunks of ~{cut} [{}]", isa.name());
+            }
+            match &first {
+                None => first = Some(whole),
+                Some(f) => assert_eq!(&whole, f, "{} vs the first ISA", isa.name()),
+            }
+        }
+    }
+}

@@ -43,6 +43,7 @@ pub use tinyrt_kernels as kernels;
 pub mod adapters;
 pub mod arch;
 pub mod backend;
+pub mod batch;
 pub mod chat;
 pub mod config;
 pub mod embed;

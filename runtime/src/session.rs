@@ -38,6 +38,42 @@ pub enum SessionError {
     BadTokenType { ty: u32, n: usize },
 }
 
+/// The backend's LoRA terms of `adapters` (with their user scales) on `model`, for LoRA set
+/// `set`.
+pub(crate) fn lora_terms(
+    model: &Model,
+    adapters: &[(std::sync::Arc<crate::adapters::LoraAdapter>, f32)],
+    set: u32,
+) -> Result<Vec<crate::backend::LoraTerm>, SessionError> {
+    let table = model.inner.cpu_weights.table();
+    let mut terms = Vec::new();
+    for (adapter, user_scale) in adapters {
+        if !user_scale.is_finite() {
+            return Err(SessionError::Adapter(format!(
+                "{}: scale {user_scale} is not a number",
+                adapter.path.display()
+            )));
+        }
+        for (i, p) in adapter.pairs.iter().enumerate() {
+            let Some(weight) = table.id_of(&p.target) else {
+                return Err(SessionError::Adapter(format!(
+                    "{}: {} is not a matrix this model multiplies",
+                    adapter.path.display(),
+                    p.target
+                )));
+            };
+            terms.push(crate::backend::LoraTerm {
+                weight,
+                adapter: std::sync::Arc::clone(adapter),
+                pair: i,
+                scale: adapter.scale(p, *user_scale),
+                set,
+            });
+        }
+    }
+    Ok(terms)
+}
+
 /// Per-session settings.
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
@@ -184,31 +220,7 @@ impl Session {
         &mut self,
         adapters: &[(std::sync::Arc<crate::adapters::LoraAdapter>, f32)],
     ) -> Result<(), SessionError> {
-        let table = self.model.inner.cpu_weights.table();
-        let mut terms = Vec::new();
-        for (adapter, user_scale) in adapters {
-            if !user_scale.is_finite() {
-                return Err(SessionError::Adapter(format!(
-                    "{}: scale {user_scale} is not a number",
-                    adapter.path.display()
-                )));
-            }
-            for (i, p) in adapter.pairs.iter().enumerate() {
-                let Some(weight) = table.id_of(&p.target) else {
-                    return Err(SessionError::Adapter(format!(
-                        "{}: {} is not a matrix this model multiplies",
-                        adapter.path.display(),
-                        p.target
-                    )));
-                };
-                terms.push(crate::backend::LoraTerm {
-                    weight,
-                    adapter: std::sync::Arc::clone(adapter),
-                    pair: i,
-                    scale: adapter.scale(p, *user_scale),
-                });
-            }
-        }
+        let terms = lora_terms(&self.model, adapters, 0)?;
         self.reset();
         self.backend.set_lora(&terms);
         if let Some(e) = self.backend.take_error() {

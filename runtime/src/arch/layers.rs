@@ -459,24 +459,32 @@ pub fn output_logits(
     output_bias: Option<WeightId>,
     vocab: usize,
     n: usize,
-    which: Logits,
+    which: Logits<'_>,
     logits: &mut Vec<f32>,
 ) {
-    let rows = match which {
-        Logits::Last | Logits::KeepLast => n - 1..n,
-        Logits::All | Logits::Hidden => 0..n,
+    let last = [n - 1];
+    let all: Vec<usize>;
+    let rows: &[usize] = match which {
+        Logits::Last | Logits::KeepLast => &last,
+        Logits::All | Logits::Hidden => {
+            all = (0..n).collect();
+            &all
+        }
+        Logits::Rows(r) => r,
     };
     if which == Logits::Hidden {
         let e = s.n_embd;
         logits.clear();
-        logits.resize(n * e, 0.0);
-        for start in rows.step_by(s.logit_rows) {
-            let m = s.logit_rows.min(n - start);
-            for i in 0..m {
-                b.copy_row(s.x, start + i, s.xo, i);
+        logits.resize(rows.len() * e, 0.0);
+        let mut done = 0;
+        for chunk in rows.chunks(s.logit_rows) {
+            let m = chunk.len();
+            for (i, &r) in chunk.iter().enumerate() {
+                b.copy_row(s.x, r, s.xo, i);
             }
             norm.apply(b, s.xo, s.xo, m);
-            b.read(s.xo, 0, &mut logits[start * e..(start + m) * e]);
+            b.read(s.xo, 0, &mut logits[done * e..(done + m) * e]);
+            done += m;
         }
         return;
     }
@@ -484,10 +492,10 @@ pub fn output_logits(
     logits.clear();
     logits.resize(if keep { 0 } else { rows.len() * vocab }, 0.0);
     let mut done = 0;
-    for start in rows.clone().step_by(s.logit_rows) {
-        let m = s.logit_rows.min(rows.end - start);
-        for i in 0..m {
-            b.copy_row(s.x, start + i, s.xo, i);
+    for chunk in rows.chunks(s.logit_rows) {
+        let m = chunk.len();
+        for (i, &r) in chunk.iter().enumerate() {
+            b.copy_row(s.x, r, s.xo, i);
         }
         norm.apply(b, s.xo, s.xo, m);
         b.matmul(s.xo, &[(output, s.logits)], m);

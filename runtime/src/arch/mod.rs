@@ -35,7 +35,7 @@ pub const SUPPORTED: &[&str] = &[
 
 /// Which rows of the batch produce logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Logits {
+pub enum Logits<'a> {
     /// Only the last token of the batch (generation).
     Last,
     /// Every token of the batch (tests, perplexity).
@@ -46,6 +46,9 @@ pub enum Logits {
     /// No logits: every token's final hidden state after the output norm (`n × n_embd`), the
     /// decoder embeddings llama.cpp pools.
     Hidden,
+    /// The given rows, in this order (a multi-sequence batch: the last row of each sequence
+    /// that samples a token).
+    Rows(&'a [usize]),
 }
 
 /// A loaded architecture: weight handles plus hyperparameters.
@@ -58,7 +61,7 @@ pub trait Architecture: Send + Sync {
         s: &Scratch,
         tokens: &[u32],
         pos0: usize,
-        which: Logits,
+        which: Logits<'_>,
         logits: &mut Vec<f32>,
     );
 

@@ -31,13 +31,27 @@ pub struct WeightId(pub(crate) u32);
 pub struct BufId(pub(crate) u32);
 
 /// One LoRA term of a session: `matmul` outputs for `weight` get `scale · B·(A·x)` added, with
-/// `A`, `B` pair `pair` of `adapter`.
+/// `A`, `B` pair `pair` of `adapter`. In a multi-sequence batch ([`Backend::set_batch`]) a
+/// term applies only to the rows of the sequences whose [`Segment::lora_set`] is its `set`;
+/// otherwise to every row.
 #[derive(Clone, Debug)]
 pub struct LoraTerm {
     pub weight: WeightId,
     pub adapter: std::sync::Arc<crate::adapters::LoraAdapter>,
     pub pair: usize,
     pub scale: f32,
+    pub set: u32,
+}
+
+/// Consecutive rows of a multi-sequence batch that belong to one sequence
+/// ([`Backend::set_batch`]): `len` tokens of KV slot `seq` at positions `pos0..pos0 + len`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub seq: u32,
+    pub pos0: u32,
+    pub len: u32,
+    /// The LoRA terms of these rows: those whose [`LoraTerm::set`] is this.
+    pub lora_set: u32,
 }
 
 /// How [`Backend::pool`] reduces a sequence's rows to one.
@@ -169,6 +183,31 @@ pub trait Backend: Send {
 
     /// Allocate the KV cache (once per session, before any `attention`).
     fn alloc_kv_cache(&mut self, spec: &KvCacheSpec);
+
+    /// Allocate `n_seq` KV caches of `spec` (slots of a multi-sequence batch, see
+    /// [`Backend::set_batch`]) instead of one. Backends without multi-sequence batches refuse.
+    fn alloc_kv_slots(&mut self, _spec: &KvCacheSpec, _n_seq: usize) -> Result<(), String> {
+        Err(format!(
+            "{}: multi-sequence batches are not on this backend yet",
+            self.name()
+        ))
+    }
+
+    /// The layout of the following forward pass: its rows are `segs` back to back, each its
+    /// own sequence (KV slot, positions, LoRA set). `rope` and `attention` then take positions
+    /// and caches from the segments (their `pos0` is ignored, `n` is the total), and
+    /// `attention` takes the batch-invariant path (`attention_invariant`: a row's result
+    /// depends only on its own sequence). Empty: one sequence in slot 0 at `pos0..`, the
+    /// default. Backends without multi-sequence batches refuse a non-empty layout.
+    fn set_batch(&mut self, segs: &[Segment]) -> Result<(), String> {
+        if segs.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{}: multi-sequence batches are not on this backend yet",
+            self.name()
+        ))
+    }
 
     /// `out[t] = table[tokens[t]]` (dequantized rows of an embedding matrix).
     fn embed(&mut self, table: WeightId, tokens: &[u32], out: BufId);

@@ -57,6 +57,51 @@ pub fn attention_parallel(
     out: &mut [f32],
     par: &dyn ParallelRun,
 ) {
+    check_shapes(q, kv, n_past, params, out);
+    let n_tokens = q.len() / (params.n_heads * kv.head_dim);
+    // ggml takes its tiled and split-KV paths only when K and V have the same type.
+    let same_kv_type = matches!(
+        (kv.k, kv.v),
+        (KvData::F32(_), KvData::F32(_)) | (KvData::F16(_), KvData::F16(_))
+    );
+    // The tiled kernels mask by position (causal); bidirectional attention takes the per-key
+    // path, whose key range per token is set here.
+    if n_tokens >= GGML_FA_TILE_Q && same_kv_type && params.causal {
+        return tiled(isa, q, kv, n_past, params, out, par);
+    }
+    per_key(isa, q, kv, n_past, params, out, par, same_kv_type);
+}
+
+/// Batch-invariant causal attention: every query token takes ggml's tiled path
+/// ([`attention`]'s numerics for batches of at least [`GGML_FA_TILE_Q`] tokens, f32
+/// throughout), whatever the number of tokens in the call. A token's result then depends only
+/// on its query and the keys and values it attends, not on the other tokens of the call nor on
+/// how a sequence was cut into calls: a prompt fed in one call, in chunks or token by token
+/// gives the same bits, and so does a sequence in a batch of many (the multi-sequence batch of
+/// the server). `params.causal` must be true; K and V must have the same type.
+pub fn attention_invariant(
+    isa: Isa,
+    q: &[f32],
+    kv: &KvView,
+    n_past: usize,
+    params: &AttnParams,
+    out: &mut [f32],
+    par: &dyn ParallelRun,
+) {
+    assert!(params.causal, "invariant attention is causal");
+    assert!(
+        matches!(
+            (kv.k, kv.v),
+            (KvData::F32(_), KvData::F32(_)) | (KvData::F16(_), KvData::F16(_))
+        ),
+        "invariant attention: K and V of one type"
+    );
+    check_shapes(q, kv, n_past, params, out);
+    tiled(isa, q, kv, n_past, params, out, par)
+}
+
+/// Panics unless the shapes of an attention call agree.
+fn check_shapes(q: &[f32], kv: &KvView, n_past: usize, params: &AttnParams, out: &[f32]) {
     let hd = kv.head_dim;
     let n_heads = params.n_heads;
     let n_kv = kv.n_kv_heads;
@@ -83,17 +128,27 @@ pub fn attention_parallel(
         assert!(w > 0, "attention: window of 0");
         assert!(params.causal, "attention: a sliding window is causal");
     }
+}
+
+/// ggml's tiled path (shapes checked by the caller; K and V of one type; causal).
+fn tiled(
+    isa: Isa,
+    q: &[f32],
+    kv: &KvView,
+    n_past: usize,
+    params: &AttnParams,
+    out: &mut [f32],
+    par: &dyn ParallelRun,
+) {
+    let hd = kv.head_dim;
+    let n_heads = params.n_heads;
+    let n_kv = kv.n_kv_heads;
+    let tok_len = n_heads * hd;
+    let n_tokens = q.len() / tok_len;
     let group = n_heads / n_kv;
     let kern = crate::cpu::ops::kernels(isa);
     let out_ptr = SharedMut(out.as_mut_ptr());
-    // ggml takes its tiled and split-KV paths only when K and V have the same type.
-    let same_kv_type = matches!(
-        (kv.k, kv.v),
-        (KvData::F32(_), KvData::F32(_)) | (KvData::F16(_), KvData::F16(_))
-    );
-    // The tiled kernels mask by position (causal); bidirectional attention takes the per-key
-    // path, whose key range per token is set here.
-    if n_tokens >= GGML_FA_TILE_Q && same_kv_type && params.causal {
+    {
         // ggml's tiled path. A job is (tile of query tokens, kv head) with all the heads of the
         // group, so each K/V block is converted once for tokens × heads rows.
         //
@@ -101,8 +156,10 @@ pub fn attention_parallel(
         // converting the cache rows once per call gives the same bits, and the kernels then
         // read the f32 rows in place.
         let n_pos = n_past + n_tokens;
+        // A few tokens (a decode step of the invariant path) convert block by block in the
+        // kernels instead: the same bits, without converting the whole cache per call.
         let converted = match (kv.k, kv.v) {
-            (KvData::F16(k), KvData::F16(v)) => {
+            (KvData::F16(k), KvData::F16(v)) if n_tokens >= GGML_FA_TILE_Q => {
                 let len = n_pos * n_kv * hd;
                 let mut kf = vec![0.0f32; len];
                 let mut vf = vec![0.0f32; len];
@@ -184,8 +241,29 @@ pub fn attention_parallel(
             }
         };
         run_jobs(par, n_jobs, init, job);
-        return;
     }
+}
+
+/// ggml's per-key path (shapes checked by the caller).
+#[allow(clippy::too_many_arguments)]
+fn per_key(
+    isa: Isa,
+    q: &[f32],
+    kv: &KvView,
+    n_past: usize,
+    params: &AttnParams,
+    out: &mut [f32],
+    par: &dyn ParallelRun,
+    same_kv_type: bool,
+) {
+    let hd = kv.head_dim;
+    let n_heads = params.n_heads;
+    let n_kv = kv.n_kv_heads;
+    let tok_len = n_heads * hd;
+    let n_tokens = q.len() / tok_len;
+    let group = n_heads / n_kv;
+    let kern = crate::cpu::ops::kernels(isa);
+    let out_ptr = SharedMut(out.as_mut_ptr());
     // ggml's per-key path. A job is (query token, kv head, run of that group's query heads,
     // key chunk). Groups are split only when there are fewer (token, group, chunk) triples than
     // threads (decode with few kv heads, e.g. Gemma-3-270M's single one); a head's result does

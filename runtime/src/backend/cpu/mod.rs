@@ -12,7 +12,7 @@ pub use weights::{CpuError, CpuWeights};
 
 use std::sync::Arc;
 
-use super::{AttnParams, Backend, BufId, LoraTerm, PoolKind, RopeParams, WeightId};
+use super::{AttnParams, Backend, BufId, LoraTerm, PoolKind, RopeParams, Segment, WeightId};
 use crate::kernels::cpu::fgemm::FloatPanels;
 use crate::kernels::cpu::matmul::{MatmulJob, QMatrix, QuantizedActs};
 use crate::kernels::cpu::ops::{self, par_rows_mut, KvView, RopeCache};
@@ -58,7 +58,10 @@ pub struct CpuBackend {
     /// The current matmul input converted for each activation type in use.
     acts: Vec<QuantizedActs>,
     bufs: Vec<Buf>,
-    kv: Option<CpuKvCache>,
+    /// One KV cache per sequence slot (one for a session).
+    kv: Vec<CpuKvCache>,
+    /// The layout of the current forward pass (`Backend::set_batch`; empty: one sequence).
+    segs: Vec<Segment>,
     /// RoPE tables per distinct setting, built at first use for the whole context.
     rope_caches: Vec<(RopeParams, RopeCache)>,
     /// Reused scratch (no allocation per token): positions, a row copy, activation types.
@@ -83,7 +86,8 @@ impl CpuBackend {
             pool,
             acts: Vec::new(),
             bufs: Vec::new(),
-            kv: None,
+            kv: Vec::new(),
+            segs: Vec::new(),
             rope_caches: Vec::new(),
             positions: Vec::new(),
             tmp: Vec::new(),
@@ -170,20 +174,53 @@ impl CpuBackend {
     }
 
     /// Adds the LoRA terms of the weights of `outs` to their outputs: `out += s · B·(A·x)`,
-    /// the adapters in their order (llama.cpp's: the product scaled, then added).
+    /// the adapters in their order (llama.cpp's: the product scaled, then added). In a
+    /// multi-sequence batch a term adds to the rows of its set's segments only (gathered, so
+    /// each row's result is the same as alone: the float GEMM's rows are independent).
     fn apply_lora(&mut self, x: BufId, outs: &[(WeightId, BufId)], n: usize) {
+        let mut rows: Vec<usize> = Vec::new();
+        let mut xs: Vec<f32> = Vec::new();
         for &(wid, out) in outs {
             for term in self.lora.iter().filter(|t| t.weight == wid) {
                 let p = &term.adapter.pairs[term.pair];
                 let xb = &self.bufs[x.0 as usize];
-                let mut t = vec![0.0f32; n * p.rank];
-                self.kernels
-                    .matmul_panels(&self.pool, &p.a, xb.rows(n), n, &mut t);
-                let mut u = vec![0.0f32; n * p.n_out];
-                self.kernels.matmul_panels(&self.pool, &p.b, &t, n, &mut u);
+                let cols = xb.cols;
+                // The rows this term adds to (all of them for one sequence).
+                let src: &[f32] = if self.segs.is_empty() {
+                    rows.clear();
+                    rows.extend(0..n);
+                    xb.rows(n)
+                } else {
+                    rows.clear();
+                    let mut r0 = 0;
+                    for g in &self.segs {
+                        let len = g.len as usize;
+                        if g.lora_set == term.set {
+                            rows.extend(r0..r0 + len);
+                        }
+                        r0 += len;
+                    }
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    xs.clear();
+                    for &r in &rows {
+                        xs.extend_from_slice(&xb.data[r * cols..(r + 1) * cols]);
+                    }
+                    &xs
+                };
+                let m = rows.len();
+                let mut t = vec![0.0f32; m * p.rank];
+                self.kernels.matmul_panels(&self.pool, &p.a, src, m, &mut t);
+                let mut u = vec![0.0f32; m * p.n_out];
+                self.kernels.matmul_panels(&self.pool, &p.b, &t, m, &mut u);
                 let ob = &mut self.bufs[out.0 as usize];
-                for (o, &v) in ob.data[..n * p.n_out].iter_mut().zip(&u) {
-                    *o += term.scale * v;
+                let oc = ob.cols;
+                for (i, &r) in rows.iter().enumerate() {
+                    let dst = &mut ob.data[r * oc..r * oc + p.n_out];
+                    for (o, &v) in dst.iter_mut().zip(&u[i * p.n_out..(i + 1) * p.n_out]) {
+                        *o += term.scale * v;
+                    }
                 }
             }
         }
@@ -253,7 +290,7 @@ impl CpuBackend {
             }
         }
         let w = Arc::clone(&self.w);
-        let n_ctx = self.kv.as_ref().map_or(1, |kv| kv.spec.n_ctx);
+        let n_ctx = self.kv.first().map_or(1, |kv| kv.spec.n_ctx);
         let max_pos = need.max(256).next_power_of_two().min(n_ctx).max(need);
         let cfg = p.kernel_cfg(p.freq_factors.map(|f| w.vector(f)));
         // The settings were validated when the architecture was loaded (`RopeParams::validate`).
@@ -274,6 +311,65 @@ impl CpuBackend {
     }
 }
 
+impl CpuBackend {
+    /// Stores rows `r0..r0 + n` of `k`, `v` at positions `pos0..` of slot `seq`'s cache for
+    /// `layer`, then attends with rows `r0..r0 + n` of `q` into the same rows of `out`: ggml's
+    /// paths (`attention_parallel`), or the batch-invariant one.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &mut self,
+        seq: usize,
+        layer: usize,
+        (q, k, v, out): (BufId, BufId, BufId, BufId),
+        r0: usize,
+        pos0: usize,
+        n: usize,
+        p: &AttnParams,
+        invariant: bool,
+    ) {
+        let isa = self.isa;
+        let kv = &mut self.kv[seq];
+        let (kw, vw) = (kv.spec.k_width, kv.spec.v_width);
+        let kb = &self.bufs[k.0 as usize];
+        let vb = &self.bufs[v.0 as usize];
+        kv.reserve(layer, pos0 + n);
+        kv.k[layer].write(isa, pos0 * kw, &kb.data[r0 * kw..(r0 + n) * kw]);
+        kv.v[layer].write(isa, pos0 * vw, &vb.data[r0 * vw..(r0 + n) * vw]);
+        debug_assert_eq!(p.head_dim_k, p.head_dim_v);
+        let view = KvView {
+            k: kv.k[layer].data(),
+            v: kv.v[layer].data(),
+            n_kv_heads: p.n_head_kv,
+            head_dim: p.head_dim_k,
+        };
+        let params = ops::AttnParams {
+            causal: p.causal,
+            n_heads: p.n_head,
+            scale: p.scale,
+            window: p.window,
+        };
+        let width = p.n_head * p.head_dim_v;
+        let (qi, oi) = (q.0 as usize, out.0 as usize);
+        assert_ne!(qi, oi, "attention input and output must differ");
+        let (qb, ob) = if qi < oi {
+            let (lo, hi) = self.bufs.split_at_mut(oi);
+            (&lo[qi], &mut hi[0])
+        } else {
+            let (lo, hi) = self.bufs.split_at_mut(qi);
+            (&hi[0], &mut lo[oi])
+        };
+        let (qs, os) = (
+            &qb.data[r0 * width..(r0 + n) * width],
+            &mut ob.data[r0 * width..(r0 + n) * width],
+        );
+        if invariant {
+            ops::attention_invariant(isa, qs, &view, pos0, &params, os, &*self.pool);
+        } else {
+            ops::attention_parallel(isa, qs, &view, pos0, &params, os, &*self.pool);
+        }
+    }
+}
+
 impl Backend for CpuBackend {
     fn name(&self) -> String {
         format!("cpu-{}", self.isa.name())
@@ -288,8 +384,35 @@ impl Backend for CpuBackend {
     }
 
     fn alloc_kv_cache(&mut self, spec: &KvCacheSpec) {
-        self.kv = Some(CpuKvCache::new(*spec));
+        self.kv = vec![CpuKvCache::new(*spec)];
         self.rope_caches.clear();
+    }
+
+    fn alloc_kv_slots(&mut self, spec: &KvCacheSpec, n_seq: usize) -> Result<(), String> {
+        // Each slot's storage grows as its positions are written.
+        self.kv = (0..n_seq).map(|_| CpuKvCache::new(*spec)).collect();
+        self.rope_caches.clear();
+        Ok(())
+    }
+
+    fn set_batch(&mut self, segs: &[Segment]) -> Result<(), String> {
+        for g in segs {
+            let Some(kv) = self.kv.get(g.seq as usize) else {
+                return Err(format!("sequence slot {} is not allocated", g.seq));
+            };
+            if g.pos0 as usize + g.len as usize > kv.spec.n_ctx {
+                return Err(format!(
+                    "positions {}..{} outside slot {}'s {} positions",
+                    g.pos0,
+                    g.pos0 + g.len,
+                    g.seq,
+                    kv.spec.n_ctx
+                ));
+            }
+        }
+        self.segs.clear();
+        self.segs.extend_from_slice(segs);
+        Ok(())
     }
 
     fn embed(&mut self, table: WeightId, tokens: &[u32], out: BufId) {
@@ -415,9 +538,18 @@ impl Backend for CpuBackend {
         n: usize,
         p: &RopeParams,
     ) {
-        let ci = self.rope_cache(p, pos0 + n);
         self.positions.clear();
-        self.positions.extend(pos0..pos0 + n);
+        if self.segs.is_empty() {
+            self.positions.extend(pos0..pos0 + n);
+        } else {
+            for g in &self.segs {
+                self.positions
+                    .extend(g.pos0 as usize..(g.pos0 + g.len) as usize);
+            }
+            debug_assert_eq!(self.positions.len(), n, "rope rows vs the batch layout");
+        }
+        let need = self.positions.iter().max().map_or(0, |&m| m + 1);
+        let ci = self.rope_cache(p, need);
         let positions = &self.positions;
         let isa = self.isa;
         let cache = &self.rope_caches[ci].1;
@@ -440,47 +572,29 @@ impl Backend for CpuBackend {
         p: &AttnParams,
         out: BufId,
     ) {
-        let isa = self.isa;
-        let mut kv = self.kv.take().expect("attention before alloc_kv_cache");
-        let (kw, vw) = (kv.spec.k_width, kv.spec.v_width);
-        let kb = &self.bufs[k.0 as usize];
-        let vb = &self.bufs[v.0 as usize];
-        kv.reserve(layer, pos0 + n);
-        kv.k[layer].write(isa, pos0 * kw, &kb.data[..n * kw]);
-        kv.v[layer].write(isa, pos0 * vw, &vb.data[..n * vw]);
-        debug_assert_eq!(p.head_dim_k, p.head_dim_v);
-        let view = KvView {
-            k: kv.k[layer].data(),
-            v: kv.v[layer].data(),
-            n_kv_heads: p.n_head_kv,
-            head_dim: p.head_dim_k,
-        };
-        let params = ops::AttnParams {
-            causal: p.causal,
-            n_heads: p.n_head,
-            scale: p.scale,
-            window: p.window,
-        };
-        let width = p.n_head * p.head_dim_v;
-        let (qi, oi) = (q.0 as usize, out.0 as usize);
-        assert_ne!(qi, oi, "attention input and output must differ");
-        let (qb, ob) = if qi < oi {
-            let (lo, hi) = self.bufs.split_at_mut(oi);
-            (&lo[qi], &mut hi[0])
+        if self.segs.is_empty() {
+            self.attend(0, layer, (q, k, v, out), 0, pos0, n, p, false);
         } else {
-            let (lo, hi) = self.bufs.split_at_mut(qi);
-            (&hi[0], &mut lo[oi])
-        };
-        ops::attention_parallel(
-            isa,
-            &qb.data[..n * width],
-            &view,
-            pos0,
-            &params,
-            &mut ob.data[..n * width],
-            &*self.pool,
-        );
-        self.kv = Some(kv);
+            let segs = std::mem::take(&mut self.segs);
+            let mut r0 = 0;
+            for g in &segs {
+                let len = g.len as usize;
+                let bufs = (q, k, v, out);
+                self.attend(
+                    g.seq as usize,
+                    layer,
+                    bufs,
+                    r0,
+                    g.pos0 as usize,
+                    len,
+                    p,
+                    true,
+                );
+                r0 += len;
+            }
+            debug_assert_eq!(r0, n, "attention rows vs the batch layout");
+            self.segs = segs;
+        }
     }
 
     fn attention_packed(
