@@ -224,6 +224,8 @@ pub struct Settings {
     pub batch_size: Option<usize>,
     pub chunks: Option<usize>,
     pub kv_type: KvType,
+    /// LoRA adapters with their scales (`--lora`), empty for the base alone.
+    pub adapters: Vec<(std::sync::Arc<tinyrt::adapters::LoraAdapter>, f32)>,
 }
 
 /// Perplexity of `tokens` (from the text file `source`, named in messages) with
@@ -261,6 +263,11 @@ pub fn measure_perplexity(
         },
     )
     .map_err(bad_input)?;
+    if !settings.adapters.is_empty() {
+        session
+            .set_adapters(&settings.adapters)
+            .map_err(bad_input)?;
+    }
     eprintln!(
         "perplexity: {} tokens, {} chunks of {}, {} threads",
         tokens.len(),

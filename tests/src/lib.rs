@@ -233,3 +233,66 @@ pub fn write_yarn_fixture(dst: &Path) {
         ],
     );
 }
+
+/// The LoRA oracle of `../shared/oracles/lora/` (its README): paths, JSON rows and the tiny
+/// Llama base, shared by `tests/lora.rs`, `tests/lora_peft.rs` and the CLI's LoRA tests.
+pub mod lora {
+    use std::path::PathBuf;
+
+    use serde_json::Value;
+    use tinyrt::kv_cache::KvType;
+    use tinyrt::{LoadOptions, Model, Session, SessionOptions};
+
+    /// The oracle's folder.
+    pub fn oracle() -> PathBuf {
+        super::workspace_root().join("../shared/oracles/lora")
+    }
+
+    /// The objects of one of its JSON-lines files (`hf.jsonl`, `llamacpp.jsonl`, ...).
+    pub fn rows(file: &str) -> Vec<Value> {
+        let text = std::fs::read_to_string(oracle().join(file)).expect("oracle file");
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("oracle JSON parses"))
+            .collect()
+    }
+
+    /// A JSON array of token ids.
+    pub fn ids(v: &Value) -> Vec<u32> {
+        v.as_array()
+            .expect("an array of ids")
+            .iter()
+            .map(|x| x.as_u64().expect("an id") as u32)
+            .collect()
+    }
+
+    /// Max |Δ| between our logits and a reference top-8 list `[[id, logit], ...]`.
+    pub fn top_diff(logits: &[f32], top: &Value) -> f32 {
+        top.as_array()
+            .expect("a top list")
+            .iter()
+            .map(|p| {
+                (logits[p[0].as_u64().expect("an id") as usize]
+                    - p[1].as_f64().expect("a logit") as f32)
+                    .abs()
+            })
+            .fold(0.0, f32::max)
+    }
+
+    /// The f32 base `llama-lora-tiny-f32.gguf` and a session with a `kv` cache.
+    pub fn base(kv: KvType) -> (Model, Session) {
+        let m = Model::load(
+            oracle().join("llama-lora-tiny-f32.gguf"),
+            LoadOptions::default(),
+        )
+        .expect("the tiny base loads");
+        let s = Session::new(
+            &m,
+            SessionOptions {
+                kv_type: kv,
+                ..SessionOptions::default()
+            },
+        )
+        .expect("a session");
+        (m, s)
+    }
+}

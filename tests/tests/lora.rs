@@ -12,26 +12,8 @@ use tinyrt::adapters::LoraAdapter;
 use tinyrt::kv_cache::KvType;
 use tinyrt::sampler::argmax;
 use tinyrt::{LoadOptions, Model, Session, SessionOptions};
+use tinyrt_tests::lora::{base, ids, oracle, rows, top_diff};
 use tinyrt_tests::workspace_root;
-
-fn oracle() -> PathBuf {
-    workspace_root().join("../shared/oracles/lora")
-}
-
-fn rows(file: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(oracle().join(file)).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 /// The adapters of a row: `[[file or name, scale], ...]`, loaded once per file.
 fn adapters(
@@ -59,32 +41,6 @@ fn adapters(
             (adapter, scale)
         })
         .collect()
-}
-
-/// Max |Δ| between our logits and a reference top-8 list.
-fn top_diff(logits: &[f32], top: &Value) -> f32 {
-    top.as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (logits[p[0].as_u64().unwrap() as usize] - p[1].as_f64().unwrap() as f32).abs())
-        .fold(0.0, f32::max)
-}
-
-fn base(kv: KvType) -> (Model, Session) {
-    let m = Model::load(
-        oracle().join("llama-lora-tiny-f32.gguf"),
-        LoadOptions::default(),
-    )
-    .unwrap();
-    let s = Session::new(
-        &m,
-        SessionOptions {
-            kv_type: kv,
-            ..SessionOptions::default()
-        },
-    )
-    .unwrap();
-    (m, s)
 }
 
 #[test]
@@ -159,6 +115,59 @@ fn greedy_paths_and_logits_match_llama_cpp() {
         "max |Δ| {worst_f16} from llama.cpp's logits (f16 adapters)"
     );
     eprintln!("llama.cpp: {runs} runs, max |Δ| {worst:.3e} (f16 adapters {worst_f16:.3e})");
+}
+
+/// llama.cpp's `kv: "f32"` runs (f32 base, f32 cache, flash attention off) with the f32
+/// adapters: tinyrt with an f32 cache takes the same greedy path (llama.cpp's may be a prefix:
+/// it stops at end-of-generation tokens) with logits within f32 rounding of llama.cpp's, at
+/// every generation step and every prompt position (the prompt in one batch); the two-adapter
+/// runs (`a + b`, their terms summed) are among them and counted.
+#[test]
+fn greedy_paths_and_logits_match_llama_cpp_with_an_f32_cache() {
+    let (m, mut s) = base(KvType::F32);
+    let vocab = m.config().vocab_size;
+    let mut cache = Vec::new();
+    let (mut worst, mut worst_two) = (0.0f32, 0.0f32);
+    let (mut runs, mut two) = (0, 0);
+    for r in rows("llamacpp.jsonl") {
+        if r["base"] != "llama-lora-tiny-f32.gguf"
+            || r["kv"] != "f32"
+            || r["flash_attn"] != false
+            || r["adapters"].to_string().contains("-f16.gguf")
+        {
+            continue;
+        }
+        let what = format!("{} {}", r["prompt_file"], r["adapters"]);
+        let set = adapters(&m, &r["adapters"], &mut cache);
+        let pair = set.len() == 2;
+        s.set_adapters(&set).unwrap();
+        let prompt = ids(&r["prompt_ids"]);
+        let all = s.feed_all(&prompt).unwrap();
+        let mut d_run = 0.0f32;
+        for (i, pos) in r["prompt_positions"].as_array().unwrap().iter().enumerate() {
+            d_run = d_run.max(top_diff(&all[i * vocab..(i + 1) * vocab], &pos["top"]));
+        }
+        let mut logits = all[(prompt.len() - 1) * vocab..].to_vec();
+        let mut got = Vec::new();
+        for step in r["steps"].as_array().unwrap() {
+            d_run = d_run.max(top_diff(&logits, &step["top"]));
+            let id = argmax(&logits);
+            got.push(id);
+            logits = s.feed(&[id]).unwrap().to_vec();
+        }
+        assert_eq!(got, ids(&r["gen_ids"]), "{what}");
+        worst = worst.max(d_run);
+        if pair {
+            worst_two = worst_two.max(d_run);
+            two += 1;
+        }
+        runs += 1;
+    }
+    // 2 prompts × (the base alone, 3 adapters × 3 scales, 2 pairs).
+    assert_eq!((runs, two), (24, 4), "runs, two-adapter runs");
+    // Measured: 3.8e-6 (the two-adapter runs too), prompt positions and steps alike.
+    assert!(worst <= 5e-6, "max |Δ| {worst} from llama.cpp's f32 logits");
+    eprintln!("llama.cpp, f32 cache: {runs} runs ({two} with two adapters), max |Δ| {worst:.3e} (two adapters {worst_two:.3e})");
 }
 
 #[test]

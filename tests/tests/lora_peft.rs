@@ -9,43 +9,14 @@ use serde_json::Value;
 use tinyrt::adapters::LoraAdapter;
 use tinyrt::gguf::GgufFile;
 use tinyrt::kv_cache::KvType;
-use tinyrt::{LoadOptions, Model, Session, SessionOptions};
-use tinyrt_tests::{fixture, workspace_root, TempDir};
+use tinyrt_tests::lora::{base, ids, oracle};
+use tinyrt_tests::{fixture, TempDir};
 
 const NAMES: [&str; 3] = ["a-qv-r8", "b-all-r16", "c-rslora-r4"];
 
-fn oracle() -> PathBuf {
-    workspace_root().join("../shared/oracles/lora")
-}
-
-fn base() -> (Model, Session) {
-    let m = Model::load(
-        oracle().join("llama-lora-tiny-f32.gguf"),
-        LoadOptions::default(),
-    )
-    .unwrap();
-    let s = Session::new(
-        &m,
-        SessionOptions {
-            kv_type: KvType::F32,
-            ..SessionOptions::default()
-        },
-    )
-    .unwrap();
-    (m, s)
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 #[test]
 fn peft_folders_give_the_bits_of_their_gguf_conversions() {
-    let (m, mut s) = base();
+    let (m, mut s) = base(KvType::F32);
     let prompt = [5u32, 77, 300, 12, 9, 1000, 42];
     s.set_adapters(&[]).unwrap();
     let plain = s.feed_all(&prompt).unwrap();
@@ -76,7 +47,7 @@ fn peft_folders_give_the_bits_of_their_gguf_conversions() {
 
 #[test]
 fn peft_folders_match_hugging_face_teacher_forced() {
-    let (m, mut s) = base();
+    let (m, mut s) = base(KvType::F32);
     let loaded: Vec<(&str, Arc<LoraAdapter>)> = NAMES
         .iter()
         .map(|n| (*n, m.load_adapter(oracle().join("peft").join(n)).unwrap()))

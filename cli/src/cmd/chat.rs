@@ -1,4 +1,5 @@
-//! `tinyrt chat MODEL [-s SYSTEM] [-n N] [sampling options] [--chat-template NAME] [--stop S]`:
+//! `tinyrt chat MODEL [-s SYSTEM] [-n N] [sampling options] [--chat-template NAME] [--stop S]
+//! [--lora FILE]`:
 //! talk with a model.
 //!
 //! On a terminal it is an interactive REPL; when stdin is not a terminal every input line is
@@ -50,6 +51,8 @@ pub struct Args {
     pub load: LoadArgs,
     #[command(flatten)]
     pub session: SessionArgs,
+    #[command(flatten)]
+    pub lora: crate::args::LoraArgs,
     /// Re-process the whole conversation every turn instead of reusing the KV cache.
     #[arg(long)]
     pub no_prefix_reuse: bool,
@@ -78,6 +81,7 @@ pub fn run(args: Args) -> Result<()> {
         return Err(bad_input(tinyrt::SessionError::Encoder));
     }
     crate::args::requant::report(&model);
+    let adapters = args.lora.load(model.file())?;
     let opts = AssistantOptions {
         system_prompt: args.system.clone(),
         chat_template: args.chat_template.clone(),
@@ -88,6 +92,9 @@ pub fn run(args: Args) -> Result<()> {
         reuse_prefix: !args.no_prefix_reuse,
     };
     let mut assistant = Assistant::new(model, opts).map_err(as_bad_input)?;
+    if !adapters.is_empty() {
+        assistant.set_adapters(&adapters).map_err(as_bad_input)?;
+    }
     eprintln!(
         "loaded {} in {:.2} s; chat template: {}; context {} tokens",
         args.model.display(),

@@ -64,6 +64,9 @@ pub struct Args {
     pub chunks: Option<usize>,
     #[command(flatten)]
     pub cpu: CpuArgs,
+    // The adapters apply to every model (each must have the adapter's shapes).
+    #[command(flatten)]
+    pub lora: crate::args::LoraArgs,
     /// Print one JSON object {"threads", "text", "ctx_size", "prompt", "rows": [...]} instead of
     /// a Markdown table.
     #[arg(long)]
@@ -227,6 +230,10 @@ fn measure_row(
         },
     )
     .map_err(bad_input)?;
+    let adapters = args.lora.load(file)?;
+    if !adapters.is_empty() {
+        session.set_adapters(&adapters).map_err(bad_input)?;
+    }
     let prefill = measure::measure_pp(&mut session, &prompt_tokens, args.reps)?;
     let mut rng = TokenRng::new();
     let decode = measure::measure_tg(
@@ -247,6 +254,7 @@ fn measure_row(
                 batch_size: None,
                 chunks: args.chunks,
                 kv_type: KvType::F16,
+                adapters,
             };
             Some(measure::measure_perplexity(
                 &model, &tokens, &settings, source,

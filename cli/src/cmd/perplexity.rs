@@ -31,6 +31,8 @@ pub struct Args {
     pub load: LoadArgs,
     #[command(flatten)]
     pub kv: KvArgs,
+    #[command(flatten)]
+    pub lora: crate::args::LoraArgs,
     /// Print {"ppl","ppl_stderr","chunks","tokens_scored"} instead of text.
     #[arg(long)]
     pub json: bool,
@@ -49,6 +51,7 @@ pub fn run(args: Args) -> Result<()> {
 
     let model = crate::args::load_model(&args.model, load)?;
     crate::args::requant::report(&model);
+    let adapters = args.lora.load(model.file())?;
     let tokens = tokenize_text(&model, &text)?;
     let result = measure_perplexity(
         &model,
@@ -58,6 +61,7 @@ pub fn run(args: Args) -> Result<()> {
             batch_size: args.batch_size,
             chunks: args.chunks,
             kv_type,
+            adapters,
         },
         &args.file,
     )?;

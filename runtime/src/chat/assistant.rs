@@ -183,6 +183,16 @@ impl Assistant {
         Ok(())
     }
 
+    /// The LoRA adapters of the next turns with their scales (empty: the base alone), replacing
+    /// the previous set, e.g. between turns; the conversation is kept and the KV cache, computed
+    /// with the old set, starts over. Adapters come from [`Model::load_adapter`] of this model.
+    pub fn set_adapters(
+        &mut self,
+        adapters: &[(std::sync::Arc<crate::adapters::LoraAdapter>, f32)],
+    ) -> Result<(), AssistantError> {
+        Ok(self.session.set_adapters(adapters)?)
+    }
+
     /// Forget the conversation (the system prompt stays) and clear the KV cache.
     pub fn reset(&mut self) {
         self.history.clear();
