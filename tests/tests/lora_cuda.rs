@@ -1,0 +1,180 @@
+//! LoRA on the CUDA backend against the CPU backend (the reference) on the tiny Llama base
+//! of `../shared/oracles/lora/` (or `TINYRT_LORA_ORACLE`, where `scripts/gpu-check.sh`
+//! puts a copy): logits of a batched prefill at every position and of single-token decode
+//! steps (recorded, fused, replayed as a CUDA graph), for several adapter sets switched on one
+//! session each (so a graph captured under one set must not be replayed under the next).
+//! Scale 0 gives the bits of no adapter.
+//!
+//! Needs a GPU: skipped with a notice without one, unless `TINYRT_REQUIRE_GPU=1`.
+#![cfg(feature = "cuda")]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tinyrt::adapters::LoraAdapter;
+use tinyrt::kv_cache::KvType;
+use tinyrt::{Device, LoadOptions, Model, Session, SessionOptions};
+use tinyrt_tests::workspace_root;
+
+/// Adapters and their user scales, as `Session::set_adapters` takes them.
+type Set = Vec<(Arc<LoraAdapter>, f32)>;
+/// The logits of one run: the prompt's (every position), then one per decode step.
+type Logits = Vec<Vec<f32>>;
+
+fn oracle() -> PathBuf {
+    std::env::var_os("TINYRT_LORA_ORACLE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/oracles/lora"))
+}
+
+fn required() -> bool {
+    std::env::var("TINYRT_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+fn load(device: Device) -> Result<Model, String> {
+    Model::load(
+        oracle().join("llama-lora-tiny-f32.gguf"),
+        LoadOptions {
+            device,
+            ..LoadOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn session(m: &Model) -> Session {
+    Session::new(
+        m,
+        SessionOptions {
+            kv_type: KvType::F32,
+            ..SessionOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// The prompt and the generated ids of the oracle's first row.
+fn ids() -> (Vec<u32>, Vec<u32>) {
+    let text = std::fs::read_to_string(oracle().join("hf.jsonl")).unwrap();
+    let row: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let get = |k: &str| -> Vec<u32> {
+        row[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    (get("prompt_ids"), get("gen_ids"))
+}
+
+/// The logits of the prompt (every position, one batched pass) and then of each generated
+/// id fed alone (decode steps), in one vector per pass.
+fn run(s: &mut Session, set: &[(Arc<LoraAdapter>, f32)], prompt: &[u32], gen: &[u32]) -> Logits {
+    s.set_adapters(set).unwrap();
+    let mut out = vec![s.feed_all(prompt).unwrap()];
+    for &id in gen {
+        out.push(s.feed(&[id]).unwrap().to_vec());
+    }
+    out
+}
+
+fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| {
+            assert_eq!(x.len(), y.len());
+            x.iter().zip(y).map(|(u, v)| (u - v).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn cuda_lora_logits_match_the_cpu_backend() {
+    if !oracle().join("llama-lora-tiny-f32.gguf").exists() {
+        assert!(
+            !required(),
+            "TINYRT_REQUIRE_GPU=1 but no LoRA oracle at {}",
+            oracle().display()
+        );
+        eprintln!("SKIPPED: no LoRA oracle at {}", oracle().display());
+        return;
+    }
+    let gpu = match load(Device::Cuda) {
+        Ok(m) => m,
+        Err(e) => {
+            assert!(!required(), "TINYRT_REQUIRE_GPU=1 but no CUDA model: {e}");
+            eprintln!("SKIPPED (no GPU): {e}");
+            return;
+        }
+    };
+    let cpu = load(Device::Cpu).unwrap();
+    let adapter = |m: &Model, f: &str| m.load_adapter(oracle().join("gguf").join(f)).unwrap();
+    let (a_cpu, b_cpu) = (
+        adapter(&cpu, "a-qv-r8-f32.gguf"),
+        adapter(&cpu, "b-all-r16-f16.gguf"),
+    );
+    let (a_gpu, b_gpu) = (
+        adapter(&gpu, "a-qv-r8-f32.gguf"),
+        adapter(&gpu, "b-all-r16-f16.gguf"),
+    );
+    let (prompt, gen) = ids();
+    let gen = &gen[..gen.len().min(8)];
+    // (name, set on the CPU, the same on CUDA): switched in this order on one session each,
+    // the q/v adapter coming back after the all-linear one.
+    let sets: Vec<(&str, Set, Set)> = vec![
+        ("none", vec![], vec![]),
+        (
+            "a-qv-r8 f32",
+            vec![(a_cpu.clone(), 1.0)],
+            vec![(a_gpu.clone(), 1.0)],
+        ),
+        (
+            "b-all-r16 f16",
+            vec![(b_cpu.clone(), 1.0)],
+            vec![(b_gpu.clone(), 1.0)],
+        ),
+        (
+            "a 0.5 + b",
+            vec![(a_cpu.clone(), 0.5), (b_cpu.clone(), 1.0)],
+            vec![(a_gpu.clone(), 0.5), (b_gpu.clone(), 1.0)],
+        ),
+        (
+            "a-qv-r8 again",
+            vec![(a_cpu.clone(), 1.0)],
+            vec![(a_gpu.clone(), 1.0)],
+        ),
+        ("a at scale 0", vec![(a_cpu, 0.0)], vec![(a_gpu, 0.0)]),
+    ];
+    let (mut sc, mut sg) = (session(&cpu), session(&gpu));
+    let mut base: Option<(Logits, Logits)> = None;
+    for (name, set_cpu, set_gpu) in &sets {
+        let want = run(&mut sc, set_cpu, &prompt, gen);
+        let got = run(&mut sg, set_gpu, &prompt, gen);
+        let scale = want.iter().flatten().fold(1.0f32, |m, v| m.max(v.abs()));
+        let tol = 2e-4 * scale;
+        let d = max_abs_diff(&got, &want);
+        eprintln!("{name}: max |CUDA - CPU| {d:.3e} (max |logit| {scale:.2}, bound {tol:.2e})");
+        assert!(d <= tol, "{name}: max |CUDA - CPU| {d} > {tol}");
+        match &base {
+            None => base = Some((want, got)),
+            Some((base_cpu, base_gpu)) => {
+                let effect = max_abs_diff(&want, base_cpu);
+                if set_cpu.iter().all(|(_, s)| *s == 0.0) {
+                    // Scale 0: the base's bits, on the GPU as on the CPU.
+                    assert_eq!(&got, base_gpu, "{name}: CUDA logits differ from no adapter");
+                    assert_eq!(effect, 0.0, "{name}: CPU logits differ from no adapter");
+                } else {
+                    // The adapter moves the logits far more than the bound: the comparison
+                    // would see a missing or wrong LoRA term.
+                    eprintln!("{name}: the adapter moves the CPU logits by up to {effect:.3e}");
+                    assert!(
+                        effect > 20.0 * tol,
+                        "{name}: adapter effect {effect} too small to test"
+                    );
+                }
+            }
+        }
+    }
+}
