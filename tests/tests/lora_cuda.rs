@@ -3,7 +3,10 @@
 //! puts a copy): logits of a batched prefill at every position and of single-token decode
 //! steps (recorded, fused, replayed as a CUDA graph), for several adapter sets switched on one
 //! session each (so a graph captured under one set must not be replayed under the next).
-//! Scale 0 gives the bits of no adapter.
+//! Scale 0 gives the bits of no adapter. Once on the f32 base (f32 products on both sides),
+//! once with the base requantized to Q8_0 at load (the quantized decode path: Q8_1
+//! activations, `matvec3`, the norm + quantize fusion), where the bound is the base's own
+//! CUDA/CPU difference.
 //!
 //! Needs a GPU: skipped with a notice without one, unless `TINYRT_REQUIRE_GPU=1`.
 #![cfg(feature = "cuda")]
@@ -13,6 +16,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tinyrt::adapters::LoraAdapter;
+use tinyrt::kernels::quant::{GgmlType, QuantFormat};
 use tinyrt::kv_cache::KvType;
 use tinyrt::{Device, LoadOptions, Model, Session, SessionOptions};
 use tinyrt_tests::workspace_root;
@@ -32,11 +36,12 @@ fn required() -> bool {
     std::env::var("TINYRT_REQUIRE_GPU").is_ok_and(|v| v == "1")
 }
 
-fn load(device: Device) -> Result<Model, String> {
+fn load(device: Device, requant: Option<QuantFormat>) -> Result<Model, String> {
     Model::load(
         oracle().join("llama-lora-tiny-f32.gguf"),
         LoadOptions {
             device,
+            requant,
             ..LoadOptions::default()
         },
     )
@@ -92,6 +97,16 @@ fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 
 #[test]
 fn cuda_lora_logits_match_the_cpu_backend() {
+    compare(None);
+}
+
+#[test]
+fn cuda_lora_logits_match_the_cpu_backend_on_a_q8_0_base() {
+    compare(Some(QuantFormat::Ggml(GgmlType::Q8_0)));
+}
+
+/// Runs every set on both backends (the base requantized to `requant`) and checks the bound.
+fn compare(requant: Option<QuantFormat>) {
     if !oracle().join("llama-lora-tiny-f32.gguf").exists() {
         assert!(
             !required(),
@@ -101,7 +116,7 @@ fn cuda_lora_logits_match_the_cpu_backend() {
         eprintln!("SKIPPED: no LoRA oracle at {}", oracle().display());
         return;
     }
-    let gpu = match load(Device::Cuda) {
+    let gpu = match load(Device::Cuda, requant) {
         Ok(m) => m,
         Err(e) => {
             assert!(!required(), "TINYRT_REQUIRE_GPU=1 but no CUDA model: {e}");
@@ -109,7 +124,7 @@ fn cuda_lora_logits_match_the_cpu_backend() {
             return;
         }
     };
-    let cpu = load(Device::Cpu).unwrap();
+    let cpu = load(Device::Cpu, requant).unwrap();
     let adapter = |m: &Model, f: &str| m.load_adapter(oracle().join("gguf").join(f)).unwrap();
     let (a_cpu, b_cpu) = (
         adapter(&cpu, "a-qv-r8-f32.gguf"),
@@ -153,9 +168,19 @@ fn cuda_lora_logits_match_the_cpu_backend() {
         let want = run(&mut sc, set_cpu, &prompt, gen);
         let got = run(&mut sg, set_gpu, &prompt, gen);
         let scale = want.iter().flatten().fold(1.0f32, |m, v| m.max(v.abs()));
-        let tol = 2e-4 * scale;
         let d = max_abs_diff(&got, &want);
-        eprintln!("{name}: max |CUDA - CPU| {d:.3e} (max |logit| {scale:.2}, bound {tol:.2e})");
+        // f32: both sides compute in f32 (in other orders). Q8_0: the two backends quantize
+        // activations differently (Q8_1 / Q8_0), so the base differs by itself; with an
+        // adapter the difference may be up to 3 times the base's (at least 1% of the logits).
+        let tol = match (&requant, &base) {
+            (Some(_), Some((bc, bg))) => (3.0 * max_abs_diff(bg, bc)).max(1e-2 * scale),
+            (Some(_), None) => 5e-2 * scale,
+            (None, _) => 2e-4 * scale,
+        };
+        eprintln!(
+            "{name} ({requant:?}): max |CUDA - CPU| {d:.3e} (max |logit| {scale:.2}, \
+             bound {tol:.2e})"
+        );
         assert!(d <= tol, "{name}: max |CUDA - CPU| {d} > {tol}");
         match &base {
             None => base = Some((want, got)),
@@ -170,7 +195,7 @@ fn cuda_lora_logits_match_the_cpu_backend() {
                     // would see a missing or wrong LoRA term.
                     eprintln!("{name}: the adapter moves the CPU logits by up to {effect:.3e}");
                     assert!(
-                        effect > 20.0 * tol,
+                        effect > 10.0 * tol,
                         "{name}: adapter effect {effect} too small to test"
                     );
                 }

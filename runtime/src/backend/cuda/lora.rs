@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tinyrt_cuda::{CudaDevice, DeviceBuffer};
 
 use super::weights::DeviceWeight;
-use crate::adapters::LoraAdapter;
+use crate::adapters::{LoraAdapter, LoraPair};
 use crate::backend::{LoraTerm, WeightId};
 
 /// A pair by identity: the adapter's `Arc` address and the pair's index in it. The slot
@@ -69,6 +69,33 @@ pub(super) fn plan_slots(old: &[PairKey], new: &[PairKey]) -> SlotPlan {
     SlotPlan { keep, upload }
 }
 
+/// Whether the CUDA backend can apply pair `p` to the weight `name` of `shape` (rows, cols;
+/// `None`: a vector): `B·A` must have the weight's shape and the rank fit `lora_up`.
+pub(super) fn check_pair(
+    p: &LoraPair,
+    shape: Option<(usize, usize)>,
+    name: &str,
+) -> Result<(), String> {
+    let Some((rows, cols)) = shape else {
+        return Err(format!("LoRA pair {} on the vector {name}", p.target));
+    };
+    if (p.n_out, p.n_in) != (rows, cols) {
+        return Err(format!(
+            "LoRA pair {} is {}x{}, {name} is {rows}x{cols}",
+            p.target, p.n_out, p.n_in
+        ));
+    }
+    if p.rank == 0 || p.rank > tinyrt_cuda::LORA_MAX_RANK {
+        return Err(format!(
+            "LoRA pair {} has rank {}: the CUDA backend takes 1..={}",
+            p.target,
+            p.rank,
+            tinyrt_cuda::LORA_MAX_RANK
+        ));
+    }
+    Ok(())
+}
+
 /// `rows × cols` row-major, transposed.
 pub(super) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0.0f32; rows * cols];
@@ -81,10 +108,9 @@ pub(super) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 impl DeviceLora {
-    /// Makes `terms` the active set: checks each pair against its weight, uploads the pairs
-    /// not on the device yet and frees those the set no longer uses; terms of scale 0 are
-    /// left out. On an error the set is
-    /// left empty (no term applies) and nothing already uploaded for the new set is kept.
+    /// Makes `terms` the active set: checks each pair against its weight ([`check_pair`]),
+    /// uploads the pairs not on the device yet and frees those the set no longer uses; terms
+    /// of scale 0 are left out. On an error the set is left empty (no term applies).
     pub(super) fn set(
         &mut self,
         dev: &CudaDevice,
@@ -101,26 +127,11 @@ impl DeviceLora {
                     t.adapter.pairs.len()
                 )
             })?;
-            let DeviceWeight::Matrix { rows, cols, .. } = &tensors[t.weight.0 as usize] else {
-                return Err(format!("LoRA pair {} on a vector", p.target));
+            let shape = match &tensors[t.weight.0 as usize] {
+                DeviceWeight::Matrix { rows, cols, .. } => Some((*rows, *cols)),
+                DeviceWeight::Vector(_) => None,
             };
-            if (p.n_out, p.n_in) != (*rows, *cols) {
-                return Err(format!(
-                    "LoRA pair {} is {}x{}, {} is {rows}x{cols}",
-                    p.target,
-                    p.n_out,
-                    p.n_in,
-                    name(t.weight)
-                ));
-            }
-            if p.rank == 0 || p.rank > tinyrt_cuda::LORA_MAX_RANK {
-                return Err(format!(
-                    "LoRA pair {} has rank {}: the CUDA backend takes 1..={}",
-                    p.target,
-                    p.rank,
-                    tinyrt_cuda::LORA_MAX_RANK
-                ));
-            }
+            check_pair(p, shape, &name(t.weight))?;
         }
         // A term of scale 0 adds nothing: leaving it out keeps the step's fusions (and bits)
         // those of the base.
@@ -216,6 +227,21 @@ mod tests {
                 upload: vec![]
             }
         );
+    }
+
+    #[test]
+    fn pairs_must_match_their_weight_and_fit_the_kernel() {
+        let pair = |r: usize, n_in: usize, n_out: usize| {
+            let (a, b) = (vec![0.5; r * n_in], vec![0.25; n_out * r]);
+            LoraPair::new("blk.0.attn_q.weight".into(), n_in, n_out, r, &a, &b)
+        };
+        assert_eq!(check_pair(&pair(8, 64, 32), Some((32, 64)), "q"), Ok(()));
+        // Transposed shape, a vector, a rank lora_up cannot hold.
+        let e = check_pair(&pair(8, 64, 32), Some((64, 32)), "q").unwrap_err();
+        assert!(e.contains("is 32x64, q is 64x32"), "{e}");
+        assert!(check_pair(&pair(8, 64, 32), None, "q").is_err());
+        let e = check_pair(&pair(257, 64, 32), Some((32, 64)), "q").unwrap_err();
+        assert!(e.contains("rank 257"), "{e}");
     }
 
     #[test]
