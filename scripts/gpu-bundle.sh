@@ -4,9 +4,10 @@
 #   gpu-bundle/gpu        cuda/tests/gpu/main.rs   every kernel against its CPU reference
 #   gpu-bundle/gpu_bench  cuda/tests/gpu_bench.rs  bandwidth and kernel throughput
 #   gpu-bundle/nvrtc      cuda/tests/nvrtc.rs      compile + ptxas register report
-#   gpu-bundle/lora_cuda  tests/tests/lora_cuda.rs LoRA on CUDA against the CPU backend
-#   gpu-bundle/lora       its oracle: the tiny Llama base, two adapters, the prompt ids
-#                         (from ../shared/oracles/lora)
+#   gpu-bundle/lora_cuda.xz  tests/tests/lora_cuda.rs LoRA on CUDA against the CPU backend
+#                         (xz-compressed: 3.2 MB -> 1 MB; gpu-check.sh unpacks it)
+#   gpu-bundle/lora       its oracle: the tiny Llama base and two adapters (from
+#                         ../shared/oracles/lora)
 #   gpu-bundle/tinyrt     the CLI, when it has a `--device cuda` path
 #   gpu-bundle/fixtures   the q8_0/q4_0 tiny fixtures and their llama.cpp goldens (step 5 of
 #                         gpu-check.sh), so that tests/fixtures need not travel, and the tiny
@@ -58,6 +59,10 @@ else
 fi
 
 strip "$out"/* 2>/dev/null || true
+# The LoRA test binary travels compressed (the bundle is near its limit); Python's lzma, as
+# gpu-check.sh uses it to unpack.
+python3 -c 'import lzma, sys; open(sys.argv[1] + ".xz", "wb").write(lzma.compress(open(sys.argv[1], "rb").read(), preset=9))' "$out/lora_cuda"
+rm "$out/lora_cuda"
 
 echo "== fixtures and goldens for the end-to-end check"
 mkdir -p "$out/fixtures"
@@ -74,7 +79,7 @@ done
 lora_src=../shared/oracles/lora
 if [ -e "$lora_src/llama-lora-tiny-f32.gguf" ]; then
     mkdir -p "$out/lora/gguf"
-    cp "$lora_src/llama-lora-tiny-f32.gguf" "$lora_src/hf.jsonl" "$out/lora/"
+    cp "$lora_src/llama-lora-tiny-f32.gguf" "$out/lora/"
     cp "$lora_src/gguf/a-qv-r8-f32.gguf" "$lora_src/gguf/b-all-r16-f16.gguf" "$out/lora/gguf/"
 else
     echo "== no LoRA oracle at $lora_src: the CUDA LoRA test will skip"
