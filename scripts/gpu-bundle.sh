@@ -4,6 +4,10 @@
 #   gpu-bundle/gpu        cuda/tests/gpu/main.rs   every kernel against its CPU reference
 #   gpu-bundle/gpu_bench  cuda/tests/gpu_bench.rs  bandwidth and kernel throughput
 #   gpu-bundle/nvrtc      cuda/tests/nvrtc.rs      compile + ptxas register report
+#   gpu-bundle/lora_cuda.xz  tests/tests/lora_cuda.rs LoRA on CUDA against the CPU backend
+#                         (xz-compressed: 3.2 MB -> 1 MB; gpu-check.sh unpacks it)
+#   gpu-bundle/lora       its oracle: the tiny Llama base and two adapters (from
+#                         ../shared/oracles/lora)
 #   gpu-bundle/tinyrt     the CLI, when it has a `--device cuda` path
 #   gpu-bundle/fixtures   the q8_0/q4_0 tiny fixtures and their llama.cpp goldens (step 5 of
 #                         gpu-check.sh), so that tests/fixtures need not travel, and the tiny
@@ -19,10 +23,12 @@ mkdir -p "$out"
 echo "== building the CUDA test binaries (profile ci)"
 cargo test -p tinyrt-cuda --features cuda --profile ci --no-run --message-format=json-render-diagnostics \
     > "$out/.cargo-test.json"
+cargo test -p tinyrt-tests --features cuda --profile ci --test lora_cuda --no-run \
+    --message-format=json-render-diagnostics >> "$out/.cargo-test.json"
 python3 - "$out" <<'PY'
 import json, shutil, sys, os
 out = sys.argv[1]
-wanted = {"gpu", "gpu_bench", "nvrtc"}
+wanted = {"gpu", "gpu_bench", "nvrtc", "lora_cuda"}
 found = set()
 for line in open(os.path.join(out, ".cargo-test.json")):
     try:
@@ -53,6 +59,10 @@ else
 fi
 
 strip "$out"/* 2>/dev/null || true
+# The LoRA test binary travels compressed (the bundle is near its limit); Python's lzma, as
+# gpu-check.sh uses it to unpack.
+python3 -c 'import lzma, sys; open(sys.argv[1] + ".xz", "wb").write(lzma.compress(open(sys.argv[1], "rb").read(), preset=9))' "$out/lora_cuda"
+rm "$out/lora_cuda"
 
 echo "== fixtures and goldens for the end-to-end check"
 mkdir -p "$out/fixtures"
@@ -65,6 +75,15 @@ done
 for f in models/bert-tiny-cls-f32.gguf models/distilbert-tiny-cls-f32.gguf; do
     if [ -e "$f" ]; then cp -L "$f" "$out/fixtures/"; fi
 done
+# The LoRA oracle files tests/tests/lora_cuda.rs reads (TINYRT_LORA_ORACLE in gpu-check.sh).
+lora_src=../shared/oracles/lora
+if [ -e "$lora_src/llama-lora-tiny-f32.gguf" ]; then
+    mkdir -p "$out/lora/gguf"
+    cp "$lora_src/llama-lora-tiny-f32.gguf" "$out/lora/"
+    cp "$lora_src/gguf/a-qv-r8-f32.gguf" "$lora_src/gguf/b-all-r16-f16.gguf" "$out/lora/gguf/"
+else
+    echo "== no LoRA oracle at $lora_src: the CUDA LoRA test will skip"
+fi
 {
     echo "commit: $(git rev-parse HEAD)$(git diff --quiet || echo ' (dirty)')"
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"

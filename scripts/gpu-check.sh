@@ -7,6 +7,7 @@
 #   1. nvidia-smi summary
 #   2. gpu-bundle/gpu: every kernel against its CPU reference (TINYRT_REQUIRE_GPU=1)
 #   3. gpu-bundle/nvrtc: compile + ptxas register report with the machine's own toolchain
+#   3'. gpu-bundle/lora_cuda.xz: LoRA logits on CUDA against the CPU backend (gpu-bundle/lora)
 #   4. gpu-bundle/gpu_bench: copy bandwidth, matvec GB/s at TinyLlama / SmolLM2 shapes, graph
 #   5. with gpu-bundle/tinyrt (CLI with --device cuda) and gpu-bundle/fixtures: parity vs the
 #      goldens (llama-tiny has Llama-3 rope_freqs), CUDA vs CPU on synth models, the backend's
@@ -133,6 +134,20 @@ fi
 
 if [ -x "$B/nvrtc" ]; then
     step "NVRTC + ptxas registers (nvrtc.rs)" nvrtc show_tail 45 "$B/nvrtc" --nocapture
+fi
+
+# LoRA on CUDA against the CPU backend (tests/tests/lora_cuda.rs), unpacked from its .xz
+# with Python's lzma (gpu-bundle.sh packs it so).
+unpack_xz() { # IN OUT
+    python3 -c 'import lzma, sys; open(sys.argv[2], "wb").write(lzma.decompress(open(sys.argv[1], "rb").read()))' "$1" "$2" &&
+        chmod +x "$2"
+}
+if [ -e "$B/lora_cuda.xz" ] && unpack_xz "$B/lora_cuda.xz" /tmp/lora_cuda; then
+    step "LoRA: CUDA vs CPU logits (lora_cuda.rs)" lora-cuda show_tests 60 \
+        env TINYRT_REQUIRE_GPU=1 TINYRT_LORA_ORACLE="$B/lora" /tmp/lora_cuda --nocapture
+    grep -E 'max \|CUDA - CPU\||moves the CPU logits' "$LOGS/lora-cuda.log"
+else
+    SUMMARY+=("| LoRA CUDA vs CPU | MISSING $B/lora_cuda.xz | - |")
 fi
 
 if [ -x "$B/gpu_bench" ]; then

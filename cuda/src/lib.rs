@@ -33,6 +33,8 @@
 //! `matmul_q8_1_mma` (int8 tensor cores, compute capability 8.0+, the types of
 //! [`Kernel::matmul_mmq`]; `TINYRT_CUDA_MMQ=0` or other types: `matmul`, f32 tiles),
 //! `rope_cached`, `kv_store`, `attention` with `ntok > 1`, `swiglu`/`geglu`, `add`.
+//! Either path, after each product whose weight has a LoRA term of the session: `lora_down`
+//! (`t = A·x`) and `lora_up` (`out += s·B·t`).
 //! Either path, by architecture: `layer_norm`, `add_rows` (biases), `scale`, `gelu`, `copy`.
 //! Encoders (BERT), launched at once: `attention_packed` (bidirectional attention of packed
 //! sequences, boundaries in device memory), `pool_rows` (mean / first / last row per
@@ -75,5 +77,5 @@ pub use graph::DeviceGraph;
 #[cfg(feature = "cuda")]
 pub use launch::{
     matvec_threads_per_row, AttentionShape, DevicePtrF32, GluActivation, KvElement,
-    PackedAttentionShape, PoolMode, RopeKvShape, RopeMode, Q8_1_BLOCK_BYTES,
+    PackedAttentionShape, PoolMode, RopeKvShape, RopeMode, LORA_MAX_RANK, Q8_1_BLOCK_BYTES,
 };

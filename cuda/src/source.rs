@@ -20,10 +20,11 @@ pub enum SourceFile {
     Rope,
     Attention,
     Elementwise,
+    Lora,
 }
 
 impl SourceFile {
-    pub const ALL: [SourceFile; 7] = [
+    pub const ALL: [SourceFile; 8] = [
         SourceFile::Quantize,
         SourceFile::Matvec,
         SourceFile::Matmul,
@@ -31,6 +32,7 @@ impl SourceFile {
         SourceFile::Rope,
         SourceFile::Attention,
         SourceFile::Elementwise,
+        SourceFile::Lora,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -43,6 +45,7 @@ impl SourceFile {
             SourceFile::Rope => "rope.cu",
             SourceFile::Attention => "attention.cu",
             SourceFile::Elementwise => "elementwise.cu",
+            SourceFile::Lora => "lora.cu",
         }
     }
 
@@ -56,6 +59,7 @@ impl SourceFile {
             SourceFile::Rope => include_str!("../kernels/rope.cu"),
             SourceFile::Attention => include_str!("../kernels/attention.cu"),
             SourceFile::Elementwise => include_str!("../kernels/elementwise.cu"),
+            SourceFile::Lora => include_str!("../kernels/lora.cu"),
         }
     }
 
@@ -212,6 +216,8 @@ kernels! {
     GetRowsQ6_K => ("get_rows_q6_k", Elementwise, GET_ROWS_ARGS),
     GetRowsIQ4_NL => ("get_rows_iq4_nl", Elementwise, GET_ROWS_ARGS),
     GetRowsNF4 => ("get_rows_nf4", Elementwise, GET_ROWS_ARGS),
+    LoraDown => ("lora_down", Lora, &[P, P, P, I, I, I, I]),
+    LoraUp => ("lora_up", Lora, &[P, P, P, F, I, I, I, I]),
 }
 
 impl Kernel {
@@ -242,6 +248,8 @@ impl Kernel {
                 | Kernel::RopeCached
                 | Kernel::RopeKvStoreF16
                 | Kernel::RopeKvStoreF32
+                | Kernel::LoraDown
+                | Kernel::LoraUp
         )
     }
 

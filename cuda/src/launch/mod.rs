@@ -2,7 +2,8 @@
 //!
 //! This module holds the shared part (argument kinds, size checks, [`CudaDevice::launch`]);
 //! the wrappers live in one file per kernel family: `norm` (Q8_1 quantization, norms),
-//! `matvec`, `matmul`, `attention` (RoPE, KV-cache writes, attention), `elementwise`.
+//! `matvec`, `matmul`, `attention` (RoPE, KV-cache writes, attention), `elementwise`, `lora`
+//! (the two products of a LoRA term).
 //!
 //! Every wrapper checks buffer lengths and sizes against what the kernel will touch, then
 //! calls [`CudaDevice::launch`], which checks the argument list against [`Kernel::args`].
@@ -13,6 +14,7 @@ use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKern
 
 mod attention;
 mod elementwise;
+mod lora;
 mod matmul;
 mod matvec;
 mod norm;
@@ -21,6 +23,9 @@ use crate::{ArgKind, CudaDevice, CudaError, Kernel, WeightType};
 
 /// Bytes of one Q8_1 activation block (32 values): f16 d, f16 s, 32 × i8.
 pub const Q8_1_BLOCK_BYTES: usize = 36;
+
+/// The largest LoRA rank [`CudaDevice::lora_up`] takes (LORA_MAX_RANK in lora.cu).
+pub const LORA_MAX_RANK: usize = 256;
 
 /// One kernel parameter value.
 #[derive(Clone, Copy, Debug)]

@@ -10,6 +10,7 @@ mod common;
 mod elementwise;
 mod encoder;
 mod graph;
+mod lora;
 mod norm_rope;
 mod products;
 mod quantize;

@@ -575,6 +575,30 @@ impl DeviceState {
                 let mut o = raw_of(dev, out);
                 dev.argmax(&v, &mut o, *cols).map_err(err)
             }
+            Op::Lora {
+                x,
+                out,
+                slot,
+                scale,
+                n,
+            } => {
+                let s = self.lora.slots.get(*slot).ok_or("no such LoRA slot")?;
+                let (xs, os) = (self.cols(*x), self.cols(*out));
+                if xs < s.n_in || os < s.n_out {
+                    return Err(format!(
+                        "LoRA pair of {}x{} on rows of {xs} into rows of {os}",
+                        s.n_out, s.n_in
+                    ));
+                }
+                let xv = self.rows(*x, *n)?;
+                let mut ov = self.rows(*out, *n)?;
+                let t = self.lora_t.as_ref().ok_or("no LoRA scratch")?;
+                let mut tv = raw_of(dev, t);
+                dev.lora_down(&s.a, &xv, &mut tv, s.rank, s.n_in, *n, xs)
+                    .map_err(err)?;
+                dev.lora_up(&s.bt, &tv, &mut ov, *scale, s.n_out, s.rank, *n, os)
+                    .map_err(err)
+            }
         }
     }
 

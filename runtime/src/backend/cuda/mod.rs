@@ -24,10 +24,17 @@
 //! other types on the f32 tiled kernel. Host ↔ device traffic per token: the token id, the
 //! position, and the logits or (greedy, `Backend::argmax`) one id.
 //!
+//! LoRA terms (`Backend::set_lora`): each pair's `A` and `B` go to the device once, as f32,
+//! kept while the session's set uses them (`lora.rs`); after each product whose weight has
+//! terms, one recorded op per term runs `lora_down` (`t = A·x`) and `lora_up`
+//! (`out += s·B·t`), f32 accumulation. A LoRA op keeps its product from fusing with the op
+//! after it; a new set invalidates the captured graph.
+//!
 //! The [`Backend`] trait's methods return nothing, so the first CUDA error is kept and
 //! reported through [`Backend::take_error`]; later ops are skipped.
 
 mod exec;
+mod lora;
 mod plan;
 mod state;
 #[cfg(test)]
@@ -235,6 +242,22 @@ impl Backend for CudaBackend {
             },
             0,
         );
+        // Each LoRA term of a product's weight, in the set's order: `out += s·B·(A·x)`.
+        let lora: Vec<Op> = outs
+            .iter()
+            .flat_map(|&(wid, out)| {
+                self.st.lora.terms_of(wid).map(move |t| Op::Lora {
+                    x,
+                    out,
+                    slot: t.slot,
+                    scale: t.scale,
+                    n,
+                })
+            })
+            .collect();
+        for op in lora {
+            self.submit(op, 0);
+        }
     }
 
     fn add_bias(&mut self, x: BufId, b: WeightId, n: usize) {
@@ -395,9 +418,10 @@ impl Backend for CudaBackend {
     }
 
     fn set_lora(&mut self, terms: &[super::LoraTerm]) {
-        if !terms.is_empty() {
-            self.error
-                .get_or_insert_with(|| "LoRA adapters are not on CUDA yet".into());
+        // The recorded ops name the old set's slots: run them first.
+        let r = self.flush().and_then(|()| self.st.set_lora(terms));
+        if let Err(e) = r {
+            self.error.get_or_insert(e);
         }
     }
 

@@ -130,6 +130,16 @@ pub(super) enum Op {
         row: usize,
         cols: usize,
     },
+    /// `out[t] += scale · B·(A·x[t])` with the pair in the session's LoRA slot `slot`
+    /// (recorded right after the `Matmul` of `out`'s weight, once per term). A changed set
+    /// bumps `DeviceState::alloc_gen`, so a graph holding the old slots is not replayed.
+    Lora {
+        x: BufId,
+        out: BufId,
+        slot: usize,
+        scale: f32,
+        n: usize,
+    },
 }
 
 impl Op {
@@ -150,7 +160,8 @@ impl Op {
             | Op::Gelu { n, .. }
             | Op::GeluErf { n, .. }
             | Op::AttentionPacked { n, .. }
-            | Op::CopyCols { n, .. } => n,
+            | Op::CopyCols { n, .. }
+            | Op::Lora { n, .. } => n,
             Op::Pool { n_seq, .. } => n_seq,
             Op::CopyRow { .. } | Op::Argmax { .. } => 1,
         }
@@ -224,6 +235,7 @@ fn touches(op: &Op, b: BufId) -> bool {
         Op::Glu { gate, up, .. } => *gate == b || *up == b,
         Op::CopyCols { src, dst, .. } | Op::CopyRow { src, dst, .. } => *src == b || *dst == b,
         Op::Argmax { buf, .. } => *buf == b,
+        Op::Lora { x, out, .. } => *x == b || *out == b,
     }
 }
 
@@ -238,7 +250,9 @@ fn overwritten_before_read(ops: &[Op], b: BufId) -> bool {
 
 /// Plans the execution of recorded single-token ops, fusing where the kernels allow:
 /// RMSNorm + Q8_1 quantization (when the next op is a matmul of the normalised rows), gate/up
-/// matmul + SwiGLU/GeGLU, and RoPE(Q) + RoPE(K) + KV-cache write before attention.
+/// matmul + SwiGLU/GeGLU, and RoPE(Q) + RoPE(K) + KV-cache write before attention. A LoRA op
+/// after a matmul keeps it from fusing with the op after it (the GLU or the residual add must
+/// see the adapted output) but not from sharing the Q8_1 input with the next matmul.
 pub(super) fn plan(ops: &[Op], info: &dyn FusionInfo, fuse: bool) -> Vec<Exec> {
     let mut plan = Vec::with_capacity(ops.len());
     let mut q8_of: Option<BufId> = None;
@@ -365,6 +379,15 @@ pub(super) fn plan(ops: &[Op], info: &dyn FusionInfo, fuse: bool) -> Vec<Exec> {
                     q8_of = None;
                     i += 1;
                 }
+            }
+            Op::Lora { out, .. } => {
+                // Reads f32 rows only: the Q8_1 copy stays valid unless it is `out`'s.
+                plan.push(Exec::Plain {
+                    op: i,
+                    q8_ready: false,
+                });
+                q8_of = q8_of.filter(|b| b != out);
+                i += 1;
             }
             Op::Attention { .. } if attn_q8(i).is_some() => {
                 plan.push(Exec::AttentionQ8 { op: i });
@@ -641,6 +664,71 @@ mod tests {
         assert_eq!(
             plan(&ops, &Mock, true),
             vec![plain(0, false), plain(1, false)]
+        );
+    }
+
+    fn lora(x: BufId, out: BufId, slot: usize) -> Op {
+        Op::Lora {
+            x,
+            out,
+            slot,
+            scale: 2.0,
+            n: 1,
+        }
+    }
+
+    #[test]
+    fn lora_ops_stop_output_fusions_but_keep_the_shared_q8_1_input() {
+        // LoRA on every projection: q and v after Q/K/V, wo, gate and up, down.
+        let mut ops = llama_step((4, 5));
+        ops.insert(3, lora(XN, Q, 0));
+        ops.insert(4, lora(XN, V, 1));
+        ops.insert(9, lora(ATT, OUT, 2));
+        ops.insert(13, lora(XN, GATE, 3));
+        ops.insert(14, lora(XN, UP, 4));
+        ops.insert(17, lora(GATE, OUT, 5));
+        let want = vec![
+            plain(0, false),
+            Exec::NormQ8 { op: 1 },
+            plain(2, true),
+            plain(3, false),
+            plain(4, false),
+            Exec::RopeKvAttention {
+                rope_q: 5,
+                rope_k: 6,
+                attn: 7,
+                q8_out: true,
+            },
+            // wo: its LoRA term comes between it and the residual add.
+            plain(8, true),
+            plain(9, false),
+            plain(10, false),
+            Exec::NormQ8 { op: 11 },
+            // gate/up: the GLU must see the adapted outputs.
+            plain(12, true),
+            plain(13, false),
+            plain(14, false),
+            plain(15, false),
+            plain(16, false),
+            plain(17, false),
+            plain(18, false),
+            plain(19, false),
+            Exec::NormQ8 { op: 20 },
+            plain(21, true),
+            plain(22, false),
+        ];
+        assert_eq!(plan(&ops, &Mock, true), want);
+        // A second product of the same input after a LoRA op reuses its Q8_1 copy ...
+        let ops = vec![matmul(XN, &[(0, Q)]), lora(XN, Q, 0), matmul(XN, &[(1, K)])];
+        assert_eq!(
+            plan(&ops, &Mock, true),
+            vec![plain(0, false), plain(1, false), plain(2, true)]
+        );
+        // ... unless the LoRA op wrote that input.
+        let ops = vec![matmul(XN, &[(0, Q)]), lora(Q, XN, 0), matmul(XN, &[(1, K)])];
+        assert_eq!(
+            plan(&ops, &Mock, true),
+            vec![plain(0, false), plain(1, false), plain(2, false)]
         );
     }
 }

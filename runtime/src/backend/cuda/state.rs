@@ -6,9 +6,10 @@ use std::sync::Arc;
 use tinyrt_cuda::cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, SyncOnDrop};
 use tinyrt_cuda::{AttentionShape, CudaDevice, CudaError, DeviceBuffer, WeightType};
 
+use super::lora::DeviceLora;
 use super::plan::{FusionInfo, Op};
 use super::weights::{CudaWeights, DeviceWeight};
-use crate::backend::{AttnParams, BufId, RopeParams, WeightId};
+use crate::backend::{AttnParams, BufId, LoraTerm, RopeParams, WeightId};
 use crate::kernels::cpu::ops::RopeCache;
 use crate::kernels::quant;
 use crate::kv_cache::{KvCacheSpec, KvType};
@@ -113,6 +114,10 @@ pub(super) struct DeviceState {
     pub(super) attn_scratch: Option<DeviceBuffer<f32>>,
     pub(super) argmax_out: Option<DeviceBuffer<i32>>,
     pub(super) rope_tables: Vec<RopeTable>,
+    /// The session's LoRA pairs on the device and its active terms.
+    pub(super) lora: DeviceLora,
+    /// `A·x` of the LoRA op being run (`n × rank`), shared by all of them (one stream).
+    pub(super) lora_t: Option<DeviceBuffer<f32>>,
     /// Bumped whenever a buffer that recorded ops point into is (re)allocated.
     pub(super) alloc_gen: u64,
     pub(super) fuse: bool,
@@ -200,6 +205,8 @@ impl DeviceState {
             attn_scratch: None,
             argmax_out: None,
             rope_tables: Vec::new(),
+            lora: DeviceLora::default(),
+            lora_t: None,
             alloc_gen: 0,
             fuse,
             mmq,
@@ -385,6 +392,10 @@ impl DeviceState {
                 )?;
             }
             Op::Argmax { .. } => Self::grow(&dev, &mut self.argmax_out, 1, &mut self.alloc_gen)?,
+            Op::Lora { n, slot, .. } => {
+                let rank = self.lora.slots.get(*slot).ok_or("no such LoRA slot")?.rank;
+                Self::grow(&dev, &mut self.lora_t, n * rank, &mut self.alloc_gen)?;
+            }
             _ => {}
         }
         Ok(())
@@ -476,6 +487,19 @@ impl DeviceState {
         self.kv_spec = Some(*spec);
         self.alloc_gen += 1;
         Ok(())
+    }
+
+    /// Makes `terms` the session's LoRA set (`Backend::set_lora`; recorded ops must have run).
+    /// The graph of the last step is not replayed after it (its ops name the old slots).
+    pub(super) fn set_lora(&mut self, terms: &[LoraTerm]) -> Result<(), String> {
+        self.alloc_gen += 1;
+        let w = &self.w;
+        self.lora.set(
+            &w.dev,
+            &w.tensors,
+            |id| w.table.entry(id).name.clone(),
+            terms,
+        )
     }
 
     /// The token ids of the current pass to the device.
