@@ -102,6 +102,8 @@ pub struct GenParams {
     pub adapters: AdapterSet,
     /// tinyrt and llama-server's extra: the generated token ids in the answer.
     pub return_tokens: bool,
+    /// llama-server's extra: never end at an end-of-generation token.
+    pub ignore_eos: bool,
 }
 
 /// Checks `model` against the names this server answers to.
@@ -234,6 +236,7 @@ pub fn gen_params(
         include_usage,
         adapters: lora_set(o, adapters)?,
         return_tokens: opt_bool(o, "return_tokens")?.unwrap_or(false),
+        ignore_eos: opt_bool(o, "ignore_eos")?.unwrap_or(false),
     })
 }
 

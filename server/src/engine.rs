@@ -31,10 +31,24 @@ pub trait Engine: Send + 'static {
     /// The LoRA adapters (with scales) of the slot's later passes; the slot's cache is emptied.
     fn set_adapters(&mut self, slot: usize, set: &[(Arc<LoraAdapter>, f32)])
         -> Result<(), String>;
-    /// One forward pass: each item appends its tokens to its slot (distinct slots); returns,
-    /// per item, the logits (vocabulary floats) after its last token when it asked for them.
+    /// One forward pass: each item appends its tokens to its slot (distinct slots, at most
+    /// [`MAX_ITEM_TOKENS`] tokens each); returns, per item, the logits (vocabulary floats)
+    /// after its last token when it asked for them.
     fn step(&mut self, items: &[StepItem<'_>]) -> Result<Vec<Option<Vec<f32>>>, String>;
+    /// The numerics class of an item of `n_tokens` tokens: a token's bits (its cache entries,
+    /// its logits) depend only on the tokens up to it and on the classes of the items each of
+    /// their positions was fed in. The scheduler feeds every prompt position in the class
+    /// `tinyrt generate` would (chunks of [`MAX_ITEM_TOKENS`]), so that answers do not depend
+    /// on what else runs or on what a slot held. An engine whose bits never depend on the
+    /// split keeps the default: one class.
+    fn class(&self, n_tokens: usize) -> u8 {
+        let _ = n_tokens;
+        0
+    }
 }
+
+/// Most tokens of one item (`SessionOptions::n_batch`: the chunk `tinyrt generate` feeds).
+pub const MAX_ITEM_TOKENS: usize = 512;
 
 /// One [`Session`] per slot: correct, not batched.
 pub struct SessionEngine {
@@ -55,6 +69,7 @@ impl SessionEngine {
         }
         let opts = SessionOptions {
             n_ctx: Some(slot_ctx),
+            n_batch: MAX_ITEM_TOKENS,
             ..opts
         };
         let sessions = (0..n_slots)
@@ -100,5 +115,11 @@ impl Engine for SessionEngine {
             out.push(item.logits.then(|| logits.to_vec()));
         }
         Ok(out)
+    }
+
+    /// The CPU attention follows llama.cpp: batches of at least `GGML_FA_TILE_Q` tokens take
+    /// the tiled path (f32 accumulators), smaller ones the per-key path (f16 accumulators).
+    fn class(&self, n_tokens: usize) -> u8 {
+        u8::from(n_tokens >= tinyrt::kernels::cpu::attention::GGML_FA_TILE_Q)
     }
 }

@@ -34,6 +34,8 @@ const MAX_EMBED_INPUTS: usize = 2048;
 
 pub(crate) struct App {
     opts: ServerOptions,
+    /// Generation requests between their admission check and their answer's end.
+    inflight: Arc<AtomicUsize>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) ready: OnceLock<Arc<Ready>>,
 }
@@ -42,6 +44,7 @@ impl App {
     pub(crate) fn new(opts: ServerOptions) -> App {
         App {
             opts,
+            inflight: Arc::new(AtomicUsize::new(0)),
             metrics: Arc::new(Metrics::default()),
             ready: OnceLock::new(),
         }
@@ -297,7 +300,17 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("a worker failed: {e}")))?
 }
 
-/// Queues a generation; its events come back on the receiver.
+/// One place of the server's capacity (slots + queue), released on drop.
+struct Inflight(Arc<AtomicUsize>);
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Queues a generation; its events come back on the receiver. 429 when every slot is busy
+/// and `max_queue` requests already wait.
 fn start_job(
     app: &App,
     r: &Ready,
@@ -305,7 +318,7 @@ fn start_job(
     params: &GenParams,
     logprobs: Option<usize>,
     entry: &ReqLog,
-) -> Result<UnboundedReceiver<Event>, ApiError> {
+) -> Result<(UnboundedReceiver<Event>, Inflight), ApiError> {
     if prompt.is_empty() {
         return Err(ApiError::bad_param("prompt", "the prompt is empty"));
     }
@@ -320,11 +333,12 @@ fn start_job(
         ));
     }
     entry.tokens(prompt.len(), 0);
-    let queued = app.metrics.queued.fetch_add(1, Ordering::Relaxed);
-    if queued >= app.opts.max_queue {
-        app.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+    let capacity = r.scheduler.n_slots().saturating_add(app.opts.max_queue);
+    let place = Inflight(Arc::clone(&app.inflight));
+    if app.inflight.fetch_add(1, Ordering::Relaxed) >= capacity {
         return Err(ApiError::queue_full());
     }
+    app.metrics.queued.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = unbounded_channel();
     let job = Job {
         prompt,
@@ -332,6 +346,7 @@ fn start_job(
         sampler: params.sampler.clone(),
         stop: params.stop.clone(),
         logprobs,
+        ignore_eos: params.ignore_eos,
         adapters: params.adapters.clone(),
         events: tx,
         arrived: Instant::now(),
@@ -340,7 +355,7 @@ fn start_job(
         app.metrics.queued.fetch_sub(1, Ordering::Relaxed);
         return Err(ApiError::unavailable("the scheduler has stopped"));
     }
-    Ok(rx)
+    Ok((rx, place))
 }
 
 /// A whole answer.
@@ -421,6 +436,7 @@ struct Streaming {
     return_tokens: bool,
     text_offset: usize,
     entry: Arc<ReqLog>,
+    _place: Inflight,
 }
 
 impl Streaming {
@@ -553,7 +569,7 @@ async fn chat(
         let r = Arc::clone(&r);
         blocking(move || r.encode_chat(&messages)).await?
     };
-    let rx = start_job(&app, &r, prompt, &params, logprobs, &entry)?;
+    let (rx, place) = start_job(&app, &r, prompt, &params, logprobs, &entry)?;
     let id = answer_id("chatcmpl");
     if params.stream {
         return Ok(stream_response(Streaming {
@@ -568,9 +584,11 @@ async fn chat(
             return_tokens: params.return_tokens,
             text_offset: 0,
             entry,
+            _place: place,
         }));
     }
     let c = collect(rx).await?;
+    drop(place);
     entry.tokens(c.prompt, c.completion);
     let tok = r.model.tokenizer();
     let mut choice = json!({
@@ -653,7 +671,7 @@ async fn completions(
     let logprobs = api::completion_logprobs(&o)?;
     let params = api::gen_params(&o, &["max_tokens"], &r.adapters)?;
     let prompt = completion_prompt(&r, &o).await?;
-    let rx = start_job(&app, &r, prompt, &params, logprobs, &entry)?;
+    let (rx, place) = start_job(&app, &r, prompt, &params, logprobs, &entry)?;
     let id = answer_id("cmpl");
     if params.stream {
         return Ok(stream_response(Streaming {
@@ -668,9 +686,11 @@ async fn completions(
             return_tokens: params.return_tokens,
             text_offset: 0,
             entry,
+            _place: place,
         }));
     }
     let c = collect(rx).await?;
+    drop(place);
     entry.tokens(c.prompt, c.completion);
     let tok = r.model.tokenizer();
     let mut choice = json!({

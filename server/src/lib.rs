@@ -42,7 +42,8 @@ pub struct ServerOptions {
     pub port: u16,
     /// `Authorization: Bearer KEY` required on every route but `/health`.
     pub api_key: Option<String>,
-    /// Requests waiting for a slot at most; more are answered 429.
+    /// Requests waiting for a slot at most: with every slot busy and this many waiting, a new
+    /// one is answered 429.
     pub max_queue: usize,
     /// Serve `GET /metrics`.
     pub metrics: bool,

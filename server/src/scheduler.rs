@@ -7,6 +7,11 @@
 //! closed), within one step. A new request takes the free slot whose cache shares the longest
 //! prefix with its prompt (same adapters) and feeds only the rest. The HTTP side talks to it
 //! through [`Scheduler::submit`] and the [`Event`]s of each job.
+//!
+//! Answers do not depend on the load: every prompt position is fed in the numerics class
+//! ([`Engine::class`]) that `tinyrt generate`'s chunking gives it, whatever the step budget
+//! left and whatever prefix was reused (a cached prefix counts only where its classes match
+//! too), and a prompt piece is never cut to fit a step.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -20,10 +25,11 @@ use tinyrt::tokenizer::StreamDecoder;
 use tinyrt::{Model, Sampler, SamplerOptions};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::engine::{Engine, StepItem};
+use crate::engine::{Engine, StepItem, MAX_ITEM_TOKENS};
 use crate::metrics::Metrics;
 
-/// Tokens per forward pass at most (decode tokens first, then prompt chunks).
+/// Tokens per forward pass (decode tokens first, then whole prompt pieces; the first piece
+/// goes in even when it is larger).
 pub const STEP_BUDGET: usize = 512;
 
 /// The LoRA adapters of a request: `key` (names and scale bits) tells which slots computed
@@ -43,6 +49,8 @@ pub struct Job {
     pub stop: Vec<String>,
     /// `Some(k)`: report each token's log-probability and the `k` most likely.
     pub logprobs: Option<usize>,
+    /// Never sample an end-of-generation token (llama-server's `ignore_eos`).
+    pub ignore_eos: bool,
     pub adapters: AdapterSet,
     pub events: UnboundedSender<Event>,
     pub arrived: Instant,
@@ -155,6 +163,8 @@ struct Seq<'t> {
     cached: usize,
     /// The sampled token to feed next.
     pending: Option<u32>,
+    /// Sizes of the prompt items still to feed.
+    pieces: VecDeque<usize>,
     generated: usize,
     sampler: Sampler,
     decoder: StreamDecoder<'t>,
@@ -164,8 +174,35 @@ struct Seq<'t> {
     order: u64,
 }
 
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+/// The class of every position of a prompt of `n` tokens fed as `tinyrt generate` feeds it
+/// (chunks of [`MAX_ITEM_TOKENS`]).
+fn canonical_classes<E: Engine>(engine: &E, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let len = (n - out.len()).min(MAX_ITEM_TOKENS);
+        out.extend(std::iter::repeat_n(engine.class(len), len));
+    }
+    out
+}
+
+/// Item sizes that feed positions `from..` each in its class, or `None` when no split does.
+fn plan_pieces<E: Engine>(engine: &E, classes: &[u8], from: usize) -> Option<VecDeque<usize>> {
+    let mut pieces = VecDeque::new();
+    let mut p = from;
+    while p < classes.len() {
+        let c = classes[p];
+        let end = classes[p..]
+            .iter()
+            .position(|&x| x != c)
+            .map_or(classes.len(), |k| p + k);
+        let n = end - p;
+        let take = (1..=n.min(MAX_ITEM_TOKENS)).rev().find(|&t| {
+            engine.class(t) == c && (t == n || engine.class((n - t).min(MAX_ITEM_TOKENS)) == c)
+        })?;
+        pieces.push_back(take);
+        p += take;
+    }
+    Some(pieces)
 }
 
 /// The log-softmax of `logits` at `id` and at the `k` largest.
@@ -189,6 +226,8 @@ struct State<'t, E> {
     metrics: &'t Metrics,
     seqs: Vec<Option<Seq<'t>>>,
     keys: Vec<Vec<(String, u32)>>,
+    /// The class each cached position of a slot was fed in.
+    classes: Vec<Vec<u8>>,
     queue: VecDeque<Box<Job>>,
     admitted: u64,
 }
@@ -201,6 +240,7 @@ fn run<E: Engine>(engine: E, model: &Model, mut rx: UnboundedReceiver<Msg>, metr
         metrics,
         seqs: (0..n).map(|_| None).collect(),
         keys: vec![Vec::new(); n],
+        classes: vec![Vec::new(); n],
         queue: VecDeque::new(),
         admitted: 0,
     };
@@ -274,12 +314,19 @@ impl<'t, E: Engine> State<'t, E> {
             }
             let job = self.queue.pop_front().expect("not empty");
             self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            let canon = canonical_classes(&self.engine, job.prompt.len());
             let (common, slot) = free
                 .iter()
                 .map(|&s| {
                     let same = self.keys[s] == job.adapters.key;
                     let c = if same {
-                        common_prefix(self.engine.cached(s), &job.prompt)
+                        self.engine
+                            .cached(s)
+                            .iter()
+                            .zip(&self.classes[s])
+                            .zip(job.prompt.iter().zip(&canon))
+                            .take_while(|(a, b)| a == b)
+                            .count()
                     } else {
                         0
                     };
@@ -291,9 +338,27 @@ impl<'t, E: Engine> State<'t, E> {
             let (common, same) = common;
             // At least the last prompt token is fed: its logits give the first token.
             let mut reuse = common.min(job.prompt.len().saturating_sub(1));
+            if !same {
+                reuse = 0;
+            }
+            let pieces = loop {
+                match plan_pieces(&self.engine, &canon, reuse) {
+                    Some(p) => break p,
+                    None if reuse > 0 => reuse -= 1,
+                    // Unreachable for a monotone class; feed generate's chunks then.
+                    None => {
+                        break (0..job.prompt.len())
+                            .step_by(MAX_ITEM_TOKENS)
+                            .map(|at| (job.prompt.len() - at).min(MAX_ITEM_TOKENS))
+                            .collect()
+                    }
+                }
+            };
+            self.classes[slot].truncate(reuse);
             if same {
                 self.engine.truncate(slot, reuse);
             } else {
+                self.classes[slot].clear();
                 if let Err(e) = self.engine.set_adapters(slot, &job.adapters.set) {
                     // The slot's cache is gone either way; its old key no longer applies.
                     self.keys[slot] = vec![(String::from("\0failed"), 0)];
@@ -301,7 +366,6 @@ impl<'t, E: Engine> State<'t, E> {
                     continue;
                 }
                 self.keys[slot] = job.adapters.key.clone();
-                reuse = 0;
             }
             let mut sampler = Sampler::new(job.sampler.clone());
             for &t in &job.prompt {
@@ -321,6 +385,7 @@ impl<'t, E: Engine> State<'t, E> {
                 fed: reuse,
                 cached: reuse,
                 pending: None,
+                pieces,
                 generated: 0,
                 sampler,
                 decoder: self.model.tokenizer().stream_decoder(),
@@ -355,14 +420,20 @@ impl<'t, E: Engine> State<'t, E> {
             })
             .collect();
         reading.sort_unstable();
+        let mut first = true;
         for (_, slot) in reading {
-            if budget == 0 {
+            let s = self.seqs[slot].as_ref().expect("reading");
+            let take = s
+                .pieces
+                .front()
+                .copied()
+                .unwrap_or(s.job.prompt.len() - s.fed);
+            if take > budget && !first {
                 break;
             }
-            let s = self.seqs[slot].as_ref().expect("reading");
-            let take = (s.job.prompt.len() - s.fed).min(budget);
+            first = false;
             plan.push((slot, take));
-            budget -= take;
+            budget = budget.saturating_sub(take);
         }
         if plan.is_empty() {
             return;
@@ -401,16 +472,21 @@ impl<'t, E: Engine> State<'t, E> {
                         let _ = s.job.events.send(Event::Error(msg.clone()));
                     }
                     self.engine.truncate(slot, 0);
+                    self.classes[slot].clear();
                     self.retire(slot);
                 }
                 return;
             }
         };
         for (&(slot, take), logits) in plan.iter().zip(outputs) {
+            let n = take.max(1);
+            let class = self.engine.class(n);
+            self.classes[slot].extend(std::iter::repeat_n(class, n));
             let s = self.seqs[slot].as_mut().expect("planned");
             if take == 0 {
                 s.pending = None;
             } else {
+                s.pieces.pop_front();
                 s.fed += take;
                 if s.fed < s.job.prompt.len() {
                     continue;
@@ -435,7 +511,17 @@ impl<'t, E: Engine> State<'t, E> {
         let slot_ctx = self.engine.slot_ctx();
         let n_cached = self.engine.cached(slot).len();
         let s = self.seqs[slot].as_mut().expect("running");
-        let id = s.sampler.sample(logits);
+        let id = if s.job.ignore_eos {
+            let mut masked = logits.to_vec();
+            for &e in self.model.tokenizer().eog_ids() {
+                if let Some(l) = masked.get_mut(e as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            s.sampler.sample(&masked)
+        } else {
+            s.sampler.sample(logits)
+        };
         s.sampler.accept(id);
         s.generated += 1;
         let now = Instant::now();

@@ -52,6 +52,9 @@ pub struct Args {
     /// Seconds a client may take to send a request body (408 after).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub body_timeout: f64,
+    /// Seconds in-flight requests may run after SIGINT/SIGTERM before they are cut.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub shutdown_timeout: f64,
 }
 
 /// `NAME=FILE` pairs, names unique.
@@ -83,8 +86,15 @@ pub fn run(args: Args) -> Result<()> {
     if args.api_key.as_deref() == Some("") {
         return Err(bad_input("--api-key is empty"));
     }
-    if !(args.body_timeout.is_finite() && args.body_timeout > 0.0 && args.body_timeout <= 3600.0) {
-        return Err(bad_input("--body-timeout must be between 0 and 3600 seconds"));
+    for (name, v) in [
+        ("--body-timeout", args.body_timeout),
+        ("--shutdown-timeout", args.shutdown_timeout),
+    ] {
+        if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
+            return Err(bad_input(format!(
+                "{name} must be more than 0 and at most 3600 seconds"
+            )));
+        }
     }
     let load = args.load.options()?;
     let session = args.session.options()?;
@@ -96,6 +106,7 @@ pub fn run(args: Args) -> Result<()> {
         max_queue: args.max_queue,
         metrics: args.metrics,
         body_timeout: Duration::from_secs_f64(args.body_timeout),
+        shutdown_deadline: Duration::from_secs_f64(args.shutdown_timeout),
         ..ServerOptions::default()
     };
     let (model_path, embed_path, n_slots) = (args.model, args.embedding_model, args.parallel);
