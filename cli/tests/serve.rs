@@ -146,8 +146,14 @@ fn read_response(s: &mut TcpStream) -> Resp {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Resp {
         status,
         head: head.to_string(),
@@ -187,10 +193,24 @@ fn generate(model: &Path, prompt: &str, n: usize) -> (Vec<u64>, String) {
     let out = Command::new(BIN)
         .arg("generate")
         .arg(model)
-        .args(["-p", prompt, "-n", &n.to_string(), "--temp", "0", "--json", "-t", "1"])
+        .args([
+            "-p",
+            prompt,
+            "-n",
+            &n.to_string(),
+            "--temp",
+            "0",
+            "--json",
+            "-t",
+            "1",
+        ])
         .output()
         .expect("run generate");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut ids: Vec<u64> = v["gen_ids"]
         .as_array()
@@ -214,27 +234,67 @@ fn bad_bodies_get_openai_errors() {
     let cases: Vec<(&str, &[u8], &str)> = vec![
         ("/v1/completions", b"{not json", "not JSON"),
         ("/v1/completions", b"[1, 2]", "JSON object"),
-        ("/v1/completions", br#"{"prompt": "hi", "temperature": "hot"}"#, "temperature"),
-        ("/v1/completions", br#"{"prompt": "hi", "max_tokens": 0}"#, "max_tokens"),
-        ("/v1/completions", br#"{"prompt": "hi", "max_tokens": -3}"#, "max_tokens"),
-        ("/v1/completions", br#"{"prompt": "hi", "model": "gpt-4"}"#, "unknown model"),
+        (
+            "/v1/completions",
+            br#"{"prompt": "hi", "temperature": "hot"}"#,
+            "temperature",
+        ),
+        (
+            "/v1/completions",
+            br#"{"prompt": "hi", "max_tokens": 0}"#,
+            "max_tokens",
+        ),
+        (
+            "/v1/completions",
+            br#"{"prompt": "hi", "max_tokens": -3}"#,
+            "max_tokens",
+        ),
+        (
+            "/v1/completions",
+            br#"{"prompt": "hi", "model": "gpt-4"}"#,
+            "unknown model",
+        ),
         ("/v1/completions", br#"{"prompt": 7}"#, "prompt"),
         ("/v1/completions", br#"{"prompt": [1, 99999]}"#, "token ids"),
         ("/v1/completions", br#"{"prompt": "hi", "stop": 3}"#, "stop"),
-        ("/v1/completions", br#"{"prompt": "hi", "lora": "nope"}"#, "unknown adapter"),
-        ("/v1/completions", br#"{"prompt": "hi", "top_p": 2}"#, "top_p"),
+        (
+            "/v1/completions",
+            br#"{"prompt": "hi", "lora": "nope"}"#,
+            "unknown adapter",
+        ),
+        (
+            "/v1/completions",
+            br#"{"prompt": "hi", "top_p": 2}"#,
+            "top_p",
+        ),
         ("/v1/completions", br#"{"prompt": "hi", "n": 2}"#, "n = 1"),
         ("/v1/chat/completions", br#"{"messages": "hi"}"#, "messages"),
-        ("/v1/chat/completions", br#"{"messages": [{"content": "hi"}]}"#, "role"),
-        ("/v1/chat/completions", br#"{"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3}"#, "logprobs"),
-        ("/v1/chat/completions", br#"{"messages": [{"role": "user", "content": "hi"}], "stream_options": 1}"#, "stream_options"),
+        (
+            "/v1/chat/completions",
+            br#"{"messages": [{"content": "hi"}]}"#,
+            "role",
+        ),
+        (
+            "/v1/chat/completions",
+            br#"{"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3}"#,
+            "logprobs",
+        ),
+        (
+            "/v1/chat/completions",
+            br#"{"messages": [{"role": "user", "content": "hi"}], "stream_options": 1}"#,
+            "stream_options",
+        ),
         ("/detokenize", br#"{"tokens": ["a"]}"#, "tokens"),
         ("/tokenize", br#"{"content": 5}"#, "content"),
     ];
     for (path, body, what) in cases {
         let r = s.request("POST", path, &[], body);
         let msg = r.error(400);
-        assert!(msg.contains(what), "{path} {}: {msg}", String::from_utf8_lossy(body));
+        assert!(
+            msg.contains(what),
+            "{path} {}: {msg}",
+            String::from_utf8_lossy(body)
+        );
     }
     // A prompt longer than the slot's 64 positions.
     let long = "word ".repeat(200);
@@ -243,11 +303,12 @@ fn bad_bodies_get_openai_errors() {
         .error(400);
     assert!(msg.contains("context"), "{msg}");
     // Unknown route, wrong method, no embedding model.
-    assert!(s.request("GET", "/v2/nothing", &[], b"").error(404).contains("no route"));
+    assert!(s
+        .request("GET", "/v2/nothing", &[], b"")
+        .error(404)
+        .contains("no route"));
     s.request("GET", "/v1/completions", &[], b"").error(405);
-    let msg = s
-        .post("/v1/embeddings", &json!({"input": "hi"}))
-        .error(404);
+    let msg = s.post("/v1/embeddings", &json!({"input": "hi"})).error(404);
     assert!(msg.contains("--embedding-model"), "{msg}");
     // A body declared over the 4 MiB limit is refused before it is read.
     let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
@@ -258,7 +319,8 @@ fn bad_bodies_get_openai_errors() {
     c.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
     let chunk = vec![b'a'; 1 << 20];
     for _ in 0..5 {
-        if c.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).is_err()
+        if c.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .is_err()
             || c.write_all(&chunk).is_err()
             || c.write_all(b"\r\n").is_err()
         {
@@ -280,7 +342,14 @@ fn bad_options_exit_2_with_one_line() {
         vec!["serve", "/nonexistent.gguf", "--port", "0"],
         vec!["serve", "TINY", "--port", "0", "-np", "0"],
         vec!["serve", "TINY", "--port", "0", "--lora", "noequals"],
-        vec!["serve", "TINY", "--port", "0", "--lora", "a=/nonexistent.gguf"],
+        vec![
+            "serve",
+            "TINY",
+            "--port",
+            "0",
+            "--lora",
+            "a=/nonexistent.gguf",
+        ],
         vec!["serve", "TINY", "--port", "0", "-c", "4", "-np", "8"],
         vec!["serve", "TINY", "--port", "0", "--host", "not a host"],
     ] {
@@ -302,13 +371,28 @@ fn api_key_is_required_except_for_health() {
     let s = Server::start(&tiny(), &["-c", "256", "--api-key", "sekret"]);
     let body = br#"{"prompt": "hi", "max_tokens": 2}"#;
     s.request("POST", "/v1/completions", &[], body).error(401);
-    s.request("POST", "/v1/completions", &[("Authorization", "Bearer sekrex")], body)
-        .error(401);
-    s.request("POST", "/v1/completions", &[("Authorization", "Bearer sekret2")], body)
-        .error(401);
+    s.request(
+        "POST",
+        "/v1/completions",
+        &[("Authorization", "Bearer sekrex")],
+        body,
+    )
+    .error(401);
+    s.request(
+        "POST",
+        "/v1/completions",
+        &[("Authorization", "Bearer sekret2")],
+        body,
+    )
+    .error(401);
     s.request("GET", "/v1/models", &[("Authorization", "sekret")], b"")
         .error(401);
-    let r = s.request("POST", "/v1/completions", &[("Authorization", "Bearer sekret")], body);
+    let r = s.request(
+        "POST",
+        "/v1/completions",
+        &[("Authorization", "Bearer sekret")],
+        body,
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(s.request("GET", "/health", &[], b"").status, 200);
 }
@@ -331,7 +415,11 @@ fn open_long_stream(s: &Server) -> TcpStream {
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&seen).contains("\"text\"") {
         let n = c.read(&mut buf).expect("stream data");
-        assert!(n > 0, "the stream ended early: {}", String::from_utf8_lossy(&seen));
+        assert!(
+            n > 0,
+            "the stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
         seen.extend_from_slice(&buf[..n]);
     }
     c
@@ -340,7 +428,10 @@ fn open_long_stream(s: &Server) -> TcpStream {
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !cond() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -351,11 +442,16 @@ fn a_vanished_client_frees_its_slot() {
     let c = open_long_stream(&s);
     assert_eq!(s.metric("tinyrt_running_sequences"), 1.0);
     drop(c);
-    wait_for("the slot to free", || s.metric("tinyrt_running_sequences") == 0.0);
+    wait_for("the slot to free", || {
+        s.metric("tinyrt_running_sequences") == 0.0
+    });
     // The one slot serves the next request.
     let r = s.post("/v1/completions", &greedy_completion("Hello", 4));
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json()["choices"][0]["tokens"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        r.json()["choices"][0]["tokens"].as_array().unwrap().len(),
+        4
+    );
 }
 
 #[test]
@@ -367,10 +463,16 @@ fn a_full_queue_answers_429_with_retry_after() {
     let c = open_long_stream(&s);
     let r = s.post("/v1/completions", &greedy_completion("Hello", 2));
     r.error(429);
-    assert!(r.head.to_ascii_lowercase().contains("retry-after: 1"), "{}", r.head);
+    assert!(
+        r.head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{}",
+        r.head
+    );
     drop(c);
     wait_for("a request to be taken again", || {
-        s.post("/v1/completions", &greedy_completion("Hello", 2)).status == 200
+        s.post("/v1/completions", &greedy_completion("Hello", 2))
+            .status
+            == 200
     });
     assert!(s.metric("tinyrt_requests_total{status=\"429\"}") >= 1.0);
 }
@@ -406,8 +508,14 @@ fn greedy_completions_equal_generate() {
     let mut models = vec![tiny()];
     models.extend(tinyrt_tests::model(tinyrt_tests::SMOLLM2));
     for model in models {
-        let s = Server::start(&model, &["-np", "2", "-c", "1024"]);
-        for (prompt, n) in [("The capital of France is", 24), ("Once upon a time", 9)] {
+        let s = Server::start(&model, &["-np", "2", "-c", "4096"]);
+        // A prompt past one 512-token chunk too (fed as generate feeds it: 512 + the rest).
+        let long = "The quick brown fox jumps over the lazy dog. ".repeat(60);
+        for (prompt, n) in [
+            ("The capital of France is", 24),
+            ("Once upon a time", 9),
+            (long.as_str(), 12),
+        ] {
             let (ids, text) = generate(&model, prompt, n);
             for round in 0..2 {
                 let r = s.post("/v1/completions", &greedy_completion(prompt, n));
@@ -423,10 +531,22 @@ fn greedy_completions_equal_generate() {
                 assert_eq!(v["choices"][0]["text"], text.as_str());
                 let u = &v["usage"];
                 let n_prompt = u["prompt_tokens"].as_u64().unwrap();
-                assert_eq!(u["completion_tokens"].as_u64().unwrap() as usize, ids.len() + usize::from(v["choices"][0]["finish_reason"] == "stop"));
+                assert_eq!(
+                    u["completion_tokens"].as_u64().unwrap() as usize,
+                    ids.len() + usize::from(v["choices"][0]["finish_reason"] == "stop")
+                );
                 // The second time the prompt is in a slot's cache: all but its last token.
-                let cached = u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
-                assert_eq!(cached, if round == 0 { 0 } else { n_prompt - 1 }, "{v}");
+                // (A prompt of 64 tokens or more ends in the tiled attention class: its last
+                // 64 are fed again.)
+                let cached = u["prompt_tokens_details"]["cached_tokens"]
+                    .as_u64()
+                    .unwrap();
+                let reused = if n_prompt < 64 {
+                    n_prompt - 1
+                } else {
+                    n_prompt - 64
+                };
+                assert_eq!(cached, if round == 0 { 0 } else { reused }, "{v}");
             }
         }
         // Streamed: the same text in pieces, then [DONE].
@@ -436,10 +556,20 @@ fn greedy_completions_equal_generate() {
         let r = s.post("/v1/completions", &req);
         assert_eq!(r.status, 200);
         let data = sse_data(&r.body);
-        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{}", r.body);
+        assert_eq!(
+            data.last().map(String::as_str),
+            Some("[DONE]"),
+            "{}",
+            r.body
+        );
         let joined: String = data[..data.len() - 1]
             .iter()
-            .map(|d| serde_json::from_str::<Value>(d).unwrap()["choices"][0]["text"].as_str().unwrap_or("").to_string())
+            .map(|d| {
+                serde_json::from_str::<Value>(d).unwrap()["choices"][0]["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
             .collect();
         assert_eq!(joined, text);
     }
@@ -447,7 +577,12 @@ fn greedy_completions_equal_generate() {
 
 /// The reference for chat: the conversation rendered and tokenized by the library's chat
 /// layer, then greedy generation in one session.
-fn library_chat(model: &Path, messages: &[(&str, &str)], n: i64, n_ctx: usize) -> (Vec<u32>, String) {
+fn library_chat(
+    model: &Path,
+    messages: &[(&str, &str)],
+    n: i64,
+    n_ctx: usize,
+) -> (Vec<u32>, String) {
     use tinyrt::chat::{encode_conversation, ChatFormat, Message};
     let m = tinyrt::Model::load(model, tinyrt::LoadOptions::default()).unwrap();
     let format = ChatFormat::from_metadata(m.file().metadata(), None).unwrap();
@@ -488,12 +623,20 @@ fn chat_equals_the_templated_prompts_greedy_generation() {
     for model in models {
         let s = Server::start(&model, &["-np", "2", "-c", "1024"]);
         let (ids, text) = library_chat(&model, &conv, 32, 512);
-        let messages: Vec<Value> = conv.iter().map(|(r, c)| json!({"role": r, "content": c})).collect();
+        let messages: Vec<Value> = conv
+            .iter()
+            .map(|(r, c)| json!({"role": r, "content": c}))
+            .collect();
         let body = json!({"messages": messages, "max_completion_tokens": 32, "temperature": 0, "return_tokens": true});
         let v = s.post("/v1/chat/completions", &body).json();
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["choices"][0]["message"]["role"], "assistant");
-        assert_eq!(v["choices"][0]["message"]["content"], text.as_str(), "{}", model.display());
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            text.as_str(),
+            "{}",
+            model.display()
+        );
         assert_eq!(v["choices"][0]["tokens"], json!(ids));
         // Streamed, with usage at the end.
         let mut body = body;
@@ -502,29 +645,48 @@ fn chat_equals_the_templated_prompts_greedy_generation() {
         let r = s.post("/v1/chat/completions", &body);
         let data = sse_data(&r.body);
         assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-        let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+        let chunks: Vec<Value> = data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
         let joined: String = chunks
             .iter()
-            .filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str().map(str::to_string))
+            .filter_map(|c| {
+                c["choices"].get(0)?["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
             .collect();
         assert_eq!(joined, text);
         let usage = &chunks.last().unwrap()["usage"];
-        assert_eq!(usage["completion_tokens"].as_u64().unwrap() as usize, ids.len() + usize::from(ids.len() < 32));
+        assert_eq!(
+            usage["completion_tokens"].as_u64().unwrap() as usize,
+            ids.len() + usize::from(ids.len() < 32)
+        );
     }
 }
 
 #[test]
 fn sixteen_concurrent_greedy_requests_equal_each_alone() {
     let s = Arc::new(Server::start(&tiny(), &["-np", "16", "-c", "8192"]));
-    let words = ["The", "river", "runs", "quietly", "past", "old", "stone", "walls", "at", "dawn"];
+    let words = [
+        "The", "river", "runs", "quietly", "past", "old", "stone", "walls", "at", "dawn",
+    ];
     // Prompts of 1 to about 200 tokens (both attention paths); the last four extend earlier
     // ones, so that prefix reuse takes part.
     let prompts: Vec<String> = (0..16)
         .map(|i| {
-            let (base, extra) = if i >= 12 { (i - 12, 1 + i * 11 % 90) } else { (i, 0) };
+            let (base, extra) = if i >= 12 {
+                (i - 12, 1 + i * 11 % 90)
+            } else {
+                (i, 0)
+            };
             let n = 1 + base * 13 % 97 + extra;
-            (0..n).map(|k| words[(k * 3 + base) % words.len()]).collect::<Vec<_>>().join(" ")
+            (0..n)
+                .map(|k| words[(k * 3 + base) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
         })
         .collect();
     let bodies: Vec<Value> = prompts
@@ -538,7 +700,11 @@ fn sixteen_concurrent_greedy_requests_equal_each_alone() {
     let answer = |s: &Server, b: &Value| {
         let v = s.post("/v1/completions", b).json();
         let c = &v["choices"][0];
-        (c["tokens"].clone(), c["logprobs"].clone(), c["text"].clone())
+        (
+            c["tokens"].clone(),
+            c["logprobs"].clone(),
+            c["text"].clone(),
+        )
     };
     let alone: Vec<_> = bodies.iter().map(|b| answer(&s, b)).collect();
     for round in 0..2 {
@@ -561,7 +727,10 @@ fn sixteen_concurrent_greedy_requests_equal_each_alone() {
 
 #[test]
 fn sigterm_cuts_streams_at_the_deadline_and_exits_0() {
-    let mut s = Server::start(&tiny(), &["-np", "1", "-c", "32768", "--shutdown-timeout", "1"]);
+    let mut s = Server::start(
+        &tiny(),
+        &["-np", "1", "-c", "32768", "--shutdown-timeout", "1"],
+    );
     let mut c = open_long_stream(&s);
     let t0 = Instant::now();
     let kill = Command::new("kill")
@@ -583,9 +752,17 @@ fn sigterm_cuts_streams_at_the_deadline_and_exits_0() {
 #[test]
 fn tokenize_and_detokenize_round_trip() {
     let s = Server::start(&tiny(), &["-c", "64"]);
-    let v = s.post("/tokenize", &json!({"content": "Hello world"})).json();
+    let v = s
+        .post("/tokenize", &json!({"content": "Hello world"}))
+        .json();
     let want = Command::new(BIN)
-        .args(["tokenize", tiny().to_str().unwrap(), "-p", "Hello world", "--json"])
+        .args([
+            "tokenize",
+            tiny().to_str().unwrap(),
+            "-p",
+            "Hello world",
+            "--json",
+        ])
         .output()
         .unwrap();
     let want: Value = serde_json::from_slice(&want.stdout).unwrap();
@@ -593,13 +770,19 @@ fn tokenize_and_detokenize_round_trip() {
     assert!(!ids.as_array().unwrap().is_empty());
     // tinyrt tokenize adds the model's BOS; /tokenize does so with add_special.
     let with_bos = s
-        .post("/tokenize", &json!({"content": "Hello world", "add_special": true}))
+        .post(
+            "/tokenize",
+            &json!({"content": "Hello world", "add_special": true}),
+        )
         .json();
     assert_eq!(with_bos["tokens"], want["ids"]);
     let back = s.post("/detokenize", &json!({"tokens": ids})).json();
     assert_eq!(back["content"], "Hello world");
     let pieces = s
-        .post("/tokenize", &json!({"content": "Hello world", "with_pieces": true}))
+        .post(
+            "/tokenize",
+            &json!({"content": "Hello world", "with_pieces": true}),
+        )
         .json();
     let joined: String = pieces["tokens"]
         .as_array()
@@ -615,10 +798,16 @@ fn embeddings_equal_tinyrt_embed() {
     let Some(enc) = tinyrt_tests::model("all-MiniLM-L6-v2-f32.gguf") else {
         return;
     };
-    let s = Server::start(&tiny(), &["-c", "64", "--embedding-model", enc.to_str().unwrap()]);
+    let s = Server::start(
+        &tiny(),
+        &["-c", "64", "--embedding-model", enc.to_str().unwrap()],
+    );
     let texts = ["a cat sits on the mat", "stock prices fell sharply"];
     let v = s
-        .post("/v1/embeddings", &json!({"input": texts, "model": "all-MiniLM-L6-v2-f32.gguf"}))
+        .post(
+            "/v1/embeddings",
+            &json!({"input": texts, "model": "all-MiniLM-L6-v2-f32.gguf"}),
+        )
         .json();
     for (i, t) in texts.iter().enumerate() {
         let out = Command::new(BIN)
@@ -627,15 +816,23 @@ fn embeddings_equal_tinyrt_embed() {
             .unwrap();
         assert!(out.status.success());
         let want: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["data"][i]["embedding"], want["data"][0]["embedding"], "{t}");
+        assert_eq!(
+            v["data"][i]["embedding"], want["data"][0]["embedding"],
+            "{t}"
+        );
     }
     // base64: the same floats, little-endian.
     let b = s
-        .post("/v1/embeddings", &json!({"input": texts[0], "encoding_format": "base64"}))
+        .post(
+            "/v1/embeddings",
+            &json!({"input": texts[0], "encoding_format": "base64"}),
+        )
         .json();
     assert!(b["data"][0]["embedding"].is_string());
-    s.post("/v1/embeddings", &json!({"input": [1, 2]})).error(400);
-    s.post("/v1/embeddings", &json!({"input": "x", "model": "other"})).error(400);
+    s.post("/v1/embeddings", &json!({"input": [1, 2]}))
+        .error(400);
+    s.post("/v1/embeddings", &json!({"input": "x", "model": "other"}))
+        .error(400);
 }
 
 #[test]
@@ -664,11 +861,20 @@ fn openai_python_client() {
         .args(["--base-url", &format!("http://127.0.0.1:{}/v1", s.port)])
         .args(["--api-key", "test-key"])
         .args(["--model", model.file_name().unwrap().to_str().unwrap()])
-        .args(enc.iter().flat_map(|e| ["--embedding-model".to_string(), e.file_name().unwrap().to_string_lossy().into_owned()]))
+        .args(enc.iter().flat_map(|e| {
+            [
+                "--embedding-model".to_string(),
+                e.file_name().unwrap().to_string_lossy().into_owned(),
+            ]
+        }))
         .output()
         .unwrap();
     let so = String::from_utf8_lossy(&out.stdout);
     let se = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{so}\nstderr:\n{se}\nserver:\n{}", s.log());
+    assert!(
+        out.status.success(),
+        "stdout:\n{so}\nstderr:\n{se}\nserver:\n{}",
+        s.log()
+    );
     assert!(so.contains("all checks passed"), "{so}");
 }

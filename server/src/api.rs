@@ -241,10 +241,7 @@ pub fn gen_params(
 }
 
 /// The `lora` field: a name, or a list of `{"name", "scale"}` (scale 1 by default).
-fn lora_set(
-    o: &Obj,
-    adapters: &HashMap<String, Arc<LoraAdapter>>,
-) -> Result<AdapterSet, ApiError> {
+fn lora_set(o: &Obj, adapters: &HashMap<String, Arc<LoraAdapter>>) -> Result<AdapterSet, ApiError> {
     let shape = || {
         ApiError::bad_param(
             "lora",

@@ -29,8 +29,7 @@ pub trait Engine: Send + 'static {
     /// Keep only the first `n` cached tokens of the slot.
     fn truncate(&mut self, slot: usize, n: usize);
     /// The LoRA adapters (with scales) of the slot's later passes; the slot's cache is emptied.
-    fn set_adapters(&mut self, slot: usize, set: &[(Arc<LoraAdapter>, f32)])
-        -> Result<(), String>;
+    fn set_adapters(&mut self, slot: usize, set: &[(Arc<LoraAdapter>, f32)]) -> Result<(), String>;
     /// One forward pass: each item appends its tokens to its slot (distinct slots, at most
     /// [`MAX_ITEM_TOKENS`] tokens each); returns, per item, the logits (vocabulary floats)
     /// after its last token when it asked for them.
@@ -96,11 +95,7 @@ impl Engine for SessionEngine {
         self.sessions[slot].truncate(n);
     }
 
-    fn set_adapters(
-        &mut self,
-        slot: usize,
-        set: &[(Arc<LoraAdapter>, f32)],
-    ) -> Result<(), String> {
+    fn set_adapters(&mut self, slot: usize, set: &[(Arc<LoraAdapter>, f32)]) -> Result<(), String> {
         self.sessions[slot]
             .set_adapters(set)
             .map_err(|e| e.to_string())

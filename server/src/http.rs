@@ -283,7 +283,8 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 
 async fn models(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
     let r = app.ready()?;
-    let entry = |id: &str| json!({"id": id, "object": "model", "created": r.created, "owned_by": "tinyrt"});
+    let entry =
+        |id: &str| json!({"id": id, "object": "model", "created": r.created, "owned_by": "tinyrt"});
     let mut data = vec![entry(&r.name)];
     if let Some((name, _)) = &r.embedder {
         data.push(entry(name));
@@ -455,7 +456,12 @@ impl Streaming {
         .to_string()
     }
 
-    fn text_choice(&mut self, text: &str, token: Option<(u32, &TokenLogprob)>, ids: &[u32]) -> Value {
+    fn text_choice(
+        &mut self,
+        text: &str,
+        token: Option<(u32, &TokenLogprob)>,
+        ids: &[u32],
+    ) -> Value {
         let tok = self.ready.model.tokenizer();
         let mut choice = match self.kind {
             Kind::Chat => json!({
@@ -500,13 +506,18 @@ impl Streaming {
                     self.out.push_back(s);
                 }
                 let last = match self.kind {
-                    Kind::Chat => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason.as_str()}),
-                    Kind::Completion => json!({"index": 0, "text": "", "logprobs": null, "finish_reason": reason.as_str()}),
+                    Kind::Chat => {
+                        json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason.as_str()})
+                    }
+                    Kind::Completion => {
+                        json!({"index": 0, "text": "", "logprobs": null, "finish_reason": reason.as_str()})
+                    }
                 };
                 let s = self.chunk(last);
                 self.out.push_back(s);
                 if self.include_usage {
-                    let mut u: Value = serde_json::from_str(&self.chunk(json!(null))).unwrap_or(Value::Null);
+                    let mut u: Value =
+                        serde_json::from_str(&self.chunk(json!(null))).unwrap_or(Value::Null);
                     u["choices"] = json!([]);
                     u["usage"] = api::usage(prompt_tokens, cached_tokens, completion_tokens);
                     self.out.push_back(u.to_string());
@@ -519,8 +530,11 @@ impl Streaming {
                 self.finish();
             }
             None => {
-                self.out
-                    .push_back(ApiError::internal("the scheduler stopped").body().to_string());
+                self.out.push_back(
+                    ApiError::internal("the scheduler stopped")
+                        .body()
+                        .to_string(),
+                );
                 self.finish();
             }
         }
@@ -760,7 +774,10 @@ async fn embeddings(
         }
     };
     if o.get("dimensions").is_some_and(|v| !v.is_null()) {
-        return Err(ApiError::bad_param("dimensions", "dimensions is not supported"));
+        return Err(ApiError::bad_param(
+            "dimensions",
+            "dimensions is not supported",
+        ));
     }
     let done = {
         let r = Arc::clone(&r);

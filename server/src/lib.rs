@@ -138,7 +138,9 @@ where
 {
     let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
         .await
-        .map_err(|e| ServeError::Bind(format!("cannot listen on {}:{}: {e}", opts.host, opts.port)))?;
+        .map_err(|e| {
+            ServeError::Bind(format!("cannot listen on {}:{}: {e}", opts.host, opts.port))
+        })?;
     let addr: SocketAddr = listener
         .local_addr()
         .map_err(|e| ServeError::Bind(format!("cannot read the bound address: {e}")))?;

@@ -212,7 +212,10 @@ fn logprobs(logits: &[f32], id: u32, k: usize) -> TokenLogprob {
     let lse = max as f64 + sum.ln();
     let lp = |l: f32| (l as f64 - lse) as f32;
     TokenLogprob {
-        logprob: lp(logits.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY)),
+        logprob: lp(logits
+            .get(id as usize)
+            .copied()
+            .unwrap_or(f32::NEG_INFINITY)),
         top: top_logits(logits, k)
             .into_iter()
             .map(|(i, l)| (i, lp(l)))
@@ -530,7 +533,9 @@ impl<'t, E: Engine> State<'t, E> {
             Some(t) => self.metrics.inter_token.observe(now - t),
         }
         s.last_token = Some(now);
-        self.metrics.generated_tokens.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .generated_tokens
+            .fetch_add(1, Ordering::Relaxed);
         if self.model.is_eog(id) {
             self.finish(slot, FinishReason::Stop);
             return;

@@ -61,12 +61,16 @@ pub struct Args {
 fn lora_pairs(specs: &[String]) -> Result<Vec<(String, PathBuf)>> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
     for s in specs {
-        let Some((name, file)) = s.split_once('=').filter(|(n, f)| !n.is_empty() && !f.is_empty())
+        let Some((name, file)) = s
+            .split_once('=')
+            .filter(|(n, f)| !n.is_empty() && !f.is_empty())
         else {
             return Err(bad_input(format!("--lora {s:?}: expected NAME=FILE")));
         };
         if out.iter().any(|(n, _)| n == name) {
-            return Err(bad_input(format!("--lora: the name {name:?} is given twice")));
+            return Err(bad_input(format!(
+                "--lora: the name {name:?} is given twice"
+            )));
         }
         out.push((name.to_string(), PathBuf::from(file)));
     }
