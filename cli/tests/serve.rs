@@ -501,6 +501,15 @@ fn a_slow_body_is_cut_and_does_not_block_others() {
     let r = slow.join().unwrap();
     r.error(408);
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // Headers that never end: the connection is closed.
+    let t0 = Instant::now();
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    let mut buf = Vec::new();
+    let _ = c.read_to_end(&mut buf);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(s.request("GET", "/health", &[], b"").status, 200);
 }
 
 #[test]

@@ -49,7 +49,8 @@ pub struct ServerOptions {
     pub metrics: bool,
     /// Largest request body (413 above).
     pub body_limit: usize,
-    /// Longest time to receive a request body (408 after).
+    /// Longest time to receive a request's headers (the connection is closed after) and,
+    /// separately, its body (408 after).
     pub body_timeout: Duration,
     /// After a shutdown signal, how long in-flight requests may run before they are cut.
     pub shutdown_deadline: Duration,
@@ -113,6 +114,46 @@ impl std::fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
+/// Accepts connections until `stop`, then waits for the open ones to finish their requests.
+/// A client gets `header_timeout` to send a request's headers (the body's own limit is in
+/// the handlers).
+async fn accept(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    header_timeout: Duration,
+    stop: Arc<Notify>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    loop {
+        tokio::select! {
+            conn = listener.accept() => {
+                let stream = match conn {
+                    Ok((stream, _)) => stream,
+                    // Out of descriptors and the like: pause instead of spinning.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = stop.notified() => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
 /// Runs the server until `shutdown` is triggered; returns once in-flight requests finished or
 /// were cut at the deadline. Prints `tinyrt serve: listening on http://HOST:PORT` on stderr
 /// once the model is loaded.
@@ -145,16 +186,13 @@ where
         .local_addr()
         .map_err(|e| ServeError::Bind(format!("cannot read the bound address: {e}")))?;
     let deadline = opts.shutdown_deadline;
+    let slow = opts.body_timeout;
     let app = Arc::new(http::App::new(opts));
     let stop = Arc::new(Notify::new());
     let mut server = {
         let stop = Arc::clone(&stop);
         let router = http::router(Arc::clone(&app));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.notified().await })
-                .await;
-        })
+        tokio::spawn(accept(listener, router, slow, stop))
     };
     let loading = tokio::task::spawn_blocking(load);
     let ready = tokio::select! {

@@ -49,7 +49,7 @@ pub struct Args {
     /// Serve GET /metrics (Prometheus text).
     #[arg(long)]
     pub metrics: bool,
-    /// Seconds a client may take to send a request body (408 after).
+    /// Seconds a client may take to send a request's headers (closed after), and its body (408).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub body_timeout: f64,
     /// Seconds in-flight requests may run after SIGINT/SIGTERM before they are cut.
