@@ -505,7 +505,8 @@ fn a_slow_body_is_cut_and_does_not_block_others() {
     let t0 = Instant::now();
     let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    c.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
     let mut buf = Vec::new();
     let _ = c.read_to_end(&mut buf);
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
@@ -886,4 +887,129 @@ fn openai_python_client() {
         s.log()
     );
     assert!(so.contains("all checks passed"), "{so}");
+}
+
+/// Per-request adapters (the LoRA oracle's tiny base and two of its adapters): each answer
+/// equals `tinyrt generate` with the same set, alone and with several sets running together.
+#[test]
+fn per_request_adapters_equal_generate_with_them() {
+    let dir = tinyrt_tests::workspace_root().join("../shared/oracles/lora");
+    let base = dir.join("llama-lora-tiny-f32.gguf");
+    let a = dir.join("gguf/a-qv-r8-f32.gguf");
+    let b = dir.join("gguf/b-all-r16-f32.gguf");
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let s = Arc::new(Server::start(
+        &base,
+        &[
+            "-np",
+            "2",
+            "-c",
+            "512",
+            "--lora",
+            &format!("a={a_s}"),
+            "--lora",
+            &format!("b={b_s}"),
+        ],
+    ));
+    let prompt = "The quick brown fox";
+    let sets: Vec<(Value, Vec<&str>)> = vec![
+        (json!(null), vec![]),
+        (json!("a"), vec!["--lora-scaled", a_s, "1"]),
+        (
+            json!([{"name": "b", "scale": 0.5}]),
+            vec!["--lora-scaled", b_s, "0.5"],
+        ),
+        (
+            json!([{"name": "a"}, {"name": "b", "scale": 0.5}]),
+            vec!["--lora-scaled", a_s, "1", "--lora-scaled", b_s, "0.5"],
+        ),
+        (json!(null), vec![]),
+    ];
+    let mut wants = Vec::new();
+    for (_, args) in &sets {
+        let out = Command::new(BIN)
+            .arg("generate")
+            .arg(&base)
+            .args(["-p", prompt, "-n", "12", "--temp", "0", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut ids = v["gen_ids"].as_array().unwrap().clone();
+        if v["stop_reason"] == "eos" {
+            ids.pop();
+        }
+        wants.push(json!(ids));
+    }
+    assert_ne!(wants[0], wants[1], "the adapter changes the answer");
+    let body = |lora: &Value| {
+        let mut b = greedy_completion(prompt, 12);
+        b["lora"] = lora.clone();
+        b
+    };
+    for ((lora, _), want) in sets.iter().zip(&wants) {
+        let v = s.post("/v1/completions", &body(lora)).json();
+        assert_eq!(&v["choices"][0]["tokens"], want, "lora {lora}");
+    }
+    let handles: Vec<_> = sets
+        .iter()
+        .map(|(lora, _)| {
+            let (s, b) = (Arc::clone(&s), body(lora));
+            std::thread::spawn(move || s.post("/v1/completions", &b).json())
+        })
+        .collect();
+    for (h, want) in handles.into_iter().zip(&wants) {
+        assert_eq!(&h.join().unwrap()["choices"][0]["tokens"], want);
+    }
+}
+
+/// Stop strings cut the text as `tinyrt generate --stop` does, streamed or not, and the
+/// finish reason is `stop`.
+#[test]
+fn stop_strings_equal_generate() {
+    let model = tiny();
+    let s = Server::start(&model, &["-c", "256"]);
+    let prompt = "Hello world";
+    let (_, full) = generate(&model, prompt, 24);
+    // A stop string from the middle of the greedy text (it spans tokens or not).
+    let chars: Vec<char> = full.chars().collect();
+    let mid = chars.len() / 2;
+    let stop: String = chars[mid..(mid + 3).min(chars.len())].iter().collect();
+    let out = Command::new(BIN)
+        .arg("generate")
+        .arg(&model)
+        .args([
+            "-p", prompt, "-n", "24", "--temp", "0", "--json", "--stop", &stop,
+        ])
+        .output()
+        .unwrap();
+    let want: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want_text = want["gen_text"].as_str().unwrap();
+    assert!(want_text.len() < full.len(), "{want_text:?} {full:?}");
+    let mut body = greedy_completion(prompt, 24);
+    body["stop"] = json!([stop, "never-in-the-text"]);
+    let v = s.post("/v1/completions", &body).json();
+    assert_eq!(v["choices"][0]["text"], want_text, "stop {stop:?}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    body["stream"] = json!(true);
+    let r = s.post("/v1/completions", &body);
+    let data = sse_data(&r.body);
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let joined: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(joined, want_text);
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
 }
