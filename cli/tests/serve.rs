@@ -847,7 +847,14 @@ fn embeddings_equal_tinyrt_embed() {
 
 #[test]
 fn openai_python_client() {
-    let python = std::env::var("TINYRT_PYTHON").unwrap_or_else(|_| "python3".into());
+    // A relative path is taken from the workspace root (tests run in cli/).
+    let python = match std::env::var("TINYRT_PYTHON") {
+        Ok(p) if p.contains('/') && !p.starts_with('/') => {
+            tinyrt_tests::workspace_root().join(p).display().to_string()
+        }
+        Ok(p) => p,
+        Err(_) => "python3".into(),
+    };
     let probe = Command::new(&python).args(["-c", "import openai"]).output();
     if !probe.is_ok_and(|o| o.status.success()) {
         assert!(

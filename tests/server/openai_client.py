@@ -37,8 +37,10 @@ def main():
 
     again = client.chat.completions.create(model=a.model, messages=msgs, max_tokens=16, temperature=0)
     check(again.choices[0].message.content == text, "greedy chat is reproducible")
-    check(again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1,
-          f"the repeated prompt is reused from the cache: {again.usage}")
+    # All but the last token, or the last 64 when the prompt reaches the tiled attention class.
+    cached = again.usage.prompt_tokens_details.cached_tokens
+    n = again.usage.prompt_tokens
+    check(cached == (n - 1 if n < 64 else n - 64), f"the repeated prompt is reused from the cache: {again.usage}")
 
     stream = client.chat.completions.create(model=a.model, messages=msgs, max_tokens=16, temperature=0,
                                             stream=True, stream_options={"include_usage": True})
