@@ -556,10 +556,12 @@ impl<'t, E: Engine> State<'t, E> {
         }
     }
 
+    /// Ends the sequence in `slot`: the slot is free before its client hears `Done`.
     fn finish(&mut self, slot: usize, mut reason: FinishReason) {
-        let Some(s) = self.seqs[slot].as_mut() else {
+        let Some(mut s) = self.seqs[slot].take() else {
             return;
         };
+        self.metrics.running.fetch_sub(1, Ordering::Relaxed);
         let mut tail = String::new();
         if !s.stops.stopped() {
             tail = s.stops.push(&s.decoder.finish()).text;
@@ -576,6 +578,5 @@ impl<'t, E: Engine> State<'t, E> {
             cached_tokens: s.cached,
             completion_tokens: s.generated,
         });
-        self.retire(slot);
     }
 }
