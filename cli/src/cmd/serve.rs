@@ -32,12 +32,12 @@ pub struct Args {
     /// Port to listen on (0: any free port, printed once listening).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Sequences served at once (slots; `-np` as llama-server spells it).
+    /// Sequences served at once (slots; `-np` as llama-server spells it): -c is shared, each slot gets CTX / N positions.
     #[arg(long = "parallel", default_value_t = 1, value_name = "N")]
     pub parallel: usize,
     #[command(flatten)]
     pub load: LoadArgs,
-    /// -c is the total context, shared: each slot gets CTX / N positions.
+    // `-c` is the total context here, shared by the slots.
     #[command(flatten)]
     pub session: SessionArgs,
     /// Require `Authorization: Bearer KEY` (every route but /health).
