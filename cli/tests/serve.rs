@@ -308,6 +308,8 @@ fn bad_bodies_get_openai_errors() {
         .error(404)
         .contains("no route"));
     s.request("GET", "/v1/completions", &[], b"").error(405);
+    // /metrics only with --metrics.
+    s.request("GET", "/metrics", &[], b"").error(404);
     let msg = s.post("/v1/embeddings", &json!({"input": "hi"})).error(404);
     assert!(msg.contains("--embedding-model"), "{msg}");
     // A body declared over the 4 MiB limit is refused before it is read.
@@ -452,6 +454,20 @@ fn a_vanished_client_frees_its_slot() {
         r.json()["choices"][0]["tokens"].as_array().unwrap().len(),
         4
     );
+    // What /metrics counted: two requests admitted, their prompts, tokens and latencies.
+    assert_eq!(s.metric("tinyrt_queue_depth"), 0.0);
+    assert_eq!(s.metric("tinyrt_time_to_first_token_seconds_count"), 2.0);
+    assert!(s.metric("tinyrt_generated_tokens_total") >= 5.0);
+    assert!(s.metric("tinyrt_inter_token_latency_seconds_count") >= 3.0);
+    let n_tokens = |text: &str| {
+        let v = s
+            .post("/tokenize", &json!({"content": text, "add_special": true}))
+            .json();
+        v["tokens"].as_array().unwrap().len()
+    };
+    let prompts = n_tokens("Once upon a time") + n_tokens("Hello");
+    assert_eq!(s.metric("tinyrt_prompt_tokens_total"), prompts as f64);
+    assert!(s.metric("tinyrt_requests_total{status=\"200\"}") >= 2.0);
 }
 
 #[test]
