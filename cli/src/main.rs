@@ -76,6 +76,8 @@ enum Command {
     Chat(cmd::chat::Args),
     /// Perplexity of a text, with llama-perplexity's method.
     Perplexity(cmd::perplexity::Args),
+    /// An OpenAI-compatible HTTP server (chat, completions, embeddings) with continuous batching.
+    Serve(cmd::serve::Args),
     /// Prefill and decode speed (llama-bench's pp and tg).
     Bench(cmd::bench::Args),
     /// One table of size, memory, speed and perplexity for several models (or requantizations).
@@ -98,6 +100,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Classify(args) => cmd::classify::run(args),
         Command::Rerank(args) => cmd::rerank::run(args),
         Command::Perplexity(args) => cmd::perplexity::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Compare(args) => cmd::compare::run(args),
     }
@@ -106,7 +109,16 @@ fn run(command: Command) -> anyhow::Result<()> {
 fn main() {
     error::install_panic_hook();
     signals::install();
-    let cli = match Cli::try_parse() {
+    // llama-server spells the slot count `-np`: a two-letter short flag clap cannot declare.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "serve") {
+        for a in argv.iter_mut().skip(2) {
+            if a == "-np" {
+                *a = "--parallel".into();
+            }
+        }
+    }
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => error::exit_on_usage_error(e),
     };

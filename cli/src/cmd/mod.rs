@@ -14,5 +14,6 @@ pub mod info;
 pub mod perplexity;
 pub mod quantize;
 pub mod rerank;
+pub mod serve;
 pub mod synth;
 pub mod tokenize;
