@@ -260,6 +260,7 @@ pub fn measure_perplexity(
             n_ctx: Some(ctx_size),
             kv_type: settings.kv_type,
             n_batch: settings.batch_size.unwrap_or(ctx_size).min(ctx_size),
+            batch_invariant: false,
         },
     )
     .map_err(bad_input)?;

@@ -189,6 +189,7 @@ fn perplexity_applies_the_adapters() {
             n_ctx: Some(16),
             kv_type: KvType::F32,
             n_batch: 16,
+            ..SessionOptions::default()
         },
     )
     .unwrap();

@@ -201,6 +201,7 @@ fn generate(model: &Path, prompt: &str, n: usize) -> (Vec<u64>, String) {
             "--temp",
             "0",
             "--json",
+            "--batch-invariant",
             "-t",
             "1",
         ])
@@ -561,17 +562,12 @@ fn greedy_completions_equal_generate() {
                     u["completion_tokens"].as_u64().unwrap() as usize,
                     ids.len() + usize::from(v["choices"][0]["finish_reason"] == "stop")
                 );
-                // The second time the prompt is in a slot's cache: all but its last token.
-                // (A prompt of 64 tokens or more ends in the tiled attention class: its last
-                // 64 are fed again.)
+                // The second time the prompt is in a slot's cache: all but its last token
+                // (fed again for its logits; the batch's bits do not depend on the split).
                 let cached = u["prompt_tokens_details"]["cached_tokens"]
                     .as_u64()
                     .unwrap();
-                let reused = if n_prompt < 64 {
-                    n_prompt - 1
-                } else {
-                    n_prompt - 64
-                };
+                let reused = n_prompt - 1;
                 assert_eq!(cached, if round == 0 { 0 } else { reused }, "{v}");
             }
         }
@@ -618,6 +614,7 @@ fn library_chat(
         &m,
         tinyrt::SessionOptions {
             n_ctx: Some(n_ctx),
+            batch_invariant: true,
             ..Default::default()
         },
     )
@@ -953,7 +950,16 @@ fn per_request_adapters_equal_generate_with_them() {
         let out = Command::new(BIN)
             .arg("generate")
             .arg(&base)
-            .args(["-p", prompt, "-n", "12", "--temp", "0", "--json"])
+            .args([
+                "-p",
+                prompt,
+                "-n",
+                "12",
+                "--temp",
+                "0",
+                "--json",
+                "--batch-invariant",
+            ])
             .args(args)
             .output()
             .unwrap();
@@ -1007,7 +1013,16 @@ fn stop_strings_equal_generate() {
         .arg("generate")
         .arg(&model)
         .args([
-            "-p", prompt, "-n", "24", "--temp", "0", "--json", "--stop", &stop,
+            "-p",
+            prompt,
+            "-n",
+            "24",
+            "--temp",
+            "0",
+            "--json",
+            "--batch-invariant",
+            "--stop",
+            &stop,
         ])
         .output()
         .unwrap();

@@ -121,6 +121,7 @@ impl Embedder {
                     n_ctx: Some(pass),
                     kv_type: KvType::F32,
                     n_batch: pass,
+                    batch_invariant: false,
                 },
             )?
         } else {

@@ -82,6 +82,11 @@ pub struct SessionOptions {
     pub kv_type: KvType,
     /// Largest number of prompt tokens per forward pass.
     pub n_batch: usize,
+    /// The batch-invariant numerics of [`crate::batch`] (every token through ggml's tiled
+    /// attention path): a token's bits do not depend on how the prompt was cut into passes,
+    /// and equal those of `tinyrt serve`. Off: llama.cpp's per-pass choice (its decode path
+    /// for small passes).
+    pub batch_invariant: bool,
 }
 
 impl Default for SessionOptions {
@@ -90,6 +95,7 @@ impl Default for SessionOptions {
             n_ctx: None,
             kv_type: KvType::F16,
             n_batch: 512,
+            batch_invariant: false,
         }
     }
 }
@@ -98,6 +104,7 @@ impl Default for SessionOptions {
 pub struct Session {
     model: Model,
     backend: Box<dyn Backend>,
+    batch_invariant: bool,
     scratch: Scratch,
     n_ctx: usize,
     tokens: Vec<u32>,
@@ -158,9 +165,15 @@ impl Session {
         if let Some(e) = backend.take_error() {
             return Err(SessionError::Backend(e));
         }
+        if opts.batch_invariant && model.uses_cuda() {
+            return Err(SessionError::Backend(
+                "batch-invariant numerics are not on CUDA yet".into(),
+            ));
+        }
         Ok(Session {
             model,
             backend,
+            batch_invariant: opts.batch_invariant,
             scratch,
             n_ctx,
             tokens: Vec::new(),
@@ -260,6 +273,17 @@ impl Session {
     ) -> Result<(), SessionError> {
         let arch = &self.model.inner.arch;
         let pos0 = self.tokens.len();
+        if self.batch_invariant {
+            let seg = crate::backend::Segment {
+                seq: 0,
+                pos0: pos0 as u32,
+                len: tokens.len() as u32,
+                lora_set: 0,
+            };
+            self.backend
+                .set_batch(&[seg])
+                .map_err(SessionError::Backend)?;
+        }
         arch.forward(
             self.backend.as_mut(),
             &self.scratch,
@@ -268,6 +292,9 @@ impl Session {
             which,
             out,
         );
+        if self.batch_invariant {
+            self.backend.set_batch(&[]).map_err(SessionError::Backend)?;
+        }
         if let Some(e) = self.backend.take_error() {
             return Err(SessionError::Backend(e));
         }

@@ -44,6 +44,11 @@ pub trait Engine: Send + 'static {
         let _ = n_tokens;
         0
     }
+    /// Whether an item may hold any number of a prompt's tokens (the bits do not depend on
+    /// the split at all), so that the scheduler cuts prompts to its step budget.
+    fn split_free(&self) -> bool {
+        true
+    }
 }
 
 /// Most tokens of one item (`SessionOptions::n_batch`: the chunk `tinyrt generate` feeds).
@@ -116,5 +121,116 @@ impl Engine for SessionEngine {
     /// the tiled path (f32 accumulators), smaller ones the per-key path (f16 accumulators).
     fn class(&self, n_tokens: usize) -> u8 {
         u8::from(n_tokens >= tinyrt::kernels::cpu::attention::GGML_FA_TILE_Q)
+    }
+
+    fn split_free(&self) -> bool {
+        false
+    }
+}
+
+/// Every slot in one forward pass per step ([`tinyrt::batch::Batch`]): the weights are read
+/// once for all the running sequences, and the batch-invariant numerics make a sequence's bits
+/// independent of the others and of how its prompt was cut (one class, any split).
+pub struct BatchEngine {
+    batch: tinyrt::batch::Batch,
+}
+
+impl BatchEngine {
+    /// `n_slots` slots of `slot_ctx` positions, a step of at most a prompt piece of
+    /// [`MAX_ITEM_TOKENS`] plus one decode token per slot.
+    pub fn new(
+        model: &Model,
+        n_slots: usize,
+        slot_ctx: usize,
+        opts: SessionOptions,
+    ) -> Result<BatchEngine, String> {
+        if n_slots == 0 || slot_ctx == 0 {
+            return Err("the server needs at least one slot of at least one position".into());
+        }
+        let batch = tinyrt::batch::Batch::new(
+            model,
+            tinyrt::batch::BatchOptions {
+                n_seq: n_slots,
+                n_ctx: slot_ctx,
+                kv_type: opts.kv_type,
+                n_batch: MAX_ITEM_TOKENS + n_slots,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(BatchEngine { batch })
+    }
+}
+
+impl Engine for BatchEngine {
+    fn n_slots(&self) -> usize {
+        self.batch.n_seq()
+    }
+
+    fn slot_ctx(&self) -> usize {
+        self.batch.n_ctx()
+    }
+
+    fn cached(&self, slot: usize) -> &[u32] {
+        self.batch.tokens(slot)
+    }
+
+    fn truncate(&mut self, slot: usize, n: usize) {
+        self.batch.truncate(slot, n);
+    }
+
+    fn set_adapters(&mut self, slot: usize, set: &[(Arc<LoraAdapter>, f32)]) -> Result<(), String> {
+        // The scheduler expects an emptied slot, whatever the set.
+        self.batch.truncate(slot, 0);
+        self.batch
+            .set_adapters(slot, set)
+            .map_err(|e| e.to_string())
+    }
+
+    fn step(&mut self, items: &[StepItem<'_>]) -> Result<Vec<Option<Vec<f32>>>, String> {
+        let chunks: Vec<tinyrt::batch::Chunk<'_>> = items
+            .iter()
+            .map(|i| tinyrt::batch::Chunk {
+                seq: i.slot,
+                tokens: i.tokens,
+                logits: i.logits,
+            })
+            .collect();
+        let mut logits = self
+            .batch
+            .step(&chunks)
+            .map_err(|e| e.to_string())?
+            .into_iter();
+        Ok(items
+            .iter()
+            .map(|i| if i.logits { logits.next() } else { None })
+            .collect())
+    }
+}
+
+/// An engine chosen at run time (batched on the CPU, sessions on a device).
+impl Engine for Box<dyn Engine> {
+    fn n_slots(&self) -> usize {
+        (**self).n_slots()
+    }
+    fn slot_ctx(&self) -> usize {
+        (**self).slot_ctx()
+    }
+    fn cached(&self, slot: usize) -> &[u32] {
+        (**self).cached(slot)
+    }
+    fn truncate(&mut self, slot: usize, n: usize) {
+        (**self).truncate(slot, n)
+    }
+    fn set_adapters(&mut self, slot: usize, set: &[(Arc<LoraAdapter>, f32)]) -> Result<(), String> {
+        (**self).set_adapters(slot, set)
+    }
+    fn step(&mut self, items: &[StepItem<'_>]) -> Result<Vec<Option<Vec<f32>>>, String> {
+        (**self).step(items)
+    }
+    fn class(&self, n_tokens: usize) -> u8 {
+        (**self).class(n_tokens)
+    }
+    fn split_free(&self) -> bool {
+        (**self).split_free()
     }
 }

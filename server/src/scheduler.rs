@@ -426,11 +426,15 @@ impl<'t, E: Engine> State<'t, E> {
         let mut first = true;
         for (_, slot) in reading {
             let s = self.seqs[slot].as_ref().expect("reading");
-            let take = s
+            let mut take = s
                 .pieces
                 .front()
                 .copied()
                 .unwrap_or(s.job.prompt.len() - s.fed);
+            // An engine whose bits do not depend on the split reads what the budget allows.
+            if take > budget && budget > 0 && self.engine.split_free() {
+                take = budget;
+            }
             if take > budget && !first {
                 break;
             }
@@ -489,7 +493,12 @@ impl<'t, E: Engine> State<'t, E> {
             if take == 0 {
                 s.pending = None;
             } else {
-                s.pieces.pop_front();
+                match s.pieces.front_mut() {
+                    Some(p) if *p > take => *p -= take,
+                    _ => {
+                        s.pieces.pop_front();
+                    }
+                }
                 s.fed += take;
                 if s.fed < s.job.prompt.len() {
                     continue;

@@ -28,6 +28,8 @@ fn next_of(tokens: &[u32]) -> u32 {
 struct Fake {
     slots: Vec<Vec<u32>>,
     steps: Steps,
+    /// One class and any split (the batched engine) instead of two classes.
+    split_free: bool,
 }
 
 impl Engine for Fake {
@@ -67,11 +69,22 @@ impl Engine for Fake {
             .collect())
     }
     fn class(&self, n: usize) -> u8 {
-        u8::from(n >= 64)
+        if self.split_free {
+            0
+        } else {
+            u8::from(n >= 64)
+        }
+    }
+    fn split_free(&self) -> bool {
+        self.split_free
     }
 }
 
 fn start(n_slots: usize) -> (Scheduler, Steps, Arc<Metrics>) {
+    start_with(n_slots, false)
+}
+
+fn start_with(n_slots: usize, split_free: bool) -> (Scheduler, Steps, Arc<Metrics>) {
     let model = Model::load(
         "../tests/fixtures/llama-tiny-q8_0.gguf",
         LoadOptions::default(),
@@ -81,6 +94,7 @@ fn start(n_slots: usize) -> (Scheduler, Steps, Arc<Metrics>) {
     let engine = Fake {
         slots: vec![Vec::new(); n_slots],
         steps: Arc::clone(&steps),
+        split_free,
     };
     let metrics = Arc::new(Metrics::default());
     let s = Scheduler::start(engine, model, Arc::clone(&metrics)).unwrap();
@@ -206,4 +220,36 @@ fn a_vanished_client_frees_its_slot_within_a_step() {
     );
     // The abandoned sequence ran a bounded number of steps, not to its 100000 tokens.
     assert!(steps.lock().unwrap().len() < 10_000);
+}
+
+#[test]
+fn a_split_free_engine_gets_prompts_cut_to_the_step_budget() {
+    // With one class, prompts are cut to what each step's budget leaves after the decode
+    // tokens: no step holds more than the budget plus nothing, and the answers are unchanged.
+    let (s, steps, _) = start_with(4, true);
+    let prompts = [
+        prompt(600, 5),
+        prompt(300, 6),
+        prompt(450, 7),
+        prompt(20, 8),
+    ];
+    let rxs: Vec<_> = prompts.iter().map(|p| submit(&s, p.clone(), 8)).collect();
+    for (rx, p) in rxs.into_iter().zip(&prompts) {
+        let (ids, n, _, _) = finish(rx);
+        assert_eq!((ids, n), (expected(p, 8), p.len()));
+    }
+    let steps = steps.lock().unwrap().clone();
+    let budget = tinyrt_server::scheduler::STEP_BUDGET;
+    for st in &steps {
+        let total: usize = st.iter().map(|&(_, n)| n).sum();
+        assert!(total <= budget, "a step of {total} tokens: {st:?}");
+    }
+    // Some prompt was cut where the budget ended (a piece neither 512 nor a prompt's rest).
+    assert!(
+        steps
+            .iter()
+            .flatten()
+            .any(|&(_, n)| n > 1 && n < 512 && n != 20),
+        "{steps:?}"
+    );
 }

@@ -435,3 +435,41 @@ fn each_sequence_gets_its_own_adapters_in_one_forward_pass() {
         assert!(alone[i] == together[i], "slot {i} alone vs together");
     }
 }
+
+#[test]
+fn a_batch_invariant_session_gives_the_batchs_bits() {
+    // `SessionOptions::batch_invariant` (`generate --batch-invariant`) is the batch's
+    // numerics in a plain session: the same logits, bit for bit, however the prompt is fed.
+    for name in ["llama-tiny-q8_0", "qwen2-tiny-q4_0", "phi2-tiny-f32"] {
+        let m = Model::load(
+            tinyrt_tests::fixture(&format!("{name}.gguf")),
+            LoadOptions::default(),
+        )
+        .unwrap();
+        let req = requests(m.config().vocab_size, 1, 5).remove(0);
+        let want = serve(&mut batch(&m, 1, 256, KvType::F16), &[req.clone()], 256).remove(0);
+        for n_batch in [512, 7, 1] {
+            let mut s = Session::new(
+                &m,
+                SessionOptions {
+                    n_batch,
+                    batch_invariant: true,
+                    ..SessionOptions::default()
+                },
+            )
+            .unwrap();
+            let mut logits = s.feed(&req.prompt).unwrap().to_vec();
+            let mut got = Out {
+                ids: Vec::new(),
+                logits: Vec::new(),
+            };
+            for _ in 0..req.n_gen {
+                let id = argmax(&logits);
+                got.ids.push(id);
+                got.logits.push(logits);
+                logits = s.feed(&[id]).unwrap().to_vec();
+            }
+            assert!(got == want, "{name}: n_batch {n_batch}");
+        }
+    }
+}

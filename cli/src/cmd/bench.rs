@@ -171,6 +171,7 @@ pub fn run(args: Args) -> Result<()> {
             n_ctx: Some(n_ctx),
             kv_type,
             n_batch: args.batch_size,
+            batch_invariant: false,
         },
     )
     .map_err(bad_input)?;

@@ -227,6 +227,7 @@ fn measure_row(
             n_ctx: Some(prompt_tokens.len().max(args.n_gen).max(1)),
             kv_type: KvType::F16,
             n_batch: prompt_tokens.len(),
+            batch_invariant: false,
         },
     )
     .map_err(bad_input)?;

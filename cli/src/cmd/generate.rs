@@ -56,6 +56,10 @@ pub struct Args {
     /// Raw logits to report per step in --json (default 8).
     #[arg(long)]
     pub top_logits: Option<usize>,
+    /// The batch-invariant numerics of `tinyrt serve` (the same bits however the prompt is
+    /// cut; llama.cpp's decode path is not used).
+    #[arg(long)]
+    pub batch_invariant: bool,
 }
 
 /// The prompt's bytes: `-p` as given, `--file` verbatim.
@@ -79,7 +83,10 @@ pub fn run(args: Args) -> Result<()> {
         return Err(bad_input("--stop needs a non-empty string"));
     }
     let load = args.load.options()?;
-    let session_options = args.session.options()?;
+    let session_options = tinyrt::SessionOptions {
+        batch_invariant: args.batch_invariant,
+        ..args.session.options()?
+    };
     let sampler = args.sampling.options()?;
     let text = prompt_bytes(&args)?;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Result;
 use tinyrt::embed::{EmbedOptions, Embedder};
 use tinyrt::Model;
-use tinyrt_server::engine::SessionEngine;
+use tinyrt_server::engine::{BatchEngine, Engine, SessionEngine};
 use tinyrt_server::{Loaded, ServeError, ServerOptions, Shutdown};
 
 use crate::args::{file_label, warn_above_trained_context, LoadArgs, SessionArgs};
@@ -114,7 +114,7 @@ pub fn run(args: Args) -> Result<()> {
         ..ServerOptions::default()
     };
     let (model_path, embed_path, n_slots) = (args.model, args.embedding_model, args.parallel);
-    let loader = move || -> std::result::Result<Loaded<SessionEngine>, String> {
+    let loader = move || -> std::result::Result<Loaded<Box<dyn Engine>>, String> {
         let at = |p: &PathBuf, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
         let model = Model::load(&model_path, load.clone()).map_err(|e| at(&model_path, &e))?;
         if model.is_encoder() {
@@ -146,7 +146,13 @@ pub fn run(args: Args) -> Result<()> {
                 Some((file_label(p), e))
             }
         };
-        let engine = SessionEngine::new(&model, n_slots, slot_ctx, session)?;
+        // The multi-sequence batch on the CPU; one session per slot on a GPU (no batch there
+        // yet).
+        let engine: Box<dyn Engine> = if model.uses_cuda() {
+            Box::new(SessionEngine::new(&model, n_slots, slot_ctx, session)?)
+        } else {
+            Box::new(BatchEngine::new(&model, n_slots, slot_ctx, session)?)
+        };
         Ok(Loaded {
             name: file_label(&model_path),
             model,
