@@ -447,7 +447,12 @@ fn a_batch_invariant_session_gives_the_batchs_bits() {
         )
         .unwrap();
         let req = requests(m.config().vocab_size, 1, 5).remove(0);
-        let want = serve(&mut batch(&m, 1, 256, KvType::F16), &[req.clone()], 256).remove(0);
+        let want = serve(
+            &mut batch(&m, 1, 256, KvType::F16),
+            std::slice::from_ref(&req),
+            256,
+        )
+        .remove(0);
         for n_batch in [512, 7, 1] {
             let mut s = Session::new(
                 &m,
