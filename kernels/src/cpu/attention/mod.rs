@@ -100,6 +100,31 @@ pub fn attention_invariant(
     tiled(isa, q, kv, n_past, params, out, par)
 }
 
+/// The sizes of an attention call (checked by [`check_shapes`]).
+struct Shape {
+    hd: usize,
+    n_heads: usize,
+    n_kv: usize,
+    tok_len: usize,
+    n_tokens: usize,
+    group: usize,
+}
+
+impl Shape {
+    fn of(q: &[f32], kv: &KvView, params: &AttnParams) -> Shape {
+        let (hd, n_heads, n_kv) = (kv.head_dim, params.n_heads, kv.n_kv_heads);
+        let tok_len = n_heads * hd;
+        Shape {
+            hd,
+            n_heads,
+            n_kv,
+            tok_len,
+            n_tokens: q.len() / tok_len,
+            group: n_heads / n_kv,
+        }
+    }
+}
+
 /// Panics unless the shapes of an attention call agree.
 fn check_shapes(q: &[f32], kv: &KvView, n_past: usize, params: &AttnParams, out: &[f32]) {
     let hd = kv.head_dim;
@@ -140,12 +165,14 @@ fn tiled(
     out: &mut [f32],
     par: &dyn ParallelRun,
 ) {
-    let hd = kv.head_dim;
-    let n_heads = params.n_heads;
-    let n_kv = kv.n_kv_heads;
-    let tok_len = n_heads * hd;
-    let n_tokens = q.len() / tok_len;
-    let group = n_heads / n_kv;
+    let Shape {
+        hd,
+        n_heads: _,
+        n_kv,
+        tok_len,
+        n_tokens,
+        group,
+    } = Shape::of(q, kv, params);
     let kern = crate::cpu::ops::kernels(isa);
     let out_ptr = SharedMut(out.as_mut_ptr());
     {
@@ -256,12 +283,14 @@ fn per_key(
     par: &dyn ParallelRun,
     same_kv_type: bool,
 ) {
-    let hd = kv.head_dim;
-    let n_heads = params.n_heads;
-    let n_kv = kv.n_kv_heads;
-    let tok_len = n_heads * hd;
-    let n_tokens = q.len() / tok_len;
-    let group = n_heads / n_kv;
+    let Shape {
+        hd,
+        n_heads,
+        n_kv,
+        tok_len,
+        n_tokens,
+        group,
+    } = Shape::of(q, kv, params);
     let kern = crate::cpu::ops::kernels(isa);
     let out_ptr = SharedMut(out.as_mut_ptr());
     // ggml's per-key path. A job is (query token, kv head, run of that group's query heads,
