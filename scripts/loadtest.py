@@ -9,7 +9,7 @@ the server's resident memory over the run (peak, and first vs last sample, to se
 Standard library only. Loopback only: any other host is refused.
 
     scripts/loadtest.py --url http://127.0.0.1:8080 --clients 8 --seconds 60 --max-tokens 64 \
-        [--endpoint chat|completions] [--pid PID] [--json OUT.json]
+        [--endpoint chat|completions] [--ignore-eos] [--pid PID] [--json OUT.json]
 """
 
 import argparse
@@ -152,6 +152,11 @@ def main():
     ap.add_argument("--pid", type=int, default=None, help="server pid (for its RSS)")
     ap.add_argument("--json", default=None, help="write the report here too")
     ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument(
+        "--ignore-eos",
+        action="store_true",
+        help="ask for max_tokens every time (llama-server's and tinyrt's ignore_eos)",
+    )
     a = ap.parse_args()
     if not (1 <= a.clients <= 256) or not (0 < a.seconds <= 3600):
         sys.exit("loadtest: --clients must be 1..256 and --seconds 0..3600")
@@ -191,6 +196,8 @@ def main():
                     "stream_options": {"include_usage": True},
                 }
             )
+            if a.ignore_eos:
+                req["ignore_eos"] = True
             one_request(host, port, path, json.dumps(req), headers, a.timeout, stats)
 
     rss = []

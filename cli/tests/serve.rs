@@ -25,7 +25,17 @@ struct Server {
 
 impl Server {
     fn start(model: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
+        Server::start_env(model, extra, None)
+    }
+
+    /// With `TINYRT_API_KEY` set to `key` (unset when `None`).
+    fn start_env(model: &Path, extra: &[&str], key: Option<&str>) -> Server {
+        let mut cmd = Command::new(BIN);
+        match key {
+            Some(k) => cmd.env("TINYRT_API_KEY", k),
+            None => cmd.env_remove("TINYRT_API_KEY"),
+        };
+        let mut child = cmd
             .arg("serve")
             .arg(model)
             .args(["--port", "0", "-t", "1"])
@@ -398,6 +408,29 @@ fn api_key_is_required_except_for_health() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(s.request("GET", "/health", &[], b"").status, 200);
+}
+
+#[test]
+fn api_key_can_come_from_the_environment() {
+    let s = Server::start_env(&tiny(), &["-c", "256"], Some("from-env"));
+    let body = br#"{"prompt": "hi", "max_tokens": 2}"#;
+    s.request("POST", "/v1/completions", &[], body).error(401);
+    let r = s.request(
+        "POST",
+        "/v1/completions",
+        &[("Authorization", "Bearer from-env")],
+        body,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The key never shows in --help (hide_env_values).
+    let help = Command::new(BIN)
+        .args(["serve", "--help"])
+        .env("TINYRT_API_KEY", "from-env")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("TINYRT_API_KEY"), "{help}");
+    assert!(!help.contains("from-env"), "{help}");
 }
 
 /// Opens a stream that would run for a long time (no end token, a large slot) and reads

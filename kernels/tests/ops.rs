@@ -945,3 +945,108 @@ fn invariant_attention_does_not_depend_on_how_tokens_are_cut() {
         }
     }
 }
+
+#[test]
+fn invariant_attention_of_many_sequences_is_each_alone() {
+    // One parallel run over several sequences, each over its own cache (a multi-sequence
+    // batch's step: decode tokens, prompt pieces, a long f16 chunk that converts its cache),
+    // gives each sequence the bits of `attention_invariant` on it alone, on every ISA and
+    // thread count.
+    let cases = [
+        // (n_heads, n_kv_heads, head_dim, f16, window)
+        (9, 3, 64, true, None),
+        (4, 2, 32, false, Some(50)),
+        (4, 1, 16, true, Some(9)),
+        (2, 2, 12, false, None),
+    ];
+    // (n_past, n_tokens) of each sequence.
+    let seqs = [
+        (0, 1),
+        (40, 1),
+        (7, 3),
+        (0, 70),
+        (130, 1),
+        (3, 20),
+        (90, 66),
+    ];
+    let mut rng = Rng::new(777);
+    for (n_heads, n_kv_heads, head_dim, f16_cache, window) in cases {
+        let params = AttnParams {
+            causal: true,
+            n_heads,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            window,
+        };
+        let row = n_heads * head_dim;
+        let case = |n_past, n_tokens| AttnCase {
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            n_past,
+            n_tokens,
+            window,
+            f16_cache,
+            seed: 0,
+        };
+        let caches: Vec<Cache> = seqs
+            .iter()
+            .map(|&(p, n)| Cache::new(&mut rng, (p + n) * n_kv_heads * head_dim, 0))
+            .collect();
+        let qs: Vec<Vec<f32>> = seqs
+            .iter()
+            .map(|&(_, n)| {
+                uniform_vec(&mut rng, n * row)
+                    .iter()
+                    .map(|v| v * 3.0)
+                    .collect()
+            })
+            .collect();
+        for isa in Isa::available() {
+            let alone: Vec<Vec<f32>> = seqs
+                .iter()
+                .enumerate()
+                .map(|(i, &(p, n))| {
+                    let mut o = vec![0.0f32; n * row];
+                    let kv = caches[i].view(&case(p, n));
+                    ops::attention_invariant(
+                        isa,
+                        &qs[i],
+                        &kv,
+                        p,
+                        &params,
+                        &mut o,
+                        &ops::Sequential,
+                    );
+                    o
+                })
+                .collect();
+            for threads in [1usize, 2, 3] {
+                let mut outs: Vec<Vec<f32>> =
+                    seqs.iter().map(|&(_, n)| vec![f32::NAN; n * row]).collect();
+                let mut calls: Vec<ops::InvariantCall> = outs
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, o)| ops::InvariantCall {
+                        q: &qs[i],
+                        kv: caches[i].view(&case(seqs[i].0, seqs[i].1)),
+                        n_past: seqs[i].0,
+                        out: o,
+                    })
+                    .collect();
+                if threads == 2 {
+                    let pool = ThreadPool::new(2).unwrap();
+                    ops::attention_invariant_many(isa, &mut calls, &params, &pool);
+                } else {
+                    ops::attention_invariant_many(isa, &mut calls, &params, &RayonRun(threads));
+                }
+                drop(calls);
+                assert_eq!(
+                    outs,
+                    alone,
+                    "{n_heads}/{n_kv_heads}×{head_dim} f16 {f16_cache}, {threads} threads [{}]",
+                    isa.name()
+                );
+            }
+        }
+    }
+}

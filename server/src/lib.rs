@@ -54,6 +54,9 @@ pub struct ServerOptions {
     pub body_timeout: Duration,
     /// After a shutdown signal, how long in-flight requests may run before they are cut.
     pub shutdown_deadline: Duration,
+    /// Told the bound address as soon as the socket listens, before the model is loaded
+    /// (`/health` answers 503 until it is).
+    pub bound: Option<std::sync::mpsc::Sender<SocketAddr>>,
 }
 
 impl Default for ServerOptions {
@@ -67,6 +70,7 @@ impl Default for ServerOptions {
             body_limit: 4 << 20,
             body_timeout: Duration::from_secs(10),
             shutdown_deadline: Duration::from_secs(10),
+            bound: None,
         }
     }
 }
@@ -185,6 +189,10 @@ where
     let addr: SocketAddr = listener
         .local_addr()
         .map_err(|e| ServeError::Bind(format!("cannot read the bound address: {e}")))?;
+    if let Some(tx) = &opts.bound {
+        let _ = tx.send(addr);
+    }
+    log_line!("tinyrt serve: bound to http://{addr}, loading the model (/health answers 503 until it is ready)");
     let deadline = opts.shutdown_deadline;
     let slow = opts.body_timeout;
     let app = Arc::new(http::App::new(opts));

@@ -40,8 +40,14 @@ pub struct Args {
     // `-c` is the total context here, shared by the slots.
     #[command(flatten)]
     pub session: SessionArgs,
-    /// Require `Authorization: Bearer KEY` (every route but /health).
-    #[arg(long, value_name = "KEY")]
+    /// Require `Authorization: Bearer KEY` (every route but /health); read from TINYRT_API_KEY
+    /// when not given (keeps the key out of the process list).
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "TINYRT_API_KEY",
+        hide_env_values = true
+    )]
     pub api_key: Option<String>,
     /// Requests waiting for a slot at most (more are answered 429).
     #[arg(long, default_value_t = 64, value_name = "Q")]

@@ -27,8 +27,9 @@
 use crate::cpu::{Isa, Kernels};
 
 pub use crate::cpu::attention::{
-    attended_keys, attention, attention_invariant, attention_parallel, AttnJob, AttnParams,
-    AttnTile, KvData, KvView, DECODE_KV_CHUNKS, GGML_FA_TILE_Q, GGML_SPLIT_KV_MIN_KEYS,
+    attended_keys, attention, attention_invariant, attention_invariant_many, attention_parallel,
+    AttnJob, AttnParams, AttnTile, InvariantCall, KvData, KvView, DECODE_KV_CHUNKS, GGML_FA_TILE_Q,
+    GGML_SPLIT_KV_MIN_KEYS,
 };
 pub use crate::cpu::pool::{par_rows_mut, ParallelRun, RayonRun, Sequential, PAR_MIN_VALUES};
 pub use crate::cpu::rope::{OpsError, RopeCache, RopeCfg, RopeMode};

@@ -155,6 +155,180 @@ fn check_shapes(q: &[f32], kv: &KvView, n_past: usize, params: &AttnParams, out:
     }
 }
 
+/// One sequence's part of [`attention_invariant_many`]: its query rows, its cache (the new
+/// K/V already stored at `n_past..`), and its output rows.
+pub struct InvariantCall<'a> {
+    pub q: &'a [f32],
+    pub kv: KvView<'a>,
+    pub n_past: usize,
+    pub out: &'a mut [f32],
+}
+
+/// [`attention_invariant`] for several sequences, each over its own cache, in one parallel
+/// run: the (sequence, tile, kv head) jobs of all of them share the threads, so a decode step
+/// of many sequences (a few jobs each) keeps every thread busy and pays for one dispatch. Each
+/// call's result is bit-identical to [`attention_invariant`] on it alone (the same job code,
+/// whatever the split). Calls of at least [`GGML_FA_TILE_Q`] tokens over an f16 cache convert
+/// it once and run on their own, as [`attention_invariant`] does.
+pub fn attention_invariant_many(
+    isa: Isa,
+    calls: &mut [InvariantCall<'_>],
+    params: &AttnParams,
+    par: &dyn ParallelRun,
+) {
+    assert!(params.causal, "invariant attention is causal");
+    let kern = crate::cpu::ops::kernels(isa);
+    let mut small = Vec::with_capacity(calls.len());
+    for c in calls.iter_mut() {
+        assert!(
+            matches!(
+                (c.kv.k, c.kv.v),
+                (KvData::F32(_), KvData::F32(_)) | (KvData::F16(_), KvData::F16(_))
+            ),
+            "invariant attention: K and V of one type"
+        );
+        check_shapes(c.q, &c.kv, c.n_past, params, c.out);
+        let geom = TileGeom::of(kern, Shape::of(c.q, &c.kv, params));
+        if geom.shape.n_tokens >= GGML_FA_TILE_Q && matches!(c.kv.k, KvData::F16(_)) {
+            tiled(isa, c.q, &c.kv, c.n_past, params, c.out, par);
+        } else if geom.n_jobs > 0 {
+            small.push((geom, c.q, c.kv, c.n_past, SharedMut(c.out.as_mut_ptr())));
+        }
+    }
+    // Job indices: call i owns first[i]..first[i + 1].
+    let mut first = Vec::with_capacity(small.len() + 1);
+    first.push(0);
+    for (g, ..) in &small {
+        first.push(first.last().unwrap() + g.n_jobs);
+    }
+    let n_jobs = *first.last().unwrap();
+    let cap = small
+        .iter()
+        .map(|(g, ..)| g.tile_tokens * g.glen)
+        .max()
+        .unwrap_or(0);
+    let init = || (Vec::with_capacity(cap), Vec::with_capacity(cap));
+    let job = |scratch: &mut (Vec<f32>, Vec<f32>), j: usize| {
+        let i = first.partition_point(|&f| f <= j) - 1;
+        let (geom, q, kv, n_past, out) = &small[i];
+        // SAFETY: `out` points at call i's output, of `q`'s length (checked above); its jobs
+        // write disjoint ranges of it, and distinct calls own distinct output slices.
+        unsafe {
+            tile_job(
+                kern,
+                geom,
+                q,
+                kv,
+                *n_past,
+                params,
+                *out,
+                j - first[i],
+                scratch,
+            )
+        };
+    };
+    run_jobs(par, n_jobs, init, job);
+}
+
+/// How ggml's tiled path cuts a call into jobs of (tile of query tokens, kv head, run of the
+/// group's heads), for one ISA's tile kernel.
+struct TileGeom {
+    shape: Shape,
+    head_runs: usize,
+    run_heads: usize,
+    tile_tokens: usize,
+    glen: usize,
+    n_jobs: usize,
+}
+
+impl TileGeom {
+    fn of(kern: &crate::cpu::Kernels, shape: Shape) -> TileGeom {
+        // A group of more query heads than the ISA's tile kernel holds rows is split into runs
+        // of heads (each run still shares the kv head): the AVX kernels then never fall back to
+        // their per-token path, whose sums are ordered per ISA, and every ISA gives the same
+        // bits (each row's result does not depend on the other rows of its tile).
+        let rows_cap = kern.ops.attn_tile_rows;
+        let head_runs = shape.group.div_ceil(rows_cap);
+        let run_heads = shape.group.div_ceil(head_runs);
+        let tile_tokens = (rows_cap / run_heads).clamp(1, 16);
+        let n_jobs = shape.n_tokens.div_ceil(tile_tokens) * shape.n_kv * head_runs;
+        TileGeom {
+            glen: run_heads * shape.hd,
+            shape,
+            head_runs,
+            run_heads,
+            tile_tokens,
+            n_jobs,
+        }
+    }
+}
+
+/// Job `job_idx` of ggml's tiled path over `q` / `kv` (cut as `geom` says), written into the
+/// output that `out` points at.
+///
+/// # Safety
+/// `out` points at an output of `q`'s length that no one else reads or writes during the
+/// call except other jobs of the same call (which write disjoint ranges); `kern` is a
+/// supported ISA's; the shapes were checked ([`check_shapes`]).
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_job(
+    kern: &crate::cpu::Kernels,
+    geom: &TileGeom,
+    q: &[f32],
+    kv: &KvView,
+    n_past: usize,
+    params: &AttnParams,
+    out: SharedMut,
+    job_idx: usize,
+    (q_tile, out_tile): &mut (Vec<f32>, Vec<f32>),
+) {
+    let TileGeom {
+        shape,
+        head_runs,
+        run_heads,
+        tile_tokens,
+        ..
+    } = geom;
+    let (head_runs, run_heads, tile_tokens) = (*head_runs, *run_heads, *tile_tokens);
+    let (hd, n_kv, group, tok_len) = (shape.hd, shape.n_kv, shape.group, shape.tok_len);
+    let run = job_idx % head_runs;
+    let g = job_idx / head_runs % n_kv;
+    let t0 = job_idx / (head_runs * n_kv) * tile_tokens;
+    let nt = tile_tokens.min(shape.n_tokens - t0);
+    let h0 = run * run_heads;
+    let nh = run_heads.min(group - h0);
+    let len = nh * hd;
+    let head_off = (g * group + h0) * hd;
+    q_tile.clear();
+    for t in t0..t0 + nt {
+        let st = t * tok_len + head_off;
+        q_tile.extend_from_slice(&q[st..st + len]);
+    }
+    out_tile.clear();
+    out_tile.resize(nt * len, 0.0);
+    let tile = AttnTile {
+        kv,
+        kv_head: g,
+        head_dim: hd,
+        group: nh,
+        first_pos: n_past + t0,
+        n_tokens: nt,
+        window: params.window,
+        scale: params.scale,
+    };
+    // SAFETY: `kern` is a supported ISA's (the caller's promise); the tile's rows lie within
+    // `q_tile` / `out_tile` (built above) and its keys within the cache (shapes checked).
+    unsafe { (kern.ops.attend_tile)(&tile, q_tile, out_tile) };
+    for (i, t) in (t0..t0 + nt).enumerate() {
+        let st = t * tok_len + head_off;
+        // SAFETY: `st..st + len` lies inside the output (same shape as `q`); distinct jobs
+        // write distinct (token, head run) ranges and each job runs on exactly one thread, so
+        // no two live slices overlap (the caller's promise covers everyone else).
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(st), len) };
+        dst.copy_from_slice(&out_tile[i * len..(i + 1) * len]);
+    }
+}
+
 /// ggml's tiled path (shapes checked by the caller; K and V of one type; causal).
 fn tiled(
     isa: Isa,
@@ -165,110 +339,54 @@ fn tiled(
     out: &mut [f32],
     par: &dyn ParallelRun,
 ) {
-    let Shape {
-        hd,
-        n_heads: _,
-        n_kv,
-        tok_len,
-        n_tokens,
-        group,
-    } = Shape::of(q, kv, params);
     let kern = crate::cpu::ops::kernels(isa);
+    let geom = TileGeom::of(kern, Shape::of(q, kv, params));
+    let Shape {
+        hd, n_kv, n_tokens, ..
+    } = geom.shape;
     let out_ptr = SharedMut(out.as_mut_ptr());
-    {
-        // ggml's tiled path. A job is (tile of query tokens, kv head) with all the heads of the
-        // group, so each K/V block is converted once for tokens × heads rows.
-        //
-        // ggml converts an f16 K/V block to f32 for every tile; the conversion is exact, so
-        // converting the cache rows once per call gives the same bits, and the kernels then
-        // read the f32 rows in place.
-        let n_pos = n_past + n_tokens;
-        // A few tokens (a decode step of the invariant path) convert block by block in the
-        // kernels instead: the same bits, without converting the whole cache per call.
-        let converted = match (kv.k, kv.v) {
-            (KvData::F16(k), KvData::F16(v)) if n_tokens >= GGML_FA_TILE_Q => {
-                let len = n_pos * n_kv * hd;
-                let mut kf = vec![0.0f32; len];
-                let mut vf = vec![0.0f32; len];
-                // SAFETY: a supported ISA (`Kernels::get`); source and destination have
-                // the same length.
-                unsafe {
-                    (kern.ops.f16_to_f32_row)(&k[..len], &mut kf);
-                    (kern.ops.f16_to_f32_row)(&v[..len], &mut vf);
-                }
-                Some((kf, vf))
+    // ggml converts an f16 K/V block to f32 for every tile; the conversion is exact, so
+    // converting the cache rows once per call gives the same bits, and the kernels then read
+    // the f32 rows in place. A few tokens (a decode step of the invariant path) convert block
+    // by block in the kernels instead: the same bits, without converting the whole cache per
+    // call.
+    let n_pos = n_past + n_tokens;
+    let converted = match (kv.k, kv.v) {
+        (KvData::F16(k), KvData::F16(v)) if n_tokens >= GGML_FA_TILE_Q => {
+            let len = n_pos * n_kv * hd;
+            let mut kf = vec![0.0f32; len];
+            let mut vf = vec![0.0f32; len];
+            // SAFETY: a supported ISA (`Kernels::get`); source and destination have the same
+            // length.
+            unsafe {
+                (kern.ops.f16_to_f32_row)(&k[..len], &mut kf);
+                (kern.ops.f16_to_f32_row)(&v[..len], &mut vf);
             }
-            _ => None,
-        };
-        let kv_f32;
-        let kv = match &converted {
-            Some((kf, vf)) => {
-                kv_f32 = KvView {
-                    k: KvData::F32(kf),
-                    v: KvData::F32(vf),
-                    n_kv_heads: n_kv,
-                    head_dim: hd,
-                };
-                &kv_f32
-            }
-            None => kv,
-        };
-        // A group of more query heads than the ISA's tile kernel holds rows is split into runs
-        // of heads (each run still shares the kv head): the AVX kernels then never fall back to
-        // their per-token path, whose sums are ordered per ISA, and every ISA gives the same
-        // bits (each row's result does not depend on the other rows of its tile).
-        let rows_cap = kern.ops.attn_tile_rows;
-        let head_runs = group.div_ceil(rows_cap);
-        let run_heads = group.div_ceil(head_runs);
-        let tile_tokens = (rows_cap / run_heads).clamp(1, 16);
-        let n_jobs = n_tokens.div_ceil(tile_tokens) * n_kv * head_runs;
-        let glen = run_heads * hd;
-        let init = || {
-            (
-                Vec::with_capacity(tile_tokens * glen),
-                Vec::with_capacity(tile_tokens * glen),
-            )
-        };
-        let job = |(q_tile, out_tile): &mut (Vec<f32>, Vec<f32>), job_idx: usize| {
-            let run = job_idx % head_runs;
-            let g = job_idx / head_runs % n_kv;
-            let t0 = job_idx / (head_runs * n_kv) * tile_tokens;
-            let nt = tile_tokens.min(n_tokens - t0);
-            let h0 = run * run_heads;
-            let nh = run_heads.min(group - h0);
-            let len = nh * hd;
-            let head_off = (g * group + h0) * hd;
-            q_tile.clear();
-            for t in t0..t0 + nt {
-                let st = t * tok_len + head_off;
-                q_tile.extend_from_slice(&q[st..st + len]);
-            }
-            out_tile.clear();
-            out_tile.resize(nt * len, 0.0);
-            let tile = AttnTile {
-                kv,
-                kv_head: g,
+            Some((kf, vf))
+        }
+        _ => None,
+    };
+    let kv_f32;
+    let kv = match &converted {
+        Some((kf, vf)) => {
+            kv_f32 = KvView {
+                k: KvData::F32(kf),
+                v: KvData::F32(vf),
+                n_kv_heads: n_kv,
                 head_dim: hd,
-                group: nh,
-                first_pos: n_past + t0,
-                n_tokens: nt,
-                window: params.window,
-                scale: params.scale,
             };
-            // SAFETY: `k` came from `Kernels::get` (the CPU supports its ISA); the tile's rows
-            // lie within `q_tile` / `out_tile` (built above) and its keys within the cache.
-            unsafe { (kern.ops.attend_tile)(&tile, q_tile, out_tile) };
-            for (i, t) in (t0..t0 + nt).enumerate() {
-                let st = t * tok_len + head_off;
-                // SAFETY: `st..st + len` lies inside `out` (same shape as `q`); distinct
-                // jobs write distinct (token, head run) ranges and each job runs on exactly
-                // one thread, so no two live slices overlap.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(st), len) };
-                dst.copy_from_slice(&out_tile[i * len..(i + 1) * len]);
-            }
-        };
-        run_jobs(par, n_jobs, init, job);
-    }
+            &kv_f32
+        }
+        None => kv,
+    };
+    let cap = geom.tile_tokens * geom.glen;
+    let init = || (Vec::with_capacity(cap), Vec::with_capacity(cap));
+    let job = |scratch: &mut (Vec<f32>, Vec<f32>), j: usize| {
+        // SAFETY: `out_ptr` is `out`, of `q`'s length (checked by the caller), borrowed
+        // mutably for this call; its jobs write disjoint ranges.
+        unsafe { tile_job(kern, &geom, q, kv, n_past, params, out_ptr, j, scratch) };
+    };
+    run_jobs(par, geom.n_jobs, init, job);
 }
 
 /// ggml's per-key path (shapes checked by the caller).

@@ -314,7 +314,7 @@ impl CpuBackend {
 impl CpuBackend {
     /// Stores rows `r0..r0 + n` of `k`, `v` at positions `pos0..` of slot `seq`'s cache for
     /// `layer`, then attends with rows `r0..r0 + n` of `q` into the same rows of `out`: ggml's
-    /// paths (`attention_parallel`), or the batch-invariant one.
+    /// paths (`attention_parallel`).
     #[allow(clippy::too_many_arguments)]
     fn attend(
         &mut self,
@@ -325,7 +325,6 @@ impl CpuBackend {
         pos0: usize,
         n: usize,
         p: &AttnParams,
-        invariant: bool,
     ) {
         let isa = self.isa;
         let kv = &mut self.kv[seq];
@@ -362,11 +361,70 @@ impl CpuBackend {
             &qb.data[r0 * width..(r0 + n) * width],
             &mut ob.data[r0 * width..(r0 + n) * width],
         );
-        if invariant {
-            ops::attention_invariant(isa, qs, &view, pos0, &params, os, &*self.pool);
-        } else {
-            ops::attention_parallel(isa, qs, &view, pos0, &params, os, &*self.pool);
+        ops::attention_parallel(isa, qs, &view, pos0, &params, os, &*self.pool);
+    }
+
+    /// The multi-sequence batch's attention: stores every segment's K/V rows in its slot, then
+    /// attends all segments in one parallel run (`attention_invariant_many`; each segment's
+    /// bits are those of `attention_invariant` on it alone).
+    fn attend_segments(
+        &mut self,
+        segs: &[Segment],
+        layer: usize,
+        (q, k, v, out): (BufId, BufId, BufId, BufId),
+        n: usize,
+        p: &AttnParams,
+    ) {
+        let isa = self.isa;
+        let mut r0 = 0;
+        for g in segs {
+            let (pos0, len) = (g.pos0 as usize, g.len as usize);
+            let kv = &mut self.kv[g.seq as usize];
+            let (kw, vw) = (kv.spec.k_width, kv.spec.v_width);
+            kv.reserve(layer, pos0 + len);
+            let kb = &self.bufs[k.0 as usize];
+            let vb = &self.bufs[v.0 as usize];
+            kv.k[layer].write(isa, pos0 * kw, &kb.data[r0 * kw..(r0 + len) * kw]);
+            kv.v[layer].write(isa, pos0 * vw, &vb.data[r0 * vw..(r0 + len) * vw]);
+            r0 += len;
         }
+        debug_assert_eq!(r0, n, "attention rows vs the batch layout");
+        debug_assert_eq!(p.head_dim_k, p.head_dim_v);
+        let params = ops::AttnParams {
+            causal: p.causal,
+            n_heads: p.n_head,
+            scale: p.scale,
+            window: p.window,
+        };
+        let width = p.n_head * p.head_dim_v;
+        let (qi, oi) = (q.0 as usize, out.0 as usize);
+        assert_ne!(qi, oi, "attention input and output must differ");
+        let mut ob = std::mem::take(&mut self.bufs[oi].data);
+        let qb = &self.bufs[qi];
+        let mut rest = &mut ob[..n * width];
+        let mut calls = Vec::with_capacity(segs.len());
+        let mut r0 = 0;
+        for g in segs {
+            let len = g.len as usize;
+            let kv = &self.kv[g.seq as usize];
+            let (os, tail) = std::mem::take(&mut rest).split_at_mut(len * width);
+            rest = tail;
+            calls.push(ops::InvariantCall {
+                q: &qb.data[r0 * width..(r0 + len) * width],
+                kv: KvView {
+                    k: kv.k[layer].data(),
+                    v: kv.v[layer].data(),
+                    n_kv_heads: p.n_head_kv,
+                    head_dim: p.head_dim_k,
+                },
+                n_past: g.pos0 as usize,
+                out: os,
+            });
+            r0 += len;
+        }
+        ops::attention_invariant_many(isa, &mut calls, &params, &*self.pool);
+        drop(calls);
+        self.bufs[oi].data = ob;
     }
 }
 
@@ -573,26 +631,10 @@ impl Backend for CpuBackend {
         out: BufId,
     ) {
         if self.segs.is_empty() {
-            self.attend(0, layer, (q, k, v, out), 0, pos0, n, p, false);
+            self.attend(0, layer, (q, k, v, out), 0, pos0, n, p);
         } else {
             let segs = std::mem::take(&mut self.segs);
-            let mut r0 = 0;
-            for g in &segs {
-                let len = g.len as usize;
-                let bufs = (q, k, v, out);
-                self.attend(
-                    g.seq as usize,
-                    layer,
-                    bufs,
-                    r0,
-                    g.pos0 as usize,
-                    len,
-                    p,
-                    true,
-                );
-                r0 += len;
-            }
-            debug_assert_eq!(r0, n, "attention rows vs the batch layout");
+            self.attend_segments(&segs, layer, (q, k, v, out), n, p);
             self.segs = segs;
         }
     }
