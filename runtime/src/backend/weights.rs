@@ -39,9 +39,8 @@ pub struct WeightEntry {
     pub ty: GgmlType,
     /// GGUF order: `shape[0]` is the row length (`ne0`).
     pub shape: Vec<usize>,
-    /// Where the data lies in the file (checked by the GGUF reader).
-    offset: usize,
-    size: usize,
+    /// Where the data is (segment, offset, size).
+    info: crate::gguf::TensorInfo,
 }
 
 impl WeightEntry {
@@ -120,16 +119,15 @@ impl WeightTable {
         if shape.len() == 1 {
             shape.push(1);
         }
-        let (offset, size) = match self.file.tensor_info(name) {
-            Some(info) => (info.offset as usize, info.size as usize),
+        let info = match self.file.tensor_info(name) {
+            Some(info) => info.clone(),
             None => return Err(WeightError::Missing(name.to_string())),
         };
         self.entries.push(WeightEntry {
             name: name.to_string(),
             ty: t.ty,
             shape,
-            offset,
-            size,
+            info,
         });
         Ok(Some(WeightId((self.entries.len() - 1) as u32)))
     }
@@ -175,7 +173,7 @@ impl WeightTable {
     pub fn data(&self, id: WeightId) -> &[u8] {
         let e = &self.entries[id.0 as usize];
         // The reader checked offset + size against the file, which is immutable.
-        &self.file.bytes()[e.offset..e.offset + e.size]
+        self.file.data_of(&e.info)
     }
 
     pub fn file(&self) -> &Arc<GgufFile> {

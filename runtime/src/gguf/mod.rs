@@ -40,6 +40,8 @@ pub struct TensorInfo {
     pub offset: u64,
     /// Size of the data in bytes.
     pub size: u64,
+    /// The segment holding the data (0 for a file; see [`GgufFile::from_parts`]).
+    pub(crate) segment: u32,
 }
 
 impl TensorInfo {
@@ -99,9 +101,50 @@ impl<'a> Tensor<'a> {
     }
 }
 
+/// Bytes that hold tensors of an in-memory GGUF ([`GgufFile::from_parts`]): a read-only
+/// memory map of a file (a safetensors shard) or an owned, 16-byte-aligned buffer.
+pub struct Segment(Storage);
+
+impl Segment {
+    /// Memory-maps `path` (a regular file; never blocks on a FIFO).
+    pub fn map(path: impl AsRef<Path>) -> Result<Segment, GgufError> {
+        Storage::map(path.as_ref()).map(Segment)
+    }
+
+    /// A copy of `bytes` in an aligned buffer.
+    pub fn owned(bytes: &[u8]) -> Segment {
+        Segment(Storage::owned(bytes))
+    }
+
+    /// f32 values, stored little-endian.
+    pub fn from_f32(values: &[f32]) -> Segment {
+        Segment::owned(bytemuck::cast_slice(values))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.0.bytes()
+    }
+}
+
+/// One tensor of [`GgufFile::from_parts`]: its data is `segments[segment][offset..]`, of the
+/// size its type and shape give.
+#[derive(Clone, Debug)]
+pub struct PartTensor {
+    pub name: String,
+    pub ty: GgmlType,
+    /// ggml `ne` order.
+    pub shape: Vec<u64>,
+    pub segment: usize,
+    pub offset: u64,
+}
+
 /// A parsed, validated GGUF file. Tensor data is borrowed from the map without copying.
 pub struct GgufFile {
     storage: Storage,
+    /// Segments 1.. of a file made [`GgufFile::from_parts`] (segment 0 is `storage`).
+    extra: Vec<Storage>,
+    /// Made from parts rather than parsed from one file.
+    from_parts: bool,
     version: u32,
     metadata: Metadata,
     tensors: Vec<TensorInfo>,
@@ -151,9 +194,94 @@ impl GgufFile {
         Ok(GgufFile::assemble(storage, parsed))
     }
 
+    /// An in-memory GGUF of `metadata` and `tensors` (in this order) whose data lies in
+    /// `segments`: a Hugging Face folder's tensors in place in its mapped safetensors shards,
+    /// with the few it converts in owned buffers. The same checks as a file's tensor table
+    /// (names, shapes, block sizes, bounds), and the same accessors; [`GgufFile::bytes`] is
+    /// empty, [`GgufFile::file_size`] the segments' total.
+    pub fn from_parts(
+        metadata: Metadata,
+        tensors: Vec<PartTensor>,
+        segments: Vec<Segment>,
+    ) -> Result<GgufFile, GgufError> {
+        let mut infos = Vec::with_capacity(tensors.len());
+        for t in tensors {
+            if t.name.len() > MAX_TENSOR_NAME_LEN {
+                return Err(GgufError::TensorNameTooLong {
+                    len: t.name.len(),
+                    name: t.name,
+                });
+            }
+            let size = reader::tensor_byte_size(&t.name, t.ty, &t.shape)?;
+            let seg_len = segments
+                .get(t.segment)
+                .map_or(0, |s| s.bytes().len() as u64);
+            if t.segment >= segments.len() || t.offset.checked_add(size).is_none_or(|e| e > seg_len)
+            {
+                return Err(GgufError::TensorOutOfBounds {
+                    name: t.name,
+                    offset: t.offset,
+                    size,
+                    file_size: seg_len,
+                });
+            }
+            infos.push(TensorInfo {
+                name: t.name,
+                ty: t.ty,
+                shape: t.shape,
+                offset: t.offset,
+                size,
+                segment: t.segment as u32,
+            });
+        }
+        let mut tensor_index: Vec<u32> = (0..infos.len() as u32).collect();
+        tensor_index.sort_by(|&a, &b| infos[a as usize].name.cmp(&infos[b as usize].name));
+        if let Some(w) = tensor_index
+            .windows(2)
+            .find(|w| infos[w[0] as usize].name == infos[w[1] as usize].name)
+        {
+            return Err(GgufError::DuplicateTensor {
+                name: infos[w[0] as usize].name.clone(),
+            });
+        }
+        let mut segs = segments.into_iter().map(|s| s.0);
+        Ok(GgufFile {
+            storage: segs.next().unwrap_or(Storage::Empty),
+            extra: segs.collect(),
+            from_parts: true,
+            version: 3,
+            metadata,
+            tensors: infos,
+            tensor_index,
+            alignment: DEFAULT_ALIGNMENT,
+            data_offset: 0,
+        })
+    }
+
+    /// Whether this model was made [`GgufFile::from_parts`] (a Hugging Face folder).
+    pub fn is_from_parts(&self) -> bool {
+        self.from_parts
+    }
+
+    fn segment(&self, i: u32) -> &[u8] {
+        match i {
+            0 => self.storage.bytes(),
+            i => self.extra[i as usize - 1].bytes(),
+        }
+    }
+
+    /// The data of a tensor of this file's table.
+    pub fn data_of(&self, info: &TensorInfo) -> &[u8] {
+        // Bounds checked by the parser / `from_parts`.
+        let start = info.offset as usize;
+        &self.segment(info.segment)[start..start + info.size as usize]
+    }
+
     fn assemble(storage: Storage, p: reader::Parsed) -> GgufFile {
         GgufFile {
             storage,
+            extra: Vec::new(),
+            from_parts: false,
             version: p.version,
             metadata: p.metadata,
             tensors: p.tensors,
@@ -196,24 +324,31 @@ impl GgufFile {
     }
 
     fn view<'a>(&'a self, info: &'a TensorInfo) -> Tensor<'a> {
-        // offset + size <= file size was checked by the parser.
-        let start = info.offset as usize;
-        let end = start + info.size as usize;
         Tensor {
             name: &info.name,
             ty: info.ty,
             shape: &info.shape,
-            data: &self.storage.bytes()[start..end],
+            data: self.data_of(info),
         }
     }
 
+    /// The file's size; for a model made from parts, the total of its segments.
     pub fn file_size(&self) -> u64 {
         self.storage.bytes().len() as u64
+            + self
+                .extra
+                .iter()
+                .map(|s| s.bytes().len() as u64)
+                .sum::<u64>()
     }
 
-    /// The whole file.
+    /// The whole file (empty for a model made from parts).
     pub fn bytes(&self) -> &[u8] {
-        self.storage.bytes()
+        if self.from_parts {
+            &[]
+        } else {
+            self.storage.bytes()
+        }
     }
 
     /// `general.alignment`, or the default 32.

@@ -318,6 +318,7 @@ fn read_tensor_info(c: &mut Cursor<'_>) -> Result<TensorInfo, GgufError> {
         shape: raw.dims[..raw.n_dims].to_vec(),
         offset: raw.offset,
         size: raw.size,
+        segment: 0,
     })
 }
 
