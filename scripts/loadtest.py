@@ -147,7 +147,7 @@ def main():
     ap.add_argument("--max-requests", type=int, default=100000)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--endpoint", choices=["chat", "completions"], default="chat")
-    ap.add_argument("--model", default="default")
+    ap.add_argument("--model", default=None, help="default: the first of GET /v1/models")
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--pid", type=int, default=None, help="server pid (for its RSS)")
     ap.add_argument("--json", default=None, help="write the report here too")
@@ -167,6 +167,14 @@ def main():
     headers = {"Content-Type": "application/json"}
     if a.api_key:
         headers["Authorization"] = f"Bearer {a.api_key}"
+    if a.model is None:
+        try:
+            conn = http.client.HTTPConnection(host, port, timeout=a.timeout)
+            conn.request("GET", "/v1/models", headers=headers)
+            a.model = json.loads(conn.getresponse().read())["data"][0]["id"]
+            conn.close()
+        except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError) as e:
+            sys.exit(f"loadtest: cannot read the model's id from GET /v1/models ({e}); give --model")
     stats = Stats()
     deadline = time.monotonic() + a.seconds
     issued = [0]

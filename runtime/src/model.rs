@@ -107,6 +107,35 @@ pub fn check_threads(n: usize) -> Result<(), String> {
     }
 }
 
+/// The CUDA device a model loads onto (`None`: the CPU).
+#[cfg(feature = "cuda")]
+type OpenDevice = Option<Arc<tinyrt_cuda::CudaDevice>>;
+#[cfg(not(feature = "cuda"))]
+type OpenDevice = ();
+
+/// Opens `opts.device` and checks the options that do not need the file.
+fn open_device(opts: &LoadOptions) -> Result<OpenDevice, ModelError> {
+    if let Some(n) = opts.threads {
+        check_threads(n).map_err(ModelError::Invalid)?;
+    }
+    #[cfg(feature = "cuda")]
+    return match opts.device {
+        Device::Cuda => Ok(Some(Arc::new(tinyrt_cuda::CudaDevice::new(0).map_err(
+            |e| ModelError::Device(format!("--device cuda: {e}")),
+        )?))),
+        Device::Cpu => Ok(None),
+    };
+    #[cfg(not(feature = "cuda"))]
+    if opts.device == Device::Cuda {
+        return Err(ModelError::Device(
+            "--device cuda: this build of tinyrt has no CUDA support (build with --features cuda)"
+                .into(),
+        ));
+    }
+    #[cfg(not(feature = "cuda"))]
+    Ok(())
+}
+
 pub(crate) struct ModelInner {
     pub(crate) config: ModelConfig,
     pub(crate) arch: Box<dyn Architecture>,
@@ -134,26 +163,25 @@ impl Model {
     /// Map `path`, check it, and prepare its weights for `opts.device`.
     pub fn load(path: impl AsRef<Path>, opts: LoadOptions) -> Result<Model, ModelError> {
         // The GPU is checked (driver library first) before the file is read.
+        let device = open_device(&opts)?;
+        let file = GgufFile::open(path.as_ref())?;
+        let tokenizer = Tokenizer::from_gguf(file.metadata())?;
+        Model::from_file(file, tokenizer, opts, device)
+    }
+
+    /// A model from a parsed GGUF (a file, or a Hugging Face folder's in-memory GGUF) and its
+    /// tokenizer, on the device [`open_device`] opened.
+    fn from_file(
+        file: GgufFile,
+        tokenizer: Tokenizer,
+        opts: LoadOptions,
+        device: OpenDevice,
+    ) -> Result<Model, ModelError> {
         #[cfg(feature = "cuda")]
-        let cuda_dev = match opts.device {
-            Device::Cuda => {
-                Some(Arc::new(tinyrt_cuda::CudaDevice::new(0).map_err(|e| {
-                    ModelError::Device(format!("--device cuda: {e}"))
-                })?))
-            }
-            Device::Cpu => None,
-        };
+        let cuda_dev = device;
         #[cfg(not(feature = "cuda"))]
-        if opts.device == Device::Cuda {
-            return Err(ModelError::Device(
-                "--device cuda: this build of tinyrt has no CUDA support (build with --features cuda)"
-                    .into(),
-            ));
-        }
-        if let Some(n) = opts.threads {
-            check_threads(n).map_err(ModelError::Invalid)?;
-        }
-        let file = Arc::new(GgufFile::open(path.as_ref())?);
+        let () = device;
+        let file = Arc::new(file);
         let config = ModelConfig::from_metadata(file.metadata())?;
         let mut table = WeightTable::new(Arc::clone(&file));
         let arch = arch::load(&config, &mut table)?;
@@ -213,7 +241,6 @@ impl Model {
         } else {
             CpuWeights::with_requant(table, isa, cpu_requant, &pool)?
         };
-        let tokenizer = Tokenizer::from_gguf(file.metadata())?;
         if tokenizer.n_vocab() != config.vocab_size {
             return Err(ModelError::Invalid(format!(
                 "the vocabulary has {} tokens, the model {}",
