@@ -120,9 +120,10 @@ fn open_device(opts: &LoadOptions) -> Result<OpenDevice, ModelError> {
     }
     #[cfg(feature = "cuda")]
     return match opts.device {
-        Device::Cuda => Ok(Some(Arc::new(tinyrt_cuda::CudaDevice::new(0).map_err(
-            |e| ModelError::Device(format!("--device cuda: {e}")),
-        )?))),
+        Device::Cuda => Ok(Some(Arc::new(
+            tinyrt_cuda::CudaDevice::new(0)
+                .map_err(|e| ModelError::Device(format!("--device cuda: {e}")))?,
+        ))),
         Device::Cpu => Ok(None),
     };
     #[cfg(not(feature = "cuda"))]

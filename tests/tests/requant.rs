@@ -140,3 +140,34 @@ fn smollm2_requantized_to_nf4_stays_coherent() {
         "NF4 {ppl_nf4} vs Q4_1 {ppl_q4_1}"
     );
 }
+
+/// `--requant TYPE` for a GGUF block type: requantizing the Q8_0 fixture to Q8_0 gives back
+/// its own bytes (Q8_0 of dequantized Q8_0 is exact: every block's largest magnitude sits on
+/// code ±127, so the scale and the codes come back the same), hence the stored model's logits
+/// bit for bit; to Q4_0 it converts every matrix but the head and stays close.
+#[test]
+fn requant_to_a_gguf_type() {
+    use tinyrt::gguf::GgmlType;
+    let path = fixture("llama-tiny-q8_0.gguf");
+    let stored = load(&path, None);
+    let q8 = load(&path, Some(QuantFormat::Ggml(GgmlType::Q8_0)));
+    let r = q8.requant_report().expect("a report");
+    assert_eq!(r.converted, 7 * stored.config().n_layer, "{r}");
+    assert_eq!(r.bytes_after, r.bytes_before, "{r}");
+    let tokens: Vec<u32> = (0..12u32).map(|i| 1 + i * 131 % 2000).collect();
+    let a = all_logits(&stored, &tokens);
+    assert_eq!(
+        all_logits(&q8, &tokens),
+        a,
+        "Q8_0 → Q8_0 is not the identity"
+    );
+    let q4 = load(&path, Some(QuantFormat::Ggml(GgmlType::Q4_0)));
+    let b = all_logits(&q4, &tokens);
+    let norm = |v: &mut dyn Iterator<Item = f32>| v.map(|x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let rel = norm(&mut a.iter().zip(&b).map(|(x, y)| x - y)) / norm(&mut a.iter().copied());
+    // The Q4_0 fixture (the same weights quantized from f32) is 0.322 away (test above).
+    assert!(
+        rel > 0.0 && rel < 0.45,
+        "relative RMS logit error of Q8_0 → Q4_0: {rel}"
+    );
+}

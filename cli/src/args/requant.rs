@@ -9,7 +9,8 @@ use crate::error::bad_input;
 
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct RequantArgs {
-    /// Convert every matmul weight to this format in memory at load: nf4.
+    /// Convert every matmul weight to this format in memory at load: nf4, or a block type
+    /// (q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, iq4_nl, ...).
     #[arg(long, value_name = "FORMAT")]
     pub requant: Option<String>,
 }
@@ -24,12 +25,26 @@ impl RequantArgs {
     }
 }
 
-/// A `--requant` format name.
+/// A `--requant` format name: `nf4`, or a block-quantized GGUF type the kernels multiply
+/// (`q4_0`, `q8_0`, `q4_k`, ...; f16/bf16/f32 are not quantizations).
 pub fn parse_format(s: &str) -> Result<QuantFormat> {
-    match s.to_ascii_lowercase().as_str() {
-        "nf4" => Ok(QuantFormat::Nf4),
-        other => Err(bad_input(format!(
-            "--requant {other:?}: unknown format (expected nf4)"
+    let lower = s.to_ascii_lowercase();
+    if lower == "nf4" {
+        return Ok(QuantFormat::Nf4);
+    }
+    match tinyrt::tools::quantize::parse_tensor_type(&lower) {
+        Some(t) if t.block_size() > 1 => {
+            let fmt = QuantFormat::Ggml(t);
+            if fmt.is_supported() {
+                Ok(fmt)
+            } else {
+                Err(bad_input(format!(
+                    "--requant {lower}: this type cannot be written (expected nf4, q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, ...)"
+                )))
+            }
+        }
+        _ => Err(bad_input(format!(
+            "--requant {lower:?}: unknown format (expected nf4, q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, ...)"
         ))),
     }
 }

@@ -176,6 +176,13 @@ impl WeightTable {
         self.file.data_of(&e.info)
     }
 
+    /// Drops a registered tensor's mapped pages from resident memory (see
+    /// [`GgufFile::release_pages`]): for weights converted at load, whose stored bytes are not
+    /// read again.
+    pub fn release(&self, id: WeightId) {
+        self.file.release_pages(&self.entries[id.0 as usize].info);
+    }
+
     pub fn file(&self) -> &Arc<GgufFile> {
         &self.file
     }

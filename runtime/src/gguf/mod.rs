@@ -277,6 +277,17 @@ impl GgufFile {
         &self.segment(info.segment)[start..start + info.size as usize]
     }
 
+    /// Tells the OS that a tensor's bytes will not be read again soon (weights converted at
+    /// load): a memory-mapped tensor's pages leave the process's resident memory, and come
+    /// back from the file if read later. Owned data is unaffected.
+    pub fn release_pages(&self, info: &TensorInfo) {
+        let storage = match info.segment {
+            0 => &self.storage,
+            i => &self.extra[i as usize - 1],
+        };
+        storage.release(info.offset as usize, info.size as usize);
+    }
+
     fn assemble(storage: Storage, p: reader::Parsed) -> GgufFile {
         GgufFile {
             storage,

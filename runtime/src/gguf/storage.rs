@@ -71,6 +71,24 @@ impl Storage {
         }
     }
 
+    /// Drops the resident pages of `start..start + len` from this process (a mapped file only;
+    /// the range is widened to whole pages): memory the caller will not read again soon, such
+    /// as weights converted at load. A later read faults them back in from the file. Best
+    /// effort: an error is ignored, the pages then simply stay.
+    pub(crate) fn release(&self, start: usize, len: usize) {
+        if let Storage::Mapped(m) = self {
+            if start.checked_add(len).is_some_and(|end| end <= m.len()) && len > 0 {
+                // SAFETY: the map is private, read-only and backed by a file: MADV_DONTNEED
+                // only drops clean copies of file pages, which the next access reads again
+                // from the file, so every live `&[u8]` into the map keeps seeing the same
+                // bytes (under the map's own contract that the file is not modified).
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
+                };
+            }
+        }
+    }
+
     pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Storage::Mapped(m) => m,

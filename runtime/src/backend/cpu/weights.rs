@@ -117,6 +117,14 @@ impl CpuWeights {
                 }
                 let (converted, rep) = requant_matrices(&table, fmt, pool, admit)
                     .map_err(|e| CpuError::Requant(e.to_string()))?;
+                // The stored bytes of a converted matrix are not read again: give their
+                // pages back (a bf16 folder loaded with `--requant nf4` keeps the NF4 copy
+                // resident, not both).
+                for (i, c) in converted.iter().enumerate() {
+                    if c.is_some() {
+                        table.release(WeightId(i as u32));
+                    }
+                }
                 let owned = converted
                     .into_iter()
                     .map(|c| c.map(|data| (fmt, data)))
