@@ -192,7 +192,6 @@ where
     if let Some(tx) = &opts.bound {
         let _ = tx.send(addr);
     }
-    log_line!("tinyrt serve: bound to http://{addr}, loading the model (/health answers 503 until it is ready)");
     let deadline = opts.shutdown_deadline;
     let slow = opts.body_timeout;
     let app = Arc::new(http::App::new(opts));
