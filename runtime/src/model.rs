@@ -309,6 +309,17 @@ impl Model {
         &self.inner.tokenizer
     }
 
+    /// The KV cache type sessions get when none is asked for: f32 for a model read from a
+    /// Hugging Face folder (its reference, Hugging Face, computes attention in the weights'
+    /// float precision or f32), f16 for a GGUF file (llama.cpp's default).
+    pub fn default_kv_type(&self) -> crate::kv_cache::KvType {
+        if self.inner.file.is_from_parts() {
+            crate::kv_cache::KvType::F32
+        } else {
+            crate::kv_cache::KvType::F16
+        }
+    }
+
     /// Whether `id` ends generation (every end-of-generation token of the vocabulary).
     pub fn is_eog(&self, id: u32) -> bool {
         self.inner.tokenizer.is_eog(id)

@@ -95,14 +95,26 @@ impl LoadArgs {
 /// The KV cache type (`--kv-type`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct KvArgs {
-    /// KV cache type: f16 or f32.
-    #[arg(long, default_value = "f16")]
+    /// KV cache type: f16, f32, or auto (f32 for a Hugging Face folder, f16 for a GGUF file).
+    #[arg(long, default_value = "auto")]
     pub kv_type: String,
 }
 
 impl KvArgs {
-    pub fn kv_type(&self) -> Result<KvType> {
-        self.kv_type.parse().map_err(bad_input)
+    /// The type asked for, `None` for auto (checked before anything is read).
+    pub fn choice(&self) -> Result<Option<KvType>> {
+        if self.kv_type.eq_ignore_ascii_case("auto") {
+            return Ok(None);
+        }
+        self.kv_type
+            .parse()
+            .map(Some)
+            .map_err(|e: String| bad_input(format!("{e} or auto")))
+    }
+
+    /// The type for `model`: the one asked for, or [`Model::default_kv_type`].
+    pub fn for_model(&self, model: &Model) -> Result<KvType> {
+        Ok(self.choice()?.unwrap_or_else(|| model.default_kv_type()))
     }
 }
 
@@ -117,6 +129,14 @@ pub struct SessionArgs {
 }
 
 impl SessionArgs {
+    /// `opts` (from [`SessionArgs::options`]) with the KV cache type for `model`.
+    pub fn for_model(&self, model: &Model, opts: SessionOptions) -> Result<SessionOptions> {
+        Ok(SessionOptions {
+            kv_type: self.kv.for_model(model)?,
+            ..opts
+        })
+    }
+
     /// The checked options, before anything is read.
     pub fn options(&self) -> Result<SessionOptions> {
         if self.ctx_size == Some(0) {
@@ -124,7 +144,8 @@ impl SessionArgs {
         }
         Ok(SessionOptions {
             n_ctx: self.ctx_size,
-            kv_type: self.kv.kv_type()?,
+            // Settled once the model is loaded (`SessionArgs::for_model`).
+            kv_type: self.kv.choice()?.unwrap_or_default(),
             ..SessionOptions::default()
         })
     }

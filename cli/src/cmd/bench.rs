@@ -142,8 +142,9 @@ pub fn run(args: Args) -> Result<()> {
             args.n_prompt, args.n_gen
         )));
     }
-    let kv_type = args.kv.kv_type()?;
+    args.kv.choice()?;
     let model = crate::args::load_model(&args.model, args.load.options()?)?;
+    let kv_type = args.kv.for_model(&model)?;
     if args.embed || model.is_encoder() {
         let texts = match &args.texts {
             Some(f) => Some(crate::args::read_texts(None, Some(f))?),

@@ -81,6 +81,7 @@ pub fn run(args: Args) -> Result<()> {
         return Err(bad_input(tinyrt::SessionError::Encoder));
     }
     crate::args::requant::report(&model);
+    let session = args.session.for_model(&model, session)?;
     let adapters = args.lora.load(model.file())?;
     let opts = AssistantOptions {
         system_prompt: args.system.clone(),

@@ -96,6 +96,7 @@ pub fn run(args: Args) -> Result<()> {
     let load_s = t0.elapsed().as_secs_f64();
 
     let tok = model.tokenizer();
+    let session_options = args.session.for_model(&model, session_options)?;
     let mut session = Session::new(&model, session_options).map_err(bad_input)?;
     args.lora.apply(&model, &mut session)?;
     warn_above_trained_context(&model, session.n_ctx());

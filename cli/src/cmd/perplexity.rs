@@ -46,10 +46,11 @@ pub fn run(args: Args) -> Result<()> {
         return Err(bad_input("-b and --chunks must be at least 1"));
     }
     let load = args.load.options()?;
-    let kv_type = args.kv.kv_type()?;
+    args.kv.choice()?;
     let text = read_text(&args.file)?;
 
     let model = crate::args::load_model(&args.model, load)?;
+    let kv_type = args.kv.for_model(&model)?;
     crate::args::requant::report(&model);
     let adapters = args.lora.load(model.file())?;
     let tokens = tokenize_text(&model, &text)?;

@@ -107,7 +107,8 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let load = args.load.options()?;
-    let session = args.session.options()?;
+    let mut session = args.session.options()?;
+    let kv_choice = args.session.kv.choice()?;
     let loras = lora_pairs(&args.lora)?;
     let opts = ServerOptions {
         host: args.host.clone(),
@@ -129,6 +130,7 @@ pub fn run(args: Args) -> Result<()> {
                 &"an encoder has no next-token logits (give it with --embedding-model)",
             ));
         }
+        session.kv_type = kv_choice.unwrap_or_else(|| model.default_kv_type());
         let total = session
             .n_ctx
             .unwrap_or(model.config().n_ctx_train.min(4096));
