@@ -1050,3 +1050,52 @@ fn invariant_attention_of_many_sequences_is_each_alone() {
         }
     }
 }
+
+#[test]
+fn exact_gelu_is_pytorchs_tanh_formula_in_f32() {
+    // PyTorch's `gelu(x, approximate="tanh")` evaluated in f64 is the reference: the f32
+    // kernel is within a few ulp of it everywhere (ggml's f16 table is ~1e-3 off), and the
+    // gated form is the product.
+    let mut rng = Rng::new(99);
+    let mut x: Vec<f32> = uniform_vec(&mut rng, 4096)
+        .iter()
+        .map(|v| v * 12.0)
+        .collect();
+    x.extend([0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, 5.5, -5.5]);
+    let reference = |v: f32| {
+        let v = v as f64;
+        let c = (2.0 / std::f64::consts::PI).sqrt();
+        0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh())
+    };
+    let mut got = x.clone();
+    ops::gelu_tanh_exact_inplace(&mut got);
+    let mut worst = 0.0f64;
+    for (&v, &g) in x.iter().zip(&got) {
+        let want = reference(v);
+        let err = (g as f64 - want).abs();
+        // f32 evaluation of the same formula (as PyTorch's f32 kernel): 1 + tanh(..) cancels
+        // for large negative x, so the bound is absolute, a few ulp of max(|x|, 1).
+        assert!(
+            err <= 5e-7 * (v.abs() as f64).max(1.0),
+            "gelu({v}) = {g}, want {want}"
+        );
+        worst = worst.max(err);
+    }
+    let mut table = x.clone();
+    ops::gelu_tanh_inplace(Isa::Scalar, &mut table);
+    let table_err = x
+        .iter()
+        .zip(&table)
+        .map(|(&v, &t)| (t as f64 - reference(v)).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst * 100.0 < table_err,
+        "exact {worst}, table {table_err}"
+    );
+    let up: Vec<f32> = uniform_vec(&mut rng, x.len());
+    let mut gated = x.clone();
+    ops::geglu_tanh_exact_inplace(&mut gated, &up);
+    for i in 0..x.len() {
+        assert_eq!(gated[i], got[i] * up[i]);
+    }
+}

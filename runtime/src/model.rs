@@ -341,10 +341,14 @@ impl Model {
                 Arc::clone(w),
             )));
         }
-        let cpu: Box<dyn Backend> = Box::new(CpuBackend::new(
-            Arc::clone(&self.inner.cpu_weights),
-            Arc::clone(&self.inner.pool),
-        ));
+        // A Hugging Face folder's reference is Hugging Face: GELU in f32, not ggml's table.
+        let cpu: Box<dyn Backend> = Box::new(
+            CpuBackend::new(
+                Arc::clone(&self.inner.cpu_weights),
+                Arc::clone(&self.inner.pool),
+            )
+            .with_exact_gelu(self.inner.file.is_from_parts()),
+        );
         // Debugging aid: every op's output written to a folder (see backend/dump.rs).
         match std::env::var_os("TINYRT_DUMP") {
             Some(dir) if !dir.is_empty() => Ok(Box::new(crate::backend::dump::DumpBackend::new(

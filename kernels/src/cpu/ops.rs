@@ -148,6 +148,19 @@ pub fn gelu_tanh_inplace(isa: Isa, x: &mut [f32]) {
     run!(isa, gelu_tanh_inplace(x))
 }
 
+/// GELU's tanh approximation in f32 without ggml's f16 table (`scalar::gelu_tanh_exact`,
+/// PyTorch's formula), for models whose reference is Hugging Face: one scalar loop on every
+/// ISA (the same bits everywhere; an element-wise op beside the matrix products).
+pub fn gelu_tanh_exact_inplace(x: &mut [f32]) {
+    crate::cpu::scalar::ops::gelu_tanh_exact_inplace(x)
+}
+
+/// `gate = gelu_tanh_exact(gate) * up` (see [`gelu_tanh_exact_inplace`]).
+pub fn geglu_tanh_exact_inplace(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "geglu_tanh_exact: lengths");
+    crate::cpu::scalar::ops::geglu_tanh_exact_inplace(gate, up)
+}
+
 /// The exact GELU, `x/2 · (1 + erf(x/√2))` (BERT; see `scalar::gelu_erf` for the recipe): the
 /// same bits on every ISA.
 pub fn gelu_erf_inplace(isa: Isa, x: &mut [f32]) {

@@ -70,6 +70,8 @@ pub struct CpuBackend {
     act_types: Vec<GgmlType>,
     /// The session's LoRA terms (`Backend::set_lora`).
     lora: Vec<LoraTerm>,
+    /// GELU in f32 without ggml's f16 table (models read from Hugging Face folders).
+    exact_gelu: bool,
 }
 
 impl CpuBackend {
@@ -93,7 +95,15 @@ impl CpuBackend {
             tmp: Vec::new(),
             act_types: Vec::new(),
             lora: Vec::new(),
+            exact_gelu: false,
         }
+    }
+
+    /// GELU and GeGLU computed in f32 as PyTorch does, instead of through ggml's f16 table
+    /// (llama.cpp's numerics, the default): for models whose reference is Hugging Face.
+    pub fn with_exact_gelu(mut self, exact: bool) -> CpuBackend {
+        self.exact_gelu = exact;
+        self
     }
 
     /// The base products of `Backend::matmul` (no adapters).
@@ -696,8 +706,14 @@ impl Backend for CpuBackend {
         let (u, g) = (up.0 as usize, gate.0 as usize);
         let (ub, gb) = pair_mut(&mut self.bufs, u, g);
         let (cols, up) = (ub.cols, ub.rows(n));
+        let exact = self.exact_gelu;
         par_rows_mut(&*self.pool, gb.rows_mut(n), cols, &|r0, rows| {
-            ops::geglu_tanh_inplace(isa, rows, &up[r0 * cols..r0 * cols + rows.len()])
+            let up = &up[r0 * cols..r0 * cols + rows.len()];
+            if exact {
+                ops::geglu_tanh_exact_inplace(rows, up)
+            } else {
+                ops::geglu_tanh_inplace(isa, rows, up)
+            }
         });
     }
 
@@ -705,8 +721,13 @@ impl Backend for CpuBackend {
         let isa = self.isa;
         let b = &mut self.bufs[x.0 as usize];
         let cols = b.cols;
+        let exact = self.exact_gelu;
         par_rows_mut(&*self.pool, &mut b.data[..n * cols], cols, &|_, rows| {
-            ops::gelu_tanh_inplace(isa, rows)
+            if exact {
+                ops::gelu_tanh_exact_inplace(rows)
+            } else {
+                ops::gelu_tanh_inplace(isa, rows)
+            }
         });
     }
 

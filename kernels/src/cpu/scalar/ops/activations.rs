@@ -110,6 +110,30 @@ pub fn gelu_tanh_inplace(x: &mut [f32]) {
     }
 }
 
+/// GELU's tanh approximation in f32 as PyTorch writes it (`gelu(x, approximate="tanh")`,
+/// transformers' `gelu_new` / `gelu_pytorch_tanh`): `x/2 · (1 + tanh(√(2/π)·(x + 0.044715·x³)))`,
+/// with libm's `tanhf`, no table.
+#[inline]
+pub fn gelu_tanh_exact(x: f32) -> f32 {
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_COEF_A * x * x * x)).tanh())
+}
+
+/// [`gelu_tanh_exact`] in place.
+#[inline]
+pub fn gelu_tanh_exact_inplace(x: &mut [f32]) {
+    for v in x {
+        *v = gelu_tanh_exact(*v);
+    }
+}
+
+/// `gate = gelu_tanh_exact(gate) * up`.
+#[inline]
+pub fn geglu_tanh_exact_inplace(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = gelu_tanh_exact(*g) * u;
+    }
+}
+
 /// `gate = silu(gate) * up`.
 #[inline]
 pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
