@@ -465,10 +465,8 @@ fn pre_tokenizer_parts<'j>(p: &'j J, regexes: &mut Vec<&'j str>, byte_level_rege
                 regexes.push(r);
             }
         }
-        Some("ByteLevel") => {
-            if p["use_regex"].as_bool().unwrap_or(true) {
-                *byte_level_regex = true;
-            }
+        Some("ByteLevel") if p["use_regex"].as_bool().unwrap_or(true) => {
+            *byte_level_regex = true;
         }
         _ => {}
     }
