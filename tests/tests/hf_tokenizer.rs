@@ -342,3 +342,62 @@ fn broken_tokenizer_json_is_a_specific_error() {
         }
     }
 }
+
+/// The encoders of every oracle folder, loaded once.
+fn encoders() -> &'static [(HfEncoder, Tokenizer)] {
+    static ENCODERS: std::sync::OnceLock<Vec<(HfEncoder, Tokenizer)>> = std::sync::OnceLock::new();
+    ENCODERS.get_or_init(|| {
+        FOLDERS
+            .iter()
+            .map(|name| {
+                let path = folder(name).join("tokenizer.json");
+                let md = Metadata::from_entries(converted(name)).expect("unique keys");
+                let tok =
+                    Tokenizer::from_gguf_with_encoder(&md, HfEncoder::from_file(&path).unwrap())
+                        .unwrap();
+                (HfEncoder::from_file(&path).unwrap(), tok)
+            })
+            .collect()
+    })
+}
+
+/// Pieces the random texts are made of: special-token texts of the folders, spaces, bytes
+/// that are not UTF-8 on their own.
+const PIECES: [&[u8]; 12] = [
+    b"<|im_start|>",
+    b"<|endoftext|>",
+    b"<s>",
+    b"</s>",
+    b"<bos>",
+    b"<start_of_turn>",
+    b"   ",
+    b"\n\n",
+    b"\xE2\x96",
+    b"\xFF",
+    "é日".as_bytes(),
+    b"word 123",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// Any bytes encode without a panic, to ids inside the vocabulary, with and without
+    /// special tokens added or parsed.
+    #[test]
+    fn hf_encoding_never_panics(
+        parts in proptest::collection::vec((0usize..PIECES.len(), proptest::prelude::any::<u8>()), 0..64),
+        which in 0usize..FOLDERS.len(),
+        add_special in proptest::prelude::any::<bool>(),
+        parse_special in proptest::prelude::any::<bool>(),
+    ) {
+        let mut text = Vec::new();
+        for (piece, byte) in parts {
+            text.extend_from_slice(PIECES[piece]);
+            text.push(byte);
+        }
+        let (enc, tok) = &encoders()[which];
+        let ids = enc.encode(&text, add_special, parse_special).unwrap();
+        proptest::prop_assert!(ids.iter().all(|&id| (id as usize) < enc.vocab_size()));
+        proptest::prop_assert_eq!(tok.tokenize(&text, add_special, parse_special).unwrap(), ids);
+    }
+}

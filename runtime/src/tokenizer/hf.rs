@@ -451,24 +451,40 @@ const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 /// Qwen2's and StableLM-2's (Arcade100k) split regex (single digits).
 const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-/// The split regexes and byte-level `use_regex` flags of a pre-tokenizer (walking
-/// `Sequence`s).
-fn pre_tokenizer_parts<'j>(p: &'j J, regexes: &mut Vec<&'j str>, byte_level_regex: &mut bool) {
-    match p["type"].as_str() {
-        Some("Sequence") => {
-            for q in p["pretokenizers"].as_array().into_iter().flatten() {
-                pre_tokenizer_parts(q, regexes, byte_level_regex);
+/// What a pre-tokenizer is made of (walking `Sequence`s).
+#[derive(Debug, Default)]
+struct PreParts<'j> {
+    /// `Split` regexes.
+    regexes: Vec<&'j str>,
+    /// A `ByteLevel` step with `use_regex` (GPT-2's split).
+    byte_level_regex: bool,
+    /// A `Digits` step with `individual_digits`.
+    single_digits: bool,
+    /// Steps of any other kind (or settings), by type name.
+    other: Vec<String>,
+}
+
+impl<'j> PreParts<'j> {
+    fn walk(&mut self, p: &'j J) {
+        match p["type"].as_str() {
+            Some("Sequence") => {
+                for q in p["pretokenizers"].as_array().into_iter().flatten() {
+                    self.walk(q);
+                }
             }
-        }
-        Some("Split") => {
-            if let Some(r) = p["pattern"]["Regex"].as_str() {
-                regexes.push(r);
+            Some("Split") => match p["pattern"]["Regex"].as_str() {
+                Some(r) => self.regexes.push(r),
+                None => self.other.push("Split(String)".into()),
+            },
+            Some("ByteLevel") if p["use_regex"].as_bool().unwrap_or(true) => {
+                self.byte_level_regex = true;
             }
+            Some("ByteLevel") => {}
+            Some("Digits") if p["individual_digits"].as_bool() == Some(true) => {
+                self.single_digits = true;
+            }
+            other => self.other.push(other.unwrap_or("none").to_owned()),
         }
-        Some("ByteLevel") if p["use_regex"].as_bool().unwrap_or(true) => {
-            *byte_level_regex = true;
-        }
-        _ => {}
     }
 }
 
@@ -477,28 +493,30 @@ fn pre_tokenizer_parts<'j>(p: &'j J, regexes: &mut Vec<&'j str>, byte_level_rege
 /// the family from the pre-tokenizer instead (the name llama.cpp gives the family's full
 /// tokenizer): Llama-3's regex → `llama-bpe`; the single-digit Qwen2 regex → `qwen2`, or
 /// `stablelm2` on `stablelm`; GPT-2's byte-level regex alone → `phi-2` on `phi2`, else
-/// `gpt-2`. Anything else is `Unsupported`.
+/// `gpt-2`; GPT-2's with single digits split first (SmolLM, StarCoder) → `smollm`. Any
+/// other pre-tokenizer is `Unsupported`.
 pub fn bpe_pre_name(tokenizer_json: &J, arch: &str) -> Result<&'static str, TokenizerError> {
-    let mut regexes = Vec::new();
-    let mut byte_level_regex = false;
-    pre_tokenizer_parts(
-        &tokenizer_json["pre_tokenizer"],
-        &mut regexes,
-        &mut byte_level_regex,
-    );
-    let name = match (regexes.as_slice(), byte_level_regex) {
-        ([r], false) if *r == LLAMA3_REGEX => Some("llama-bpe"),
-        ([r], false) if *r == QWEN2_REGEX => Some(if arch == "stablelm" {
+    let mut parts = PreParts::default();
+    parts.walk(&tokenizer_json["pre_tokenizer"]);
+    let name = match (
+        &parts.regexes[..],
+        parts.byte_level_regex,
+        parts.single_digits,
+    ) {
+        _ if !parts.other.is_empty() => None,
+        ([r], false, false) if *r == LLAMA3_REGEX => Some("llama-bpe"),
+        ([r], false, false) if *r == QWEN2_REGEX => Some(if arch == "stablelm" {
             "stablelm2"
         } else {
             "qwen2"
         }),
-        ([], true) => Some(if arch == "phi2" { "phi-2" } else { "gpt-2" }),
+        ([], true, false) => Some(if arch == "phi2" { "phi-2" } else { "gpt-2" }),
+        ([], true, true) => Some("smollm"),
         _ => None,
     };
     name.ok_or_else(|| {
         TokenizerError::Unsupported(format!(
-            "byte-level BPE pre-tokenizer of tokenizer.json (regexes {regexes:?}) on {arch}"
+            "byte-level BPE pre-tokenizer of tokenizer.json on {arch}: {parts:?}"
         ))
     })
 }
@@ -654,9 +672,16 @@ mod tests {
         let gpt2 = serde_json::json!({"pre_tokenizer": {"type": "ByteLevel", "use_regex": true}});
         assert_eq!(bpe_pre_name(&gpt2, "phi2").unwrap(), "phi-2");
         assert_eq!(bpe_pre_name(&gpt2, "llama").unwrap(), "gpt-2");
-        assert!(matches!(
-            bpe_pre_name(&split(r"\w+"), "llama"),
-            Err(TokenizerError::Unsupported(_))
-        ));
+        let smollm = serde_json::json!({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true},
+            {"type": "ByteLevel", "use_regex": true}]}});
+        assert_eq!(bpe_pre_name(&smollm, "llama").unwrap(), "smollm");
+        let metaspace = serde_json::json!({"pre_tokenizer": {"type": "Metaspace"}});
+        for unknown in [split(r"\w+"), metaspace, serde_json::json!({})] {
+            assert!(matches!(
+                bpe_pre_name(&unknown, "llama"),
+                Err(TokenizerError::Unsupported(_))
+            ));
+        }
     }
 }
