@@ -401,3 +401,93 @@ proptest::proptest! {
         proptest::prop_assert_eq!(tok.tokenize(&text, add_special, parse_special).unwrap(), ids);
     }
 }
+
+/// A copy of `name`'s tokenizer files, each file changed by `edit` (None: left out).
+fn edited_copy(name: &str, tag: &str, edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) -> TempDir {
+    let dir = TempDir::new(tag);
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "tokenizer.model",
+        "chat_template.jinja",
+    ] {
+        if let Ok(bytes) = std::fs::read(folder(name).join(f)) {
+            if let Some(b) = edit(f, bytes) {
+                dir.write(f, &b);
+            }
+        }
+    }
+    dir
+}
+
+#[test]
+fn broken_folder_files_are_specific_errors() {
+    let cut = |file: &'static str| {
+        move |f: &str, b: Vec<u8>| {
+            Some(if f == file {
+                b[..b.len() / 2].to_vec()
+            } else {
+                b
+            })
+        }
+    };
+    let drop = |files: &'static [&'static str]| {
+        move |f: &str, b: Vec<u8>| (!files.contains(&f)).then_some(b)
+    };
+    let cases: Vec<(&str, &str, TempDir, &str)> = vec![
+        (
+            "tiny-llama",
+            "llama",
+            edited_copy("tiny-llama", "spcut", cut("tokenizer.model")),
+            "tokenizer.model",
+        ),
+        (
+            "tiny-llama",
+            "llama",
+            edited_copy("tiny-llama", "tccut", cut("tokenizer_config.json")),
+            "tokenizer_config.json",
+        ),
+        (
+            "tiny-gemma3",
+            "gemma3",
+            edited_copy(
+                "tiny-gemma3",
+                "nofiles",
+                drop(&["tokenizer.model", "tokenizer.json"]),
+            ),
+            "tokenizer.json",
+        ),
+        (
+            "tiny-llama3",
+            "llama",
+            edited_copy("tiny-llama3", "notok", drop(&["tokenizer.json"])),
+            "tokenizer.json",
+        ),
+    ];
+    for (name, arch, dir, file) in cases {
+        let config = json(&folder(name).join("config.json"));
+        let err = hf::gguf_metadata(dir.path(), arch, &config).unwrap_err();
+        match &err {
+            TokenizerError::File { path, .. } => assert!(path.ends_with(file), "{name}: {err}"),
+            other => panic!("{name}: {other:?}"),
+        }
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
+    }
+    // An architecture the converter's tokenizer code is not ported for.
+    let config = json(&folder("tiny-qwen2").join("config.json"));
+    assert!(matches!(
+        hf::gguf_metadata(&folder("tiny-qwen2"), "mamba", &config),
+        Err(TokenizerError::Unsupported(_))
+    ));
+}
+
+#[test]
+fn vocab_size_below_the_tokenizer_is_an_error() {
+    let mut config = json(&folder("tiny-qwen2").join("config.json"));
+    config["vocab_size"] = 1000.into();
+    assert!(matches!(
+        hf::gguf_metadata(&folder("tiny-qwen2"), "qwen2", &config),
+        Err(TokenizerError::Invalid(_))
+    ));
+}
