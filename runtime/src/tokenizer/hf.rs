@@ -154,7 +154,8 @@ impl Folder {
         self.dir.join("tokenizer.model").is_file()
     }
 
-    fn config_str(&self, key: &str) -> Option<&J> {
+    /// A top-level value of `tokenizer_config.json`.
+    fn tc_value(&self, key: &str) -> Option<&J> {
         self.tokenizer_config.as_ref()?.get(key)
     }
 }
@@ -191,7 +192,7 @@ pub fn gguf_metadata(
     let mut kv = Kv::default();
     match arch {
         "llama" => {
-            if let Some(v) = folder.config_str("add_prefix_space").and_then(J::as_bool) {
+            if let Some(v) = folder.tc_value("add_prefix_space").and_then(J::as_bool) {
                 kv.set("tokenizer.ggml.add_space_prefix", Value::Bool(v));
             }
             if folder.has_sp_model() {
@@ -328,7 +329,7 @@ fn sentencepiece(folder: &Folder, config: &J, kv: &mut Kv) -> Result<(), Tokeniz
         }
     }
     if let Some(decoder) = folder
-        .config_str("added_tokens_decoder")
+        .tc_value("added_tokens_decoder")
         .and_then(J::as_object)
     {
         for (id, data) in decoder {
