@@ -491,3 +491,25 @@ fn vocab_size_below_the_tokenizer_is_an_error() {
         Err(TokenizerError::Invalid(_))
     ));
 }
+
+#[test]
+fn folder_tokenizer_encodes_as_tokenizers_and_stops_on_generation_eos() {
+    for name in FOLDERS {
+        let config = json(&folder(name).join("config.json"));
+        let tok = hf::folder_tokenizer(&folder(name), arch(&config), &config)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(tok.has_hf_encoder());
+        for (text, want) in texts(name) {
+            assert_eq!(
+                tok.encode(text.as_bytes()).unwrap(),
+                want,
+                "{name}: {text:?}"
+            );
+        }
+        let eos = hf::generation_eos_ids(&folder(name)).unwrap();
+        assert!(!eos.is_empty(), "{name}");
+        for id in eos {
+            assert!(tok.is_eog(id), "{name}: {id}");
+        }
+    }
+}

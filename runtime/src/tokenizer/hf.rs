@@ -9,6 +9,7 @@
 //!   [`Tokenizer`](super::Tokenizer) with
 //!   [`Tokenizer::from_gguf_with_encoder`](super::Tokenizer::from_gguf_with_encoder).
 //! - [`generation_eos_ids`]: the ids that end generation per `generation_config.json`.
+//! - [`folder_tokenizer`]: all three together, the tokenizer of a model loaded from a folder.
 //!
 //! Facts of llama.cpp 11434's converter (`_set_vocab_sentencepiece`, `get_vocab_base`,
 //! `_set_vocab_gpt2`, per-architecture `set_vocab`, `gguf-py`'s `SpecialVocab`) are
@@ -546,6 +547,35 @@ pub fn generation_eos_ids(dir: &Path) -> Result<Vec<u32>, TokenizerError> {
         Some(J::Array(list)) => list.iter().map(one).collect(),
         Some(v) => Ok(vec![one(v)?]),
     }
+}
+
+/// The tokenizer of a folder, as a model loaded from it uses: the vocabulary, special tokens
+/// and decoding of [`gguf_metadata`] (with `general.architecture` = `arch`), text encoded by
+/// the folder's `tokenizer.json` ([`HfEncoder`]), and [`generation_eos_ids`] ending
+/// generation besides the GGUF end-of-generation set. A folder with a `tokenizer.model` but
+/// no `tokenizer.json` encodes with tinyrt's own (llama.cpp's) SentencePiece tokenizer.
+pub fn folder_tokenizer(
+    dir: &Path,
+    arch: &str,
+    config: &J,
+) -> Result<super::Tokenizer, TokenizerError> {
+    let mut entries = gguf_metadata(dir, arch, config)?;
+    entries.insert(
+        0,
+        (
+            "general.architecture".to_owned(),
+            Value::String(arch.to_owned()),
+        ),
+    );
+    let md = crate::gguf::Metadata::from_entries(entries)?;
+    let json = dir.join("tokenizer.json");
+    let mut tok = if json.is_file() {
+        super::Tokenizer::from_gguf_with_encoder(&md, HfEncoder::from_file(&json)?)?
+    } else {
+        super::Tokenizer::from_gguf(&md)?
+    };
+    tok.add_eog_ids(&generation_eos_ids(dir)?)?;
+    Ok(tok)
 }
 
 /// A Hugging Face `tokenizer.json` run by the `tokenizers` crate: the ids
