@@ -20,6 +20,7 @@ pub mod attr;
 mod bert_data;
 mod bpe;
 mod detok;
+pub mod hf;
 mod index;
 mod pretokenize;
 mod regex;
@@ -58,12 +59,18 @@ pub enum TokenizerError {
     IdOutOfRange { id: u32, n_vocab: usize },
     #[error("the vocabulary has no token for byte 0x{0:02X}")]
     NoByteToken(u8),
+    /// A file of a Hugging Face folder is missing, unreadable or malformed.
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
 }
 
-/// A tokenizer: text ⇄ token ids with llama.cpp's rules.
+/// A tokenizer: text ⇄ token ids with llama.cpp's rules, or, when built with an
+/// [`hf::HfEncoder`], encoding with Hugging Face's (the vocabulary, special tokens,
+/// end-of-generation set and decoding still come from the GGUF metadata).
 #[derive(Debug)]
 pub struct Tokenizer {
     vocab: Vocab,
+    hf: Option<hf::HfEncoder>,
 }
 
 impl Tokenizer {
@@ -128,10 +135,51 @@ impl Tokenizer {
         Tokenizer::from_source(&src)
     }
 
+    /// Build from GGUF metadata (as [`Tokenizer::from_gguf`]) but encode text with `encoder`
+    /// (a Hugging Face folder's `tokenizer.json`), so that a model loaded from a folder
+    /// tokenizes exactly as `tokenizers` does. [`Tokenizer::tokenize`]'s `add_special` maps to
+    /// `add_special_tokens` (the post-processor decides BOS/EOS, not `add_bos_token`), and
+    /// `parse_special = false` makes special added tokens plain text (non-special added tokens
+    /// still match). Every id the encoder gives must be in the metadata's vocabulary.
+    pub fn from_gguf_with_encoder(
+        md: &Metadata,
+        encoder: hf::HfEncoder,
+    ) -> Result<Tokenizer, TokenizerError> {
+        let mut t = Tokenizer::from_gguf(md)?;
+        if encoder.vocab_size() > t.n_vocab() {
+            return Err(TokenizerError::Invalid(format!(
+                "tokenizer.json has {} tokens, the vocabulary {}",
+                encoder.vocab_size(),
+                t.n_vocab()
+            )));
+        }
+        t.hf = Some(encoder);
+        Ok(t)
+    }
+
+    /// Whether text is encoded by a Hugging Face [`hf::HfEncoder`].
+    pub fn has_hf_encoder(&self) -> bool {
+        self.hf.is_some()
+    }
+
+    /// Make `ids` end generation too (e.g. [`hf::generation_eos_ids`] of a folder: its
+    /// `generation_config.json` can name more stop ids than the GGUF metadata implies).
+    pub fn add_eog_ids(&mut self, ids: &[u32]) -> Result<(), TokenizerError> {
+        for &id in ids {
+            self.check(id)?;
+        }
+        let eog = &mut self.vocab.eog;
+        eog.extend_from_slice(ids);
+        eog.sort_unstable();
+        eog.dedup();
+        Ok(())
+    }
+
     /// Build from already extracted metadata values.
     pub fn from_source(src: &VocabSource<'_>) -> Result<Tokenizer, TokenizerError> {
         Ok(Tokenizer {
             vocab: Vocab::build(src)?,
+            hf: None,
         })
     }
 
@@ -141,13 +189,21 @@ impl Tokenizer {
         self.tokenize(text, true, true)
     }
 
-    /// llama.cpp's `llama_tokenize(text, add_special, parse_special)`.
+    /// llama.cpp's `llama_tokenize(text, add_special, parse_special)`; with a Hugging Face
+    /// encoder, its `encode` (see [`Tokenizer::from_gguf_with_encoder`]).
     pub fn tokenize(
         &self,
         text: &[u8],
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<u32>, TokenizerError> {
+        if let Some(hf) = &self.hf {
+            let ids = hf.encode(text, add_special, parse_special)?;
+            for &id in &ids {
+                self.check(id)?;
+            }
+            return Ok(ids);
+        }
         let v = &self.vocab;
         let fragments = self.partition(text, parse_special);
         let mut out = Vec::new();
