@@ -80,6 +80,8 @@ pub enum ModelError {
     Invalid(String),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Hf(#[from] crate::hf::HfError),
 }
 
 /// The most worker threads a model may be given: 4 per logical CPU (at least 8, at most 512,
@@ -105,6 +107,22 @@ pub fn check_threads(n: usize) -> Result<(), String> {
     } else {
         Ok(())
     }
+}
+
+/// A folder's tokenizer: the vocabulary, specials and decoding of its converted metadata, text
+/// encoded by its `tokenizer.json` as Hugging Face's `tokenizers` does (llama.cpp's GGUF
+/// tokenizer differs on some SentencePiece texts), and `generation_config.json`'s
+/// `eos_token_id`s ending generation. Without a `tokenizer.json`, tinyrt's own tokenizer.
+fn folder_tokenizer(dir: &Path, md: &crate::gguf::Metadata) -> Result<Tokenizer, ModelError> {
+    use crate::tokenizer::hf;
+    let json = dir.join("tokenizer.json");
+    let mut tok = if json.is_file() {
+        Tokenizer::from_gguf_with_encoder(md, hf::HfEncoder::from_file(&json)?)?
+    } else {
+        Tokenizer::from_gguf(md)?
+    };
+    tok.add_eog_ids(&hf::generation_eos_ids(dir)?)?;
+    Ok(tok)
 }
 
 /// The CUDA device a model loads onto (`None`: the CPU).
@@ -161,11 +179,20 @@ pub struct Model {
 }
 
 impl Model {
-    /// Map `path`, check it, and prepare its weights for `opts.device`.
+    /// Map `path`, check it, and prepare its weights for `opts.device`. `path` is a GGUF file
+    /// or a Hugging Face model folder (`config.json`, safetensors weights, `tokenizer.json`:
+    /// read in place as the GGUF llama.cpp's converter would write, [`crate::hf::open`], and
+    /// tokenized by its own `tokenizer.json`, [`crate::tokenizer::hf::HfEncoder`]).
     pub fn load(path: impl AsRef<Path>, opts: LoadOptions) -> Result<Model, ModelError> {
+        let path = path.as_ref();
         // The GPU is checked (driver library first) before the file is read.
         let device = open_device(&opts)?;
-        let file = GgufFile::open(path.as_ref())?;
+        if path.is_dir() {
+            let file = crate::hf::open(path)?;
+            let tokenizer = folder_tokenizer(path, file.metadata())?;
+            return Model::from_file(file, tokenizer, opts, device);
+        }
+        let file = GgufFile::open(path)?;
         let tokenizer = Tokenizer::from_gguf(file.metadata())?;
         Model::from_file(file, tokenizer, opts, device)
     }
