@@ -399,6 +399,98 @@ pub mod hf_oracle {
         serde_json::from_str(&text).expect("oracle JSON parses")
     }
 
+    /// The keys of `expected/NAME.convert.json`'s `metadata` object in file order (the order
+    /// of the converted file; `serde_json`'s map does not keep it).
+    pub fn metadata_key_order(name: &str) -> Vec<String> {
+        let path = oracle().join(format!("expected/{name}.convert.json"));
+        let text = std::fs::read_to_string(&path).expect("oracle manifest");
+        let mut p = KeyScanner {
+            b: text.as_bytes(),
+            i: 0,
+        };
+        p.object_keys_at("metadata")
+    }
+
+    /// A minimal JSON scanner that lists the keys of one object of the top-level object.
+    struct KeyScanner<'a> {
+        b: &'a [u8],
+        i: usize,
+    }
+
+    impl KeyScanner<'_> {
+        fn ws(&mut self) {
+            while self.b[self.i].is_ascii_whitespace() {
+                self.i += 1;
+            }
+        }
+        /// A string token, returned decoded.
+        fn string(&mut self) -> String {
+            let start = self.i;
+            self.i += 1;
+            while self.b[self.i] != b'"' {
+                self.i += if self.b[self.i] == b'\\' { 2 } else { 1 };
+            }
+            self.i += 1;
+            serde_json::from_slice(&self.b[start..self.i]).expect("JSON string")
+        }
+        /// Skips one value; returns the keys if it is an object.
+        fn value(&mut self) -> Vec<String> {
+            self.ws();
+            let mut keys = Vec::new();
+            match self.b[self.i] {
+                b'{' | b'[' => {
+                    let object = self.b[self.i] == b'{';
+                    self.i += 1;
+                    loop {
+                        self.ws();
+                        if matches!(self.b[self.i], b'}' | b']') {
+                            self.i += 1;
+                            break;
+                        }
+                        if object {
+                            keys.push(self.string());
+                            self.ws();
+                            self.i += 1; // ':'
+                        }
+                        self.value();
+                        self.ws();
+                        if self.b[self.i] == b',' {
+                            self.i += 1;
+                        }
+                    }
+                }
+                b'"' => {
+                    self.string();
+                }
+                _ => {
+                    while !matches!(self.b[self.i], b',' | b'}' | b']')
+                        && !self.b[self.i].is_ascii_whitespace()
+                    {
+                        self.i += 1;
+                    }
+                }
+            }
+            keys
+        }
+        /// The keys of the top-level object's `key` object.
+        fn object_keys_at(&mut self, key: &str) -> Vec<String> {
+            self.ws();
+            self.i += 1; // '{'
+            loop {
+                self.ws();
+                let k = self.string();
+                self.ws();
+                self.i += 1; // ':'
+                let keys = self.value();
+                if k == key {
+                    return keys;
+                }
+                self.ws();
+                self.i += 1; // ',' (a missing key runs off the end and panics)
+            }
+        }
+    }
+
     /// A copy of the model folder `name` in a fresh temporary directory, under the same name
     /// (the converter names the model after its folder), writable so that tests can break it.
     pub fn copy(name: &str, tag: &str) -> (super::TempDir, PathBuf) {

@@ -92,16 +92,16 @@ fn value_diff(key: &str, want: &Json, got: &Value) -> Option<String> {
 }
 
 /// Every difference between the converted file and the manifest for `outtype`.
-fn differences(file: &GgufFile, manifest: &Json, outtype: &str) -> Vec<String> {
+fn differences(file: &GgufFile, manifest: &Json, order: &[String], outtype: &str) -> Vec<String> {
     let mut diffs = Vec::new();
     let common = manifest["metadata"].as_object().unwrap();
     let extra = manifest["outtypes"][outtype]["metadata"]
         .as_object()
         .unwrap();
-    // Order: the manifest's shared keys, in order; the per-outtype keys (general.file_type)
-    // are checked by value.
-    let want_keys: Vec<&str> = common
-        .keys()
+    // Order: the manifest's shared keys, in file order; the per-outtype keys
+    // (general.file_type) are checked by value.
+    let want_keys: Vec<&str> = order
+        .iter()
         .map(String::as_str)
         .filter(|k| compared(k))
         .collect();
@@ -170,13 +170,15 @@ fn conversions_equal_llama_cpps() {
     let mut failures = Vec::new();
     for folder in FOLDERS {
         let manifest = hf_oracle::manifest(folder);
+        let order = hf_oracle::metadata_key_order(folder);
+        assert_eq!(order.len(), manifest["metadata"].as_object().unwrap().len());
         for (outtype, target) in OUTTYPES {
             let out = tmp.path().join(format!("{folder}-{outtype}.gguf"));
             let report = convert(&hf_oracle::folder(folder), &out, OutType::Target(target))
                 .unwrap_or_else(|e| panic!("{folder} {outtype}: {e}"));
             assert_eq!(report.target, target);
             let file = GgufFile::open(&out).unwrap();
-            for d in differences(&file, &manifest, outtype) {
+            for d in differences(&file, &manifest, &order, outtype) {
                 failures.push(format!("{folder} {outtype}: {d}"));
             }
         }

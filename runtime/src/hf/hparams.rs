@@ -86,7 +86,7 @@ impl Hparams {
 
     /// The converter's `find_hparam(keys, optional=True)`: the value of the first key that is
     /// present, `None` when that value is null or no key is present.
-    pub(crate) fn find(&self, keys: &[&str]) -> Option<(&str, &Json)> {
+    pub(crate) fn find<'a, 'k>(&'a self, keys: &[&'k str]) -> Option<(&'k str, &'a Json)> {
         let (k, v) = keys
             .iter()
             .find_map(|k| self.map.get(*k).map(|v| (*k, v)))?;
