@@ -319,3 +319,99 @@ fn unknown_outtypes_are_refused() {
         OutType::Target(Target::Bf16)
     );
 }
+
+/// A tensor's data in a safetensors file, read without `tinyrt::hf`.
+fn safetensors_bytes(path: &Path, name: &str) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Json = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let o = header[name]["data_offsets"].as_array().unwrap();
+    let (a, b) = (
+        o[0].as_u64().unwrap() as usize,
+        o[1].as_u64().unwrap() as usize,
+    );
+    bytes[8 + n + a..8 + n + b].to_vec()
+}
+
+/// The encoder classifiers of `../shared/oracles/cls/` (f16 checkpoints) against llama.cpp's
+/// f32 conversions (`manifest-*-f32.json`): the keys before the tokenizer's, in order, with
+/// their values, and every tensor; BERT's pooler, which the converter drops, is kept as
+/// `cls.weight` / `cls.bias` (the names tinyrt reads it under).
+#[test]
+fn encoder_conversions_equal_llama_cpps() {
+    let oracle = tinyrt_tests::workspace_root().join("../shared/oracles/cls");
+    let tmp = TempDir::new("hf-encoders");
+    for folder in ["bert-tiny-cls", "distilbert-tiny-cls"] {
+        let text =
+            std::fs::read_to_string(oracle.join(format!("manifest-{folder}-f32.json"))).unwrap();
+        let manifest: Json = serde_json::from_str(&text).unwrap();
+        let dir = oracle.join(folder);
+        let out = tmp.path().join(format!("{folder}.gguf"));
+        convert(&dir, &out, OutType::Target(Target::F32)).unwrap();
+        let file = GgufFile::open(&out).unwrap();
+        let mut diffs = Vec::new();
+        let want: Vec<&Json> = manifest["metadata"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| compared(m["key"].as_str().unwrap()))
+            .collect();
+        let want_keys: Vec<&str> = want.iter().map(|m| m["key"].as_str().unwrap()).collect();
+        let got_keys: Vec<&str> = file
+            .metadata()
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| compared(k))
+            .collect();
+        assert_eq!(want_keys, got_keys, "{folder}: keys");
+        for m in want {
+            let key = m["key"].as_str().unwrap();
+            let ty = m["type"]
+                .as_str()
+                .unwrap()
+                .replace("ARRAY:STRING", "ARRAY[STRING]");
+            let entry = serde_json::json!({"type": ty, "value": m["value"]});
+            diffs.extend(value_diff(key, &entry, file.metadata().get(key).unwrap()));
+        }
+        let bert = folder == "bert-tiny-cls";
+        let ours: Vec<_> = file
+            .tensors()
+            .filter(|t| !(bert && t.name.starts_with("cls.") && !t.name.starts_with("cls.output")))
+            .collect();
+        let want = manifest["tensors"].as_array().unwrap();
+        assert_eq!(ours.len(), want.len(), "{folder}: tensor count");
+        for (w, t) in want.iter().zip(&ours) {
+            let ne: Vec<u64> = w["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap())
+                .collect();
+            let same = w["name"].as_str() == Some(t.name)
+                && w["type"].as_str() == Some(t.ty.name())
+                && ne == t.shape
+                && w["sha256"].as_str() == Some(sha256_hex(t.data).as_str());
+            if !same {
+                diffs.push(format!(
+                    "{folder}: tensor {} differs from {}",
+                    t.name, w["name"]
+                ));
+            }
+        }
+        if bert {
+            let st = dir.join("model.safetensors");
+            for (ours, theirs) in [
+                ("cls.weight", "bert.pooler.dense.weight"),
+                ("cls.bias", "bert.pooler.dense.bias"),
+            ] {
+                let f16 = safetensors_bytes(&st, theirs);
+                let mut want = vec![0f32; f16.len() / 2];
+                tinyrt::kernels::quant::dequantize(GgmlType::F16, &f16, &mut want).unwrap();
+                let t = file.tensor(ours).unwrap();
+                assert_eq!(t.ty, GgmlType::F32);
+                assert_eq!(t.as_f32().unwrap(), &want[..], "{folder}: {ours}");
+            }
+        }
+        assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    }
+}

@@ -6,7 +6,7 @@ use super::hparams::Hparams;
 use super::HfError;
 
 /// The `architectures` entries [`Arch::from_hf`] accepts.
-pub const SUPPORTED: [&str; 7] = [
+pub const SUPPORTED: [&str; 11] = [
     "LlamaForCausalLM",
     "MistralForCausalLM",
     "Qwen2ForCausalLM",
@@ -14,6 +14,10 @@ pub const SUPPORTED: [&str; 7] = [
     "PhiForCausalLM",
     "StableLmForCausalLM",
     "Gemma3ForCausalLM",
+    "BertModel",
+    "BertForSequenceClassification",
+    "DistilBertModel",
+    "DistilBertForSequenceClassification",
 ];
 
 /// A supported architecture (llama.cpp's model class of the converter).
@@ -25,6 +29,8 @@ pub(crate) enum Arch {
     Phi2,
     StableLm,
     Gemma3,
+    Bert,
+    DistilBert,
 }
 
 /// What a tensor is, which decides the shape it must have.
@@ -43,6 +49,14 @@ pub(crate) enum Role {
     /// ffn_gate and ffn_up.
     FfnIn,
     FfnDown,
+    /// Learned absolute positions (BERT).
+    PosEmbd,
+    /// Token-type embeddings (BERT).
+    TokenTypes,
+    /// A square dense layer on the `[CLS]` state: DistilBERT's pre-classifier, BERT's pooler.
+    ClsDense,
+    /// The classifier (one row per label).
+    ClsOut,
 }
 
 /// A mapped tensor name.
@@ -53,6 +67,9 @@ pub(crate) struct Mapped {
     pub role: Role,
     /// `.bias` rather than `.weight`.
     pub is_bias: bool,
+    /// Kept although llama.cpp's converter drops it (BERT's pooler, as `cls`): not counted in
+    /// the converter's parameter count.
+    pub extra: bool,
 }
 
 /// The sizes `config.json` gives, which tensor shapes are checked against.
@@ -67,6 +84,16 @@ pub(crate) struct Dims {
     pub n_ff: u64,
     /// `tie_word_embeddings`, when given.
     pub tied: Option<bool>,
+    /// `max_position_embeddings` (BERT's position table).
+    pub n_ctx: u64,
+    /// `type_vocab_size` (BERT's token-type table).
+    pub n_types: u64,
+    /// The labels of `id2label` the converter keeps (none for the default two).
+    pub labels: Vec<String>,
+    /// The number of `id2label` entries (the classifier's rows).
+    pub n_labels: u64,
+    /// A `*ForSequenceClassification` class: the head is required.
+    pub classifier: bool,
 }
 
 /// Per-layer tensors: Hugging Face module (after `model.layers.N.`) → GGUF kind and role.
@@ -128,6 +155,28 @@ const PHI2_LAYER: LayerTable = &[
     ("mlp.fc2", "ffn_down", Role::FfnDown),
 ];
 
+const BERT_LAYER: LayerTable = &[
+    ("attention.self.query", "attn_q", Role::Q),
+    ("attention.self.key", "attn_k", Role::K),
+    ("attention.self.value", "attn_v", Role::V),
+    ("attention.output.dense", "attn_output", Role::O),
+    ("attention.output.LayerNorm", "attn_output_norm", Role::Norm),
+    ("intermediate.dense", "ffn_up", Role::FfnIn),
+    ("output.dense", "ffn_down", Role::FfnDown),
+    ("output.LayerNorm", "layer_output_norm", Role::Norm),
+];
+
+const DISTILBERT_LAYER: LayerTable = &[
+    ("attention.q_lin", "attn_q", Role::Q),
+    ("attention.k_lin", "attn_k", Role::K),
+    ("attention.v_lin", "attn_v", Role::V),
+    ("attention.out_lin", "attn_output", Role::O),
+    ("sa_layer_norm", "attn_output_norm", Role::Norm),
+    ("ffn.lin1", "ffn_up", Role::FfnIn),
+    ("ffn.lin2", "ffn_down", Role::FfnDown),
+    ("output_layer_norm", "layer_output_norm", Role::Norm),
+];
+
 /// Names the converter drops (`prepare_tensors`).
 const DROPPED_SUFFIXES: [&str; 3] = [
     ".attention.masked_bias",
@@ -145,6 +194,8 @@ impl Arch {
             "PhiForCausalLM" => Arch::Phi2,
             "StableLmForCausalLM" => Arch::StableLm,
             "Gemma3ForCausalLM" => Arch::Gemma3,
+            "BertModel" | "BertForSequenceClassification" => Arch::Bert,
+            "DistilBertModel" | "DistilBertForSequenceClassification" => Arch::DistilBert,
             _ => return None,
         })
     }
@@ -177,7 +228,13 @@ impl Arch {
             Arch::Phi2 => "phi2",
             Arch::StableLm => "stablelm",
             Arch::Gemma3 => "gemma3",
+            Arch::Bert | Arch::DistilBert => "bert",
         }
+    }
+
+    /// BERT or DistilBERT.
+    pub fn is_encoder(self) -> bool {
+        matches!(self, Arch::Bert | Arch::DistilBert)
     }
 
     /// The converter rearranges Q/K rows for GGUF's rope layout (`LlamaModel.undo_permute`).
@@ -196,22 +253,95 @@ impl Arch {
             Arch::Qwen3 => QWEN3_LAYER,
             Arch::Gemma3 => GEMMA3_LAYER,
             Arch::Phi2 => PHI2_LAYER,
+            Arch::Bert => BERT_LAYER,
+            Arch::DistilBert => DISTILBERT_LAYER,
         }
     }
 
     /// Whether the converter drops this tensor.
-    pub fn is_dropped(name: &str) -> bool {
-        DROPPED_SUFFIXES.iter().any(|s| name.ends_with(s))
+    pub fn is_dropped(self, name: &str) -> bool {
+        if DROPPED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+            return true;
+        }
+        if !self.is_encoder() {
+            return false;
+        }
+        let name = self.encoder_name(name);
+        name == "embeddings.position_ids"
+            || name.starts_with("cls.predictions")
+            || name.starts_with("cls.seq_relationship")
+            || (self == Arch::DistilBert && name.starts_with("vocab_"))
+    }
+
+    /// An encoder tensor's name as the converter's `filter_tensors` rewrites it: without the
+    /// `bert.` / `distilbert.` prefix, `gamma` / `beta` as `weight` / `bias`.
+    fn encoder_name(self, name: &str) -> String {
+        let prefix = if self == Arch::DistilBert {
+            "distilbert."
+        } else {
+            "bert."
+        };
+        let name = name.strip_prefix(prefix).unwrap_or(name);
+        if let Some(stem) = name.strip_suffix(".gamma") {
+            format!("{stem}.weight")
+        } else if let Some(stem) = name.strip_suffix(".beta") {
+            format!("{stem}.bias")
+        } else {
+            name.to_owned()
+        }
+    }
+
+    /// The GGUF name of an encoder tensor.
+    fn map_encoder(self, name: &str, dims: &Dims) -> Option<Mapped> {
+        let name = self.encoder_name(name);
+        let (stem, is_bias) = split_suffix(&name)?;
+        let suffix = if is_bias { "bias" } else { "weight" };
+        let labels = !dims.labels.is_empty();
+        let top = match stem {
+            "embeddings.word_embeddings" => Some(("token_embd", Role::TokenEmbd, false)),
+            "embeddings.position_embeddings" => Some(("position_embd", Role::PosEmbd, false)),
+            "embeddings.token_type_embeddings" if self == Arch::Bert => {
+                Some(("token_types", Role::TokenTypes, false))
+            }
+            "embeddings.LayerNorm" => Some(("token_embd_norm", Role::Norm, false)),
+            // Dropped by the converter; kept as `cls`, which tinyrt reads as BERT's pooler
+            // (dense + tanh) and llama.cpp's rank pooling applies the same way.
+            "pooler.dense" if self == Arch::Bert => Some(("cls", Role::ClsDense, true)),
+            "pre_classifier" if self == Arch::DistilBert => Some(("cls", Role::ClsDense, false)),
+            "classifier" if labels => Some(("cls.output", Role::ClsOut, false)),
+            "classifier" => Some(("cls", Role::ClsOut, false)),
+            _ => None,
+        };
+        if let Some((kind, role, extra)) = top {
+            return Some(Mapped {
+                name: format!("{kind}.{suffix}"),
+                role,
+                is_bias,
+                extra,
+            });
+        }
+        let prefix = if self == Arch::Bert {
+            "encoder.layer."
+        } else {
+            "transformer.layer."
+        };
+        let (layer, module) = layer_module(stem.strip_prefix(prefix)?, dims.n_layer)?;
+        let &(_, kind, role) = self.layer_table().iter().find(|(m, _, _)| *m == module)?;
+        Some(Mapped {
+            name: format!("blk.{layer}.{kind}.{suffix}"),
+            role,
+            is_bias,
+            extra: false,
+        })
     }
 
     /// The GGUF name of a Hugging Face tensor, `None` when this architecture has no such
     /// tensor (or the layer is past `n_layer`).
-    pub fn map(self, name: &str, n_layer: u64) -> Option<Mapped> {
-        let (stem, is_bias) = if let Some(s) = name.strip_suffix(".weight") {
-            (s, false)
-        } else {
-            (name.strip_suffix(".bias")?, true)
-        };
+    pub fn map(self, name: &str, dims: &Dims) -> Option<Mapped> {
+        if self.is_encoder() {
+            return self.map_encoder(name, dims);
+        }
+        let (stem, is_bias) = split_suffix(name)?;
         let suffix = if is_bias { "bias" } else { "weight" };
         let output_norm = if self == Arch::Phi2 {
             "model.final_layernorm"
@@ -229,34 +359,34 @@ impl Arch {
                 name: format!("{kind}.{suffix}"),
                 role,
                 is_bias,
+                extra: false,
             });
         }
-        let rest = stem.strip_prefix("model.layers.")?;
-        let (digits, module) = rest.split_once('.')?;
-        // Plain decimal digits as the converter formats them: no sign, no leading zero.
-        let plain = !digits.is_empty()
-            && digits.len() <= 9
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && (digits.len() == 1 || !digits.starts_with('0'));
-        if !plain {
-            return None;
-        }
-        let layer: u64 = digits.parse().ok()?;
-        if layer >= n_layer {
-            return None;
-        }
+        let (layer, module) = layer_module(stem.strip_prefix("model.layers.")?, dims.n_layer)?;
         let &(_, kind, role) = self.layer_table().iter().find(|(m, _, _)| *m == module)?;
         Some(Mapped {
             name: format!("blk.{layer}.{kind}.{suffix}"),
             role,
             is_bias,
+            extra: false,
         })
     }
 
     /// The GGUF names every folder of this architecture must have.
     pub fn required(self, dims: &Dims) -> Vec<String> {
-        let mut names = vec!["token_embd.weight".to_string(), "output_norm.weight".into()];
-        if dims.tied == Some(false) {
+        let mut names = vec!["token_embd.weight".to_string()];
+        if self.is_encoder() {
+            names.extend([
+                "position_embd.weight".into(),
+                "token_embd_norm.weight".into(),
+            ]);
+            if dims.classifier {
+                names.extend(["cls.weight".into(), "cls.output.weight".into()]);
+            }
+        } else {
+            names.push("output_norm.weight".into());
+        }
+        if dims.tied == Some(false) && !self.is_encoder() {
             names.push("output.weight".into());
         }
         for l in 0..dims.n_layer {
@@ -307,7 +437,25 @@ impl Dims {
         if head_dim == 0 || n_ff == 0 || vocab == 0 {
             return Err(hp.bad("a head width, feed-forward size or vocabulary of 0"));
         }
+        let labels = if arch.is_encoder() {
+            labels(hp)?
+        } else {
+            (0, Vec::new())
+        };
+        let class = hp
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(|a| a.as_str())
+            .unwrap_or("");
         Ok(Dims {
+            n_ctx: hp
+                .find_u32(&["max_position_embeddings"])?
+                .unwrap_or(0)
+                .into(),
+            n_types: hp.find_u32(&["type_vocab_size"])?.unwrap_or(2).into(),
+            labels: labels.1,
+            n_labels: labels.0,
+            classifier: class.ends_with("ForSequenceClassification"),
             vocab: vocab.into(),
             hidden: hidden.into(),
             n_layer: n_layer.into(),
@@ -330,6 +478,10 @@ impl Dims {
             Role::O => (self.hidden, self.n_head * self.head_dim),
             Role::FfnIn => (self.n_ff, self.hidden),
             Role::FfnDown => (self.hidden, self.n_ff),
+            Role::PosEmbd => (self.n_ctx, self.hidden),
+            Role::TokenTypes => (self.n_types, self.hidden),
+            Role::ClsDense => (self.hidden, self.hidden),
+            Role::ClsOut => (self.n_labels, self.hidden),
         };
         if m.is_bias || cols == 0 {
             vec![rows]
@@ -339,41 +491,134 @@ impl Dims {
     }
 }
 
+/// `name` without `.weight` / `.bias`, and whether it was a bias.
+fn split_suffix(name: &str) -> Option<(&str, bool)> {
+    if let Some(s) = name.strip_suffix(".weight") {
+        Some((s, false))
+    } else {
+        name.strip_suffix(".bias").map(|s| (s, true))
+    }
+}
+
+/// `N.module` → (N, module), N plain decimal digits as the converter formats them (no sign,
+/// no leading zero) below `n_layer`.
+fn layer_module(rest: &str, n_layer: u64) -> Option<(u64, &str)> {
+    let (digits, module) = rest.split_once('.')?;
+    let plain = !digits.is_empty()
+        && digits.len() <= 9
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits.len() == 1 || !digits.starts_with('0'));
+    if !plain {
+        return None;
+    }
+    let layer: u64 = digits.parse().ok()?;
+    (layer < n_layer).then_some((layer, module))
+}
+
+/// The number of `id2label` entries (transformers' default 2 when absent) and the labels in
+/// id order as the converter keeps them: none for the default `LABEL_0`, `LABEL_1`.
+fn labels(hp: &Hparams) -> Result<(u64, Vec<String>), HfError> {
+    let Some(map) = hp.get("id2label") else {
+        return Ok((2, Vec::new()));
+    };
+    let map = map
+        .as_object()
+        .ok_or_else(|| hp.bad("id2label is not an object"))?;
+    let mut labels = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        let id: u64 = k
+            .parse()
+            .map_err(|_| hp.bad(format!("id2label key {k:?} is not a label id")))?;
+        let v = v
+            .as_str()
+            .ok_or_else(|| hp.bad(format!("id2label[{k}] is {v}, not a string")))?;
+        labels.push((id, v.to_owned()));
+    }
+    labels.sort();
+    let n = labels.len() as u64;
+    if n == 2 && labels[0].1 == "LABEL_0" {
+        return Ok((n, Vec::new()));
+    }
+    Ok((n, labels.into_iter().map(|(_, v)| v).collect()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn dims(n_layer: u64) -> Dims {
+        Dims {
+            vocab: 8,
+            hidden: 4,
+            n_layer,
+            n_head: 2,
+            n_head_kv: 2,
+            head_dim: 2,
+            n_ff: 8,
+            tied: None,
+            n_ctx: 16,
+            n_types: 2,
+            labels: vec!["a".into(), "b".into(), "c".into()],
+            n_labels: 3,
+            classifier: true,
+        }
+    }
+
     #[test]
     fn names_map_per_architecture() {
-        let m = Arch::Gemma3
-            .map("model.layers.1.pre_feedforward_layernorm.weight", 2)
-            .unwrap();
-        assert_eq!(m.name, "blk.1.ffn_norm.weight");
-        let m = Arch::Llama
-            .map("model.layers.1.post_attention_layernorm.weight", 2)
-            .unwrap();
-        assert_eq!(m.name, "blk.1.ffn_norm.weight");
+        let d = dims(2);
+        let name = |arch: Arch, n: &str| arch.map(n, &d).map(|m| m.name);
         assert_eq!(
-            Arch::Phi2.map("lm_head.bias", 2).unwrap().name,
-            "output.bias"
+            name(
+                Arch::Gemma3,
+                "model.layers.1.pre_feedforward_layernorm.weight"
+            )
+            .as_deref(),
+            Some("blk.1.ffn_norm.weight")
         );
         assert_eq!(
-            Arch::Phi2
-                .map("model.final_layernorm.weight", 2)
-                .unwrap()
-                .name,
-            "output_norm.weight"
+            name(
+                Arch::Llama,
+                "model.layers.1.post_attention_layernorm.weight"
+            )
+            .as_deref(),
+            Some("blk.1.ffn_norm.weight")
         );
+        assert_eq!(
+            name(Arch::Phi2, "lm_head.bias").as_deref(),
+            Some("output.bias")
+        );
+        assert_eq!(
+            name(Arch::Phi2, "model.final_layernorm.weight").as_deref(),
+            Some("output_norm.weight")
+        );
+        assert_eq!(
+            name(Arch::Bert, "bert.encoder.layer.1.output.LayerNorm.gamma").as_deref(),
+            Some("blk.1.layer_output_norm.weight")
+        );
+        assert_eq!(
+            name(
+                Arch::DistilBert,
+                "distilbert.transformer.layer.0.sa_layer_norm.bias"
+            )
+            .as_deref(),
+            Some("blk.0.attn_output_norm.bias")
+        );
+        assert_eq!(
+            name(Arch::Bert, "classifier.weight").as_deref(),
+            Some("cls.output.weight")
+        );
+        assert!(Arch::Bert.map("bert.pooler.dense.bias", &d).unwrap().extra);
+        assert!(Arch::Bert.is_dropped("bert.embeddings.position_ids"));
         // Past the layer count, a leading zero, a module of another architecture.
-        assert!(Arch::Llama
-            .map("model.layers.2.mlp.up_proj.weight", 2)
-            .is_none());
-        assert!(Arch::Llama
-            .map("model.layers.01.mlp.up_proj.weight", 2)
-            .is_none());
-        assert!(Arch::Qwen2
-            .map("model.layers.0.self_attn.q_norm.weight", 2)
-            .is_none());
-        assert!(Arch::Llama.map("model.layers.0.mlp.up_proj", 2).is_none());
+        assert!(name(Arch::Llama, "model.layers.2.mlp.up_proj.weight").is_none());
+        assert!(name(Arch::Llama, "model.layers.01.mlp.up_proj.weight").is_none());
+        assert!(name(Arch::Qwen2, "model.layers.0.self_attn.q_norm.weight").is_none());
+        assert!(name(Arch::Llama, "model.layers.0.mlp.up_proj").is_none());
+        assert!(name(
+            Arch::DistilBert,
+            "distilbert.embeddings.token_type_embeddings.weight"
+        )
+        .is_none());
     }
 }

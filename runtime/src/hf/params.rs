@@ -121,7 +121,11 @@ pub(crate) fn metadata(
             md.arch("vocab_size", Value::U32(hp.req_u32(&["vocab_size"])?));
             md.arch("rope.dimension_count", Value::U32(head_dim(hp)?));
         }
-        Arch::Qwen2 | Arch::Qwen3 => text_model(&mut md, hp, &rp, file_type)?,
+        Arch::Qwen2 | Arch::Qwen3 => {
+            text_model(&mut md, hp, &rp, file_type)?;
+            pooling(&mut md, dir, hp)?;
+        }
+        Arch::Bert | Arch::DistilBert => bert(&mut md, dir, arch, hp, &rp, file_type)?,
         Arch::Gemma3 => gemma3(&mut md, hp, &rp, file_type)?,
         Arch::Phi2 => phi2(&mut md, hp, &rp, file_type)?,
         Arch::StableLm => stablelm(&mut md, hp, &rp, file_type)?,
@@ -480,6 +484,82 @@ fn phi2(md: &mut Md, hp: &Hparams, rp: &Map<String, Json>, file_type: u32) -> Re
     md.set("general.file_type", Value::U32(file_type));
     // Phi2Model writes this tokenizer key among its hyperparameters.
     md.set("tokenizer.ggml.add_bos_token", Value::Bool(false));
+    Ok(())
+}
+
+/// `BertModel.set_gguf_parameters` (and DistilBERT's, which writes its fixed epsilon first).
+fn bert(
+    md: &mut Md,
+    dir: &Path,
+    arch: Arch,
+    hp: &Hparams,
+    rp: &Map<String, Json>,
+    file_type: u32,
+) -> Result<(), HfError> {
+    if arch == Arch::DistilBert {
+        md.arch("attention.layer_norm_epsilon", Value::F32(1e-12));
+    }
+    text_model(md, hp, rp, file_type)?;
+    md.arch("attention.causal", Value::Bool(false));
+    pooling(md, dir, hp)?;
+    let dims = super::arch::Dims::read(arch, hp)?;
+    if !dims.labels.is_empty() {
+        md.arch(
+            "classifier.output_labels",
+            Value::Array(crate::gguf::Array::String(dims.labels)),
+        );
+    }
+    Ok(())
+}
+
+/// `_try_set_pooling_type`: the sentence-transformers pooling of `modules.json`, when present
+/// (`pooling_type`: 1 mean, 2 cls, 3 last).
+fn pooling(md: &mut Md, dir: &Path, hp: &Hparams) -> Result<(), HfError> {
+    let modules_path = dir.join("modules.json");
+    let Some(modules) = read_json(&modules_path)? else {
+        return Ok(());
+    };
+    let bad = |msg: String| HfError::Config {
+        path: modules_path.clone(),
+        msg,
+    };
+    let list = modules
+        .as_array()
+        .ok_or_else(|| bad("not a list of modules".into()))?;
+    let pooling_dir = list.iter().find_map(|m| {
+        let ty = m.get("type")?.as_str()?;
+        ty.ends_with("Pooling").then(|| m.get("path")?.as_str())?
+    });
+    if let Some(sub) = pooling_dir {
+        if Path::new(sub)
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(bad(format!(
+                "pooling path {sub:?} is not inside the folder"
+            )));
+        }
+        let cfg_path = dir.join(sub).join("config.json");
+        let cfg = read_json(&cfg_path)?.unwrap_or(Json::Null);
+        let flag = |k: &str| cfg.get(k).and_then(Json::as_bool) == Some(true);
+        let mode = cfg.get("pooling_mode").and_then(Json::as_str);
+        let ty = if flag("pooling_mode_mean_tokens") || mode == Some("mean") {
+            1
+        } else if flag("pooling_mode_cls_token") || mode == Some("cls") {
+            2
+        } else if flag("pooling_mode_lasttoken") || mode == Some("lasttoken") {
+            3
+        } else {
+            return Err(HfError::Config {
+                path: cfg_path,
+                msg: "only mean, cls and last-token pooling are supported".into(),
+            });
+        };
+        md.arch("pooling_type", Value::U32(ty));
+    }
+    if let Some(p) = hp.get("classifier_pooling") {
+        return Err(hp.bad(format!("classifier_pooling {p} is not supported")));
+    }
     Ok(())
 }
 

@@ -32,7 +32,11 @@ pub(crate) struct Plan {
 /// Whether the converter stores a tensor as F32 whatever the outtype (`prepare_tensors`):
 /// 1-D tensors, norms, and anything not named `*.weight`.
 pub(crate) fn forced_f32(name: &str, n_dims: usize) -> bool {
-    n_dims <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight")
+    n_dims <= 1
+        || name.ends_with("_norm.weight")
+        || !name.ends_with(".weight")
+        || name == "position_embd.weight"
+        || name == "token_types.weight"
 }
 
 /// What happens to one source tensor.
@@ -79,15 +83,22 @@ pub(crate) fn plan(
     }
     let mut names = HashSet::new();
     for src in &tensors {
-        if plan.first_matrix_type.is_none() && src.shape.len() >= 2 {
-            plan.first_matrix_type = Some(src.ty);
-        }
-        if Arch::is_dropped(&src.name) {
+        if arch.is_dropped(&src.name) {
             continue;
         }
         let path = &shards[src.shard];
+        let Some(ty) = src.ty else {
+            return Err(HfError::UnsupportedDtype {
+                path: path.clone(),
+                name: src.name.clone(),
+                dtype: src.dtype.clone(),
+            });
+        };
+        if plan.first_matrix_type.is_none() && src.shape.len() >= 2 {
+            plan.first_matrix_type = Some(ty);
+        }
         let mapped = arch
-            .map(&src.name, dims.n_layer)
+            .map(&src.name, &dims)
             .ok_or_else(|| HfError::UnknownTensor {
                 path: path.clone(),
                 name: src.name.clone(),
@@ -127,16 +138,22 @@ pub(crate) fn plan(
         };
         // safetensors checked the offsets and sizes against the file.
         let start = src.offset as usize;
-        let len = (src.n_elements() * src.ty.type_size() as u64) as usize;
+        let len = (src.n_elements() * ty.type_size() as u64) as usize;
         let bytes = &segments[src.shard].bytes()[start..start + len];
+        let before = plan.total_params;
         add_tensor(
             &mut plan,
             n_shards,
             mapped.name.clone(),
             src,
+            ty,
             bytes,
             &change,
         );
+        if mapped.extra {
+            // Not in the converter's file, so not in its parameter count.
+            plan.total_params = before;
+        }
         names.insert(mapped.name);
     }
     for name in arch.required(&dims) {
@@ -159,6 +176,7 @@ fn add_tensor(
     n_shards: usize,
     name: String,
     src: &SourceTensor,
+    src_ty: GgmlType,
     bytes: &[u8],
     change: &Change,
 ) {
@@ -173,9 +191,9 @@ fn add_tensor(
     let out_ty = if forced_f32(&name, shape.len()) {
         GgmlType::F32
     } else {
-        src.ty
+        src_ty
     };
-    if change.permute_heads.is_none() && !change.shift && out_ty == src.ty {
+    if change.permute_heads.is_none() && !change.shift && out_ty == src_ty {
         plan.total_params += ne.iter().product::<u64>();
         let offset = src.offset;
         plan.tensors.push(PartTensor {
@@ -192,8 +210,8 @@ fn add_tensor(
         data = Cow::Owned(permute_rows(&data, shape[0], heads));
     }
     let data = if change.shift {
-        let values: Vec<f32> = decode(&data, src.ty)
-            .map(|x| match src.ty {
+        let values: Vec<f32> = decode(&data, src_ty)
+            .map(|x| match src_ty {
                 // The converter adds in the tensor's own type: f16 stays f16 in PyTorch.
                 GgmlType::F16 => half::f16::from_f32(x + 1.0).to_f32(),
                 _ => x + 1.0,
@@ -201,7 +219,7 @@ fn add_tensor(
             .collect();
         encode(values.into_iter(), out_ty)
     } else {
-        retype(&data, src.ty, out_ty).into_owned()
+        retype(&data, src_ty, out_ty).into_owned()
     };
     push_owned(plan, n_shards, &name, out_ty, ne, data);
 }

@@ -20,8 +20,11 @@ use crate::gguf::{GgmlType, Segment};
 pub(crate) struct SourceTensor {
     /// Its Hugging Face name.
     pub name: String,
-    /// F32, F16 or BF16.
-    pub ty: GgmlType,
+    /// F32, F16 or BF16; `None` for other dtypes (an error if the tensor is used: the
+    /// converter drops some integer buffers, e.g. BERT's `position_ids`).
+    pub ty: Option<GgmlType>,
+    /// The safetensors dtype, for messages.
+    pub dtype: String,
     /// Row-major (PyTorch) order: the last dimension is contiguous.
     pub shape: Vec<u64>,
     /// The shard (an index into [`Weights::shards`] and into the segments).
@@ -170,20 +173,15 @@ fn shard_tensors(path: &Path, bytes: &[u8], shard: usize) -> Result<Vec<SourceTe
     let mut out = Vec::new();
     for (name, info) in meta.tensors() {
         let ty = match info.dtype {
-            Dtype::F32 => GgmlType::F32,
-            Dtype::F16 => GgmlType::F16,
-            Dtype::BF16 => GgmlType::BF16,
-            other => {
-                return Err(HfError::UnsupportedDtype {
-                    path: path.to_owned(),
-                    name,
-                    dtype: other.to_string(),
-                })
-            }
+            Dtype::F32 => Some(GgmlType::F32),
+            Dtype::F16 => Some(GgmlType::F16),
+            Dtype::BF16 => Some(GgmlType::BF16),
+            _ => None,
         };
         out.push(SourceTensor {
             name,
             ty,
+            dtype: info.dtype.to_string(),
             shape: info.shape.iter().map(|&d| d as u64).collect(),
             shard,
             offset: data_start + info.data_offsets.0 as u64,
