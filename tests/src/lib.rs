@@ -543,7 +543,7 @@ pub mod hf_oracle {
             map[&name]["data_offsets"] = serde_json::json!([start, out_data.len()]);
         }
         let mut header = serde_json::to_vec(&serde_json::Value::Object(map)).unwrap();
-        while header.len() % 8 != 0 {
+        while !header.len().is_multiple_of(8) {
             header.push(b' ');
         }
         let mut out = (header.len() as u64).to_le_bytes().to_vec();
