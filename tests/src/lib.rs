@@ -600,6 +600,15 @@ pub mod hf_oracle {
                 )
                 .unwrap();
             }),
+            ("a shard outside the folder", "tiny-llama", |d: &Path| {
+                let p = d.join("model.safetensors.index.json");
+                let t = std::fs::read_to_string(&p).unwrap();
+                let t = t.replace(
+                    "\"model-00003-of-00003.safetensors\"",
+                    "\"../model-00003-of-00003.safetensors\"",
+                );
+                std::fs::write(&p, t).unwrap();
+            }),
             ("config.json cut in half", "tiny-gemma3", |d: &Path| {
                 let p = d.join("config.json");
                 let b = std::fs::read(&p).unwrap();

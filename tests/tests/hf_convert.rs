@@ -286,6 +286,10 @@ fn is_expected(what: &str, e: &HfError) -> bool {
                 && e.to_string().contains("LlamaForCausalLM")
         }
         "config.json cut in half" => matches!(e, HfError::Json { .. }),
+        "a shard outside the folder" => {
+            matches!(e, HfError::Config { .. })
+                && e.to_string().contains("not a file of the folder")
+        }
         _ => false,
     }
 }

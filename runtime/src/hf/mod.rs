@@ -5,12 +5,17 @@
 //! order, the same tensor names, order and shapes; matrices that need no change lie in place in
 //! the memory-mapped shards (zero copy), the few tensors the converter changes (Q/K rows of the
 //! llama family, Gemma norms as 1 + w, 1-D tensors as F32, `rope_freqs.weight` for llama3 rope
-//! scaling) are computed into owned buffers. [`convert`] writes it as a file at f32, f16 or
-//! bf16 (the converter's bytes) or at any `tinyrt quantize` target.
+//! scaling) are computed into owned buffers. Decoders: Llama (and Mistral), Qwen2, Qwen3,
+//! Phi-2, StableLM, Gemma 3; encoders: BERT and DistilBERT with their sequence-classification
+//! heads, BERT's pooler (which the converter drops) kept as `cls.weight` / `cls.bias`, the
+//! names `arch/bert.rs` reads it under (llama.cpp's rank pooling applies `cls` with the same
+//! tanh). [`convert`] writes it as a file at f32, f16 or bf16 (the converter's bytes) or at any
+//! `tinyrt quantize` target.
 //!
 //! The rules come from llama.cpp 11434's converter (`conversion/base.py`, `llama.py`,
-//! `qwen.py`, `phi.py`, `stablelm.py`, `gemma.py`, `gguf-py/gguf/metadata.py`); the oracle of
-//! `shared/oracles/hf/` holds its conversions of tiny folders of every supported class. Where
+//! `qwen.py`, `phi.py`, `stablelm.py`, `gemma.py`, `bert.py`, `gguf-py/gguf/metadata.py`); the
+//! oracles `shared/oracles/hf/` and `shared/oracles/cls/` hold its conversions of tiny folders of
+//! every supported class. Where
 //! this reader differs: `config.json` is read as written (the converter goes through
 //! transformers' `AutoConfig`, which fills in class defaults a complete `config.json` already
 //! has), a model card's front matter is not read, and what the converter would accept but the
@@ -104,6 +109,9 @@ impl HfError {
     pub fn is_bad_input(&self) -> bool {
         match self {
             HfError::Gguf(GgufError::Write(_)) => false,
+            HfError::Quantize(QuantizeError::File(crate::files::FileError::NotRegular {
+                ..
+            })) => true,
             HfError::Quantize(q) => !matches!(
                 q,
                 QuantizeError::Write { .. } | QuantizeError::File(_) | QuantizeError::Internal(_)

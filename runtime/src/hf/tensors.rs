@@ -333,6 +333,9 @@ fn llama3_rope_factors(
                 .ok_or_else(|| hp.bad("num_attention_heads is 0"))?
         }
     };
+    if dim == 0 || dim > 65536 {
+        return Err(hp.bad(format!("head width {dim} is out of range for llama3 rope")));
+    }
     let factor = num("factor", 8.0)? as f32;
     let low = num("low_freq_factor", 1.0)? as f32;
     let high = num("high_freq_factor", 4.0)? as f32;
