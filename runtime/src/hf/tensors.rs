@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::Path;
 
+use rayon::prelude::*;
 use serde_json::{Map, Value as Json};
 
 use super::arch::{Arch, Dims, Role};
@@ -403,13 +404,19 @@ fn bf16_bits(x: f32) -> u16 {
     n as u16
 }
 
-/// F32 / F16 / BF16 data in another of these types (borrowed when the type is the same).
+/// F32 / F16 / BF16 data in another of these types (borrowed when the type is the same),
+/// converted in parallel on the current rayon pool.
 pub(crate) fn retype(data: &[u8], from: GgmlType, to: GgmlType) -> Cow<'_, [u8]> {
+    /// Values per parallel work item.
+    const CHUNK: usize = 1 << 16;
     if from == to {
-        Cow::Borrowed(data)
-    } else {
-        Cow::Owned(encode(decode(data, from), to))
+        return Cow::Borrowed(data);
     }
+    let parts: Vec<Vec<u8>> = data
+        .par_chunks(CHUNK * from.type_size())
+        .map(|c| encode(decode(c, from), to))
+        .collect();
+    Cow::Owned(parts.concat())
 }
 
 #[cfg(test)]
