@@ -401,6 +401,12 @@ fn encoder_conversions_equal_llama_cpps() {
                     t.name, w["name"]
                 ));
             }
+            // Offsets in the data section (the writer's padding): the same where no extra
+            // tensor comes first.
+            let info = file.tensor_info(t.name).unwrap();
+            if !bert && w["offset"].as_u64() != Some(info.offset - file.data_offset()) {
+                diffs.push(format!("{folder}: tensor {} offset differs", t.name));
+            }
         }
         if bert {
             let st = dir.join("model.safetensors");
@@ -418,4 +424,31 @@ fn encoder_conversions_equal_llama_cpps() {
         }
         assert!(diffs.is_empty(), "{}", diffs.join("\n"));
     }
+}
+
+/// `open`'s in-place matrices are views of the mapped shard: their data pointers are as far
+/// apart as the tensors are in the file, and their bytes are the file's.
+#[test]
+fn in_place_matrices_are_views_of_the_shard() {
+    let dir = hf_oracle::folder("tiny-qwen2");
+    let model = hf::open(&dir).unwrap();
+    let st = dir.join("model.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Json = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let start = |name: &str| 8 + n + header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+    let pairs = [
+        ("token_embd.weight", "model.embed_tokens.weight"),
+        ("blk.1.ffn_up.weight", "model.layers.1.mlp.up_proj.weight"),
+    ];
+    let views: Vec<_> = pairs
+        .iter()
+        .map(|(ours, _)| model.tensor(ours).unwrap())
+        .collect();
+    for ((_, theirs), t) in pairs.iter().zip(&views) {
+        let s = start(theirs);
+        assert_eq!(t.data, &bytes[s..s + t.data.len()], "{theirs}");
+    }
+    let apart = views[1].data.as_ptr() as usize - views[0].data.as_ptr() as usize;
+    assert_eq!(apart, start(pairs[1].1) - start(pairs[0].1));
 }
