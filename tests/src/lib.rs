@@ -609,6 +609,19 @@ pub mod hf_oracle {
                 );
                 std::fs::write(&p, t).unwrap();
             }),
+            (
+                "a layer count past the tensors",
+                "tiny-qwen3",
+                |d: &Path| {
+                    let p = d.join("config.json");
+                    let t = std::fs::read_to_string(&p).unwrap();
+                    let t = t.replace(
+                        "\"num_hidden_layers\": 2,",
+                        "\"num_hidden_layers\": 4000000000,",
+                    );
+                    std::fs::write(&p, t).unwrap();
+                },
+            ),
             ("config.json cut in half", "tiny-gemma3", |d: &Path| {
                 let p = d.join("config.json");
                 let b = std::fs::read(&p).unwrap();

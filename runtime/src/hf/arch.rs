@@ -372,34 +372,40 @@ impl Arch {
         })
     }
 
-    /// The GGUF names every folder of this architecture must have.
-    pub fn required(self, dims: &Dims) -> Vec<String> {
-        let mut names = vec!["token_embd.weight".to_string()];
+    /// The GGUF names every folder of this architecture must have, lazily (a hostile layer
+    /// count costs nothing: the first missing name ends the check).
+    pub fn required(self, dims: &Dims) -> impl Iterator<Item = String> {
+        let mut top = vec!["token_embd.weight".to_string()];
         if self.is_encoder() {
-            names.extend([
+            top.extend([
                 "position_embd.weight".into(),
                 "token_embd_norm.weight".into(),
             ]);
             if dims.classifier {
-                names.extend(["cls.weight".into(), "cls.output.weight".into()]);
+                top.extend(["cls.weight".into(), "cls.output.weight".into()]);
             }
         } else {
-            names.push("output_norm.weight".into());
-        }
-        if dims.tied == Some(false) && !self.is_encoder() {
-            names.push("output.weight".into());
-        }
-        for l in 0..dims.n_layer {
-            for &(_, kind, _) in self.layer_table() {
-                names.push(format!("blk.{l}.{kind}.weight"));
-            }
-            if self == Arch::Qwen2 {
-                for kind in ["attn_q", "attn_k", "attn_v"] {
-                    names.push(format!("blk.{l}.{kind}.bias"));
-                }
+            top.push("output_norm.weight".into());
+            if dims.tied == Some(false) {
+                top.push("output.weight".into());
             }
         }
-        names
+        let biases: &[&str] = if self == Arch::Qwen2 {
+            &["attn_q", "attn_k", "attn_v"]
+        } else {
+            &[]
+        };
+        let table = self.layer_table();
+        let layers = (0..dims.n_layer).flat_map(move |l| {
+            let weights = table
+                .iter()
+                .map(move |&(_, kind, _)| format!("blk.{l}.{kind}.weight"));
+            let biases = biases
+                .iter()
+                .map(move |kind| format!("blk.{l}.{kind}.bias"));
+            weights.chain(biases)
+        });
+        top.into_iter().chain(layers)
     }
 }
 

@@ -150,7 +150,9 @@ pub type Progress<'a> = &'a mut dyn FnMut(usize, usize, &str);
 pub struct ConvertReport {
     /// The target the outtype resolved to.
     pub target: Target,
+    /// Tensors written.
     pub tensors: usize,
+    /// Size of the file written.
     pub output_bytes: u64,
 }
 
