@@ -64,6 +64,8 @@ enum Command {
     Synth(cmd::synth::Args),
     /// Write a PEFT LoRA folder as a llama.cpp GGUF adapter (f32).
     ConvertLora(cmd::convert_lora::Args),
+    /// Write a Hugging Face model folder as GGUF (llama.cpp's conversion, or quantized).
+    Convert(cmd::convert::Args),
     /// Complete a prompt (streams text; --json for ids and logits).
     Generate(cmd::generate::Args),
     /// Classification logits (and labels) from an encoder with a classification head.
@@ -94,6 +96,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::ExportLora(args) => cmd::export_lora::run(args),
         Command::Synth(args) => cmd::synth::run(args),
         Command::ConvertLora(args) => cmd::convert_lora::run(args),
+        Command::Convert(args) => cmd::convert::run(args),
         Command::Generate(args) => cmd::generate::run(args),
         Command::Chat(args) => cmd::chat::run(args),
         Command::Embed(args) => cmd::embed::run(args),

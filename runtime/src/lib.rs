@@ -30,12 +30,13 @@
 //! ```
 //!
 //! Modules, from the file up: [`files`] (atomic writes, bounded reads), [`gguf`] (the file
-//! format: reader, writer, mapped storage), [`config`] (hyperparameters), [`tokenizer`],
-//! [`arch`] (one file per architecture, written against the [`backend::Backend`] trait),
-//! [`backend`] (the CPU, CUDA and dump implementations of the ops and their weights),
-//! [`kv_cache`], [`sampler`], [`model`] (loading) and [`session`] (feeding tokens and
-//! generating); [`chat`] (templates, turns, stop strings) on top, and [`tools`] (quantize,
-//! synth, perplexity) beside the core. `docs/ARCHITECTURE.md` has the map.
+//! format: reader, writer, mapped storage), [`hf`] (Hugging Face folders as llama.cpp's GGUF),
+//! [`config`] (hyperparameters), [`tokenizer`], [`arch`] (one file per architecture, written
+//! against the [`backend::Backend`] trait), [`backend`] (the CPU, CUDA and dump
+//! implementations of the ops and their weights), [`kv_cache`], [`sampler`], [`model`]
+//! (loading) and [`session`] (feeding tokens and generating); [`chat`] (templates, turns, stop
+//! strings) on top, and [`tools`] (quantize, synth, perplexity) beside the core.
+//! `docs/ARCHITECTURE.md` has the map.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub use tinyrt_kernels as kernels;
@@ -49,6 +50,7 @@ pub mod config;
 pub mod embed;
 pub mod files;
 pub mod gguf;
+pub mod hf;
 pub mod kv_cache;
 pub mod model;
 pub mod sampler;

@@ -6,6 +6,7 @@ pub mod bench_embed;
 pub mod chat;
 pub mod classify;
 pub mod compare;
+pub mod convert;
 pub mod convert_lora;
 pub mod embed;
 pub mod export_lora;

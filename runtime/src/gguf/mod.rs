@@ -270,6 +270,16 @@ impl GgufFile {
         }
     }
 
+    /// Whether a tensor's data lies in a memory-mapped file (the GGUF file, or a safetensors
+    /// shard of a model made [`GgufFile::from_parts`]) rather than in an owned buffer.
+    pub fn is_mapped(&self, info: &TensorInfo) -> bool {
+        let storage = match info.segment {
+            0 => &self.storage,
+            i => &self.extra[i as usize - 1],
+        };
+        matches!(storage, Storage::Mapped(_))
+    }
+
     /// The data of a tensor of this file's table.
     pub fn data_of(&self, info: &TensorInfo) -> &[u8] {
         // Bounds checked by the parser / `from_parts`.
