@@ -61,6 +61,11 @@ impl Hparams {
         Ok(Hparams { path, map })
     }
 
+    /// The merged hyperparameters as one JSON object.
+    pub(crate) fn json(&self) -> Json {
+        Json::Object(self.map.clone())
+    }
+
     /// The file these came from.
     pub(crate) fn path(&self) -> &Path {
         &self.path

@@ -102,6 +102,8 @@ pub enum HfError {
     Gguf(#[from] GgufError),
     #[error(transparent)]
     Quantize(#[from] QuantizeError),
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
 }
 
 impl HfError {
@@ -184,14 +186,17 @@ pub fn open(dir: &Path) -> Result<GgufFile, HfError> {
 }
 
 /// The `tokenizer.*` keys of the folder, in the converter's order, appended after the
-/// hyperparameters. Empty for now.
-// lead: replaced by crate::tokenizer::hf::gguf_metadata
+/// hyperparameters ([`crate::tokenizer::hf::gguf_metadata`]).
 fn tokenizer_metadata(
-    _dir: &Path,
-    _arch: &str,
-    _hparams: &hparams::Hparams,
+    dir: &Path,
+    arch: &str,
+    hparams: &hparams::Hparams,
 ) -> Result<Vec<(String, Value)>, HfError> {
-    Ok(Vec::new())
+    Ok(crate::tokenizer::hf::gguf_metadata(
+        dir,
+        arch,
+        &hparams.json(),
+    )?)
 }
 
 /// Writes the folder `dir` as a GGUF file at `out` (a temporary file renamed into place on

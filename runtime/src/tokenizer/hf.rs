@@ -238,6 +238,7 @@ pub fn gguf_metadata(
                 byte_level_bpe(&folder, arch, config, &mut kv)?;
             }
         }
+        "bert" => wordpiece(&folder, config, &mut kv)?,
         other => {
             return Err(TokenizerError::Unsupported(format!(
                 "tokenizer conversion for architecture '{other}'"
@@ -374,11 +375,37 @@ fn byte_level_bpe(
     config: &J,
     kv: &mut Kv,
 ) -> Result<(), TokenizerError> {
-    let path = folder.dir.join("tokenizer.json");
-    let t = folder
+    let t = folder_json(folder)?;
+    let pre = bpe_pre_name(t, arch)?;
+    let (tokens, types) = vocab_base(folder, config, true)?;
+    kv.set("tokenizer.ggml.model", Value::String("gpt2".into()));
+    kv.set("tokenizer.ggml.pre", Value::String(pre.into()));
+    kv.set("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+    kv.set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+    let sv = SpecialVocab::load(&folder.sources(config), true, None)?;
+    sv.add_to_gguf(kv);
+    Ok(())
+}
+
+/// The folder's parsed `tokenizer.json` (an error naming it when missing).
+fn folder_json(folder: &Folder) -> Result<&J, TokenizerError> {
+    folder
         .tokenizer_json
         .as_ref()
-        .ok_or_else(|| file_err(&path, "missing"))?;
+        .ok_or_else(|| file_err(&folder.dir.join("tokenizer.json"), "missing"))
+}
+
+/// The converter's `get_vocab_base` over `tokenizer.json`: one token per id up to
+/// `config.json`'s `vocab_size` (`[PAD{i}]`, unused, where the tokenizer has none), added
+/// tokens control when special (or looking special) and user-defined otherwise (`▁` written
+/// as a space when `spaces`, as the converter always does), the rest normal.
+fn vocab_base(
+    folder: &Folder,
+    config: &J,
+    spaces: bool,
+) -> Result<(Vec<String>, Vec<i32>), TokenizerError> {
+    let t = folder_json(folder)?;
+    let path = folder.dir.join("tokenizer.json");
     let bad = |what: &str| file_err(&path, what);
     let vocab = t["model"]["vocab"]
         .as_object()
@@ -416,7 +443,6 @@ fn byte_level_bpe(
             )));
         }
     }
-    let pre = bpe_pre_name(t, arch)?;
     let mut tokens = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
     for i in 0..n {
@@ -432,18 +458,63 @@ fn byte_level_bpe(
                 tokens.push(text.clone());
             } else {
                 types.push(USER_DEFINED);
-                tokens.push(text.replace('\u{2581}', " "));
+                tokens.push(if spaces {
+                    text.replace('\u{2581}', " ")
+                } else {
+                    text.clone()
+                });
             }
         } else {
             types.push(NORMAL);
             tokens.push(text.clone());
         }
     }
-    kv.set("tokenizer.ggml.model", Value::String("gpt2".into()));
-    kv.set("tokenizer.ggml.pre", Value::String(pre.into()));
+    Ok((tokens, types))
+}
+
+/// BERT's WordPiece vocabulary as the converter's `BertModel.set_vocab` writes it: the token
+/// type count (`type_vocab_size`, 1 when absent: DistilBERT), llama.cpp's "phantom space"
+/// form (a control token as it is, `##w` as `w`, any other `w` as `▁w`), model `bert`, and the
+/// special tokens. `tokenizer.ggml.pre` is `jina-v2-en`, the name llama.cpp's hash lookup gives
+/// the BERT uncased vocabulary (its WordPiece tokenizer does not read the name).
+fn wordpiece(folder: &Folder, config: &J, kv: &mut Kv) -> Result<(), TokenizerError> {
+    let t = folder_json(folder)?;
+    if t["model"]["type"] != "WordPiece" {
+        return Err(file_err(
+            &folder.dir.join("tokenizer.json"),
+            "a BERT model's tokenizer.json must be WordPiece",
+        ));
+    }
+    let type_count = config
+        .get("type_vocab_size")
+        .and_then(J::as_u64)
+        .unwrap_or(1);
+    kv.set(
+        "tokenizer.ggml.token_type_count",
+        Value::U32(u32::try_from(type_count).map_err(|_| {
+            TokenizerError::Invalid(format!("type_vocab_size {type_count} is out of range"))
+        })?),
+    );
+    let (tokens, types) = vocab_base(folder, config, true)?;
+    let n = tokens.len();
+    let tokens = tokens
+        .into_iter()
+        .zip(&types)
+        .map(|(tok, &ty)| {
+            if ty == CONTROL {
+                tok
+            } else if let Some(rest) = tok.strip_prefix("##") {
+                rest.to_owned()
+            } else {
+                format!("\u{2581}{tok}")
+            }
+        })
+        .collect();
+    kv.set("tokenizer.ggml.model", Value::String("bert".into()));
+    kv.set("tokenizer.ggml.pre", Value::String("jina-v2-en".into()));
     kv.set("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
     kv.set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
-    let sv = SpecialVocab::load(&folder.sources(config), true, None)?;
+    let sv = SpecialVocab::load(&folder.sources(config), false, Some(n))?;
     sv.add_to_gguf(kv);
     Ok(())
 }
