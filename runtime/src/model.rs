@@ -109,6 +109,27 @@ pub fn check_threads(n: usize) -> Result<(), String> {
     }
 }
 
+/// The metadata and tensor table of a GGUF file or of a Hugging Face folder
+/// ([`crate::hf::open`]), without preparing any weights.
+pub fn open_file(path: &Path) -> Result<GgufFile, ModelError> {
+    if path.is_dir() {
+        Ok(crate::hf::open(path)?)
+    } else {
+        Ok(GgufFile::open(path)?)
+    }
+}
+
+/// The tokenizer a [`Model`] loaded from `path` would have (a GGUF file, a vocabulary-only one
+/// too, or a Hugging Face folder), without preparing any weights.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
+    let file = open_file(path)?;
+    if path.is_dir() {
+        folder_tokenizer(path, file.metadata())
+    } else {
+        Ok(Tokenizer::from_gguf(file.metadata())?)
+    }
+}
+
 /// A folder's tokenizer: the vocabulary, specials and decoding of its converted metadata, text
 /// encoded by its `tokenizer.json` as Hugging Face's `tokenizers` does (llama.cpp's GGUF
 /// tokenizer differs on some SentencePiece texts), and `generation_config.json`'s

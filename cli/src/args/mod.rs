@@ -213,11 +213,16 @@ pub fn file_label(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Opens a GGUF file named on the command line. Every failure (missing, unreadable, not a
-/// file, malformed) is bad input: exit status 2, one line naming the path.
+/// Opens a GGUF file named on the command line, or a Hugging Face folder as the GGUF
+/// llama.cpp's converter would write (`tinyrt::hf::open`). Every failure (missing,
+/// unreadable, not a file, malformed) is bad input: exit status 2, one line naming the path.
 pub fn open_gguf(path: &Path) -> Result<GgufFile> {
     if path.as_os_str().is_empty() {
         return Err(bad_input("the model path is empty"));
+    }
+    if path.is_dir() {
+        // The folder errors name the file they are about.
+        return tinyrt::hf::open(path).map_err(bad_input);
     }
     match GgufFile::open(path) {
         Ok(f) => Ok(f),

@@ -10,7 +10,6 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use tinyrt::tokenizer::Tokenizer;
 
 use crate::error::{as_bad_input, bad_input};
 use crate::output;
@@ -38,8 +37,10 @@ pub fn run(args: Args) -> Result<()> {
             .map_err(|e| bad_input(format!("cannot read the text: {e}")))?,
         (None, None) => return Err(bad_input("give the text with -p TEXT or --file PATH")),
     };
-    let file = crate::args::open_gguf(&args.model)?;
-    let tok = Tokenizer::from_gguf(file.metadata()).map_err(|e| {
+    if args.model.as_os_str().is_empty() {
+        return Err(bad_input("the model path is empty"));
+    }
+    let tok = tinyrt::load_tokenizer(&args.model).map_err(|e| {
         as_bad_input(anyhow::Error::new(e).context(args.model.display().to_string()))
     })?;
     let ids = tok.encode(&text).map_err(as_bad_input)?;
