@@ -36,45 +36,67 @@ fn distilbert_logits_match_hugging_face_for_singles_and_pairs() {
             },
         )
         .unwrap();
-        let mut c = Classifier::new(&m, None).unwrap();
-        assert_eq!(c.labels(), ["negative", "neutral", "positive"]);
-        let mut worst = 0.0f32;
-        for r in &rows {
-            let got = match r["kind"].as_str().unwrap() {
-                "single" => c.classify(r["text"].as_str().unwrap().as_bytes(), None),
-                _ => c.classify(
-                    r["query"].as_str().unwrap().as_bytes(),
-                    Some(r["document"].as_str().unwrap().as_bytes()),
-                ),
-            }
-            .unwrap();
-            assert_eq!(got.n_tokens, r["ids"].as_array().unwrap().len(), "{r}");
-            let want: Vec<f32> = r["logits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect();
-            let d = got
-                .logits
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
-            assert!(
-                d <= 1e-4,
-                "[{}] {} {}: max |Δ| {d}",
-                isa.name(),
-                r["kind"],
-                r["index"]
-            );
-            assert_eq!(got.label.as_deref(), r["label"].as_str(), "{r}");
-            worst = worst.max(d);
-        }
+        let worst = max_error(&m, &rows, isa.name());
         eprintln!(
             "distilbert-tiny-cls [{}]: 32 inputs, max |Δ| {worst:.3e}",
             isa.name()
         );
+    }
+}
+
+/// The classifier's logits on every oracle row of a model, each within 1e-4 of Hugging
+/// Face's and with its label; the largest |Δ|.
+fn max_error(m: &Model, rows: &[Value], what: &str) -> f32 {
+    let mut c = Classifier::new(m, None).unwrap();
+    assert_eq!(c.labels(), ["negative", "neutral", "positive"]);
+    let mut worst = 0.0f32;
+    for r in rows {
+        let got = match r["kind"].as_str().unwrap() {
+            "single" => c.classify(r["text"].as_str().unwrap().as_bytes(), None),
+            _ => c.classify(
+                r["query"].as_str().unwrap().as_bytes(),
+                Some(r["document"].as_str().unwrap().as_bytes()),
+            ),
+        }
+        .unwrap();
+        assert_eq!(got.n_tokens, r["ids"].as_array().unwrap().len(), "{r}");
+        let want: Vec<f32> = r["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let d = got
+            .logits
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            d <= 1e-4,
+            "[{}] {} {}: max |Δ| {d}",
+            what,
+            r["kind"],
+            r["index"]
+        );
+        assert_eq!(got.label.as_deref(), r["label"].as_str(), "{r}");
+        worst = worst.max(d);
+    }
+    worst
+}
+
+/// The Hugging Face folders themselves (f16 safetensors): the DistilBERT head, and BERT with
+/// the pooler the folder keeps (llama.cpp's conversion drops it), give Hugging Face's logits
+/// within 1e-4 on every single text and pair.
+#[test]
+fn classifier_folders_match_hugging_face() {
+    for name in ["bert-tiny-cls", "distilbert-tiny-cls"] {
+        let dir = workspace_root().join("../shared/oracles/cls").join(name);
+        let m = Model::load(&dir, LoadOptions::default()).unwrap();
+        let rows = reference(name);
+        assert_eq!(rows.len(), 32, "22 singles and 10 pairs");
+        let worst = max_error(&m, &rows, name);
+        eprintln!("{name} folder: 32 inputs, max |Δ| {worst:.3e}");
     }
 }
 

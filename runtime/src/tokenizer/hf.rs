@@ -684,9 +684,16 @@ impl HfEncoder {
         let value: J = serde_json::from_slice(json)
             .map_err(|e| file_err(name, format!("not valid JSON: {e}")))?;
         check_model_type(name, &value)?;
-        let parse = guard(|| tokenizers::Tokenizer::from_bytes(json))
+        let mut parse = guard(|| tokenizers::Tokenizer::from_bytes(json))
             .and_then(|r| r.map_err(|e| e.to_string()))
             .map_err(|e| file_err(name, e))?;
+        // A `tokenizer.json` saved with padding or truncation settings (BERT classifiers'
+        // `Fixed(128)`) would pad every text with [PAD] or cut it: the runtime sizes and
+        // truncates sequences itself, so both are off (Python's `encode` of such a file pads).
+        parse.with_padding(None);
+        parse
+            .with_truncation(None)
+            .map_err(|e| file_err(name, e.to_string()))?;
         let n_vocab = parse.get_vocab_size(true);
         Ok(HfEncoder {
             parse,
