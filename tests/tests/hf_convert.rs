@@ -345,13 +345,28 @@ fn safetensors_bytes(path: &Path, name: &str) -> Vec<u8> {
 /// `cls.weight` / `cls.bias` (the names tinyrt reads it under).
 #[test]
 fn encoder_conversions_equal_llama_cpps() {
-    let oracle = tinyrt_tests::workspace_root().join("../shared/oracles/cls");
+    let shared = tinyrt_tests::workspace_root().join("../shared/oracles");
     let tmp = TempDir::new("hf-encoders");
-    for folder in ["bert-tiny-cls", "distilbert-tiny-cls"] {
-        let text =
-            std::fs::read_to_string(oracle.join(format!("manifest-{folder}-f32.json"))).unwrap();
+    let mut cases: Vec<(&str, std::path::PathBuf, std::path::PathBuf)> =
+        ["bert-tiny-cls", "distilbert-tiny-cls"]
+            .into_iter()
+            .map(|f| {
+                let cls = shared.join("cls");
+                (f, cls.join(f), cls.join(format!("manifest-{f}-f32.json")))
+            })
+            .collect();
+    // The real all-MiniLM-L6-v2 folder (fetched by scripts/fetch-models.sh) against
+    // llama.cpp's conversion of it, every key and array in full.
+    if let Some(dir) = tinyrt_tests::model("all-MiniLM-L6-v2") {
+        cases.push((
+            "all-MiniLM-L6-v2",
+            dir,
+            shared.join("minilm/manifest-f32.json"),
+        ));
+    }
+    for (folder, dir, manifest_path) in cases {
+        let text = std::fs::read_to_string(&manifest_path).unwrap();
         let manifest: Json = serde_json::from_str(&text).unwrap();
-        let dir = oracle.join(folder);
         let out = tmp.path().join(format!("{folder}.gguf"));
         convert(&dir, &out, OutType::Target(Target::F32)).unwrap();
         let file = GgufFile::open(&out).unwrap();
@@ -375,7 +390,9 @@ fn encoder_conversions_equal_llama_cpps() {
             let ty = m["type"]
                 .as_str()
                 .unwrap()
-                .replace("ARRAY:STRING", "ARRAY[STRING]");
+                .replace("ARRAY:STRING", "ARRAY[STRING]")
+                .replace("ARRAY:INT32", "ARRAY[INT32]")
+                .replace("ARRAY:FLOAT32", "ARRAY[FLOAT32]");
             let got = file.metadata().get(key).unwrap();
             if let Some(hash) = m["sha256"].as_str() {
                 // The vocabulary arrays: their length and the sha256 of their compact JSON

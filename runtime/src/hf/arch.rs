@@ -258,6 +258,12 @@ impl Arch {
         }
     }
 
+    /// Whether this is BERT's pooler (`pooler.dense`), which the converter drops and tinyrt
+    /// keeps for a classification head.
+    pub fn is_pooler(self, name: &str) -> bool {
+        self == Arch::Bert && self.encoder_name(name).starts_with("pooler.dense.")
+    }
+
     /// Whether the converter drops this tensor.
     pub fn is_dropped(self, name: &str) -> bool {
         if DROPPED_SUFFIXES.iter().any(|s| name.ends_with(s)) {

@@ -83,8 +83,12 @@ pub(crate) fn plan(
         );
     }
     let mut names = HashSet::new();
+    // BERT's pooler serves its classification head only: a plain encoder (BertModel, a
+    // sentence-embedding model such as all-MiniLM-L6-v2, mean-pooled) drops it, as the
+    // converter does.
+    let has_head = tensors.iter().any(|t| t.name.contains("classifier."));
     for src in &tensors {
-        if arch.is_dropped(&src.name) {
+        if arch.is_dropped(&src.name) || (!has_head && arch.is_pooler(&src.name)) {
             continue;
         }
         let path = &shards[src.shard];
