@@ -58,7 +58,7 @@ pub mod session;
 pub mod tokenizer;
 pub mod tools;
 
-pub use model::{load_tokenizer, open_file, Device, LoadOptions, Model, ModelError};
+pub use model::{load_tokenizer, open_file, Device, LoadOptions, LoadProgress, Model, ModelError};
 pub use sampler::{Sampler, SamplerOptions};
 pub use session::{
     EncoderInput, GenerateOptions, Generation, Session, SessionError, SessionOptions, Step,

@@ -49,6 +49,30 @@ pub struct LoadOptions {
     /// [`crate::backend::requant`]: on the CPU the converted matrices replace the stored ones
     /// in every product, on CUDA they are uploaded). `None` = use the weights as stored.
     pub requant: Option<QuantFormat>,
+    /// Told (matrices converted, matrices to convert) as `requant` converts them.
+    pub progress: LoadProgress,
+}
+
+/// A callback for the conversion at load ([`LoadOptions::progress`]); none by default.
+#[derive(Clone, Default)]
+pub struct LoadProgress(pub Option<Arc<dyn Fn(usize, usize) + Send + Sync>>);
+
+impl LoadProgress {
+    fn call(&self, done: usize, total: usize) {
+        if let Some(f) = &self.0 {
+            f(done, total)
+        }
+    }
+}
+
+impl std::fmt::Debug for LoadProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "LoadProgress(..)"
+        } else {
+            "LoadProgress(None)"
+        })
+    }
 }
 
 impl LoadOptions {
@@ -254,8 +278,13 @@ impl Model {
                 let cuda_err = |e| ModelError::Device(format!("--device cuda: {e}"));
                 let converted = match opts.requant {
                     Some(fmt) => Some(
-                        crate::backend::cuda::requant_matrices(&table, fmt, &pool)
-                            .map_err(cuda_err)?,
+                        crate::backend::cuda::requant_matrices_with_progress(
+                            &table,
+                            fmt,
+                            &pool,
+                            &|d, n| opts.progress.call(d, n),
+                        )
+                        .map_err(cuda_err)?,
                     ),
                     None => None,
                 };
@@ -288,7 +317,9 @@ impl Model {
         let cpu_weights = if encoder && cpu_requant.is_none() {
             CpuWeights::with_panels(table, isa, &|e| e.name.starts_with("blk."))?
         } else {
-            CpuWeights::with_requant(table, isa, cpu_requant, &pool)?
+            CpuWeights::with_conversion(table, isa, cpu_requant, &pool, &|_| true, &|d, n| {
+                opts.progress.call(d, n)
+            })?
         };
         if tokenizer.n_vocab() != config.vocab_size {
             return Err(ModelError::Invalid(format!(

@@ -88,6 +88,7 @@ impl LoadArgs {
             threads: self.cpu.threads()?,
             isa: self.cpu.isa()?,
             requant: self.requant.format()?,
+            progress: requant::progress_bar(),
         })
     }
 }

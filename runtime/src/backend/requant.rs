@@ -90,6 +90,7 @@ pub fn requant_matrices(
     fmt: QuantFormat,
     pool: &ThreadPool,
     admit: impl Fn(&WeightEntry) -> bool,
+    progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<(Converted, RequantReport), quant::QuantError> {
     let block = fmt.block_size();
     let mut report = RequantReport {
@@ -121,10 +122,16 @@ pub fn requant_matrices(
     }
     let slots: Vec<Mutex<Option<ConvertResult>>> = todo.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    progress(0, todo.len());
     pool.run_dynamic(|_, _| loop {
         let k = next.fetch_add(1, Ordering::Relaxed);
         let Some(&i) = todo.get(k) else { break };
         let r = convert(table, WeightId(i as u32), fmt);
+        // The stored bytes are not read again: their mapped pages leave resident memory now,
+        // so a bf16 folder loaded with `--requant nf4` never holds all of both.
+        table.release(WeightId(i as u32));
+        progress(done.fetch_add(1, Ordering::Relaxed) + 1, todo.len());
         *slots[k].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
     });
     let mut converted = vec![None; table.entries().len()];

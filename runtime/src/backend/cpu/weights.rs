@@ -76,16 +76,18 @@ impl CpuWeights {
         requant: Option<QuantFormat>,
         pool: &ThreadPool,
     ) -> Result<Arc<CpuWeights>, CpuError> {
-        Self::with_conversion(table, isa, requant, pool, &|_| true)
+        Self::with_conversion(table, isa, requant, pool, &|_| true, &|_, _| {})
     }
 
-    /// [`CpuWeights::with_requant`] converting only the matmul weights `admit` accepts.
+    /// [`CpuWeights::with_requant`] converting only the matmul weights `admit` accepts, telling
+    /// `progress` (matrices converted, matrices to convert) as it goes.
     pub fn with_conversion(
         table: Arc<WeightTable>,
         isa: Isa,
         requant: Option<QuantFormat>,
         pool: &ThreadPool,
         admit: &(dyn Fn(&WeightEntry) -> bool + Sync),
+        progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<Arc<CpuWeights>, CpuError> {
         let kernels = Kernels::get(isa).ok_or(CpuError::Isa(isa.name()))?;
         let mut vectors = Vec::with_capacity(table.entries().len());
@@ -115,16 +117,8 @@ impl CpuWeights {
                 if kernels.act_type(fmt).is_none() || !fmt.is_supported() {
                     return Err(CpuError::UnsupportedRequant(fmt));
                 }
-                let (converted, rep) = requant_matrices(&table, fmt, pool, admit)
+                let (converted, rep) = requant_matrices(&table, fmt, pool, admit, progress)
                     .map_err(|e| CpuError::Requant(e.to_string()))?;
-                // The stored bytes of a converted matrix are not read again: give their
-                // pages back (a bf16 folder loaded with `--requant nf4` keeps the NF4 copy
-                // resident, not both).
-                for (i, c) in converted.iter().enumerate() {
-                    if c.is_some() {
-                        table.release(WeightId(i as u32));
-                    }
-                }
                 let owned = converted
                     .into_iter()
                     .map(|c| c.map(|data| (fmt, data)))
@@ -156,7 +150,8 @@ impl CpuWeights {
         admit: &(dyn Fn(&WeightEntry) -> bool + Sync),
     ) -> Result<Arc<CpuWeights>, CpuError> {
         let pool = ThreadPool::new(1).map_err(threads_error)?;
-        let base = Self::with_conversion(Arc::clone(&table), isa, None, &pool, &|_| false)?;
+        let base =
+            Self::with_conversion(Arc::clone(&table), isa, None, &pool, &|_| false, &|_, _| {})?;
         let mut w = Arc::into_inner(base).expect("not shared yet");
         let entries = table.entries();
         let f32_bytes: usize = entries

@@ -42,8 +42,8 @@ mod tests;
 mod weights;
 
 pub use weights::{
-    cuda_format, requant_matrices, upload_plan, upload_source, CudaBackendError, CudaWeights,
-    UploadPlan,
+    cuda_format, requant_matrices, requant_matrices_with_progress, upload_plan, upload_source,
+    CudaBackendError, CudaWeights, UploadPlan,
 };
 
 use std::sync::Arc;

@@ -57,11 +57,27 @@ pub fn requant_matrices(
     fmt: QuantFormat,
     pool: &ThreadPool,
 ) -> Result<(Converted, RequantReport), CudaBackendError> {
+    requant_matrices_with_progress(table, fmt, pool, &|_, _| {})
+}
+
+/// [`requant_matrices`], telling `progress` (matrices converted, matrices to convert).
+pub fn requant_matrices_with_progress(
+    table: &WeightTable,
+    fmt: QuantFormat,
+    pool: &ThreadPool,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<(Converted, RequantReport), CudaBackendError> {
     let Some(wt) = cuda_format(fmt).filter(|_| fmt.is_supported()) else {
         return Err(CudaBackendError::UnsupportedRequant(fmt));
     };
-    requant::requant_matrices(table, fmt, pool, |e| wt.row_bytes(e.cols()).is_some())
-        .map_err(|e| CudaBackendError::Requant(e.to_string()))
+    requant::requant_matrices(
+        table,
+        fmt,
+        pool,
+        |e| wt.row_bytes(e.cols()).is_some(),
+        progress,
+    )
+    .map_err(|e| CudaBackendError::Requant(e.to_string()))
 }
 
 /// How tensor `i` is uploaded and the bytes that go up: the converted matrix when `requant`
