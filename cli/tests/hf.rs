@@ -186,3 +186,62 @@ fn chat_renderings_tokenize_as_hugging_face() {
         assert_eq!(got, ids(&want["ids"]), "{name}: chat ids");
     }
 }
+
+#[test]
+fn malformed_folders_exit_2_with_one_line() {
+    // Every broken copy of the oracle's list, for `generate` (as for `convert`,
+    // `cli/tests/convert.rs`): exit code 2, one line on stderr, nothing on stdout.
+    for (what, folder, break_it) in hf_oracle::breaks() {
+        let (_tmp, dir) = hf_oracle::copy(folder, "cli-hf-bad");
+        break_it(&dir);
+        let o = tinyrt(&["generate", dir.to_str().unwrap(), "-p", "Hi", "-n", "2"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert!(err.starts_with("error: "), "{what}: {err}");
+        assert!(o.stdout.is_empty(), "{what}");
+    }
+}
+
+#[test]
+fn info_and_quantize_take_a_folder() {
+    let tmp = TempDir::new("cli-hf-info");
+    let dir = hf_oracle::folder("tiny-qwen2");
+    let o = tinyrt(&["info", dir.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{o:?}");
+    let info: Json = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["architecture"], "qwen2");
+    assert_eq!(info["vocab_size"], 1088);
+    // quantize reads the folder as the GGUF the converter writes, then quantizes it.
+    let out = tmp.path().join("q8.gguf");
+    let o = tinyrt(&[
+        "quantize",
+        dir.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "q8_0",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let f = tinyrt::gguf::GgufFile::open(&out).unwrap();
+    assert!(f
+        .tensor_infos()
+        .iter()
+        .any(|t| t.ty == tinyrt::gguf::GgmlType::Q8_0));
+    // The quantized file runs, and its GGUF tokenizer gives the folder tokenizer's ids.
+    let run = |m: &str| {
+        let o = tinyrt(&[
+            "generate",
+            m,
+            "-p",
+            "The capital of France is",
+            "-n",
+            "4",
+            "--temp",
+            "0",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{o:?}");
+        let v: Json = serde_json::from_slice(&o.stdout).unwrap();
+        ids(&v["prompt_ids"])
+    };
+    assert_eq!(run(out.to_str().unwrap()), run(dir.to_str().unwrap()));
+}

@@ -628,6 +628,11 @@ pub mod hf_oracle {
                 let b = std::fs::read(&p).unwrap();
                 std::fs::write(&p, &b[..b.len() / 2]).unwrap();
             }),
+            ("tokenizer.json cut in half", "tiny-llama3", |d: &Path| {
+                let p = d.join("tokenizer.json");
+                let b = std::fs::read(&p).unwrap();
+                std::fs::write(&p, &b[..b.len() / 2]).unwrap();
+            }),
         ]
     }
 }
