@@ -867,7 +867,8 @@ fn rope_cache_rows_do_not_depend_on_the_table_size() {
 #[test]
 fn invariant_attention_does_not_depend_on_how_tokens_are_cut() {
     // The batch-invariant path: a sequence's rows computed in one call, in uneven chunks and
-    // token by token give the same bits, on every ISA and thread count; with enough tokens it
+    // token by token give the same bits, on every ISA and thread count (so the few-row kernel
+    // of a decode token equals the row-lane kernel of a long call); with enough tokens it
     // is `attention`'s tiled path itself; and it is close to the f64 reference.
     let cases = [
         // (n_heads, n_kv_heads, head_dim, f16, window, n_tokens)
@@ -877,6 +878,10 @@ fn invariant_attention_does_not_depend_on_how_tokens_are_cut() {
         (3, 1, 16, false, Some(9), 40),
         (80, 1, 8, true, None, 33),
         (2, 2, 12, true, None, 20),
+        // Token by token these take the few-row kernel (keys and dims in the lanes): a group
+        // of 8 heads is AVX-512's bound of LANES / 2 rows, 3 heads AVX2's side of it.
+        (8, 1, 64, true, None, 70),
+        (6, 2, 128, false, Some(20), 66),
     ];
     let mut rng = Rng::new(4242);
     for (n_heads, n_kv_heads, head_dim, f16_cache, window, n_tokens) in cases {

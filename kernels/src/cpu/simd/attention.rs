@@ -331,6 +331,176 @@ pub(crate) fn attend_group_any<V: F32Vec>(
     }
 }
 
+/// `maxps(a, b)` on one lane: `a` if `a > b`, else `b` (also where either is NaN).
+#[inline(always)]
+fn max_lane(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// Lane 0 of `a`.
+#[inline(always)]
+fn lane0<V: F32Vec>(v: V, a: V::Reg) -> f32 {
+    let mut buf = [0.0f32; 16];
+    debug_assert!(V::LANES <= buf.len());
+    // SAFETY: `buf` holds 16 ≥ LANES values.
+    unsafe { v.storeu(buf.as_mut_ptr(), a) };
+    buf[0]
+}
+
+/// `f(x)` computed by the vector op on a splat (so a scalar step has the vector step's bits).
+#[inline(always)]
+fn by_lane<V: F32Vec>(v: V, x: f32, f: impl Fn(V::Reg) -> V::Reg) -> f32 {
+    lane0(v, f(v.splat(x)))
+}
+
+/// [`attend_tile_rv`] for tiles of few rows (a decode token's group of heads), with the keys
+/// and the head dimension in the lanes instead of the rows, so that no lane is idle: each
+/// row's scores are computed for `LANES` keys at a time over the block's keys transposed once
+/// (`kt[d][key]`), its accumulator `LANES` dims at a time from the value rows as they lie.
+/// Every row gets exactly [`attend_tile_rv`]'s operations in its order (the score's FMA chain
+/// over `d`, the mask, the block max, `e^(s - M)`, the sum over keys in order, the rescale,
+/// the FMA chain over keys, the final scale), so the bits are the same; it is only faster
+/// when few of the row lanes would be used.
+///
+/// # Safety
+/// `tile.head_dim % LANES == 0`, `q_tile.len() >= rows * hd`, `out_tile.len() >= rows * hd`
+/// (rows = `n_tokens * group`).
+#[inline(always)]
+pub(crate) unsafe fn attend_tile_few<V: F32Vec>(
+    v: V,
+    tile: &AttnTile,
+    q_tile: &[f32],
+    out_tile: &mut [f32],
+) {
+    let lanes = V::LANES;
+    let hd = tile.head_dim;
+    let rows = tile.n_tokens * tile.group;
+    assert!(
+        hd.is_multiple_of(lanes)
+            && BLOCK.is_multiple_of(lanes)
+            && q_tile.len() >= rows * hd
+            && out_tile.len() >= rows * hd
+    );
+    let nd = hd / lanes;
+    let keys: Vec<std::ops::Range<usize>> = (0..rows).map(|r| tile.row_keys(r)).collect();
+    let (key_min, key_max) = tile.key_span(rows);
+    // Key indices as f32 for the mask (exact below 2^24).
+    assert!(
+        key_max < 1 << 24,
+        "attention: too many keys for the few-row kernel"
+    );
+    let kv = tile.kv;
+    let kv_row = kv.n_kv_heads * hd;
+    let base = tile.kv_head * hd;
+    let neg_inf = v.splat(f32::NEG_INFINITY);
+    let scale = v.splat(tile.scale);
+    let mut m = vec![f32::NEG_INFINITY; rows];
+    let mut s_sum = vec![0.0f32; rows];
+    let mut acc = vec![0.0f32; rows * hd];
+    // Per row: the block's scores, then e^(s - M).
+    let mut st = vec![0.0f32; rows * BLOCK];
+    let mut kf = vec![0.0f32; BLOCK * hd];
+    let mut kt = vec![0.0f32; hd * BLOCK];
+    let mut vf = vec![0.0f32; BLOCK * hd];
+    let mut key_idx = vec![0.0f32; BLOCK];
+    let mut b0 = if key_max == 0 {
+        0
+    } else {
+        key_min - key_min % BLOCK
+    };
+    while b0 < key_max {
+        let n = (key_max - b0).min(BLOCK);
+        for j in 0..n {
+            let off = (b0 + j) * kv_row + base;
+            load_kv_row(v, &kv.k, off, &mut kf[j * hd..(j + 1) * hd]);
+            load_kv_row(v, &kv.v, off, &mut vf[j * hd..(j + 1) * hd]);
+        }
+        // Keys past `n` in the last lanes: finite values (zeros or the previous block's),
+        // never read below.
+        // SAFETY: `n <= BLOCK`, `kf.len() == BLOCK * hd`, `kt.len() == hd * BLOCK`, `BLOCK`
+        // a multiple of LANES.
+        unsafe { v.transpose_in(&kf, n, hd, &mut kt, BLOCK) };
+        for (j, k) in key_idx.iter_mut().enumerate() {
+            *k = (b0 + j) as f32;
+        }
+        for r in 0..rows {
+            let q = &q_tile[r * hd..(r + 1) * hd];
+            let (lo, hi) = (v.splat(keys[r].start as f32), v.splat(keys[r].end as f32));
+            let srow = &mut st[r * BLOCK..(r + 1) * BLOCK];
+            for j0 in (0..n).step_by(lanes) {
+                let mut a = v.zero();
+                for (d, &qd) in q.iter().enumerate() {
+                    // SAFETY: `d * BLOCK + j0 + LANES <= hd * BLOCK` (j0 + LANES <= BLOCK).
+                    let kd = unsafe { v.loadu(kt.as_ptr().add(d * BLOCK + j0)) };
+                    a = v.fmadd(kd, v.splat(qd), a);
+                }
+                let s = v.mul(a, scale);
+                // SAFETY: `j0 + LANES <= BLOCK = key_idx.len()`.
+                let key = unsafe { v.loadu(key_idx.as_ptr().add(j0)) };
+                // `s` where lo <= key < hi, -inf elsewhere (`keep_keys`).
+                let s = v.select_lt(key, lo, neg_inf, s);
+                let s = v.select_lt(key, hi, s, neg_inf);
+                // SAFETY: `j0 + LANES <= BLOCK = srow.len()`.
+                unsafe { v.storeu(srow.as_mut_ptr().add(j0), s) };
+            }
+            let bmax = srow[..n]
+                .iter()
+                .fold(f32::NEG_INFINITY, |b, &x| max_lane(b, x));
+            let m_new = max_lane(m[r], bmax);
+            let m_safe = if m_new == f32::NEG_INFINITY {
+                0.0
+            } else {
+                m_new
+            };
+            let ms = by_lane(v, m[r] - m_safe, |x| v.exp_libm(x));
+            let msv = v.splat(m_safe);
+            for j0 in (0..n).step_by(lanes) {
+                // SAFETY: `j0 + LANES <= BLOCK = srow.len()`.
+                unsafe {
+                    let p = srow.as_mut_ptr().add(j0);
+                    v.storeu(p, v.exp_ggml(v.sub(v.loadu(p), msv)));
+                }
+            }
+            let sum = srow[..n].iter().fold(0.0f32, |s, &e| s + e);
+            s_sum[r] = s_sum[r].mul_add(ms, sum);
+            m[r] = m_new;
+            let arow = &mut acc[r * hd..(r + 1) * hd];
+            let msr = v.splat(ms);
+            for c in 0..nd {
+                // SAFETY: `c * LANES + LANES <= hd`; value row `j < n` lies in `vf`.
+                unsafe {
+                    let at = arow.as_mut_ptr().add(c * lanes);
+                    let mut x = v.loadu(at);
+                    if ms != 1.0 {
+                        x = v.mul(x, msr);
+                    }
+                    for (j, &p) in srow[..n].iter().enumerate() {
+                        let vv = v.loadu(vf.as_ptr().add(j * hd + c * lanes));
+                        x = v.fmadd(vv, v.splat(p), x);
+                    }
+                    v.storeu(at, x);
+                }
+            }
+        }
+        b0 += n;
+    }
+    for r in 0..rows {
+        let inv = v.splat(by_lane(v, s_sum[r], |x| v.recip_or_zero(x)));
+        for c in 0..nd {
+            // SAFETY: `r * hd + c * LANES + LANES <= rows * hd <= out_tile.len()` and
+            // `acc.len() == rows * hd`.
+            unsafe {
+                let x = v.loadu(acc.as_ptr().add(r * hd + c * lanes));
+                v.storeu(out_tile.as_mut_ptr().add(r * hd + c * lanes), v.mul(x, inv));
+            }
+        }
+    }
+}
+
 /// The tiled kernel for `RV * LANES` row lanes: Q transposed once per tile (`qt[d][row]`), each
 /// block of keys converted to f32 once, scores `st[key][row]`, the online softmax per row lane
 /// and the accumulator `acc[d][row]`, so no horizontal sums are needed.

@@ -136,6 +136,10 @@ pub unsafe fn attend_tile(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32])
         if !tile.head_dim.is_multiple_of(4) {
             return attend_tile_by_token(tile, q_tile, out_tile);
         }
+        // Few rows (a decode token's heads): keys and dims in the lanes, the same bits.
+        if rows <= LANES / 2 && tile.head_dim.is_multiple_of(LANES) {
+            return attend_tile_few(tile, q_tile, out_tile);
+        }
         match rows.div_ceil(LANES) {
             1 => attend_tile_rv::<1>(tile, q_tile, out_tile),
             2 => attend_tile_rv::<2>(tile, q_tile, out_tile),
@@ -154,6 +158,17 @@ unsafe fn attend_tile_by_token(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [
     tile.by_token(q_tile, out_tile, |job, qt, ot| unsafe {
         attend_group(job, qt, ot)
     });
+}
+
+/// The tiled kernel for few rows (`simd::attention::attend_tile_few`).
+///
+/// # Safety
+/// `tile.head_dim % LANES == 0`; the CPU supports this module's target features.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn attend_tile_few(tile: &AttnTile, q_tile: &[f32], out_tile: &mut [f32]) {
+    // SAFETY: this function's target features are Avx2F32's; the head dim is the caller's, the
+    // tile's slices are checked by the kernel.
+    unsafe { simd::attention::attend_tile_few(Avx2F32::new(), tile, q_tile, out_tile) }
 }
 
 /// The tiled kernel for `RV * LANES` row lanes (`simd::attention::attend_tile_rv`).
