@@ -488,8 +488,8 @@ pub(crate) unsafe fn attend_tile_few<V: F32Vec>(
         }
         b0 += n;
     }
-    for r in 0..rows {
-        let inv = v.splat(by_lane(v, s_sum[r], |x| v.recip_or_zero(x)));
+    for (r, &sum) in s_sum.iter().enumerate() {
+        let inv = v.splat(by_lane(v, sum, |x| v.recip_or_zero(x)));
         for c in 0..nd {
             // SAFETY: `r * hd + c * LANES + LANES <= rows * hd <= out_tile.len()` and
             // `acc.len() == rows * hd`.
