@@ -323,18 +323,14 @@ impl CpuBackend {
 
 impl CpuBackend {
     /// Stores rows `r0..r0 + n` of `k`, `v` at positions `pos0..` of slot `seq`'s cache for
-    /// `layer`, then attends with rows `r0..r0 + n` of `q` into the same rows of `out`: ggml's
-    /// paths (`attention_parallel`).
-    #[allow(clippy::too_many_arguments)]
-    fn attend(
+    /// `layer`.
+    fn store_kv(
         &mut self,
         seq: usize,
         layer: usize,
-        (q, k, v, out): (BufId, BufId, BufId, BufId),
+        (k, v): (BufId, BufId),
         r0: usize,
-        pos0: usize,
-        n: usize,
-        p: &AttnParams,
+        (pos0, n): (usize, usize),
     ) {
         let isa = self.isa;
         let kv = &mut self.kv[seq];
@@ -344,34 +340,58 @@ impl CpuBackend {
         kv.reserve(layer, pos0 + n);
         kv.k[layer].write(isa, pos0 * kw, &kb.data[r0 * kw..(r0 + n) * kw]);
         kv.v[layer].write(isa, pos0 * vw, &vb.data[r0 * vw..(r0 + n) * vw]);
+    }
+
+    /// Slot `seq`'s cache of `layer` as the attention kernels read it.
+    fn kv_view(&self, seq: usize, layer: usize, p: &AttnParams) -> KvView<'_> {
         debug_assert_eq!(p.head_dim_k, p.head_dim_v);
-        let view = KvView {
+        let kv = &self.kv[seq];
+        KvView {
             k: kv.k[layer].data(),
             v: kv.v[layer].data(),
             n_kv_heads: p.n_head_kv,
             head_dim: p.head_dim_k,
-        };
-        let params = ops::AttnParams {
+        }
+    }
+
+    /// The kernels' attention parameters.
+    fn ops_params(p: &AttnParams) -> ops::AttnParams {
+        ops::AttnParams {
             causal: p.causal,
             n_heads: p.n_head,
             scale: p.scale,
             window: p.window,
-        };
-        let width = p.n_head * p.head_dim_v;
+        }
+    }
+
+    /// One sequence (slot 0): stores the `n` new K/V rows at `pos0..`, then attends with the
+    /// `n` rows of `q` into `out` on ggml's paths (`attention_parallel`).
+    fn attend(
+        &mut self,
+        layer: usize,
+        (q, k, v, out): (BufId, BufId, BufId, BufId),
+        pos0: usize,
+        n: usize,
+        p: &AttnParams,
+    ) {
+        self.store_kv(0, layer, (k, v), 0, (pos0, n));
         let (qi, oi) = (q.0 as usize, out.0 as usize);
         assert_ne!(qi, oi, "attention input and output must differ");
-        let (qb, ob) = if qi < oi {
-            let (lo, hi) = self.bufs.split_at_mut(oi);
-            (&lo[qi], &mut hi[0])
-        } else {
-            let (lo, hi) = self.bufs.split_at_mut(qi);
-            (&hi[0], &mut lo[oi])
-        };
-        let (qs, os) = (
-            &qb.data[r0 * width..(r0 + n) * width],
-            &mut ob.data[r0 * width..(r0 + n) * width],
+        let width = p.n_head * p.head_dim_v;
+        let mut ob = std::mem::take(&mut self.bufs[oi].data);
+        let qs = &self.bufs[qi].data[..n * width];
+        let view = self.kv_view(0, layer, p);
+        let params = Self::ops_params(p);
+        ops::attention_parallel(
+            self.isa,
+            qs,
+            &view,
+            pos0,
+            &params,
+            &mut ob[..n * width],
+            &*self.pool,
         );
-        ops::attention_parallel(isa, qs, &view, pos0, &params, os, &*self.pool);
+        self.bufs[oi].data = ob;
     }
 
     /// The multi-sequence batch's attention: stores every segment's K/V rows in its slot, then
@@ -385,27 +405,14 @@ impl CpuBackend {
         n: usize,
         p: &AttnParams,
     ) {
-        let isa = self.isa;
         let mut r0 = 0;
         for g in segs {
             let (pos0, len) = (g.pos0 as usize, g.len as usize);
-            let kv = &mut self.kv[g.seq as usize];
-            let (kw, vw) = (kv.spec.k_width, kv.spec.v_width);
-            kv.reserve(layer, pos0 + len);
-            let kb = &self.bufs[k.0 as usize];
-            let vb = &self.bufs[v.0 as usize];
-            kv.k[layer].write(isa, pos0 * kw, &kb.data[r0 * kw..(r0 + len) * kw]);
-            kv.v[layer].write(isa, pos0 * vw, &vb.data[r0 * vw..(r0 + len) * vw]);
+            self.store_kv(g.seq as usize, layer, (k, v), r0, (pos0, len));
             r0 += len;
         }
         debug_assert_eq!(r0, n, "attention rows vs the batch layout");
-        debug_assert_eq!(p.head_dim_k, p.head_dim_v);
-        let params = ops::AttnParams {
-            causal: p.causal,
-            n_heads: p.n_head,
-            scale: p.scale,
-            window: p.window,
-        };
+        let params = Self::ops_params(p);
         let width = p.n_head * p.head_dim_v;
         let (qi, oi) = (q.0 as usize, out.0 as usize);
         assert_ne!(qi, oi, "attention input and output must differ");
@@ -416,23 +423,17 @@ impl CpuBackend {
         let mut r0 = 0;
         for g in segs {
             let len = g.len as usize;
-            let kv = &self.kv[g.seq as usize];
             let (os, tail) = std::mem::take(&mut rest).split_at_mut(len * width);
             rest = tail;
             calls.push(ops::InvariantCall {
                 q: &qb.data[r0 * width..(r0 + len) * width],
-                kv: KvView {
-                    k: kv.k[layer].data(),
-                    v: kv.v[layer].data(),
-                    n_kv_heads: p.n_head_kv,
-                    head_dim: p.head_dim_k,
-                },
+                kv: self.kv_view(g.seq as usize, layer, p),
                 n_past: g.pos0 as usize,
                 out: os,
             });
             r0 += len;
         }
-        ops::attention_invariant_many(isa, &mut calls, &params, &*self.pool);
+        ops::attention_invariant_many(self.isa, &mut calls, &params, &*self.pool);
         drop(calls);
         self.bufs[oi].data = ob;
     }
@@ -641,7 +642,7 @@ impl Backend for CpuBackend {
         out: BufId,
     ) {
         if self.segs.is_empty() {
-            self.attend(0, layer, (q, k, v, out), 0, pos0, n, p);
+            self.attend(layer, (q, k, v, out), pos0, n, p);
         } else {
             let segs = std::mem::take(&mut self.segs);
             self.attend_segments(&segs, layer, (q, k, v, out), n, p);
