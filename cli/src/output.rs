@@ -49,3 +49,52 @@ pub fn escape_controls(text: &str) -> String {
     }
     out
 }
+
+/// A progress bar on stderr, drawn only when stderr is a terminal: `[####----]   k/n label`,
+/// one line redrawn in place; [`Bar::clear`] removes it.
+pub struct Bar {
+    on: bool,
+}
+
+impl Bar {
+    /// Width of the bar in cells.
+    const CELLS: usize = 30;
+
+    pub fn new() -> Bar {
+        use std::io::IsTerminal;
+        Bar {
+            on: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Shows `done` of `n`, with `label` (control characters escaped, at most 32 shown).
+    pub fn show(&self, done: usize, n: usize, label: &str) {
+        use std::io::Write;
+        if !self.on {
+            return;
+        }
+        let cells = done.min(n) * Self::CELLS / n.max(1);
+        let label: String = escape_controls(label).chars().take(32).collect();
+        let mut e = std::io::stderr().lock();
+        let _ = write!(
+            e,
+            "\r\x1b[2K[{}{}] {done:>4}/{n} {label}",
+            "#".repeat(cells),
+            "-".repeat(Self::CELLS - cells)
+        );
+        let _ = e.flush();
+    }
+
+    /// Removes the bar's line.
+    pub fn clear(&self) {
+        if self.on {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+impl Default for Bar {
+    fn default() -> Bar {
+        Bar::new()
+    }
+}

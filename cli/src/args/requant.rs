@@ -52,25 +52,17 @@ pub fn parse_format(s: &str) -> Result<QuantFormat> {
 /// A bar on stderr while `--requant` converts the matrices at load (on a terminal only; the
 /// line is cleared when the last matrix is done, before the report).
 pub fn progress_bar() -> tinyrt::LoadProgress {
-    use std::io::{IsTerminal, Write};
+    use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
         return tinyrt::LoadProgress::default();
     }
-    const BAR: usize = 30;
-    tinyrt::LoadProgress(Some(std::sync::Arc::new(|done: usize, n: usize| {
-        let mut e = std::io::stderr().lock();
+    let bar = crate::output::Bar::new();
+    tinyrt::LoadProgress(Some(std::sync::Arc::new(move |done: usize, n: usize| {
         if done >= n {
-            let _ = write!(e, "\r\x1b[2K");
+            bar.clear();
         } else {
-            let cells = done * BAR / n.max(1);
-            let _ = write!(
-                e,
-                "\r\x1b[2Krequant [{}{}] {done}/{n} matrices",
-                "#".repeat(cells),
-                "-".repeat(BAR - cells)
-            );
+            bar.show(done, n, "matrices converted (--requant)");
         }
-        let _ = e.flush();
     })))
 }
 

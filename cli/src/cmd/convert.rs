@@ -4,7 +4,6 @@
 //! any other `tinyrt quantize` target quantizes the converted model. A progress bar on stderr
 //! when stderr is a terminal; the file appears only when complete.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -28,37 +27,17 @@ pub struct Args {
     pub threads: Option<usize>,
 }
 
-/// Width of the bar in cells.
-const BAR: usize = 30;
-
 pub fn run(args: Args) -> Result<()> {
     let outtype = OutType::parse(&args.outtype).map_err(bad_input)?;
     let pool = rayon_pool(args.threads)?;
-    let bar = std::io::stderr().is_terminal();
+    let bar = crate::output::Bar::new();
     let start = Instant::now();
-    let mut stderr = std::io::stderr();
     let result = pool.install(|| {
         hf::convert(&args.dir, &args.output, outtype, &mut |i, n, name| {
-            if bar {
-                let done = (i + 1) * BAR / n.max(1);
-                let name: String = crate::output::escape_controls(name)
-                    .chars()
-                    .take(32)
-                    .collect();
-                let _ = write!(
-                    stderr,
-                    "\r\x1b[2K[{}{}] {:>4}/{n} {name}",
-                    "#".repeat(done),
-                    "-".repeat(BAR - done),
-                    i + 1
-                );
-                let _ = stderr.flush();
-            }
+            bar.show(i + 1, n, name)
         })
     });
-    if bar {
-        eprint!("\r\x1b[2K");
-    }
+    bar.clear();
     let report = match result {
         Ok(r) => r,
         Err(e) if e.is_bad_input() => return Err(bad_input(e)),

@@ -2,7 +2,6 @@
 //! adapters into the weights (see `tinyrt::tools::export_lora`), each merged tensor in its own
 //! type again; a progress bar on stderr when stderr is a terminal.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -26,9 +25,6 @@ pub struct Args {
     pub threads: Option<usize>,
 }
 
-/// Width of the bar in cells.
-const BAR: usize = 30;
-
 pub fn run(args: Args) -> Result<()> {
     if args.lora.lora.is_empty() && args.lora.lora_scaled.is_empty() {
         return Err(bad_input(
@@ -47,31 +43,14 @@ pub fn run(args: Args) -> Result<()> {
     }
     let set: Vec<_> = adapters.iter().map(|(a, s)| (&**a, *s)).collect();
     let pool = rayon_pool(args.threads)?;
-    let bar = std::io::stderr().is_terminal();
+    let bar = crate::output::Bar::new();
     let start = Instant::now();
-    let mut stderr = std::io::stderr();
     let result = pool.install(|| {
         export_lora::export_lora(&base, &set, &args.output, &mut |i, n, t| {
-            if bar {
-                let done = (i + 1) * BAR / n.max(1);
-                let name: String = crate::output::escape_controls(&t.name)
-                    .chars()
-                    .take(32)
-                    .collect();
-                let _ = write!(
-                    stderr,
-                    "\r\x1b[2K[{}{}] {:>4}/{n} {name}",
-                    "#".repeat(done),
-                    "-".repeat(BAR - done),
-                    i + 1
-                );
-                let _ = stderr.flush();
-            }
+            bar.show(i + 1, n, &t.name)
         })
     });
-    if bar {
-        eprint!("\r\x1b[2K");
-    }
+    bar.clear();
     let report = match result {
         Ok(r) => r,
         // The output is written to a temporary file that a failure removes: the output path
