@@ -253,6 +253,7 @@ fn errors_are_values() {
         data: &[0u8; 66],
         rows: 1,
         cols: 256,
+        repacked: None,
     };
     assert!(k.matmul(&pool, &bad, &[0.0; 256], 1, &mut out).is_err());
     // A struct built by hand with too little data is caught too.
@@ -261,6 +262,7 @@ fn errors_are_values() {
         data: &w[..10],
         rows: 2,
         cols: 64,
+        repacked: None,
     };
     assert!(k.matmul(&pool, &short, &[0.0; 64], 1, &mut out).is_err());
     // Zero tokens: nothing to do.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::{AttnParams, Backend, BufId, LoraTerm, PoolKind, RopeParams, Segment, WeightId};
 use crate::kernels::cpu::fgemm::FloatPanels;
-use crate::kernels::cpu::matmul::{MatmulJob, QMatrix, QuantizedActs};
+use crate::kernels::cpu::matmul::{MatmulJob, QuantizedActs};
 use crate::kernels::cpu::ops::{self, par_rows_mut, KvView, RopeCache};
 use crate::kernels::cpu::pool::ThreadPool;
 use crate::kernels::cpu::{Isa, Kernels};
@@ -125,13 +125,8 @@ impl CpuBackend {
         let mut mats = Vec::with_capacity(outs.len());
         for &(wid, out) in outs {
             let e = w.table.entry(wid);
-            let (ty, data) = w.matrix(wid);
-            let m = QMatrix {
-                ty,
-                data,
-                rows: e.rows(),
-                cols: e.cols(),
-            };
+            let m = w.qmatrix(wid);
+            let ty = m.ty;
             let Some(act) = kernels.act_type(ty) else {
                 panic!("{}: no {ty} kernel (checked at load)", e.name);
             };
