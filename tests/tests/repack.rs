@@ -26,7 +26,7 @@ fn load(name: &str, requant: Option<GgmlType>, no_repack: bool) -> Model {
         no_repack,
         ..LoadOptions::default()
     };
-    Model::load(&fixture(name), opts).unwrap_or_else(|e| panic!("{name}: {e}"))
+    Model::load(fixture(name), opts).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 #[test]
