@@ -111,30 +111,33 @@ impl Kernels {
         let GemmKernels::Panels(p) = &self.gemm else {
             return None;
         };
-        p.repacked?;
         let QuantFormat::Ggml(ty) = w.ty else {
             return None;
         };
-        let layout = repack_layout(ty)?;
+        repack_layout(ty)?;
         let wrb = w.row_bytes().ok()?;
         if w.rows == 0 || w.data.len() < w.rows.checked_mul(wrb)? {
             return None;
         }
+        let mut data = vec![0u8; w.rows.div_ceil(PANEL_ROWS) * PANEL_ROWS * wrb];
+        (p.repacked?.repack)(ty, w.data, wrb, w.rows, &mut data);
         Some(Repacked {
             ty,
             rows: w.rows,
             cols: w.cols,
-            data: repack_rows(layout, w.data, wrb, w.rows),
+            data,
         })
     }
 }
 
-/// The repacked bytes of `rows` rows of `wrb` bytes (see the module docs).
-fn repack_rows(l: BlockLayout, data: &[u8], wrb: usize, rows: usize) -> Vec<u8> {
+/// The repacked bytes of `rows` rows of `wrb` bytes of type `ty` (see the module docs) into
+/// `out` (zeros, the rows rounded up to a multiple of 16): the portable form of
+/// `RepackedGemm::repack`, which the tests compare it with.
+#[cfg(test)]
+pub(crate) fn repack_rows(ty: GgmlType, data: &[u8], wrb: usize, rows: usize, out: &mut [u8]) {
+    let l = repack_layout(ty).expect("a repackable type");
     let nblk = wrb / l.ts;
-    let panels = rows.div_ceil(PANEL_ROWS);
     let pb = nblk * l.panel_block();
-    let mut out = vec![0u8; panels * pb];
     for (p, panel) in out.chunks_exact_mut(pb).enumerate() {
         let n_rows = (rows - p * PANEL_ROWS).min(PANEL_ROWS);
         let src = &data[p * PANEL_ROWS * wrb..];
@@ -145,10 +148,10 @@ fn repack_rows(l: BlockLayout, data: &[u8], wrb: usize, rows: usize) -> Vec<u8> 
             }
         }
     }
-    out
 }
 
 /// Puts one GGUF block of row `r` of a panel into its repacked block `dst`.
+#[cfg(test)]
 fn repack_block(l: BlockLayout, blk: &[u8], r: usize, dst: &mut [u8]) {
     let qs = &blk[l.qs_at..l.qs_at + l.qs_len];
     for (j, q) in qs.chunks_exact(4).enumerate() {

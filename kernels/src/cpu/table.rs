@@ -185,6 +185,9 @@ pub(crate) struct PanelGemm {
 /// bits as [`PanelGemm::one_token`] and [`PanelGemm::pack_fast`] on the GGUF blocks.
 #[derive(Clone, Copy)]
 pub(crate) struct RepackedGemm {
+    /// Repacks `rows` rows of `wrb` bytes of a repackable type into `out` (zeros, the rows
+    /// rounded up to a multiple of 16): `cpu/repack.rs`'s `repack_rows`, bit for bit.
+    pub repack: fn(ty: GgmlType, data: &[u8], wrb: usize, rows: usize, out: &mut [u8]),
     /// Multiplies the panel of rows `r0 .. r0 + n_rows` (`r0` a multiple of 16) with one token.
     #[allow(clippy::type_complexity)]
     pub one_token:

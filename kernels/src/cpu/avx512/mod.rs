@@ -38,6 +38,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
         transpose: gemm::transpose_codes,
         multiply: gemm::panel_times_tokens,
         repacked: Some(RepackedGemm {
+            repack: repack::repack_rows,
             one_token: repack::repacked_times_one_token,
             pack: repack::pack_repacked,
         }),

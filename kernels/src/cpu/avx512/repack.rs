@@ -149,6 +149,79 @@ unsafe fn block_scales<const K: u8>(blk: *const u8, l: BlockLayout) -> (__m512, 
     }
 }
 
+/// Repacks `rows` rows of `wrb` bytes of `ty` into `out` (zeros, `rows` rounded up to a
+/// multiple of 16 rows): `cpu/repack.rs`'s `repack_rows`, bit for bit, with the register
+/// transposes and gathers the one-token product used to make per token.
+pub(crate) fn repack_rows(ty: GgmlType, data: &[u8], wrb: usize, rows: usize, out: &mut [u8]) {
+    let l = repack_layout(ty).expect("a repackable type");
+    let nblk = wrb / l.ts;
+    let pb = nblk * l.panel_block();
+    assert!(
+        wrb == nblk * l.ts
+            && data.len() >= rows * wrb
+            && out.len() >= rows.div_ceil(PANEL_ROWS) * pb
+            && wrb < i32::MAX as usize / PANEL_ROWS,
+        "repack_rows: bad sizes"
+    );
+    for (p, panel) in out
+        .chunks_exact_mut(pb)
+        .take(rows.div_ceil(PANEL_ROWS))
+        .enumerate()
+    {
+        let n_rows = (rows - p * PANEL_ROWS).min(PANEL_ROWS);
+        let src = &data[p * PANEL_ROWS * wrb..];
+        // SAFETY: the GEMM's tables (this one's callers) are handed out only when the CPU
+        // supports AVX-512; `src` holds the panel's n_rows rows of wrb bytes and `panel` its
+        // nblk repacked blocks (checked above).
+        unsafe { repack_panel(l, src.as_ptr(), wrb, nblk, n_rows, panel.as_mut_ptr()) };
+    }
+}
+
+/// # Safety
+/// The CPU supports AVX-512 F/BW; `src` points to `n_rows` (≤ 16) rows of `wrb` bytes (`nblk`
+/// blocks of layout `l`), `dst` to `nblk` repacked blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn repack_panel(
+    l: BlockLayout,
+    src: *const u8,
+    wrb: usize,
+    nblk: usize,
+    n_rows: usize,
+    dst: *mut u8,
+) {
+    let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(wrb as i32));
+    let m: __mmask16 = ((1u32 << n_rows) - 1) as u16;
+    let z = _mm512_setzero_si512();
+    // SAFETY (whole body): the transposes and gathers read within block b < nblk of the
+    // n_rows rows (masked rows read nothing), the stores write within repacked block b.
+    unsafe {
+        for b in 0..nblk {
+            let blk = src.add(b * l.ts);
+            let out = dst.add(b * l.panel_block());
+            for half in 0..l.qs_len / 16 {
+                let t = super::gemm::transpose_16x4(blk.add(l.qs_at + 16 * half), wrb, n_rows);
+                for (j, v) in t.into_iter().enumerate() {
+                    _mm512_storeu_si512(out.add(64 * (4 * half + j)).cast(), v);
+                }
+            }
+            if l.qs_at == 6 {
+                // Q5_0's qh.
+                let qh = _mm512_mask_i32gather_epi32::<1>(z, m, idx, blk.add(2).cast());
+                _mm512_storeu_si512(out.add(16 * l.qs_len).cast(), qh);
+            }
+            let dm = _mm512_mask_i32gather_epi32::<1>(z, m, idx, blk.cast());
+            let d_at = out.add(l.d_at());
+            _mm256_storeu_si256(d_at.cast(), _mm512_cvtepi32_epi16(dm));
+            if l.qs_at == 4 {
+                // Q4_1's minimums.
+                let mins = _mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16));
+                _mm256_storeu_si256(d_at.add(32).cast(), mins);
+            }
+        }
+    }
+}
+
 /// Multiplies rows `r0 .. r0 + n_rows` (one panel) of a repacked matrix with one token: the
 /// bits of `rows_times_one_token` on the GGUF blocks. `y` and `side` are the token's GEMM
 /// activations and the `n_rows` results go to `out`.
@@ -367,6 +440,9 @@ mod tests {
                     let w = QMatrix::new(ty, &data, rows, cols).unwrap();
                     let rp = k.repack(&w).expect("repackable");
                     assert_eq!(rp.bytes(), rows.div_ceil(16) * 16 * wrb);
+                    let mut portable = vec![0u8; rp.bytes()];
+                    crate::cpu::repack::repack_rows(ty, &data, wrb, rows, &mut portable);
+                    assert!(rp.data == portable, "{ty} {rows}x{cols}: repacked bytes");
                     let (y, side) = random_acts(ty, cols, &mut rng);
                     for r0 in (0..rows).step_by(PANEL_ROWS) {
                         let n = (rows - r0).min(PANEL_ROWS);
