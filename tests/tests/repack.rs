@@ -1,7 +1,7 @@
 //! The weights repacked at load for AVX-512 (`Kernels::repack`) give the logits of the GGUF
 //! layout bit for bit: prefill (the panel packing) and decode (the one-token product), for
-//! every repackable type (the fixtures' Q4_0 and Q8_0, and Q4_1, Q5_0 and IQ4_NL through
-//! `--requant`). Skipped on a CPU without AVX-512, where nothing is repacked.
+//! every repackable type (the fixtures' Q4_0, Q8_0 and Q6_K, and Q4_1, Q5_0 and IQ4_NL
+//! through `--requant`). Skipped on a CPU without AVX-512, where nothing is repacked.
 
 use tinyrt::kernels::cpu::Isa;
 use tinyrt::kernels::quant::{GgmlType, QuantFormat};

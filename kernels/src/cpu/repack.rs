@@ -13,34 +13,47 @@
 //! d      : the 16 rows' f16 scales (32 bytes)
 //! m      : Q4_1 only: the 16 rows' f16 minimums (32 bytes)
 //! ```
+//!
+//! Q6_K's super-blocks likewise: `ql` as 32 lines, `qh` as 16, the int8 scales as 4, then the
+//! 16 f16 `d` ([`repack_layout`]).
 
 use crate::cpu::gemm::PANEL_ROWS;
 use crate::cpu::matmul::QMatrix;
 use crate::cpu::{GemmKernels, Kernels};
 use crate::quant::{GgmlType, QuantFormat};
 
-/// The legacy (32-value block) types that can be repacked: their block size in bytes, where
-/// `qs` starts in a block and how many bytes it has.
+/// The layout of a repackable type's blocks: the legacy 32-value types and Q6_K.
 pub(crate) fn repack_layout(ty: GgmlType) -> Option<BlockLayout> {
-    let (ts, qs_at, qs_len) = match ty {
-        GgmlType::Q4_0 | GgmlType::IQ4_NL => (18, 2, 16),
-        GgmlType::Q4_1 => (20, 4, 16),
-        GgmlType::Q5_0 => (22, 6, 16),
-        GgmlType::Q8_0 => (34, 2, 32),
-        _ => return None,
-    };
-    Some(BlockLayout { ts, qs_at, qs_len })
+    let (ts, bs, lines, halves): (usize, usize, &'static [(usize, usize)], &'static [usize]) =
+        match ty {
+            GgmlType::Q4_0 | GgmlType::IQ4_NL => (18, 32, &[(2, 16)], &[0]),
+            GgmlType::Q4_1 => (20, 32, &[(4, 16)], &[0, 2]),
+            GgmlType::Q5_0 => (22, 32, &[(6, 16), (2, 4)], &[0]),
+            GgmlType::Q8_0 => (34, 32, &[(2, 32)], &[0]),
+            // ql, qh, the int8 sub-block scales; d.
+            GgmlType::Q6_K => (210, 256, &[(0, 128), (128, 64), (192, 16)], &[208]),
+            _ => return None,
+        };
+    Some(BlockLayout {
+        ts,
+        bs,
+        lines,
+        halves,
+    })
 }
 
-/// Where the parts of one GGUF block of a repackable type lie.
+/// Where the parts of one GGUF block of a repackable type lie, and where they go.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BlockLayout {
     /// Bytes of one block.
     pub ts: usize,
-    /// The offset of `qs` in the block.
-    pub qs_at: usize,
-    /// Bytes of `qs`.
-    pub qs_len: usize,
+    /// Values of one block.
+    pub bs: usize,
+    /// The byte ranges (offset, length: a multiple of 4) stored as dword lines, in this
+    /// order: range i's dword j of every row is one 64-byte line.
+    pub lines: &'static [(usize, usize)],
+    /// The offsets of the f16s stored as 16 contiguous values after the lines, in this order.
+    pub halves: &'static [usize],
 }
 
 impl BlockLayout {
@@ -49,10 +62,15 @@ impl BlockLayout {
         PANEL_ROWS * self.ts
     }
 
-    /// The offset of the 16 f16 scales in a repacked block (after the codes and Q5_0's qh).
+    /// The offset of line range `i` in a repacked block.
+    pub(crate) fn lines_at(&self, i: usize) -> usize {
+        PANEL_ROWS * self.lines[..i].iter().map(|&(_, n)| n).sum::<usize>()
+    }
+
+    /// The offset of the 16 f16 scales in a repacked block (after every line), then the other
+    /// f16s (Q4_1's minimums) 32 bytes apart.
     pub(crate) fn d_at(&self) -> usize {
-        let qh = if self.qs_at == 6 { 64 } else { 0 };
-        PANEL_ROWS * self.qs_len + qh
+        self.lines_at(self.lines.len())
     }
 }
 
@@ -79,7 +97,7 @@ impl Repacked {
     /// Bytes of one panel of 16 rows.
     pub(crate) fn panel_bytes(&self) -> usize {
         let l = repack_layout(self.ty).expect("repacked types have a layout");
-        self.cols / 32 * l.panel_block()
+        self.cols / l.bs * l.panel_block()
     }
 
     /// The repacked blocks of the panel that starts at row `r0` (a multiple of 16).
@@ -105,7 +123,7 @@ impl std::fmt::Debug for Repacked {
 
 impl Kernels {
     /// `w` repacked for this ISA's one-token product and panel packing (AVX-512: Q4_0, Q4_1,
-    /// Q5_0, Q8_0 and IQ4_NL), or `None` where the ISA reads the GGUF layout directly. The
+    /// Q5_0, Q8_0, IQ4_NL and Q6_K), or `None` where the ISA reads the GGUF layout directly. The
     /// products give the same bits with or without it.
     pub fn repack(&self, w: &QMatrix<'_>) -> Option<Repacked> {
         let GemmKernels::Panels(p) = &self.gemm else {
@@ -153,19 +171,13 @@ pub(crate) fn repack_rows(ty: GgmlType, data: &[u8], wrb: usize, rows: usize, ou
 /// Puts one GGUF block of row `r` of a panel into its repacked block `dst`.
 #[cfg(test)]
 fn repack_block(l: BlockLayout, blk: &[u8], r: usize, dst: &mut [u8]) {
-    let qs = &blk[l.qs_at..l.qs_at + l.qs_len];
-    for (j, q) in qs.chunks_exact(4).enumerate() {
-        dst[64 * j + 4 * r..][..4].copy_from_slice(q);
+    for (i, &(at, n)) in l.lines.iter().enumerate() {
+        let base = l.lines_at(i);
+        for (j, q) in blk[at..at + n].chunks_exact(4).enumerate() {
+            dst[base + 64 * j + 4 * r..][..4].copy_from_slice(q);
+        }
     }
-    let mut at = PANEL_ROWS * l.qs_len;
-    if l.qs_at == 6 {
-        // Q5_0's qh.
-        dst[at + 4 * r..][..4].copy_from_slice(&blk[2..6]);
-        at += 64;
-    }
-    dst[at + 2 * r..][..2].copy_from_slice(&blk[0..2]);
-    if l.qs_at == 4 {
-        // Q4_1's minimum.
-        dst[at + 32 + 2 * r..][..2].copy_from_slice(&blk[2..4]);
+    for (k, &at) in l.halves.iter().enumerate() {
+        dst[l.d_at() + 32 * k + 2 * r..][..2].copy_from_slice(&blk[at..at + 2]);
     }
 }

@@ -14,6 +14,7 @@ const Q4_1: u8 = 1;
 const Q5_0: u8 = 2;
 const Q8_0: u8 = 3;
 const IQ4_NL: u8 = 4;
+const Q6_K: u8 = 5;
 
 /// The kernel parameter of `ty`.
 fn kind(ty: GgmlType) -> u8 {
@@ -23,6 +24,7 @@ fn kind(ty: GgmlType) -> u8 {
         GgmlType::Q5_0 => Q5_0,
         GgmlType::Q8_0 => Q8_0,
         GgmlType::IQ4_NL => IQ4_NL,
+        GgmlType::Q6_K => Q6_K,
         _ => unreachable!("only repackable types are repacked"),
     }
 }
@@ -34,9 +36,15 @@ fn layout<const K: u8>() -> BlockLayout {
         Q4_1 => GgmlType::Q4_1,
         Q5_0 => GgmlType::Q5_0,
         Q8_0 => GgmlType::Q8_0,
+        Q6_K => GgmlType::Q6_K,
         _ => GgmlType::IQ4_NL,
     };
     repack_layout(ty).expect("a repackable type")
+}
+
+/// The repacked block layout of `ty`.
+fn layout_of(ty: GgmlType) -> BlockLayout {
+    repack_layout(ty).expect("only repackable types are repacked")
 }
 
 /// The constants of the block decoding, made once per panel.
@@ -199,24 +207,30 @@ unsafe fn repack_panel(
         for b in 0..nblk {
             let blk = src.add(b * l.ts);
             let out = dst.add(b * l.panel_block());
-            for half in 0..l.qs_len / 16 {
-                let t = super::gemm::transpose_16x4(blk.add(l.qs_at + 16 * half), wrb, n_rows);
-                for (j, v) in t.into_iter().enumerate() {
-                    _mm512_storeu_si512(out.add(64 * (4 * half + j)).cast(), v);
+            for (i, &(at, n)) in l.lines.iter().enumerate() {
+                let base = out.add(l.lines_at(i));
+                for c in 0..n / 16 {
+                    let t = super::gemm::transpose_16x4(blk.add(at + 16 * c), wrb, n_rows);
+                    for (j, v) in t.into_iter().enumerate() {
+                        _mm512_storeu_si512(base.add(64 * (4 * c + j)).cast(), v);
+                    }
+                }
+                if n % 16 == 4 {
+                    // One dword left (Q5_0's qh): gathered.
+                    let v = _mm512_mask_i32gather_epi32::<1>(z, m, idx, blk.add(at + n - 4).cast());
+                    _mm512_storeu_si512(base.add(64 * (n / 4 - 1)).cast(), v);
                 }
             }
-            if l.qs_at == 6 {
-                // Q5_0's qh.
-                let qh = _mm512_mask_i32gather_epi32::<1>(z, m, idx, blk.add(2).cast());
-                _mm512_storeu_si512(out.add(16 * l.qs_len).cast(), qh);
-            }
-            let dm = _mm512_mask_i32gather_epi32::<1>(z, m, idx, blk.cast());
-            let d_at = out.add(l.d_at());
-            _mm256_storeu_si256(d_at.cast(), _mm512_cvtepi32_epi16(dm));
-            if l.qs_at == 4 {
-                // Q4_1's minimums.
-                let mins = _mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16));
-                _mm256_storeu_si256(d_at.add(32).cast(), mins);
+            for (k, &at) in l.halves.iter().enumerate() {
+                // The dword that holds the f16 within the block: its low or its high half.
+                let h = if at + 4 <= l.ts {
+                    _mm512_mask_i32gather_epi32::<1>(z, m, idx, blk.add(at).cast())
+                } else {
+                    let v = _mm512_mask_i32gather_epi32::<1>(z, m, idx, blk.add(at - 2).cast());
+                    _mm512_srli_epi32(v, 16)
+                };
+                let dst = out.add(l.d_at() + 32 * k);
+                _mm256_storeu_si256(dst.cast(), _mm512_cvtepi32_epi16(h));
             }
         }
     }
@@ -234,11 +248,12 @@ pub(crate) fn repacked_times_one_token(
     out: &mut [f32],
 ) {
     let panel = w.panel(r0);
+    let kb = if w.ty == GgmlType::Q6_K { 16 } else { 32 };
     assert!(
         (1..=PANEL_ROWS).contains(&n_rows)
             && r0 + n_rows <= w.rows
             && y.len() >= w.cols
-            && side.len() >= w.cols / 32
+            && side.len() >= w.cols / kb
             && out.len() >= n_rows,
         "repacked_times_one_token: bad sizes"
     );
@@ -247,15 +262,16 @@ pub(crate) fn repacked_times_one_token(
         Q4_1 => one_token::<Q4_1>,
         Q5_0 => one_token::<Q5_0>,
         Q8_0 => one_token::<Q8_0>,
+        Q6_K => one_token_q6k,
         _ => one_token::<IQ4_NL>,
     };
     // SAFETY: the GEMM runs only on AVX-512 tables, handed out when the CPU supports them;
-    // the panel holds cols / 32 repacked blocks, and the activations and the output were
+    // the panel holds cols / bs repacked blocks, and the activations and the output were
     // checked above.
     unsafe {
         f(
             panel,
-            w.cols / 32,
+            w.cols / layout_of(w.ty).bs,
             n_rows,
             y.as_ptr(),
             side.as_ptr(),
@@ -324,8 +340,8 @@ pub(crate) fn pack_repacked(w: &Repacked, r0: usize, n_rows: usize, panel: &mut 
     );
     let form = crate::cpu::gemm::gemm_form(crate::quant::QuantFormat::Ggml(w.ty))
         .expect("repacked types have a GEMM form");
-    let nblk = w.cols / 32;
-    let lines = nblk * form.sub_stride() / 64;
+    let nsub = w.cols / form.kb;
+    let lines = nsub * form.sub_stride() / 64;
     if panel.len() < lines {
         panel.resize(lines, Line([0; 64]));
     }
@@ -334,10 +350,12 @@ pub(crate) fn pack_repacked(w: &Repacked, r0: usize, n_rows: usize, panel: &mut 
         Q4_1 => pack::<Q4_1>,
         Q5_0 => pack::<Q5_0>,
         Q8_0 => pack::<Q8_0>,
+        Q6_K => pack_q6k,
         _ => pack::<IQ4_NL>,
     };
     // SAFETY: as in `repacked_times_one_token`; the panel holds every sub-block (every byte
     // of it is written).
+    let nblk = w.cols / layout_of(w.ty).bs;
     unsafe { f(src, nblk, n_rows, form, panel.as_mut_ptr().cast()) };
 }
 
@@ -367,6 +385,143 @@ unsafe fn pack<const K: u8>(src: &[u8], nblk: usize, n_rows: usize, form: GemmFo
     }
 }
 
+/// Where Q6_K's parts lie in a repacked super-block (`cpu/repack.rs`): ql's 32 lines, qh's 16,
+/// the scales' 4, then the f16 d.
+const Q6K_QH: usize = 32 * 64;
+const Q6K_SCALES: usize = 48 * 64;
+const Q6K_D: usize = 52 * 64;
+
+/// The codes of line `j` of the four sub-blocks `8h + 2g + e` (g = 0..4) of a repacked Q6_K
+/// super-block at `blk`: `unpack_kquant`'s (`avx512/gemm.rs`) from the same bytes.
+///
+/// # Safety
+/// The CPU supports AVX-512 F/BW; `blk` points to a repacked Q6_K super-block.
+#[inline(always)]
+unsafe fn q6k_codes(blk: *const u8, h: usize, e: usize, j: usize) -> [__m512i; 4] {
+    // SAFETY: the lines lie within the super-block (caller contract).
+    unsafe {
+        let line = |at: usize| _mm512_loadu_si512(blk.add(at).cast());
+        let low4 = _mm512_set1_epi8(0x0F);
+        let low2 = _mm512_set1_epi8(0x03);
+        let a = line(64 * (16 * h + 4 * e + j));
+        let b = line(64 * (16 * h + 8 + 4 * e + j));
+        let c = line(Q6K_QH + 64 * (8 * h + 4 * e + j));
+        let hb = |s: i32| {
+            _mm512_slli_epi32(
+                _mm512_and_si512(_mm512_srlv_epi32(c, _mm512_set1_epi32(s)), low2),
+                4,
+            )
+        };
+        [
+            _mm512_or_si512(_mm512_and_si512(a, low4), hb(0)),
+            _mm512_or_si512(_mm512_and_si512(b, low4), hb(2)),
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(a, 4), low4), hb(4)),
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(b, 4), low4), hb(6)),
+        ]
+    }
+}
+
+/// The 16 float scales of sub-block `k` of a repacked Q6_K super-block: d · the int8 scale.
+///
+/// # Safety
+/// As [`q6k_codes`].
+#[inline(always)]
+unsafe fn q6k_scale(blk: *const u8, d: __m512, k: usize) -> __m512 {
+    // SAFETY: the scale lines lie within the super-block (caller contract).
+    unsafe {
+        let sv = _mm512_loadu_si512(blk.add(Q6K_SCALES + 64 * (k / 4)).cast());
+        // Byte k % 4 of each lane, sign-extended.
+        let shift = _mm512_set1_epi32(24 - 8 * (k % 4) as i32);
+        let sc = _mm512_srai_epi32(_mm512_sllv_epi32(sv, shift), 24);
+        _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc))
+    }
+}
+
+/// [`one_token`] for Q6_K: `nsb` super-blocks of 16 sub-blocks of 16 values.
+///
+/// # Safety
+/// As [`one_token`], with `16 · nsb` side entries.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn one_token_q6k(
+    panel: &[u8],
+    nsb: usize,
+    n_rows: usize,
+    y: *const i8,
+    side: *const Side,
+    out: *mut f32,
+) {
+    let pb = layout_of(GgmlType::Q6_K).panel_block();
+    let p = panel.as_ptr();
+    // SAFETY (whole body): super-block sb < nsb of the panel, its 256 activations and 16 side
+    // values lie within the buffers (caller contract); prefetches do not fault.
+    unsafe {
+        let mut facc = _mm512_setzero_ps();
+        for sb in 0..nsb {
+            let blk = p.add(sb * pb);
+            for l in 0..pb.div_ceil(64) {
+                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(pb + 64 * l).cast());
+            }
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(Q6K_D).cast()));
+            let yb = y.add(256 * sb);
+            let sd = side.add(16 * sb);
+            for h in 0..2 {
+                let mut isum = [_mm512_setzero_si512(); 8];
+                for e in 0..2 {
+                    for j in 0..4 {
+                        for (g, v) in q6k_codes(blk, h, e, j).into_iter().enumerate() {
+                            let k = 8 * h + 2 * g + e;
+                            let at = yb.add(16 * k + 4 * j);
+                            let yv = _mm512_set1_epi32(at.cast::<i32>().read_unaligned());
+                            isum[2 * g + e] = _mm512_dpbusd_epi32(isum[2 * g + e], v, yv);
+                        }
+                    }
+                }
+                // `OneToken::done`'s float steps, sub-block by sub-block in order.
+                for (i, acc) in isum.into_iter().enumerate() {
+                    let k = 8 * h + i;
+                    let side = *sd.add(k);
+                    let total = _mm512_add_epi32(acc, _mm512_set1_epi32(side.init));
+                    let s = _mm512_mul_ps(q6k_scale(blk, d, k), _mm512_set1_ps(side.d));
+                    facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), s, facc);
+                }
+            }
+        }
+        _mm512_mask_storeu_ps(out, ((1u32 << n_rows) - 1) as u16, facc);
+    }
+}
+
+/// [`pack`] for Q6_K: `nsb` super-blocks into `16 · nsb` sub-blocks of the panel.
+///
+/// # Safety
+/// As [`pack`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn pack_q6k(src: &[u8], nsb: usize, _n_rows: usize, form: GemmForm, out: *mut u8) {
+    let pb = layout_of(GgmlType::Q6_K).panel_block();
+    let stride = form.sub_stride();
+    // SAFETY (whole body): super-block sb < nsb of `src` and its sub-blocks in the panel lie
+    // within the buffers (caller contract); the panel's lines are 64-byte aligned.
+    unsafe {
+        for sb in 0..nsb {
+            let blk = src.as_ptr().add(sb * pb);
+            let at = out.add(16 * sb * stride);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(Q6K_D).cast()));
+            for k in 0..16 {
+                _mm512_store_ps(at.add(k * stride + 16 * 16).cast(), q6k_scale(blk, d, k));
+            }
+            for h in 0..2 {
+                for e in 0..2 {
+                    for j in 0..4 {
+                        for (g, v) in q6k_codes(blk, h, e, j).into_iter().enumerate() {
+                            let k = 8 * h + 2 * g + e;
+                            _mm512_store_si512(at.add(k * stride + 64 * j).cast(), v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,24 +531,30 @@ mod tests {
     use crate::quant::QuantFormat;
     use crate::rng::SplitMix64;
 
-    const TYPES: [GgmlType; 5] = [
+    const TYPES: [GgmlType; 6] = [
         GgmlType::Q4_0,
         GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q8_0,
         GgmlType::IQ4_NL,
+        GgmlType::Q6_K,
     ];
 
     /// Random blocks of `ty` with finite f16 scales (and minimums).
     fn random_rows(ty: GgmlType, rows: usize, cols: usize, rng: &mut SplitMix64) -> Vec<u8> {
-        let ts = QuantFormat::Ggml(ty).type_size();
-        let wrb = cols / 32 * ts;
+        let fmt = QuantFormat::Ggml(ty);
+        let ts = fmt.type_size();
+        let wrb = cols / fmt.block_size() * ts;
         (0..rows * wrb)
             .map(|i| {
                 let b = (rng.next_u64() >> 56) as u8;
                 let o = i % ts;
                 // Keep the f16s finite: clear their exponent's top bit.
-                let f16_hi = o == 1 || (ty == GgmlType::Q4_1 && o == 3);
+                let f16_hi = match ty {
+                    GgmlType::Q6_K => o == 209,
+                    GgmlType::Q4_1 => o == 1 || o == 3,
+                    _ => o == 1,
+                };
                 if f16_hi {
                     b & 0x3F
                 } else {
@@ -408,7 +569,7 @@ mod tests {
         let form = crate::cpu::gemm::gemm_form(QuantFormat::Ggml(ty)).unwrap();
         let y: Vec<i8> = (0..cols).map(|_| (rng.next_u64() >> 56) as i8).collect();
         let side = y
-            .chunks_exact(32)
+            .chunks_exact(form.kb)
             .map(|b| {
                 let sum: i32 = b.iter().map(|&v| v as i32).sum();
                 let d = 0.01 + (rng.next_u64() >> 40) as f32 * 1e-9;
@@ -432,9 +593,13 @@ mod tests {
         };
         let mut rng = SplitMix64::new(0x5eed_4e9a);
         for ty in TYPES {
-            let ts = QuantFormat::Ggml(ty).type_size();
-            for cols in [32, 96, 576, 2048] {
-                let wrb = cols / 32 * ts;
+            let fmt = QuantFormat::Ggml(ty);
+            let (ts, bs) = (fmt.type_size(), fmt.block_size());
+            for cols in [32, 96, 256, 576, 768, 2048] {
+                if cols % bs != 0 {
+                    continue;
+                }
+                let wrb = cols / bs * ts;
                 for rows in (1..=16).chain([37, 48]) {
                     let data = random_rows(ty, rows, cols, &mut rng);
                     let w = QMatrix::new(ty, &data, rows, cols).unwrap();
@@ -468,10 +633,10 @@ mod tests {
         }
     }
 
-    /// Types without a repacked layout, and ISAs without the kernels, are not repacked; a
+    /// Types without a repacked layout (Q4_K), and ISAs without the kernels, are not repacked; a
     /// repacked form is refused for another matrix.
     #[test]
-    fn only_the_legacy_types_on_avx512_are_repacked() {
+    fn only_the_types_with_a_layout_on_avx512_are_repacked() {
         let mut rng = SplitMix64::new(7);
         let data = random_rows(GgmlType::Q4_0, 16, 64, &mut rng);
         let w = QMatrix::new(GgmlType::Q4_0, &data, 16, 64).unwrap();
