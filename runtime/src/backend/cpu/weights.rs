@@ -159,9 +159,13 @@ impl CpuWeights {
     /// as each is done.
     fn repack_matrices(&self, pool: &ThreadPool) -> Vec<Option<Repacked>> {
         let entries = self.table.entries();
-        let todo: Vec<usize> = (0..entries.len())
+        let mut todo: Vec<usize> = (0..entries.len())
             .filter(|&i| is_matmul_weight(&self.table, &entries[i]))
             .collect();
+        // The largest first: while a matrix is repacked both its copies are resident, so the
+        // load's peak memory is lowest when the big ones (an output head) go before the heap
+        // holds the others.
+        todo.sort_by_key(|&i| std::cmp::Reverse(self.matrix(WeightId(i as u32)).1.len()));
         let slots: Vec<Mutex<Option<Repacked>>> = todo.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
         pool.run_dynamic(|_, _| loop {
