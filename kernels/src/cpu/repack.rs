@@ -14,8 +14,8 @@
 //! m      : Q4_1 only: the 16 rows' f16 minimums (32 bytes)
 //! ```
 //!
-//! Q6_K's super-blocks likewise: `ql` as 32 lines, `qh` as 16, the int8 scales as 4, then the
-//! 16 f16 `d` ([`repack_layout`]).
+//! Q6_K's super-blocks likewise: `ql` as 32 lines, `qh` as 16, the int8 scales byte by byte
+//! (sub-block k's 16 scales at 16k), then the 16 f16 `d` ([`repack_layout`]).
 
 use crate::cpu::gemm::PANEL_ROWS;
 use crate::cpu::matmul::QMatrix;
@@ -24,20 +24,22 @@ use crate::quant::{GgmlType, QuantFormat};
 
 /// The layout of a repackable type's blocks: the legacy 32-value types and Q6_K.
 pub(crate) fn repack_layout(ty: GgmlType) -> Option<BlockLayout> {
-    let (ts, bs, lines, halves): (usize, usize, &'static [(usize, usize)], &'static [usize]) =
-        match ty {
-            GgmlType::Q4_0 | GgmlType::IQ4_NL => (18, 32, &[(2, 16)], &[0]),
-            GgmlType::Q4_1 => (20, 32, &[(4, 16)], &[0, 2]),
-            GgmlType::Q5_0 => (22, 32, &[(6, 16), (2, 4)], &[0]),
-            GgmlType::Q8_0 => (34, 32, &[(2, 32)], &[0]),
-            // ql, qh, the int8 sub-block scales; d.
-            GgmlType::Q6_K => (210, 256, &[(0, 128), (128, 64), (192, 16)], &[208]),
-            _ => return None,
-        };
+    type Ranges = &'static [(usize, usize)];
+    let (ts, bs, lines, bytes, halves): (usize, usize, Ranges, Ranges, &'static [usize]) = match ty
+    {
+        GgmlType::Q4_0 | GgmlType::IQ4_NL => (18, 32, &[(2, 16)], &[], &[0]),
+        GgmlType::Q4_1 => (20, 32, &[(4, 16)], &[], &[0, 2]),
+        GgmlType::Q5_0 => (22, 32, &[(6, 16), (2, 4)], &[], &[0]),
+        GgmlType::Q8_0 => (34, 32, &[(2, 32)], &[], &[0]),
+        // ql and qh as lines, the int8 sub-block scales byte by byte, d.
+        GgmlType::Q6_K => (210, 256, &[(0, 128), (128, 64)], &[(192, 16)], &[208]),
+        _ => return None,
+    };
     Some(BlockLayout {
         ts,
         bs,
         lines,
+        bytes,
         halves,
     })
 }
@@ -52,6 +54,9 @@ pub(crate) struct BlockLayout {
     /// The byte ranges (offset, length: a multiple of 4) stored as dword lines, in this
     /// order: range i's dword j of every row is one 64-byte line.
     pub lines: &'static [(usize, usize)],
+    /// The byte ranges stored byte by byte after the lines: range i's byte k of every row as
+    /// 16 contiguous bytes (Q6_K's scales: one sub-block's 16 scales per 16-byte load).
+    pub bytes: &'static [(usize, usize)],
     /// The offsets of the f16s stored as 16 contiguous values after the lines, in this order.
     pub halves: &'static [usize],
 }
@@ -67,10 +72,16 @@ impl BlockLayout {
         PANEL_ROWS * self.lines[..i].iter().map(|&(_, n)| n).sum::<usize>()
     }
 
-    /// The offset of the 16 f16 scales in a repacked block (after every line), then the other
-    /// f16s (Q4_1's minimums) 32 bytes apart.
+    /// The offset of byte range `i` in a repacked block (after every line).
+    pub(crate) fn bytes_at(&self, i: usize) -> usize {
+        let before: usize = self.bytes[..i].iter().map(|&(_, n)| n).sum();
+        self.lines_at(self.lines.len()) + PANEL_ROWS * before
+    }
+
+    /// The offset of the 16 f16 scales in a repacked block (after the lines and bytes), then
+    /// the other f16s (Q4_1's minimums) 32 bytes apart.
     pub(crate) fn d_at(&self) -> usize {
-        self.lines_at(self.lines.len())
+        self.bytes_at(self.bytes.len())
     }
 }
 
@@ -175,6 +186,11 @@ fn repack_block(l: BlockLayout, blk: &[u8], r: usize, dst: &mut [u8]) {
         let base = l.lines_at(i);
         for (j, q) in blk[at..at + n].chunks_exact(4).enumerate() {
             dst[base + 64 * j + 4 * r..][..4].copy_from_slice(q);
+        }
+    }
+    for (i, &(at, n)) in l.bytes.iter().enumerate() {
+        for k in 0..n {
+            dst[l.bytes_at(i) + 16 * k + r] = blk[at + k];
         }
     }
     for (k, &at) in l.halves.iter().enumerate() {

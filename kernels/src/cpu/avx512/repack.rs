@@ -201,8 +201,8 @@ unsafe fn repack_panel(
     let idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(wrb as i32));
     let m: __mmask16 = ((1u32 << n_rows) - 1) as u16;
     let z = _mm512_setzero_si512();
-    // SAFETY (whole body): the transposes and gathers read within block b < nblk of the
-    // n_rows rows (masked rows read nothing), the stores write within repacked block b.
+    // SAFETY (whole body): the transposes, gathers and byte copies read within block b < nblk
+    // of the n_rows rows (masked rows read nothing), the stores write within repacked block b.
     unsafe {
         for b in 0..nblk {
             let blk = src.add(b * l.ts);
@@ -219,6 +219,14 @@ unsafe fn repack_panel(
                     // One dword left (Q5_0's qh): gathered.
                     let v = _mm512_mask_i32gather_epi32::<1>(z, m, idx, blk.add(at + n - 4).cast());
                     _mm512_storeu_si512(base.add(64 * (n / 4 - 1)).cast(), v);
+                }
+            }
+            for (i, &(at, n)) in l.bytes.iter().enumerate() {
+                let base = out.add(l.bytes_at(i));
+                for r in 0..n_rows {
+                    for k in 0..n {
+                        *base.add(16 * k + r) = *blk.add(r * wrb + at + k);
+                    }
                 }
             }
             for (k, &at) in l.halves.iter().enumerate() {
@@ -386,7 +394,7 @@ unsafe fn pack<const K: u8>(src: &[u8], nblk: usize, n_rows: usize, form: GemmFo
 }
 
 /// Where Q6_K's parts lie in a repacked super-block (`cpu/repack.rs`): ql's 32 lines, qh's 16,
-/// the scales' 4, then the f16 d.
+/// the scales (16 bytes per sub-block), then the f16 d.
 const Q6K_QH: usize = 32 * 64;
 const Q6K_SCALES: usize = 48 * 64;
 const Q6K_D: usize = 52 * 64;
@@ -402,21 +410,23 @@ unsafe fn q6k_codes(blk: *const u8, h: usize, e: usize, j: usize) -> [__m512i; 4
     unsafe {
         let line = |at: usize| _mm512_loadu_si512(blk.add(at).cast());
         let low4 = _mm512_set1_epi8(0x0F);
-        let low2 = _mm512_set1_epi8(0x03);
         let a = line(64 * (16 * h + 4 * e + j));
         let b = line(64 * (16 * h + 8 + 4 * e + j));
         let c = line(Q6K_QH + 64 * (8 * h + 4 * e + j));
-        let hb = |s: i32| {
-            _mm512_slli_epi32(
-                _mm512_and_si512(_mm512_srlv_epi32(c, _mm512_set1_epi32(s)), low2),
-                4,
-            )
-        };
+        // Bits 2g, 2g + 1 of each qh byte at bits 4, 5 (`unpack_kquant`'s `(c >> 2g & 3) << 4`,
+        // byte by byte: the masks keep only bits that stay within their byte).
+        let m30 = _mm512_set1_epi8(0x30);
+        let hb = [
+            _mm512_and_si512(_mm512_slli_epi32(c, 4), m30),
+            _mm512_and_si512(_mm512_slli_epi32(c, 2), m30),
+            _mm512_and_si512(c, m30),
+            _mm512_and_si512(_mm512_srli_epi32(c, 2), m30),
+        ];
         [
-            _mm512_or_si512(_mm512_and_si512(a, low4), hb(0)),
-            _mm512_or_si512(_mm512_and_si512(b, low4), hb(2)),
-            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(a, 4), low4), hb(4)),
-            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(b, 4), low4), hb(6)),
+            _mm512_or_si512(_mm512_and_si512(a, low4), hb[0]),
+            _mm512_or_si512(_mm512_and_si512(b, low4), hb[1]),
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(a, 4), low4), hb[2]),
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(b, 4), low4), hb[3]),
         ]
     }
 }
@@ -429,10 +439,7 @@ unsafe fn q6k_codes(blk: *const u8, h: usize, e: usize, j: usize) -> [__m512i; 4
 unsafe fn q6k_scale(blk: *const u8, d: __m512, k: usize) -> __m512 {
     // SAFETY: the scale lines lie within the super-block (caller contract).
     unsafe {
-        let sv = _mm512_loadu_si512(blk.add(Q6K_SCALES + 64 * (k / 4)).cast());
-        // Byte k % 4 of each lane, sign-extended.
-        let shift = _mm512_set1_epi32(24 - 8 * (k % 4) as i32);
-        let sc = _mm512_srai_epi32(_mm512_sllv_epi32(sv, shift), 24);
+        let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(blk.add(Q6K_SCALES + 16 * k).cast()));
         _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc))
     }
 }
