@@ -100,6 +100,44 @@ impl Repacked {
         self.data.len()
     }
 
+    /// The weight type.
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Row `r`'s GGUF bytes, put back together from the repacked blocks into `out` (one row's
+    /// bytes; embedding lookups of a matrix whose stored pages were given back).
+    pub fn row(&self, r: usize, out: &mut [u8]) {
+        let l = repack_layout(self.ty).expect("repacked types have a layout");
+        let nblk = self.cols / l.bs;
+        assert!(
+            r < self.rows && out.len() == nblk * l.ts,
+            "repacked row {r}: bad sizes"
+        );
+        let panel = self.panel(r - r % PANEL_ROWS);
+        let lane = r % PANEL_ROWS;
+        for (src, blk) in panel
+            .chunks_exact(l.panel_block())
+            .zip(out.chunks_exact_mut(l.ts))
+        {
+            for (i, &(at, n)) in l.lines.iter().enumerate() {
+                for j in 0..n / 4 {
+                    let from = l.lines_at(i) + 64 * j + 4 * lane;
+                    blk[at + 4 * j..at + 4 * j + 4].copy_from_slice(&src[from..from + 4]);
+                }
+            }
+            for (i, &(at, n)) in l.bytes.iter().enumerate() {
+                for k in 0..n {
+                    blk[at + k] = src[l.bytes_at(i) + 16 * k + lane];
+                }
+            }
+            for (k, &at) in l.halves.iter().enumerate() {
+                let from = l.d_at() + 32 * k + 2 * lane;
+                blk[at..at + 2].copy_from_slice(&src[from..from + 2]);
+            }
+        }
+    }
+
     /// Whether this is the repacked form of `w` (its type and shape).
     pub fn matches(&self, w: &QMatrix<'_>) -> bool {
         w.ty == QuantFormat::Ggml(self.ty) && w.rows == self.rows && w.cols == self.cols

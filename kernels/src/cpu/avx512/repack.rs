@@ -615,6 +615,11 @@ mod tests {
                     let mut portable = vec![0u8; rp.bytes()];
                     crate::cpu::repack::repack_rows(ty, &data, wrb, rows, &mut portable);
                     assert!(rp.data == portable, "{ty} {rows}x{cols}: repacked bytes");
+                    let mut row = vec![0u8; wrb];
+                    for r in 0..rows {
+                        rp.row(r, &mut row);
+                        assert!(row == data[r * wrb..(r + 1) * wrb], "{ty} row {r} back");
+                    }
                     let (y, side) = random_acts(ty, cols, &mut rng);
                     for r0 in (0..rows).step_by(PANEL_ROWS) {
                         let n = (rows - r0).min(PANEL_ROWS);

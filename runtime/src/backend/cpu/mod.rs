@@ -484,11 +484,21 @@ impl Backend for CpuBackend {
         let e = w.table.entry(table);
         let data = w.table.data(table);
         let row_bytes = data.len() / e.rows();
+        // A tied output head repacked at load had its stored pages given back: its rows are
+        // put back together from the repacked bytes instead (the same bytes).
+        let repacked = w.repacked_of(table).filter(|r| r.ty() == e.ty);
+        let mut row = vec![0u8; if repacked.is_some() { row_bytes } else { 0 }];
         let o = self.buf_mut(out);
         let cols = o.cols;
         for (t, &tok) in tokens.iter().enumerate() {
             // Token ids were checked against the vocabulary by the session.
-            let src = &data[tok as usize * row_bytes..(tok as usize + 1) * row_bytes];
+            let src = match repacked {
+                Some(r) => {
+                    r.row(tok as usize, &mut row);
+                    &row[..]
+                }
+                None => &data[tok as usize * row_bytes..(tok as usize + 1) * row_bytes],
+            };
             dequantize_row(e.ty, src, &mut o.data[t * cols..(t + 1) * cols]);
         }
     }

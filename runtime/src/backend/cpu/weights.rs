@@ -86,9 +86,9 @@ impl CpuWeights {
 
     /// [`CpuWeights::with_requant`] converting only the matmul weights `admit` accepts, telling
     /// `progress` (matrices converted, matrices to convert) as it goes; and with `repack` every
-    /// matmul weight the ISA can repack (`Kernels::repack`) repacked on `pool`, its mapped pages
-    /// given back (the products read only the repacked bytes; an embedding lookup reads the
-    /// few rows it needs from the file again).
+    /// matmul weight the ISA can repack (`Kernels::repack`) repacked on `pool`, its mapped
+    /// pages given back (the products read only the repacked bytes, and so do the embedding
+    /// lookups of a tied output head).
     pub fn with_conversion(
         table: Arc<WeightTable>,
         isa: Isa,
@@ -271,8 +271,13 @@ impl CpuWeights {
             data,
             rows: e.rows(),
             cols: e.cols(),
-            repacked: self.repacked.get(id.0 as usize).and_then(Option::as_ref),
+            repacked: self.repacked_of(id),
         }
+    }
+
+    /// The repacked form of `id`, where it was made at load.
+    pub(super) fn repacked_of(&self, id: WeightId) -> Option<&Repacked> {
+        self.repacked.get(id.0 as usize).and_then(Option::as_ref)
     }
 
     /// How many matrices were repacked at load, and their bytes.
