@@ -52,8 +52,8 @@ pub struct LoadOptions {
     /// Told (matrices converted, matrices to convert) as `requant` converts them.
     pub progress: LoadProgress,
     /// Keep the CPU backend's weights in the GGUF layout: no repacking at load for the ISA's
-    /// one-token product (`Kernels::repack`; AVX-512: Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q6_K). The products give the same bits either
-    /// way; this is for comparisons.
+    /// one-token product (`Kernels::repack`; AVX-512: Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q6_K).
+    /// The products give the same bits either way; this is for comparisons.
     pub no_repack: bool,
 }
 
