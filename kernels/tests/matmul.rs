@@ -116,6 +116,18 @@ fn check(
             let mut out2 = vec![f32::NAN; rows * n_tokens];
             k.matmul(pool, &m, &input, n_tokens, &mut out2).unwrap();
             assert_eq!(out, out2);
+            // The weights repacked at load (AVX-512) give the same bits.
+            if let Some(rp) = k.repack(&m) {
+                let mut out3 = vec![f32::NAN; rows * n_tokens];
+                let mr = m.with_repacked(&rp).unwrap();
+                k.matmul_q(pool, &mr, &acts, &mut out3).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&out),
+                    bits(&out3),
+                    "repacked {fmt} tokens={n_tokens} rows={rows}"
+                );
+            }
         }
     }
 }
@@ -253,6 +265,7 @@ fn errors_are_values() {
         data: &[0u8; 66],
         rows: 1,
         cols: 256,
+        repacked: None,
     };
     assert!(k.matmul(&pool, &bad, &[0.0; 256], 1, &mut out).is_err());
     // A struct built by hand with too little data is caught too.
@@ -261,8 +274,21 @@ fn errors_are_values() {
         data: &w[..10],
         rows: 2,
         cols: 64,
+        repacked: None,
     };
     assert!(k.matmul(&pool, &short, &[0.0; 64], 1, &mut out).is_err());
+    // A repacked form of another matrix is refused.
+    if let Some(rp) = k.repack(&m) {
+        let other = QMatrix {
+            rows: 1,
+            repacked: Some(&rp),
+            ..m
+        };
+        assert!(matches!(
+            k.matmul(&pool, &other, &[0.0; 64], 1, &mut out),
+            Err(MatmulError::RepackMismatch)
+        ));
+    }
     // Zero tokens: nothing to do.
     assert!(k.matmul(&pool, &m, &[], 0, &mut []).is_ok());
 }

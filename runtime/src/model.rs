@@ -51,6 +51,10 @@ pub struct LoadOptions {
     pub requant: Option<QuantFormat>,
     /// Told (matrices converted, matrices to convert) as `requant` converts them.
     pub progress: LoadProgress,
+    /// Keep the CPU backend's weights in the GGUF layout: no repacking at load for the ISA's
+    /// one-token product (`Kernels::repack`; AVX-512: Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q6_K).
+    /// The products give the same bits either way; this is for comparisons.
+    pub no_repack: bool,
 }
 
 /// A callback for the conversion at load ([`LoadOptions::progress`]); none by default.
@@ -307,6 +311,11 @@ impl Model {
         };
         #[cfg(not(feature = "cuda"))]
         let cpu_requant = opts.requant;
+        // With CUDA the CPU copy stays as stored (the device holds what the products read).
+        #[cfg(feature = "cuda")]
+        let repack = !opts.no_repack && cuda_weights.is_none();
+        #[cfg(not(feature = "cuda"))]
+        let repack = !opts.no_repack;
         // Encoders run their block matrices on the float GEMM with f32 activations, packed at
         // load (as f32 when small, `CpuWeights::with_panels`): their matrices are small (a 22M
         // model is 42 MB in f32), and the 8-bit activations the quantized dot products take
@@ -317,9 +326,15 @@ impl Model {
         let cpu_weights = if encoder && cpu_requant.is_none() {
             CpuWeights::with_panels(table, isa, &|e| e.name.starts_with("blk."))?
         } else {
-            CpuWeights::with_conversion(table, isa, cpu_requant, &pool, &|_| true, &|d, n| {
-                opts.progress.call(d, n)
-            })?
+            CpuWeights::with_conversion(
+                table,
+                isa,
+                cpu_requant,
+                &pool,
+                &|_| true,
+                &|d, n| opts.progress.call(d, n),
+                repack,
+            )?
         };
         if tokenizer.n_vocab() != config.vocab_size {
             return Err(ModelError::Invalid(format!(
@@ -361,6 +376,12 @@ impl Model {
     /// The mapped file (metadata, tensor table).
     pub fn file(&self) -> &GgufFile {
         &self.inner.file
+    }
+
+    /// How many matrices the CPU backend repacked at load (see [`LoadOptions::no_repack`]), and
+    /// their bytes.
+    pub fn repacked(&self) -> (usize, usize) {
+        self.inner.cpu_weights.repacked()
     }
 
     /// What `LoadOptions::requant` did, `None` without it.

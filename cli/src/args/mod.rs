@@ -89,6 +89,7 @@ impl LoadArgs {
             isa: self.cpu.isa()?,
             requant: self.requant.format()?,
             progress: requant::progress_bar(),
+            ..LoadOptions::default()
         })
     }
 }

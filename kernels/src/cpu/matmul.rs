@@ -15,6 +15,7 @@ use crate::cpu::gemm::{
     gemm_form, pack_panel, GemmActs, GemmForm, Line, RowsJob, Tile, PANEL_ROWS,
 };
 use crate::cpu::pool::ThreadPool;
+use crate::cpu::repack::Repacked;
 use crate::cpu::{
     row_bytes, GemmKernels, KernelError, Kernels, PanelGemm, VecDot4Fn, VecDotEntry, VecDotFn,
 };
@@ -29,6 +30,9 @@ pub struct QMatrix<'a> {
     pub rows: usize,
     /// Values per row (ggml's ne0).
     pub cols: usize,
+    /// The same matrix repacked at load ([`Kernels::repack`]), read instead of `data` by the
+    /// products that can (the same bits either way).
+    pub repacked: Option<&'a Repacked>,
 }
 
 impl<'a> QMatrix<'a> {
@@ -45,9 +49,21 @@ impl<'a> QMatrix<'a> {
             data,
             rows,
             cols,
+            repacked: None,
         };
         m.check()?;
         Ok(m)
+    }
+
+    /// This matrix read through `r`, its repacked form ([`Kernels::repack`] of it).
+    pub fn with_repacked(self, r: &'a Repacked) -> Result<QMatrix<'a>, MatmulError> {
+        if !r.matches(&self) {
+            return Err(MatmulError::RepackMismatch);
+        }
+        Ok(QMatrix {
+            repacked: Some(r),
+            ..self
+        })
     }
 
     /// Bytes per row.
@@ -148,6 +164,8 @@ pub enum MatmulError {
     },
     #[error("output has room for {got} values, expected {need}")]
     OutputSize { need: usize, got: usize },
+    #[error("the repacked form is of another matrix type or shape")]
+    RepackMismatch,
     #[error(
         "activations are {got_ty} x {got_cols}, the {weight} matrix needs {need_ty} x {need_cols}"
     )]
@@ -365,6 +383,9 @@ impl Kernels {
             ty: w.ty,
         })?;
         let wrb = w.check()?;
+        if w.repacked.is_some_and(|r| !r.matches(w)) {
+            return Err(MatmulError::RepackMismatch);
+        }
         if acts.ty != entry.act || acts.cols != w.cols {
             return Err(MatmulError::ActsMismatch {
                 weight: w.ty,
@@ -622,10 +643,15 @@ impl GemmTask<'_, '_> {
     fn panel_rows(&self, gemm: &PanelGemm, panel: &mut Vec<Line>, r0: usize) {
         let rows = self.w.rows;
         let n_rows = (rows - r0).min(PANEL_ROWS);
+        let repacked = self.w.repacked.zip(gemm.repacked);
         if self.n_tokens == 1 {
             // SAFETY: r0 + n_rows ≤ rows = the one token's outputs, and rows r0..r0 +
             // n_rows belong to this panel only (handed out once through `next`).
             let out = unsafe { std::slice::from_raw_parts_mut(self.out.0.add(r0), n_rows) };
+            if let Some((w, k)) = repacked {
+                (k.one_token)(w, r0, n_rows, &self.acts.y, &self.acts.side, out);
+                return;
+            }
             if (gemm.one_token)(
                 self.ty,
                 self.w.data,
@@ -640,15 +666,20 @@ impl GemmTask<'_, '_> {
                 return;
             }
         }
-        let packed = (gemm.pack_fast)(
-            self.ty,
-            self.w.data,
-            self.wrb,
-            self.w.cols,
-            r0,
-            n_rows,
-            panel,
-        );
+        let packed = if let Some((w, k)) = repacked {
+            (k.pack)(w, r0, n_rows, panel);
+            true
+        } else {
+            (gemm.pack_fast)(
+                self.ty,
+                self.w.data,
+                self.wrb,
+                self.w.cols,
+                r0,
+                n_rows,
+                panel,
+            )
+        };
         if !packed {
             pack_panel(
                 self.ty,

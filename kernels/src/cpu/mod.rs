@@ -40,6 +40,7 @@ pub(crate) mod gemm;
 pub mod matmul;
 pub mod ops;
 pub mod pool;
+pub mod repack;
 pub mod rope;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -48,8 +49,10 @@ pub(crate) mod table;
 
 pub use matmul::{MatmulError, MatmulJob, QMatrix, QuantizedActs};
 pub use pool::ThreadPool;
+pub use repack::Repacked;
 pub(crate) use table::{
-    dot_entry, dot_entry4, row_bytes, GemmKernels, OpKernels, PanelGemm, QuantizeEntry, VecDotEntry,
+    dot_entry, dot_entry4, row_bytes, GemmKernels, OpKernels, PanelGemm, QuantizeEntry,
+    RepackedGemm, VecDotEntry,
 };
 pub use table::{KernelError, Kernels, QuantizeRowFn, VecDot4Fn, VecDotFn};
 

@@ -6,6 +6,7 @@
 use crate::cpu::attention::packed::PackedJob;
 use crate::cpu::attention::{AttnJob, AttnTile};
 use crate::cpu::gemm::{GemmForm, Line, RowsJob, Side, Tile};
+use crate::cpu::repack::Repacked;
 use crate::cpu::rope::RopeCache;
 use crate::cpu::Isa;
 use crate::quant::{GgmlType, QuantFormat};
@@ -176,6 +177,23 @@ pub(crate) struct PanelGemm {
     /// # Safety
     /// The CPU supports the ISA of the table; `tile` describes buffers as [`Tile`] says.
     pub multiply: unsafe fn(form: GemmForm, tile: &Tile),
+    /// The products on weights repacked at load (`cpu/repack.rs`), where the ISA has them.
+    pub repacked: Option<RepackedGemm>,
+}
+
+/// The panel GEMM's kernels on repacked weights ([`crate::cpu::repack::Repacked`]): the same
+/// bits as [`PanelGemm::one_token`] and [`PanelGemm::pack_fast`] on the GGUF blocks.
+#[derive(Clone, Copy)]
+pub(crate) struct RepackedGemm {
+    /// Repacks `rows` rows of `wrb` bytes of a repackable type into `out` (zeros, the rows
+    /// rounded up to a multiple of 16): `cpu/repack.rs`'s `repack_rows`, bit for bit.
+    pub repack: fn(ty: GgmlType, data: &[u8], wrb: usize, rows: usize, out: &mut [u8]),
+    /// Multiplies the panel of rows `r0 .. r0 + n_rows` (`r0` a multiple of 16) with one token.
+    #[allow(clippy::type_complexity)]
+    pub one_token:
+        fn(w: &Repacked, r0: usize, n_rows: usize, y: &[i8], side: &[Side], out: &mut [f32]),
+    /// Packs the panel of rows `r0 .. r0 + n_rows` into the GEMM's panel form.
+    pub pack: fn(w: &Repacked, r0: usize, n_rows: usize, panel: &mut Vec<Line>),
 }
 
 /// How an ISA computes the GEMM-form products (`Kernels::uses_gemm`): the same float

@@ -59,7 +59,7 @@ impl std::fmt::Display for RequantReport {
 
 /// The matrices a matrix product reads: every registered tensor of more than one row, except
 /// the token embedding when a separate `output.weight` exists (then it is only looked up).
-fn is_matmul_weight(table: &WeightTable, e: &WeightEntry) -> bool {
+pub(crate) fn is_matmul_weight(table: &WeightTable, e: &WeightEntry) -> bool {
     e.rows() > 1
         && !(e.name == "token_embd.weight"
             && table.entries().iter().any(|o| o.name == "output.weight"))

@@ -707,7 +707,7 @@ fn prefetch_row_starts(w: *const u8, wrb: usize, n_rows: usize, bytes: usize) {
 /// inlined with it into the AVX-512 callers (a call per 16 rows and 16 bytes, passing four
 /// registers through memory, cost a quarter of one-token decode).
 #[inline(always)]
-unsafe fn transpose_16x4(p: *const u8, wrb: usize, n_rows: usize) -> [__m512i; 4] {
+pub(super) unsafe fn transpose_16x4(p: *const u8, wrb: usize, n_rows: usize) -> [__m512i; 4] {
     // SAFETY: only rows below n_rows are read (caller contract); the caller runs on AVX-512.
     unsafe {
         let row = |r: usize| {

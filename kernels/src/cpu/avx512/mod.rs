@@ -5,8 +5,9 @@ pub mod dot;
 pub(crate) mod fgemm;
 pub(crate) mod gemm;
 pub mod ops;
+pub(crate) mod repack;
 
-use crate::cpu::{GemmKernels, Isa, Kernels, OpKernels, PanelGemm};
+use crate::cpu::{GemmKernels, Isa, Kernels, OpKernels, PanelGemm, RepackedGemm};
 
 /// The avx512 table; [`Kernels::get`] hands it out only when the CPU supports [`Isa::Avx512`].
 pub(crate) static KERNELS: Kernels = Kernels {
@@ -36,6 +37,11 @@ pub(crate) static KERNELS: Kernels = Kernels {
         pack_fast: gemm::pack_panel_fast,
         transpose: gemm::transpose_codes,
         multiply: gemm::panel_times_tokens,
+        repacked: Some(RepackedGemm {
+            repack: repack::repack_rows,
+            one_token: repack::repacked_times_one_token,
+            pack: repack::pack_repacked,
+        }),
     }),
     float_panel: fgemm::float_panel,
 };

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::{AttnParams, Backend, BufId, LoraTerm, PoolKind, RopeParams, Segment, WeightId};
 use crate::kernels::cpu::fgemm::FloatPanels;
-use crate::kernels::cpu::matmul::{MatmulJob, QMatrix, QuantizedActs};
+use crate::kernels::cpu::matmul::{MatmulJob, QuantizedActs};
 use crate::kernels::cpu::ops::{self, par_rows_mut, KvView, RopeCache};
 use crate::kernels::cpu::pool::ThreadPool;
 use crate::kernels::cpu::{Isa, Kernels};
@@ -125,13 +125,8 @@ impl CpuBackend {
         let mut mats = Vec::with_capacity(outs.len());
         for &(wid, out) in outs {
             let e = w.table.entry(wid);
-            let (ty, data) = w.matrix(wid);
-            let m = QMatrix {
-                ty,
-                data,
-                rows: e.rows(),
-                cols: e.cols(),
-            };
+            let m = w.qmatrix(wid);
+            let ty = m.ty;
             let Some(act) = kernels.act_type(ty) else {
                 panic!("{}: no {ty} kernel (checked at load)", e.name);
             };
@@ -489,11 +484,21 @@ impl Backend for CpuBackend {
         let e = w.table.entry(table);
         let data = w.table.data(table);
         let row_bytes = data.len() / e.rows();
+        // A tied output head repacked at load had its stored pages given back: its rows are
+        // put back together from the repacked bytes instead (the same bytes).
+        let repacked = w.repacked_of(table).filter(|r| r.ty() == e.ty);
+        let mut row = vec![0u8; if repacked.is_some() { row_bytes } else { 0 }];
         let o = self.buf_mut(out);
         let cols = o.cols;
         for (t, &tok) in tokens.iter().enumerate() {
             // Token ids were checked against the vocabulary by the session.
-            let src = &data[tok as usize * row_bytes..(tok as usize + 1) * row_bytes];
+            let src = match repacked {
+                Some(r) => {
+                    r.row(tok as usize, &mut row);
+                    &row[..]
+                }
+                None => &data[tok as usize * row_bytes..(tok as usize + 1) * row_bytes],
+            };
             dequantize_row(e.ty, src, &mut o.data[t * cols..(t + 1) * cols]);
         }
     }

@@ -1,13 +1,14 @@
 //! A model's weights as the CPU backend reads them: the mapped tensors checked against the
 //! kernels of the model's ISA, vectors copied to f32, and the matrices `--requant` converted.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use super::super::requant::{requant_matrices, RequantReport};
+use super::super::requant::{is_matmul_weight, requant_matrices, RequantReport};
 use super::super::{WeightEntry, WeightId, WeightTable};
 use crate::kernels::cpu::fgemm::{FloatPanels, FPANEL};
 use crate::kernels::cpu::pool::ThreadPool;
-use crate::kernels::cpu::{Isa, Kernels};
+use crate::kernels::cpu::{Isa, Kernels, QMatrix, Repacked};
 use crate::kernels::quant::{self, GgmlType, QuantFormat};
 
 /// Errors preparing weights for the CPU.
@@ -39,6 +40,10 @@ pub struct CpuWeights {
     /// Matmul weights converted at load (`--requant`): they replace the mapped bytes in
     /// every matrix product; embedding lookups still read the mapped original.
     requant: Vec<Option<OwnedMatrix>>,
+    /// Matmul weights repacked at load for the ISA's one-token product and panel packing
+    /// (`Kernels::repack`): the products read them instead of the bytes of [`CpuWeights::matrix`]
+    /// (the same bits either way).
+    repacked: Vec<Option<Repacked>>,
     /// Matrices packed for the float GEMM at load ([`CpuWeights::with_panels`]): their
     /// products take f32 activations and run on `Kernels::matmul_panels`.
     panels: Vec<Option<FloatPanels>>,
@@ -76,11 +81,14 @@ impl CpuWeights {
         requant: Option<QuantFormat>,
         pool: &ThreadPool,
     ) -> Result<Arc<CpuWeights>, CpuError> {
-        Self::with_conversion(table, isa, requant, pool, &|_| true, &|_, _| {})
+        Self::with_conversion(table, isa, requant, pool, &|_| true, &|_, _| {}, true)
     }
 
     /// [`CpuWeights::with_requant`] converting only the matmul weights `admit` accepts, telling
-    /// `progress` (matrices converted, matrices to convert) as it goes.
+    /// `progress` (matrices converted, matrices to convert) as it goes; and with `repack` every
+    /// matmul weight the ISA can repack (`Kernels::repack`) repacked on `pool`, its mapped
+    /// pages given back (the products read only the repacked bytes, and so do the embedding
+    /// lookups of a tied output head).
     pub fn with_conversion(
         table: Arc<WeightTable>,
         isa: Isa,
@@ -88,6 +96,7 @@ impl CpuWeights {
         pool: &ThreadPool,
         admit: &(dyn Fn(&WeightEntry) -> bool + Sync),
         progress: &(dyn Fn(usize, usize) + Sync),
+        repack: bool,
     ) -> Result<Arc<CpuWeights>, CpuError> {
         let kernels = Kernels::get(isa).ok_or(CpuError::Isa(isa.name()))?;
         let mut vectors = Vec::with_capacity(table.entries().len());
@@ -128,14 +137,54 @@ impl CpuWeights {
             None => (vec![None; table.entries().len()], None),
         };
         let panels = vec![None; table.entries().len()];
-        Ok(Arc::new(CpuWeights {
+        let mut w = CpuWeights {
             kernels,
             table,
             vectors,
             requant,
+            repacked: Vec::new(),
             panels,
             report,
-        }))
+        };
+        w.repacked = if repack {
+            w.repack_matrices(pool)
+        } else {
+            (0..w.table.entries().len()).map(|_| None).collect()
+        };
+        Ok(Arc::new(w))
+    }
+
+    /// Every matmul weight repacked where the kernels can (see [`CpuWeights::with_conversion`]),
+    /// one matrix per thread at a time; the mapped pages of those read as stored are given back
+    /// as each is done.
+    fn repack_matrices(&self, pool: &ThreadPool) -> Vec<Option<Repacked>> {
+        let entries = self.table.entries();
+        let mut todo: Vec<usize> = (0..entries.len())
+            .filter(|&i| is_matmul_weight(&self.table, &entries[i]))
+            .collect();
+        // The largest first: while a matrix is repacked both its copies are resident, so the
+        // load's peak memory is lowest when the big ones (an output head) go before the heap
+        // holds the others.
+        todo.sort_by_key(|&i| std::cmp::Reverse(self.matrix(WeightId(i as u32)).1.len()));
+        let slots: Vec<Mutex<Option<Repacked>>> = todo.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        pool.run_dynamic(|_, _| loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&i) = todo.get(k) else { break };
+            let id = WeightId(i as u32);
+            let r = self.kernels.repack(&self.qmatrix(id));
+            // At once, so that the load never holds both copies of more than one matrix per
+            // thread.
+            if r.is_some() && self.requant[i].is_none() {
+                self.table.release(id);
+            }
+            *slots[k].lock().unwrap_or_else(|p| p.into_inner()) = r;
+        });
+        let mut out: Vec<Option<Repacked>> = (0..entries.len()).map(|_| None).collect();
+        for (&i, slot) in todo.iter().zip(slots) {
+            out[i] = slot.into_inner().unwrap_or_else(|p| p.into_inner());
+        }
+        out
     }
 
     /// [`CpuWeights::new`], with the matrices `admit` accepts packed for the float GEMM (f32
@@ -150,8 +199,15 @@ impl CpuWeights {
         admit: &(dyn Fn(&WeightEntry) -> bool + Sync),
     ) -> Result<Arc<CpuWeights>, CpuError> {
         let pool = ThreadPool::new(1).map_err(threads_error)?;
-        let base =
-            Self::with_conversion(Arc::clone(&table), isa, None, &pool, &|_| false, &|_, _| {})?;
+        let base = Self::with_conversion(
+            Arc::clone(&table),
+            isa,
+            None,
+            &pool,
+            &|_| false,
+            &|_, _| {},
+            false,
+        )?;
         let mut w = Arc::into_inner(base).expect("not shared yet");
         let entries = table.entries();
         let f32_bytes: usize = entries
@@ -203,6 +259,31 @@ impl CpuWeights {
         self.vectors[id.0 as usize]
             .as_deref()
             .expect("weight used as a vector is a matrix")
+    }
+
+    /// The matrix a product reads for `id`: [`CpuWeights::matrix`]'s bytes, and their
+    /// repacked form where it was made at load.
+    pub(super) fn qmatrix(&self, id: WeightId) -> QMatrix<'_> {
+        let e = self.table.entry(id);
+        let (ty, data) = self.matrix(id);
+        QMatrix {
+            ty,
+            data,
+            rows: e.rows(),
+            cols: e.cols(),
+            repacked: self.repacked_of(id),
+        }
+    }
+
+    /// The repacked form of `id`, where it was made at load.
+    pub(super) fn repacked_of(&self, id: WeightId) -> Option<&Repacked> {
+        self.repacked.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// How many matrices were repacked at load, and their bytes.
+    pub fn repacked(&self) -> (usize, usize) {
+        let r = self.repacked.iter().flatten();
+        (r.clone().count(), r.map(Repacked::bytes).sum())
     }
 
     /// The format and bytes a matrix product reads for `id`.
