@@ -1,7 +1,8 @@
 //! `tinyrt bench` on the real SmolLM2 model: the peak resident memory while prefilling and
-//! generating at a 2048-token context stays within the file size + the KV cache + 64 MiB
-//! (mmap'd weights are not copied; a repacked copy must replace, not add), and the time to
-//! first token is reported.
+//! generating at a 2048-token context stays within the file size + the KV cache + 64 MiB,
+//! plus one matrix while it is repacked at load (mmap'd weights are not copied; a repacked
+//! copy replaces the mapped bytes, which are given back as soon as it is made: both are
+//! resident only for the matrix in hand), and the time to first token is reported.
 
 use std::process::Command;
 
@@ -21,6 +22,17 @@ fn smollm2_peak_rss_at_2048_context_is_file_plus_kv_plus_64_mib() {
     let file_bytes = std::fs::metadata(&path).expect("stat SmolLM2").len();
     // f16 keys and values of every layer for the whole context (the bench's default type).
     let kv_bytes = (cfg.n_layer * N_CTX * (cfg.k_width() + cfg.v_width()) * 2) as u64;
+    // The largest matrix (SmolLM2's tied Q8_0 embedding and head, 30 MiB): its mapped pages
+    // and its repacked copy are both resident while it is repacked. Whether its pages (and
+    // the file's others) are mapped before then depends on the page cache (a file written
+    // moments ago is held in large folios, which a fault maps whole).
+    let largest = file
+        .tensor_infos()
+        .iter()
+        .filter(|t| t.shape.len() >= 2)
+        .map(|t| t.size)
+        .max()
+        .unwrap_or(0);
     drop(file);
     // Prefill most of the context, then generate: every buffer the CLI uses at -c 2048 is live.
     let out = Command::new(env!("CARGO_BIN_EXE_tinyrt"))
@@ -49,21 +61,23 @@ fn smollm2_peak_rss_at_2048_context_is_file_plus_kv_plus_64_mib() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bench JSON");
     assert_eq!(v["n_ctx"], N_CTX);
     let rss = v["rss_bytes"].as_u64().expect("rss_bytes");
-    let bound = file_bytes + kv_bytes + SLACK_BYTES;
+    let bound = file_bytes + kv_bytes + SLACK_BYTES + largest;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     eprintln!(
-        "SmolLM2 -c {N_CTX}: peak RSS {:.1} MiB, bound {:.1} MiB (file {:.1} + KV {:.1} + 64)",
+        "SmolLM2 -c {N_CTX}: peak RSS {:.1} MiB, bound {:.1} MiB (file {:.1} + KV {:.1} + 64 + largest matrix {:.1})",
         mib(rss),
         mib(bound),
         mib(file_bytes),
-        mib(kv_bytes)
+        mib(kv_bytes),
+        mib(largest)
     );
     assert!(
         rss <= bound,
-        "peak RSS {:.1} MiB exceeds file {:.1} + KV {:.1} + 64 MiB = {:.1} MiB",
+        "peak RSS {:.1} MiB exceeds file {:.1} + KV {:.1} + 64 MiB + largest matrix {:.1} = {:.1} MiB",
         mib(rss),
         mib(file_bytes),
         mib(kv_bytes),
+        mib(largest),
         mib(bound)
     );
     // The time to first token of the 16-token prompt is measured and plausible.
