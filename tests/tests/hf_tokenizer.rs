@@ -17,22 +17,9 @@ use serde_json::Value as J;
 use tinyrt::gguf::{Array, Metadata, Value};
 use tinyrt::tokenizer::hf::{self, HfEncoder};
 use tinyrt::tokenizer::{Tokenizer, TokenizerError};
-use tinyrt_tests::{workspace_root, TempDir};
+use tinyrt_tests::TempDir;
 
-const FOLDERS: [&str; 8] = [
-    "tiny-llama",
-    "tiny-mistral",
-    "tiny-llama3",
-    "tiny-qwen2",
-    "tiny-qwen3",
-    "tiny-phi2",
-    "tiny-stablelm2",
-    "tiny-gemma3",
-];
-
-fn oracle() -> PathBuf {
-    workspace_root().join("../shared/oracles/hf")
-}
+use tinyrt_tests::hf_oracle::{oracle, FOLDERS};
 
 fn folder(name: &str) -> PathBuf {
     oracle().join("models").join(name)

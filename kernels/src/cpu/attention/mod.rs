@@ -59,17 +59,13 @@ pub fn attention_parallel(
 ) {
     check_shapes(q, kv, n_past, params, out);
     let n_tokens = q.len() / (params.n_heads * kv.head_dim);
-    // ggml takes its tiled and split-KV paths only when K and V have the same type.
-    let same_kv_type = matches!(
-        (kv.k, kv.v),
-        (KvData::F32(_), KvData::F32(_)) | (KvData::F16(_), KvData::F16(_))
-    );
+    let one_type = same_kv_type(kv);
     // The tiled kernels mask by position (causal); bidirectional attention takes the per-key
     // path, whose key range per token is set here.
-    if n_tokens >= GGML_FA_TILE_Q && same_kv_type && params.causal {
+    if n_tokens >= GGML_FA_TILE_Q && one_type && params.causal {
         return tiled(isa, q, kv, n_past, params, out, par);
     }
-    per_key(isa, q, kv, n_past, params, out, par, same_kv_type);
+    per_key(isa, q, kv, n_past, params, out, par, one_type);
 }
 
 /// Batch-invariant causal attention: every query token takes ggml's tiled path
@@ -89,15 +85,17 @@ pub fn attention_invariant(
     par: &dyn ParallelRun,
 ) {
     assert!(params.causal, "invariant attention is causal");
-    assert!(
-        matches!(
-            (kv.k, kv.v),
-            (KvData::F32(_), KvData::F32(_)) | (KvData::F16(_), KvData::F16(_))
-        ),
-        "invariant attention: K and V of one type"
-    );
+    assert!(same_kv_type(kv), "invariant attention: K and V of one type");
     check_shapes(q, kv, n_past, params, out);
     tiled(isa, q, kv, n_past, params, out, par)
+}
+
+/// Whether K and V have one type (ggml takes its tiled and split-KV paths only then).
+fn same_kv_type(kv: &KvView) -> bool {
+    matches!(
+        (kv.k, kv.v),
+        (KvData::F32(_), KvData::F32(_)) | (KvData::F16(_), KvData::F16(_))
+    )
 }
 
 /// The sizes of an attention call (checked by [`check_shapes`]).
@@ -181,10 +179,7 @@ pub fn attention_invariant_many(
     let mut small = Vec::with_capacity(calls.len());
     for c in calls.iter_mut() {
         assert!(
-            matches!(
-                (c.kv.k, c.kv.v),
-                (KvData::F32(_), KvData::F32(_)) | (KvData::F16(_), KvData::F16(_))
-            ),
+            same_kv_type(&c.kv),
             "invariant attention: K and V of one type"
         );
         check_shapes(c.q, &c.kv, c.n_past, params, c.out);
