@@ -710,20 +710,26 @@ fn prefetch_row_starts(w: *const u8, wrb: usize, n_rows: usize, bytes: usize) {
 pub(super) unsafe fn transpose_16x4(p: *const u8, wrb: usize, n_rows: usize) -> [__m512i; 4] {
     // SAFETY: only rows below n_rows are read (caller contract); the caller runs on AVX-512.
     unsafe {
-        let row = |r: usize| {
-            if r < n_rows {
-                _mm_loadu_si128(p.add(r * wrb).cast())
-            } else {
-                _mm_setzero_si128()
-            }
-        };
-        let lanes = |q: usize| {
-            let v = _mm512_castsi128_si512(row(q));
-            let v = _mm512_inserti32x4::<1>(v, row(q + 4));
-            let v = _mm512_inserti32x4::<2>(v, row(q + 8));
-            _mm512_inserti32x4::<3>(v, row(q + 12))
-        };
-        let (z0, z1, z2, z3) = (lanes(0), lanes(1), lanes(2), lanes(3));
+        // Macros, not closures: a closure is a function without the caller's target features,
+        // so its intrinsics would stay calls.
+        macro_rules! row {
+            ($r:expr) => {
+                if $r < n_rows {
+                    _mm_loadu_si128(p.add($r * wrb).cast())
+                } else {
+                    _mm_setzero_si128()
+                }
+            };
+        }
+        macro_rules! lanes {
+            ($q:expr) => {{
+                let v = _mm512_castsi128_si512(row!($q));
+                let v = _mm512_inserti32x4::<1>(v, row!($q + 4));
+                let v = _mm512_inserti32x4::<2>(v, row!($q + 8));
+                _mm512_inserti32x4::<3>(v, row!($q + 12))
+            }};
+        }
+        let (z0, z1, z2, z3) = (lanes!(0), lanes!(1), lanes!(2), lanes!(3));
         let t0 = _mm512_unpacklo_epi32(z0, z1);
         let t1 = _mm512_unpackhi_epi32(z0, z1);
         let t2 = _mm512_unpacklo_epi32(z2, z3);
