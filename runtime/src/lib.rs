@@ -47,6 +47,7 @@ pub mod backend;
 pub mod batch;
 pub mod chat;
 pub mod config;
+pub mod constraint;
 pub mod embed;
 pub mod files;
 pub mod gguf;

@@ -219,6 +219,10 @@ pub(crate) struct ModelInner {
     /// `LoadOptions::requant` (an encoder's own f16 conversion is not reported as one).
     pub(crate) requested_requant: Option<QuantFormat>,
     pub(crate) tokenizer: Tokenizer,
+    /// The constraint state of the tokenizer, built on first use ([`Model::grammars`]).
+    pub(crate) grammars: std::sync::OnceLock<
+        Result<Arc<crate::constraint::Grammars>, crate::constraint::ConstraintError>,
+    >,
 }
 
 /// A loaded model (cheap to clone: the weights are shared).
@@ -356,6 +360,7 @@ impl Model {
                 file,
                 pool,
                 requested_requant: opts.requant,
+                grammars: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -402,6 +407,17 @@ impl Model {
     /// Threads of the model's pool.
     pub fn threads(&self) -> usize {
         self.inner.pool.n_threads()
+    }
+
+    /// The constraint state (token trie, llguidance's parser factory) of this model's
+    /// vocabulary, built on the first call and shared by every later one.
+    pub fn grammars(
+        &self,
+    ) -> Result<Arc<crate::constraint::Grammars>, crate::constraint::ConstraintError> {
+        self.inner
+            .grammars
+            .get_or_init(|| crate::constraint::Grammars::new(&self.inner.tokenizer))
+            .clone()
     }
 
     /// The model's tokenizer (from its `tokenizer.ggml.*` metadata).

@@ -7,6 +7,8 @@
 
 use std::collections::VecDeque;
 
+use crate::constraint::{Constraint, ConstraintError, ConstraintSpec};
+
 /// Sampling options. [`SamplerOptions::default`] gives llama.cpp's defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplerOptions {
@@ -24,6 +26,10 @@ pub struct SamplerOptions {
     pub repeat_last_n: i32,
     /// Seed of the random draw; `None` picks one from the clock.
     pub seed: Option<u64>,
+    /// What the output must match (JSON schema, regex, grammar); `None`: anything. The mask
+    /// comes first in the chain: tokens it rules out are never candidates (their logits are
+    /// -inf before the penalty, top-k, top-p, min-p and temperature).
+    pub constraint: Option<ConstraintSpec>,
 }
 
 impl Default for SamplerOptions {
@@ -36,6 +42,7 @@ impl Default for SamplerOptions {
             repeat_penalty: 1.0,
             repeat_last_n: 64,
             seed: None,
+            constraint: None,
         }
     }
 }
@@ -137,6 +144,8 @@ pub struct Sampler {
     history: VecDeque<u32>,
     history_cap: usize,
     cands: Vec<Candidate>,
+    /// A compiled constraint ([`Sampler::set_constraint`]); `opts.constraint` is only its spec.
+    constraint: Option<Constraint>,
 }
 
 impl Sampler {
@@ -157,7 +166,30 @@ impl Sampler {
             history: VecDeque::new(),
             history_cap,
             cands: Vec::new(),
+            constraint: None,
         }
+    }
+
+    /// This sampler under a compiled constraint (from [`crate::constraint::Grammars::compile`]).
+    pub fn with_constraint(mut self, c: Constraint) -> Sampler {
+        self.constraint = Some(c);
+        self
+    }
+
+    /// Sample under `c` from now on (`None`: unconstrained).
+    pub fn set_constraint(&mut self, c: Option<Constraint>) {
+        self.constraint = c;
+    }
+
+    /// The constraint, if any.
+    pub fn constraint(&self) -> Option<&Constraint> {
+        self.constraint.as_ref()
+    }
+
+    /// The constraint, to compute its next mask ahead of sampling (e.g. on another thread
+    /// while the forward pass runs: `Constraint` is `Send`).
+    pub fn constraint_mut(&mut self) -> Option<&mut Constraint> {
+        self.constraint.as_mut()
     }
 
     pub fn options(&self) -> &SamplerOptions {
@@ -166,8 +198,20 @@ impl Sampler {
 
     /// Whether [`Sampler::sample`] is the plain argmax of the raw logits (temperature `<= 0`
     /// and no repetition penalty): then the backend may pick the token where the logits are.
+    /// Never under a constraint.
     pub fn is_plain_argmax(&self) -> bool {
-        self.opts.temperature <= 0.0 && (self.opts.repeat_penalty == 1.0 || self.history_cap == 0)
+        self.constraint.is_none()
+            && self.opts.temperature <= 0.0
+            && (self.opts.repeat_penalty == 1.0 || self.history_cap == 0)
+    }
+
+    /// Advance the constraint past a sampled token (nothing without one). Call it for each
+    /// generated token (not for prompt tokens), after [`Sampler::sample`].
+    pub fn commit(&mut self, id: u32) -> Result<(), ConstraintError> {
+        match &mut self.constraint {
+            Some(c) => c.commit(id),
+            None => Ok(()),
+        }
     }
 
     /// Record a token (prompt or generated) for the repetition penalty.
@@ -186,8 +230,84 @@ impl Sampler {
         self.history.clear();
     }
 
-    /// Choose the next token from raw logits.
+    /// Choose the next token from raw logits. Under a constraint this is
+    /// [`Sampler::try_sample`] with a failed constraint giving its first stop token (the
+    /// error stays in [`Sampler::constraint`]).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if self.constraint.is_some() {
+            return match self.try_sample(logits, &[]) {
+                Ok(id) => id,
+                Err(_) => self
+                    .constraint
+                    .as_ref()
+                    .and_then(|c| c.stop_tokens().first().copied())
+                    .unwrap_or(0),
+            };
+        }
+        self.sample_plain(logits)
+    }
+
+    /// Choose the next token from raw logits; under a constraint only from the tokens its
+    /// mask allows (computed here unless [`Constraint::compute_mask`] ran already), never one
+    /// of `banned` unless nothing else is allowed (`--ignore-eos` under a finished grammar).
+    pub fn try_sample(&mut self, logits: &[f32], banned: &[u32]) -> Result<u32, ConstraintError> {
+        let Some(c) = self.constraint.as_mut() else {
+            if banned.is_empty() {
+                return Ok(self.sample_plain(logits));
+            }
+            let mut masked = logits.to_vec();
+            for &e in banned {
+                if let Some(l) = masked.get_mut(e as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            return Ok(self.sample_plain(&masked));
+        };
+        c.compute_mask()?;
+        let mut cands = std::mem::take(&mut self.cands);
+        cands.clear();
+        let n = logits.len() as u32;
+        c.for_each_allowed(|id| {
+            if id < n && !banned.contains(&id) {
+                cands.push(Candidate {
+                    id,
+                    logit: logits[id as usize],
+                    p: 0.0,
+                });
+            }
+        });
+        if cands.is_empty() {
+            // Only banned tokens (or none in range) remain: take the first allowed.
+            let mut first = None;
+            c.for_each_allowed(|id| {
+                if first.is_none() && id < n {
+                    first = Some(id);
+                }
+            });
+            self.cands = cands;
+            return first.ok_or_else(|| {
+                ConstraintError("constraint: no allowed token is in the vocabulary".into())
+            });
+        }
+        apply_repeat_penalty_sparse(&mut cands, &self.history, self.opts.repeat_penalty);
+        let id = self.pick(&mut cands);
+        self.cands = cands;
+        Ok(id)
+    }
+
+    fn pick(&mut self, cands: &mut Vec<Candidate>) -> u32 {
+        if self.opts.temperature <= 0.0 {
+            greedy(cands)
+        } else {
+            apply_top_k(cands, self.opts.top_k);
+            apply_top_p(cands, self.opts.top_p);
+            apply_min_p(cands, self.opts.min_p);
+            apply_temperature(cands, self.opts.temperature);
+            draw(cands, &mut self.rng)
+        }
+    }
+
+    fn sample_plain(&mut self, logits: &[f32]) -> u32 {
         self.cands.clear();
         self.cands
             .extend(logits.iter().enumerate().map(|(i, &l)| Candidate {
@@ -220,6 +340,23 @@ fn greedy(cands: &[Candidate]) -> u32 {
         }
     }
     best.map_or(0, |c| c.id)
+}
+
+/// [`apply_repeat_penalty`] on candidates in any order (a constraint's allowed subset).
+fn apply_repeat_penalty_sparse(cands: &mut [Candidate], history: &VecDeque<u32>, penalty: f32) {
+    if penalty == 1.0 || history.is_empty() {
+        return;
+    }
+    let seen: std::collections::HashSet<u32> = history.iter().copied().collect();
+    for c in cands.iter_mut() {
+        if seen.contains(&c.id) {
+            if c.logit <= 0.0 {
+                c.logit *= penalty;
+            } else {
+                c.logit /= penalty;
+            }
+        }
+    }
 }
 
 /// llama.cpp's repeat penalty: each distinct recent token once, negative logits multiplied.

@@ -36,6 +36,10 @@ pub enum SessionError {
     NotEncoder,
     #[error("token type {ty} is outside the model's {n} token types")]
     BadTokenType { ty: u32, n: usize },
+    /// A bad schema or grammar (before any work), or a constraint that failed while
+    /// generating.
+    #[error("{0}")]
+    Constraint(#[from] crate::constraint::ConstraintError),
 }
 
 /// The backend's LoRA terms of `adapters` (with their user scales) on `model`, for LoRA set
@@ -465,6 +469,22 @@ impl Session {
         prompt: &[u32],
         opts: &GenerateOptions,
     ) -> Result<Generation<'_>, SessionError> {
+        let mut sampler = Sampler::new(opts.sampler.clone());
+        if let Some(spec) = &opts.sampler.constraint {
+            let c = self.model.grammars()?.compile(spec)?;
+            sampler.set_constraint(Some(c));
+        }
+        self.generate_with(prompt, opts, sampler)
+    }
+
+    /// [`Session::generate`] with a sampler of the caller's (e.g. one holding a constraint
+    /// compiled once with [`Model::grammars`]); `opts.sampler` is not used.
+    pub fn generate_with(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        mut sampler: Sampler,
+    ) -> Result<Generation<'_>, SessionError> {
         if prompt.is_empty() && self.tokens.is_empty() {
             return Err(SessionError::EmptyPrompt);
         }
@@ -479,7 +499,6 @@ impl Session {
                 });
             }
         }
-        let mut sampler = Sampler::new(opts.sampler.clone());
         for &t in self.tokens.iter().chain(prompt) {
             sampler.accept(t);
         }
@@ -591,6 +610,18 @@ impl Generation<'_> {
         self.session
     }
 
+    /// The constraint, if generating under one.
+    pub fn constraint(&self) -> Option<&crate::constraint::Constraint> {
+        self.sampler.constraint()
+    }
+
+    /// Under a constraint, whether the output so far is a complete valid value (`None`
+    /// without one). A generation that ended by [`StopReason::Length`] with `Some(false)` was
+    /// cut off before its value was complete.
+    pub fn constraint_satisfied(&self) -> Option<bool> {
+        self.sampler.constraint().map(|c| c.is_accepting())
+    }
+
     fn next_step(&mut self) -> Result<Option<Step>, SessionError> {
         if self.stop.is_some() {
             return Ok(None);
@@ -603,6 +634,13 @@ impl Generation<'_> {
         let top = top_logits(logits, self.top_logits);
         let id = if let Some(id) = self.next_id.take() {
             id
+        } else if self.sampler.constraint().is_some() {
+            let banned: &[u32] = if self.ignore_eog {
+                self.session.model.tokenizer().eog_ids()
+            } else {
+                &[]
+            };
+            self.sampler.try_sample(logits, banned)?
         } else if self.ignore_eog {
             let mut masked = logits.clone();
             for &e in self.session.model.tokenizer().eog_ids() {
@@ -615,9 +653,13 @@ impl Generation<'_> {
             self.sampler.sample(logits)
         };
         self.sampler.accept(id);
+        self.sampler.commit(id)?;
         self.produced += 1;
         let is_eog = self.session.is_eog(id);
         if is_eog {
+            self.stop = Some(StopReason::Eos);
+        } else if self.sampler.constraint().is_some_and(|c| c.is_done()) {
+            // The grammar allows nothing more: the value is complete, no forward pass needed.
             self.stop = Some(StopReason::Eos);
         } else if self.limit.is_some_and(|l| self.produced >= l)
             || self.session.n_past() >= self.session.n_ctx
@@ -627,6 +669,25 @@ impl Generation<'_> {
         } else if self.top_logits == 0 && !self.ignore_eog && self.sampler.is_plain_argmax() {
             // Greedy with nothing else asked of the logits: the backend picks the next token.
             self.next_id = Some(self.session.feed_argmax(id)?);
+        } else if let Some(c) = self.sampler.constraint_mut() {
+            // The next mask is computed on another thread while the forward pass runs.
+            let session = &mut *self.session;
+            let (fed, mask) = std::thread::scope(|s| {
+                let h = s.spawn(|| c.compute_mask());
+                let fed = session.feed(&[id]).map(|_| ());
+                (fed, h.join())
+            });
+            fed?;
+            match mask {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(SessionError::Constraint(
+                        crate::constraint::ConstraintError(
+                            "constraint: the mask computation panicked".into(),
+                        ),
+                    ))
+                }
+            }
         } else {
             self.session.feed(&[id])?;
         }
