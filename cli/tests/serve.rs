@@ -1084,3 +1084,282 @@ fn stop_strings_equal_generate() {
         "stop"
     );
 }
+
+/// The python that has `openai` (and `jsonschema`), or `None` (skipped unless models are
+/// required).
+fn python_with(modules: &str) -> Option<String> {
+    // A relative path is taken from the workspace root (tests run in cli/).
+    let python = match std::env::var("TINYRT_PYTHON") {
+        Ok(p) if p.contains('/') && !p.starts_with('/') => {
+            tinyrt_tests::workspace_root().join(p).display().to_string()
+        }
+        Ok(p) => p,
+        Err(_) => "python3".into(),
+    };
+    let probe = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return Some(python);
+    }
+    assert!(
+        !tinyrt_tests::models_required(),
+        "`{python} -c 'import {modules}'` failed and TINYRT_REQUIRE_MODELS=1 (set TINYRT_PYTHON)"
+    );
+    eprintln!("skipping: {python} cannot import {modules} (set TINYRT_PYTHON)");
+    None
+}
+
+/// Tool calling and `response_format` with the official client on SmolLM2 and Gemma 3 (whose
+/// templates take no tools: the generic JSON format): tests/server/tools_client.py.
+#[test]
+fn structured_output_and_tools_with_the_openai_client() {
+    let Some(python) = python_with("openai, jsonschema") else {
+        return;
+    };
+    for name in tinyrt_tests::REAL_MODELS {
+        let Some(model) = tinyrt_tests::model(name) else {
+            eprintln!("skipping: {name} is not fetched");
+            continue;
+        };
+        tools_client(&python, &model);
+    }
+}
+
+fn tools_client(python: &str, model: &Path) {
+    let s = Server::start(model, &["-np", "2", "-c", "4096"]);
+    let script = tinyrt_tests::workspace_root().join("tests/server/tools_client.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args(["--base-url", &format!("http://127.0.0.1:{}/v1", s.port)])
+        .args(["--model", model.file_name().unwrap().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let so = String::from_utf8_lossy(&out.stdout);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && so.contains("all checks passed"),
+        "stdout:\n{so}\nstderr:\n{se}\nserver:\n{}",
+        s.log()
+    );
+}
+
+/// A template that takes tools and writes Hermes `<tool_call>` tags (the Qwen 2.5 template of
+/// the tiny Qwen2 checkpoint, random weights): the tools reach the prompt, a required call is
+/// held to the declared schema and comes back as `tool_calls`, and a conversation with the
+/// call and its result renders.
+#[test]
+fn hermes_tool_calls_on_a_qwen2_folder() {
+    let folder = tinyrt_tests::hf_oracle::folder("tiny-qwen2");
+    if !folder.is_dir() {
+        assert!(
+            !tinyrt_tests::models_required(),
+            "{} is missing",
+            folder.display()
+        );
+        return;
+    }
+    let s = Server::start(&folder, &["-c", "2048"]);
+    let tools = json!([{"type": "function", "function": {"name": "lookup", "description": "Look a word up",
+        "parameters": {"type": "object", "properties": {"word": {"type": "string", "maxLength": 8},
+            "lang": {"enum": ["en", "fr"]}}, "required": ["word", "lang"], "additionalProperties": false}}}]);
+    let ask = json!([{"role": "user", "content": "Look up 'chat'."}]);
+    for seed in [1, 2, 3] {
+        let r = s
+            .post(
+                "/v1/chat/completions",
+                &json!({"messages": ask, "tools": tools, "tool_choice": "required", "parallel_tool_calls": false,
+                        "max_tokens": 200, "temperature": 1.0, "seed": seed}),
+            )
+            .json();
+        let ch = &r["choices"][0];
+        assert_eq!(ch["finish_reason"], "tool_calls", "{r}");
+        let calls = ch["message"]["tool_calls"].as_array().expect("tool_calls");
+        assert!(!calls.is_empty(), "{r}");
+        for c in calls {
+            assert_eq!(c["function"]["name"], "lookup", "{r}");
+            let args: Value = serde_json::from_str(c["function"]["arguments"].as_str().unwrap())
+                .unwrap_or_else(|e| panic!("{e}: {r}"));
+            assert!(
+                args["word"]
+                    .as_str()
+                    .is_some_and(|w| w.chars().count() <= 8),
+                "{r}"
+            );
+            assert!(
+                ["en", "fr"].contains(&args["lang"].as_str().unwrap_or("")),
+                "{r}"
+            );
+            assert_eq!(args.as_object().unwrap().len(), 2, "{r}");
+        }
+    }
+    // The prompt holds the tools (rendered by the template) and the earlier call and result.
+    let convo = json!([
+        {"role": "user", "content": "Look up 'chat'."},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+            "function": {"name": "lookup", "arguments": "{\"word\": \"chat\", \"lang\": \"fr\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "cat"},
+    ]);
+    let prompt_tokens = |body: Value| {
+        let r = s.post("/v1/chat/completions", &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["usage"]["prompt_tokens"].as_u64().unwrap()
+    };
+    let with = prompt_tokens(json!({"messages": convo, "tools": tools, "max_tokens": 1}));
+    let without = prompt_tokens(json!({"messages": convo, "max_tokens": 1}));
+    let none = prompt_tokens(
+        json!({"messages": convo, "tools": tools, "tool_choice": "none", "max_tokens": 1}),
+    );
+    let tool_json = s
+        .post("/tokenize", &json!({"content": tools[0].to_string()}))
+        .json();
+    let n_tool = tool_json["tokens"].as_array().unwrap().len() as u64;
+    assert!(
+        with >= without + n_tool,
+        "tools in the prompt: {with} vs {without} + {n_tool}"
+    );
+    assert_eq!(none, without, "tool_choice none shows no tools");
+}
+
+/// Bad tools, tool choices and output formats: OpenAI-shaped 400s naming the field.
+#[test]
+fn bad_tools_and_formats_are_400s() {
+    let s = Server::start(&tiny(), &[]);
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    let f = |name: &str| json!([{"type": "function", "function": {"name": name}}]);
+    for (body, param) in [
+        (json!({"messages": msgs, "tools": "x"}), "tools"),
+        (json!({"messages": msgs, "tools": f("has space")}), "tools"),
+        (
+            json!({"messages": msgs, "tools": f("a"), "tool_choice": "maybe"}),
+            "tool_choice",
+        ),
+        (
+            json!({"messages": msgs, "tools": f("a"), "tool_choice": {"type": "function", "function": {"name": "b"}}}),
+            "tool_choice",
+        ),
+        (
+            json!({"messages": msgs, "tool_choice": "required"}),
+            "tool_choice",
+        ),
+        (
+            json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "a", "parameters": {"type": "object", "properties": {"x": {"type": "integer", "minimum": "low"}}}}}], "tool_choice": "required"}),
+            "tools",
+        ),
+        (
+            json!({"messages": msgs, "response_format": {"type": "yaml"}}),
+            "response_format",
+        ),
+        (
+            json!({"messages": msgs, "response_format": {"type": "json_schema"}}),
+            "response_format",
+        ),
+        (
+            json!({"messages": msgs, "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "integer", "minimum": "low"}}}}),
+            "response_format",
+        ),
+        (
+            json!({"messages": msgs, "grammar": "root ::= undefined_rule"}),
+            "grammar",
+        ),
+        (
+            json!({"messages": msgs, "grammar": "x", "json_schema": {"type": "object"}}),
+            "grammar",
+        ),
+        (
+            json!({"messages": msgs, "tools": f("a"), "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (
+            json!({"messages": [{"role": "assistant", "content": null, "tool_calls": "x"}]}),
+            "messages",
+        ),
+    ] {
+        let r = s.post("/v1/chat/completions", &body);
+        r.error(400);
+        assert_eq!(r.json()["error"]["param"], param, "{body}: {}", r.body);
+    }
+    let r = s.post(
+        "/v1/completions",
+        &json!({"prompt": "x", "json_schema": {"type": "object", "required": 3}}),
+    );
+    r.error(400);
+}
+
+/// Constrained sequences batched together: each keeps its own schema or grammar, and a greedy
+/// answer among others equals the same request alone.
+#[test]
+fn concurrent_constrained_requests_equal_each_alone() {
+    let Some(model) = tinyrt_tests::model(tinyrt_tests::SMOLLM2) else {
+        eprintln!("skipping: {} is not fetched", tinyrt_tests::SMOLLM2);
+        return;
+    };
+    let s = Arc::new(Server::start(&model, &["-np", "6", "-c", "6144"]));
+    let ask = |q: &str| json!([{"role": "user", "content": q}]);
+    let fmt = |schema: Value| json!({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}});
+    let bodies = [
+        json!({"messages": ask("A city as JSON."), "response_format": fmt(json!({"type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}, "population": {"type": "integer", "minimum": 0}},
+            "required": ["city", "population"]}))}),
+        json!({"messages": ask("Pick a colour."), "response_format": fmt(json!({"enum": ["red", "green", "blue"]}))}),
+        json!({"messages": ask("Three numbers."), "response_format": fmt(json!({"type": "array",
+            "items": {"type": "number"}, "minItems": 3, "maxItems": 3}))}),
+        json!({"messages": ask("A date."), "grammar": "root ::= [0-9]{4} \"-\" [0-1][0-9] \"-\" [0-3][0-9]"}),
+        json!({"messages": ask("Anything as JSON."), "response_format": {"type": "json_object"}}),
+        json!({"messages": ask("Say hi.")}),
+    ];
+    let bodies: Vec<Value> = bodies
+        .into_iter()
+        .map(|mut b| {
+            b["max_tokens"] = json!(48);
+            b["temperature"] = json!(0);
+            b["return_tokens"] = json!(true);
+            b
+        })
+        .collect();
+    let answer = |s: &Server, b: &Value| {
+        let v = s.post("/v1/chat/completions", b).json();
+        let c = &v["choices"][0];
+        (
+            c["tokens"].clone(),
+            c["message"]["content"].clone(),
+            c["finish_reason"].clone(),
+        )
+    };
+    let alone: Vec<_> = bodies.iter().map(|b| answer(&s, b)).collect();
+    for (i, (_, text, reason)) in alone.iter().enumerate().take(5) {
+        if reason == "stop" && i < 3 {
+            let v: Value = serde_json::from_str(text.as_str().unwrap())
+                .unwrap_or_else(|e| panic!("{e}: {text}"));
+            match i {
+                0 => assert!(
+                    v["city"].is_string() && v["population"].as_u64().is_some(),
+                    "{v}"
+                ),
+                1 => assert!(
+                    ["red", "green", "blue"].contains(&v.as_str().unwrap_or("")),
+                    "{v}"
+                ),
+                _ => assert_eq!(v.as_array().map(Vec::len), Some(3), "{v}"),
+            }
+        }
+        if i == 3 {
+            let t = text.as_str().unwrap();
+            assert!(
+                t.len() == 10 && t.as_bytes()[4] == b'-' && t.as_bytes()[7] == b'-',
+                "{t}"
+            );
+        }
+    }
+    let handles: Vec<_> = bodies
+        .iter()
+        .cloned()
+        .map(|b| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || answer(&s, &b))
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), alone[i], "request {i} among others");
+    }
+}

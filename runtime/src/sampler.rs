@@ -181,6 +181,12 @@ impl Sampler {
         self.constraint = c;
     }
 
+    /// Takes the constraint out (e.g. to compute its next mask on another thread while the
+    /// forward pass runs); [`Sampler::set_constraint`] puts it back.
+    pub fn take_constraint(&mut self) -> Option<Constraint> {
+        self.constraint.take()
+    }
+
     /// The constraint, if any.
     pub fn constraint(&self) -> Option<&Constraint> {
         self.constraint.as_ref()

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use tinyrt::adapters::LoraAdapter;
 use tinyrt::chat::Message;
+use tinyrt::constraint::ConstraintSpec;
 use tinyrt::tokenizer::Tokenizer;
 use tinyrt::SamplerOptions;
 
@@ -321,9 +322,119 @@ pub fn messages(o: &Obj) -> Result<Vec<Message>, ApiError> {
                 }
                 Some(_) => return Err(bad("a message's content must be a string or a list")),
             };
-            Ok(Message::new(role, content))
+            let mut msg = Message::new(role, content);
+            if let Some(calls) = present(m, "tool_calls") {
+                msg.tool_calls = Some(template_calls(calls).ok_or_else(|| {
+                    bad("tool_calls must be a list of {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}")
+                })?);
+            }
+            for (key, slot) in [("tool_call_id", &mut msg.tool_call_id), ("name", &mut msg.name)] {
+                match present(m, key) {
+                    None => {}
+                    Some(Value::String(s)) => *slot = Some(s.clone()),
+                    Some(_) => return Err(bad(&format!("a message's {key} must be a string"))),
+                }
+            }
+            Ok(msg)
         })
         .collect()
+}
+
+/// An assistant message's `tool_calls` as chat templates read them: OpenAI's list with each
+/// call's `arguments` (JSON text) parsed into an object, as `transformers` passes them.
+fn template_calls(v: &Value) -> Option<Value> {
+    let list = v.as_array()?;
+    let mut out = Vec::with_capacity(list.len());
+    for c in list {
+        let f = c.get("function")?.as_object()?;
+        let name = f.get("name")?.as_str()?;
+        let arguments = match f.get("arguments") {
+            None | Some(Value::Null) => json!({}),
+            Some(Value::String(s)) => serde_json::from_str(s).unwrap_or_else(|_| json!(s)),
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => return None,
+        };
+        let mut call =
+            json!({"type": "function", "function": {"name": name, "arguments": arguments}});
+        if let Some(id) = c.get("id").and_then(Value::as_str) {
+            call["id"] = json!(id);
+        }
+        out.push(call);
+    }
+    Some(Value::Array(out))
+}
+
+/// The output constraint of a request: OpenAI's `response_format` (`json_object`, or
+/// `json_schema` with its `schema`), or llama-server's `json_schema` (a schema) and `grammar`
+/// (GBNF) fields, with the field's name. At most one.
+pub fn output_constraint(o: &Obj) -> Result<Option<(&'static str, ConstraintSpec)>, ApiError> {
+    let mut found: Vec<(&'static str, ConstraintSpec)> = Vec::new();
+    if let Some(rf) = present(o, "response_format") {
+        let shape = || {
+            ApiError::bad_param(
+                "response_format",
+                "response_format must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": {\"name\", \"schema\"}}",
+            )
+        };
+        let Value::Object(rf) = rf else {
+            return Err(shape());
+        };
+        match rf.get("type").and_then(Value::as_str) {
+            Some("text") => {}
+            Some("json_object") => match present(rf, "schema") {
+                // llama-server's extension: a schema beside json_object.
+                Some(s @ Value::Object(_)) => {
+                    found.push(("response_format", ConstraintSpec::JsonSchema(s.clone())))
+                }
+                Some(_) => return Err(shape()),
+                None => found.push(("response_format", ConstraintSpec::JsonObject)),
+            },
+            Some("json_schema") => {
+                let schema = rf
+                    .get("json_schema")
+                    .and_then(|j| j.get("schema"))
+                    .filter(|s| s.is_object() || s.is_boolean())
+                    .ok_or_else(|| {
+                        ApiError::bad_param(
+                            "response_format",
+                            "response_format.json_schema.schema must be a JSON schema object",
+                        )
+                    })?;
+                found.push((
+                    "response_format",
+                    ConstraintSpec::JsonSchema(schema.clone()),
+                ));
+            }
+            _ => return Err(shape()),
+        }
+    }
+    match present(o, "json_schema") {
+        None => {}
+        Some(s @ (Value::Object(_) | Value::Bool(_))) => {
+            found.push(("json_schema", ConstraintSpec::JsonSchema(s.clone())))
+        }
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "json_schema",
+                "json_schema must be a JSON schema object",
+            ))
+        }
+    }
+    if let Some(g) = opt_str(o, "grammar")? {
+        if !g.trim().is_empty() {
+            found.push(("grammar", ConstraintSpec::Gbnf(g.to_string())));
+        }
+    }
+    if found.len() > 1 {
+        return Err(ApiError::bad_param(
+            found[1].0,
+            format!(
+                "give one of response_format, json_schema and grammar, not {} and {}",
+                found[0].0, found[1].0
+            ),
+        ));
+    }
+    Ok(found.pop())
 }
 
 /// How many top log-probabilities a request wants: `None` for no log-probabilities.

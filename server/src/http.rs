@@ -18,7 +18,8 @@ use base64::Engine as _;
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use tinyrt::adapters::LoraAdapter;
-use tinyrt::chat::{encode_conversation, ChatFormat, Message};
+use tinyrt::chat::{encode_conversation_with_tools, ChatFormat, Message};
+use tinyrt::constraint::{Constraint, ConstraintSpec};
 use tinyrt::embed::Embedder;
 use tinyrt::Model;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -27,6 +28,7 @@ use crate::api::{self, GenParams, Obj};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::scheduler::{Event, FinishReason, Job, Scheduler, TokenLogprob};
+use crate::tools::{self, CallFormat, ToolRequest};
 use crate::{log_line, Loaded, ServeError, ServerOptions};
 
 /// Most texts one embeddings request may send.
@@ -99,17 +101,49 @@ impl Ready {
         })
     }
 
-    fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>, ApiError> {
+    /// The prompt of a conversation, and with tools the format calls are written in.
+    fn encode_chat(
+        &self,
+        messages: Vec<Message>,
+        tools: Option<&ToolRequest>,
+    ) -> Result<(Vec<u32>, Option<CallFormat>), ApiError> {
         let chat = self.chat.as_ref().map_err(ApiError::bad_request)?;
         let format = chat
             .lock()
             .map_err(|_| ApiError::internal("the chat template lock is poisoned"))?;
-        let ids = encode_conversation(&format, self.model.tokenizer(), messages, true)
-            .map_err(|e| ApiError::bad_param("messages", format!("cannot render the chat: {e}")))?;
+        let call_format = tools.map(|_| tools::format_of(format.active().source()));
+        let (messages, raw) = match (tools, call_format) {
+            (Some(t), Some(f)) => (
+                t.messages(f, messages),
+                (f == CallFormat::Hermes).then_some(&t.raw),
+            ),
+            _ if tools::has_tool_turns(&messages)
+                && tools::format_of(format.active().source()) == CallFormat::Generic =>
+            {
+                (tools::generic_history(messages), None)
+            }
+            _ => (messages, None),
+        };
+        let ids = encode_conversation_with_tools(
+            &format,
+            self.model.tokenizer(),
+            &messages,
+            raw,
+            true,
+        )
+        .map_err(|e| ApiError::bad_param("messages", format!("cannot render the chat: {e}")))?;
         if let Some(w) = format.take_warning() {
             log_line!("warning: {w}");
         }
-        Ok(ids)
+        Ok((ids, call_format))
+    }
+
+    /// Compiles an output constraint against the vocabulary (a bad one is a 400 naming `param`).
+    fn compile(&self, spec: &ConstraintSpec, param: &str) -> Result<Constraint, ApiError> {
+        self.model
+            .grammars()
+            .and_then(|g| g.compile(spec))
+            .map_err(|e| ApiError::bad_param(param, format!("bad {}: {e}", spec.kind())))
     }
 }
 
@@ -318,6 +352,7 @@ fn start_job(
     prompt: Vec<u32>,
     params: &GenParams,
     logprobs: Option<usize>,
+    constraint: Option<Constraint>,
     entry: &ReqLog,
 ) -> Result<(UnboundedReceiver<Event>, Inflight), ApiError> {
     if prompt.is_empty() {
@@ -349,6 +384,7 @@ fn start_job(
         logprobs,
         ignore_eos: params.ignore_eos,
         adapters: params.adapters.clone(),
+        constraint,
         events: tx,
         arrived: Instant::now(),
     };
@@ -437,7 +473,18 @@ struct Streaming {
     return_tokens: bool,
     text_offset: usize,
     entry: Arc<ReqLog>,
+    /// With tools: the call format, and the text held back while it may still be a call.
+    tools: Option<StreamTools>,
     _place: Inflight,
+}
+
+/// A streamed answer under tools: text is held back until it cannot be a call (Hermes: it does
+/// not open with a tag) or the answer ends (the generic format's JSON).
+struct StreamTools {
+    format: CallFormat,
+    held: String,
+    /// The text is plain content: stream it as it comes.
+    passing: bool,
 }
 
 impl Streaming {
@@ -487,6 +534,21 @@ impl Streaming {
     fn on_event(&mut self, ev: Option<Event>) {
         match ev {
             Some(Event::Token { id, text, logprob }) => {
+                if let Some(t) = self.tools.as_mut().filter(|t| !t.passing) {
+                    t.held.push_str(&text);
+                    let start = t.held.trim_start();
+                    if t.format == CallFormat::Hermes
+                        && !start.is_empty()
+                        && !start.starts_with('<')
+                    {
+                        t.passing = true;
+                        let held = std::mem::take(&mut t.held);
+                        let c = self.text_choice(&held, None, &[]);
+                        let s = self.chunk(c);
+                        self.out.push_back(s);
+                    }
+                    return;
+                }
                 if !text.is_empty() || logprob.is_some() || self.return_tokens {
                     let c = self.text_choice(&text, logprob.as_ref().map(|lp| (id, lp)), &[id]);
                     let s = self.chunk(c);
@@ -500,14 +562,43 @@ impl Streaming {
                 cached_tokens,
                 completion_tokens,
             }) => {
-                if !tail.is_empty() {
-                    let c = self.text_choice(&tail, None, &[]);
-                    let s = self.chunk(c);
-                    self.out.push_back(s);
+                let mut finish = reason.as_str();
+                match self.tools.as_mut().filter(|t| !t.passing) {
+                    Some(t) => {
+                        t.held.push_str(&tail);
+                        let held = std::mem::take(&mut t.held);
+                        let (content, calls) = if reason == FinishReason::Stop {
+                            tools::parse_output(t.format, &held)
+                        } else {
+                            (Some(held), Vec::new())
+                        };
+                        if let Some(content) = content.filter(|c| !c.is_empty()) {
+                            let c = self.text_choice(&content, None, &[]);
+                            let s = self.chunk(c);
+                            self.out.push_back(s);
+                        }
+                        if !calls.is_empty() {
+                            finish = "tool_calls";
+                            let mut list = tools::calls_json(&calls, &self.id);
+                            for (i, c) in list.as_array_mut().into_iter().flatten().enumerate() {
+                                c["index"] = json!(i);
+                            }
+                            let c = json!({"index": 0, "delta": {"tool_calls": list}, "logprobs": null, "finish_reason": null});
+                            let s = self.chunk(c);
+                            self.out.push_back(s);
+                        }
+                    }
+                    None => {
+                        if !tail.is_empty() {
+                            let c = self.text_choice(&tail, None, &[]);
+                            let s = self.chunk(c);
+                            self.out.push_back(s);
+                        }
+                    }
                 }
                 let last = match self.kind {
                     Kind::Chat => {
-                        json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason.as_str()})
+                        json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish})
                     }
                     Kind::Completion => {
                         json!({"index": 0, "text": "", "logprobs": null, "finish_reason": reason.as_str()})
@@ -579,11 +670,34 @@ async fn chat(
     let messages = api::messages(&o)?;
     let logprobs = api::chat_logprobs(&o)?;
     let params = api::gen_params(&o, &["max_tokens", "max_completion_tokens"], &r.adapters)?;
-    let prompt = {
+    let tool_req = tools::parse(&o)?;
+    let output = api::output_constraint(&o)?;
+    if let (Some(_), Some((param, _))) = (&tool_req, &output) {
+        return Err(ApiError::bad_param(
+            param,
+            "response_format, json_schema or grammar with tools is not supported: the tools set the output's format",
+        ));
+    }
+    let (prompt, call_format, constraint) = {
         let r = Arc::clone(&r);
-        blocking(move || r.encode_chat(&messages)).await?
+        let tool_req = tool_req.clone();
+        blocking(move || {
+            let (prompt, call_format) = r.encode_chat(messages, tool_req.as_ref())?;
+            let constraint = match (&tool_req, call_format, &output) {
+                (Some(t), Some(f), _) => Some(r.compile(&t.constraint(f), "tools")?),
+                (_, _, Some((param, spec))) => Some(r.compile(spec, param)?),
+                _ => None,
+            };
+            Ok((prompt, call_format, constraint))
+        })
+        .await?
     };
-    let (rx, place) = start_job(&app, &r, prompt, &params, logprobs, &entry)?;
+    let (rx, place) = start_job(&app, &r, prompt, &params, logprobs, constraint, &entry)?;
+    let stream_tools = call_format.map(|format| StreamTools {
+        format,
+        held: String::new(),
+        passing: false,
+    });
     let id = answer_id("chatcmpl");
     if params.stream {
         return Ok(stream_response(Streaming {
@@ -598,6 +712,7 @@ async fn chat(
             return_tokens: params.return_tokens,
             text_offset: 0,
             entry,
+            tools: stream_tools,
             _place: place,
         }));
     }
@@ -605,11 +720,21 @@ async fn chat(
     drop(place);
     entry.tokens(c.prompt, c.completion);
     let tok = r.model.tokenizer();
+    let mut message = json!({"role": "assistant", "content": c.text});
+    let mut finish = c.reason.as_str();
+    if let Some(f) = call_format.filter(|_| c.reason == FinishReason::Stop) {
+        let (content, calls) = tools::parse_output(f, &c.text);
+        message["content"] = json!(content);
+        if !calls.is_empty() {
+            message["tool_calls"] = tools::calls_json(&calls, &id);
+            finish = "tool_calls";
+        }
+    }
     let mut choice = json!({
         "index": 0,
-        "message": {"role": "assistant", "content": c.text},
+        "message": message,
         "logprobs": logprobs.map(|_| json!({"content": c.logprobs.iter().map(|(id, lp)| api::chat_logprob_entry(tok, *id, lp)).collect::<Vec<_>>()})),
-        "finish_reason": c.reason.as_str(),
+        "finish_reason": finish,
     });
     if params.return_tokens {
         choice["tokens"] = json!(c.ids);
@@ -685,7 +810,14 @@ async fn completions(
     let logprobs = api::completion_logprobs(&o)?;
     let params = api::gen_params(&o, &["max_tokens"], &r.adapters)?;
     let prompt = completion_prompt(&r, &o).await?;
-    let (rx, place) = start_job(&app, &r, prompt, &params, logprobs, &entry)?;
+    let constraint = match api::output_constraint(&o)? {
+        Some((param, spec)) => {
+            let r = Arc::clone(&r);
+            Some(blocking(move || r.compile(&spec, param)).await?)
+        }
+        None => None,
+    };
+    let (rx, place) = start_job(&app, &r, prompt, &params, logprobs, constraint, &entry)?;
     let id = answer_id("cmpl");
     if params.stream {
         return Ok(stream_response(Streaming {
@@ -700,6 +832,7 @@ async fn completions(
             return_tokens: params.return_tokens,
             text_offset: 0,
             entry,
+            tools: None,
             _place: place,
         }));
     }

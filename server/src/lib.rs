@@ -13,6 +13,7 @@ pub mod error;
 mod http;
 pub mod metrics;
 pub mod scheduler;
+pub mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use tinyrt::adapters::LoraAdapter;
 use tinyrt::chat::StopMatcher;
+use tinyrt::constraint::Constraint;
 use tinyrt::sampler::top_logits;
 use tinyrt::tokenizer::StreamDecoder;
 use tinyrt::{Model, Sampler, SamplerOptions};
@@ -52,6 +53,8 @@ pub struct Job {
     /// Never sample an end-of-generation token (llama-server's `ignore_eos`).
     pub ignore_eos: bool,
     pub adapters: AdapterSet,
+    /// What the output must match, compiled ([`tinyrt::Model::grammars`]); `None`: anything.
+    pub constraint: Option<Constraint>,
     pub events: UnboundedSender<Event>,
     pub arrived: Instant,
 }
@@ -370,7 +373,9 @@ impl<'t, E: Engine> State<'t, E> {
                 }
                 self.keys[slot] = job.adapters.key.clone();
             }
+            let mut job = job;
             let mut sampler = Sampler::new(job.sampler.clone());
+            sampler.set_constraint(job.constraint.take());
             for &t in &job.prompt {
                 sampler.accept(t);
             }
@@ -445,6 +450,30 @@ impl<'t, E: Engine> State<'t, E> {
         if plan.is_empty() {
             return;
         }
+        // The constrained sequences that sample after this pass: their next masks depend only
+        // on the tokens so far, so they are computed on another thread while the forward
+        // pass runs (llguidance's masks take tens to hundreds of microseconds each).
+        let mut masks: Vec<(usize, Constraint)> = plan
+            .iter()
+            .filter_map(|&(slot, take)| {
+                let s = self.seqs[slot].as_mut()?;
+                let samples = take == 0 || s.fed + take == s.job.prompt.len();
+                if !samples {
+                    return None;
+                }
+                // Taken out for the pass, put back before sampling.
+                Some((slot, s.sampler.take_constraint()?))
+            })
+            .collect();
+        let masker = (!masks.is_empty()).then(|| {
+            std::thread::spawn(move || {
+                for (_, c) in masks.iter_mut() {
+                    // An error stays in the constraint; sampling reports it.
+                    let _ = c.compute_mask();
+                }
+                masks
+            })
+        });
         let result = {
             let items: Vec<StepItem<'_>> = plan
                 .iter()
@@ -467,6 +496,15 @@ impl<'t, E: Engine> State<'t, E> {
                 .collect();
             self.engine.step(&items)
         };
+        if let Some(m) = masker {
+            if let Ok(done) = m.join() {
+                for (slot, c) in done {
+                    if let Some(s) = self.seqs[slot].as_mut() {
+                        s.sampler.set_constraint(Some(c));
+                    }
+                }
+            }
+        }
         let outputs = match result {
             Ok(o) if o.len() == plan.len() => o,
             Ok(_) | Err(_) => {
@@ -523,16 +561,22 @@ impl<'t, E: Engine> State<'t, E> {
         let slot_ctx = self.engine.slot_ctx();
         let n_cached = self.engine.cached(slot).len();
         let s = self.seqs[slot].as_mut().expect("running");
-        let id = if s.job.ignore_eos {
-            let mut masked = logits.to_vec();
-            for &e in self.model.tokenizer().eog_ids() {
-                if let Some(l) = masked.get_mut(e as usize) {
-                    *l = f32::NEG_INFINITY;
-                }
-            }
-            s.sampler.sample(&masked)
+        let banned: &[u32] = if s.job.ignore_eos {
+            self.model.tokenizer().eog_ids()
         } else {
-            s.sampler.sample(logits)
+            &[]
+        };
+        let id = match s
+            .sampler
+            .try_sample(logits, banned)
+            .and_then(|id| s.sampler.commit(id).map(|_| id))
+        {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = s.job.events.send(Event::Error(format!("{e}")));
+                self.retire(slot);
+                return;
+            }
         };
         s.sampler.accept(id);
         s.generated += 1;
@@ -556,7 +600,9 @@ impl<'t, E: Engine> State<'t, E> {
             text: out.text,
             logprob,
         });
-        if out.stopped {
+        // A constraint that allows nothing more ended the value: no forward pass for its
+        // end-of-generation token.
+        if out.stopped || s.sampler.constraint().is_some_and(|c| c.is_done()) {
             self.finish(slot, FinishReason::Stop);
         } else if s.job.max_tokens.is_some_and(|m| s.generated >= m) || n_cached >= slot_ctx {
             self.finish(slot, FinishReason::Length);

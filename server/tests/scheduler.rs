@@ -111,6 +111,7 @@ fn submit(s: &Scheduler, prompt: Vec<u32>, max_tokens: usize) -> UnboundedReceiv
         logprobs: None,
         ignore_eos: true,
         adapters: AdapterSet::default(),
+        constraint: None,
         events: tx,
         arrived: Instant::now(),
     }));

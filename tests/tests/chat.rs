@@ -596,3 +596,32 @@ fn long_conversations_fit_the_fuel_limit() {
         );
     }
 }
+
+/// Tool-use templates (`tools`, assistant `tool_calls`, `tool` results) render as jinja2 renders
+/// them: tests/golden/chat-templates/tools.json, made by scripts/gen-tool-chat-fixtures.py from
+/// the Qwen 2.5 template.
+#[test]
+fn tool_templates_render_like_jinja2() {
+    let path = fixtures_dir().join("tools.json");
+    let doc: Json = serde_json::from_str(&std::fs::read_to_string(&path).expect("tools.json"))
+        .expect("tools.json is JSON");
+    let t = ChatTemplate::new(doc["template"].as_str().unwrap(), "", "<|im_end|>").unwrap();
+    assert!(t.takes_tools());
+    let cases = doc["cases"].as_array().unwrap();
+    assert!(cases.len() >= 3);
+    for case in cases {
+        let got = t
+            .render_with_tools(
+                &messages(case),
+                Some(&case["tools"]),
+                case["add_generation_prompt"].as_bool().unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            got,
+            case["expected"].as_str().unwrap(),
+            "{}",
+            case["conversation"]
+        );
+    }
+}

@@ -231,8 +231,30 @@ impl ChatFormat {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// The template that renders now (the primary one until it failed).
+    pub fn active(&self) -> &ChatTemplate {
+        match &self.fallback {
+            Some((_, t)) if *self.failed.borrow() => t,
+            _ => &self.primary,
+        }
+    }
+
+    /// [`ChatFormat::render`] with the OpenAI `tools` list for templates that take it
+    /// ([`ChatTemplate::takes_tools`]); the built-in fallback formats ignore it.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
         if !*self.failed.borrow() {
-            match self.primary.render(messages, add_generation_prompt) {
+            match self
+                .primary
+                .render_with_tools(messages, tools, add_generation_prompt)
+            {
                 Ok(s) => return Ok(s),
                 Err(e) => match &self.fallback {
                     Some((b, _)) => {
@@ -285,7 +307,18 @@ pub fn encode_conversation(
     messages: &[Message],
     add_generation_prompt: bool,
 ) -> Result<Vec<u32>, ChatError> {
-    let rendered = format.render(messages, add_generation_prompt)?;
+    encode_conversation_with_tools(format, tokenizer, messages, None, add_generation_prompt)
+}
+
+/// [`encode_conversation`] with the OpenAI `tools` list passed to the template.
+pub fn encode_conversation_with_tools(
+    format: &ChatFormat,
+    tokenizer: &Tokenizer,
+    messages: &[Message],
+    tools: Option<&serde_json::Value>,
+    add_generation_prompt: bool,
+) -> Result<Vec<u32>, ChatError> {
+    let rendered = format.render_with_tools(messages, tools, add_generation_prompt)?;
     let text = strip_leading_bos(&rendered, format.bos_token(), tokenizer.add_bos());
     Ok(tokenizer.tokenize(text.as_bytes(), true, true)?)
 }

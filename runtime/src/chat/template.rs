@@ -47,11 +47,22 @@ pub const ALLOC_FACTOR: u64 = 16;
 pub const RENDER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One message of a conversation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Templates that take tools also read an assistant message's `tool_calls` (OpenAI's shape,
+/// `[{"id", "type": "function", "function": {"name", "arguments"}}]`, the arguments an object
+/// as `transformers` passes them) and a tool message's `tool_call_id` and `name`; these are
+/// left out of the template's view when absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
-    /// `system`, `user` or `assistant`.
+    /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Message {
@@ -59,6 +70,7 @@ impl Message {
         Message {
             role: role.into(),
             content: content.into(),
+            ..Message::default()
         }
     }
     pub fn system(content: impl Into<String>) -> Message {
@@ -162,6 +174,22 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// Whether the template reads a `tools` variable (Hugging Face's tool-use templates do).
+    pub fn takes_tools(&self) -> bool {
+        self.source.contains("tools")
+    }
+
+    /// [`ChatTemplate::render`] with the `tools` variable (a list of OpenAI tool objects,
+    /// `{"type": "function", "function": {...}}`) for templates that take it.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TemplateError> {
         if let Some(msg) = self
             .poisoned
             .lock()
@@ -172,8 +200,15 @@ impl ChatTemplate {
         }
         let input: usize = messages
             .iter()
-            .map(|m| m.role.len() + m.content.len())
+            .map(|m| {
+                m.role.len()
+                    + m.content.len()
+                    + m.tool_calls.as_ref().map_or(0, |t| t.to_string().len())
+                    + m.tool_call_id.as_ref().map_or(0, String::len)
+                    + m.name.as_ref().map_or(0, String::len)
+            })
             .sum::<usize>()
+            + tools.map_or(0, |t| t.to_string().len())
             + self.bos_token.len()
             + self.eos_token.len();
         let max_output =
@@ -182,6 +217,7 @@ impl ChatTemplate {
         let job = RenderJob {
             env: Arc::clone(&self.env),
             messages: messages.to_vec(),
+            tools: tools.cloned(),
             add_generation_prompt,
             bos_token: self.bos_token.clone(),
             eos_token: self.eos_token.clone(),
@@ -246,6 +282,7 @@ fn bounded<T: Send + 'static>(
 struct RenderJob {
     env: Arc<Environment<'static>>,
     messages: Vec<Message>,
+    tools: Option<serde_json::Value>,
     add_generation_prompt: bool,
     bos_token: String,
     eos_token: String,
@@ -263,6 +300,7 @@ impl RenderJob {
         let strftime_now = Value::from_function(move |format: &str| strftime(format, now));
         let ctx = minijinja::context! {
             messages => Value::from_serialize(&self.messages),
+            tools => self.tools.as_ref().map(Value::from_serialize),
             add_generation_prompt => self.add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
