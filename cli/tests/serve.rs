@@ -1193,6 +1193,23 @@ fn hermes_tool_calls_on_a_qwen2_folder() {
             assert_eq!(args.as_object().unwrap().len(), 2, "{r}");
         }
     }
+    // auto: text that does not open with a tag, or calls.
+    for seed in [1, 2] {
+        let r = s
+            .post(
+                "/v1/chat/completions",
+                &json!({"messages": ask, "tools": tools, "max_tokens": 40, "temperature": 1.0, "seed": seed}),
+            )
+            .json();
+        let m = &r["choices"][0]["message"];
+        match m.get("tool_calls") {
+            Some(calls) => assert_eq!(calls[0]["function"]["name"], "lookup", "{r}"),
+            None => assert!(
+                !m["content"].as_str().unwrap().trim_start().starts_with('<'),
+                "{r}"
+            ),
+        }
+    }
     // The prompt holds the tools (rendered by the template) and the earlier call and result.
     let convo = json!([
         {"role": "user", "content": "Look up 'chat'."},
