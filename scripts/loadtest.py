@@ -153,6 +153,11 @@ def main():
     ap.add_argument("--json", default=None, help="write the report here too")
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument(
+        "--json-schema",
+        default=None,
+        help="a JSON schema file: every request asks for response_format json_schema with it",
+    )
+    ap.add_argument(
         "--ignore-eos",
         action="store_true",
         help="ask for max_tokens every time (llama-server's and tinyrt's ignore_eos)",
@@ -175,6 +180,10 @@ def main():
             conn.close()
         except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError) as e:
             sys.exit(f"loadtest: cannot read the model's id from GET /v1/models ({e}); give --model")
+    schema = None
+    if a.json_schema:
+        with open(a.json_schema) as f:
+            schema = json.load(f)
     stats = Stats()
     deadline = time.monotonic() + a.seconds
     issued = [0]
@@ -206,6 +215,8 @@ def main():
             )
             if a.ignore_eos:
                 req["ignore_eos"] = True
+            if schema is not None:
+                req["response_format"] = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
             one_request(host, port, path, json.dumps(req), headers, a.timeout, stats)
 
     rss = []
