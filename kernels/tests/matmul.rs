@@ -200,7 +200,14 @@ fn few_tokens_on_repacked_weights() {
         let fmt = QuantFormat::Ggml(ty);
         let col_blocks = if fmt.block_size() == 256 { 2 } else { 9 };
         for n_tokens in 2..=17 {
-            check(fmt, rows, col_blocks, n_tokens, 100 + n_tokens as u64, &pools);
+            check(
+                fmt,
+                rows,
+                col_blocks,
+                n_tokens,
+                100 + n_tokens as u64,
+                &pools,
+            );
         }
         // Batch invariance on the repacked weights, 16 tokens against each one alone.
         let cols = col_blocks * fmt.block_size().max(32);

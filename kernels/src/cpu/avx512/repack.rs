@@ -360,7 +360,12 @@ unsafe fn one_token<const K: u8>(
 /// The CPU supports AVX-512 VNNI; `tile` describes the activations and outputs of its
 /// `n_tokens` tokens as [`Tile`] says, for `w.cols` values, and `tile.mask` has `n_rows`
 /// low bits set.
-pub(crate) unsafe fn repacked_times_tokens(w: &Repacked, r0: usize, n_rows: usize, tile: &Tile) -> bool {
+pub(crate) unsafe fn repacked_times_tokens(
+    w: &Repacked,
+    r0: usize,
+    n_rows: usize,
+    tile: &Tile,
+) -> bool {
     type TokensFn = unsafe fn(&[u8], usize, usize, &Tile);
     macro_rules! table {
         ($k:expr) => {
@@ -416,7 +421,12 @@ pub(crate) unsafe fn repacked_times_tokens(w: &Repacked, r0: usize, n_rows: usiz
 /// The CPU supports AVX-512 VNNI; `panel` holds `nblk` repacked blocks of type `K`, and `tile`
 /// describes `C` tokens (one side group) of `32 · nblk` values as [`Tile`] says.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-unsafe fn tokens<const K: u8, const C: usize>(panel: &[u8], nblk: usize, n_rows: usize, tile: &Tile) {
+unsafe fn tokens<const K: u8, const C: usize>(
+    panel: &[u8],
+    nblk: usize,
+    n_rows: usize,
+    tile: &Tile,
+) {
     let l = layout::<K>();
     let pb = l.panel_block();
     let p = panel.as_ptr();
