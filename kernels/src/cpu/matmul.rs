@@ -556,8 +556,9 @@ impl Kernels {
 /// Up to how many tokens a repacked matrix is multiplied without packing its panels
 /// (`RepackedGemm::tokens`): the fused kernel decodes each block once per group of
 /// `TILE_TOKENS` tokens, while a packed panel is decoded once and reused by every tile.
-/// Measured with `/tmp/prompts/serve-rate.sh N` (SmolLM2-135M Q4_1, `-t 2`, a shared noisy
-/// host, old/new interleaved): 8 streams 151-171 -> 194-320 tok/s over 3 rounds; 16 streams
+/// Measured with `serve --parallel N -t 2` on SmolLM2-135M Q4_1 under 25 s of
+/// `scripts/loadtest.py --clients N --max-tokens 64 --ignore-eos` (a shared noisy host,
+/// old/new interleaved): 8 streams 151-171 -> 194-320 tok/s over 3 rounds; 16 streams
 /// (two groups of 8) 228 vs 226, even; prefill (`bench -p 64`) keeps pack+tile.
 const FEW_TOKENS: usize = 16;
 
