@@ -180,6 +180,66 @@ fn gemm_on_large_matrices_with_both_threads() {
     }
 }
 
+/// Every token count of a server's decode step (2..=16, and 17 past the fused kernel's limit)
+/// on every repackable type, with a last partial panel (37 rows): the repacked weights
+/// (`RepackedGemm::tokens` up to 16 tokens, AVX-512) give the bits of the GGUF blocks, and a
+/// token's results do not depend on the tokens beside it.
+#[test]
+fn few_tokens_on_repacked_weights() {
+    let pools = [ThreadPool::new(1).unwrap()];
+    let pool = &pools[0];
+    let rows = 37;
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::IQ4_NL,
+        GgmlType::Q6_K,
+    ] {
+        let fmt = QuantFormat::Ggml(ty);
+        let col_blocks = if fmt.block_size() == 256 { 2 } else { 9 };
+        for n_tokens in 2..=17 {
+            check(
+                fmt,
+                rows,
+                col_blocks,
+                n_tokens,
+                100 + n_tokens as u64,
+                &pools,
+            );
+        }
+        // Batch invariance on the repacked weights, 16 tokens against each one alone.
+        let cols = col_blocks * fmt.block_size().max(32);
+        let mut rng = Rng(9);
+        let x: Vec<f32> = (0..rows * cols).map(|_| rng.unit_f32()).collect();
+        let mut w = vec![0u8; rows * cols / fmt.block_size() * fmt.type_size()];
+        quant::quantize_format(fmt, &x, &mut w).unwrap();
+        let m = QMatrix::new(fmt, &w, rows, cols).unwrap();
+        let n_tokens = 16;
+        let input: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit_f32()).collect();
+        for isa in Isa::available() {
+            let k = Kernels::get(isa).unwrap();
+            let Some(rp) = k.repack(&m) else { continue };
+            let mr = m.with_repacked(&rp).unwrap();
+            let mut all = vec![0f32; rows * n_tokens];
+            k.matmul(pool, &mr, &input, n_tokens, &mut all).unwrap();
+            for t in 0..n_tokens {
+                let mut one = vec![0f32; rows];
+                k.matmul(pool, &mr, &input[t * cols..(t + 1) * cols], 1, &mut one)
+                    .unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&one),
+                    bits(&all[t * rows..(t + 1) * rows]),
+                    "repacked {fmt} {} token {t}",
+                    isa.name()
+                );
+            }
+        }
+    }
+}
+
 /// A batch gives bit for bit the results of its tokens one at a time (so a prompt's logits do
 /// not depend on how it is split into batches), on every ISA and for every format.
 #[test]

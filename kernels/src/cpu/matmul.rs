@@ -553,6 +553,15 @@ impl Kernels {
     }
 }
 
+/// Up to how many tokens a repacked matrix is multiplied without packing its panels
+/// (`RepackedGemm::tokens`): the fused kernel decodes each block once per group of
+/// `TILE_TOKENS` tokens, while a packed panel is decoded once and reused by every tile.
+/// Measured with `serve --parallel N -t 2` on SmolLM2-135M Q4_1 under 25 s of
+/// `scripts/loadtest.py --clients N --max-tokens 64 --ignore-eos` (a shared noisy host,
+/// old/new interleaved): 8 streams 151-171 -> 194-320 tok/s over 3 rounds; 16 streams
+/// (two groups of 8) 228 vs 226, even; prefill (`bench -p 64`) keeps pack+tile.
+const FEW_TOKENS: usize = 16;
+
 /// One product for the GEMM: the weights, their row bytes, the activations and the output.
 type GemmJob<'a, 'w> = (&'a QMatrix<'w>, usize, &'a QuantizedActs, OutPtr);
 
@@ -666,6 +675,24 @@ impl GemmTask<'_, '_> {
                 return;
             }
         }
+        let mut tile = Tile {
+            nsub: self.w.cols / self.form.kb,
+            panel: std::ptr::null(),
+            y: self.acts.y.as_ptr(),
+            cols: self.w.cols,
+            side: self.acts.side.as_ptr(),
+            n_tokens: self.n_tokens,
+            // SAFETY: r0 < rows, so the offset stays within the n_tokens × rows output.
+            out: unsafe { self.out.0.add(r0) },
+            out_stride: rows,
+            mask: ((1u32 << n_rows) - 1) as u16,
+        };
+        if let Some((w, k)) = repacked {
+            // SAFETY: as for `multiply` below (the panel unused).
+            if self.n_tokens <= FEW_TOKENS && unsafe { (k.tokens)(w, r0, n_rows, &tile) } {
+                return;
+            }
+        }
         let packed = if let Some((w, k)) = repacked {
             (k.pack)(w, r0, n_rows, panel);
             true
@@ -693,18 +720,7 @@ impl GemmTask<'_, '_> {
                 gemm.transpose,
             );
         }
-        let tile = Tile {
-            nsub: self.w.cols / self.form.kb,
-            panel: panel.as_ptr().cast(),
-            y: self.acts.y.as_ptr(),
-            cols: self.w.cols,
-            side: self.acts.side.as_ptr(),
-            n_tokens: self.n_tokens,
-            // SAFETY: r0 < rows, so the offset stays within the n_tokens × rows output.
-            out: unsafe { self.out.0.add(r0) },
-            out_stride: rows,
-            mask: ((1u32 << n_rows) - 1) as u16,
-        };
+        tile.panel = panel.as_ptr().cast();
         // SAFETY: the table's ISA is supported (it came from `Kernels::get`); the panel holds
         // `nsub` packed sub-blocks, the activations n_tokens × cols values and n_tokens × nsub
         // side values, and the output rows r0..r0 + n_rows of every token belong to this

@@ -194,6 +194,14 @@ pub(crate) struct RepackedGemm {
         fn(w: &Repacked, r0: usize, n_rows: usize, y: &[i8], side: &[Side], out: &mut [f32]),
     /// Packs the panel of rows `r0 .. r0 + n_rows` into the GEMM's panel form.
     pub pack: fn(w: &Repacked, r0: usize, n_rows: usize, panel: &mut Vec<Line>),
+    /// Multiplies the panel of rows `r0 .. r0 + n_rows` with every token of `tile` (its
+    /// `panel` unused) without packing it, the bits of `pack` and [`PanelGemm::multiply`];
+    /// `false` (nothing done) for a type it does not handle.
+    ///
+    /// # Safety
+    /// The CPU supports the ISA of the table; `tile` describes buffers as [`Tile`] says, its
+    /// `mask` the `n_rows` rows.
+    pub tokens: unsafe fn(w: &Repacked, r0: usize, n_rows: usize, tile: &Tile) -> bool,
 }
 
 /// How an ISA computes the GEMM-form products (`Kernels::uses_gemm`): the same float

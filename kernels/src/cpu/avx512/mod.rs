@@ -41,6 +41,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
             repack: repack::repack_rows,
             one_token: repack::repacked_times_one_token,
             pack: repack::pack_repacked,
+            tokens: repack::repacked_times_tokens,
         }),
     }),
     float_panel: fgemm::float_panel,

@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::cpu::gemm::{GemmForm, Line, Side, PANEL_ROWS};
+use crate::cpu::gemm::{GemmForm, Line, Side, Tile, PANEL_ROWS, TILE_TOKENS};
 use crate::cpu::repack::{repack_layout, BlockLayout, Repacked};
 use crate::quant::{GgmlType, KVALUES_IQ4NL};
 
@@ -347,6 +347,129 @@ unsafe fn one_token<const K: u8>(
             }
         }
         _mm512_mask_storeu_ps(out, c.rows_m, facc);
+    }
+}
+
+/// Multiplies the panel of rows `r0 .. r0 + n_rows` of a repacked matrix with every token of
+/// `tile` (its `panel` unused) without packing it: per block the codes are decoded into
+/// registers once and multiplied with up to [`TILE_TOKENS`] tokens right away, with
+/// `tile_kernel`'s float operations per token (`avx512/gemm.rs`), so the bits of the
+/// pack-and-tile path. `false` (nothing done) for a type it does not handle (Q6_K).
+///
+/// # Safety
+/// The CPU supports AVX-512 VNNI; `tile` describes the activations and outputs of its
+/// `n_tokens` tokens as [`Tile`] says, for `w.cols` values, and `tile.mask` has `n_rows`
+/// low bits set.
+pub(crate) unsafe fn repacked_times_tokens(
+    w: &Repacked,
+    r0: usize,
+    n_rows: usize,
+    tile: &Tile,
+) -> bool {
+    type TokensFn = unsafe fn(&[u8], usize, usize, &Tile);
+    macro_rules! table {
+        ($k:expr) => {
+            [
+                tokens::<$k, 1> as TokensFn,
+                tokens::<$k, 2>,
+                tokens::<$k, 3>,
+                tokens::<$k, 4>,
+                tokens::<$k, 5>,
+                tokens::<$k, 6>,
+                tokens::<$k, 7>,
+                tokens::<$k, 8>,
+            ]
+        };
+    }
+    let table: [TokensFn; TILE_TOKENS] = match kind(w.ty) {
+        Q4_0 => table!(Q4_0),
+        Q4_1 => table!(Q4_1),
+        Q5_0 => table!(Q5_0),
+        Q8_0 => table!(Q8_0),
+        IQ4_NL => table!(IQ4_NL),
+        _ => return false,
+    };
+    let nblk = w.cols / layout_of(w.ty).bs;
+    assert!(
+        (1..=PANEL_ROWS).contains(&n_rows)
+            && r0 + n_rows <= w.rows
+            && tile.cols == w.cols
+            && tile.nsub == nblk
+            && tile.mask == ((1u32 << n_rows) - 1) as u16,
+        "repacked_times_tokens: bad sizes"
+    );
+    let panel = w.panel(r0);
+    let mut t0 = 0;
+    while t0 < tile.n_tokens {
+        let c = (tile.n_tokens - t0).min(TILE_TOKENS);
+        let sub = Tile {
+            // SAFETY: t0 < n_tokens: these stay within the buffers (caller contract).
+            y: unsafe { tile.y.add(t0 * tile.cols) },
+            side: unsafe { tile.side.add(t0 * tile.nsub) },
+            out: unsafe { tile.out.add(t0 * tile.out_stride) },
+            ..*tile
+        };
+        // SAFETY: the panel holds `nblk` repacked blocks; the sub-tile covers tokens t0..t0 + c,
+        // all within the caller's buffers; the CPU runs AVX-512 (caller contract).
+        unsafe { table[c - 1](panel, nblk, n_rows, &sub) };
+        t0 += c;
+    }
+    true
+}
+
+/// # Safety
+/// The CPU supports AVX-512 VNNI; `panel` holds `nblk` repacked blocks of type `K`, and `tile`
+/// describes `C` tokens (one side group) of `32 · nblk` values as [`Tile`] says.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn tokens<const K: u8, const C: usize>(
+    panel: &[u8],
+    nblk: usize,
+    n_rows: usize,
+    tile: &Tile,
+) {
+    let l = layout::<K>();
+    let pb = l.panel_block();
+    let p = panel.as_ptr();
+    // SAFETY (whole body): block b < nblk of the panel, the activations and side values of
+    // tokens t < C at block b, and the masked outputs of each token lie within the buffers
+    // (caller contract); prefetches do not fault.
+    unsafe {
+        let c = Consts::new(n_rows);
+        let mut facc = [_mm512_setzero_ps(); C];
+        for b in 0..nblk {
+            let blk = p.add(b * pb);
+            for l in 0..pb.div_ceil(64) {
+                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(8 * pb + 64 * l).cast());
+            }
+            let codes = block_codes::<K>(blk, &c);
+            let sd = tile.side.add(b * C);
+            let yb = tile.y.add(32 * b);
+            // `tile_kernel`'s steps: iacc = init, then the exact vpdpbusd sums; no closures
+            // (`std::array::from_fn`) here, see `block_codes`.
+            let mut iacc = [_mm512_setzero_si512(); C];
+            for (t, acc) in iacc.iter_mut().enumerate() {
+                *acc = _mm512_set1_epi32((*sd.add(t)).init);
+            }
+            for (j, &code) in codes.iter().enumerate() {
+                // Line j holds the codes of values 4j..4j + 4 of every row.
+                for (t, acc) in iacc.iter_mut().enumerate() {
+                    let yv = yb.add(t * tile.cols + 4 * j).cast::<i32>().read_unaligned();
+                    *acc = _mm512_dpbusd_epi32(*acc, code, _mm512_set1_epi32(yv));
+                }
+            }
+            let (d, m) = block_scales::<K>(blk, l);
+            for (t, f) in facc.iter_mut().enumerate() {
+                let side = &*sd.add(t);
+                let scale = _mm512_mul_ps(d, _mm512_set1_ps(side.d));
+                *f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[t]), scale, *f);
+                if K == Q4_1 {
+                    *f = _mm512_fmadd_ps(m, _mm512_set1_ps(side.ms), *f);
+                }
+            }
+        }
+        for (t, f) in facc.iter().enumerate() {
+            _mm512_mask_storeu_ps(tile.out.add(t * tile.out_stride), c.rows_m, *f);
+        }
     }
 }
 
