@@ -1,6 +1,9 @@
 //! The sampling options shared by `generate` and `chat` (llama.cpp's defaults).
 
+use std::path::PathBuf;
+
 use anyhow::Result;
+use tinyrt::constraint::ConstraintSpec;
 use tinyrt::SamplerOptions;
 
 use crate::error::bad_input;
@@ -28,9 +31,64 @@ pub struct SamplingArgs {
     /// Random seed (default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Constrain the output to JSON valid under this JSON schema (a file, or the schema itself
+    /// when it starts with `{`).
+    #[arg(long, value_name = "FILE_OR_JSON", conflicts_with_all = ["grammar", "regex"])]
+    pub json_schema: Option<String>,
+    /// Constrain the output to a grammar file: GBNF as llama.cpp reads it, or llguidance's
+    /// Lark dialect when the name ends in `.lark`.
+    #[arg(long, value_name = "FILE", conflicts_with = "regex")]
+    pub grammar: Option<PathBuf>,
+    /// Constrain the output to match this regular expression (Rust regex syntax, whole output).
+    #[arg(long, value_name = "R")]
+    pub regex: Option<String>,
+}
+
+/// A constraint file's text (bounded like every input), or a one-line error.
+fn read_text(path: &std::path::Path, what: &str) -> Result<String> {
+    let bytes = tinyrt::files::read_input(path)
+        .map_err(|e| bad_input(format!("cannot read the {what}: {e}")))?;
+    String::from_utf8(bytes)
+        .map_err(|_| bad_input(format!("the {what} {} is not UTF-8", path.display())))
 }
 
 impl SamplingArgs {
+    /// The constraint of `--json-schema`, `--grammar` or `--regex`, checked for syntax (it is
+    /// compiled against the model's vocabulary when generation starts).
+    pub fn constraint(&self) -> Result<Option<ConstraintSpec>> {
+        if let Some(s) = &self.json_schema {
+            let text = if s.trim_start().starts_with('{') {
+                s.clone()
+            } else {
+                if s.is_empty() {
+                    return Err(bad_input("--json-schema needs a file or a JSON schema"));
+                }
+                read_text(std::path::Path::new(s), "JSON schema")?
+            };
+            let spec = ConstraintSpec::json_schema_str(&text)
+                .map_err(|e| bad_input(format!("--json-schema: {e}")))?;
+            return Ok(Some(spec));
+        }
+        if let Some(path) = &self.grammar {
+            let text = read_text(path, "grammar")?;
+            let lark = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("lark"));
+            return Ok(Some(if lark {
+                ConstraintSpec::Lark(text)
+            } else {
+                ConstraintSpec::Gbnf(text)
+            }));
+        }
+        if let Some(r) = &self.regex {
+            if r.is_empty() {
+                return Err(bad_input("--regex needs a regular expression"));
+            }
+            return Ok(Some(ConstraintSpec::Regex(r.clone())));
+        }
+        Ok(None)
+    }
+
     /// The sampler options, after checking the values a user can get wrong (exit 2).
     pub fn options(&self) -> Result<SamplerOptions> {
         for (name, v) in [
@@ -72,7 +130,7 @@ impl SamplingArgs {
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
             seed: self.seed,
-            constraint: None,
+            constraint: self.constraint()?,
         })
     }
 }

@@ -18,6 +18,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tinyrt::chat::{Assistant, AssistantError, AssistantOptions, Message};
 use tinyrt::files::MAX_INPUT_BYTES;
+use tinyrt::StopReason;
 
 use crate::args::{LoadArgs, SamplingArgs, SessionArgs};
 use crate::error::{as_bad_input, bad_input};
@@ -81,6 +82,11 @@ pub fn run(args: Args) -> Result<()> {
         return Err(bad_input(tinyrt::SessionError::Encoder));
     }
     crate::args::requant::report(&model);
+    // A bad schema or grammar is refused before the first turn (each reply compiles it anew).
+    if let Some(spec) = &sampler.constraint {
+        let g = model.grammars().map_err(bad_input)?;
+        g.compile(spec).map_err(bad_input)?;
+    }
     let session = args.session.for_model(&model, session)?;
     let adapters = args.lora.load(model.file())?;
     let opts = AssistantOptions {
@@ -278,6 +284,11 @@ fn reply(assistant: &mut Assistant, input: &str, timings: bool) -> Result<()> {
     }
     if r.interrupted {
         eprintln!("(interrupted)");
+    }
+    if assistant.options().sampler.constraint.is_some() && r.stop_reason == StopReason::Length {
+        eprintln!(
+            "note: the reply reached -n before the constrained value ended (it may be incomplete)"
+        );
     }
     if timings {
         let gen_s = (r.total_time - r.time_to_first_token).as_secs_f64();

@@ -150,18 +150,29 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let stop = generation.stop_reason().map_or("length", |r| r.as_str());
+    // Under a constraint: whether the output is a complete value (false: -n cut it off).
+    let satisfied = generation.constraint_satisfied();
     drop(generation);
+    if satisfied == Some(false) {
+        eprintln!(
+            "note: -n {} cut the output before the constrained value was complete",
+            args.max_tokens
+        );
+    }
     let gen_s = t2.elapsed().as_secs_f64();
 
     if args.json {
         let text_ids: Vec<u32> = steps.iter().filter(|s| !s.is_eog).map(|s| s.id).collect();
-        let obj = json!({
+        let mut obj = json!({
             "prompt_ids": prompt_ids,
             "gen_ids": steps.iter().map(|s| s.id).collect::<Vec<_>>(),
             "gen_text": if stops.stopped() { kept } else { tok.decode(&text_ids)? },
             "steps": steps.iter().map(|s| json!({"top": s.top.iter().map(|&(id, l)| json!([id, l])).collect::<Vec<_>>()})).collect::<Vec<_>>(),
             "stop_reason": stop,
         });
+        if let Some(ok) = satisfied {
+            obj["constraint_satisfied"] = json!(ok);
+        }
         output::println(&obj.to_string())?;
     } else {
         let mut rest = String::new();

@@ -216,9 +216,49 @@ impl Grammars {
     }
 }
 
+/// A calendar date as JSON schema's `date` format means it (RFC 3339 `full-date`: years 0001
+/// to 9999, February 29 in leap years only); llguidance's own `date` takes any year's
+/// February 29 and year 0000.
+const DATE_PATTERN: &str = concat!(
+    r"^(?:(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-",
+    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)",
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))",
+    r"|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)-02-29)$"
+);
+
+/// Every `"format": "date"` subschema also gets [`DATE_PATTERN`] (beside its own pattern,
+/// through `allOf`). Literal values (`const`, `enum`, `default`, `examples`) are left alone.
+fn exact_dates(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            if o.get("format").and_then(|f| f.as_str()) == Some("date") {
+                let p = serde_json::json!(DATE_PATTERN);
+                if !o.contains_key("pattern") {
+                    o.insert("pattern".into(), p);
+                } else {
+                    let all = o
+                        .entry("allOf")
+                        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                    if let Some(a) = all.as_array_mut() {
+                        a.push(serde_json::json!({"pattern": p}));
+                    }
+                }
+            }
+            for (k, x) in o.iter_mut() {
+                if !matches!(k.as_str(), "const" | "enum" | "default" | "examples") {
+                    exact_dates(x);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(exact_dates),
+        _ => {}
+    }
+}
+
 /// JSON the way models write it (`{"a": 1, "b": [2, 3]}`: Python's `json.dumps` separators,
 /// no other whitespace) unless the schema sets llguidance's `x-guidance` options itself.
 fn with_json_style(mut schema: serde_json::Value) -> serde_json::Value {
+    exact_dates(&mut schema);
     if let Some(obj) = schema.as_object_mut() {
         if !obj.contains_key("x-guidance") {
             obj.insert(

@@ -419,3 +419,44 @@ fn the_sampler_masks_before_penalties_and_top_k() {
         b'x' as u32
     );
 }
+
+#[test]
+fn dates_are_real_calendar_dates() {
+    let tok = vocab(PIECES);
+    let g = Grammars::new(&tok).unwrap();
+    let specs = [
+        ConstraintSpec::JsonSchema(serde_json::json!({"type": "string", "format": "date"})),
+        ConstraintSpec::JsonSchema(
+            serde_json::json!({"type": "string", "format": "date", "pattern": "^20"}),
+        ),
+    ];
+    for spec in &specs {
+        let ok = |d: &str| {
+            let mut c = g.compile(spec).unwrap();
+            accepts(&tok, &mut c, format!("\"{d}\"").as_bytes())
+        };
+        for d in [
+            "2024-02-29",
+            "2000-02-29",
+            "2023-12-31",
+            "2023-04-30",
+            "2023-02-28",
+        ] {
+            assert!(ok(d), "{d}");
+        }
+        for d in [
+            "2023-02-29",
+            "2100-02-29",
+            "2023-04-31",
+            "2023-13-01",
+            "2023-02-30",
+        ] {
+            assert!(!ok(d), "{d}");
+        }
+    }
+    // The first schema alone takes years before 2000, and never year 0000.
+    let mut c = g.compile(&specs[0]).unwrap();
+    assert!(accepts(&tok, &mut c, b"\"1600-02-29\""));
+    let mut c = g.compile(&specs[0]).unwrap();
+    assert!(!accepts(&tok, &mut c, b"\"0000-01-01\""));
+}
