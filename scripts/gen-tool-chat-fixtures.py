@@ -6,6 +6,9 @@ as an object, as transformers passes them) and `tool` results. Writes
 tests/golden/chat-templates/tools.json, read by tests/tests/chat.rs."""
 
 import importlib.util
+import sys
+
+sys.dont_write_bytecode = True
 import json
 import pathlib
 
