@@ -6,11 +6,11 @@ as an object, as transformers passes them) and `tool` results. Writes
 tests/golden/chat-templates/tools.json, read by tests/tests/chat.rs."""
 
 import importlib.util
-import sys
-
-sys.dont_write_bytecode = True
 import json
 import pathlib
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("gen", ROOT / "scripts/gen-chat-fixtures.py")
