@@ -18,7 +18,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tinyrt::chat::{Assistant, AssistantError, AssistantOptions, Message};
 use tinyrt::files::MAX_INPUT_BYTES;
-use tinyrt::StopReason;
 
 use crate::args::{LoadArgs, SamplingArgs, SessionArgs};
 use crate::error::{as_bad_input, bad_input};
@@ -285,9 +284,9 @@ fn reply(assistant: &mut Assistant, input: &str, timings: bool) -> Result<()> {
     if r.interrupted {
         eprintln!("(interrupted)");
     }
-    if assistant.options().sampler.constraint.is_some() && r.stop_reason == StopReason::Length {
+    if r.constraint_satisfied == Some(false) && !r.interrupted {
         eprintln!(
-            "note: the reply reached -n before the constrained value ended (it may be incomplete)"
+            "note: the reply reached -n before the constrained value ended (it is incomplete)"
         );
     }
     if timings {

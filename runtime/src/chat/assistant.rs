@@ -85,6 +85,9 @@ pub struct Reply {
     pub total_time: Duration,
     /// Things the user should know: dropped turns, template fallbacks.
     pub notices: Vec<String>,
+    /// Under a constraint, whether the reply is a complete valid value (`None` without one;
+    /// `Some(false)` when `max_tokens` cut it).
+    pub constraint_satisfied: Option<bool>,
 }
 
 /// A chat with a model: history, system prompt, and a session whose KV cache is reused from
@@ -308,6 +311,7 @@ impl Assistant {
             }
         }
         let stop_reason = gen.stop_reason().unwrap_or(StopReason::Stop);
+        let constraint_satisfied = gen.constraint_satisfied();
         drop(gen);
         if !stops.stopped() {
             let tail = decoder.finish();
@@ -325,6 +329,7 @@ impl Assistant {
             prompt_tokens: prompt.len(),
             reused_tokens: keep,
             generated_tokens: generated,
+            constraint_satisfied,
             time_to_first_token: ttft.unwrap_or_else(|| start.elapsed()),
             total_time: start.elapsed(),
             notices,
