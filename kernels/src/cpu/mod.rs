@@ -30,6 +30,9 @@
 //! (Q8_0, Q8_1, Q8_K) give the same bytes on every ISA; Q8_0/Q8_1 follow what llama.cpp runs on
 //! x86 (`127/amax`, round half to even), Q8_K is ggml's reference (see `scalar/dot.rs`).
 
+// The panel GEMM, the repacking and a few helpers serve only the x86 tables so far.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
+
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
