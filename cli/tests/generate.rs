@@ -270,7 +270,12 @@ fn isa_flag_selects_the_kernels_and_wins_over_the_environment() {
         let o = run(Some(isa.name()), Some("scalar"));
         assert_eq!(o.stdout, base.stdout);
     }
-    assert_bad_input(&run(Some("neon"), None), "--isa \"neon\": unknown ISA");
+    assert_bad_input(&run(Some("sve"), None), "--isa \"sve\": unknown ISA");
+    #[cfg(target_arch = "x86_64")]
+    assert_bad_input(
+        &run(Some("neon"), None),
+        "does not support the neon kernels",
+    );
     assert_bad_input(&run(Some("avx512"), Some("bogus")), "TINYRT_ISA");
     if !tinyrt::kernels::cpu::Isa::Avx512.is_supported() {
         assert_bad_input(&run(Some("avx512"), None), "does not support");

@@ -135,6 +135,16 @@ fn check_dot(fmt: QuantFormat, n_blocks: usize, seed: u64, scale_exp: i32, raw: 
     for isa in Isa::available() {
         let k = Kernels::get(isa).unwrap();
         let got = k.vec_dot(fmt, n, &w, &a).unwrap();
+        // The NEON tiers keep the reference's float steps in its order (only the exact
+        // integer sums are vectorised): the reference's bits.
+        if matches!(isa, Isa::Neon | Isa::NeonDotprod) {
+            assert_eq!(
+                got.to_bits(),
+                reference.to_bits(),
+                "{fmt} on {}: got {got}, reference {reference}",
+                isa.name()
+            );
+        }
         let err = (got as f64 - reference as f64).abs();
         assert!(
             err <= 1e-5 * bound + 1e-30,
@@ -170,7 +180,13 @@ fn check_dot(fmt: QuantFormat, n_blocks: usize, seed: u64, scale_exp: i32, raw: 
     }
 }
 
+/// `cases` cases, or `PROPTEST_CASES` when set (the qemu runs of `scripts/test-aarch64.sh`
+/// take fewer).
 fn config(cases: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
     ProptestConfig {
         cases,
         failure_persistence: None,

@@ -80,7 +80,7 @@ impl std::fmt::Debug for LoadProgress {
 }
 
 impl LoadOptions {
-    /// The defaults with the ISA that `TINYRT_ISA=scalar|avx2|avx512` names, for programs that
+    /// The defaults with the ISA that `TINYRT_ISA=scalar|avx2|avx512|neon|neon-dotprod` names, for programs that
     /// honour that variable as the `tinyrt` CLI does; an unknown ISA or one this CPU lacks is an
     /// error.
     pub fn from_env() -> Result<LoadOptions, ModelError> {

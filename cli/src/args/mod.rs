@@ -27,7 +27,7 @@ pub struct CpuArgs {
     /// CPU threads (default: physical cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
-    /// CPU kernels: scalar, avx2 or avx512 (default: $TINYRT_ISA, else the fastest this CPU has).
+    /// CPU kernels: scalar, avx2, avx512, neon or neon-dotprod (default: $TINYRT_ISA, else the fastest this CPU has).
     #[arg(long, value_name = "ISA")]
     pub isa: Option<String>,
 }

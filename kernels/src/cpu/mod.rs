@@ -30,6 +30,9 @@
 //! (Q8_0, Q8_1, Q8_K) give the same bytes on every ISA; Q8_0/Q8_1 follow what llama.cpp runs on
 //! x86 (`127/amax`, round half to even), Q8_K is ggml's reference (see `scalar/dot.rs`).
 
+// The panel GEMM, the repacking and a few helpers serve only the x86 tables so far.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
+
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
@@ -38,6 +41,8 @@ pub mod avx512;
 pub mod fgemm;
 pub(crate) mod gemm;
 pub mod matmul;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod ops;
 pub mod pool;
 pub mod repack;
@@ -65,17 +70,29 @@ pub enum Isa {
     Avx2,
     /// AVX-512 F/BW/VL/DQ + VNNI (on top of everything AVX2 needs).
     Avx512,
+    /// AArch64 Advanced SIMD (NEON, part of every AArch64 CPU).
+    Neon,
+    /// NEON with the dot-product extension (`sdot`, Armv8.2-A `dotprod`).
+    NeonDotprod,
 }
 
 impl Isa {
-    /// Every ISA, slowest first.
-    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+    /// Every ISA, slowest first within each architecture (a CPU supports those of one only).
+    pub const ALL: [Isa; 5] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Neon,
+        Isa::NeonDotprod,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+            Isa::NeonDotprod => "neon-dotprod",
         }
     }
 
@@ -104,7 +121,13 @@ impl Isa {
                     && is_x86_feature_detected!("avx512dq")
                     && is_x86_feature_detected!("avx512vnni")
             }
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDotprod => {
+                Isa::Neon.is_supported() && std::arch::is_aarch64_feature_detected!("dotprod")
+            }
+            #[allow(unreachable_patterns)]
             _ => false,
         }
     }
@@ -122,7 +145,7 @@ impl Isa {
             .unwrap_or(Isa::Scalar)
     }
 
-    /// The ISA `TINYRT_ISA=scalar|avx2|avx512` asks for: `Ok(None)` when it is unset, an error
+    /// The ISA `TINYRT_ISA=scalar|avx2|avx512|neon|neon-dotprod` asks for: `Ok(None)` when it is unset, an error
     /// (for the caller to report: the CLI exits with status 2) when it names no ISA or one this
     /// CPU lacks.
     pub fn from_env() -> Result<Option<Isa>, String> {
@@ -156,7 +179,7 @@ impl Isa {
                 available()
             )),
             None => Err(format!(
-                "{setting}: unknown ISA (expected scalar, avx2 or avx512; this CPU has: {})",
+                "{setting}: unknown ISA (expected scalar, avx2, avx512, neon or neon-dotprod; this CPU has: {})",
                 available()
             )),
         }
@@ -175,7 +198,11 @@ impl Kernels {
             Isa::Avx2 => Some(&avx2::KERNELS),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => Some(&avx512::KERNELS),
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => Some(&neon::KERNELS),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDotprod => Some(&neon::KERNELS_DOTPROD),
+            #[allow(unreachable_patterns)]
             _ => None,
         }
     }
@@ -198,12 +225,15 @@ mod tests {
             assert_eq!(Isa::from_name(isa.name()), Some(isa));
         }
         assert_eq!(Isa::from_name("AVX512"), Some(Isa::Avx512));
-        assert_eq!(Isa::from_name("neon"), None);
+        assert_eq!(Isa::from_name("Neon-Dotprod"), Some(Isa::NeonDotprod));
+        assert_eq!(Isa::from_name("sve"), None);
     }
 
     /// Every ISA table has a kernel for every weight format of `quant::FORMATS`, taking its
     /// `vec_dot_type`, and the AVX2 / AVX-512 tables have their own kernel exactly for the
-    /// formats marked `simd` (the others run the scalar reference).
+    /// formats marked `simd` (the others run the scalar reference). The NEON tables are being
+    /// filled in (issue #27): they have their own kernels for a subset of the `simd` formats
+    /// and the scalar reference for the rest, never an own kernel for a format not marked `simd`.
     #[test]
     fn every_table_covers_the_format_table() {
         let scalar = Kernels::get(Isa::Scalar).unwrap();
@@ -216,7 +246,16 @@ mod tests {
                 assert_eq!(Some(e.act), f.vec_dot_type, "{} {}", isa.name(), f.format);
                 if isa != Isa::Scalar {
                     let own = e.f as usize != scalar.entry_for(f.format).unwrap().f as usize;
-                    assert_eq!(own, f.simd, "{} {}: own SIMD kernel", isa.name(), f.format);
+                    if matches!(isa, Isa::Neon | Isa::NeonDotprod) {
+                        assert!(
+                            f.simd || !own,
+                            "{} {}: own SIMD kernel",
+                            isa.name(),
+                            f.format
+                        );
+                    } else {
+                        assert_eq!(own, f.simd, "{} {}: own SIMD kernel", isa.name(), f.format);
+                    }
                 }
             }
             assert_eq!(
@@ -239,6 +278,15 @@ mod tests {
                 assert_eq!(best, Isa::Avx2);
             }
             assert!(Isa::available().contains(&best));
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            let best = Isa::detect();
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                assert_eq!(best, Isa::NeonDotprod);
+            } else {
+                assert_eq!(best, Isa::Neon);
+            }
         }
     }
 }

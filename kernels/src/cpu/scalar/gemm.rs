@@ -23,7 +23,13 @@ pub(crate) unsafe fn rows_times_tokens(job: &RowsJob<'_>, r0: usize, n_rows: usi
         return;
     }
     // SAFETY: the caller's contract.
-    unsafe { rows_body(job, r0, n_rows) }
+    unsafe { rows_body(job, r0, n_rows, dot_u8_i8) }
+}
+
+/// Σ c·y of one sub-block's codes and int8 activations (the GEMM's integer sum, exact).
+#[inline(always)]
+fn dot_u8_i8(c: &[u8], y: &[i8]) -> i32 {
+    c.iter().zip(y).map(|(&q, &y)| q as i32 * y as i32).sum()
 }
 
 /// # Safety
@@ -32,13 +38,23 @@ pub(crate) unsafe fn rows_times_tokens(job: &RowsJob<'_>, r0: usize, n_rows: usi
 #[target_feature(enable = "fma")]
 unsafe fn rows_with_fma(job: &RowsJob<'_>, r0: usize, n_rows: usize) {
     // SAFETY: the caller's contract.
-    unsafe { rows_body(job, r0, n_rows) }
+    unsafe { rows_body(job, r0, n_rows, dot_u8_i8) }
 }
 
+/// The row-by-row GEMM with `dot` for each sub-block's integer sum Σ c·y (`kb` codes against
+/// `kb` int8 values; every implementation gives the same exact integer, so the float steps
+/// here, shared by every caller, give the same bits). The NEON tiers call it with their own
+/// `dot`.
+///
 /// # Safety
 /// As [`rows_times_tokens`].
 #[inline(always)]
-unsafe fn rows_body(job: &RowsJob<'_>, r0: usize, n_rows: usize) {
+pub(crate) unsafe fn rows_body(
+    job: &RowsJob<'_>,
+    r0: usize,
+    n_rows: usize,
+    dot: impl Fn(&[u8], &[i8]) -> i32,
+) {
     let fmt = QuantFormat::Ggml(job.ty);
     let (bs, ts) = (fmt.block_size(), fmt.type_size());
     let (kb, cols, n_tokens) = (job.form.kb, job.cols, job.n_tokens);
@@ -68,8 +84,7 @@ unsafe fn rows_body(job: &RowsJob<'_>, r0: usize, n_rows: usize) {
                         let sd = &job.acts.side[side_index(n_tokens, nsub, b, t0 + k)];
                         let at = (t0 + k) * cols + b * kb;
                         let y = &job.acts.y[at..at + kb];
-                        let dot: i32 = c.iter().zip(y).map(|(&q, &y)| q as i32 * y as i32).sum();
-                        let isum = sd.init + dot;
+                        let isum = sd.init + dot(c, y);
                         *a = (isum as f32).mul_add(scales[s] * sd.d, *a);
                         if job.form.mins {
                             *a = mins[s].mul_add(sd.ms, *a);
