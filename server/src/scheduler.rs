@@ -465,6 +465,7 @@ impl<'t, E: Engine> State<'t, E> {
                 Some((slot, s.sampler.take_constraint()?))
             })
             .collect();
+        let masked_slots: Vec<usize> = masks.iter().map(|&(slot, _)| slot).collect();
         let masker = (!masks.is_empty()).then(|| {
             std::thread::spawn(move || {
                 for (_, c) in masks.iter_mut() {
@@ -497,10 +498,24 @@ impl<'t, E: Engine> State<'t, E> {
             self.engine.step(&items)
         };
         if let Some(m) = masker {
-            if let Ok(done) = m.join() {
-                for (slot, c) in done {
-                    if let Some(s) = self.seqs[slot].as_mut() {
-                        s.sampler.set_constraint(Some(c));
+            match m.join() {
+                Ok(done) => {
+                    for (slot, c) in done {
+                        if let Some(s) = self.seqs[slot].as_mut() {
+                            s.sampler.set_constraint(Some(c));
+                        }
+                    }
+                }
+                // Never let a constrained sequence go on unconstrained.
+                Err(_) => {
+                    for slot in masked_slots {
+                        if let Some(s) = &self.seqs[slot] {
+                            let _ = s
+                                .job
+                                .events
+                                .send(Event::Error("the constraint's mask thread failed".into()));
+                        }
+                        self.retire(slot);
                     }
                 }
             }
