@@ -893,23 +893,9 @@ fn embeddings_equal_tinyrt_embed() {
 
 #[test]
 fn openai_python_client() {
-    // A relative path is taken from the workspace root (tests run in cli/).
-    let python = match std::env::var("TINYRT_PYTHON") {
-        Ok(p) if p.contains('/') && !p.starts_with('/') => {
-            tinyrt_tests::workspace_root().join(p).display().to_string()
-        }
-        Ok(p) => p,
-        Err(_) => "python3".into(),
-    };
-    let probe = Command::new(&python).args(["-c", "import openai"]).output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            !tinyrt_tests::models_required(),
-            "`{python} -c 'import openai'` failed and TINYRT_REQUIRE_MODELS=1 (set TINYRT_PYTHON to a python with openai)"
-        );
-        eprintln!("skipping: {python} cannot import openai (set TINYRT_PYTHON)");
+    let Some(python) = python_with("openai") else {
         return;
-    }
+    };
     let model = tinyrt_tests::model(tinyrt_tests::SMOLLM2).unwrap_or_else(tiny);
     let enc = tinyrt_tests::model("all-MiniLM-L6-v2-f32.gguf");
     let mut args = vec!["-np", "2", "-c", "2048", "--api-key", "test-key"];

@@ -111,15 +111,14 @@ impl Ready {
         let format = chat
             .lock()
             .map_err(|_| ApiError::internal("the chat template lock is poisoned"))?;
-        let call_format = tools.map(|_| tools::format_of(format.active().source()));
+        let template_format = tools::format_of(format.active().source());
+        let call_format = tools.map(|_| template_format);
         let (messages, raw) = match (tools, call_format) {
             (Some(t), Some(f)) => (
                 t.messages(f, messages),
                 (f == CallFormat::Hermes).then_some(&t.raw),
             ),
-            _ if tools::has_tool_turns(&messages)
-                && tools::format_of(format.active().source()) == CallFormat::Generic =>
-            {
+            _ if tools::has_tool_turns(&messages) && template_format == CallFormat::Generic => {
                 (tools::generic_history(messages), None)
             }
             _ => (messages, None),

@@ -347,28 +347,24 @@ pub fn has_tool_turns(messages: &[Message]) -> bool {
 /// The conversation with earlier calls and results written as the generic format's JSON text,
 /// for templates that take no tools (also when this request offers none).
 pub fn generic_history(messages: Vec<Message>) -> Vec<Message> {
-    {
-        let mut out: Vec<Message> = Vec::with_capacity(messages.len());
-        let mut last_was_result = false;
-        for m in messages {
-            let (m, is_result) = generic_message(m);
-            match out.last_mut() {
-                // Results and the user turn after them share one turn (templates such as
-                // Gemma's insist that user and assistant alternate).
-                Some(prev)
-                    if prev.role == "user"
-                        && m.role == "user"
-                        && (is_result || last_was_result) =>
-                {
-                    prev.content.push_str("\n\n");
-                    prev.content.push_str(&m.content);
-                }
-                _ => out.push(m),
+    let mut out: Vec<Message> = Vec::with_capacity(messages.len());
+    let mut last_was_result = false;
+    for m in messages {
+        let (m, is_result) = generic_message(m);
+        match out.last_mut() {
+            // Results and the user turn after them share one turn (templates such as
+            // Gemma's insist that user and assistant alternate).
+            Some(prev)
+                if prev.role == "user" && m.role == "user" && (is_result || last_was_result) =>
+            {
+                prev.content.push_str("\n\n");
+                prev.content.push_str(&m.content);
             }
-            last_was_result = is_result;
+            _ => out.push(m),
         }
-        out
+        last_was_result = is_result;
     }
+    out
 }
 
 /// A message in the generic format: calls and results as JSON text (`true`: a tool result,
